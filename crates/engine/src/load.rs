@@ -1,0 +1,80 @@
+//! Reading a pool set path: a `*.set` file or a single-file pool.
+
+use std::path::{Path, PathBuf};
+
+use poolsync_pmem::{Access, FileKind, PartFile, Storage};
+use poolsync_poolset::{Options, Part, PartSize, PoolSet, Replica};
+
+use crate::Error;
+
+/// Largest pool set file we read; PMDK has no limit, but a text file this
+/// big is certainly not a pool set.
+pub const MAX_SET_FILE: u64 = 16 << 20;
+
+/// What a user-given path turned out to be.
+#[derive(Debug)]
+pub struct Loaded<F> {
+    /// The path as given.
+    pub path: PathBuf,
+    /// The set: parsed from a `*.set` file, or synthesised for a single-file
+    /// pool (one replica, one part of the file's page-aligned size).
+    pub set: PoolSet,
+    /// `true` when `path` is a pool set file.
+    pub is_poolset: bool,
+    /// The open, flocked pool set file (kept open to hold the lock), or the
+    /// single-file pool itself.
+    pub file: F,
+}
+
+/// Opens `path`, takes its lock and classifies it (spec 1.1, 1.12).
+///
+/// A file whose first 11 bytes are `PMEMPOOLSET` is parsed as a pool set;
+/// anything else is a single-file pool.
+pub fn load<S: Storage>(storage: &S, path: &Path, access: Access) -> Result<Loaded<S::File>, Error> {
+    let meta = storage.stat(path)?.ok_or_else(|| Error::NotFound { path: path.to_path_buf() })?;
+    if meta.kind == FileKind::Directory {
+        return Err(Error::IsDirectory { path: path.to_path_buf() });
+    }
+    let file = storage.open(path, access)?;
+    let len = file.len()?;
+    let mut head = [0u8; 11];
+    let is_poolset = len >= head.len() as u64 && {
+        file.read_at(0, &mut head)?;
+        poolsync_poolset::is_poolset(&head)
+    };
+    let set = if is_poolset {
+        if len > MAX_SET_FILE {
+            return Err(Error::SetTooLarge { path: path.to_path_buf(), len });
+        }
+        let mut buf = vec![0u8; len as usize];
+        file.read_at(0, &mut buf)?;
+        let text = String::from_utf8(buf).map_err(|e| Error::PoolSet {
+            path: path.to_path_buf(),
+            line: line_of(e.as_bytes(), e.utf8_error().valid_up_to()),
+            reason: "the pool set file is not valid UTF-8 text".to_string(),
+        })?;
+        poolsync_poolset::parse(&text).map_err(|e| Error::PoolSet {
+            path: path.to_path_buf(),
+            line: e.line(),
+            reason: e.reason(),
+        })?
+    } else {
+        single_file_set(path, len)
+    };
+    Ok(Loaded { path: path.to_path_buf(), set, is_poolset, file })
+}
+
+/// The set PMDK synthesises for a single-file pool.
+pub fn single_file_set(path: &Path, len: u64) -> PoolSet {
+    PoolSet {
+        options: Options::default(),
+        replicas: vec![Replica::Local {
+            parts: vec![Part { size: PartSize::Bytes(len), path: path.to_string_lossy().into_owned(), line: 0 }],
+            line: 0,
+        }],
+    }
+}
+
+fn line_of(bytes: &[u8], offset: usize) -> usize {
+    1 + bytes.iter().take(offset).filter(|&&b| b == b'\n').count()
+}

@@ -1,0 +1,2 @@
+//! Maintainer tasks: `cargo xtask help`.
+fn main() {}
