@@ -1,47 +1,117 @@
 //! Persistence primitives and part-file storage.
 //!
-//! CONTRACT SKELETON (to be replaced by the implementation): the public items
-//! below are the API that the engine builds against. The engine reaches
-//! storage only through [`Storage`] and [`PartFile`], so tests can substitute
-//! a simulated backend.
+//! The engine reaches storage only through the [`Storage`] and [`PartFile`]
+//! traits, so tests can substitute a simulated backend. [`FsStorage`] is the
+//! real file system, used through the page cache:
+//!
+//! * every file it opens or creates is locked with
+//!   `flock(LOCK_EX|LOCK_NB)` on its own open file description, as
+//!   libpmemobj locks part files, so a pool in use elsewhere (or a part named
+//!   twice in one pool set) is refused with [`Error::Locked`];
+//! * [`Storage::create`] makes a new part the way PMDK does: `O_CREAT|O_EXCL`,
+//!   mode 0, fully allocated with `posix_fallocate`, and removed again if any
+//!   step fails;
+//! * writes land in the page cache, [`PartFile::flush`] records that there
+//!   is something to persist, and [`PartFile::fence`] makes it durable with
+//!   one `fdatasync`.
+//!
+//! [`persist_mode_from_env`] reads the environment overrides that choose
+//! between persistence paths (`POOLSYNC_PERSIST`, PMDK's
+//! `PMEM_IS_PMEM_FORCE`); this build has the page-cache path only.
+//!
+//! # Example
+//!
+//! ```
+//! use poolsync_pmem::{Access, FsStorage, PartFile, Storage};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("pool.part");
+//! let storage = FsStorage;
+//!
+//! let part = storage.create(&path, 1 << 20)?;
+//! part.write_at(4096, b"hello")?;
+//! part.flush(4096, 5)?;
+//! part.fence()?;
+//! // Make the new directory entry durable too, then open the part for
+//! // others (PMDK creates parts with mode 0 and chmods them at the end).
+//! storage.fsync_parent(&path)?;
+//! storage.set_mode(&path, 0o664)?;
+//!
+//! // While `part` is open, the file is locked.
+//! assert!(storage.open(&path, Access::ReadOnly).is_err());
+//! drop(part);
+//!
+//! let part = storage.open(&path, Access::ReadOnly)?;
+//! let mut buf = [0u8; 5];
+//! part.read_at(4096, &mut buf)?;
+//! assert_eq!(&buf, b"hello");
+//! assert_eq!(part.len()?, 1 << 20);
+//! # Ok(())
+//! # }
+//! ```
 #![allow(unsafe_code)] // This crate is the one place unsafe code may live; see ARCHITECTURE.md.
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
-use std::path::{Path, PathBuf};
+mod error;
+mod fs;
+mod persist;
+mod sync_state;
 
-/// Errors of storage operations, each naming the path and the operation.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// An I/O call failed.
-    #[error("{op} \"{path}\": {source}")]
-    Io { op: &'static str, path: PathBuf, #[source] source: std::io::Error },
-    /// `flock(LOCK_EX|LOCK_NB)` found the file locked by another open file description.
-    #[error("flock \"{path}\": resource temporarily unavailable (the pool is in use)")]
-    Locked { path: PathBuf },
-}
+use std::path::Path;
+
+pub use error::Error;
+pub use fs::{FsFile, FsStorage};
+pub use persist::{
+    persist_mode_from_env, persist_override, PersistMode, PersistOverride, PERSIST_VAR,
+    PMEM_IS_PMEM_FORCE_VAR,
+};
 
 /// How to open an existing file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access { ReadOnly, ReadWrite }
+pub enum Access {
+    /// `O_RDONLY`.
+    ReadOnly,
+    /// `O_RDWR`.
+    ReadWrite,
+}
 
 /// What `stat` tells about a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Meta {
+    /// `st_size` (0 for a Device DAX character device).
     pub len: u64,
     /// Permission bits (`st_mode & 0o7777`).
     pub mode: u32,
+    /// The file type.
     pub kind: FileKind,
+    /// `st_dev`.
     pub dev: u64,
+    /// `st_ino`.
     pub ino: u64,
     /// `st_ctime` seconds.
     pub ctime: u64,
 }
 
+/// The type of a file, as far as pool sets care.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileKind { Regular, Directory, CharDevice, Other }
+pub enum FileKind {
+    /// A regular file.
+    Regular,
+    /// A directory.
+    Directory,
+    /// A character device, such as a Device DAX (`/dev/daxX.Y`).
+    CharDevice,
+    /// Anything else (block device, FIFO, socket).
+    Other,
+}
 
 /// One open (and flocked) file.
+// Emptiness is not a question callers ask of a part file, and an
+// `is_empty` would only be `len()? == 0` behind another fallible call.
+#[allow(clippy::len_without_is_empty)]
 pub trait PartFile: Send + Sync + std::fmt::Debug {
+    /// The path the file was opened by.
     fn path(&self) -> &Path;
     /// Current length in bytes.
     fn len(&self) -> Result<u64, Error>;
@@ -59,6 +129,7 @@ pub trait PartFile: Send + Sync + std::fmt::Debug {
 
 /// A file system as the engine sees it.
 pub trait Storage: Send + Sync + std::fmt::Debug {
+    /// The open-file type.
     type File: PartFile;
     /// `stat` following symlinks; `Ok(None)` when the path does not exist.
     fn stat(&self, path: &Path) -> Result<Option<Meta>, Error>;
@@ -66,13 +137,54 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn open(&self, path: &Path, access: Access) -> Result<Self::File, Error>;
     /// Creates a new part as PMDK does: `O_CREAT|O_EXCL`, mode 0, fully
     /// allocated with `posix_fallocate` to `size`, flocked. Read-write.
+    ///
+    /// An existing file is never touched ([`Error::Exists`]); if a later
+    /// step fails, the new file is removed before the error is returned. The
+    /// new directory entry is durable only after
+    /// [`Storage::fsync_dir`] of its directory.
     fn create(&self, path: &Path, size: u64) -> Result<Self::File, Error>;
-    /// Unlinks a file.
+    /// Unlinks a file. The removal is durable only after
+    /// [`Storage::fsync_dir`] of its directory.
     fn remove(&self, path: &Path) -> Result<(), Error>;
     /// `chmod`.
     fn set_mode(&self, path: &Path, mode: u32) -> Result<(), Error>;
-}
 
-/// The real file system, through the page cache (pread/pwrite, fdatasync).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct FsStorage;
+    /// Makes the entries of directory `dir` durable (files created, removed
+    /// or renamed in it); an empty path means the current directory.
+    ///
+    /// The default does nothing, which is right for storage whose directory
+    /// entries are durable as soon as they change (such as in-memory test
+    /// backends); [`FsStorage`] opens the directory and `fsync`s it.
+    fn fsync_dir(&self, dir: &Path) -> Result<(), Error> {
+        let _ = dir;
+        Ok(())
+    }
+
+    /// [`Storage::fsync_dir`] of the directory that holds `path`.
+    fn fsync_parent(&self, path: &Path) -> Result<(), Error> {
+        match path.parent() {
+            Some(parent) => self.fsync_dir(parent),
+            // `path` is a root or empty: it is its own directory.
+            None => self.fsync_dir(path),
+        }
+    }
+
+    /// Opens `path` read-only (taking and releasing its lock) and reads the
+    /// whole file, refusing ([`Error::TooLarge`]) one longer than `max_len`
+    /// before allocating anything.
+    fn read_all(&self, path: &Path, max_len: u64) -> Result<Vec<u8>, Error> {
+        let file = self.open(path, Access::ReadOnly)?;
+        let len = file.len()?;
+        let too_large = || Error::TooLarge {
+            path: path.to_path_buf(),
+            len,
+            max: max_len,
+        };
+        if len > max_len {
+            return Err(too_large());
+        }
+        let mut buf = vec![0u8; usize::try_from(len).map_err(|_| too_large())?];
+        file.read_at(0, &mut buf)?;
+        Ok(buf)
+    }
+}

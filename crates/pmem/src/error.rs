@@ -1,0 +1,188 @@
+//! The crate's one error type.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Errors of storage operations, each naming the path and the operation.
+///
+/// Messages of failed system calls follow the form PMDK prints,
+/// `<call> "<path>": <strerror text>`, so that a user who knows `pmempool`
+/// recognises them (for example `open "/pool/a.part": No such file or
+/// directory`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An I/O call failed.
+    #[error("{op} \"{path}\": {}", os_message(.source))]
+    Io {
+        /// The system call, as PMDK names it (`open`, `unlink`, `chmod`, …).
+        op: &'static str,
+        /// The file or directory it was called on.
+        path: PathBuf,
+        /// What the system reported.
+        #[source]
+        source: io::Error,
+    },
+    /// `flock(LOCK_EX|LOCK_NB)` found the file locked by another open file description.
+    #[error("flock \"{path}\": resource temporarily unavailable (the pool is in use)")]
+    Locked {
+        /// The locked file.
+        path: PathBuf,
+    },
+    /// A positioned I/O call (`pread`, `pwrite`) failed.
+    #[error("{op} \"{path}\" at offset {offset}: {}", os_message(.source))]
+    IoAt {
+        /// `read` or `write`.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Byte offset in the file where the failing call started.
+        offset: u64,
+        /// What the system reported.
+        #[source]
+        source: io::Error,
+    },
+    /// A read reached the end of the file before filling the buffer.
+    #[error(
+        "read \"{path}\": {len} bytes at offset {offset} reach past the end of the file \
+         (only {got} could be read)"
+    )]
+    ShortRead {
+        /// The file.
+        path: PathBuf,
+        /// Where the read started.
+        offset: u64,
+        /// How many bytes were asked for.
+        len: u64,
+        /// How many bytes the file held from `offset` on.
+        got: u64,
+    },
+    /// A byte range whose end does not fit in a 64-bit offset.
+    #[error("{op} \"{path}\": range of {len} bytes at offset {offset} overflows the file offset")]
+    InvalidRange {
+        /// `read`, `write` or `flush`.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Start of the range.
+        offset: u64,
+        /// Length of the range.
+        len: u64,
+    },
+    /// `create` found a file at the path; existing files are never overwritten.
+    #[error("create \"{path}\": file already exists (an existing file is never overwritten)")]
+    Exists {
+        /// The existing file, left untouched.
+        path: PathBuf,
+    },
+    /// `posix_fallocate` could not allocate a new part file to its full size.
+    #[error("posix_fallocate \"{path}\", {size}: {}", os_message(.source))]
+    Allocate {
+        /// The new file (already removed again when this is returned).
+        path: PathBuf,
+        /// The requested size in bytes.
+        size: u64,
+        /// What the system reported.
+        #[source]
+        source: io::Error,
+    },
+    /// Removing a half-created file after a failure failed too, so the file
+    /// is still there.
+    #[error("{cause}; removing the half-created \"{path}\" failed as well: {}", os_message(.source))]
+    Cleanup {
+        /// The file left behind.
+        path: PathBuf,
+        /// The failure that made the file half-created.
+        cause: Box<Error>,
+        /// Why `unlink` failed.
+        #[source]
+        source: io::Error,
+    },
+    /// An earlier `fdatasync` of this file failed; written data may have been
+    /// dropped by the kernel, so no later fence can promise durability.
+    #[error(
+        "fdatasync \"{path}\": an earlier fdatasync of this file failed, \
+         so data written since it was opened may be lost"
+    )]
+    SyncPoisoned {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A file is larger than the caller is willing to read into memory.
+    #[error("read \"{path}\": file is {len} bytes, more than the {max} bytes allowed")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its length.
+        len: u64,
+        /// The limit the caller gave.
+        max: u64,
+    },
+    /// An environment variable holds a value this crate does not understand.
+    #[error("environment variable {var}={value:?}: {reason}")]
+    Env {
+        /// The variable.
+        var: &'static str,
+        /// Its value (lossily converted to UTF-8).
+        value: String,
+        /// What was expected instead.
+        reason: &'static str,
+    },
+    /// The environment asks for the DAX persistence path, which this build lacks.
+    #[error(
+        "{var}={value} asks for the DAX persistence path (flushing CPU caches to persistent \
+         memory), which is not available in this build; unset {var} or set \
+         POOLSYNC_PERSIST=pagecache"
+    )]
+    DaxUnavailable {
+        /// The variable that asked for it.
+        var: &'static str,
+        /// Its value.
+        value: String,
+    },
+}
+
+/// The text of an I/O error without the ` (os error N)` suffix that Rust
+/// appends, so that messages read like PMDK's `strerror` output.
+fn os_message(err: &io::Error) -> String {
+    let text = err.to_string();
+    match err.raw_os_error() {
+        Some(code) => {
+            let suffix = format!(" (os error {code})");
+            match text.strip_suffix(&suffix) {
+                Some(stripped) => stripped.to_owned(),
+                None => text,
+            }
+        }
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_errors_print_like_strerror() {
+        let err = Error::Io {
+            op: "open",
+            path: PathBuf::from("/x/y"),
+            source: io::Error::from_raw_os_error(libc::ENOENT),
+        };
+        assert_eq!(err.to_string(), "open \"/x/y\": No such file or directory");
+    }
+
+    #[test]
+    fn custom_errors_keep_their_text() {
+        let err = Error::IoAt {
+            op: "write",
+            path: PathBuf::from("p"),
+            offset: 7,
+            source: io::Error::new(io::ErrorKind::WriteZero, "failed to write whole buffer"),
+        };
+        assert_eq!(
+            err.to_string(),
+            "write \"p\" at offset 7: failed to write whole buffer"
+        );
+    }
+}
