@@ -32,7 +32,7 @@ pub enum Error {
     /// A positioned I/O call (`pread`, `pwrite`) failed.
     #[error("{op} \"{path}\" at offset {offset}: {}", os_message(.source))]
     IoAt {
-        /// `read` or `write`.
+        /// `read`, `write` or `flush`.
         op: &'static str,
         /// The file.
         path: PathBuf,
@@ -117,6 +117,13 @@ pub enum Error {
         len: u64,
         /// The limit the caller gave.
         max: u64,
+    },
+    /// The simulated storage ([`crate::sim::SimStorage`]) crashed at this
+    /// persistence event (0-based); every operation after it fails too.
+    #[error("simulated crash at persistence event {event}")]
+    SimulatedCrash {
+        /// Index of the flush, fence or directory sync that crashed.
+        event: u64,
     },
     /// An environment variable holds a value this crate does not understand.
     #[error("environment variable {var}={value:?}: {reason}")]

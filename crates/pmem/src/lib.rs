@@ -1,8 +1,20 @@
 //! Persistence primitives and part-file storage.
 //!
 //! The engine reaches storage only through the [`Storage`] and [`PartFile`]
-//! traits, so tests can substitute a simulated backend. [`FsStorage`] is the
-//! real file system, used through the page cache:
+//! traits: write into a range, flush a range, fence, and sync directories.
+//! The traits promise one crash model (a flushed range is durable only
+//! after the next fence; a new or removed file only after a sync of its
+//! directory), and three backends implement them:
+//!
+//! * **Page cache** — [`FsStorage`], the real file system, available now;
+//! * **Simulated** — [`sim::SimStorage`], available now: an in-memory file
+//!   system that keeps a written and a persisted image of every file and can
+//!   crash at any flush, fence or directory sync, so that every writer can
+//!   be tested at every persistence point;
+//! * **DAX** — mapped persistent memory flushed from the CPU caches, to come
+//!   later; [`persist_mode_from_env`] already refuses requests for it.
+//!
+//! [`FsStorage`] works through the page cache:
 //!
 //! * every file it opens or creates is locked with
 //!   `flock(LOCK_EX|LOCK_NB)` on its own open file description, as
@@ -56,6 +68,7 @@
 mod error;
 mod fs;
 mod persist;
+pub mod sim;
 mod sync_state;
 
 use std::path::Path;

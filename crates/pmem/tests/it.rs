@@ -1,4 +1,7 @@
-//! Integration tests of `FsStorage` on real files in temporary directories.
+//! Integration tests: `FsStorage` on real files in temporary directories
+//! (this file) and the simulated crash backend (`sim/`).
+
+mod sim;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

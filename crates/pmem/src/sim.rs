@@ -1,0 +1,1246 @@
+//! A simulated storage backend that can crash at any persistence event.
+//!
+//! [`SimStorage`] implements [`Storage`] and [`PartFile`] in memory, so that
+//! a writer (create, repair, sync) can be run against it and stopped at every
+//! flush, fence and directory sync it makes. After such a stop,
+//! [`SimStorage::after_crash`] "reboots" the storage: the new instance holds
+//! only what the crash model says survived, and recovery can be run on it.
+//! The idea is redb's `CrashBackend`.
+//!
+//! # The crash model
+//!
+//! Every file has a *written* image (what reads see) and a *persisted* image
+//! (what survives a power failure). The model is the strictest one that
+//! both real backends satisfy, so a writer that is correct here is correct
+//! on the page cache (`fdatasync`) and on DAX (`clwb` + `sfence`):
+//!
+//! * **Data.** [`PartFile::write_at`] changes the written image only.
+//!   [`PartFile::flush`] marks a range as pending on *that handle*, and
+//!   [`PartFile::fence`] copies the handle's pending ranges, with the bytes
+//!   they hold at the time of the fence, into the persisted image. A fence
+//!   is per file, because [`crate::FsStorage`]'s fence is an `fdatasync` of
+//!   its own file only: a fence of one part never persists another. Pending
+//!   ranges die with their handle, because a fresh `FsStorage` handle starts
+//!   with nothing to sync: data flushed through a handle that was dropped
+//!   before a fence is not durable.
+//! * **Size.** [`Storage::create`] gives a zero-filled file of the full size
+//!   (allocated, as `posix_fallocate` does), but the allocation becomes
+//!   durable only at the first fence of the file; before that, a crash
+//!   leaves the file (if its entry survives) empty.
+//! * **Directory entries.** A file created or removed becomes durable
+//!   (appears or disappears after a crash) only at the next
+//!   [`Storage::fsync_dir`] of its directory. A fence does not make the
+//!   entry durable, and a directory sync does not make the data durable:
+//!   a new part needs both.
+//! * **Modes.** A [`Storage::set_mode`] becomes durable at the next
+//!   [`Storage::fsync_dir`] of the file's directory. (On a real file system
+//!   a mode change is inode metadata, which `fdatasync` need not persist;
+//!   the trait has no `fsync` of a file, and a directory sync commits the
+//!   journal on the journaling file systems poolsync runs on.)
+//! * **Not modelled.** Directories themselves ([`SimStorage::add_dir`]) are
+//!   fixtures and always durable; `ctime` comes from a logical clock that
+//!   ticks at every create, write and mode change, and is not part of the
+//!   crash model.
+//!
+//! What a crash leaves behind is chosen at reboot time with [`Survival`]:
+//! only what was made durable (a power failure, the default), everything
+//! written (a killed process whose page cache lives on), or a seeded random
+//! mix of the two (a power failure after the cache wrote back some blocks
+//! and the file system committed some entries on its own).
+//!
+//! # Persistence events and crash injection
+//!
+//! Every call of [`PartFile::flush`], [`PartFile::fence`] and
+//! [`Storage::fsync_dir`] that passes its argument checks is one
+//! *persistence event*, numbered from 0
+//! across all files and handles of one storage. Calls that fail their own
+//! argument checks (a range past the end, a missing directory) are not
+//! events. [`SimStorage::events`] counts the events that completed, so a
+//! test runs the writer once to learn the count `n` and then, for every
+//! `k` in `0..n`, runs it again with [`SimStorage::crash_after`]`(k)`: events
+//! `0..k` complete, event `k` fails with [`Error::SimulatedCrash`] without
+//! taking effect, and every later operation of the [`Storage`] and
+//! [`PartFile`] traits on that storage fails the same way, so the writer
+//! stops. The inspection helpers ([`SimStorage::image`] and friends) keep
+//! working.
+//!
+//! # Other behaviour
+//!
+//! * Paths are compared after lexical normalisation (`.` and `..` resolved,
+//!   repeated slashes merged); there are no symbolic links. `/` always
+//!   exists, and the empty path is the current directory for
+//!   [`Storage::fsync_dir`] and the parent of bare file names. A file can be
+//!   created only in a directory declared with [`SimStorage::add_dir`], and
+//!   errors read like [`crate::FsStorage`]'s (`open "/x/a.part": No such file
+//!   or directory`).
+//! * [`Storage::open`] and [`Storage::create`] take an exclusive lock on the
+//!   file (not the path, as `flock` locks the inode) until the handle is
+//!   dropped; a second open fails with [`Error::Locked`].
+//! * [`Storage::create`] is `O_EXCL`, makes mode 0 files, and refuses sizes
+//!   over [`SimStorage::max_file_len`] (default [`DEFAULT_MAX_FILE_LEN`])
+//!   with [`Error::Allocate`] before allocating anything.
+//! * Files never grow: a write or flush past the end of a file is an error
+//!   (a page-cache file would grow silently, but no writer of a fully
+//!   allocated part may do that).
+//! * Clones of a [`SimStorage`] share one file system, like two handles of
+//!   one disk; [`SimStorage::after_crash`] makes an independent one.
+//!
+//! # Example
+//!
+//! ```
+//! use std::path::Path;
+//! use poolsync_pmem::sim::SimStorage;
+//! use poolsync_pmem::{Error, PartFile, Storage};
+//!
+//! // Data first, then a header that claims the data is there.
+//! fn writer(s: &SimStorage) -> Result<(), Error> {
+//!     let path = Path::new("/pool/a.part");
+//!     let part = s.create(path, 8192)?;
+//!     s.fsync_parent(path)?;
+//!     part.write_at(4096, &[7; 4096])?;
+//!     part.flush(4096, 4096)?;
+//!     part.fence()?;
+//!     part.write_at(0, b"HEADER")?;
+//!     part.flush(0, 6)?;
+//!     part.fence()
+//! }
+//!
+//! let fresh = || {
+//!     let s = SimStorage::new();
+//!     s.add_dir(Path::new("/pool")).expect("directory");
+//!     s
+//! };
+//! let full = fresh();
+//! writer(&full).expect("complete run");
+//! let events = full.events();
+//! assert_eq!(events, 5);
+//!
+//! for k in 0..events {
+//!     let s = fresh();
+//!     s.crash_after(k);
+//!     assert!(matches!(writer(&s), Err(Error::SimulatedCrash { event }) if event == k));
+//!     let rebooted = s.after_crash();
+//!     if let Some(bytes) = rebooted.written_bytes(Path::new("/pool/a.part")) {
+//!         if bytes.starts_with(b"HEADER") {
+//!             assert!(bytes[4096..].iter().all(|&b| b == 7), "header without data");
+//!         }
+//!     }
+//! }
+//! ```
+#![forbid(unsafe_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::io;
+use std::ops::Range;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::{Access, Error, FileKind, Meta, PartFile, Storage};
+
+/// The largest file [`SimStorage::new`] agrees to create: 1 GiB.
+pub const DEFAULT_MAX_FILE_LEN: u64 = 1 << 30;
+
+/// The unit in which [`Survival::Torn`] decides what survived: a disk sector.
+pub const TORN_BLOCK: usize = 512;
+
+/// `st_dev` of every simulated file.
+const SIM_DEV: u64 = 0x5349_4d00;
+/// The logical clock's first value, a plausible `ctime` in seconds.
+const CLOCK_START: u64 = 1_700_000_000;
+/// Mode of directories made by [`SimStorage::add_dir`].
+const DIR_MODE: u32 = 0o755;
+/// `st_size` reported for a directory.
+const DIR_LEN: u64 = 4096;
+
+/// What survives a crash, chosen at reboot ([`SimStorage::after_crash_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Survival {
+    /// A power failure: only what was made durable survives (fenced data,
+    /// fenced allocations, directory entries and modes synced with
+    /// `fsync_dir`).
+    Durable,
+    /// A killed process on a machine that keeps running: everything written,
+    /// created, removed and chmodded survives, durable or not.
+    Everything,
+    /// A power failure after the system persisted some things on its own
+    /// (page-cache write-back, cache eviction, a journal commit). Each
+    /// [`TORN_BLOCK`]-sized block that differs between the written and the
+    /// persisted image, each not yet durable allocation, directory entry
+    /// and mode change survives or not independently, by a coin flip
+    /// derived from `seed`; the same seed and the same run give the same
+    /// outcome.
+    Torn {
+        /// Chooses the outcome.
+        seed: u64,
+    },
+}
+
+/// An in-memory file system with a crash model; see the [module
+/// documentation](self).
+#[derive(Clone)]
+pub struct SimStorage {
+    state: Arc<Mutex<State>>,
+}
+
+/// One open, locked file of a [`SimStorage`]; the lock ends when it is
+/// dropped, and so do its pending (flushed but not fenced) ranges.
+pub struct SimFile {
+    state: Arc<Mutex<State>>,
+    handle: u64,
+    ino: u64,
+    path: PathBuf,
+    access: Access,
+}
+
+/// A snapshot of the files of a [`SimStorage`], for end-state assertions.
+///
+/// Two images are equal when they hold the same paths (normalised) with the
+/// same bytes and modes. Its `Debug` output shows lengths, modes and a
+/// digest of the bytes rather than the bytes themselves.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct SimImage {
+    files: BTreeMap<PathBuf, SimImageFile>,
+}
+
+/// One file of a [`SimImage`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct SimImageFile {
+    /// The file's contents.
+    pub bytes: Vec<u8>,
+    /// Its permission bits.
+    pub mode: u32,
+}
+
+#[derive(Clone)]
+struct State {
+    max_file_len: u64,
+    clock: u64,
+    next_ino: u64,
+    next_handle: u64,
+    /// Persistence events completed.
+    events: u64,
+    /// The event index at which to crash.
+    crash_at: Option<u64>,
+    /// The event index at which the crash happened.
+    crashed: Option<u64>,
+    dirs: BTreeMap<PathBuf, Dir>,
+    /// Directory entries as the running system sees them.
+    live: BTreeMap<PathBuf, u64>,
+    /// Directory entries as they would be found after a power failure.
+    durable: BTreeMap<PathBuf, u64>,
+    inodes: BTreeMap<u64, Inode>,
+    handles: BTreeMap<u64, Handle>,
+}
+
+#[derive(Clone, Copy)]
+struct Dir {
+    ino: u64,
+    mode: u32,
+    ctime: u64,
+}
+
+#[derive(Clone)]
+struct Inode {
+    /// The written image.
+    data: Vec<u8>,
+    /// The persisted image; shorter than `data` (empty) until the
+    /// allocation is fenced.
+    persisted: Vec<u8>,
+    mode: u32,
+    durable_mode: u32,
+    ctime: u64,
+}
+
+#[derive(Clone)]
+struct Handle {
+    ino: u64,
+    pending: RangeSet,
+}
+
+/// Disjoint, non-adjacent half-open ranges, keyed by start.
+#[derive(Clone, Default)]
+struct RangeSet(BTreeMap<u64, u64>);
+
+/// What a normalised path names.
+enum Node {
+    Dir(Dir),
+    File(u64),
+    /// Nothing; `parent_ok` tells whether the parent directory exists.
+    Missing {
+        parent_ok: bool,
+    },
+}
+
+impl RangeSet {
+    fn insert(&mut self, mut start: u64, mut end: u64) {
+        if start >= end {
+            return;
+        }
+        // Ranges are disjoint and sorted, so their ends are sorted too: the
+        // ones that overlap or touch [start, end] are a suffix of those that
+        // start at or before `end`.
+        let touching: Vec<(u64, u64)> = self
+            .0
+            .range(..=end)
+            .rev()
+            .take_while(|(_, &e)| e >= start)
+            .map(|(&s, &e)| (s, e))
+            .collect();
+        for (s, e) in touching {
+            self.0.remove(&s);
+            start = start.min(s);
+            end = end.max(e);
+        }
+        self.0.insert(start, end);
+    }
+}
+
+impl Default for SimStorage {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SimStorage {
+    /// An empty file system holding only `/`, refusing files over
+    /// [`DEFAULT_MAX_FILE_LEN`].
+    pub fn new() -> Self {
+        Self::with_max_file_len(DEFAULT_MAX_FILE_LEN)
+    }
+
+    /// An empty file system whose [`Storage::create`] refuses files over
+    /// `max` bytes.
+    pub fn with_max_file_len(max: u64) -> Self {
+        Self::from_state(State::new(max))
+    }
+
+    fn from_state(state: State) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(state)),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// The largest size [`Storage::create`] accepts.
+    pub fn max_file_len(&self) -> u64 {
+        self.lock().max_file_len
+    }
+
+    /// Declares the directory `path` and its ancestors (`mkdir -p`).
+    /// Directories are always durable. Fails if a file is in the way.
+    pub fn add_dir(&self, path: &Path) -> Result<(), Error> {
+        let key = normalize(path);
+        let mut st = self.lock();
+        let missing: Vec<PathBuf> = key
+            .ancestors()
+            .filter(|a| !a.as_os_str().is_empty() && !st.dirs.contains_key(*a))
+            .map(Path::to_path_buf)
+            .collect();
+        for dir in &missing {
+            if st.live.contains_key(dir) || st.durable.contains_key(dir) {
+                let errno = if dir == &key {
+                    libc::EEXIST
+                } else {
+                    libc::ENOTDIR
+                };
+                return Err(io_err("mkdir", path, errno));
+            }
+        }
+        for dir in missing {
+            let ino = st.new_ino();
+            let ctime = st.tick();
+            st.dirs.insert(
+                dir,
+                Dir {
+                    ino,
+                    mode: DIR_MODE,
+                    ctime,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Seeds a durable file with `bytes` and `mode`, creating its parent
+    /// directories. Fails with [`Error::Exists`] if the path is taken.
+    pub fn insert_file(&self, path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
+        let key = normalize(path);
+        let Some(parent) = key.parent().filter(|_| key.file_name().is_some()) else {
+            return Err(io_err("open", path, libc::ENOENT));
+        };
+        self.add_dir(parent)?;
+        let mut st = self.lock();
+        if st.dirs.contains_key(&key) || st.live.contains_key(&key) {
+            return Err(Error::Exists {
+                path: path.to_path_buf(),
+            });
+        }
+        let ino = st.new_ino();
+        let ctime = st.tick();
+        let mode = mode & 0o7777;
+        st.inodes.insert(
+            ino,
+            Inode {
+                data: bytes.to_vec(),
+                persisted: bytes.to_vec(),
+                mode,
+                durable_mode: mode,
+                ctime,
+            },
+        );
+        st.live.insert(key.clone(), ino);
+        st.durable.insert(key, ino);
+        st.collect_garbage();
+        Ok(())
+    }
+
+    /// The written image of the file at `path`: what reads see now.
+    pub fn written_bytes(&self, path: &Path) -> Option<Vec<u8>> {
+        let st = self.lock();
+        let ino = st.live.get(&normalize(path))?;
+        st.inodes.get(ino).map(|i| i.data.clone())
+    }
+
+    /// The persisted image of the file that a power failure now would leave
+    /// at `path` ([`Survival::Durable`]); `None` if no durable entry.
+    pub fn persisted_bytes(&self, path: &Path) -> Option<Vec<u8>> {
+        let st = self.lock();
+        let ino = st.durable.get(&normalize(path))?;
+        st.inodes.get(ino).map(|i| i.persisted.clone())
+    }
+
+    /// The files that exist now (normalised, sorted).
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.lock().live.keys().cloned().collect()
+    }
+
+    /// Whether an open handle holds the lock of the file at `path`.
+    pub fn is_locked(&self, path: &Path) -> bool {
+        let st = self.lock();
+        st.live
+            .get(&normalize(path))
+            .is_some_and(|&ino| st.is_locked(ino))
+    }
+
+    /// Every file as reads see it now.
+    pub fn image(&self) -> SimImage {
+        let st = self.lock();
+        let files = st
+            .live
+            .iter()
+            .filter_map(|(p, ino)| {
+                let inode = st.inodes.get(ino)?;
+                Some((
+                    p.clone(),
+                    SimImageFile {
+                        bytes: inode.data.clone(),
+                        mode: inode.mode,
+                    },
+                ))
+            })
+            .collect();
+        SimImage { files }
+    }
+
+    /// Every file as a power failure now would leave it: the image of
+    /// [`SimStorage::after_crash`].
+    pub fn durable_image(&self) -> SimImage {
+        let st = self.lock();
+        let files = st
+            .durable
+            .iter()
+            .filter_map(|(p, ino)| {
+                let inode = st.inodes.get(ino)?;
+                Some((
+                    p.clone(),
+                    SimImageFile {
+                        bytes: inode.persisted.clone(),
+                        mode: inode.durable_mode,
+                    },
+                ))
+            })
+            .collect();
+        SimImage { files }
+    }
+
+    /// Arms a crash at persistence event `n` (0-based): events `0..n`
+    /// complete and the first event whose index is `n` or more fails with
+    /// [`Error::SimulatedCrash`], as does every operation after it.
+    pub fn crash_after(&self, n: u64) {
+        self.lock().crash_at = Some(n);
+    }
+
+    /// The index of the event at which this storage crashed, if it did.
+    pub fn crashed(&self) -> Option<u64> {
+        self.lock().crashed
+    }
+
+    /// The number of persistence events that completed (a crashed event is
+    /// not counted).
+    pub fn events(&self) -> u64 {
+        self.lock().events
+    }
+
+    /// Reboots after a power failure ([`Survival::Durable`]).
+    pub fn after_crash(&self) -> SimStorage {
+        self.after_crash_with(Survival::Durable)
+    }
+
+    /// Reboots: a new, independent storage holding what `survival` says
+    /// outlived a crash at this moment, with every file durable, no lock
+    /// held, no crash armed and the event count at zero. This storage is
+    /// left as it is.
+    pub fn after_crash_with(&self, survival: Survival) -> SimStorage {
+        let st = self.lock();
+        let mut new = State::new(st.max_file_len);
+        new.clock = st.clock;
+        new.next_ino = st.next_ino;
+        new.dirs = st.dirs.clone();
+        let paths: BTreeSet<&PathBuf> = st.live.keys().chain(st.durable.keys()).collect();
+        for path in paths {
+            let live = st.live.get(path).copied();
+            let durable = st.durable.get(path).copied();
+            let chosen = if live == durable {
+                live
+            } else {
+                match survival {
+                    Survival::Durable => durable,
+                    Survival::Everything => live,
+                    Survival::Torn { seed } => {
+                        if coin(seed, &[TAG_ENTRY, path_hash(path)]) {
+                            live
+                        } else {
+                            durable
+                        }
+                    }
+                }
+            };
+            let Some(ino) = chosen else { continue };
+            let Some(inode) = st.inodes.get(&ino) else {
+                continue;
+            };
+            let (data, mode) = surviving_inode(inode, ino, survival);
+            new.inodes.insert(
+                ino,
+                Inode {
+                    persisted: data.clone(),
+                    data,
+                    mode,
+                    durable_mode: mode,
+                    ctime: inode.ctime,
+                },
+            );
+            new.live.insert(path.clone(), ino);
+            new.durable.insert(path.clone(), ino);
+        }
+        SimStorage::from_state(new)
+    }
+}
+
+/// The contents and mode of `inode` after a crash.
+fn surviving_inode(inode: &Inode, ino: u64, survival: Survival) -> (Vec<u8>, u32) {
+    match survival {
+        Survival::Durable => (inode.persisted.clone(), inode.durable_mode),
+        Survival::Everything => (inode.data.clone(), inode.mode),
+        Survival::Torn { seed } => {
+            let mode = if inode.mode != inode.durable_mode && coin(seed, &[TAG_MODE, ino]) {
+                inode.mode
+            } else {
+                inode.durable_mode
+            };
+            let mut data = if inode.persisted.len() == inode.data.len() {
+                inode.persisted.clone()
+            } else if coin(seed, &[TAG_ALLOC, ino]) {
+                vec![0; inode.data.len()]
+            } else {
+                return (inode.persisted.clone(), mode);
+            };
+            let blocks = data
+                .chunks_mut(TORN_BLOCK)
+                .zip(inode.data.chunks(TORN_BLOCK));
+            for (index, (old, new)) in (0u64..).zip(blocks) {
+                if old != new && coin(seed, &[TAG_BLOCK, ino, index]) {
+                    old.copy_from_slice(new);
+                }
+            }
+            (data, mode)
+        }
+    }
+}
+
+const TAG_ENTRY: u64 = 1;
+const TAG_MODE: u64 = 2;
+const TAG_ALLOC: u64 = 3;
+const TAG_BLOCK: u64 = 4;
+
+/// A fair, deterministic coin for one decision named by `key`.
+fn coin(seed: u64, key: &[u64]) -> bool {
+    let mut h = splitmix(seed);
+    for &k in key {
+        h = splitmix(h ^ k);
+    }
+    h & 1 == 1
+}
+
+/// The SplitMix64 output function: a bijective mix of all 64 bits.
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// FNV-1a over a path's bytes.
+fn path_hash(path: &Path) -> u64 {
+    fnv1a(path.as_os_str().as_encoded_bytes())
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+impl State {
+    fn new(max_file_len: u64) -> Self {
+        let mut dirs = BTreeMap::new();
+        let root = Dir {
+            ino: 2,
+            mode: DIR_MODE,
+            ctime: CLOCK_START,
+        };
+        dirs.insert(PathBuf::from("/"), root);
+        Self {
+            max_file_len,
+            clock: CLOCK_START,
+            next_ino: 3,
+            next_handle: 0,
+            events: 0,
+            crash_at: None,
+            crashed: None,
+            dirs,
+            live: BTreeMap::new(),
+            durable: BTreeMap::new(),
+            inodes: BTreeMap::new(),
+            handles: BTreeMap::new(),
+        }
+    }
+
+    fn new_ino(&mut self) -> u64 {
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        ino
+    }
+
+    /// Advances the logical clock and returns its new value.
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    /// Fails once the storage has crashed.
+    fn alive(&self) -> Result<(), Error> {
+        match self.crashed {
+            Some(event) => Err(Error::SimulatedCrash { event }),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts one persistence event, or crashes at it.
+    fn event(&mut self) -> Result<(), Error> {
+        self.alive()?;
+        let index = self.events;
+        if self.crash_at.is_some_and(|at| index >= at) {
+            self.crashed = Some(index);
+            return Err(Error::SimulatedCrash { event: index });
+        }
+        self.events += 1;
+        Ok(())
+    }
+
+    fn is_dir(&self, key: &Path) -> bool {
+        key.as_os_str().is_empty() || self.dirs.contains_key(key)
+    }
+
+    fn is_locked(&self, ino: u64) -> bool {
+        self.handles.values().any(|h| h.ino == ino)
+    }
+
+    /// Resolves a normalised path; `Err(errno)` when an ancestor is a file.
+    fn lookup(&self, key: &Path) -> Result<Node, i32> {
+        if let Some(dir) = self.dirs.get(key) {
+            return Ok(Node::Dir(*dir));
+        }
+        if let Some(&ino) = self.live.get(key) {
+            return Ok(Node::File(ino));
+        }
+        for ancestor in key.ancestors().skip(1) {
+            if self.is_dir(ancestor) {
+                let parent_ok = key.parent() == Some(ancestor);
+                return Ok(Node::Missing { parent_ok });
+            }
+            if self.live.contains_key(ancestor) {
+                return Err(libc::ENOTDIR);
+            }
+        }
+        Ok(Node::Missing { parent_ok: false })
+    }
+
+    fn inode(&self, ino: u64) -> &Inode {
+        // Every inode named by a handle or an entry is kept by
+        // `collect_garbage`; an empty stand-in keeps this total.
+        static EMPTY: Inode = Inode {
+            data: Vec::new(),
+            persisted: Vec::new(),
+            mode: 0,
+            durable_mode: 0,
+            ctime: 0,
+        };
+        self.inodes.get(&ino).unwrap_or(&EMPTY)
+    }
+
+    /// Drops inodes that no entry and no handle names any more.
+    fn collect_garbage(&mut self) {
+        let used: BTreeSet<u64> = self
+            .live
+            .values()
+            .chain(self.durable.values())
+            .copied()
+            .chain(self.handles.values().map(|h| h.ino))
+            .collect();
+        self.inodes.retain(|ino, _| used.contains(ino));
+    }
+
+    fn open_handle(
+        &mut self,
+        ino: u64,
+        path: &Path,
+        access: Access,
+        state: &Arc<Mutex<State>>,
+    ) -> SimFile {
+        let handle = self.next_handle;
+        self.next_handle += 1;
+        self.handles.insert(
+            handle,
+            Handle {
+                ino,
+                pending: RangeSet::default(),
+            },
+        );
+        SimFile {
+            state: Arc::clone(state),
+            handle,
+            ino,
+            path: path.to_path_buf(),
+            access,
+        }
+    }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    // No code path panics while holding the lock, and the state is
+    // consistent between statements, so a poisoned lock is still usable.
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn io_err(op: &'static str, path: &Path, errno: i32) -> Error {
+    Error::Io {
+        op,
+        path: path.to_path_buf(),
+        source: io::Error::from_raw_os_error(errno),
+    }
+}
+
+/// Lexical normalisation: `.` dropped, `..` removes the previous component
+/// (there are no symbolic links), repeated and trailing slashes merged.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Prefix(_) | Component::RootDir | Component::Normal(_) => {
+                out.push(component.as_os_str());
+            }
+            Component::CurDir => {}
+            Component::ParentDir => match out.components().next_back() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                Some(Component::RootDir | Component::Prefix(_)) => {}
+                Some(Component::CurDir | Component::ParentDir) | None => out.push(".."),
+            },
+        }
+    }
+    out
+}
+
+/// `[offset, offset + len)` as indices into a file of `file_len` bytes, if
+/// it lies inside the file.
+fn span(offset: u64, len: u64, file_len: usize) -> Option<Range<usize>> {
+    let start = usize::try_from(offset).ok()?;
+    let end = start.checked_add(usize::try_from(len).ok()?)?;
+    (end <= file_len).then_some(start..end)
+}
+
+impl Storage for SimStorage {
+    type File = SimFile;
+
+    fn stat(&self, path: &Path) -> Result<Option<Meta>, Error> {
+        let st = self.lock();
+        st.alive()?;
+        let key = normalize(path);
+        if key.as_os_str().is_empty() {
+            return Ok(None);
+        }
+        match st.lookup(&key) {
+            Ok(Node::Dir(dir)) => Ok(Some(Meta {
+                len: DIR_LEN,
+                mode: dir.mode,
+                kind: FileKind::Directory,
+                dev: SIM_DEV,
+                ino: dir.ino,
+                ctime: dir.ctime,
+            })),
+            Ok(Node::File(ino)) => {
+                let inode = st.inode(ino);
+                Ok(Some(Meta {
+                    len: inode.data.len() as u64,
+                    mode: inode.mode,
+                    kind: FileKind::Regular,
+                    dev: SIM_DEV,
+                    ino,
+                    ctime: inode.ctime,
+                }))
+            }
+            Ok(Node::Missing { .. }) => Ok(None),
+            Err(errno) => Err(io_err("stat", path, errno)),
+        }
+    }
+
+    fn open(&self, path: &Path, access: Access) -> Result<SimFile, Error> {
+        let mut st = self.lock();
+        st.alive()?;
+        let key = normalize(path);
+        if key.as_os_str().is_empty() {
+            return Err(io_err("open", path, libc::ENOENT));
+        }
+        match st.lookup(&key) {
+            Ok(Node::File(ino)) => {
+                if st.is_locked(ino) {
+                    return Err(Error::Locked {
+                        path: path.to_path_buf(),
+                    });
+                }
+                Ok(st.open_handle(ino, path, access, &self.state))
+            }
+            Ok(Node::Dir(_)) => Err(io_err("open", path, libc::EISDIR)),
+            Ok(Node::Missing { .. }) => Err(io_err("open", path, libc::ENOENT)),
+            Err(errno) => Err(io_err("open", path, errno)),
+        }
+    }
+
+    fn create(&self, path: &Path, size: u64) -> Result<SimFile, Error> {
+        let mut st = self.lock();
+        st.alive()?;
+        let key = normalize(path);
+        if key.as_os_str().is_empty() {
+            return Err(io_err("open", path, libc::ENOENT));
+        }
+        match st.lookup(&key) {
+            Ok(Node::Dir(_) | Node::File(_)) => {
+                return Err(Error::Exists {
+                    path: path.to_path_buf(),
+                })
+            }
+            Ok(Node::Missing { parent_ok: true }) => {}
+            Ok(Node::Missing { parent_ok: false }) => {
+                return Err(io_err("open", path, libc::ENOENT));
+            }
+            Err(errno) => return Err(io_err("open", path, errno)),
+        }
+        let refuse = |source: io::Error| Error::Allocate {
+            path: path.to_path_buf(),
+            size,
+            source,
+        };
+        if size > st.max_file_len {
+            return Err(refuse(io::Error::other(format!(
+                "the simulated storage refuses files over {} bytes",
+                st.max_file_len
+            ))));
+        }
+        let len =
+            usize::try_from(size).map_err(|_| refuse(io::Error::from_raw_os_error(libc::EFBIG)))?;
+        let mut data = Vec::new();
+        data.try_reserve_exact(len)
+            .map_err(|_| refuse(io::Error::from_raw_os_error(libc::ENOMEM)))?;
+        data.resize(len, 0);
+        let ino = st.new_ino();
+        let ctime = st.tick();
+        st.inodes.insert(
+            ino,
+            Inode {
+                data,
+                persisted: Vec::new(),
+                mode: 0,
+                durable_mode: 0,
+                ctime,
+            },
+        );
+        st.live.insert(key, ino);
+        Ok(st.open_handle(ino, path, Access::ReadWrite, &self.state))
+    }
+
+    fn remove(&self, path: &Path) -> Result<(), Error> {
+        let mut st = self.lock();
+        st.alive()?;
+        let key = normalize(path);
+        if key.as_os_str().is_empty() {
+            return Err(io_err("unlink", path, libc::ENOENT));
+        }
+        match st.lookup(&key) {
+            Ok(Node::File(_)) => {
+                st.live.remove(&key);
+                st.collect_garbage();
+                Ok(())
+            }
+            Ok(Node::Dir(_)) => Err(io_err("unlink", path, libc::EISDIR)),
+            Ok(Node::Missing { .. }) => Err(io_err("unlink", path, libc::ENOENT)),
+            Err(errno) => Err(io_err("unlink", path, errno)),
+        }
+    }
+
+    fn set_mode(&self, path: &Path, mode: u32) -> Result<(), Error> {
+        let mut st = self.lock();
+        st.alive()?;
+        let key = normalize(path);
+        if key.as_os_str().is_empty() {
+            return Err(io_err("chmod", path, libc::ENOENT));
+        }
+        let mode = mode & 0o7777;
+        match st.lookup(&key) {
+            Ok(Node::File(ino)) => {
+                let ctime = st.tick();
+                if let Some(inode) = st.inodes.get_mut(&ino) {
+                    inode.mode = mode;
+                    inode.ctime = ctime;
+                }
+                Ok(())
+            }
+            Ok(Node::Dir(_)) => {
+                let ctime = st.tick();
+                if let Some(dir) = st.dirs.get_mut(&key) {
+                    dir.mode = mode;
+                    dir.ctime = ctime;
+                }
+                Ok(())
+            }
+            Ok(Node::Missing { .. }) => Err(io_err("chmod", path, libc::ENOENT)),
+            Err(errno) => Err(io_err("chmod", path, errno)),
+        }
+    }
+
+    fn fsync_dir(&self, dir: &Path) -> Result<(), Error> {
+        let mut st = self.lock();
+        st.alive()?;
+        let key = normalize(dir);
+        if !st.is_dir(&key) {
+            let errno = match st.lookup(&key) {
+                Ok(Node::File(_)) => libc::ENOTDIR,
+                Ok(_) => libc::ENOENT,
+                Err(errno) => errno,
+            };
+            return Err(io_err("open", dir, errno));
+        }
+        st.event()?;
+        let in_dir = |p: &Path| p.parent() == Some(key.as_path());
+        let entries: Vec<(PathBuf, u64)> = st
+            .live
+            .iter()
+            .filter(|(p, _)| in_dir(p))
+            .map(|(p, &ino)| (p.clone(), ino))
+            .collect();
+        st.durable.retain(|p, _| !in_dir(p));
+        for (path, ino) in entries {
+            if let Some(inode) = st.inodes.get_mut(&ino) {
+                inode.durable_mode = inode.mode;
+            }
+            st.durable.insert(path, ino);
+        }
+        st.collect_garbage();
+        Ok(())
+    }
+}
+
+impl SimFile {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    fn check_range(&self, op: &'static str, offset: u64, len: u64) -> Result<(), Error> {
+        match offset.checked_add(len) {
+            Some(_) => Ok(()),
+            None => Err(Error::InvalidRange {
+                op,
+                path: self.path.clone(),
+                offset,
+                len,
+            }),
+        }
+    }
+
+    fn past_end(&self, op: &'static str, offset: u64, len: u64, file_len: usize) -> Error {
+        Error::IoAt {
+            op,
+            path: self.path.clone(),
+            offset,
+            source: io::Error::other(format!(
+                "{len} bytes reach past the end of the {file_len}-byte file \
+                 (simulated files never grow)"
+            )),
+        }
+    }
+}
+
+impl PartFile for SimFile {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn len(&self) -> Result<u64, Error> {
+        let st = self.lock();
+        st.alive()?;
+        Ok(st.inode(self.ino).data.len() as u64)
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
+        let st = self.lock();
+        st.alive()?;
+        let len = buf.len() as u64;
+        self.check_range("read", offset, len)?;
+        let data = &st.inode(self.ino).data;
+        match span(offset, len, data.len()).and_then(|r| data.get(r)) {
+            Some(src) => {
+                buf.copy_from_slice(src);
+                Ok(())
+            }
+            None => Err(Error::ShortRead {
+                path: self.path.clone(),
+                offset,
+                len,
+                got: (data.len() as u64).saturating_sub(offset).min(len),
+            }),
+        }
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), Error> {
+        let mut st = self.lock();
+        st.alive()?;
+        if self.access == Access::ReadOnly {
+            return Err(Error::IoAt {
+                op: "write",
+                path: self.path.clone(),
+                offset,
+                source: io::Error::from_raw_os_error(libc::EBADF),
+            });
+        }
+        let len = data.len() as u64;
+        self.check_range("write", offset, len)?;
+        let file_len = st.inode(self.ino).data.len();
+        let Some(range) = span(offset, len, file_len) else {
+            return Err(self.past_end("write", offset, len, file_len));
+        };
+        let ctime = st.tick();
+        if let Some(inode) = st.inodes.get_mut(&self.ino) {
+            if let Some(dst) = inode.data.get_mut(range) {
+                dst.copy_from_slice(data);
+            }
+            inode.ctime = ctime;
+        }
+        Ok(())
+    }
+
+    fn flush(&self, offset: u64, len: u64) -> Result<(), Error> {
+        let mut st = self.lock();
+        st.alive()?;
+        self.check_range("flush", offset, len)?;
+        let file_len = st.inode(self.ino).data.len();
+        if span(offset, len, file_len).is_none() {
+            return Err(self.past_end("flush", offset, len, file_len));
+        }
+        st.event()?;
+        if let Some(handle) = st.handles.get_mut(&self.handle) {
+            // Cannot overflow: checked above.
+            handle.pending.insert(offset, offset + len);
+        }
+        Ok(())
+    }
+
+    fn fence(&self) -> Result<(), Error> {
+        let mut st = self.lock();
+        st.alive()?;
+        st.event()?;
+        let pending = match st.handles.get_mut(&self.handle) {
+            Some(handle) => std::mem::take(&mut handle.pending),
+            None => RangeSet::default(),
+        };
+        let Some(inode) = st.inodes.get_mut(&self.ino) else {
+            return Ok(());
+        };
+        if inode.persisted.len() != inode.data.len() {
+            // The first fence makes the allocation durable.
+            inode.persisted = vec![0; inode.data.len()];
+        }
+        for (start, end) in pending.0 {
+            let Some(range) = span(start, end - start, inode.data.len()) else {
+                continue;
+            };
+            if let (Some(dst), Some(src)) = (
+                inode.persisted.get_mut(range.clone()),
+                inode.data.get(range),
+            ) {
+                dst.copy_from_slice(src);
+            }
+        }
+        Ok(())
+    }
+
+    fn ctime(&self) -> Result<u64, Error> {
+        let st = self.lock();
+        st.alive()?;
+        Ok(st.inode(self.ino).ctime)
+    }
+}
+
+impl Drop for SimFile {
+    fn drop(&mut self) {
+        let mut st = self.lock();
+        st.handles.remove(&self.handle);
+        st.collect_garbage();
+    }
+}
+
+impl SimImage {
+    /// The files, by normalised path.
+    pub fn files(&self) -> &BTreeMap<PathBuf, SimImageFile> {
+        &self.files
+    }
+
+    /// The file at `path`, if any.
+    pub fn get(&self, path: &Path) -> Option<&SimImageFile> {
+        self.files.get(&normalize(path))
+    }
+
+    /// Adds or replaces a file, for building an expected image.
+    pub fn insert(&mut self, path: &Path, bytes: Vec<u8>, mode: u32) {
+        self.files.insert(
+            normalize(path),
+            SimImageFile {
+                bytes,
+                mode: mode & 0o7777,
+            },
+        );
+    }
+}
+
+impl fmt::Debug for SimStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = self.lock();
+        f.debug_struct("SimStorage")
+            .field("files", &st.live.len())
+            .field("durable_files", &st.durable.len())
+            .field("open_handles", &st.handles.len())
+            .field("events", &st.events)
+            .field("crash_at", &st.crash_at)
+            .field("crashed", &st.crashed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for SimFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimFile")
+            .field("path", &self.path)
+            .field("ino", &self.ino)
+            .field("access", &self.access)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for SimImageFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} bytes, mode {:#o}, fnv1a {:#018x}",
+            self.bytes.len(),
+            self.mode,
+            fnv1a(&self.bytes)
+        )
+    }
+}
+
+impl fmt::Debug for SimImage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.files.iter()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ranges(set: &RangeSet) -> Vec<(u64, u64)> {
+        set.0.iter().map(|(&s, &e)| (s, e)).collect()
+    }
+
+    #[test]
+    fn range_set_merges_overlapping_and_touching_ranges() {
+        let mut set = RangeSet::default();
+        set.insert(10, 20);
+        set.insert(30, 40);
+        set.insert(5, 5);
+        assert_eq!(ranges(&set), [(10, 20), (30, 40)]);
+        set.insert(20, 25);
+        assert_eq!(ranges(&set), [(10, 25), (30, 40)]);
+        set.insert(0, 2);
+        set.insert(50, 60);
+        set.insert(24, 55);
+        assert_eq!(ranges(&set), [(0, 2), (10, 60)]);
+        set.insert(1, 70);
+        assert_eq!(ranges(&set), [(0, 70)]);
+    }
+
+    #[test]
+    fn normalisation_is_lexical() {
+        let n = |s: &str| normalize(Path::new(s));
+        assert_eq!(n("/a//b/./c/"), PathBuf::from("/a/b/c"));
+        assert_eq!(n("/a/../b"), PathBuf::from("/b"));
+        assert_eq!(n("/.."), PathBuf::from("/"));
+        assert_eq!(n("a/../../b"), PathBuf::from("../b"));
+        assert_eq!(n("./x"), PathBuf::from("x"));
+        assert_eq!(n(""), PathBuf::new());
+    }
+
+    #[test]
+    fn span_stays_inside_the_file() {
+        assert_eq!(span(0, 10, 10), Some(0..10));
+        assert_eq!(span(10, 0, 10), Some(10..10));
+        assert_eq!(span(5, 6, 10), None);
+        assert_eq!(span(11, 0, 10), None);
+        assert_eq!(span(u64::MAX, 1, 10), None);
+    }
+
+    #[test]
+    fn coins_are_deterministic_and_roughly_fair() {
+        let heads = (0..1000u64)
+            .filter(|&i| coin(7, &[TAG_BLOCK, 1, i]))
+            .count();
+        assert!((400..600).contains(&heads), "{heads} heads of 1000");
+        assert_eq!(coin(7, &[1, 2]), coin(7, &[1, 2]));
+        let differs = (0..64u64).any(|seed| coin(seed, &[1, 2]) != coin(seed + 1, &[1, 2]));
+        assert!(differs);
+    }
+}
