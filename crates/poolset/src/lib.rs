@@ -1,16 +1,68 @@
-//! Pool set (`*.set`) files of PMDK 1.12: parsing, formatting and size rules.
+//! Pool set (`*.set`) files of PMDK 1.12: parsing, formatting, size rules and
+//! the replica address-space map.
 //!
-//! CONTRACT SKELETON (to be replaced by the implementation): the public items
-//! below are the API that the engine and the CLI build against.
+//! A pool set file lists the replicas of a libpmemobj pool and the part files
+//! of each replica. This crate turns its text into a [`PoolSet`] and back, and
+//! answers the questions every other layer asks about it: how many headers a
+//! replica has, how large a replica and the pool are, and where a logical
+//! offset of a replica lives in its part files.
+//!
+//! Invariants:
+//! * No I/O. [`parse`] takes `&str`; nothing here touches the file system.
+//!   Whether a part path is a directory, a Device DAX or a missing file is the
+//!   engine's business (see [`directory_part_file_name`]).
+//! * [`parse`] accepts exactly what PMDK 1.12.1's `util_poolset_parse` accepts
+//!   and rejects the rest with PMDK's reason text and line number
+//!   ([`ParseReason`]); the few deliberate differences are listed on
+//!   [`parse`].
+//! * [`PoolSet::to_text`] produces text that [`parse`] turns back into an
+//!   equal set (line numbers aside, see [`PoolSet::without_lines`]).
+//! * [`map_range`] is the one mapping from logical replica offsets to part
+//!   file offsets; copy and compare code uses it rather than doing its own
+//!   arithmetic.
+//!
+//! # Example
+//!
+//! ```
+//! use poolsync_poolset::{parse, PartSize};
+//!
+//! let text = "PMEMPOOLSET\n\
+//!             20M /mnt/pmem/a.part\n\
+//!             20M /mnt/pmem/b.part  # a comment\n\
+//!             REPLICA\n\
+//!             40M /mnt/pmem/mirror.part\n";
+//! let set = parse(text)?;
+//! assert_eq!(set.replicas.len(), 2);
+//! assert_eq!(set.replicas[0].parts()[1].size, PartSize::Bytes(20 << 20));
+//!
+//! // Replica 0 loses the header page of its second part; replica 1 is larger,
+//! // so the pool is as large as replica 0.
+//! let pool_size = set.pool_size();
+//! println!("pool size: {pool_size:?}");
+//! assert_eq!(pool_size, Some((40 << 20) - 4096));
+//! set.validate_obj_sizes()?;
+//! # Ok::<(), poolsync_poolset::Error>(())
+//! ```
 #![forbid(unsafe_code)]
+
+mod error;
+mod format;
+mod map;
+mod parse;
+mod size;
 
 use serde::Serialize;
 
-/// Size of a page and of a pool header: the unit every part size is aligned down to.
+pub use error::{Error, ParseReason};
+pub use map::{map_range, Extent, Piece};
+pub use parse::{parse, parse_size};
+
+/// Size of a page and of a pool header: the unit every part size is aligned
+/// down to (x86-64, aarch64 and riscv64; spec 1.11).
 pub const PAGE: u64 = 4096;
-/// `PMEMOBJ_MIN_PART`: the smallest part libpmemobj accepts.
+/// `PMEMOBJ_MIN_PART`: the smallest part libpmemobj creates (2 MiB).
 pub const OBJ_MIN_PART: u64 = 2 << 20;
-/// `PMEMOBJ_MIN_POOL`: the smallest net pool size libpmemobj accepts.
+/// `PMEMOBJ_MIN_POOL`: the smallest net pool size libpmemobj creates (8 MiB).
 pub const OBJ_MIN_POOL: u64 = 8 << 20;
 /// The 11 bytes that mark a file as a pool set file (spec 1.1).
 pub const SIGNATURE: &str = "PMEMPOOLSET";
@@ -18,115 +70,203 @@ pub const SIGNATURE: &str = "PMEMPOOLSET";
 /// The size column of a part line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum PartSize {
-    /// A size in bytes (after applying the unit suffix; never zero).
+    /// A size in bytes, after applying the unit suffix. [`parse`] never
+    /// returns zero.
     Bytes(u64),
-    /// `AUTO`: only valid for Device DAX, resolved at open time.
+    /// `AUTO`: the size of an existing Device DAX, known only once the engine
+    /// has looked at the device. PMDK rejects `AUTO` for anything but a
+    /// Device DAX with "cannot determine size of a part"; that check needs
+    /// I/O, so it is the engine's.
     Auto,
 }
 
-/// One part line.
+/// One part line: a file (or Device DAX, or directory) of a local replica.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Part {
+    /// The configured size.
     pub size: PartSize,
-    /// Absolute path exactly as written (no normalisation).
+    /// The path exactly as written: absolute, no normalisation, no blanks
+    /// and no `#`.
     pub path: String,
-    /// 1-based line number in the source text (0 for sets built in code).
+    /// 1-based line number of the part line in the source text (0 for sets
+    /// built in code).
     #[serde(skip)]
     pub line: usize,
 }
 
-/// One replica section.
+/// One replica section of a pool set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum Replica {
-    Local { parts: Vec<Part>, #[serde(skip)] line: usize },
-    Remote { node: String, descriptor: String, #[serde(skip)] line: usize },
+    /// A replica made of local part files.
+    Local {
+        /// The parts in address-space order; [`parse`] never returns an
+        /// empty list.
+        parts: Vec<Part>,
+        /// Line of the `REPLICA` line that opened the section (1, the
+        /// `PMEMPOOLSET` line, for replica 0; 0 for sets built in code).
+        #[serde(skip)]
+        line: usize,
+    },
+    /// `REPLICA <node> <descriptor>`: a replica on another node, reached
+    /// through librpmem (deprecated in PMDK 1.12, removed in 2.x).
+    Remote {
+        /// The node address, `[user@]host` as ssh understands it.
+        node: String,
+        /// The pool set descriptor on the remote node (a relative path).
+        descriptor: String,
+        /// Line of the `REPLICA` line (0 for sets built in code).
+        #[serde(skip)]
+        line: usize,
+    },
 }
 
-/// `OPTION` flags; they apply to the whole set.
+impl Replica {
+    /// The parts of a local replica; empty for a remote one.
+    pub fn parts(&self) -> &[Part] {
+        match self {
+            Replica::Local { parts, .. } => parts,
+            Replica::Remote { .. } => &[],
+        }
+    }
+
+    /// `true` for a remote replica.
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Replica::Remote { .. })
+    }
+
+    /// The line the replica section starts at (see the variants).
+    pub fn line(&self) -> usize {
+        match self {
+            Replica::Local { line, .. } | Replica::Remote { line, .. } => *line,
+        }
+    }
+}
+
+/// `OPTION` flags; they apply to the whole set wherever the line stands.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Options {
+    /// `SINGLEHDR`: only the first part of each replica has a pool header.
     pub single_hdr: bool,
+    /// `NOHDRS`: no part has a header (remote pool sets only; local create
+    /// and open reject it).
     pub no_hdrs: bool,
 }
 
 /// A parsed pool set file. Replica 0 is the master.
+///
+/// Equality is structural and includes the `line` fields; compare
+/// [`PoolSet::without_lines`] to ignore where things were written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PoolSet {
+    /// The union of all `OPTION` lines.
     pub options: Options,
+    /// The replicas in file order; [`parse`] always returns a local replica 0.
     pub replicas: Vec<Replica>,
 }
 
-/// Why a pool set file was rejected. Parse errors carry the 1-based line
-/// (EOF errors: last line + 1), as PMDK reports them.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    #[error("line {line}: {reason}")]
-    Parse { line: usize, reason: ParseReason },
-}
-
-/// PMDK's parse error reasons (spec 1.9), printed with PMDK's exact text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ParseReason {
-    FirstLine, ReplicaExpected, InvalidToken, RemoteAddress, SizeFormat,
-    RelativePath, AbsoluteDescriptor, NoParts, NoReplicaParts, UnexpectedRemoteParts,
-    UnknownOption, MissingOptionName,
-}
-
-impl Error {
-    /// 1-based line the error is reported at.
-    pub fn line(&self) -> usize { unimplemented!() }
-    /// The reason without the line, e.g. "incorrect format of size".
-    pub fn reason(&self) -> String { unimplemented!() }
-}
-
-impl std::fmt::Display for ParseReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { let _ = f; unimplemented!() }
-}
-
-/// `true` when `head` (the first bytes of a file) starts with `PMEMPOOLSET`.
-pub fn is_poolset(head: &[u8]) -> bool { head.starts_with(SIGNATURE.as_bytes()) }
-
-/// Parses pool set text (spec section 1).
-pub fn parse(text: &str) -> Result<PoolSet, Error> { let _ = text; unimplemented!() }
-
 impl PoolSet {
-    /// Writes the set back as pool set text that `parse` accepts (round trip).
-    pub fn to_text(&self) -> String { unimplemented!() }
-    /// Headers per replica: parts count, 1 with SINGLEHDR, 0 with NOHDRS.
-    pub fn nhdrs(&self, replica: usize) -> usize { let _ = replica; unimplemented!() }
-    /// Net size of local replica `replica` (spec 1.11); `None` for remote or AUTO.
-    pub fn replica_size(&self, replica: usize) -> Option<u64> { let _ = replica; unimplemented!() }
-    /// Pool size: minimum net size over local replicas (spec 1.11).
-    pub fn pool_size(&self) -> Option<u64> { unimplemented!() }
+    /// A copy with every `line` field set to 0, the value for sets built in
+    /// code. Two sets that differ only in where their lines stood compare
+    /// equal after this.
+    pub fn without_lines(&self) -> PoolSet {
+        let mut set = self.clone();
+        for replica in &mut set.replicas {
+            match replica {
+                Replica::Local { parts, line } => {
+                    *line = 0;
+                    for part in parts {
+                        part.line = 0;
+                    }
+                }
+                Replica::Remote { line, .. } => *line = 0,
+            }
+        }
+        set
+    }
+
+    /// Bytes of pool header that part `k ≥ 1` of every replica keeps out of
+    /// the address space: [`PAGE`] by default, 0 with `SINGLEHDR` or `NOHDRS`.
+    pub fn header_gap(&self) -> u64 {
+        if self.options.single_hdr || self.options.no_hdrs {
+            0
+        } else {
+            PAGE
+        }
+    }
+}
+
+impl std::str::FromStr for PoolSet {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        parse(text)
+    }
+}
+
+/// `true` when `head` (the first bytes of a file) starts with `PMEMPOOLSET`,
+/// PMDK's test for "this path is a pool set file, not a single-file pool"
+/// (spec 1.1). A file that passes may still fail [`parse`] (for example
+/// `PMEMPOOLSETX`).
+pub fn is_poolset(head: &[u8]) -> bool {
+    head.starts_with(SIGNATURE.as_bytes())
 }
 
 /// `A(x)`: `x` rounded down to a multiple of [`PAGE`].
-pub const fn page_align_down(x: u64) -> u64 { x & !(PAGE - 1) }
-
-/// Where one part of a replica sits in the replica's logical address space (spec 3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Extent {
-    /// Part index within the replica.
-    pub part: usize,
-    /// First logical offset the part covers.
-    pub logical: u64,
-    /// File offset of that first logical byte (0 for part 0, or with SINGLEHDR/NOHDRS; else 4096).
-    pub file_offset: u64,
-    /// Bytes of address space the part covers.
-    pub len: u64,
+pub const fn page_align_down(x: u64) -> u64 {
+    x & !(PAGE - 1)
 }
 
-/// A piece of a logical range that falls in one part.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Piece { pub part: usize, pub file_offset: u64, pub logical: u64, pub len: u64 }
-
-impl PoolSet {
-    /// The address-space map of local replica `replica` (sizes must be known).
-    pub fn extents(&self, replica: usize) -> Option<Vec<Extent>> { let _ = replica; unimplemented!() }
+/// The file name of part `index` inside a directory of a directory-based
+/// pool set (spec 1.13): the index as at least six zero-padded decimal digits
+/// followed by `.pmem`, e.g. `000000.pmem`.
+///
+/// A pool set becomes directory based when its part paths name existing
+/// directories. The parser cannot know that (it does no I/O), so [`parse`]
+/// returns such paths as ordinary parts; the engine classifies them, rejects
+/// a mix of files and directories, requires `SINGLEHDR`, and builds the part
+/// paths with this function.
+pub fn directory_part_file_name(index: usize) -> String {
+    format!("{index:06}.pmem")
 }
 
-/// Splits logical `[offset, offset+len)` at part boundaries; the part of the
-/// range beyond the last extent is dropped. Pure; the one mapping everyone uses.
-pub fn map_range(extents: &[Extent], offset: u64, len: u64) -> Vec<Piece> { let _ = (extents, offset, len); unimplemented!() }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directory_names_are_zero_padded() {
+        assert_eq!(directory_part_file_name(0), "000000.pmem");
+        assert_eq!(directory_part_file_name(42), "000042.pmem");
+        assert_eq!(directory_part_file_name(1_234_567), "1234567.pmem");
+    }
+
+    #[test]
+    fn page_alignment_rounds_down() {
+        assert_eq!(page_align_down(0), 0);
+        assert_eq!(page_align_down(4095), 0);
+        assert_eq!(page_align_down(4096), 4096);
+        assert_eq!(page_align_down(16_777_217), 16_777_216);
+        assert_eq!(page_align_down(u64::MAX), u64::MAX - 4095);
+    }
+
+    #[test]
+    fn signature_test_looks_at_the_prefix_only() {
+        assert!(is_poolset(b"PMEMPOOLSET\n"));
+        assert!(is_poolset(b"PMEMPOOLSETX"));
+        assert!(!is_poolset(b"PMEMPOOLSE"));
+        assert!(!is_poolset(b"\nPMEMPOOLSET\n"));
+    }
+
+    #[test]
+    fn without_lines_clears_every_line() {
+        let set = parse("PMEMPOOLSET\n8M /a\nREPLICA\n8M /b\nREPLICA h d\n").unwrap();
+        let cleared = set.without_lines();
+        assert_ne!(set, cleared);
+        assert!(cleared.replicas.iter().all(|r| r.line() == 0));
+        assert!(cleared
+            .replicas
+            .iter()
+            .flat_map(|r| r.parts())
+            .all(|p| p.line == 0));
+    }
+}
