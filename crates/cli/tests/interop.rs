@@ -1,0 +1,37 @@
+//! PMDK interop suite: `poolsync` against the real PMDK 1.12.1 tools.
+//!
+//! Pools that `poolsync create` makes must pass `pmempool check`/`info` and
+//! be usable by libpmemobj (through the small C client in
+//! `tests/data/objclient.c`); pools that `pmempool create` makes, intact or
+//! damaged, must get the same answers from `poolsync info`/`check`/`rm` as from
+//! `pmempool`. Tests skip (or fail under `CI=true`) when the PMDK tools are
+//! missing; see `tests/data/README.md`.
+
+/// Returns from the calling test unless the PMDK tools are installed (see
+/// `support::require_pmdk`), naming the test in the skip log.
+macro_rules! require_pmdk {
+    () => {{
+        fn here() {}
+        let name = std::any::type_name_of_val(&here);
+        let name = name.strip_suffix("::here").unwrap_or(name);
+        let name = name.strip_prefix("interop::").unwrap_or(name);
+        if !$crate::support::require_pmdk(name) {
+            return;
+        }
+    }};
+}
+
+#[path = "interop/bad_input.rs"]
+mod bad_input;
+#[path = "interop/checksum.rs"]
+mod checksum;
+#[path = "interop/create.rs"]
+mod create;
+#[path = "interop/damage.rs"]
+mod damage;
+#[path = "interop/info_check.rs"]
+mod info_check;
+#[path = "interop/rm.rs"]
+mod rm;
+#[path = "interop/support.rs"]
+mod support;
