@@ -1,13 +1,247 @@
-//! `poolsync check`.
+//! `poolsync check`: `pmempool check [<args>] <file>` for obj pools and pool
+//! sets, with pmempool's messages, questions, verdicts and exit codes, or
+//! `--json`.
 
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use poolsync_engine::check::{
+    self, Answer, CheckOptions, CheckResult, CheckUi, Message, MessageKind,
+};
+use poolsync_pmem::FsStorage;
+use serde::Serialize;
+
+use crate::output::json_document;
 
 /// Arguments of `poolsync check` (pmempool syntax).
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Try to repair the pool if possible
+    #[arg(short = 'r', long = "repair")]
+    repair: bool,
+    /// Answer yes to all questions
+    #[arg(short = 'y', long = "yes")]
+    yes: bool,
+    /// Do not write anything, just show what would be done (requires -r)
+    #[arg(short = 'd', long = "dry-run")]
+    dry_run: bool,
+    /// Same as -d (deprecated pmempool spelling)
+    #[arg(short = 'N', long = "no-exec", hide = true)]
+    no_exec: bool,
+    /// Back up the pool before repairing (not supported yet)
+    #[arg(short = 'b', long = "backup", value_name = "FILE")]
+    backup: Option<PathBuf>,
+    /// Perform advanced repairs (regenerate header checksums)
+    #[arg(short = 'a', long = "advanced")]
+    advanced: bool,
+    /// Be quiet and print no messages
+    #[arg(short = 'q', long = "quiet", overrides_with = "verbose")]
+    quiet: bool,
+    /// Print every step
+    #[arg(short = 'v', long = "verbose", overrides_with = "quiet")]
+    verbose: bool,
+    /// Print a JSON document instead of text (see docs/json.md)
+    #[arg(long = "json")]
+    json: bool,
+    /// The pool file or pool set file
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+}
+
+/// pmempool's verbosity: 0 with `-q`, 1 by default, 2 with `-v`.
+fn level(args: &Args) -> u8 {
+    if args.quiet {
+        0
+    } else if args.verbose {
+        2
+    } else {
+        1
+    }
+}
+
+/// Prints messages as pmempool does and asks questions on the terminal.
+struct Terminal {
+    level: u8,
+    json: bool,
+}
+
+impl CheckUi for Terminal {
+    fn message(&mut self, message: &Message) {
+        if self.json {
+            return;
+        }
+        let shown = match message.kind {
+            MessageKind::Info => self.level >= 2,
+            MessageKind::Error => self.level >= 1,
+            MessageKind::Question => true,
+        };
+        if shown {
+            println!("{}", message.text);
+        }
+    }
+
+    fn ask(&mut self, question: &str) -> Answer {
+        // With --json, stdout carries the document: ask on stderr.
+        let mut prompt: Box<dyn Write> = if self.json {
+            Box::new(std::io::stderr())
+        } else {
+            Box::new(std::io::stdout())
+        };
+        let stdin = std::io::stdin();
+        let is_tty = stdin.is_terminal();
+        loop {
+            let _ = write!(prompt, "{question} [Y/n] ");
+            let _ = prompt.flush();
+            let mut line = String::new();
+            let read = stdin.lock().read_line(&mut line);
+            let answer = match read {
+                Ok(0) | Err(_) => {
+                    eprintln!("error: input is empty");
+                    None
+                }
+                Ok(_) => parse_answer(&line),
+            };
+            match answer {
+                Some(Ok(a)) => {
+                    if !is_tty {
+                        let _ = writeln!(prompt, "{}", if a == Answer::Yes { 'y' } else { 'n' });
+                    }
+                    return a;
+                }
+                // Not yes or no: ask again, as pmempool does.
+                Some(Err(())) => continue,
+                None => {
+                    if !is_tty {
+                        let _ = writeln!(prompt, "?");
+                    }
+                    return Answer::Invalid;
+                }
+            }
+        }
+    }
+}
+
+/// pmempool's answers: `yes`, `no`, `y`, `n` (first letter in any case),
+/// or an empty line for the default, yes.
+fn parse_answer(line: &str) -> Option<Result<Answer, ()>> {
+    let text = line.strip_suffix('\n').unwrap_or(line);
+    let mut chars = text.chars();
+    let first = chars.next().map(|c| c.to_ascii_lowercase());
+    let rest: String = chars.collect();
+    let answer = match (first, rest.as_str()) {
+        (None, _) => Answer::Yes,
+        (Some('y'), "" | "es") => Answer::Yes,
+        (Some('n'), "" | "o") => Answer::No,
+        _ => return Some(Err(())),
+    };
+    Some(Ok(answer))
+}
+
+/// The `--json` document of a check that could not run.
+#[derive(Debug, Serialize)]
+struct Failure<'a> {
+    path: &'a Path,
+    result: &'static str,
+    exit_code: u8,
+    error: String,
+}
+
+/// The `--json` document of a check.
+#[derive(Debug, Serialize)]
+struct Report<'a> {
+    path: &'a Path,
+    exit_code: u8,
+    #[serde(flatten)]
+    report: &'a check::CheckReport,
+}
 
 /// Runs the command; `Ok` carries the exit code.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let _ = args;
-    anyhow::bail!("not yet written")
+    let dry_run = args.dry_run || args.no_exec;
+    if dry_run && !args.repair {
+        bail!("'-d' (dry run) requires '-r'");
+    }
+    if args.backup.is_some() && !args.repair {
+        bail!("'-b' option requires '-r'");
+    }
+    if args.backup.is_some() {
+        bail!(
+            "check -b|--backup is not supported yet: copy the part files yourself before repairing"
+        );
+    }
+    let opts = CheckOptions {
+        repair: args.repair,
+        dry_run,
+        advanced: args.advanced,
+        always_yes: args.yes,
+    };
+    let level = level(&args);
+    let mut ui = Terminal {
+        level,
+        json: args.json,
+    };
+    let what = if args.repair {
+        "repairing failed"
+    } else {
+        "checking consistency failed"
+    };
+    let report = match check::check(&FsStorage, &args.file, &opts, &mut ui) {
+        Ok(report) => report,
+        Err(e) => {
+            if args.json {
+                let doc = json_document(
+                    "check",
+                    &Failure {
+                        path: &args.file,
+                        result: "error",
+                        exit_code: 1,
+                        error: format!("{what}: {e}"),
+                    },
+                )?;
+                println!("{doc}");
+            }
+            return Err(e).context(what);
+        }
+    };
+    let code: u8 = if report.result.is_success() { 0 } else { 1 };
+    if args.json {
+        println!(
+            "{}",
+            json_document(
+                "check",
+                &Report {
+                    path: &args.file,
+                    exit_code: code,
+                    report: &report
+                }
+            )?
+        );
+    } else {
+        let shown = match report.result {
+            CheckResult::Consistent => level >= 2,
+            _ => level >= 1,
+        };
+        if shown {
+            println!("{}: {}", args.file.display(), report.result);
+        }
+    }
+    Ok(ExitCode::from(code))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_follow_pmempool() {
+        assert_eq!(parse_answer("\n"), Some(Ok(Answer::Yes)));
+        assert_eq!(parse_answer("y\n"), Some(Ok(Answer::Yes)));
+        assert_eq!(parse_answer("Yes\n"), Some(Ok(Answer::Yes)));
+        assert_eq!(parse_answer("n\n"), Some(Ok(Answer::No)));
+        assert_eq!(parse_answer("No\n"), Some(Ok(Answer::No)));
+        assert_eq!(parse_answer("maybe\n"), Some(Err(())));
+        assert_eq!(parse_answer("yess\n"), Some(Err(())));
+    }
 }

@@ -1,13 +1,208 @@
-//! `poolsync create`.
+//! `poolsync create`: `pmempool create [<args>] obj <file>` for obj pools
+//! and obj pool sets.
 
+use std::ffi::OsString;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Arguments of `poolsync create` (pmempool syntax).
+use poolsync_engine::create::{self, CreateOptions};
+use poolsync_engine::Error;
+use poolsync_pmem::{FsStorage, Storage};
+
+/// Arguments of `poolsync create` (pmempool syntax: options may come before
+/// or after the operands).
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Size of a single-file pool, e.g. 16M, 1G, 20MiB, 20MB (not with a pool set)
+    #[arg(short = 's', long = "size", value_name = "SIZE")]
+    size: Option<String>,
+    /// Use all free space of the file system (not supported yet)
+    #[arg(short = 'M', long = "max-size")]
+    max_size: bool,
+    /// Permissions of the new files, in octal (default 0664; the umask is ignored)
+    #[arg(short = 'm', long = "mode", value_name = "OCTAL")]
+    mode: Option<String>,
+    /// Take the type, size, mode and layout from an existing pool (not supported yet)
+    #[arg(short = 'i', long = "inherit", value_name = "FILE")]
+    inherit: Option<PathBuf>,
+    /// Clear bad blocks in existing files (not supported yet)
+    #[arg(short = 'b', long = "clear-bad-blocks")]
+    clear_bad_blocks: bool,
+    /// Remove the pool, or every part of the pool set, first
+    #[arg(short = 'f', long = "force")]
+    force: bool,
+    /// Print what is being created
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// blk pools only: write the BTT layout
+    #[arg(short = 'w', long = "write-layout")]
+    write_layout: bool,
+    /// Layout name stored in the pool descriptor (shorter than 1024 bytes)
+    #[arg(short = 'l', long = "layout", value_name = "NAME")]
+    layout: Option<String>,
+    /// The pool type (obj), an optional block size (blk only) and the pool
+    /// file or pool set file: `obj FILE`
+    #[arg(value_name = "TYPE [BSIZE] FILE", num_args = 1..=3, required = true)]
+    operands: Vec<OsString>,
+}
 
 /// Runs the command; `Ok` carries the exit code.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let _ = args;
-    anyhow::bail!("not yet written")
+    let (kind, bsize, file) = match args.operands.as_slice() {
+        [kind, bsize, file] => (Some(kind), Some(bsize), file),
+        [kind, file] => (Some(kind), None, file),
+        [file] => (None, None, file),
+        _ => anyhow::bail!("usage: poolsync create [<args>] obj <file>"),
+    };
+    let file = PathBuf::from(file);
+    if args.inherit.is_some() {
+        anyhow::bail!(
+            "-i|--inherit is not supported yet: give the pool type (obj) and the options"
+        );
+    }
+    let Some(kind) = kind else {
+        anyhow::bail!(
+            "missing pool type: poolsync create [<args>] obj {}",
+            file.display()
+        );
+    };
+    let kind = kind.to_string_lossy();
+    match kind.as_ref() {
+        "obj" => {}
+        "blk" | "log" => {
+            anyhow::bail!(
+                "'{kind}' -- {kind} pools are not supported: poolsync creates obj pools only"
+            )
+        }
+        _ => anyhow::bail!("'{kind}' -- unknown pool type"),
+    }
+    if bsize.is_some() {
+        anyhow::bail!("invalid option specified for obj pool type -- block size");
+    }
+    if args.write_layout {
+        anyhow::bail!("'--write-layout|-w' -- invalid option specified for pool type 'obj'");
+    }
+
+    let size = match &args.size {
+        Some(text) => match poolsync_poolset::parse_size(text) {
+            Some(size) if size > 0 => Some(size),
+            _ => anyhow::bail!("invalid size value specified '{text}'"),
+        },
+        None => None,
+    };
+    let mode = match &args.mode {
+        Some(text) => parse_mode(text)
+            .ok_or_else(|| anyhow::anyhow!("invalid mode value specified '{text}'"))?,
+        None => create::DEFAULT_MODE,
+    };
+    if args.max_size {
+        if size.is_some() {
+            anyhow::bail!("-M|--max-size option cannot be used with -s|--size option");
+        }
+        anyhow::bail!("-M|--max-size is not supported yet: give the size with -s");
+    }
+    if args.clear_bad_blocks {
+        anyhow::bail!("-b|--clear-bad-blocks is not supported yet");
+    }
+    let layout = args.layout.unwrap_or_default();
+
+    let storage = FsStorage;
+    if args.verbose > 0 {
+        let exists = storage.stat(&file).map(|m| m.is_some()).unwrap_or(false);
+        let shown = match size {
+            Some(size) => size,
+            None if !exists => {
+                println!("No size option passed - picking minimum pool size.");
+                poolsync_poolset::OBJ_MIN_POOL
+            }
+            // pmempool shows 0 when the size comes from an existing file or a pool set.
+            None => 0,
+        };
+        println!("Creating pool: {}", file.display());
+        println!("\ttype  : obj");
+        println!("\tsize  : {}", size_str(shown));
+        println!("\tmode  : 0{mode:o}");
+        println!("\tlayout: '{layout}'");
+    }
+
+    let options = CreateOptions {
+        layout,
+        mode,
+        size,
+        force: args.force,
+    };
+    match create::create(&storage, &file, &options) {
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("error: {e}");
+            // pmempool rejects these before it tries to create anything.
+            let before_creation = matches!(
+                e,
+                Error::LayoutTooLong { .. }
+                    | Error::LayoutNul { .. }
+                    | Error::SizeTooSmall { .. }
+                    | Error::SizeWithPoolSet { .. }
+            );
+            if !before_creation {
+                eprintln!("error: creating pool file failed");
+            }
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// pmempool's mode syntax: leading zeros, then at most three octal digits.
+fn parse_mode(text: &str) -> Option<u32> {
+    let digits = text.trim_start_matches('0');
+    if digits.len() > 3 {
+        return None;
+    }
+    digits
+        .chars()
+        .try_fold(0u32, |mode, c| Some(mode << 3 | c.to_digit(8)?))
+}
+
+/// A size as pmempool's verbose output shows it: `8.0M [8388608]`.
+fn size_str(size: u64) -> String {
+    const UNITS: [&str; 5] = ["K", "M", "G", "T", ""];
+    let mut unit = None;
+    let mut scaled = size as f64;
+    let mut rest = size;
+    while rest >= 1024 && unit.map_or(true, |u| u < UNITS.len()) {
+        rest /= 1024;
+        scaled /= 1024.0;
+        unit = Some(unit.map_or(0, |u| u + 1));
+    }
+    match unit.and_then(|u| UNITS.get(u)) {
+        Some(letter) => format!("{scaled:.1}{letter} [{size}]"),
+        None => size.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_as_pmempool_parses_them() {
+        assert_eq!(parse_mode("664"), Some(0o664));
+        assert_eq!(parse_mode("0664"), Some(0o664));
+        assert_eq!(parse_mode("000640"), Some(0o640));
+        assert_eq!(parse_mode("0"), Some(0));
+        assert_eq!(parse_mode("7"), Some(7));
+        assert_eq!(parse_mode("8"), None);
+        assert_eq!(parse_mode("1777"), None);
+        assert_eq!(parse_mode("0x1ff"), None);
+        assert_eq!(parse_mode("abc"), None);
+    }
+
+    #[test]
+    fn sizes_print_as_pmempool_prints_them() {
+        assert_eq!(size_str(0), "0");
+        assert_eq!(size_str(1023), "1023");
+        assert_eq!(size_str(8 << 20), "8.0M [8388608]");
+        assert_eq!(size_str(8_390_000), "8.0M [8390000]");
+        assert_eq!(size_str(1_074_790_400), "1.0G [1074790400]");
+        assert_eq!(size_str(16 << 20), "16.0M [16777216]");
+    }
 }

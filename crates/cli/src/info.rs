@@ -1,13 +1,297 @@
-//! `poolsync info`.
+//! `poolsync info`: `pmempool info [<args>] <file>` for obj pools and pool
+//! sets, printing the sections and labels pmempool prints, or `--json`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::bail;
+use poolsync_engine::info::{self, HeaderInfo, Info, InfoOptions, ObjInfo, PartInfo};
+use poolsync_header::{
+    alignment_of_type, data_name, format_alignment_desc, format_checksum, format_compat,
+    format_incompat, format_ro_compat, last_shutdown_name, machine_class_name, machine_name,
+    ALIGNMENT_TYPES,
+};
+use poolsync_pmem::FsStorage;
+
+use crate::output::{field, hexdump, json_document, local_time, size};
+
 /// Arguments of `poolsync info` (pmempool syntax).
+///
+/// The options pmempool offers for dumping lanes, heaps, objects and blk or
+/// log pools are accepted by name and refused with a clear error, so that a
+/// script relying on them fails loudly instead of printing less.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Increase verbosity (alignment details, run id)
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Parse the pool as the given type without validating its headers (obj only)
+    #[arg(short = 'f', long = "force", value_name = "TYPE")]
+    force: Option<String>,
+    /// Print sizes in human-readable form
+    #[arg(short = 'n', long = "human")]
+    human: bool,
+    /// Hex-dump the headers
+    #[arg(short = 'x', long = "headers-hex")]
+    headers_hex: bool,
+    /// Print bad blocks (only `no` is supported)
+    #[arg(short = 'k', long = "bad-blocks", value_name = "yes|no")]
+    bad_blocks: Option<String>,
+    /// Show the headers of replica N (0 = master)
+    #[arg(short = 'p', long = "replica", value_name = "N")]
+    replica: Option<usize>,
+    /// Print a JSON document instead of text (see docs/json.md)
+    #[arg(long = "json")]
+    json: bool,
+    #[command(flatten)]
+    unsupported: Unsupported,
+    /// The pool file or pool set file
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+}
+
+/// pmempool info options poolsync does not implement yet.
+#[derive(Debug, clap::Args)]
+struct Unsupported {
+    #[arg(short = 'd', long = "data", hide = true)]
+    data: bool,
+    #[arg(short = 's', long = "stats", hide = true)]
+    stats: bool,
+    #[arg(short = 'r', long = "range", hide = true, value_name = "RANGE")]
+    range: Option<String>,
+    #[arg(short = 'w', long = "walk", hide = true, value_name = "SIZE")]
+    walk: Option<String>,
+    #[arg(short = 'm', long = "map", hide = true)]
+    map: bool,
+    #[arg(short = 'g', long = "flog", hide = true)]
+    flog: bool,
+    #[arg(short = 'B', long = "backup", hide = true)]
+    backup: bool,
+    #[arg(short = 'z', long = "skip-zeros", hide = true)]
+    skip_zeros: bool,
+    #[arg(short = 'e', long = "skip-error", hide = true)]
+    skip_error: bool,
+    #[arg(short = 'u', long = "skip-no-flag", hide = true)]
+    skip_no_flag: bool,
+    #[arg(short = 'l', long = "lanes", hide = true)]
+    lanes: bool,
+    #[arg(short = 'R', long = "recovery", hide = true)]
+    recovery: bool,
+    #[arg(short = 'S', long = "section", hide = true, value_name = "SECTIONS")]
+    section: Option<String>,
+    #[arg(short = 'O', long = "object-store", hide = true)]
+    object_store: bool,
+    #[arg(short = 't', long = "types", hide = true, value_name = "RANGE")]
+    types: Option<String>,
+    #[arg(short = 'E', long = "no-empty", hide = true)]
+    no_empty: bool,
+    #[arg(short = 'o', long = "root", hide = true)]
+    root: bool,
+    #[arg(short = 'A', long = "alloc-header", hide = true)]
+    alloc_header: bool,
+    #[arg(short = 'a', long = "oob-header", hide = true)]
+    oob_header: bool,
+    #[arg(short = 'H', long = "heap", hide = true)]
+    heap: bool,
+    #[arg(short = 'Z', long = "zones", hide = true)]
+    zones: bool,
+    #[arg(short = 'C', long = "chunks", hide = true)]
+    chunks: bool,
+    #[arg(short = 'T', long = "chunk-type", hide = true, value_name = "TYPES")]
+    chunk_type: Option<String>,
+    #[arg(short = 'b', long = "bitmap", hide = true)]
+    bitmap: bool,
+}
+
+impl Unsupported {
+    /// The first option given that poolsync does not implement.
+    fn first(&self) -> Option<&'static str> {
+        let flags = [
+            (self.data, "-d|--data"),
+            (self.stats, "-s|--stats"),
+            (self.range.is_some(), "-r|--range"),
+            (self.walk.is_some(), "-w|--walk"),
+            (self.map, "-m|--map"),
+            (self.flog, "-g|--flog"),
+            (self.backup, "-B|--backup"),
+            (self.skip_zeros, "-z|--skip-zeros"),
+            (self.skip_error, "-e|--skip-error"),
+            (self.skip_no_flag, "-u|--skip-no-flag"),
+            (self.lanes, "-l|--lanes"),
+            (self.recovery, "-R|--recovery"),
+            (self.section.is_some(), "-S|--section"),
+            (self.object_store, "-O|--object-store"),
+            (self.types.is_some(), "-t|--types"),
+            (self.no_empty, "-E|--no-empty"),
+            (self.root, "-o|--root"),
+            (self.alloc_header, "-A|--alloc-header"),
+            (self.oob_header, "-a|--oob-header"),
+            (self.heap, "-H|--heap"),
+            (self.zones, "-Z|--zones"),
+            (self.chunks, "-C|--chunks"),
+            (self.chunk_type.is_some(), "-T|--chunk-type"),
+            (self.bitmap, "-b|--bitmap"),
+        ];
+        flags
+            .into_iter()
+            .find(|(given, _)| *given)
+            .map(|(_, name)| name)
+    }
+}
 
 /// Runs the command; `Ok` carries the exit code.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let _ = args;
-    anyhow::bail!("not yet written")
+    if let Some(option) = args.unsupported.first() {
+        bail!("info {option} is not supported yet: poolsync shows the pool set structure, the pool header and the obj header");
+    }
+    let force = match args.force.as_deref() {
+        None => false,
+        Some("obj") => true,
+        Some(t @ ("blk" | "log" | "btt")) => {
+            bail!("info -f {t}: {t} pools are not supported, poolsync handles obj pools only")
+        }
+        Some(other) => bail!("info -f {other}: invalid pool type, expected obj"),
+    };
+    match args.bad_blocks.as_deref() {
+        None | Some("no") => {}
+        Some("yes") => bail!("info -k yes: listing bad blocks is not supported yet"),
+        Some(other) => bail!("info -k {other}: expected yes or no"),
+    }
+    let opts = InfoOptions {
+        replica: args.replica.unwrap_or(0),
+        force,
+    };
+    let info = info::info(&FsStorage, &args.file, &opts)?;
+    let out = if args.json {
+        let mut doc = json_document("info", &info)?;
+        doc.push('\n');
+        doc
+    } else {
+        render(&info, args.verbose > 0, args.human, args.headers_hex)
+    };
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The text pmempool info prints.
+fn render(info: &Info, verbose: bool, human: bool, hex: bool) -> String {
+    let mut out = String::new();
+    if let Some(set) = &info.poolset {
+        out.push_str("Poolset structure:\n");
+        field(&mut out, "Number of replicas", set.replicas.len());
+        for rep in &set.replicas {
+            let master = if rep.replica == 0 { " (master)" } else { "" };
+            out.push_str(&format!(
+                "Replica {}{master} - local, {} part(s):\n",
+                rep.replica,
+                rep.parts.len()
+            ));
+            for (i, part) in rep.parts.iter().enumerate() {
+                out.push_str(&format!("part {i}:\n"));
+                part_fields(&mut out, part, human);
+            }
+        }
+        if !set.options.is_empty() {
+            out.push_str("\nPoolset options:\n");
+            for option in &set.options {
+                out.push_str(option);
+                out.push('\n');
+            }
+        }
+    } else if let Some(file) = &info.part_file {
+        out.push_str("Part file:\n");
+        part_fields(&mut out, file, human);
+    }
+    out.push_str("\nPOOL Header:\n");
+    pool_header(&mut out, &info.pool_header, info.is_part, verbose, hex);
+    if let Some(obj) = &info.obj_header {
+        out.push_str("\nPMEM OBJ Header:\n");
+        obj_header(&mut out, obj, verbose, hex);
+    }
+    out
+}
+
+fn part_fields(out: &mut String, part: &PartInfo, human: bool) {
+    field(out, "path", part.path.display());
+    field(out, "type", part.kind);
+    field(out, "size", size(part.size, human));
+}
+
+fn pool_header(out: &mut String, h: &HeaderInfo, is_part: bool, verbose: bool, hex: bool) {
+    if hex {
+        hexdump(out, &h.raw, 0);
+    }
+    let part_mark = if is_part { " [part file]" } else { "" };
+    field(out, "Signature", format!("{}{part_mark}", h.signature));
+    field(out, "Major", h.major);
+    field(
+        out,
+        "Mandatory features",
+        format_incompat(h.features.incompat),
+    );
+    field(
+        out,
+        "Not mandatory features",
+        format_compat(h.features.compat),
+    );
+    field(out, "Forced RO", format_ro_compat(h.features.ro_compat));
+    field(out, "Pool set UUID", h.poolset_uuid.to_canonical());
+    field(out, "UUID", h.uuid.to_canonical());
+    field(out, "Previous part UUID", h.prev_part_uuid.to_canonical());
+    field(out, "Next part UUID", h.next_part_uuid.to_canonical());
+    field(
+        out,
+        "Previous replica UUID",
+        h.prev_repl_uuid.to_canonical(),
+    );
+    field(out, "Next replica UUID", h.next_repl_uuid.to_canonical());
+    field(out, "Creation Time", local_time(h.crtime));
+    let ad = h.arch_flags.alignment_desc;
+    let cur = h.expected_alignment_desc;
+    field(out, "Alignment Descriptor", format_alignment_desc(ad, cur));
+    if verbose {
+        for (i, name) in ALIGNMENT_TYPES.iter().enumerate() {
+            let a = alignment_of_type(ad, i);
+            let value = if ad == cur {
+                format!("{a:2}")
+            } else {
+                let want = alignment_of_type(cur, i);
+                if a == want {
+                    format!("{a:2} [OK]")
+                } else {
+                    format!("{a:2} [wrong! should be {want:2}]")
+                }
+            };
+            field(out, &format!("  {name}"), value);
+        }
+    }
+    field(out, "Class", machine_class_name(h.arch_flags.machine_class));
+    field(out, "Data", data_name(h.arch_flags.data));
+    field(out, "Machine", machine_name(h.arch_flags.machine));
+    field(out, "Last shutdown", last_shutdown_name(u8::from(h.dirty)));
+    field(
+        out,
+        "Checksum",
+        format_checksum(h.checksum, h.expected_checksum),
+    );
+}
+
+fn obj_header(out: &mut String, o: &ObjInfo, verbose: bool, hex: bool) {
+    if hex {
+        hexdump(out, &o.raw, 0x1000);
+    }
+    field(out, "Layout", o.layout.as_deref().unwrap_or("(null)"));
+    field(out, "Lanes offset", format!("{:#x}", o.lanes_offset));
+    field(out, "Number of lanes", o.nlanes);
+    field(out, "Heap offset", format!("{:#x}", o.heap_offset));
+    field(out, "Heap size", o.heap_size);
+    field(
+        out,
+        "Checksum",
+        format_checksum(o.checksum, o.expected_checksum),
+    );
+    field(out, "Root offset", format!("{:#x}", o.root_offset));
+    if verbose {
+        field(out, "Run id", o.run_id);
+    }
 }

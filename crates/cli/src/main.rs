@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod check;
 mod create;
 mod info;
+mod output;
 mod rm;
 
 /// Keep PMDK pool sets and their replicas healthy (a drop-in successor of pmempool).

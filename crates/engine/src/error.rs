@@ -9,7 +9,11 @@ use std::path::PathBuf;
 pub enum Error {
     /// A pool set file failed to parse.
     #[error("{path}:{line}: {reason}", path = path.display())]
-    PoolSet { path: PathBuf, line: usize, reason: String },
+    PoolSet {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
     /// The path does not exist.
     #[error("{path}: no such file or directory", path = path.display())]
     NotFound { path: PathBuf },
@@ -24,4 +28,165 @@ pub enum Error {
     Storage(#[from] poolsync_pmem::Error),
     // Module owners: add new variants BELOW this line, each with path and
     // field/offset context.
+    // --- create and rm ---
+    /// `create`: the layout name does not fit the pool descriptor.
+    #[error("{path}: layout name is {len} bytes; it must be shorter than {max} bytes (the descriptor keeps a terminating NUL)", path = path.display())]
+    LayoutTooLong {
+        path: PathBuf,
+        len: usize,
+        max: usize,
+    },
+    /// `create`: the layout name contains a NUL byte, which would cut it short.
+    #[error("{path}: layout name contains a NUL byte", path = path.display())]
+    LayoutNul { path: PathBuf },
+    /// `create -s` with a pool set file: part sizes come from the file.
+    #[error("{path}: -s|--size cannot be used with a pool set file (the part sizes come from the file)", path = path.display())]
+    SizeWithPoolSet { path: PathBuf },
+    /// `create -s SIZE` below the smallest obj pool.
+    #[error("{path}: size {size} is too small: an obj pool must be >= {min} bytes", path = path.display())]
+    SizeTooSmall { path: PathBuf, size: u64, min: u64 },
+    /// `create -s SIZE` on an existing file without `-f`.
+    #[error("{path}: file already exists; with -s an existing file is not reused (use -f to replace it)", path = path.display())]
+    AlreadyExists { path: PathBuf },
+    /// `create` reusing an existing single file that is too small.
+    #[error("{path}: file is not a pool set file and its size ({size}) is smaller than {min}", path = path.display())]
+    FileTooSmall { path: PathBuf, size: u64, min: u64 },
+    /// `create` reusing an existing part whose header page is not zero.
+    #[error("{}: non-empty file detected: the pool header area (bytes 0..4096) is not zero; remove the file or use -f", part_at(set, *line, part))]
+    NonEmpty {
+        set: PathBuf,
+        line: usize,
+        part: PathBuf,
+    },
+    /// `create` reusing an existing part of the wrong size.
+    #[error("{}: file size does not match config: {actual} != {configured}", part_at(set, *line, part))]
+    PartSizeMismatch {
+        set: PathBuf,
+        line: usize,
+        part: PathBuf,
+        actual: u64,
+        configured: u64,
+    },
+    /// A part line's size is below `PMEMOBJ_MIN_PART`.
+    #[error("{}: size {size} smaller than {min} (the smallest part of an obj pool)", part_at(set, *line, part))]
+    PartTooSmall {
+        set: PathBuf,
+        line: usize,
+        part: PathBuf,
+        size: u64,
+        min: u64,
+    },
+    /// The net size of the smallest replica is below `PMEMOBJ_MIN_POOL`.
+    #[error("{}: replica {replica}: net pool size {size} smaller than {min}", at(set, *line))]
+    NetPoolTooSmall {
+        set: PathBuf,
+        line: usize,
+        replica: usize,
+        size: u64,
+        min: u64,
+    },
+    /// `OPTION NOHDRS` in a set with local replicas.
+    #[error("{set}: the NOHDRS poolset option is not supported for local poolsets", set = set.display())]
+    NoHdrs { set: PathBuf },
+    /// Something PMDK supports that poolsync does not support yet.
+    #[error("{}: {what} not supported yet", at(set, *line))]
+    Unsupported {
+        set: PathBuf,
+        line: usize,
+        what: String,
+    },
+    /// The same file named twice in one pool set (same path, or a link to it).
+    #[error("{}: is the same file as {other} on line {other_line}; every part must be a distinct file", part_at(set, *line, part), other = other.display())]
+    DuplicatePart {
+        set: PathBuf,
+        line: usize,
+        part: PathBuf,
+        other_line: usize,
+        other: PathBuf,
+    },
+    /// A logical offset the pool needs lies beyond a replica's parts.
+    #[error("{set}: replica {replica} does not cover logical offset {offset:#x}", set = set.display())]
+    AddressSpace {
+        set: PathBuf,
+        replica: usize,
+        offset: u64,
+    },
+    /// A storage call on a part failed; names the part's line.
+    #[error("{}{source}", line_prefix(set, *line))]
+    PartStorage {
+        set: PathBuf,
+        line: usize,
+        #[source]
+        source: poolsync_pmem::Error,
+    },
+    /// A failed `create` could not remove every file it had created.
+    #[error("{error}; removing the files this run created failed too, remove them by hand: {}", leftovers.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    Leftovers {
+        error: Box<Error>,
+        leftovers: Vec<PathBuf>,
+    },
+    // --- open, inspect, info and check ---
+    /// A logical range of a replica could not be read.
+    #[error("replica {replica}: cannot read logical range [{offset:#x}, {end:#x}): {reason}")]
+    LogicalRead {
+        replica: usize,
+        offset: u64,
+        end: u64,
+        reason: String,
+    },
+    /// A part `check` or `info` needs is missing, unreadable or of the wrong size.
+    #[error("{}: replica {replica} part {part_index} ({part}): {reason}", set.display(), part = part.display())]
+    PartUnusable {
+        set: PathBuf,
+        replica: usize,
+        part_index: usize,
+        part: PathBuf,
+        reason: String,
+    },
+    /// `info`: the pool set does not pass the header checks libpmemobj makes at open.
+    #[error("{path}: opening poolset failed: {reason}", path = path.display())]
+    OpenValidation { path: PathBuf, reason: String },
+    /// `info`: the pool header of replica 0 part 0 has a wrong checksum.
+    #[error("{path}: invalid checksum of the pool header (replica 0 part 0, offset 4088)", path = path.display())]
+    InvalidChecksum { path: PathBuf },
+    /// The pool header of replica 0 part 0 names no known pool type.
+    #[error("{path}: unknown pool type -- '{signature}' (pool header signature, offset 0)", path = path.display())]
+    UnknownPoolType { path: PathBuf, signature: String },
+    /// A blk or log pool: poolsync handles obj pools only.
+    #[error("{path}: {kind} pools are not supported, poolsync handles obj pools only", path = path.display())]
+    UnsupportedPoolType { path: PathBuf, kind: &'static str },
+    /// A request that does not fit the pool (such as a replica number out of range).
+    #[error("{path}: {reason}", path = path.display())]
+    InvalidRequest { path: PathBuf, reason: String },
+    /// Options that cannot be combined.
+    #[error("{reason}")]
+    InvalidOptions { reason: &'static str },
+}
+
+/// `set` or `set:line` (line 0: the whole file, or a single-file pool).
+fn at(set: &std::path::Path, line: usize) -> String {
+    if line == 0 {
+        set.display().to_string()
+    } else {
+        format!("{}:{line}", set.display())
+    }
+}
+
+/// `set:line: ` before a message about a part, or nothing for a
+/// single-file pool (whose messages name the file already).
+fn line_prefix(set: &std::path::Path, line: usize) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!("{}: ", at(set, line))
+    }
+}
+
+/// Where a part is named: `set:line: part`, or just the part of a single-file pool.
+fn part_at(set: &std::path::Path, line: usize, part: &std::path::Path) -> String {
+    if line == 0 && set == part {
+        part.display().to_string()
+    } else {
+        format!("{}: {}", at(set, line), part.display())
+    }
 }

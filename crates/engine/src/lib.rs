@@ -5,7 +5,13 @@
 //! shared by `check`, `info` and (later) `sync`.
 #![forbid(unsafe_code)]
 
+pub mod check;
+pub mod create;
 mod error;
+pub mod info;
+pub mod inspect;
 pub mod load;
+pub mod open;
+pub mod rm;
 
 pub use error::Error;

@@ -30,10 +30,18 @@ pub struct Loaded<F> {
 ///
 /// A file whose first 11 bytes are `PMEMPOOLSET` is parsed as a pool set;
 /// anything else is a single-file pool.
-pub fn load<S: Storage>(storage: &S, path: &Path, access: Access) -> Result<Loaded<S::File>, Error> {
-    let meta = storage.stat(path)?.ok_or_else(|| Error::NotFound { path: path.to_path_buf() })?;
+pub fn load<S: Storage>(
+    storage: &S,
+    path: &Path,
+    access: Access,
+) -> Result<Loaded<S::File>, Error> {
+    let meta = storage.stat(path)?.ok_or_else(|| Error::NotFound {
+        path: path.to_path_buf(),
+    })?;
     if meta.kind == FileKind::Directory {
-        return Err(Error::IsDirectory { path: path.to_path_buf() });
+        return Err(Error::IsDirectory {
+            path: path.to_path_buf(),
+        });
     }
     let file = storage.open(path, access)?;
     let len = file.len()?;
@@ -44,7 +52,10 @@ pub fn load<S: Storage>(storage: &S, path: &Path, access: Access) -> Result<Load
     };
     let set = if is_poolset {
         if len > MAX_SET_FILE {
-            return Err(Error::SetTooLarge { path: path.to_path_buf(), len });
+            return Err(Error::SetTooLarge {
+                path: path.to_path_buf(),
+                len,
+            });
         }
         let mut buf = vec![0u8; len as usize];
         file.read_at(0, &mut buf)?;
@@ -61,7 +72,12 @@ pub fn load<S: Storage>(storage: &S, path: &Path, access: Access) -> Result<Load
     } else {
         single_file_set(path, len)
     };
-    Ok(Loaded { path: path.to_path_buf(), set, is_poolset, file })
+    Ok(Loaded {
+        path: path.to_path_buf(),
+        set,
+        is_poolset,
+        file,
+    })
 }
 
 /// The set PMDK synthesises for a single-file pool.
@@ -69,7 +85,11 @@ pub fn single_file_set(path: &Path, len: u64) -> PoolSet {
     PoolSet {
         options: Options::default(),
         replicas: vec![Replica::Local {
-            parts: vec![Part { size: PartSize::Bytes(len), path: path.to_string_lossy().into_owned(), line: 0 }],
+            parts: vec![Part {
+                size: PartSize::Bytes(len),
+                path: path.to_string_lossy().into_owned(),
+                line: 0,
+            }],
             line: 0,
         }],
     }

@@ -1,0 +1,186 @@
+//! Output helpers shared by the commands: pmempool's `label : value` fields,
+//! its hex dumps, local time formatting and the `--json` envelope.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+/// Version of the JSON documents poolsync prints (see docs/json.md).
+pub const JSON_FORMAT: u32 = 1;
+
+/// pmempool's label column width (`%-24s : `).
+const LABEL_WIDTH: usize = 24;
+
+/// One `label : value` line as pmempool prints it, with its newline.
+pub fn field(out: &mut String, label: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "{label:<LABEL_WIDTH$} : {value}");
+}
+
+/// `seconds` since the epoch in the local time zone, formatted as pmempool
+/// formats creation times (`%a %b %d %Y %H:%M:%S`, e.g.
+/// `Mon Nov 23 2026 04:34:05`); `unknown` when out of range.
+pub fn local_time(seconds: u64) -> String {
+    let Ok(secs) = i64::try_from(seconds) else {
+        return "unknown".to_string();
+    };
+    match jiff::Timestamp::from_second(secs) {
+        Ok(ts) => ts
+            .to_zoned(jiff::tz::TimeZone::system())
+            .strftime("%a %b %d %Y %H:%M:%S")
+            .to_string(),
+        Err(_) => "unknown".to_string(),
+    }
+}
+
+/// A size as pmempool prints it: plain bytes, or with `-n` one decimal and
+/// a unit (`8.0M`).
+pub fn size(bytes: u64, human: bool) -> String {
+    if !human || bytes < 1024 {
+        return bytes.to_string();
+    }
+    let units = ['K', 'M', 'G', 'T'];
+    let mut value = bytes as f64;
+    let mut whole = bytes;
+    let mut unit = 0usize;
+    value /= 1024.0;
+    whole /= 1024;
+    while whole >= 1024 && unit + 1 < units.len() {
+        value /= 1024.0;
+        whole /= 1024;
+        unit += 1;
+    }
+    let u = units.get(unit).copied().unwrap_or('T');
+    format!("{value:.1}{u}")
+}
+
+/// pmempool's hex dump (`outv_hexdump`): 16 bytes a row as
+/// `%08x  hex |ascii|`, repeated rows collapsed into `*` (never the first or
+/// the last), and a line of dashes after the dump.
+pub fn hexdump(out: &mut String, data: &[u8], base: u64) {
+    const ROW: usize = 16;
+    let mut prev: Option<usize> = None;
+    let mut repeated = false;
+    let mut last_len = 0usize;
+    let rows = data.len().div_ceil(ROW);
+    for row in 0..rows {
+        let start = row * ROW;
+        let chunk = data
+            .get(start..(start + ROW).min(data.len()))
+            .unwrap_or_default();
+        let is_last = row + 1 == rows;
+        let same_as_prev = prev.is_some_and(|p| data.get(p..p + chunk.len()) == Some(chunk));
+        if !is_last && row > 0 && same_as_prev {
+            if !repeated {
+                out.push_str("*\n");
+                repeated = true;
+            }
+            continue;
+        }
+        repeated = false;
+        let mut hex = String::new();
+        for (i, b) in chunk.iter().enumerate() {
+            if i > 0 && i % 8 == 0 {
+                hex.push(' ');
+            }
+            let _ = write!(hex, "{b:02x} ");
+        }
+        let ascii: String = chunk
+            .iter()
+            .map(|&b| {
+                if b.is_ascii_graphic() || b == b' ' {
+                    char::from(b)
+                } else {
+                    '.'
+                }
+            })
+            .collect();
+        let line = format!("{:08x}  {hex:<50}|{ascii:<16}|\n", start as u64 + base);
+        last_len = line.len();
+        out.push_str(&line);
+        prev = Some(start);
+    }
+    if last_len > 0 {
+        out.push_str(&"-".repeat(last_len - 1));
+        out.push('\n');
+    }
+}
+
+/// A `--json` document: `{"format": 1, "command": ..., <fields of value>}`.
+pub fn json_document(command: &str, value: &impl Serialize) -> anyhow::Result<String> {
+    let mut map = serde_json::Map::new();
+    map.insert("format".to_string(), serde_json::Value::from(JSON_FORMAT));
+    map.insert("command".to_string(), serde_json::Value::from(command));
+    match serde_json::to_value(value)? {
+        serde_json::Value::Object(fields) => map.extend(fields),
+        other => {
+            map.insert("value".to_string(), other);
+        }
+    }
+    Ok(serde_json::to_string_pretty(&serde_json::Value::Object(
+        map,
+    ))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_pad_labels_to_24_columns() {
+        let mut s = String::new();
+        field(&mut s, "Major", 6);
+        assert_eq!(s, "Major                    : 6\n");
+    }
+
+    #[test]
+    fn human_sizes_match_pmempool() {
+        assert_eq!(size(8 << 20, true), "8.0M");
+        assert_eq!(size(1000, true), "1000");
+        assert_eq!(size(1536, true), "1.5K");
+        assert_eq!(size(8 << 20, false), "8388608");
+        assert_eq!(size(3 << 30, true), "3.0G");
+    }
+
+    #[test]
+    fn hexdump_collapses_repeats_and_ends_with_dashes() {
+        let mut data = vec![0u8; 64];
+        data[0] = b'P';
+        let mut s = String::new();
+        hexdump(&mut s, &data, 0x1000);
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(lines.len(), 5, "{s}");
+        assert_eq!(
+            lines[0],
+            "00001000  50 00 00 00 00 00 00 00  00 00 00 00 00 00 00 00  |P...............|"
+        );
+        assert_eq!(
+            lines[1],
+            "00001010  00 00 00 00 00 00 00 00  00 00 00 00 00 00 00 00  |................|"
+        );
+        assert_eq!(lines[2], "*");
+        assert!(lines[3].starts_with("00001030"));
+        assert_eq!(lines[4], "-".repeat(78));
+    }
+
+    #[test]
+    fn local_time_has_pmempool_shape() {
+        let t = local_time(1_795_000_000);
+        let parts: Vec<&str> = t.split(' ').collect();
+        assert_eq!(parts.len(), 5, "{t}");
+        assert_eq!(parts[4].len(), 8, "{t}");
+        assert_eq!(local_time(u64::MAX), "unknown");
+    }
+
+    #[test]
+    fn json_document_carries_format_and_command() {
+        #[derive(Serialize)]
+        struct V {
+            a: u32,
+        }
+        let doc: serde_json::Value =
+            serde_json::from_str(&json_document("info", &V { a: 3 }).unwrap()).unwrap();
+        assert_eq!(doc["format"], 1);
+        assert_eq!(doc["command"], "info");
+        assert_eq!(doc["a"], 3);
+    }
+}

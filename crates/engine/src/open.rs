@@ -1,0 +1,514 @@
+//! Opening a pool set: load the path, then resolve, stat, open and lock
+//! every part and read the pool header of every header-carrying part.
+//!
+//! Opening records *facts* (a part is missing, unreadable, of the wrong size,
+//! its header is short) instead of failing, because [`crate::inspect`] and
+//! [`crate::check`] must judge them. Three things are refused at once:
+//! a part locked by another process (the pool is in use, as libpmemobj
+//! refuses it), and pool set shapes poolsync does not handle yet (remote
+//! replicas, directory pool sets, Device DAX and `AUTO` sizes).
+//!
+//! [`OpenSet::read_logical`] is the one place that maps a replica's logical
+//! offsets onto part files (through [`poolsync_poolset::map_range`]).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use poolsync_header::{PoolHdr, POOL_HDR_SIZE};
+use poolsync_pmem::{Access, FileKind, PartFile, Storage};
+use poolsync_poolset::{Extent, PartSize, PoolSet, Replica};
+use serde::Serialize;
+
+use crate::load::{load, Loaded};
+use crate::Error;
+
+/// Size of the header page read from every header-carrying part.
+const HDR_LEN: u64 = POOL_HDR_SIZE as u64;
+
+/// A pool set with every local part opened (where possible) and locked.
+#[derive(Debug)]
+pub struct OpenSet<F> {
+    /// The path the user gave.
+    pub path: PathBuf,
+    /// `true` for a `*.set` file, `false` for a single-file pool.
+    pub is_poolset: bool,
+    /// The parsed (or synthesised) pool set.
+    pub set: PoolSet,
+    /// How the parts were opened.
+    pub access: Access,
+    /// The replicas, in set order.
+    pub replicas: Vec<OpenReplica<F>>,
+    /// The pool set file, kept open so that its lock is held (`None` for a
+    /// single-file pool, whose one file is the part itself).
+    set_file: Option<F>,
+}
+
+/// One local replica.
+#[derive(Debug)]
+pub struct OpenReplica<F> {
+    /// Replica index (0 = master).
+    pub index: usize,
+    /// Header-carrying parts: all parts, 1 with SINGLEHDR, 0 with NOHDRS.
+    pub nhdrs: usize,
+    /// Where each part lies in the replica's logical address space.
+    pub extents: Vec<Extent>,
+    /// Net size of the replica from the configured part sizes (spec 1.11).
+    pub net_size: u64,
+    /// The parts, in set order.
+    pub parts: Vec<OpenPart<F>>,
+}
+
+/// One part file and what opening it found.
+#[derive(Debug)]
+pub struct OpenPart<F> {
+    /// Replica index.
+    pub replica: usize,
+    /// Part index within the replica.
+    pub index: usize,
+    /// The path as written in the pool set (or given for a single file).
+    pub path: PathBuf,
+    /// Line of the pool set file the part comes from (0 for a single file).
+    pub line: usize,
+    /// The size the pool set configures.
+    pub configured_size: u64,
+    /// `stat` of the path, when it exists and could be stat-ed.
+    pub meta: Option<poolsync_pmem::Meta>,
+    /// What opening the part found.
+    pub status: PartStatus,
+    /// The open, locked file, when `status` allowed opening it.
+    pub file: Option<F>,
+    /// The pool header of a header-carrying part.
+    pub header: HeaderState,
+}
+
+/// What opening one part found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PartStatus {
+    /// Open, locked and of exactly the configured size.
+    Ok,
+    /// The path does not exist.
+    Missing,
+    /// The path exists but cannot be stat-ed or opened, or is not a regular file.
+    Inaccessible {
+        /// What the system said.
+        reason: String,
+    },
+    /// Open and locked, but its size differs from the configured size.
+    SizeMismatch {
+        /// The file's size.
+        actual: u64,
+        /// The size the pool set configures.
+        configured: u64,
+    },
+}
+
+impl fmt::Display for PartStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PartStatus::Ok => f.write_str("ok"),
+            PartStatus::Missing => f.write_str("no such file or directory"),
+            PartStatus::Inaccessible { reason } => write!(f, "cannot be opened: {reason}"),
+            PartStatus::SizeMismatch { actual, configured } => {
+                write!(
+                    f,
+                    "file size does not match config: {actual} != {configured}"
+                )
+            }
+        }
+    }
+}
+
+/// The header page of one part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderState {
+    /// The part carries no header (SINGLEHDR or NOHDRS, part ≥ 1).
+    None,
+    /// The part should carry a header but was not opened.
+    NotRead,
+    /// Reading the header page failed (for example a file shorter than 4096 bytes).
+    Unreadable {
+        /// Why.
+        reason: String,
+    },
+    /// The 4096 header bytes, decoded without judgement.
+    Read(Box<ReadHeader>),
+}
+
+/// A header page as read from disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadHeader {
+    /// The raw 4096 bytes.
+    pub raw: Vec<u8>,
+    /// The decoded fields.
+    pub hdr: PoolHdr,
+}
+
+impl<F> OpenPart<F> {
+    /// `true` when the part is open with the configured size.
+    pub fn is_ok(&self) -> bool {
+        self.status == PartStatus::Ok
+    }
+
+    /// The decoded header, when it could be read.
+    pub fn header(&self) -> Option<&PoolHdr> {
+        match &self.header {
+            HeaderState::Read(h) => Some(&h.hdr),
+            _ => None,
+        }
+    }
+
+    /// The raw header bytes, when they could be read.
+    pub fn header_bytes(&self) -> Option<&[u8]> {
+        match &self.header {
+            HeaderState::Read(h) => Some(&h.raw),
+            _ => None,
+        }
+    }
+
+    /// `replica R part P (PATH)`, the way messages name a part.
+    pub fn name(&self) -> String {
+        format!(
+            "replica {} part {} ({})",
+            self.replica,
+            self.index,
+            self.path.display()
+        )
+    }
+}
+
+/// Opens `path` (a pool set file or a single-file pool) with `access` and
+/// every local part of every replica (spec 1.10, 5.1).
+///
+/// Missing, unreadable or wrongly sized parts are recorded in
+/// [`OpenPart::status`]; a part locked by another process is an error
+/// ([`poolsync_pmem::Error::Locked`] names it), as libpmemobj refuses a pool
+/// in use.
+pub fn open<S: Storage>(
+    storage: &S,
+    path: &Path,
+    access: Access,
+) -> Result<OpenSet<S::File>, Error> {
+    let Loaded {
+        path,
+        set,
+        is_poolset,
+        file,
+    } = load(storage, path, access)?;
+    refuse_unsupported(&path, &set)?;
+    let mut set_file = Some(file);
+    let mut replicas = Vec::with_capacity(set.replicas.len());
+    for (r, replica) in set.replicas.iter().enumerate() {
+        let Replica::Local { parts, .. } = replica else {
+            // `refuse_unsupported` rejected every remote replica.
+            continue;
+        };
+        let nhdrs = set.nhdrs(r);
+        // `None` only for parts too small to map (k ≥ 1 below one page):
+        // such a replica has no address space to read, which inspect reports.
+        let extents = set.extents(r).unwrap_or_default();
+        let net_size = set.replica_size(r).unwrap_or(0);
+        let mut open_parts = Vec::with_capacity(parts.len());
+        for (p, part) in parts.iter().enumerate() {
+            let PartSize::Bytes(configured_size) = part.size else {
+                return Err(auto_unsupported(&path, part.line));
+            };
+            let part_path = PathBuf::from(&part.path);
+            let mut open_part = if is_poolset {
+                open_part(storage, &path, part.line, &part_path, access)?
+            } else {
+                // The single file is already open and locked by `load`; a
+                // second flock on it from this process would fail.
+                let meta = storage.stat(&part_path).ok().flatten();
+                Opened {
+                    meta,
+                    status: PartStatus::Ok,
+                    file: set_file.take(),
+                }
+            };
+            if let (PartStatus::Ok, Some(meta)) = (&open_part.status, &open_part.meta) {
+                if meta.len != configured_size {
+                    open_part.status = PartStatus::SizeMismatch {
+                        actual: meta.len,
+                        configured: configured_size,
+                    };
+                }
+            }
+            let header = if p >= nhdrs {
+                HeaderState::None
+            } else {
+                match &open_part.file {
+                    Some(f) => read_header(f),
+                    None => HeaderState::NotRead,
+                }
+            };
+            open_parts.push(OpenPart {
+                replica: r,
+                index: p,
+                path: part_path,
+                line: part.line,
+                configured_size,
+                meta: open_part.meta,
+                status: open_part.status,
+                file: open_part.file,
+                header,
+            });
+        }
+        replicas.push(OpenReplica {
+            index: r,
+            nhdrs,
+            extents,
+            net_size,
+            parts: open_parts,
+        });
+    }
+    Ok(OpenSet {
+        path,
+        is_poolset,
+        set,
+        access,
+        replicas,
+        set_file,
+    })
+}
+
+/// What opening one part produced, before the size check.
+struct Opened<F> {
+    meta: Option<poolsync_pmem::Meta>,
+    status: PartStatus,
+    file: Option<F>,
+}
+
+fn open_part<S: Storage>(
+    storage: &S,
+    set_path: &Path,
+    line: usize,
+    path: &Path,
+    access: Access,
+) -> Result<Opened<S::File>, Error> {
+    let meta = match storage.stat(path) {
+        Ok(Some(meta)) => meta,
+        Ok(None) => {
+            return Ok(Opened {
+                meta: None,
+                status: PartStatus::Missing,
+                file: None,
+            })
+        }
+        Err(e) => {
+            return Ok(Opened {
+                meta: None,
+                status: PartStatus::Inaccessible {
+                    reason: storage_reason(&e),
+                },
+                file: None,
+            })
+        }
+    };
+    match meta.kind {
+        FileKind::Regular => {}
+        FileKind::Directory => {
+            return Err(Error::Unsupported {
+                set: set_path.to_path_buf(),
+                line,
+                what: format!("{} is a directory: directory pool sets are", path.display()),
+            })
+        }
+        FileKind::CharDevice => {
+            return Err(Error::Unsupported {
+                set: set_path.to_path_buf(),
+                line,
+                what: format!(
+                    "{} is a character device: Device DAX parts are",
+                    path.display()
+                ),
+            })
+        }
+        FileKind::Other => {
+            return Ok(Opened {
+                meta: Some(meta),
+                status: PartStatus::Inaccessible {
+                    reason: "not a regular file".to_string(),
+                },
+                file: None,
+            })
+        }
+    }
+    match storage.open(path, access) {
+        Ok(file) => Ok(Opened {
+            meta: Some(meta),
+            status: PartStatus::Ok,
+            file: Some(file),
+        }),
+        Err(e @ poolsync_pmem::Error::Locked { .. }) => Err(Error::Storage(e)),
+        Err(e) => Ok(Opened {
+            meta: Some(meta),
+            status: PartStatus::Inaccessible {
+                reason: storage_reason(&e),
+            },
+            file: None,
+        }),
+    }
+}
+
+/// The system's reason without the path (the part is named by the caller).
+fn storage_reason(e: &poolsync_pmem::Error) -> String {
+    match e {
+        poolsync_pmem::Error::Io { source, .. } | poolsync_pmem::Error::IoAt { source, .. } => {
+            let text = source.to_string();
+            // "Permission denied (os error 13)" reads better without the number.
+            match text.find(" (os error") {
+                Some(i) => text[..i].to_string(),
+                None => text,
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+fn read_header<F: PartFile>(file: &F) -> HeaderState {
+    let len = match file.len() {
+        Ok(len) => len,
+        Err(e) => {
+            return HeaderState::Unreadable {
+                reason: storage_reason(&e),
+            }
+        }
+    };
+    if len < HDR_LEN {
+        return HeaderState::Unreadable {
+            reason: format!(
+                "the file is {len} bytes, too short to hold a {HDR_LEN}-byte pool header"
+            ),
+        };
+    }
+    let mut raw = vec![0u8; POOL_HDR_SIZE];
+    if let Err(e) = file.read_at(0, &mut raw) {
+        return HeaderState::Unreadable {
+            reason: storage_reason(&e),
+        };
+    }
+    match PoolHdr::decode(&raw) {
+        Ok(hdr) => HeaderState::Read(Box::new(ReadHeader { raw, hdr })),
+        Err(e) => HeaderState::Unreadable {
+            reason: e.to_string(),
+        },
+    }
+}
+
+fn auto_unsupported(path: &Path, line: usize) -> Error {
+    Error::Unsupported {
+        set: path.to_path_buf(),
+        line,
+        what: "AUTO part sizes (Device DAX) are".to_string(),
+    }
+}
+
+/// Refuses remote replicas and NOHDRS before any part is opened.
+fn refuse_unsupported(path: &Path, set: &PoolSet) -> Result<(), Error> {
+    if set.options.no_hdrs {
+        return Err(Error::NoHdrs {
+            set: path.to_path_buf(),
+        });
+    }
+    for replica in &set.replicas {
+        if let Replica::Remote {
+            node,
+            descriptor,
+            line,
+        } = replica
+        {
+            return Err(Error::Unsupported {
+                set: path.to_path_buf(),
+                line: *line,
+                what: format!("remote replicas (REPLICA {node} {descriptor}) are"),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl<F: PartFile> OpenSet<F> {
+    /// The replica with index `replica`.
+    pub fn replica(&self, replica: usize) -> Option<&OpenReplica<F>> {
+        self.replicas.get(replica)
+    }
+
+    /// The part `part` of replica `replica`.
+    pub fn part(&self, replica: usize, part: usize) -> Option<&OpenPart<F>> {
+        self.replicas.get(replica).and_then(|r| r.parts.get(part))
+    }
+
+    /// Every part of every replica.
+    pub fn parts(&self) -> impl Iterator<Item = &OpenPart<F>> {
+        self.replicas.iter().flat_map(|r| r.parts.iter())
+    }
+
+    /// Total number of part files (PMDK prefixes check messages with
+    /// `replica R part P: ` only when this exceeds 1).
+    pub fn nfiles(&self) -> usize {
+        self.replicas.iter().map(|r| r.parts.len()).sum()
+    }
+
+    /// Pool size from the configured sizes: the minimum net size over the
+    /// local replicas (spec 1.11).
+    pub fn set_pool_size(&self) -> u64 {
+        self.replicas.iter().map(|r| r.net_size).min().unwrap_or(0)
+    }
+
+    /// Reads `buf.len()` bytes of replica `replica` starting at logical
+    /// `offset`, splitting the range at part boundaries (spec 3).
+    ///
+    /// Fails when the range reaches beyond the replica's address space or a
+    /// part it touches is not open.
+    pub fn read_logical(&self, replica: usize, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
+        let len = buf.len() as u64;
+        let end = offset.saturating_add(len);
+        let err = |reason: String| Error::LogicalRead {
+            replica,
+            offset,
+            end,
+            reason,
+        };
+        let rep = self
+            .replicas
+            .get(replica)
+            .ok_or_else(|| err("no such replica".to_string()))?;
+        if offset.checked_add(len).is_none() {
+            return Err(err("the range overflows a 64-bit offset".to_string()));
+        }
+        let pieces = poolsync_poolset::map_range(&rep.extents, offset, len);
+        let covered: u64 = pieces.iter().map(|p| p.len).sum();
+        if covered != len {
+            return Err(err(
+                "the range reaches beyond the replica's parts".to_string()
+            ));
+        }
+        for piece in pieces {
+            let part = rep
+                .parts
+                .get(piece.part)
+                .ok_or_else(|| err(format!("part {} does not exist", piece.part)))?;
+            let file = part
+                .file
+                .as_ref()
+                .ok_or_else(|| err(format!("{} is not open ({})", part.name(), part.status)))?;
+            let start = usize::try_from(piece.logical - offset)
+                .map_err(|_| err("range too large".to_string()))?;
+            let piece_len =
+                usize::try_from(piece.len).map_err(|_| err("range too large".to_string()))?;
+            let dst = buf
+                .get_mut(start..start.saturating_add(piece_len))
+                .ok_or_else(
+                    || err("the part map returned a piece outside the range".to_string()),
+                )?;
+            file.read_at(piece.file_offset, dst)?;
+        }
+        Ok(())
+    }
+
+    /// The pool set file handle (kept for its lock), if any.
+    pub fn set_file(&self) -> Option<&F> {
+        self.set_file.as_ref()
+    }
+}

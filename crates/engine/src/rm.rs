@@ -1,0 +1,379 @@
+//! Removing pools and the part files of pool sets, as `pmempool rm` does.
+//!
+//! [`rm`] removes a single-file pool, or every local part of a pool set (and,
+//! on request, the pool set file itself). Each file is opened and locked
+//! before it is unlinked, as the library call `pmempool_rm` does, so a pool
+//! that a running program holds open is refused rather than pulled from
+//! under it (the `pmempool rm` command itself takes no lock). Questions
+//! ("remove write-protected file?") go to a [`RmObserver`] that the caller
+//! supplies, which also hears about every file as it is handled.
+
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use poolsync_pmem::{Access, FileKind, Storage};
+use poolsync_poolset::Replica;
+use serde::Serialize;
+
+use crate::load;
+use crate::Error;
+
+/// When to ask before removing a file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub enum Ask {
+    /// Only for write-protected files (pmempool's default).
+    #[default]
+    WriteProtected,
+    /// For every file (`-i`).
+    Always,
+    /// Never (`-f`).
+    Never,
+}
+
+/// How to remove.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RmOptions {
+    /// Missing files are not an error (`-f`).
+    pub force: bool,
+    /// Also remove the pool set file once all its parts are gone (`-l`).
+    pub remove_set_file: bool,
+    /// When to ask.
+    pub ask: Ask,
+}
+
+/// What a file is to the pool being removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Role {
+    /// A single-file pool.
+    Pool,
+    /// A part of a local replica.
+    Part {
+        /// Replica index.
+        replica: usize,
+        /// Part index within the replica.
+        part: usize,
+        /// Line of the part in the pool set file.
+        line: usize,
+    },
+    /// A remote replica (its "path" is `node:descriptor`).
+    Remote {
+        /// Replica index.
+        replica: usize,
+        /// Line of the REPLICA line.
+        line: usize,
+        /// Target node.
+        node: String,
+        /// Remote pool set descriptor.
+        descriptor: String,
+    },
+    /// The pool set file itself.
+    SetFile,
+}
+
+/// What happened to one file.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Unlinked.
+    Removed,
+    /// The observer answered no; the file is kept.
+    Declined,
+    /// The file did not exist; ignored because of `force`.
+    Missing,
+    /// A remote replica, left alone because of `force`.
+    Skipped,
+    /// Not removed.
+    Failed(Error),
+}
+
+/// One file and its outcome.
+#[derive(Debug)]
+pub struct RmFile {
+    /// The file (for a remote replica: `node:descriptor`).
+    pub path: PathBuf,
+    /// What it is to the pool.
+    pub role: Role,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+/// What [`rm`] did with one target.
+#[derive(Debug)]
+pub struct RmReport {
+    /// The path as given.
+    pub target: PathBuf,
+    /// `true` when `target` is a pool set file.
+    pub is_poolset: bool,
+    /// Every file considered, in pool set order (the set file last).
+    pub files: Vec<RmFile>,
+}
+
+impl RmReport {
+    /// `true` when no file failed (declined, missing-with-force and skipped
+    /// files are not failures).
+    pub fn ok(&self) -> bool {
+        !self
+            .files
+            .iter()
+            .any(|f| matches!(f.outcome, Outcome::Failed(_)))
+    }
+}
+
+/// The caller's side of a removal: answers questions, hears about progress.
+pub trait RmObserver {
+    /// The target turned out to be a pool set file (`true`) or a pool.
+    fn classified(&mut self, target: &Path, is_poolset: bool) {
+        let _ = (target, is_poolset);
+    }
+    /// `path` is about to be handled (before any question about it).
+    fn visiting(&mut self, path: &Path, role: &Role) {
+        let _ = (path, role);
+    }
+    /// Whether to remove `path`; asked only when [`RmOptions::ask`] says so.
+    fn confirm(&mut self, path: &Path, write_protected: bool) -> bool;
+    /// `file` has been handled.
+    fn done(&mut self, file: &RmFile) {
+        let _ = file;
+    }
+}
+
+/// An observer that says yes to everything and listens to nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AlwaysYes;
+
+impl RmObserver for AlwaysYes {
+    fn confirm(&mut self, _path: &Path, _write_protected: bool) -> bool {
+        true
+    }
+}
+
+/// Removes the pool or pool set at `target` (`pmempool rm`).
+///
+/// Errors that concern the target as a whole (missing without `force`, a
+/// directory, an unreadable or unparsable pool set file) are returned as
+/// `Err`; the fate of every single file is in the report.
+pub fn rm<S: Storage>(
+    storage: &S,
+    target: &Path,
+    options: &RmOptions,
+    observer: &mut dyn RmObserver,
+) -> Result<RmReport, Error> {
+    let mut report = RmReport {
+        target: target.to_path_buf(),
+        is_poolset: false,
+        files: Vec::new(),
+    };
+    let Some(meta) = storage.stat(target)? else {
+        if options.force {
+            let file = RmFile {
+                path: target.to_path_buf(),
+                role: Role::Pool,
+                outcome: Outcome::Missing,
+            };
+            observer.done(&file);
+            report.files.push(file);
+            return Ok(report);
+        }
+        return Err(Error::NotFound {
+            path: target.to_path_buf(),
+        });
+    };
+    if meta.kind == FileKind::Directory {
+        return Err(Error::IsDirectory {
+            path: target.to_path_buf(),
+        });
+    }
+    let loaded = load::load(storage, target, Access::ReadOnly)?;
+    report.is_poolset = loaded.is_poolset;
+    observer.classified(target, loaded.is_poolset);
+    if !loaded.is_poolset {
+        // Our lock on the pool would make the removal's own lock fail.
+        drop(loaded);
+        report
+            .files
+            .push(remove_one(storage, target, Role::Pool, options, observer));
+        return Ok(report);
+    }
+
+    for (r, replica) in loaded.set.replicas.iter().enumerate() {
+        match replica {
+            Replica::Local { parts, .. } => {
+                for (p, part) in parts.iter().enumerate() {
+                    let role = Role::Part {
+                        replica: r,
+                        part: p,
+                        line: part.line,
+                    };
+                    report.files.push(remove_one(
+                        storage,
+                        Path::new(&part.path),
+                        role,
+                        options,
+                        observer,
+                    ));
+                }
+            }
+            Replica::Remote {
+                node,
+                descriptor,
+                line,
+            } => {
+                let role = Role::Remote {
+                    replica: r,
+                    line: *line,
+                    node: node.clone(),
+                    descriptor: descriptor.clone(),
+                };
+                let path = PathBuf::from(format!("{node}:{descriptor}"));
+                observer.visiting(&path, &role);
+                let outcome = if options.force {
+                    Outcome::Skipped
+                } else {
+                    Outcome::Failed(Error::Unsupported {
+                        set: target.to_path_buf(),
+                        line: *line,
+                        what: format!(
+                            "removing remote replica {descriptor} on {node}: remote replicas are"
+                        ),
+                    })
+                };
+                let file = RmFile {
+                    path,
+                    role,
+                    outcome,
+                };
+                observer.done(&file);
+                report.files.push(file);
+            }
+        }
+    }
+    let dirs: std::collections::BTreeSet<PathBuf> = report
+        .files
+        .iter()
+        .filter(|f| matches!(f.outcome, Outcome::Removed))
+        .map(|f| f.path.parent().map(Path::to_path_buf).unwrap_or_default())
+        .collect();
+    for dir in dirs {
+        // The parts are gone either way; an unsynced directory only means
+        // a crash could bring an entry back.
+        let _ = storage.fsync_dir(&dir);
+    }
+
+    drop(loaded);
+    // The set file goes only when its parts are gone: after a failure, or a
+    // part the user chose to keep, it still describes files that exist.
+    let parts_gone = report
+        .files
+        .iter()
+        .all(|f| !matches!(f.outcome, Outcome::Failed(_) | Outcome::Declined));
+    if options.remove_set_file && parts_gone {
+        report.files.push(remove_one(
+            storage,
+            target,
+            Role::SetFile,
+            options,
+            observer,
+        ));
+    }
+    Ok(report)
+}
+
+/// Removes one local file: lock it, ask if asked to, unlink it.
+fn remove_one<S: Storage>(
+    storage: &S,
+    path: &Path,
+    role: Role,
+    options: &RmOptions,
+    observer: &mut dyn RmObserver,
+) -> RmFile {
+    observer.visiting(path, &role);
+    let outcome = remove_outcome(storage, path, options, observer);
+    let file = RmFile {
+        path: path.to_path_buf(),
+        role,
+        outcome,
+    };
+    observer.done(&file);
+    file
+}
+
+fn remove_outcome<S: Storage>(
+    storage: &S,
+    path: &Path,
+    options: &RmOptions,
+    observer: &mut dyn RmObserver,
+) -> Outcome {
+    let missing = || {
+        if options.force {
+            Outcome::Missing
+        } else {
+            Outcome::Failed(Error::NotFound {
+                path: path.to_path_buf(),
+            })
+        }
+    };
+    let meta = match storage.stat(path) {
+        Ok(Some(meta)) => meta,
+        Ok(None) => return missing(),
+        Err(e) => return Outcome::Failed(e.into()),
+    };
+    match meta.kind {
+        FileKind::Regular | FileKind::Other => {}
+        FileKind::Directory => {
+            return Outcome::Failed(Error::IsDirectory {
+                path: path.to_path_buf(),
+            })
+        }
+        FileKind::CharDevice => return Outcome::Failed(Error::Unsupported {
+            set: path.to_path_buf(),
+            line: 0,
+            what: "removing a Device DAX part (PMDK zeroes it instead of unlinking): Device DAX is"
+                .to_string(),
+        }),
+    }
+    // Opening read-write both takes the lock and tells whether the file is
+    // write-protected for us (as access(W_OK) would); a write-protected
+    // file is locked through a read-only descriptor instead.
+    let (lock, write_protected) = match storage.open(path, Access::ReadWrite) {
+        Ok(file) => (file, false),
+        Err(e) if is_not_found(&e) => return missing(),
+        Err(e) if is_write_protection(&e) => match storage.open(path, Access::ReadOnly) {
+            Ok(file) => (file, true),
+            Err(e) if is_not_found(&e) => return missing(),
+            Err(e) => return Outcome::Failed(e.into()),
+        },
+        Err(e) => return Outcome::Failed(e.into()),
+    };
+    let ask = match options.ask {
+        Ask::Always => true,
+        Ask::WriteProtected => write_protected,
+        Ask::Never => false,
+    };
+    if ask && !observer.confirm(path, write_protected) {
+        return Outcome::Declined;
+    }
+    let outcome = match storage.remove(path) {
+        Ok(()) => Outcome::Removed,
+        Err(e) if is_not_found(&e) => missing(),
+        Err(e) => Outcome::Failed(e.into()),
+    };
+    drop(lock);
+    outcome
+}
+
+fn io_kind(e: &poolsync_pmem::Error) -> Option<ErrorKind> {
+    match e {
+        poolsync_pmem::Error::Io { source, .. } => Some(source.kind()),
+        _ => None,
+    }
+}
+
+fn is_not_found(e: &poolsync_pmem::Error) -> bool {
+    io_kind(e) == Some(ErrorKind::NotFound)
+}
+
+fn is_write_protection(e: &poolsync_pmem::Error) -> bool {
+    matches!(
+        io_kind(e),
+        Some(ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem)
+    )
+}

@@ -1,0 +1,8 @@
+//! The engine's integration tests: one test binary, one module per area
+//! (add new areas as `tests/it/<area>.rs` with a `#[path]` module below).
+
+#[path = "it/create_rm.rs"]
+mod create_rm;
+
+#[path = "it/health.rs"]
+mod health;
