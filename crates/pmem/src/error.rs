@@ -135,17 +135,54 @@ pub enum Error {
         /// What was expected instead.
         reason: &'static str,
     },
-    /// The environment asks for the DAX persistence path, which this build lacks.
+    /// The kernel refused to map a file with `MAP_SYNC`: it is not on a
+    /// DAX file system, and the DAX path was not forced.
     #[error(
-        "{var}={value} asks for the DAX persistence path (flushing CPU caches to persistent \
-         memory), which is not available in this build; unset {var} or set \
-         POOLSYNC_PERSIST=pagecache"
+        "mmap \"{path}\" with MAP_SYNC: {} (the file is not on a DAX file system); \
+         use the page-cache path (POOLSYNC_PERSIST=pagecache), or force the DAX code \
+         path with PMEM_IS_PMEM_FORCE=1, which does not make data durable on such a file",
+        os_message(.source)
     )]
-    DaxUnavailable {
-        /// The variable that asked for it.
-        var: &'static str,
-        /// Its value.
+    NotDax {
+        /// The file.
+        path: PathBuf,
+        /// What `mmap` reported (`EOPNOTSUPP`, or `EINVAL` on old kernels).
+        #[source]
+        source: io::Error,
+    },
+    /// An access through a mapping reaches past the end of the file (a
+    /// mapped file cannot grow by writing past its end).
+    #[error(
+        "{op} \"{path}\": {len} bytes at offset {offset} reach past the end of the \
+         {file_len}-byte file"
+    )]
+    PastEnd {
+        /// `write` or `flush`.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Start of the range.
+        offset: u64,
+        /// Length of the range.
+        len: u64,
+        /// Length of the file as mapped.
+        file_len: u64,
+    },
+    /// A character device that is not a Device DAX was to be mapped.
+    #[error("mmap \"{path}\": a character device that is not a Device DAX (/dev/daxX.Y)")]
+    NotDevDax {
+        /// The device.
+        path: PathBuf,
+    },
+    /// A sysfs attribute of a Device DAX holds something unexpected.
+    #[error("sysfs \"{path}\": {value:?}: {reason}")]
+    Sysfs {
+        /// The attribute file.
+        path: PathBuf,
+        /// What it holds.
         value: String,
+        /// What was expected instead.
+        reason: &'static str,
     },
 }
 

@@ -170,7 +170,7 @@ fn lock(path: &Path, file: File) -> Result<File, (File, Error)> {
 
 /// Allocates `[0, len)` of `file`. EINTR is retried: blocks allocated before
 /// the interruption stay allocated, so every retry makes progress.
-fn allocate(file: &File, len: i64) -> Result<(), Errno> {
+pub(crate) fn allocate(file: &File, len: i64) -> Result<(), Errno> {
     loop {
         match nix::fcntl::posix_fallocate(file.as_raw_fd(), 0, len) {
             Err(Errno::EINTR) => continue,
@@ -182,7 +182,7 @@ fn allocate(file: &File, len: i64) -> Result<(), Errno> {
 /// Unlinks the file `create` made at `path` after `cause` stopped it, but
 /// only if `path` still names that very file (same device and inode), so a
 /// file that somebody else put there meanwhile is never removed.
-fn remove_created(path: &Path, ours: &File, cause: Error) -> Error {
+pub(crate) fn remove_created(path: &Path, ours: &File, cause: Error) -> Error {
     let same = match (ours.metadata(), std::fs::symlink_metadata(path)) {
         (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
         _ => false,
@@ -250,7 +250,12 @@ impl FsFile {
         }
     }
 
-    fn fstat(&self) -> Result<Metadata, Error> {
+    /// The open file, for backends that build on this one (DAX maps it).
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
+    pub(crate) fn fstat(&self) -> Result<Metadata, Error> {
         self.file.metadata().map_err(|source| Error::Io {
             op: "fstat",
             path: self.path.clone(),

@@ -11,8 +11,11 @@
 //!   system that keeps a written and a persisted image of every file and can
 //!   crash at any flush, fence or directory sync, so that every writer can
 //!   be tested at every persistence point;
-//! * **DAX** — mapped persistent memory flushed from the CPU caches, to come
-//!   later; [`persist_mode_from_env`] already refuses requests for it.
+//! * **DAX** — [`DaxStorage`]: files mapped with `MAP_SYNC` in bounded
+//!   windows, written with CPU stores (non-temporal ones for large writes),
+//!   and persisted with CLWB, CLFLUSHOPT or CLFLUSH (chosen from CPUID) and
+//!   SFENCE; it can be forced onto any file, as libpmem's
+//!   `PMEM_IS_PMEM_FORCE=1` is, for tests and benchmarks.
 //!
 //! [`FsStorage`] works through the page cache:
 //!
@@ -29,7 +32,8 @@
 //!
 //! [`persist_mode_from_env`] reads the environment overrides that choose
 //! between persistence paths (`POOLSYNC_PERSIST`, PMDK's
-//! `PMEM_IS_PMEM_FORCE`); this build has the page-cache path only.
+//! `PMEM_IS_PMEM_FORCE`), and [`AnyStorage::from_env`] builds the storage
+//! they select.
 //!
 //! # Example
 //!
@@ -65,6 +69,8 @@
 #![allow(unsafe_code)] // This crate is the one place unsafe code may live; see ARCHITECTURE.md.
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
+mod any;
+pub mod dax;
 mod error;
 mod fs;
 mod persist;
@@ -73,6 +79,8 @@ mod sync_state;
 
 use std::path::Path;
 
+pub use any::{AnyFile, AnyStorage};
+pub use dax::{choose_flush, CpuFeatures, DaxFile, DaxOptions, DaxStorage, FlushKind, Mapping};
 pub use error::Error;
 pub use fs::{FsFile, FsStorage};
 pub use persist::{

@@ -9,8 +9,10 @@
 //!   includes text that is not a number) forces the page-cache path, and any
 //!   other number is ignored.
 //!
-//! Only the page-cache path exists in this build, so a request for DAX is
-//! an error rather than a silent fallback.
+//! A request for DAX selects [`crate::DaxStorage`] in forced mode, as
+//! `PMEM_IS_PMEM_FORCE=1` does in libpmem: the DAX code path runs on any
+//! file, mapped with `MAP_SYNC` where the file system allows it and with a
+//! plain shared mapping elsewhere (see [`crate::Mapping`]).
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -30,7 +32,8 @@ pub enum PersistMode {
     /// Ordinary files: writes go to the page cache and `fdatasync` persists
     /// them ([`crate::FsStorage`]).
     PageCache,
-    /// Mapped persistent memory flushed from the CPU caches.
+    /// Mapped persistent memory flushed from the CPU caches
+    /// ([`crate::DaxStorage`]).
     Dax,
 }
 
@@ -115,29 +118,22 @@ pub fn persist_override(
 
 /// The persistence mode to use, from the environment.
 ///
-/// Without an override this build uses the page cache. Asking for DAX
-/// (`POOLSYNC_PERSIST=dax` or `PMEM_IS_PMEM_FORCE=1`) fails with
-/// [`Error::DaxUnavailable`], because the DAX path is not part of this build.
+/// Without an override the page cache is used. `POOLSYNC_PERSIST=dax` or
+/// `PMEM_IS_PMEM_FORCE=1` select the DAX code path on any file (see
+/// [`crate::AnyStorage::new`]); a malformed `POOLSYNC_PERSIST` is an
+/// error.
 pub fn persist_mode_from_env() -> Result<PersistMode, Error> {
     let persist = std::env::var_os(PERSIST_VAR);
     let force = std::env::var_os(PMEM_IS_PMEM_FORCE_VAR);
-    resolve(persist_override(persist.as_deref(), force.as_deref())?)
+    Ok(resolve(persist_override(
+        persist.as_deref(),
+        force.as_deref(),
+    )?))
 }
 
-/// Maps a request onto what this build can do.
-fn resolve(request: Option<PersistOverride>) -> Result<PersistMode, Error> {
-    match request {
-        None => Ok(PersistMode::PageCache),
-        Some(PersistOverride {
-            mode: PersistMode::PageCache,
-            ..
-        }) => Ok(PersistMode::PageCache),
-        Some(PersistOverride {
-            mode: PersistMode::Dax,
-            var,
-            value,
-        }) => Err(Error::DaxUnavailable { var, value }),
-    }
+/// The mode a request (or its absence) selects.
+fn resolve(request: Option<PersistOverride>) -> PersistMode {
+    request.map_or(PersistMode::PageCache, |r| r.mode)
 }
 
 /// C's `atoi` as glibc implements it, `(int)strtol(s, NULL, 10)`: optional
@@ -192,7 +188,7 @@ mod tests {
     #[test]
     fn nothing_set_means_no_override_and_page_cache() {
         assert_eq!(mode(None, None), None);
-        assert_eq!(resolve(None).expect("page cache"), PersistMode::PageCache);
+        assert_eq!(resolve(None), PersistMode::PageCache);
     }
 
     #[test]
@@ -254,36 +250,22 @@ mod tests {
     }
 
     #[test]
-    fn dax_request_is_refused_with_a_clear_message() {
+    fn dax_requests_select_the_dax_path() {
         let r = req(None, Some("1")).expect("valid");
-        let err = resolve(r).expect_err("dax is not built");
-        let text = err.to_string();
-        assert!(
-            text.starts_with("PMEM_IS_PMEM_FORCE=1 asks for the DAX persistence path"),
-            "{text}"
-        );
-        assert!(text.contains("not available in this build"), "{text}");
-
+        assert_eq!(resolve(r), PersistMode::Dax);
         let r = req(Some("dax"), None).expect("valid");
-        let err = resolve(r).expect_err("dax is not built");
-        assert!(
-            matches!(
-                err,
-                Error::DaxUnavailable {
-                    var: PERSIST_VAR,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert_eq!(resolve(r), PersistMode::Dax);
     }
 
     #[test]
     fn page_cache_request_resolves() {
         let r = req(Some("pagecache"), None).expect("valid");
-        assert_eq!(resolve(r).expect("available"), PersistMode::PageCache);
+        assert_eq!(resolve(r), PersistMode::PageCache);
         let r = req(None, Some("0")).expect("valid");
-        assert_eq!(resolve(r).expect("available"), PersistMode::PageCache);
+        assert_eq!(resolve(r), PersistMode::PageCache);
+        // A number other than 0 or 1 is ignored, as libpmem ignores it.
+        let r = req(None, Some("2")).expect("valid");
+        assert_eq!(resolve(r), PersistMode::PageCache);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Integration tests: `FsStorage` on real files in temporary directories
-//! (this file) and the simulated crash backend (`sim/`).
+//! (this file), the DAX path (`dax/`) and the simulated crash backend
+//! (`sim/`).
 
+mod dax;
 mod sim;
 
 use std::os::unix::fs::MetadataExt;

@@ -1,0 +1,150 @@
+//! A storage chosen at run time: the page cache or the DAX path, behind one
+//! type, so that the engine stays generic over [`Storage`] while the
+//! command line picks the backend from the environment.
+
+use std::path::Path;
+
+use crate::{
+    persist_mode_from_env, Access, DaxFile, DaxStorage, Error, FsFile, FsStorage, Meta, PartFile,
+    PersistMode, Storage,
+};
+
+/// [`FsStorage`] or [`DaxStorage`], chosen at run time.
+#[derive(Debug, Clone)]
+pub enum AnyStorage {
+    /// Through the page cache.
+    PageCache(FsStorage),
+    /// Mapped and flushed from the CPU caches.
+    Dax(DaxStorage),
+}
+
+impl AnyStorage {
+    /// The storage for `mode`. [`PersistMode::Dax`] means the DAX code path
+    /// on any file ([`DaxStorage::forced`]), because the environment asks
+    /// for it only by forcing it, as `PMEM_IS_PMEM_FORCE=1` does.
+    pub fn new(mode: PersistMode) -> Self {
+        match mode {
+            PersistMode::PageCache => AnyStorage::PageCache(FsStorage),
+            PersistMode::Dax => AnyStorage::Dax(DaxStorage::forced()),
+        }
+    }
+
+    /// The storage the environment selects ([`persist_mode_from_env`]).
+    pub fn from_env() -> Result<Self, Error> {
+        Ok(Self::new(persist_mode_from_env()?))
+    }
+
+    /// Which persistence path this is.
+    pub fn mode(&self) -> PersistMode {
+        match self {
+            AnyStorage::PageCache(_) => PersistMode::PageCache,
+            AnyStorage::Dax(_) => PersistMode::Dax,
+        }
+    }
+}
+
+/// A file of an [`AnyStorage`].
+#[derive(Debug)]
+pub enum AnyFile {
+    /// A file of [`FsStorage`].
+    PageCache(FsFile),
+    /// A file of [`DaxStorage`].
+    Dax(DaxFile),
+}
+
+impl Storage for AnyStorage {
+    type File = AnyFile;
+
+    fn stat(&self, path: &Path) -> Result<Option<Meta>, Error> {
+        match self {
+            AnyStorage::PageCache(s) => s.stat(path),
+            AnyStorage::Dax(s) => s.stat(path),
+        }
+    }
+
+    fn open(&self, path: &Path, access: Access) -> Result<AnyFile, Error> {
+        match self {
+            AnyStorage::PageCache(s) => s.open(path, access).map(AnyFile::PageCache),
+            AnyStorage::Dax(s) => s.open(path, access).map(AnyFile::Dax),
+        }
+    }
+
+    fn create(&self, path: &Path, size: u64) -> Result<AnyFile, Error> {
+        match self {
+            AnyStorage::PageCache(s) => s.create(path, size).map(AnyFile::PageCache),
+            AnyStorage::Dax(s) => s.create(path, size).map(AnyFile::Dax),
+        }
+    }
+
+    fn remove(&self, path: &Path) -> Result<(), Error> {
+        match self {
+            AnyStorage::PageCache(s) => s.remove(path),
+            AnyStorage::Dax(s) => s.remove(path),
+        }
+    }
+
+    fn set_mode(&self, path: &Path, mode: u32) -> Result<(), Error> {
+        match self {
+            AnyStorage::PageCache(s) => s.set_mode(path, mode),
+            AnyStorage::Dax(s) => s.set_mode(path, mode),
+        }
+    }
+
+    fn fsync_dir(&self, dir: &Path) -> Result<(), Error> {
+        match self {
+            AnyStorage::PageCache(s) => s.fsync_dir(dir),
+            AnyStorage::Dax(s) => s.fsync_dir(dir),
+        }
+    }
+}
+
+impl PartFile for AnyFile {
+    fn path(&self) -> &Path {
+        match self {
+            AnyFile::PageCache(f) => f.path(),
+            AnyFile::Dax(f) => f.path(),
+        }
+    }
+
+    fn len(&self) -> Result<u64, Error> {
+        match self {
+            AnyFile::PageCache(f) => f.len(),
+            AnyFile::Dax(f) => f.len(),
+        }
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
+        match self {
+            AnyFile::PageCache(f) => f.read_at(offset, buf),
+            AnyFile::Dax(f) => f.read_at(offset, buf),
+        }
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), Error> {
+        match self {
+            AnyFile::PageCache(f) => f.write_at(offset, data),
+            AnyFile::Dax(f) => f.write_at(offset, data),
+        }
+    }
+
+    fn flush(&self, offset: u64, len: u64) -> Result<(), Error> {
+        match self {
+            AnyFile::PageCache(f) => f.flush(offset, len),
+            AnyFile::Dax(f) => f.flush(offset, len),
+        }
+    }
+
+    fn fence(&self) -> Result<(), Error> {
+        match self {
+            AnyFile::PageCache(f) => f.fence(),
+            AnyFile::Dax(f) => f.fence(),
+        }
+    }
+
+    fn ctime(&self) -> Result<u64, Error> {
+        match self {
+            AnyFile::PageCache(f) => f.ctime(),
+            AnyFile::Dax(f) => f.ctime(),
+        }
+    }
+}
