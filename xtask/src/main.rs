@@ -1,2 +1,107 @@
-//! Maintainer tasks: `cargo xtask help`.
-fn main() {}
+//! Maintainer tasks for poolsync: `cargo xtask help` lists them.
+//!
+//! xtask is the one task runner of the project (the pattern of
+//! rust-analyzer's `xtask/`): `.ci/run` calls `cargo xtask ci`, the README
+//! names `cargo xtask demo` and `cargo xtask test`, and every other chore
+//! (fuzzing, benchmarks, fixtures) has a command here so that nobody has to
+//! remember a long cargo invocation.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+
+mod bench;
+mod ci;
+mod demo;
+mod fixtures;
+mod fuzz;
+mod test;
+mod util;
+
+const HELP: &str = "\
+cargo xtask <command> [options]
+
+Commands:
+  test                       Run every test of the workspace (unit, integration,
+                             tidy, bench smoke and doc tests). Installs PMDK's
+                             tools first when they are missing and we are root.
+  demo                       Build poolsync (release) and walk through a
+                             three-replica pool set under target/demo/.
+  ci                         Everything .ci/run checks: fmt, clippy, test, doc,
+                             fuzz smoke. Test failures and skips are fatal.
+  fuzz <target> [--seconds N]
+                             Fuzz one target with cargo-fuzz (until stopped,
+                             or for N seconds).
+  fuzz smoke [--seconds N]   Build every fuzz target and run each one on its
+                             seeds for N seconds (default 30).
+  fuzz list                  List the fuzz targets.
+  fixtures                   Regenerate fixtures/pmdk/ with the real pmempool.
+  bench [NAME]               Run the criterion benchmarks: all, one file of
+                             benches/benches/ (hot, copy_flush), or those whose
+                             id contains NAME.
+  help                       Print this text.
+
+Environment:
+  CI=true                    `test` fails instead of skipping PMDK interop tests.
+  CARGO_TARGET_DIR           Honoured by every command.
+";
+
+fn main() -> ExitCode {
+    match run(std::env::args().skip(1).collect()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Vec<String>) -> Result<()> {
+    let mut args = args.into_iter();
+    let Some(command) = args.next() else {
+        print!("{HELP}");
+        return Ok(());
+    };
+    let rest: Vec<String> = args.collect();
+    let root = util::repo_root()?;
+    match command.as_str() {
+        "help" | "-h" | "--help" => {
+            no_more_args(&command, &rest)?;
+            print!("{HELP}");
+            Ok(())
+        }
+        "test" => {
+            no_more_args(&command, &rest)?;
+            test::run(&root, util::ci_requested())
+        }
+        "demo" => {
+            no_more_args(&command, &rest)?;
+            demo::run(&root)
+        }
+        "ci" => {
+            no_more_args(&command, &rest)?;
+            ci::run(&root)
+        }
+        "fuzz" => fuzz::command(&root, &rest),
+        "fixtures" => {
+            no_more_args(&command, &rest)?;
+            fixtures::run(&root).context("regenerating fixtures/pmdk/")
+        }
+        "bench" => {
+            if rest.len() > 1 {
+                bail!("`bench` takes at most one benchmark name filter, got {rest:?}");
+            }
+            bench::run(&root, rest.first().map(String::as_str))
+        }
+        other => bail!("unknown command `{other}`; `cargo xtask help` lists the commands"),
+    }
+}
+
+fn no_more_args(command: &str, rest: &[String]) -> Result<()> {
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        bail!("`{command}` takes no arguments, got {rest:?}; `cargo xtask help` lists the commands")
+    }
+}
