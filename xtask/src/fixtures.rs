@@ -6,6 +6,12 @@
 //! output), so tests can compare against the reference implementation
 //! without PMDK installed. Paths of the temporary directory are replaced by
 //! the placeholder `@DIR@`.
+//!
+//! The `heap` case is a pool used by the real libpmemobj: the test program
+//! `crates/header/tests/data/heapwork.c`, compiled with `cc -lpmemobj`,
+//! allocates and frees objects of many classes in two sessions. Its
+//! descriptor and heap are kept as a sparse image of their non-zero words,
+//! next to the objects libpmemobj lists and the ones it freed.
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
@@ -27,6 +33,21 @@ const DESC_HEAP_OFFSET_OFF: usize = 0x410;
 /// Size of the heap header.
 const HEAP_HDR_SIZE: u64 = 1024;
 const MIB: u64 = 1 << 20;
+
+/// Layout name the heap case is created with (the one `heapwork` opens).
+const HEAP_LAYOUT: &str = "heapwork";
+/// Size of the heap case's pool file.
+const HEAP_POOL_SIZE: &str = "24M";
+/// End of the persistent part of the obj descriptor; the volatile area after
+/// it holds process garbage and is left out of the sparse image.
+const DESC_PERSISTENT_END: u64 = 0x1A20;
+/// Magic at the start of the sparse image.
+const SPARSE_MAGIC: &[u8; 8] = b"PSHEAP01";
+/// Zero bytes a sparse record may bridge before a new record is cheaper.
+const SPARSE_GAP: usize = 16;
+/// The heapwork sessions of the heap case:
+/// seed, small objects, large objects, free every n-th, bytes written per object.
+const HEAP_SESSIONS: [[&str; 5]; 2] = [["1", "300", "1", "0", "8"], ["2", "250", "1", "4", "8"]];
 
 /// One pool to create.
 struct Case {
@@ -117,6 +138,8 @@ pub fn run(repo_root: &Path) -> Result<()> {
             .with_context(|| format!("fixture case `{}`", case.name))?;
         eprintln!("fixtures/pmdk/{}: done", case.name);
     }
+    generate_heap(repo_root, &tmp.0, &out_root.join("heap")).context("fixture case `heap`")?;
+    eprintln!("fixtures/pmdk/heap: done");
     fs::write(out_root.join("README.md"), readme(&version))
         .with_context(|| format!("writing {}", out_root.join("README.md").display()))?;
     Ok(())
@@ -215,6 +238,132 @@ fn generate(case: &Case, tmp_root: &Path, out: &Path) -> Result<()> {
         info.replace(dir_text, DIR_PLACEHOLDER),
     )?;
     Ok(())
+}
+
+/// The `heap` case: a 24 MiB pool used by `heapwork` in two sessions.
+fn generate_heap(repo_root: &Path, tmp_root: &Path, out: &Path) -> Result<()> {
+    let dir = tmp_root.join("heap");
+    fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let source = repo_root.join("crates/header/tests/data/heapwork.c");
+    let exe = dir.join("heapwork");
+    let cc = Command::new("cc")
+        .arg("-O1")
+        .arg("-o")
+        .arg(&exe)
+        .arg(&source)
+        .arg("-lpmemobj")
+        .output()
+        .context("running `cc`; the heap fixture needs a C compiler and libpmemobj-dev")?;
+    if !cc.status.success() {
+        bail!(
+            "compiling {} failed: {}",
+            source.display(),
+            String::from_utf8_lossy(&cc.stderr).trim()
+        );
+    }
+    let pool = dir.join("pool.obj");
+    let pool_text = pool.to_str().context("path is not valid UTF-8")?;
+    pmempool(
+        &[
+            "create",
+            "-l",
+            HEAP_LAYOUT,
+            "-s",
+            HEAP_POOL_SIZE,
+            "obj",
+            pool_text,
+        ],
+        None,
+    )?;
+    // The objects freed by the last session stay free: nothing allocates after them.
+    let mut last_session = String::new();
+    for args in HEAP_SESSIONS {
+        last_session = heapwork(&exe, &pool, &[&["session"], &args[..]].concat())?;
+    }
+    let objects = heapwork(&exe, &pool, &["list"])?;
+
+    let image = fs::read(&pool).with_context(|| format!("reading {}", pool.display()))?;
+    let heap_offset = image
+        .get(DESC_RANGE.0 as usize + DESC_HEAP_OFFSET_OFF..)
+        .and_then(|b| b.get(..8))
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_le_bytes)
+        .context("pool too short for a descriptor")?;
+    let heap_start = usize::try_from(heap_offset)?;
+    ensure!(
+        heap_start < image.len(),
+        "heap offset {heap_offset:#x} is past the end of the pool"
+    );
+    let desc_range = DESC_RANGE.0 as usize..DESC_PERSISTENT_END as usize;
+    let mut sparse = Vec::new();
+    sparse.extend_from_slice(SPARSE_MAGIC);
+    sparse.extend_from_slice(&(image.len() as u64).to_le_bytes());
+    for range in [desc_range, heap_start..image.len()] {
+        for (off, bytes) in nonzero_records(&image, range) {
+            sparse.extend_from_slice(&(off as u64).to_le_bytes());
+            sparse.extend_from_slice(&u32::try_from(bytes.len())?.to_le_bytes());
+            sparse.extend_from_slice(bytes);
+        }
+    }
+
+    if out.exists() {
+        fs::remove_dir_all(out).with_context(|| format!("removing {}", out.display()))?;
+    }
+    fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    fs::write(out.join("image.bin"), &sparse)?;
+    fs::write(out.join("objects.txt"), objects)?;
+    let freed: String = last_session
+        .lines()
+        .filter(|l| l.starts_with("freed "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(out.join("freed.txt"), freed)?;
+    Ok(())
+}
+
+/// Runs heapwork on `pool` and returns its stdout. `PMEM_IS_PMEM_FORCE`
+/// makes libpmem flush with CPU instructions instead of msync: the same
+/// bytes on media, much faster.
+fn heapwork(exe: &Path, pool: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new(exe)
+        .env("PMEM_IS_PMEM_FORCE", "1")
+        .arg(pool)
+        .args(args)
+        .output()
+        .with_context(|| format!("running heapwork {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "heapwork {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    String::from_utf8(out.stdout).context("heapwork printed non-UTF-8 output")
+}
+
+/// The non-zero 8-byte words of `image[range]` as (offset, bytes) records;
+/// a record runs on across up to [`SPARSE_GAP`] zero bytes.
+fn nonzero_records(image: &[u8], range: std::ops::Range<usize>) -> Vec<(usize, &[u8])> {
+    let mut records: Vec<(usize, usize)> = Vec::new();
+    let mut off = range.start;
+    while off < range.end {
+        let end = (off + 8).min(range.end);
+        if image
+            .get(off..end)
+            .is_some_and(|w| w.iter().any(|&b| b != 0))
+        {
+            match records.last_mut() {
+                Some(last) if off - last.1 <= SPARSE_GAP => last.1 = end,
+                _ => records.push((off, end)),
+            }
+        }
+        off = end;
+    }
+    records
+        .into_iter()
+        .filter_map(|(s, e)| image.get(s..e).map(|b| (s, b)))
+        .collect()
 }
 
 /// The pool set text of a case, with part paths under [`DIR_PLACEHOLDER`].
@@ -320,9 +469,12 @@ fn readme(version: &str) -> String {
          \x20 `-d CKSUM_2K`, so the header checksum covers 4 KiB (incompat 0);\n\
          * `parts`: one replica of 8M + 8M + 9M parts;\n\
          * `replicas`: three replicas, 20M + 20M + 21M, 40M + 21M and 64M;\n\
-         * `singlehdr`: `OPTION SINGLEHDR`, two replicas of 8M + 8M.\n\
+         * `singlehdr`: `OPTION SINGLEHDR`, two replicas of 8M + 8M;\n\
+         * `heap`: a {HEAP_POOL_SIZE} pool (layout `{HEAP_LAYOUT}`) used by the real libpmemobj:\n\
+         \x20 `crates/header/tests/data/heapwork.c` ran two sessions on it (seed, small\n\
+         \x20 and large objects, free every n-th, bytes written per object: {sessions}).\n\
          \n\
-         Files:\n\
+         Files of the pmempool cases:\n\
          \n\
          * `r<R>p<P>.hdr`: the 4096-byte header page of part P of replica R (only\n\
          \x20 part 0 of each replica with SINGLEHDR);\n\
@@ -332,6 +484,21 @@ fn readme(version: &str) -> String {
          * `pool.set`: the pool set file (pool set cases only), part paths under\n\
          \x20 `{DIR_PLACEHOLDER}`;\n\
          * `info.txt`: stdout of `pmempool info` with `TZ=UTC`, the temporary\n\
-         \x20 directory replaced by `{DIR_PLACEHOLDER}`.\n"
+         \x20 directory replaced by `{DIR_PLACEHOLDER}`.\n\
+         \n\
+         Files of `heap`:\n\
+         \n\
+         * `image.bin`: a sparse image of the persistent descriptor (logical\n\
+         \x20 0x1000..0x1A20) and the whole heap: `PSHEAP01`, the pool size as u64, then\n\
+         \x20 records of offset u64, length u32 and that many bytes (little-endian);\n\
+         \x20 every byte of those ranges outside the records is zero;\n\
+         * `objects.txt`: `heapwork list` after the sessions: `obj <offset> <usable\n\
+         \x20 size>` per object `pmemobj_first`/`pmemobj_next` visit, then `root ...`;\n\
+         * `freed.txt`: the objects the last session freed, `freed <offset> <size>`.\n",
+        sessions = HEAP_SESSIONS
+            .iter()
+            .map(|s| s.join(" "))
+            .collect::<Vec<_>>()
+            .join("; ")
     )
 }

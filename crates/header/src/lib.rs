@@ -23,6 +23,10 @@
 //! [`ring_links`] computes the UUID links of all headers of a pool set, and
 //! [`obj_initial_image`] the metadata of a new obj pool.
 //!
+//! The [`heap`] module walks a used pool's libpmemobj heap through a read
+//! callback and tells which logical ranges are live, the ones that replicas
+//! must agree on.
+//!
 //! # Example
 //!
 //! ```
@@ -57,6 +61,7 @@ mod arch;
 mod bytes;
 mod checksum;
 mod features;
+pub mod heap;
 mod links;
 mod obj;
 mod pool_hdr;
@@ -246,6 +251,18 @@ pub enum Error {
         offset: u64,
         stored: u64,
         computed: u64,
+    },
+    /// Heap metadata (or the descriptor fields that locate it) is not what
+    /// libpmemobj writes; `offset` is the logical offset of the field.
+    #[error(
+        "corrupted heap metadata at offset {offset:#x}: {site} {field} is {value:#x}, {problem}"
+    )]
+    HeapCorrupt {
+        offset: u64,
+        site: heap::HeapSite,
+        field: &'static str,
+        value: u64,
+        problem: String,
     },
 }
 

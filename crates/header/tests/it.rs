@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use poolsync_header::*;
 use proptest::prelude::*;
 
+mod heap;
+
 const LAYOUT: &str = "fixture";
 const CASES: [&str; 5] = ["single", "cksum4k", "parts", "replicas", "singlehdr"];
 
