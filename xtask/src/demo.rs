@@ -2,8 +2,10 @@
 //!
 //! Everything shown is real output of the release binary; the demo checks
 //! the exit codes it expects and stops with an error when poolsync does not
-//! behave, rather than printing a story the binary did not tell. The repair
-//! step runs once the binary has a `sync` command.
+//! behave, rather than printing a story the binary did not tell. It creates
+//! a pool set, stores data in it through libpmemobj when a C compiler and
+//! libpmemobj are there (and says so when they are not), damages two
+//! replicas, shows the sync plan, syncs, and checks the result.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,8 +23,12 @@ const REPLICAS: &[&[(&str, u64)]] = &[
     &[("r2-p0.part", 12), ("r2-p1.part", 12), ("r2-p2.part", 12)],
 ];
 
-/// The part the demo deletes to show what `check` reports.
-const DAMAGED_PART: &str = "r2-p1.part";
+/// The part of the master the demo deletes.
+const DAMAGED_PART: &str = "r0-p1.part";
+/// The part of replica 2 whose header and data blocks the demo corrupts.
+const CORRUPTED_PART: &str = "r2-p1.part";
+/// What the demo stores in the pool's root object.
+const MESSAGE: &str = "hello from the demo: this text lives in the pool's root object";
 
 /// `cargo xtask demo`.
 pub fn run(root: &Path) -> Result<()> {
@@ -50,6 +56,7 @@ pub fn run(root: &Path) -> Result<()> {
         .with_context(|| format!("resolving {}", dir.display()))?;
     let set_text = set_file(&dir);
     std::fs::write(dir.join("pool.set"), &set_text).context("writing the demo's pool.set")?;
+    let client = build_client(root, &dir);
 
     let demo = Demo {
         poolsync,
@@ -66,30 +73,59 @@ pub fn run(root: &Path) -> Result<()> {
     say("Create the pool: every part of every replica, with linked headers.");
     demo.expect(&["create", "obj", "pool.set"], 0)?;
 
+    match &client {
+        Some(client) => {
+            say(
+                "Store some data through libpmemobj (a small C program, `objclient`);\n\
+                 libpmemobj writes it to every replica.",
+            );
+            demo.client(client, &["write", "pool.set", "-", MESSAGE], 0)?;
+        }
+        None => say(
+            "(No data is stored: that needs a C compiler and libpmemobj's headers\n\
+             (Debian: gcc libpmemobj-dev), which are not installed. The pool is empty.)",
+        ),
+    }
+
     say("Show the structure and the headers.");
     demo.expect(&["info", "pool.set"], 0)?;
 
     say("Check every replica: shutdown state, headers, UUID links.");
     demo.expect(&["check", "-v", "pool.set"], 0)?;
 
-    say("Now lose a part of replica 2, as a failed disk or a stray `rm` would.");
+    say(
+        "Now damage two replicas. The master loses a part, as a failed disk or a\n\
+         stray `rm` would do it ...",
+    );
     println!("$ rm {DAMAGED_PART}");
     std::fs::remove_file(dir.join(DAMAGED_PART))
         .with_context(|| format!("removing {DAMAGED_PART}"))?;
+    say("... and a part of replica 2 gets a corrupted header and two stale data blocks.");
+    let corrupted = dir.join(CORRUPTED_PART);
+    println!("$ (overwrite 4 bytes of {CORRUPTED_PART}'s header and two 4 KiB blocks of its data)");
+    corrupt(&corrupted)?;
 
     say("`check` notices, and exits 1 as pmempool does.");
     demo.expect(&["check", "-v", "pool.set"], 1)?;
 
-    if demo.has_command("sync") {
-        say("Rebuild the lost part from a healthy replica.");
-        demo.expect(&["sync", "-v", "pool.set"], 0)?;
-        say("Every replica is whole again.");
-        demo.expect(&["check", "-v", "pool.set"], 0)?;
-    } else {
-        say(
-            "Replica 2 is broken while replicas 0 and 1 are intact. Rebuilding it from a\n\
-             healthy replica is the job of `poolsync sync`, which comes in a later release.",
-        );
+    say(
+        "The dry run shows what `sync` would do, with exact byte counts, and changes\n\
+         nothing. Replica 1 is the source (the first healthy one); the master's lost\n\
+         part is created anew, and replica 2's broken part is compared block by block.",
+    );
+    demo.expect(&["sync", "-d", "pool.set"], 0)?;
+
+    say(
+        "Sync for real, with progress on stderr and a summary (-vv): only the blocks\n\
+         that differ are written into replica 2.",
+    );
+    demo.expect(&["sync", "--progress", "-vv", "pool.set"], 0)?;
+
+    say("Every replica is whole again.");
+    demo.expect(&["check", "-v", "pool.set"], 0)?;
+    if let Some(client) = &client {
+        say("And libpmemobj reads the data back from the rebuilt master.");
+        demo.client(client, &["read", "pool.set", "-", MESSAGE], 0)?;
     }
     say(
         "The next `cargo xtask demo` starts afresh; `poolsync rm pool.set` removes the\n\
@@ -98,18 +134,96 @@ pub fn run(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Overwrites 4 bytes of the part's header (its checksum no longer fits)
+/// and two 4 KiB blocks of its data, as a stray write would.
+fn corrupt(path: &Path) -> Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    for (offset, bytes) in [
+        (16u64, &[0xff_u8; 4][..]),
+        (4096 + (1 << 20), &[0x5a; 4096][..]),
+        (4096 + (3 << 20) + 4096, &[0xa5; 4096][..]),
+    ] {
+        f.seek(SeekFrom::Start(offset))
+            .and_then(|_| f.write_all(bytes))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    f.sync_all()
+        .with_context(|| format!("syncing {}", path.display()))
+}
+
+/// Compiles the interop tests' libpmemobj client into the demo directory,
+/// or `None` (with the reason on stderr) when there is no compiler or no
+/// libpmemobj.
+fn build_client(root: &Path, dir: &Path) -> Option<PathBuf> {
+    if !util::on_path("cc") || !Path::new("/usr/include/libpmemobj.h").is_file() {
+        return None;
+    }
+    let source = root
+        .join("crates")
+        .join("cli")
+        .join("tests")
+        .join("data")
+        .join("objclient.c");
+    let exe = dir.join("objclient");
+    let status = Command::new("cc")
+        .arg("-O1")
+        .arg("-o")
+        .arg(&exe)
+        .arg(&source)
+        .arg("-lpmemobj")
+        .status();
+    match status {
+        Ok(s) if s.success() => Some(exe),
+        Ok(s) => {
+            eprintln!(
+                "demo: compiling {} failed ({s}); no data is stored",
+                source.display()
+            );
+            None
+        }
+        Err(e) => {
+            eprintln!("demo: cannot run cc ({e}); no data is stored");
+            None
+        }
+    }
+}
+
 struct Demo {
     poolsync: PathBuf,
     dir: PathBuf,
 }
 
 impl Demo {
-    /// `true` when this build of poolsync has the subcommand `name`.
-    fn has_command(&self, name: &str) -> bool {
-        Command::new(&self.poolsync)
-            .args([name, "--help"])
-            .output()
-            .is_ok_and(|out| out.status.success())
+    /// Runs the libpmemobj client like [`Demo::expect`] runs poolsync.
+    fn client(&self, client: &Path, args: &[&str], code: i32) -> Result<()> {
+        let shown: Vec<String> = args
+            .iter()
+            .map(|a| {
+                if a.contains(' ') {
+                    format!("\"{a}\"")
+                } else {
+                    (*a).to_string()
+                }
+            })
+            .collect();
+        println!("$ ./objclient {}", shown.join(" "));
+        util::flush_stdout();
+        let status = Command::new(client)
+            .args(args)
+            .current_dir(&self.dir)
+            .status()
+            .with_context(|| format!("starting {}", client.display()))?;
+        if status.code() != Some(code) {
+            bail!(
+                "`objclient {}` exited with {status}, but the demo expects exit code {code}",
+                args.join(" ")
+            );
+        }
+        Ok(())
     }
 
     /// Runs `poolsync <args>` in the demo directory, showing the command line
@@ -165,9 +279,11 @@ mod tests {
                         REPLICA\n32M /demo/r1-p0.part\n\
                         REPLICA\n12M /demo/r2-p0.part\n12M /demo/r2-p1.part\n12M /demo/r2-p2.part\n";
         assert_eq!(text, expected);
-        assert!(REPLICAS
-            .iter()
-            .flat_map(|r| r.iter())
-            .any(|(name, _)| *name == DAMAGED_PART));
+        for part in [DAMAGED_PART, CORRUPTED_PART] {
+            assert!(REPLICAS
+                .iter()
+                .flat_map(|r| r.iter())
+                .any(|(name, _)| *name == part));
+        }
     }
 }

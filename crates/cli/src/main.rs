@@ -13,6 +13,7 @@ mod create;
 mod info;
 mod output;
 mod rm;
+mod sync;
 
 /// Keep PMDK pool sets and their replicas healthy (a drop-in successor of pmempool).
 #[derive(Debug, Parser)]
@@ -32,6 +33,8 @@ enum Command {
     Check(check::Args),
     /// Remove pools and the part files of pool sets.
     Rm(rm::Args),
+    /// Rebuild the broken replicas of a pool set from a healthy one.
+    Sync(sync::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Command::Info(args) => info::run(args),
         Command::Check(args) => check::run(args),
         Command::Rm(args) => rm::run(args),
+        Command::Sync(args) => sync::run(args),
     };
     match result {
         Ok(code) => code,

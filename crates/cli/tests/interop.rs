@@ -31,7 +31,11 @@ mod create;
 mod damage;
 #[path = "interop/info_check.rs"]
 mod info_check;
+#[path = "interop/kill_loop.rs"]
+mod kill_loop;
 #[path = "interop/rm.rs"]
 mod rm;
 #[path = "interop/support.rs"]
 mod support;
+#[path = "interop/sync.rs"]
+mod sync;

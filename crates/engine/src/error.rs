@@ -161,6 +161,54 @@ pub enum Error {
     /// Options that cannot be combined.
     #[error("{reason}")]
     InvalidOptions { reason: &'static str },
+    // --- sync ---
+    /// `sync`: the path names a single-file pool, not a pool set file.
+    #[error("{path}: file is not a poolset file", path = path.display())]
+    NotPoolSet { path: PathBuf },
+    /// `sync`: the pool set has one replica, so there is nothing to sync.
+    #[error("{path}: no replica(s) found in the pool set", path = path.display())]
+    NoReplicas { path: PathBuf },
+    /// `sync`: a part smaller than a whole obj pool (PMDK's sync refuses those).
+    #[error("{}: replica {replica}, part {part}: file is too small ({size} bytes; sync needs parts of at least {min} bytes)", at(set, *line))]
+    SyncPartTooSmall {
+        set: PathBuf,
+        line: usize,
+        replica: usize,
+        part: usize,
+        size: u64,
+        min: u64,
+    },
+    /// `sync`: the directory a part lives in does not exist.
+    #[error("{}: directory {dir} for part {part} in replica {replica} does not exist or is not accessible", at(set, *line), dir = dir.display())]
+    PartDirectory {
+        set: PathBuf,
+        line: usize,
+        replica: usize,
+        part: usize,
+        dir: PathBuf,
+    },
+    /// `sync`: the health check found the set impossible to synchronize
+    /// (the reason names the replica, part or field).
+    #[error("{set}: {reason}", set = set.display())]
+    CannotSync { set: PathBuf, reason: String },
+    /// `sync`: a bad block recovery file is refused or cannot be used.
+    #[error("{path}: {reason}", path = path.display())]
+    RecoveryFile { path: PathBuf, reason: String },
+    /// `sync`: a logical range is unreadable or bad in every healthy replica.
+    #[error("{set}: a part of the pool has uncorrectable errors in all replicas: logical range [{offset:#x}, {end:#x}) of replica {replica}", set = set.display())]
+    Uncorrectable {
+        set: PathBuf,
+        replica: usize,
+        offset: u64,
+        end: u64,
+    },
+    /// `sync --wait-lock`: the pool stayed in use for the whole wait.
+    #[error("{source}; still locked after waiting {seconds} s (--wait-lock)")]
+    LockTimeout {
+        seconds: u64,
+        #[source]
+        source: poolsync_pmem::Error,
+    },
 }
 
 /// `set` or `set:line` (line 0: the whole file, or a single-file pool).

@@ -1,11 +1,12 @@
 //! The poolsync engine: opens pool sets, judges their health, creates,
-//! checks, describes and removes them.
+//! checks, describes, synchronizes and removes them.
 //!
-//! CONTRACT SKELETON: module owners fill these in. `open`/`inspect` are
-//! shared by `check`, `info` and (later) `sync`.
+//! `open`/`inspect` are shared by `check`, `info` and `sync`; `compare` is
+//! the block comparer of two replicas that `sync` repairs with.
 #![forbid(unsafe_code)]
 
 pub mod check;
+pub mod compare;
 pub mod create;
 mod error;
 pub mod info;
@@ -13,5 +14,6 @@ pub mod inspect;
 pub mod load;
 pub mod open;
 pub mod rm;
+pub mod sync;
 
 pub use error::Error;

@@ -6,3 +6,9 @@ mod create_rm;
 
 #[path = "it/health.rs"]
 mod health;
+
+#[path = "it/sync.rs"]
+mod sync;
+
+#[path = "it/sync_crash.rs"]
+mod sync_crash;

@@ -1,0 +1,468 @@
+//! `poolsync sync`: `pmempool sync [-b] [-d] [-v] <poolset>` with
+//! pmempool's output and exit codes, plus `--source`, `--json`,
+//! `--progress`/`--no-progress` and `--wait-lock`.
+//!
+//! Output: with `-v`, `<poolset>: synchronized` on success (also for a dry
+//! run and an already healthy set), as pmempool prints it. A dry run (`-d`)
+//! prints its plan first; `-vv` adds a summary of what a real run did, and
+//! `-vvv` its plan. Failures are one line on stderr, `error: failed to
+//! synchronize: <message>`, and exit code 1. Progress (bytes, rate, time
+//! left) goes to stderr and is on by default when stderr is a terminal.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use poolsync_engine::sync::plan::{DataStep, HeaderAction, Plan, Role, Step};
+use poolsync_engine::sync::{self, Progress, SyncOptions, SyncReport};
+use poolsync_pmem::AnyStorage;
+use serde::Serialize;
+
+use crate::output::json_document;
+
+/// Arguments of `poolsync sync` (pmempool syntax plus poolsync's options).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Fix bad blocks: repair the ranges that bad block recovery files list
+    #[arg(short = 'b', long = "bad-blocks")]
+    bad_blocks: bool,
+    /// Do not change anything, only show what would be done
+    #[arg(short = 'd', long = "dry-run")]
+    dry_run: bool,
+    /// Increase verbosity (-v prints the result, -vv also what was done, -vvv also the plan)
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Copy from replica N (which must be healthy) instead of the first healthy replica
+    #[arg(long = "source", value_name = "N")]
+    source: Option<usize>,
+    /// Print a JSON document (plan and result) instead of text (see docs/json.md)
+    #[arg(long = "json")]
+    json: bool,
+    /// Show progress on stderr (default when stderr is a terminal)
+    #[arg(long = "progress", overrides_with = "no_progress")]
+    progress: bool,
+    /// Never show progress
+    #[arg(long = "no-progress", overrides_with = "progress")]
+    no_progress: bool,
+    /// Wait up to SECONDS while another process holds the pool's locks
+    #[arg(long = "wait-lock", value_name = "SECONDS")]
+    wait_lock: Option<f64>,
+    /// The pool set file
+    #[arg(value_name = "POOLSET")]
+    poolset: PathBuf,
+}
+
+/// The `--json` document.
+#[derive(Debug, Serialize)]
+struct Document<'a> {
+    path: &'a Path,
+    dry_run: bool,
+    result: &'static str,
+    exit_code: u8,
+    plan: Option<&'a Plan>,
+    report: Option<&'a SyncReport>,
+    error: Option<String>,
+}
+
+/// A progress bar on stderr: bytes done, rate and time left (indicatif
+/// draws it only on a terminal).
+struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn start(&self, total: u64) {
+        self.0.set_length(total);
+        self.0.reset_elapsed();
+    }
+
+    fn advance(&self, bytes: u64) {
+        self.0.inc(bytes);
+    }
+
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+fn bar() -> Bar {
+    let pb = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template(
+        "{spinner} sync [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    pb.set_style(style);
+    Bar(pb)
+}
+
+/// `--progress` when stderr is not a terminal (a log file): one plain line
+/// at most every two seconds, and one at the end.
+struct Lines(Mutex<LineState>);
+
+struct LineState {
+    total: u64,
+    done: u64,
+    started: Instant,
+    last: Instant,
+    finished: bool,
+}
+
+impl Lines {
+    fn new() -> Self {
+        let now = Instant::now();
+        Lines(Mutex::new(LineState {
+            total: 0,
+            done: 0,
+            started: now,
+            last: now,
+            finished: false,
+        }))
+    }
+}
+
+impl LineState {
+    fn line(&self) -> String {
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        let rate = self.done as f64 / secs;
+        let eta = if rate > 0.0 {
+            format!(
+                "{:.0} s",
+                self.total.saturating_sub(self.done) as f64 / rate
+            )
+        } else {
+            "unknown".to_string()
+        };
+        format!(
+            "sync: {} of {} bytes, {:.1} MiB/s, ETA {eta}",
+            self.done,
+            self.total,
+            rate / f64::from(1u32 << 20)
+        )
+    }
+}
+
+impl Progress for Lines {
+    fn start(&self, total: u64) {
+        if let Ok(mut st) = self.0.lock() {
+            st.total = total;
+            st.started = Instant::now();
+            st.last = st.started;
+        }
+    }
+
+    fn advance(&self, bytes: u64) {
+        if let Ok(mut st) = self.0.lock() {
+            st.done += bytes;
+            if st.last.elapsed() >= Duration::from_secs(2) {
+                st.last = Instant::now();
+                eprintln!("{}", st.line());
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Ok(mut st) = self.0.lock() {
+            if !st.finished && st.total > 0 {
+                st.finished = true;
+                eprintln!("{}", st.line());
+            }
+        }
+    }
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error.
+fn emit(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Runs the command; `Ok` carries the exit code.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let wait_lock = match args.wait_lock {
+        Some(s) if !(s.is_finite() && s >= 0.0) => {
+            anyhow::bail!("--wait-lock: {s} is not a number of seconds")
+        }
+        Some(s) => Some(Duration::from_secs_f64(s)),
+        None => None,
+    };
+    let options = SyncOptions {
+        dry_run: args.dry_run,
+        bad_blocks: args.bad_blocks,
+        source: args.source,
+        wait_lock,
+        ..SyncOptions::default()
+    };
+    let storage = AnyStorage::from_env().context("failed to synchronize")?;
+    let progress: Box<dyn Progress> = if args.dry_run || args.no_progress {
+        Box::new(sync::NoProgress)
+    } else if std::io::stderr().is_terminal() {
+        Box::new(bar())
+    } else if args.progress {
+        Box::new(Lines::new())
+    } else {
+        Box::new(sync::NoProgress)
+    };
+    let outcome = sync::sync(&storage, &args.poolset, &options, progress.as_ref());
+    progress.finish();
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            if args.json {
+                let doc = Document {
+                    path: &args.poolset,
+                    dry_run: args.dry_run,
+                    result: "error",
+                    exit_code: 1,
+                    plan: None,
+                    report: None,
+                    error: Some(format!("failed to synchronize: {e}")),
+                };
+                emit(&format!("{}\n", json_document("sync", &doc)?))?;
+            }
+            return Err(anyhow::Error::new(e).context("failed to synchronize"));
+        }
+    };
+    if args.json {
+        let doc = Document {
+            path: &args.poolset,
+            dry_run: args.dry_run,
+            result: "synchronized",
+            exit_code: 0,
+            plan: Some(&outcome.plan),
+            report: outcome.report.as_ref(),
+            error: None,
+        };
+        emit(&format!("{}\n", json_document("sync", &doc)?))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(report) = &outcome.report {
+        // A source that could not be read is worth knowing about at once.
+        for line in report_text(report).lines().skip(1) {
+            eprintln!("warning: {line}");
+        }
+    }
+    let mut text = String::new();
+    if args.dry_run || args.verbose >= 3 {
+        text.push_str(&plan_text(&outcome.plan, args.dry_run));
+    }
+    if let (Some(report), true) = (&outcome.report, args.verbose >= 2) {
+        if let Some(line) = report_text(report).lines().next() {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    if args.verbose >= 1 {
+        text.push_str(&format!("{}: synchronized\n", args.poolset.display()));
+    }
+    emit(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The plan as text: the replicas and their parts, then the numbered
+/// steps and the totals.
+pub fn plan_text(plan: &Plan, dry_run: bool) -> String {
+    let mut out = String::new();
+    let mode = if dry_run {
+        " (dry run: nothing is changed)"
+    } else {
+        ""
+    };
+    out.push_str(&format!("sync plan for {}{mode}\n", plan.path.display()));
+    if plan.is_noop() {
+        out.push_str("nothing to do: every replica is healthy\n");
+        return out;
+    }
+    out.push_str(&format!(
+        "source: replica {}, pool size {} bytes, pool set uuid {}\n",
+        plan.source, plan.pool_size, plan.poolset_uuid
+    ));
+    for rep in &plan.replicas {
+        let role = match rep.role {
+            Role::Source => "source",
+            Role::Healthy => "healthy",
+            Role::Target => "to repair",
+        };
+        let mut line = format!("replica {}: {role}", rep.replica);
+        if let Some(fault) = &rep.fault {
+            line.push_str(&format!(" ({fault})"));
+        }
+        if rep.bad_block_bytes > 0 {
+            line.push_str(&format!(", {} bytes in bad blocks", rep.bad_block_bytes));
+        }
+        out.push_str(&line);
+        out.push('\n');
+        if rep.role != Role::Target {
+            continue;
+        }
+        for part in &rep.parts {
+            let data = match part.data {
+                sync::plan::DataAction::Keep => "keep data",
+                sync::plan::DataAction::Recreate => "recreate",
+                sync::plan::DataAction::Repair => "repair data",
+            };
+            let header = match part.header {
+                HeaderAction::None => "",
+                HeaderAction::Keep => ", keep header",
+                HeaderAction::Relink => ", relink header",
+                HeaderAction::New => ", new header",
+                HeaderAction::Restore => ", invalidate and restore header",
+            };
+            let fault = part
+                .fault
+                .as_ref()
+                .map(|f| format!(" ({f})"))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "  part {} {}: {data}{header}{fault}\n",
+                part.part,
+                part.path.display()
+            ));
+        }
+    }
+    out.push_str("steps:\n");
+    for (i, step) in plan.steps.iter().enumerate() {
+        out.push_str(&format!("  {:>3}. {}\n", i + 1, step_text(step)));
+    }
+    let t = &plan.totals;
+    out.push_str(&format!(
+        "total: {} part(s) to create, {} bytes to copy, {} bytes to compare (at most that many written), \
+         {} header(s) to write, {} to invalidate first, {} mode(s) to set\n",
+        t.parts_to_create,
+        t.bytes_to_copy,
+        t.bytes_to_compare,
+        t.headers_to_write,
+        t.headers_to_invalidate,
+        t.modes_to_set
+    ));
+    if t.recovery_files_to_save + t.recovery_files_to_remove > 0 {
+        out.push_str(&format!(
+            "bad block recovery files: {} to save, {} to remove\n",
+            t.recovery_files_to_save, t.recovery_files_to_remove
+        ));
+    }
+    out
+}
+
+fn range_text(d: &DataStep) -> String {
+    format!(
+        "logical [{:#x}, {:#x})",
+        d.logical,
+        d.logical.saturating_add(d.len)
+    )
+}
+
+fn step_text(step: &Step) -> String {
+    match step {
+        Step::RemoveRecoveryFiles { paths } => format!(
+            "remove bad block recovery file(s) {}",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Step::SaveRecoveryFiles { files } => format!(
+            "save bad block recovery file(s) {}",
+            files
+                .iter()
+                .map(|f| f.path.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Step::InvalidateHeader {
+            replica,
+            part,
+            path,
+        } => format!(
+            "invalidate the header checksum of replica {replica} part {part} ({}) until the repair is done",
+            path.display()
+        ),
+        Step::CreatePart {
+            replica,
+            part,
+            path,
+            size,
+            replace,
+        } => format!(
+            "{} replica {replica} part {part} ({}), {size} bytes",
+            if *replace { "remove and create" } else { "create" },
+            path.display()
+        ),
+        Step::SetMode {
+            replica,
+            part,
+            path,
+            mode,
+        } => format!(
+            "set mode {mode:04o} on replica {replica} part {part} ({})",
+            path.display()
+        ),
+        Step::SyncDirectory { path } => {
+            let shown = if path.as_os_str().is_empty() {
+                ".".to_string()
+            } else {
+                path.display().to_string()
+            };
+            format!("sync directory {shown}")
+        }
+        Step::CopyRange(d) => format!(
+            "copy {} from replica {} part {} to replica {} part {}: {} bytes",
+            range_text(d),
+            d.from_replica,
+            d.from_part,
+            d.replica,
+            d.part,
+            d.len
+        ),
+        Step::CompareAndCopy(d) => format!(
+            "compare {} of replica {} part {} with replica {} part {}, copy the blocks that differ: {} bytes to compare",
+            range_text(d),
+            d.replica,
+            d.part,
+            d.from_replica,
+            d.from_part,
+            d.len
+        ),
+        Step::WriteHeader(h) => {
+            let what = match h.kind {
+                HeaderAction::New => "write a new header",
+                HeaderAction::Restore => "restore the header",
+                _ => "relink the header",
+            };
+            format!(
+                "{what} of replica {} part {} (uuid {}, {})",
+                h.replica, h.part, h.uuid, h.uuid_origin
+            )
+        }
+    }
+}
+
+/// What a real run did, as text.
+pub fn report_text(r: &SyncReport) -> String {
+    let mut out = format!(
+        "done: {} part(s) created, {} bytes copied, {} bytes compared, {} bytes differed, \
+         {} bytes written, {} header(s) written\n",
+        r.parts_created,
+        r.bytes_copied,
+        r.bytes_compared,
+        r.bytes_differing,
+        r.bytes_written,
+        r.headers_written
+    );
+    for f in &r.read_fallbacks {
+        out.push_str(&format!(
+            "read error in replica {} at logical [{:#x}, {:#x}): read from replica {} instead\n",
+            f.replica,
+            f.offset,
+            f.offset.saturating_add(f.len),
+            f.from_replica
+        ));
+    }
+    out
+}

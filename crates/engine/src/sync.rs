@@ -1,0 +1,290 @@
+//! `pmempool sync`: rebuild the broken replicas of a pool set from a
+//! healthy one (spec 5.2), with block-level repair, an honest plan and
+//! crash safety.
+//!
+//! The path from a pool set file to a repaired set:
+//!
+//! 1. [`open_for_sync`] opens the pool set file and every part, locks them
+//!    all (as libpmemobj does, so a pool in use is refused) and keeps them
+//!    locked for the whole run; parts that cannot be opened read-write are
+//!    recorded as inaccessible, as libpmempool judges them. A dry run holds
+//!    read-only handles. With [`SyncOptions::wait_lock`] a locked pool is
+//!    retried until the time is up.
+//! 2. [`survey`] makes the checks that refuse a sync before anything is
+//!    judged (not a pool set, one replica, parts under 8 MiB, missing
+//!    directories), runs [`crate::inspect::inspect`], and looks for bad
+//!    block recovery files ([`badblocks::scan`]).
+//! 3. [`plan()`] decides everything, refusals included, and returns a
+//!    [`Plan`] with exact byte counts. A dry run stops here and prints it.
+//! 4. [`execute`] carries the plan out and returns a [`SyncReport`].
+//!
+//! [`sync`] does all four. What the plan does and in which order (the
+//! crash model) is described in [`plan`](mod@plan) and `ARCHITECTURE.md`.
+//!
+//! # Example
+//!
+//! ```
+//! use std::path::Path;
+//! use poolsync_engine::create::{create, CreateOptions};
+//! use poolsync_engine::sync::{sync, NoProgress, SyncOptions};
+//! use poolsync_pmem::sim::SimStorage;
+//! use poolsync_pmem::Storage;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let storage = SimStorage::new();
+//! let set = Path::new("/pool/pool.set");
+//! storage.insert_file(set, b"PMEMPOOLSET\n8M /pool/a\nREPLICA\n8M /pool/b\n", 0o644)?;
+//! create(&storage, set, &CreateOptions::default())?;
+//!
+//! // Lose the second replica, then sync it back.
+//! storage.remove(Path::new("/pool/b"))?;
+//! let options = SyncOptions { threads: 1, ..SyncOptions::default() };
+//! let dry = sync(&storage, set, &SyncOptions { dry_run: true, ..options.clone() }, &NoProgress)?;
+//! assert_eq!(dry.plan.totals.parts_to_create, 1);
+//! assert!(dry.report.is_none());
+//!
+//! let done = sync(&storage, set, &options, &NoProgress)?;
+//! let report = done.report.expect("a real run reports");
+//! assert_eq!(report.parts_created, 1);
+//! assert_eq!(report.bytes_copied, done.plan.totals.bytes_to_copy);
+//! assert!(sync(&storage, set, &options, &NoProgress)?.plan.is_noop());
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod badblocks;
+mod execute;
+pub mod plan;
+pub mod uuids;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use poolsync_pmem::{Access, FileKind, PartFile, Storage};
+use serde::Serialize;
+
+use crate::compare::{default_threads, DEFAULT_STRIDE};
+use crate::inspect::{inspect, Health};
+use crate::open::{open, HeaderState, OpenSet, PartStatus};
+use crate::Error;
+
+pub use badblocks::{BadBlock, BadBlockQuery, BadBlockScan, RegularFiles};
+pub use execute::{execute, ReadFallback, SyncReport};
+pub use plan::{check_shape, plan, Plan, Step};
+pub use uuids::UuidSource;
+
+/// How often a locked pool is tried again while waiting.
+const LOCK_RETRY: Duration = Duration::from_millis(100);
+
+/// Options of a sync.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// `-d`: plan only; nothing is written (parts are opened read-only).
+    pub dry_run: bool,
+    /// `-b`: repair bad blocks (and accept bad block recovery files).
+    pub bad_blocks: bool,
+    /// `--source N`: copy from replica N (it must be healthy) instead of the
+    /// lowest-index healthy replica.
+    pub source: Option<usize>,
+    /// `--wait-lock`: how long to retry while another process holds a lock.
+    pub wait_lock: Option<Duration>,
+    /// Where fresh UUIDs come from.
+    pub uuids: UuidSource,
+    /// Bytes read from each side per comparison or copy step.
+    pub stride: usize,
+    /// Worker threads for copies and compares (1: in order, on the
+    /// calling thread).
+    pub threads: usize,
+    /// The bad-block query of the part files' devices.
+    pub bad_block_query: Arc<dyn BadBlockQuery>,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            dry_run: false,
+            bad_blocks: false,
+            source: None,
+            wait_lock: None,
+            uuids: UuidSource::Random,
+            stride: DEFAULT_STRIDE,
+            threads: default_threads(),
+            bad_block_query: Arc::new(RegularFiles),
+        }
+    }
+}
+
+/// Receives progress of a long run; every method may be called from
+/// worker threads.
+pub trait Progress: Send + Sync {
+    /// The run starts and will copy or compare `total` bytes.
+    fn start(&self, total: u64) {
+        let _ = total;
+    }
+    /// `bytes` more bytes were copied or compared.
+    fn advance(&self, bytes: u64) {
+        let _ = bytes;
+    }
+    /// The run is over.
+    fn finish(&self) {}
+}
+
+/// A [`Progress`] that ignores everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
+
+/// What [`survey`] found: the health and the bad blocks.
+#[derive(Debug, Clone)]
+pub struct Survey {
+    /// The health check's verdicts.
+    pub health: Health,
+    /// Recovery files and bad blocks.
+    pub bad_blocks: BadBlockScan,
+}
+
+/// The plan and, for a real run, what was done.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncOutcome {
+    /// The plan.
+    pub plan: Plan,
+    /// `None` for a dry run.
+    pub report: Option<SyncReport>,
+}
+
+/// Opens, plans and (unless a dry run) executes a sync of the pool set at
+/// `path`.
+pub fn sync<S: Storage>(
+    storage: &S,
+    path: &Path,
+    options: &SyncOptions,
+    progress: &dyn Progress,
+) -> Result<SyncOutcome, Error> {
+    let mut set = open_for_sync(storage, path, options)?;
+    let survey = survey(storage, &set, options)?;
+    let plan = plan(&set, &survey.health, &survey.bad_blocks, options)?;
+    if options.dry_run {
+        return Ok(SyncOutcome { plan, report: None });
+    }
+    let report = execute(storage, &mut set, &plan, options, progress)?;
+    Ok(SyncOutcome {
+        plan,
+        report: Some(report),
+    })
+}
+
+/// Opens the pool set for a sync, retrying for [`SyncOptions::wait_lock`]
+/// while another process holds a lock.
+pub fn open_for_sync<S: Storage>(
+    storage: &S,
+    path: &Path,
+    options: &SyncOptions,
+) -> Result<OpenSet<S::File>, Error> {
+    let started = Instant::now();
+    loop {
+        match open_once(storage, path, options.dry_run) {
+            Err(Error::Storage(e @ poolsync_pmem::Error::Locked { .. })) => {
+                let Some(wait) = options.wait_lock else {
+                    return Err(Error::Storage(e));
+                };
+                if started.elapsed() >= wait {
+                    return Err(Error::LockTimeout {
+                        seconds: wait.as_secs(),
+                        source: e,
+                    });
+                }
+                std::thread::sleep(LOCK_RETRY.min(wait.saturating_sub(started.elapsed())));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// One attempt: open everything read-only (which reads the headers), then
+/// reopen each part read-write. A part that cannot be opened read-write is
+/// inaccessible (libpmempool's `access(R_OK|W_OK)` check), in a dry run as
+/// in a real one; a dry run then goes back to a read-only handle, so that
+/// it never holds a file open for writing.
+fn open_once<S: Storage>(
+    storage: &S,
+    path: &Path,
+    dry_run: bool,
+) -> Result<OpenSet<S::File>, Error> {
+    let mut set = open(storage, path, Access::ReadOnly)?;
+    check_shape(&set)?;
+    for replica in &mut set.replicas {
+        for part in &mut replica.parts {
+            if part.file.is_none() {
+                continue;
+            }
+            // Release our read-only lock, then take a read-write one.
+            part.file = None;
+            match storage.open(&part.path, Access::ReadWrite) {
+                Ok(file) if dry_run => {
+                    drop(file);
+                    part.file = Some(storage.open(&part.path, Access::ReadOnly)?);
+                }
+                Ok(file) => part.file = Some(file),
+                Err(e @ poolsync_pmem::Error::Locked { .. }) => return Err(Error::Storage(e)),
+                Err(e) => {
+                    part.status = PartStatus::Inaccessible {
+                        reason: format!("not writable: {e}"),
+                    };
+                    if !matches!(part.header, HeaderState::None) {
+                        part.header = HeaderState::NotRead;
+                    }
+                }
+            }
+        }
+    }
+    set.access = if dry_run {
+        Access::ReadOnly
+    } else {
+        Access::ReadWrite
+    };
+    Ok(set)
+}
+
+/// The checks before planning: the shape of the set ([`check_shape`]), the
+/// directories of all parts, the health check, and bad blocks.
+pub fn survey<S: Storage>(
+    storage: &S,
+    set: &OpenSet<S::File>,
+    options: &SyncOptions,
+) -> Result<Survey, Error> {
+    check_shape(set)?;
+    for part in set.parts() {
+        let dir: PathBuf = part
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let ok = dir.as_os_str().is_empty()
+            || storage
+                .stat(&dir)
+                .ok()
+                .flatten()
+                .is_some_and(|m| m.kind == FileKind::Directory);
+        if !ok {
+            return Err(Error::PartDirectory {
+                set: set.path.clone(),
+                line: part.line,
+                replica: part.replica,
+                part: part.index,
+                dir,
+            });
+        }
+    }
+    let health = inspect(set);
+    let bad_blocks = badblocks::scan(storage, set, &health, options)?;
+    Ok(Survey { health, bad_blocks })
+}
+
+/// Pool size and parts of `set` in one line, for messages: `replica R part
+/// P (path)`.
+pub fn part_name<F: PartFile>(set: &OpenSet<F>, replica: usize, part: usize) -> String {
+    set.part(replica, part)
+        .map_or_else(|| format!("replica {replica} part {part}"), |p| p.name())
+}
