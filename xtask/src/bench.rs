@@ -1,10 +1,26 @@
-//! `cargo xtask bench [NAME]`: the criterion benchmarks of `benches/`.
+//! `cargo xtask bench [NAME]`: the criterion benchmarks of `benches/`;
+//! `cargo xtask bench sync [...]`: poolsync against `pmempool sync`
+//! (`bench_sync`).
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
-use crate::util;
+use crate::{bench_sync, util};
+
+/// `cargo xtask bench ARGS`: `sync [OPTIONS]` compares poolsync with
+/// pmempool; anything else names criterion benchmarks (see [`run`]).
+pub fn command(root: &Path, args: &[String]) -> Result<()> {
+    match args.split_first() {
+        Some((first, rest)) if first == "sync" => bench_sync::run(root, rest),
+        // The measuring wrapper `bench sync` runs each tool under.
+        Some((first, rest)) if first == bench_sync::MEASURE => bench_sync::measure(rest),
+        _ if args.len() > 1 => {
+            bail!("`bench` takes at most one benchmark name filter, got {args:?}")
+        }
+        _ => run(root, args.first().map(String::as_str)),
+    }
+}
 
 /// Runs `cargo bench -p poolsync-benches`. `name` is either a benchmark
 /// file (`hot`, `copy_flush`: only that harness runs) or a filter handed to

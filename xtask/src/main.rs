@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 
 mod bench;
+mod bench_sync;
 mod ci;
 mod demo;
 mod fixtures;
@@ -40,6 +41,12 @@ Commands:
   bench [NAME]               Run the criterion benchmarks: all, one file of
                              benches/benches/ (hot, copy_flush), or those whose
                              id contains NAME.
+  bench sync [--size SIZE] [--reps N] [--scenario NAME] [--dir DIR]
+                             Time `poolsync sync` against `pmempool sync` on
+                             damaged two-replica pool sets (scenarios rebuild,
+                             header, scattered, parallel; SIZE per replica,
+                             default 1G; 3 repetitions); see
+                             docs/performance.md.
   help                       Print this text.
 
 Environment:
@@ -88,12 +95,7 @@ fn run(args: Vec<String>) -> Result<()> {
             no_more_args(&command, &rest)?;
             fixtures::run(&root).context("regenerating fixtures/pmdk/")
         }
-        "bench" => {
-            if rest.len() > 1 {
-                bail!("`bench` takes at most one benchmark name filter, got {rest:?}");
-            }
-            bench::run(&root, rest.first().map(String::as_str))
-        }
+        "bench" => bench::command(&root, &rest),
         other => bail!("unknown command `{other}`; `cargo xtask help` lists the commands"),
     }
 }
