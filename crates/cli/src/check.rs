@@ -1,6 +1,10 @@
 //! `poolsync check`: `pmempool check [<args>] <file>` for obj pools and pool
 //! sets, with pmempool's messages, questions, verdicts and exit codes, or
 //! `--json`.
+//!
+//! `--data` replaces the header check with heap-aware verification of the
+//! replicas' live data (`poolsync_engine::verify`): one line per divergent
+//! range, nothing when the data is consistent, exit 1 on any divergence.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -10,6 +14,7 @@ use anyhow::{bail, Context};
 use poolsync_engine::check::{
     self, Answer, CheckOptions, CheckResult, CheckUi, Message, MessageKind,
 };
+use poolsync_engine::verify::{self, Divergence, Findings, VerifyOptions};
 use poolsync_pmem::FsStorage;
 use serde::Serialize;
 
@@ -45,6 +50,12 @@ pub struct Args {
     /// Print a JSON document instead of text (see docs/json.md)
     #[arg(long = "json")]
     json: bool,
+    /// Also compare the live data (heap-aware) of every replica with the source
+    #[arg(long = "data", conflicts_with_all = ["repair", "dry_run", "no_exec", "backup", "advanced"])]
+    data: bool,
+    /// With --data: compare with replica N instead of the first healthy replica
+    #[arg(long = "source", value_name = "N", requires = "data")]
+    source: Option<usize>,
     /// The pool file or pool set file
     #[arg(value_name = "FILE")]
     file: PathBuf,
@@ -159,6 +170,9 @@ struct Report<'a> {
 
 /// Runs the command; `Ok` carries the exit code.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.data {
+        return run_data(&args);
+    }
     let dry_run = args.dry_run || args.no_exec;
     if dry_run && !args.repair {
         bail!("'-d' (dry run) requires '-r'");
@@ -228,6 +242,173 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::from(code))
+}
+
+/// The `--json` document of `check --data`.
+#[derive(Debug, Serialize)]
+struct DataReport<'a> {
+    path: &'a Path,
+    data: bool,
+    result: &'static str,
+    exit_code: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    findings: Option<&'a Findings>,
+}
+
+/// `check --data`: heap-aware comparison of every replica with the source.
+fn run_data(args: &Args) -> anyhow::Result<ExitCode> {
+    let options = VerifyOptions {
+        source: args.source,
+        ..VerifyOptions::default()
+    };
+    let what = "checking data failed";
+    let findings = match verify::check_data(&FsStorage, &args.file, &options) {
+        Ok(f) => f,
+        Err(e) => {
+            if args.json {
+                let doc = DataReport {
+                    path: &args.file,
+                    data: true,
+                    result: "error",
+                    exit_code: 1,
+                    error: Some(format!("{what}: {e}")),
+                    findings: None,
+                };
+                println!("{}", json_document("check", &doc)?);
+            }
+            return Err(e).context(what);
+        }
+    };
+    let clean = findings.is_clean();
+    let code: u8 = if clean { 0 } else { 1 };
+    if args.json {
+        let doc = DataReport {
+            path: &args.file,
+            data: true,
+            result: if clean {
+                "consistent"
+            } else {
+                "not_consistent"
+            },
+            exit_code: code,
+            error: None,
+            findings: Some(&findings),
+        };
+        println!("{}", json_document("check", &doc)?);
+        return Ok(ExitCode::from(code));
+    }
+    let level = level(args);
+    if level >= 1 {
+        print!("{}", findings_text(&findings));
+    }
+    if !clean && level >= 1 || level >= 2 {
+        println!("{}: {}", args.file.display(), summary_text(&findings));
+    }
+    Ok(ExitCode::from(code))
+}
+
+/// One line per divergent range, per replica not compared, and for the
+/// majority rule's verdict.
+pub fn findings_text(f: &Findings) -> String {
+    let mut out = String::new();
+    for rf in &f.replicas {
+        if let (false, Some(note), true) = (rf.compared, &rf.note, rf.replica != f.source) {
+            out.push_str(&format!("replica {}: {note}\n", rf.replica));
+        }
+        for d in &rf.divergences {
+            out.push_str(&divergence_text(d));
+            out.push('\n');
+        }
+        if rf.ranges > rf.divergences.len() as u64 {
+            out.push_str(&format!(
+                "replica {}: {} more divergent range(s) not listed\n",
+                rf.replica,
+                rf.ranges - rf.divergences.len() as u64
+            ));
+        }
+    }
+    if let Some(o) = &f.outvoted {
+        let majority: Vec<String> = o.majority.iter().map(|r| r.to_string()).collect();
+        out.push_str(&format!(
+            "replica {} (the source) is outvoted: replicas {} agree with each other and not with it in {} range(s), {} bytes\n",
+            o.replica,
+            majority.join(", "),
+            o.ranges,
+            o.bytes
+        ));
+        for d in &o.divergences {
+            out.push_str("  ");
+            out.push_str(&divergence_text(d));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// `replica R: logical [a, b) N bytes differ: OWNER; replica R part P (path) file offset X; ...`
+pub fn divergence_text(d: &Divergence) -> String {
+    let places: Vec<String> = d
+        .locations
+        .iter()
+        .map(|l| {
+            format!(
+                "replica {} part {} ({}) at file offset {:#x}",
+                l.replica,
+                l.part,
+                l.path.display(),
+                l.file_offset
+            )
+        })
+        .collect();
+    format!(
+        "replica {}: logical [{:#x}, {:#x}), {} bytes: {}; {}",
+        d.replica,
+        d.offset,
+        d.offset + d.len,
+        d.len,
+        d.owner,
+        places.join("; ")
+    )
+}
+
+/// `data consistent (...)` or the counts of what diverges.
+pub fn summary_text(f: &Findings) -> String {
+    let compared = f.replicas.iter().filter(|r| r.compared).count();
+    if f.is_clean() {
+        return format!(
+            "data consistent: {compared} replica(s) compared with replica {} over {} live bytes ({} objects)",
+            f.source, f.live_bytes, f.objects
+        );
+    }
+    let parts: Vec<String> = f
+        .replicas
+        .iter()
+        .filter(|r| r.ranges > 0)
+        .map(|r| {
+            format!(
+                "replica {}: {} range(s), {} bytes",
+                r.replica, r.ranges, r.bytes
+            )
+        })
+        .collect();
+    let mut text = String::from("data not consistent");
+    if !parts.is_empty() {
+        text.push_str(&format!(" with replica {}: {}", f.source, parts.join("; ")));
+    }
+    let skipped = f
+        .replicas
+        .iter()
+        .filter(|r| !r.compared && r.replica != f.source)
+        .count();
+    if skipped > 0 {
+        text.push_str(&format!("; {skipped} broken replica(s) not compared"));
+    }
+    if f.outvoted.is_some() {
+        text.push_str("; the source is outvoted");
+    }
+    text
 }
 
 #[cfg(test)]

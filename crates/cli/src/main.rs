@@ -14,6 +14,7 @@ mod info;
 mod output;
 mod rm;
 mod sync;
+mod transform;
 
 /// Keep PMDK pool sets and their replicas healthy (a drop-in successor of pmempool).
 #[derive(Debug, Parser)]
@@ -35,6 +36,8 @@ enum Command {
     Rm(rm::Args),
     /// Rebuild the broken replicas of a pool set from a healthy one.
     Sync(sync::Args),
+    /// Add or remove replicas of a pool set, validated against the media.
+    Transform(transform::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Rm(args) => rm::run(args),
         Command::Sync(args) => sync::run(args),
+        Command::Transform(args) => transform::run(args),
     };
     match result {
         Ok(code) => code,

@@ -20,6 +20,7 @@ use poolsync_pmem::FsStorage;
 #[derive(Debug)]
 pub struct Args {
     verbose: u8,
+    verify_owner: bool,
     options: RmOptions,
     files: Vec<PathBuf>,
 }
@@ -82,6 +83,12 @@ impl clap::Args for Args {
             );
         }
         cmd.arg(
+            Arg::new("verify-owner")
+                .long("verify-owner")
+                .action(ArgAction::SetTrue)
+                .help("Delete only part files whose headers carry the pool set's uuid"),
+        )
+        .arg(
             Arg::new("files")
                 .value_name("FILE|POOLSET")
                 .value_parser(clap::value_parser!(OsString))
@@ -131,6 +138,7 @@ impl clap::FromArgMatches for Args {
             .unwrap_or_default();
         Ok(Args {
             verbose: matches.get_count("verbose"),
+            verify_owner: matches.get_flag("verify-owner"),
             options,
             files,
         })
@@ -150,7 +158,37 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut failed = false;
     for file in &args.files {
-        match rm::rm(&storage, file, &args.options, &mut observer) {
+        let owners = if args.verify_owner {
+            match poolsync_engine::transform::ownership(&storage, file) {
+                Ok(owners) => owners,
+                Err(e) => {
+                    failed = true;
+                    eprintln!("error: cannot remove '{}': {e}", file.display());
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        let result = match &owners {
+            Some(owners) => {
+                let mut checked = OwnerCheck {
+                    owners,
+                    ask: args.options.ask,
+                    inner: &mut observer,
+                    refused: false,
+                };
+                let options = RmOptions {
+                    ask: Ask::Always,
+                    ..args.options
+                };
+                let result = rm::rm(&storage, file, &options, &mut checked);
+                failed |= checked.refused;
+                result
+            }
+            None => rm::rm(&storage, file, &args.options, &mut observer),
+        };
+        match result {
             Ok(report) => {
                 if !report.ok() {
                     failed = true;
@@ -255,6 +293,47 @@ impl RmObserver for CliObserver {
             }
             (Outcome::Declined | Outcome::Missing | Outcome::Skipped, _) => {}
         }
+    }
+}
+
+/// `--verify-owner`: declines every part file that does not carry the pool
+/// set's UUID (an error, exit 1), and asks about the others as the options
+/// say.
+struct OwnerCheck<'a> {
+    owners: &'a poolsync_engine::transform::Ownership,
+    ask: Ask,
+    inner: &'a mut CliObserver,
+    refused: bool,
+}
+
+impl RmObserver for OwnerCheck<'_> {
+    fn classified(&mut self, target: &Path, is_poolset: bool) {
+        self.inner.classified(target, is_poolset);
+    }
+
+    fn visiting(&mut self, path: &Path, role: &Role) {
+        self.inner.visiting(path, role);
+    }
+
+    fn confirm(&mut self, path: &Path, write_protected: bool) -> bool {
+        if let Some(Err(what)) = self.owners.parts.get(path) {
+            self.refused = true;
+            let expected = self.owners.poolset_uuid.as_deref().unwrap_or("unknown");
+            eprintln!(
+                "error: not removing '{}': the file {what}, not the pool set's uuid {expected}",
+                path.display()
+            );
+            return false;
+        }
+        match self.ask {
+            Ask::Never => true,
+            Ask::Always => self.inner.confirm(path, write_protected),
+            Ask::WriteProtected => !write_protected || self.inner.confirm(path, write_protected),
+        }
+    }
+
+    fn done(&mut self, file: &RmFile) {
+        self.inner.done(file);
     }
 }
 

@@ -8,6 +8,11 @@
 //! `-vvv` its plan. Failures are one line on stderr, `error: failed to
 //! synchronize: <message>`, and exit code 1. Progress (bytes, rate, time
 //! left) goes to stderr and is on by default when stderr is a terminal.
+//!
+//! `--verify` (with `--force-source`) adds heap-aware verification and
+//! repair of the live data (`poolsync_engine::verify::sync_verify`) and
+//! prints one `verify: ...` result line with the ranges and bytes repaired
+//! per replica.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -19,6 +24,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use poolsync_engine::sync::plan::{DataStep, HeaderAction, Plan, Role, Step};
 use poolsync_engine::sync::{self, Progress, SyncOptions, SyncReport};
+use poolsync_engine::verify::{self, Findings, RepairReport, VerifyOptions, VerifyOutcome};
 use poolsync_pmem::AnyStorage;
 use serde::Serialize;
 
@@ -48,6 +54,12 @@ pub struct Args {
     /// Never show progress
     #[arg(long = "no-progress", overrides_with = "progress")]
     no_progress: bool,
+    /// Also compare the live data of every replica with the source and repair what differs
+    #[arg(long = "verify")]
+    verify: bool,
+    /// With --verify: repair from the source even where the other replicas outvote it
+    #[arg(long = "force-source", requires = "verify")]
+    force_source: bool,
     /// Wait up to SECONDS while another process holds the pool's locks
     #[arg(long = "wait-lock", value_name = "SECONDS")]
     wait_lock: Option<f64>,
@@ -66,6 +78,16 @@ struct Document<'a> {
     plan: Option<&'a Plan>,
     report: Option<&'a SyncReport>,
     error: Option<String>,
+    /// `--verify` only: what verification found and repaired.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verify: Option<VerifyDoc<'a>>,
+}
+
+/// The `verify` field of the `--json` document.
+#[derive(Debug, Serialize)]
+struct VerifyDoc<'a> {
+    findings: Option<&'a Findings>,
+    repair: Option<&'a RepairReport>,
 }
 
 /// A progress bar on stderr: bytes done, rate and time left (indicatif
@@ -208,6 +230,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         Box::new(sync::NoProgress)
     };
+    if args.verify {
+        let verify_options = VerifyOptions {
+            source: args.source,
+            force_source: args.force_source,
+            compare: poolsync_engine::compare::CompareOptions {
+                stride: options.stride,
+                threads: options.threads,
+            },
+        };
+        let outcome = verify::sync_verify(
+            &storage,
+            &args.poolset,
+            &options,
+            &verify_options,
+            progress.as_ref(),
+        );
+        progress.finish();
+        return finish_verify(&args, outcome);
+    }
     let outcome = sync::sync(&storage, &args.poolset, &options, progress.as_ref());
     progress.finish();
     let outcome = match outcome {
@@ -222,6 +263,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     plan: None,
                     report: None,
                     error: Some(format!("failed to synchronize: {e}")),
+                    verify: None,
                 };
                 emit(&format!("{}\n", json_document("sync", &doc)?))?;
             }
@@ -237,6 +279,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             plan: Some(&outcome.plan),
             report: outcome.report.as_ref(),
             error: None,
+            verify: None,
         };
         emit(&format!("{}\n", json_document("sync", &doc)?))?;
         return Ok(ExitCode::SUCCESS);
@@ -262,6 +305,112 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     emit(&text)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the outcome of `sync --verify` and returns the exit code.
+fn finish_verify(
+    args: &Args,
+    outcome: Result<VerifyOutcome, poolsync_engine::Error>,
+) -> anyhow::Result<ExitCode> {
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            if args.json {
+                let doc = Document {
+                    path: &args.poolset,
+                    dry_run: args.dry_run,
+                    result: "error",
+                    exit_code: 1,
+                    plan: None,
+                    report: None,
+                    error: Some(format!("failed to synchronize: {e}")),
+                    verify: Some(VerifyDoc {
+                        findings: None,
+                        repair: None,
+                    }),
+                };
+                emit(&format!("{}\n", json_document("sync", &doc)?))?;
+            }
+            return Err(anyhow::Error::new(e).context("failed to synchronize"));
+        }
+    };
+    if args.json {
+        let doc = Document {
+            path: &args.poolset,
+            dry_run: args.dry_run,
+            result: "synchronized",
+            exit_code: 0,
+            plan: Some(&outcome.sync.plan),
+            report: outcome.sync.report.as_ref(),
+            error: None,
+            verify: Some(VerifyDoc {
+                findings: Some(&outcome.findings),
+                repair: outcome.repair.as_ref(),
+            }),
+        };
+        emit(&format!("{}\n", json_document("sync", &doc)?))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut text = String::new();
+    if args.dry_run || args.verbose >= 3 {
+        text.push_str(&plan_text(&outcome.sync.plan, args.dry_run));
+    }
+    if args.dry_run || args.verbose >= 2 {
+        text.push_str(&crate::check::findings_text(&outcome.findings));
+    }
+    if let (Some(report), true) = (&outcome.sync.report, args.verbose >= 2) {
+        if let Some(line) = report_text(report).lines().next() {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    text.push_str(&verify_line(&outcome));
+    text.push('\n');
+    if args.verbose >= 1 {
+        text.push_str(&format!("{}: synchronized\n", args.poolset.display()));
+    }
+    emit(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `verified against replica S: replica 1: 2 range(s), 15 bytes repaired; ...`
+/// (`would be repaired` for a dry run).
+pub fn verify_line(o: &VerifyOutcome) -> String {
+    let f = &o.findings;
+    let verb = if o.repair.is_some() {
+        "repaired"
+    } else {
+        "to repair"
+    };
+    let per: Vec<String> = f
+        .replicas
+        .iter()
+        .filter(|r| r.replica != f.source)
+        .map(|r| {
+            if r.compared {
+                format!(
+                    "replica {}: {} range(s), {} bytes {verb}",
+                    r.replica, r.ranges, r.bytes
+                )
+            } else {
+                format!("replica {}: rebuilt by sync", r.replica)
+            }
+        })
+        .collect();
+    let mut line = format!(
+        "verify: {} live bytes compared with replica {}",
+        f.live_bytes, f.source
+    );
+    if !per.is_empty() {
+        line.push_str(&format!("; {}", per.join("; ")));
+    }
+    if let Some(ov) = &f.outvoted {
+        line.push_str(&format!(
+            "; replica {} outvoted in {} range(s), spread anyway (--force-source)",
+            ov.replica, ov.ranges
+        ));
+    }
+    line
 }
 
 /// The plan as text: the replicas and their parts, then the numbered

@@ -39,3 +39,7 @@ mod rm;
 mod support;
 #[path = "interop/sync.rs"]
 mod sync;
+#[path = "interop/transform.rs"]
+mod transform;
+#[path = "interop/verify.rs"]
+mod verify;

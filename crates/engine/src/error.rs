@@ -202,12 +202,68 @@ pub enum Error {
         offset: u64,
         end: u64,
     },
+    // --- verify (check --data, sync --verify) ---
+    /// The source replica's heap is not what libpmemobj writes.
+    #[error("{set}: the heap of replica {replica}, the source, is corrupted: {source}; nothing was written: compare with another replica's copy with --source N (replicas {others})", set = set.display())]
+    SourceHeap {
+        set: PathBuf,
+        replica: usize,
+        others: String,
+        #[source]
+        source: Box<poolsync_header::Error>,
+    },
+    /// The source replica's obj descriptor cannot be read or decoded.
+    #[error("{set}: the pool descriptor of replica {replica}, the source, is unusable: {reason}; nothing was written: use another replica with --source N (replicas {others})", set = set.display())]
+    SourceDescriptor {
+        set: PathBuf,
+        replica: usize,
+        reason: String,
+        others: String,
+    },
+    /// The majority rule: the source disagrees where all others agree.
+    #[error("{set}: replica {replica}, the source, is outvoted: replicas {majority} agree with each other and not with it at logical [{offset:#x}, {end:#x}) {what}; nothing was written: use --source {take} to take the majority's copy, or --force-source to spread replica {replica}'s", set = set.display())]
+    Outvoted {
+        set: PathBuf,
+        replica: usize,
+        majority: String,
+        take: usize,
+        offset: u64,
+        end: u64,
+        /// What the first range belongs to, and how many more there are.
+        what: String,
+    },
     /// `sync --wait-lock`: the pool stayed in use for the whole wait.
     #[error("{source}; still locked after waiting {seconds} s (--wait-lock)")]
     LockTimeout {
         seconds: u64,
         #[source]
         source: poolsync_pmem::Error,
+    },
+    // --- transform ---
+    /// `transform` refuses the pair of pool sets.
+    #[error("failed to transform {source_set} -> {target_set}: {reason}", source_set = source_set.display(), target_set = target_set.display())]
+    CannotTransform {
+        source_set: PathBuf,
+        target_set: PathBuf,
+        reason: String,
+    },
+    /// A file that would be deleted does not belong to the pool set.
+    #[error("{path}: refusing to delete: the file {what}, not this pool set's uuid {expected} ({hint})", path = path.display())]
+    NotOwned {
+        path: PathBuf,
+        what: String,
+        expected: String,
+        hint: String,
+    },
+    /// `transform`: a part being added already exists and is not provably
+    /// left by an interrupted run of the same transform.
+    #[error("{}: some parts being added already exist: the file {what}, not this pool set's uuid {expected}; if it is not needed, remove it (`rm {path}`) and run again", part_at(set, *line, path), path = path.display())]
+    PartExists {
+        set: PathBuf,
+        line: usize,
+        path: PathBuf,
+        what: String,
+        expected: String,
     },
 }
 

@@ -15,5 +15,7 @@ pub mod load;
 pub mod open;
 pub mod rm;
 pub mod sync;
+pub mod transform;
+pub mod verify;
 
 pub use error::Error;

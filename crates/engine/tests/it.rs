@@ -12,3 +12,9 @@ mod sync;
 
 #[path = "it/sync_crash.rs"]
 mod sync_crash;
+
+#[path = "it/transform.rs"]
+mod transform;
+
+#[path = "it/verify.rs"]
+mod verify;

@@ -190,6 +190,24 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         }
     }
 
+    /// Bytes an unprivileged user may still allocate in the file system
+    /// that holds directory `dir` (`statvfs`: `f_bavail × f_frsize`);
+    /// `Ok(None)` when that cannot be known.
+    ///
+    /// The default asks the real file system, which is right for every
+    /// backend that stores real files; for a path the real file system does
+    /// not have (an in-memory backend's) the answer is `None`.
+    fn free_space(&self, dir: &Path) -> Result<Option<u64>, Error> {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        Ok(nix::sys::statvfs::statvfs(dir)
+            .ok()
+            .map(|st| st.blocks_available().saturating_mul(st.fragment_size())))
+    }
+
     /// Opens `path` read-only (taking and releasing its lock) and reads the
     /// whole file, refusing ([`Error::TooLarge`]) one longer than `max_len`
     /// before allocating anything.

@@ -122,7 +122,11 @@ fn data_start(shape: &Shape, r: usize, p: usize) -> u64 {
 // Pool sets in directories
 
 /// Set file text for `shape` with the replicas in `order`, part paths from `path`.
-fn set_text(shape: &Shape, order: &[usize], path: impl Fn(usize, usize) -> PathBuf) -> String {
+pub(crate) fn set_text(
+    shape: &Shape,
+    order: &[usize],
+    path: impl Fn(usize, usize) -> PathBuf,
+) -> String {
     let mut text = String::from("PMEMPOOLSET\n");
     if shape.singlehdr {
         text.push_str("OPTION SINGLEHDR\n");
@@ -140,7 +144,7 @@ fn set_text(shape: &Shape, order: &[usize], path: impl Fn(usize, usize) -> PathB
 
 /// Copies the pool set into `dst` (created), with the same file names, and
 /// writes its set file there. Missing parts stay missing; modes are copied.
-fn copy_set(src: &SetFiles, shape: &Shape, dst: &Path) -> SetFiles {
+pub(crate) fn copy_set(src: &SetFiles, shape: &Shape, dst: &Path) -> SetFiles {
     fs::create_dir(dst).unwrap_or_else(|e| panic!("create {}: {e}", dst.display()));
     let files = write_set(dst, "pool", shape);
     for (from, to) in src.all_parts().zip(files.all_parts()) {
@@ -318,7 +322,7 @@ fn set_dir(files: &SetFiles) -> &Path {
 }
 
 /// Writes `bytes` at logical offset `at` of replica `r` (within one part).
-fn write_logical(files: &SetFiles, shape: &Shape, r: usize, at: u64, bytes: &[u8]) {
+pub(crate) fn write_logical(files: &SetFiles, shape: &Shape, r: usize, at: u64, bytes: &[u8]) {
     let range = part_ranges(shape, r)
         .into_iter()
         .enumerate()

@@ -882,7 +882,7 @@ fn header_gap(single_hdr: bool) -> u64 {
 /// storage without unsafe-shutdown counters PMDK's initialised state is all
 /// zero once the dirty flag it sets is cleared again on close). The crtime
 /// is filled in when the header is written.
-fn new_header(
+pub(crate) fn new_header(
     src: &PoolHdr,
     single_hdr: bool,
     poolset_uuid: RawUuid,
@@ -904,7 +904,7 @@ fn new_header(
 
 /// Pushes copy or compare steps for `range`, copied from `from` into `to`
 /// (`(from, to)`), split at both replicas' part boundaries.
-fn push_data_steps<F: PartFile>(
+pub(crate) fn push_data_steps<F: PartFile>(
     steps: &mut Vec<Step>,
     set: &OpenSet<F>,
     purpose: DataPurpose,
@@ -981,7 +981,7 @@ fn push_header_steps<F: PartFile>(
 }
 
 /// One `SyncDirectory` per distinct parent directory of `paths`.
-fn push_dir_syncs<'a>(steps: &mut Vec<Step>, paths: impl Iterator<Item = &'a PathBuf>) {
+pub(crate) fn push_dir_syncs<'a>(steps: &mut Vec<Step>, paths: impl Iterator<Item = &'a PathBuf>) {
     let dirs: BTreeSet<PathBuf> = paths
         .map(|p| p.parent().map(Path::to_path_buf).unwrap_or_default())
         .collect();
@@ -1098,7 +1098,7 @@ fn choose_good(
 }
 
 /// Counts what `steps` do.
-fn totals(steps: &[Step]) -> Totals {
+pub(crate) fn totals(steps: &[Step]) -> Totals {
     let mut t = Totals::default();
     for step in steps {
         match step {

@@ -1,0 +1,286 @@
+//! `poolsync transform`: `pmempool transform [-d] [-v] <src> <dst>` with
+//! pmempool's output and exit codes, plus `--json` and `--progress`.
+//!
+//! Output: with `-v`, `<src> -> <dst>: transformed` on success, as pmempool
+//! prints it. A dry run (`-d`) prints its plan with byte counts first;
+//! `-vv` also prints the plan of a real run. Failures are one line on
+//! stderr, `error: failed to transform <src> -> <dst>: <message>`, and exit
+//! code 1.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use poolsync_engine::sync::plan::{HeaderAction, Step};
+use poolsync_engine::sync::{NoProgress, Progress};
+use poolsync_engine::transform::{
+    self, Operation, TransformOptions, TransformPlan, TransformReport,
+};
+use poolsync_pmem::AnyStorage;
+use serde::Serialize;
+
+use crate::output::json_document;
+
+/// Arguments of `poolsync transform` (pmempool syntax plus poolsync's options).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Do not change anything, only check and show what would be done
+    #[arg(short = 'd', long = "dry-run")]
+    dry_run: bool,
+    /// Increase verbosity (-v prints the result, -vv also the plan)
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Print a JSON document (plan and result) instead of text (see docs/json.md)
+    #[arg(long = "json")]
+    json: bool,
+    /// Show progress on stderr (default when stderr is a terminal)
+    #[arg(long = "progress")]
+    progress: bool,
+    /// The pool set file describing the pool as it is
+    #[arg(value_name = "SRC_POOLSET")]
+    source: PathBuf,
+    /// The pool set file describing the pool as it should be
+    #[arg(value_name = "DST_POOLSET")]
+    target: PathBuf,
+}
+
+/// The `--json` document.
+#[derive(Debug, Serialize)]
+struct Document<'a> {
+    source: &'a Path,
+    target: &'a Path,
+    dry_run: bool,
+    result: &'static str,
+    exit_code: u8,
+    plan: Option<&'a TransformPlan>,
+    report: Option<&'a TransformReport>,
+    error: Option<String>,
+}
+
+/// A progress bar on stderr (bytes copied).
+struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn start(&self, total: u64) {
+        self.0.set_length(total);
+        self.0.reset_elapsed();
+    }
+
+    fn advance(&self, bytes: u64) {
+        self.0.inc(bytes);
+    }
+
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+fn bar() -> Bar {
+    let pb = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template(
+        "{spinner} transform [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    pb.set_style(style);
+    Bar(pb)
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error.
+fn emit(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Runs the command; `Ok` carries the exit code.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let what = format!(
+        "failed to transform {} -> {}",
+        args.source.display(),
+        args.target.display()
+    );
+    let options = TransformOptions {
+        dry_run: args.dry_run,
+        ..TransformOptions::default()
+    };
+    let storage = AnyStorage::from_env().map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+    let progress: Box<dyn Progress> =
+        if !args.dry_run && (args.progress || std::io::stderr().is_terminal()) {
+            Box::new(bar())
+        } else {
+            Box::new(NoProgress)
+        };
+    let result = transform::transform(
+        &storage,
+        &args.source,
+        &args.target,
+        &options,
+        progress.as_ref(),
+    );
+    progress.finish();
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            // The engine's refusal already names both files.
+            let message = match e {
+                poolsync_engine::Error::CannotTransform { .. } => e.to_string(),
+                _ => format!("{what}: {e}"),
+            };
+            if args.json {
+                let doc = Document {
+                    source: &args.source,
+                    target: &args.target,
+                    dry_run: args.dry_run,
+                    result: "error",
+                    exit_code: 1,
+                    plan: None,
+                    report: None,
+                    error: Some(message.clone()),
+                };
+                emit(&format!("{}\n", json_document("transform", &doc)?))?;
+            }
+            return Err(anyhow::anyhow!(message));
+        }
+    };
+    if args.json {
+        let doc = Document {
+            source: &args.source,
+            target: &args.target,
+            dry_run: args.dry_run,
+            result: "transformed",
+            exit_code: 0,
+            plan: Some(&outcome.plan),
+            report: outcome.report.as_ref(),
+            error: None,
+        };
+        emit(&format!("{}\n", json_document("transform", &doc)?))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut text = String::new();
+    if args.dry_run || args.verbose >= 2 {
+        text.push_str(&plan_text(&outcome.plan, args.dry_run));
+    }
+    if args.verbose >= 1 {
+        text.push_str(&format!(
+            "{} -> {}: transformed\n",
+            args.source.display(),
+            args.target.display()
+        ));
+    }
+    emit(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The plan as text: the operation, the numbered steps and the totals.
+pub fn plan_text(plan: &TransformPlan, dry_run: bool) -> String {
+    let mut out = String::new();
+    let mode = if dry_run {
+        " (dry run: nothing is changed)"
+    } else {
+        ""
+    };
+    out.push_str(&format!(
+        "transform plan for {} -> {}{mode}\n",
+        plan.source.display(),
+        plan.target.display()
+    ));
+    let op = match &plan.operation {
+        Operation::AddReplicas { replicas } => format!("add target replica(s) {replicas:?}"),
+        Operation::RemoveReplicas { replicas } => {
+            format!("remove source replica(s) {replicas:?}")
+        }
+        Operation::Reshape { added, removed } => format!(
+            "reshape: add target replica(s) {added:?}, remove source replica(s) {removed:?}"
+        ),
+        Operation::Finish => "finish an interrupted transform".to_string(),
+    };
+    out.push_str(&format!(
+        "operation: {op}; pool size {} bytes, pool set uuid {}\n",
+        plan.pool_size, plan.poolset_uuid
+    ));
+    if plan.is_noop() {
+        out.push_str("nothing to do: the transform is complete\n");
+        return out;
+    }
+    out.push_str("steps:\n");
+    let mut n = 0;
+    let mut line = |out: &mut String, s: String| {
+        n += 1;
+        out.push_str(&format!("  {n:>3}. {s}\n"));
+    };
+    for c in &plan.create {
+        line(
+            &mut out,
+            format!(
+                "{} replica {} part {} ({}), {} bytes, mode {:04o}",
+                if c.replace {
+                    "remove (left by an interrupted run) and create"
+                } else {
+                    "create"
+                },
+                c.replica,
+                c.part,
+                c.path.display(),
+                c.size,
+                plan.mode
+            ),
+        );
+    }
+    for step in &plan.steps.steps {
+        let s = match step {
+            Step::SyncDirectory { path } => format!("sync directory {}", path.display()),
+            Step::CopyRange(d) => format!(
+                "copy logical [{:#x}, {:#x}) from replica {} part {} to replica {} part {}: {} bytes",
+                d.logical,
+                d.logical.saturating_add(d.len),
+                d.from_replica,
+                d.from_part,
+                d.replica,
+                d.part,
+                d.len
+            ),
+            Step::WriteHeader(h) => format!(
+                "{} of replica {} part {} ({}, uuid {})",
+                if h.kind == HeaderAction::New {
+                    "write the new header"
+                } else {
+                    "relink the header"
+                },
+                h.replica,
+                h.part,
+                h.path.display(),
+                h.uuid
+            ),
+            other => format!("{other:?}"),
+        };
+        line(&mut out, s);
+    }
+    for r in &plan.remove {
+        line(
+            &mut out,
+            format!(
+                "delete source replica {} part {} ({}), {} bytes",
+                r.replica,
+                r.part,
+                r.path.display(),
+                r.size
+            ),
+        );
+    }
+    let t = &plan.totals;
+    out.push_str(&format!(
+        "total: {} part(s) to create ({} bytes to allocate), {} bytes to copy, {} header(s) to write, \
+         {} part(s) to delete ({} bytes freed)\n",
+        t.parts_to_create,
+        t.bytes_to_allocate,
+        t.bytes_to_copy,
+        t.headers_to_write,
+        t.parts_to_remove,
+        t.bytes_to_free
+    ));
+    out
+}

@@ -1,0 +1,423 @@
+//! `transform` on the simulated storage: adding and removing replicas,
+//! pmempool's refusals (each leaving every file as it was), the ownership
+//! check of files that would be overwritten or deleted, and crash points:
+//! every persistence event of a run is a crash point, and after a crash
+//! either the old pool set file opens a healthy, unchanged source, or
+//! running the transform again (following its instructions where it gives
+//! any) ends exactly where an uninterrupted run ends.
+
+use std::path::{Path, PathBuf};
+
+use poolsync_engine::inspect::inspect;
+use poolsync_engine::open::open;
+use poolsync_engine::sync::{NoProgress, UuidSource};
+use poolsync_engine::transform::{transform, Operation, TransformOptions};
+use poolsync_engine::Error;
+use poolsync_header::{PoolHdr, POOL_HDR_CRTIME_OFF, POOL_HDR_CSUM_OFF, POOL_HDR_SIZE};
+use poolsync_pmem::sim::{SimImage, SimStorage, Survival};
+use poolsync_pmem::{Access, Error as PmemError, Storage};
+use poolsync_poolset::{map_range, PoolSet};
+
+use crate::sync_crash::{write_file, Fixture};
+
+const M: u64 = 1 << 20;
+
+fn options() -> TransformOptions {
+    TransformOptions {
+        threads: 1,
+        stride: 4 << 20,
+        uuids: UuidSource::Derived { seed: 7 },
+        ..TransformOptions::default()
+    }
+}
+
+/// Writes a pool set file with the given replicas (part paths and MiB).
+fn set_file(s: &SimStorage, path: &Path, replicas: &[&[(&str, u64)]]) -> PoolSet {
+    let mut text = String::from("PMEMPOOLSET\n");
+    for (r, parts) in replicas.iter().enumerate() {
+        if r > 0 {
+            text.push_str("REPLICA\n");
+        }
+        for (p, mib) in *parts {
+            text.push_str(&format!("{mib}M {p}\n"));
+        }
+    }
+    if s.stat(path).expect("stat").is_some() {
+        s.remove(path).expect("replace set file");
+    }
+    s.insert_file(path, text.as_bytes(), 0o644)
+        .expect("set file");
+    poolsync_poolset::parse(&text).expect("parse")
+}
+
+/// Reads logical `[offset, offset+len)` of replica `r` of `set`.
+fn read_logical(s: &SimStorage, set: &PoolSet, r: usize, offset: u64, len: u64) -> Vec<u8> {
+    let extents = set.extents(r).expect("extents");
+    let poolsync_poolset::Replica::Local { parts, .. } = &set.replicas[r] else {
+        panic!("remote");
+    };
+    let mut out = Vec::new();
+    for piece in map_range(&extents, offset, len) {
+        let bytes = s
+            .written_bytes(Path::new(&parts[piece.part].path))
+            .expect("part");
+        let at = piece.file_offset as usize;
+        out.extend_from_slice(&bytes[at..at + piece.len as usize]);
+    }
+    out
+}
+
+fn healthy(s: &SimStorage, set: &Path) -> bool {
+    open(s, set, Access::ReadOnly).is_ok_and(|o| inspect(&o).is_healthy())
+}
+
+/// Every file's bytes and mode, with crtime and checksum of every valid
+/// header zeroed (they depend on the clock).
+fn normalized(s: &SimStorage) -> SimImage {
+    let mut image = s.image();
+    let files: Vec<(PathBuf, Vec<u8>, u32)> = image
+        .files()
+        .iter()
+        .map(|(p, f)| (p.clone(), f.bytes.clone(), f.mode))
+        .collect();
+    for (path, mut bytes, mode) in files {
+        if bytes.len() >= POOL_HDR_SIZE
+            && PoolHdr::decode(&bytes).is_ok_and(|h| h.checksum_ok() && !h.is_zero())
+        {
+            bytes[POOL_HDR_CRTIME_OFF..POOL_HDR_CRTIME_OFF + 8].fill(0);
+            bytes[POOL_HDR_CSUM_OFF..POOL_HDR_SIZE].fill(0);
+        }
+        image.insert(&path, bytes, mode);
+    }
+    image
+}
+
+const SRC2: &[&[(&str, u64)]] = &[
+    &[("/pool/r0p0", 8), ("/pool/r0p1", 8)],
+    &[("/pool/r1p0", 16)],
+];
+const ADD: &[&[(&str, u64)]] = &[
+    &[("/pool/r0p0", 8), ("/pool/r0p1", 8)],
+    &[("/pool/r1p0", 16)],
+    &[("/pool/n0", 9), ("/pool/n1", 9)],
+];
+const REMOVE_FIRST: &[&[(&str, u64)]] = &[&[("/pool/r1p0", 16)]];
+
+fn fixture() -> Fixture {
+    Fixture::new(&[&[8, 8], &[16]], false)
+}
+
+#[test]
+fn adding_a_replica_copies_the_pool_and_links_every_header() {
+    let fx = fixture();
+    let s = fx.copy();
+    let dst = Path::new("/pool/dst.set");
+    let dset = set_file(&s, dst, ADD);
+    let dry = transform(
+        &s,
+        &fx.set_path,
+        dst,
+        &TransformOptions {
+            dry_run: true,
+            ..options()
+        },
+        &NoProgress,
+    )
+    .expect("dry run");
+    assert_eq!(
+        dry.plan.operation,
+        Operation::AddReplicas { replicas: vec![2] }
+    );
+    assert!(dry.report.is_none());
+    assert_eq!(
+        s.stat(Path::new("/pool/n0")).expect("stat"),
+        None,
+        "dry run wrote"
+    );
+    assert_eq!(dry.plan.totals.parts_to_create, 2);
+    assert_eq!(dry.plan.totals.bytes_to_copy, dry.plan.pool_size - 4096);
+
+    let done = transform(&s, &fx.set_path, dst, &options(), &NoProgress).expect("transform");
+    assert_eq!(
+        done.plan, dry.plan,
+        "the dry run and the real run share the plan"
+    );
+    let report = done.report.expect("report");
+    assert_eq!(report.parts_created, 2);
+    assert_eq!(report.sync.bytes_copied, done.plan.totals.bytes_to_copy);
+    assert!(healthy(&s, dst), "target healthy");
+    let pool = done.plan.pool_size;
+    let master = read_logical(&s, &dset, 0, 4096, pool - 4096);
+    assert_eq!(read_logical(&s, &dset, 2, 4096, pool - 4096), master);
+    // New parts get the master's mode.
+    assert_eq!(
+        s.stat(Path::new("/pool/n1"))
+            .expect("stat")
+            .expect("n1")
+            .mode,
+        0o640
+    );
+    // Run again: finished, nothing to do.
+    let again = transform(&s, &fx.set_path, dst, &options(), &NoProgress).expect("re-run");
+    assert!(again.plan.is_noop(), "{:?}", again.plan);
+}
+
+#[test]
+fn removing_a_replica_relinks_the_rest_and_deletes_its_files() {
+    let fx = fixture();
+    let s = fx.copy();
+    let dst = Path::new("/pool/dst.set");
+    set_file(&s, dst, REMOVE_FIRST);
+    let done = transform(&s, &fx.set_path, dst, &options(), &NoProgress).expect("transform");
+    assert_eq!(
+        done.plan.operation,
+        Operation::RemoveReplicas { replicas: vec![0] }
+    );
+    assert_eq!(done.plan.totals.parts_to_remove, 2);
+    assert_eq!(s.stat(fx.part(0, 0)).expect("stat"), None);
+    assert_eq!(s.stat(fx.part(0, 1)).expect("stat"), None);
+    assert!(healthy(&s, dst));
+}
+
+/// Runs a transform expected to be refused and checks that nothing changed.
+fn refused(s: &SimStorage, src: &Path, dst: &Path) -> String {
+    let before = s.image();
+    let err = transform(s, src, dst, &options(), &NoProgress).expect_err("refused");
+    assert_eq!(s.image(), before, "a refused transform changed something");
+    err.to_string()
+}
+
+#[test]
+fn pmempools_refusals_change_nothing() {
+    let fx = fixture();
+    let s = fx.copy();
+    let dst = Path::new("/pool/dst.set");
+
+    set_file(&s, dst, SRC2);
+    assert!(refused(&s, &fx.set_path, dst).contains("both poolsets are equal"));
+
+    set_file(&s, dst, &[&[("/pool/x", 16)]]);
+    assert!(refused(&s, &fx.set_path, dst).contains("one source replica stays"));
+
+    set_file(&s, dst, &[&[("/pool/r1p0", 16)], &[("/pool/r0p0", 16)]]);
+    assert!(refused(&s, &fx.set_path, dst).contains("onto its own files"));
+
+    set_file(
+        &s,
+        dst,
+        &[
+            &[("/pool/r0p0", 8), ("/pool/r0p1", 8)],
+            &[("/pool/r1p0", 16)],
+            &[("/pool/x", 9)],
+        ],
+    );
+    assert!(refused(&s, &fx.set_path, dst).contains("target poolset is too small"));
+
+    set_file(
+        &s,
+        dst,
+        &[
+            &[("/pool/r0p0", 8), ("/pool/r0p1", 8)],
+            &[("/pool/r1p0", 16)],
+            &[("/pool/x", 4)],
+        ],
+    );
+    assert!(refused(&s, &fx.set_path, dst).contains("8388608"));
+
+    set_file(
+        &s,
+        dst,
+        &[
+            &[("/pool/r0p0", 8), ("/pool/r0p1", 8)],
+            &[("/pool/r1p0", 16)],
+            &[("/nodir/x", 16)],
+        ],
+    );
+    assert!(refused(&s, &fx.set_path, dst).contains("does not exist"));
+
+    set_file(
+        &s,
+        dst,
+        &[
+            &[("/pool/r0p0", 8), ("/pool/r0p1", 8)],
+            &[("/pool/r1p0", 16)],
+            &[("/pool/x", 8), ("/pool/x", 8)],
+        ],
+    );
+    assert!(refused(&s, &fx.set_path, dst).contains("same file"));
+
+    // A part being added exists and belongs to something else.
+    s.insert_file(Path::new("/pool/x"), &vec![0xa5; 16 << 20], 0o644)
+        .expect("foreign");
+    set_file(
+        &s,
+        dst,
+        &[
+            &[("/pool/r0p0", 8), ("/pool/r0p1", 8)],
+            &[("/pool/r1p0", 16)],
+            &[("/pool/x", 16)],
+        ],
+    );
+    let msg = refused(&s, &fx.set_path, dst);
+    assert!(
+        msg.contains("some parts being added already exist") && msg.contains("/pool/x"),
+        "{msg}"
+    );
+
+    // A part being added is a copy of a source part (a backup): it carries
+    // this pool set's uuid, but it is not ours to overwrite.
+    s.remove(Path::new("/pool/x")).expect("rm");
+    let copy = s.written_bytes(fx.part(1, 0)).expect("part");
+    s.insert_file(Path::new("/pool/x"), &copy, 0o644)
+        .expect("backup");
+    let msg = refused(&s, &fx.set_path, dst);
+    assert!(msg.contains("is a copy of a part of the source"), "{msg}");
+
+    // A broken source.
+    crate::sync_crash::flip(&s, fx.part(1, 0), 60);
+    set_file(&s, dst, ADD);
+    assert!(refused(&s, &fx.set_path, dst).contains("source poolset is broken"));
+}
+
+#[test]
+fn a_file_of_another_pool_set_is_never_deleted() {
+    // Replica 0 part 1 was swapped for the part of another pool set (a
+    // copy with another pool set uuid): the source is not healthy, and the
+    // transform refuses before anything is written.
+    let fx = fixture();
+    let other = Fixture::new(&[&[8, 8], &[16]], false);
+    let s = fx.copy();
+    let foreign = other.base.written_bytes(other.part(0, 1)).expect("part");
+    write_file(&s, fx.part(0, 1), 0, &foreign[..4096]);
+    let dst = Path::new("/pool/dst.set");
+    set_file(&s, dst, REMOVE_FIRST);
+    let msg = refused(&s, &fx.set_path, dst);
+    assert!(msg.contains("broken") || msg.contains("uuid"), "{msg}");
+    assert!(s.stat(fx.part(0, 1)).expect("stat").is_some());
+}
+
+/// Runs the transform on a copy to the end, then crashes it at every
+/// event and checks the two allowed outcomes.
+fn crash_everywhere(fx: &Fixture, target: &[&[(&str, u64)]], torn_every: u64) {
+    let dst = Path::new("/pool/dst.set");
+    let base = fx.copy();
+    set_file(&base, dst, target);
+    let reference = base.after_crash_with(Survival::Everything);
+    transform(&reference, &fx.set_path, dst, &options(), &NoProgress).expect("uninterrupted");
+    let expected = normalized(&reference);
+    let events = reference.events();
+    assert!(events >= 3, "only {events} events");
+    let source_before = normalized(&base);
+
+    for k in 0..events {
+        let crashed = base.after_crash_with(Survival::Everything);
+        crashed.crash_after(k);
+        match transform(&crashed, &fx.set_path, dst, &options(), &NoProgress) {
+            Err(Error::Storage(PmemError::SimulatedCrash { event })) => assert_eq!(event, k),
+            other => panic!("crash at event {k}: expected a simulated crash, got {other:?}"),
+        }
+        let mut survivals = vec![Survival::Durable, Survival::Everything];
+        if torn_every > 0 && k % torn_every == 0 {
+            survivals.push(Survival::Torn { seed: k });
+        }
+        for survival in survivals {
+            let rebooted = crashed.after_crash_with(survival);
+            let src_ok = healthy(&rebooted, &fx.set_path);
+            if src_ok {
+                // The old set file opens the source, and its data is unchanged.
+                let now = normalized(&rebooted);
+                for part in fx.parts.iter().flatten() {
+                    assert_eq!(
+                        now.get(part).map(|f| &f.bytes),
+                        source_before.get(part).map(|f| &f.bytes),
+                        "event {k} {survival:?}: {} changed while the source is in use",
+                        part.display()
+                    );
+                }
+            }
+            // Re-run; follow the instruction of a refusal that gives one.
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                assert!(tries < 6, "event {k} {survival:?}: no end");
+                match transform(&rebooted, &fx.set_path, dst, &options(), &NoProgress) {
+                    Ok(_) => break,
+                    Err(Error::PartExists { path, what, .. }) => {
+                        assert!(
+                            what.contains("no pool header")
+                                || what.contains("no valid pool header"),
+                            "event {k} {survival:?}: {what}"
+                        );
+                        rebooted.remove(&path).expect("rm as told");
+                    }
+                    Err(e) => panic!(
+                        "event {k} {survival:?} (source healthy: {src_ok}): re-run failed: {e}"
+                    ),
+                }
+            }
+            assert!(
+                healthy(&rebooted, dst),
+                "event {k} {survival:?}: target not healthy"
+            );
+            assert_eq!(
+                normalized(&rebooted),
+                expected,
+                "event {k} {survival:?}: ended elsewhere"
+            );
+        }
+    }
+}
+
+#[test]
+fn crash_while_adding_a_replica() {
+    crash_everywhere(&fixture(), ADD, 3);
+}
+
+#[test]
+fn crash_while_removing_a_replica() {
+    crash_everywhere(&fixture(), REMOVE_FIRST, 1);
+}
+
+const RESHAPE: &[&[(&str, u64)]] = &[&[("/pool/r1p0", 16)], &[("/pool/n0", 10), ("/pool/n1", 8)]];
+
+#[test]
+fn reshaping_replaces_a_replica_by_one_of_another_layout() {
+    let fx = fixture();
+    let s = fx.copy();
+    let dst = Path::new("/pool/dst.set");
+    let dset = set_file(&s, dst, RESHAPE);
+    let done = transform(&s, &fx.set_path, dst, &options(), &NoProgress).expect("reshape");
+    assert_eq!(
+        done.plan.operation,
+        Operation::Reshape {
+            added: vec![1],
+            removed: vec![0]
+        }
+    );
+    assert!(healthy(&s, dst));
+    assert_eq!(s.stat(fx.part(0, 0)).expect("stat"), None);
+    let pool = done.plan.pool_size;
+    assert_eq!(
+        read_logical(&s, &dset, 1, 4096, pool - 4096),
+        read_logical(&s, &dset, 0, 4096, pool - 4096)
+    );
+}
+
+#[test]
+fn crash_while_reshaping() {
+    crash_everywhere(&fixture(), RESHAPE, 4);
+}
+
+#[test]
+fn crash_while_adding_two_replicas_to_three() {
+    let fx = Fixture::new(&[&[16], &[8, 8], &[16]], false);
+    let target: &[&[(&str, u64)]] = &[
+        &[("/pool/a", 16)],
+        &[("/pool/r0p0", 16)],
+        &[("/pool/r1p0", 8), ("/pool/r1p1", 8)],
+        &[("/pool/r2p0", 16)],
+        &[("/pool/b", 20)],
+    ];
+    let _ = M;
+    crash_everywhere(&fx, target, 0);
+}

@@ -1,0 +1,383 @@
+//! Heap-aware verification on the simulated storage, with synthetic heaps:
+//! what `check --data` finds and names, what `sync --verify` repairs, the
+//! majority rule, a corrupted source heap, and crash points of a repair.
+
+use poolsync_engine::verify::{check_data, sync_verify, Findings, VerifyOptions};
+use poolsync_engine::Error;
+use poolsync_header::heap::{
+    zone_offset, AllocHeaderKind, ChunkHeader, ZoneHeader, CHUNK_FLAG_COMPACT_HEADER,
+    CHUNK_TYPE_FREE, CHUNK_TYPE_USED, ZONE_MAGIC,
+};
+use poolsync_header::{
+    ObjDescriptor, HEAP_CHUNKSIZE, HEAP_CHUNKS_PER_ZONE, OBJ_DESC_LEN, OBJ_DESC_OFF,
+    ZONE_METADATA_SIZE,
+};
+use poolsync_pmem::sim::{SimStorage, Survival};
+use poolsync_pmem::{Access, Error as PmemError, PartFile, Storage};
+use poolsync_poolset::map_range;
+
+use crate::sync_crash::Fixture;
+use poolsync_engine::compare::CompareOptions;
+use poolsync_engine::sync::{NoProgress, SyncOptions};
+
+/// A used heap: zone 0 initialised, chunks 0–1 one used block (an object of
+/// two chunks, which holds the fixture's data at 4 MiB), the rest free.
+struct Heap {
+    zone: u64,
+    /// User data offset and size of the object.
+    object: (u64, u64),
+}
+
+fn read_logical(fx: &Fixture, s: &SimStorage, r: usize, offset: u64, len: usize) -> Vec<u8> {
+    let extents = fx.set.extents(r).expect("extents");
+    let mut out = vec![0u8; len];
+    for piece in map_range(&extents, offset, len as u64) {
+        let f = s
+            .open(fx.part(r, piece.part), Access::ReadOnly)
+            .expect("open");
+        let start = (piece.logical - offset) as usize;
+        f.read_at(
+            piece.file_offset,
+            &mut out[start..start + piece.len as usize],
+        )
+        .expect("read");
+    }
+    out
+}
+
+/// Writes the same used heap into every replica, as libpmemobj would.
+fn used_heap(fx: &Fixture) -> Heap {
+    let desc = ObjDescriptor::decode(&read_logical(fx, &fx.base, 0, OBJ_DESC_OFF, OBJ_DESC_LEN))
+        .expect("descriptor");
+    let zone = zone_offset(desc.heap_offset, 0).expect("zone");
+    let heap_end = desc.heap_offset + desc.heap_size;
+    let nchunks =
+        ((heap_end - zone - ZONE_METADATA_SIZE) / HEAP_CHUNKSIZE).min(HEAP_CHUNKS_PER_ZONE) as u32;
+    let data = zone + ZONE_METADATA_SIZE;
+    let kind = AllocHeaderKind::from_flags(CHUNK_FLAG_COMPACT_HEADER);
+    for r in 0..fx.parts.len() {
+        let zh = ZoneHeader {
+            magic: ZONE_MAGIC,
+            size_idx: nchunks,
+            reserved: [0; 56],
+        };
+        fx.write_logical(&fx.base, r, zone, &zh.encode());
+        let used = ChunkHeader {
+            kind: CHUNK_TYPE_USED,
+            flags: CHUNK_FLAG_COMPACT_HEADER,
+            size_idx: 2,
+        };
+        fx.write_logical(&fx.base, r, zone + 64, &used.encode());
+        let free = ChunkHeader {
+            kind: CHUNK_TYPE_FREE,
+            flags: 0,
+            size_idx: nchunks - 2,
+        };
+        fx.write_logical(&fx.base, r, zone + 64 + 16, &free.encode());
+        fx.write_logical(&fx.base, r, data, &kind.encode(2 * HEAP_CHUNKSIZE, 0, 7));
+        fx.write_logical(&fx.base, r, data + 16, b"user data of the object");
+    }
+    Heap {
+        zone,
+        object: (data + 16, 2 * HEAP_CHUNKSIZE - 16),
+    }
+}
+
+fn options() -> VerifyOptions {
+    VerifyOptions {
+        compare: CompareOptions {
+            stride: 1 << 20,
+            threads: 1,
+        },
+        ..VerifyOptions::default()
+    }
+}
+
+fn sync_options() -> SyncOptions {
+    SyncOptions {
+        threads: 1,
+        ..SyncOptions::default()
+    }
+}
+
+fn check(fx: &Fixture, s: &SimStorage) -> Findings {
+    check_data(s, &fx.set_path, &options()).expect("check --data")
+}
+
+#[test]
+fn a_healthy_set_with_noise_in_free_space_is_clean() {
+    let fx = Fixture::new(&[&[8, 8], &[16], &[10, 8]], false);
+    let heap = used_heap(&fx);
+    // Free space and the volatile area differ: no divergence.
+    fx.write_logical(
+        &fx.base,
+        1,
+        heap.object.0 + 3 * HEAP_CHUNKSIZE,
+        b"free noise",
+    );
+    fx.write_logical(&fx.base, 2, 6688, b"volatile");
+    let f = check(&fx, &fx.base);
+    assert!(f.is_clean(), "{f:#?}");
+    assert_eq!(f.objects, 1);
+    assert!(f.live_bytes > heap.object.1);
+}
+
+#[test]
+fn divergence_is_named_by_replica_offset_part_and_owner() {
+    let fx = Fixture::new(&[&[8, 8], &[16], &[10, 8]], false);
+    let heap = used_heap(&fx);
+    let at = heap.object.0 + 100;
+    fx.write_logical(&fx.base, 2, at, b"XYZ");
+    fx.write_logical(&fx.base, 1, heap.zone + 64 + 4, &[9]);
+    let f = check(&fx, &fx.base);
+    assert!(!f.is_clean());
+    let d2 = &f.replicas[2].divergences;
+    assert_eq!(d2.len(), 1, "{d2:#?}");
+    assert_eq!((d2[0].offset, d2[0].replica), (at, 2));
+    assert!(d2[0].len <= 3);
+    assert!(
+        d2[0].owner.starts_with(&format!(
+            "object at offset {:#x} of size {}",
+            heap.object.0, heap.object.1
+        )),
+        "{}",
+        d2[0].owner
+    );
+    assert_eq!(d2[0].locations[0].replica, 2);
+    assert_eq!(d2[0].locations[0].path, fx.part(2, 0));
+    assert_eq!(d2[0].locations[1].replica, 0);
+    let d1 = &f.replicas[1].divergences;
+    assert_eq!(d1.len(), 1);
+    assert_eq!(d1[0].owner, "zone 0 chunk 0 header");
+    assert!(f.outvoted.is_none());
+}
+
+#[test]
+fn sync_verify_repairs_and_a_dry_run_writes_nothing() {
+    let fx = Fixture::new(&[&[8, 8], &[16], &[10, 8]], false);
+    let heap = used_heap(&fx);
+    fx.write_logical(&fx.base, 1, heap.object.0 + 5000, b"damage");
+    fx.write_logical(&fx.base, 2, heap.zone + 8, b"zone noise");
+    let s = fx.copy();
+    let before = s.image();
+    let dry = sync_verify(
+        &s,
+        &fx.set_path,
+        &SyncOptions {
+            dry_run: true,
+            ..sync_options()
+        },
+        &options(),
+        &NoProgress,
+    )
+    .expect("dry run");
+    assert!(dry.repair.is_none());
+    assert_eq!(dry.findings.total_ranges(), 2);
+    assert_eq!(s.image(), before, "a dry run wrote");
+    let done = sync_verify(&s, &fx.set_path, &sync_options(), &options(), &NoProgress)
+        .expect("sync --verify");
+    let repair = done.repair.expect("repair report");
+    assert_eq!(repair.replicas.len(), 2);
+    assert_eq!(repair.replicas[0].ranges, 1);
+    assert!(check(&fx, &s).is_clean());
+}
+
+#[test]
+fn the_majority_rule_refuses_and_names_the_ways_on() {
+    let fx = Fixture::new(&[&[8, 8], &[16], &[10, 8]], false);
+    let heap = used_heap(&fx);
+    let at = heap.object.0 + 64;
+    fx.write_logical(&fx.base, 0, at, b"master only");
+    let s = fx.copy();
+    let before = s.image();
+    let err = sync_verify(&s, &fx.set_path, &sync_options(), &options(), &NoProgress)
+        .expect_err("outvoted");
+    assert!(
+        matches!(
+            err,
+            Error::Outvoted {
+                replica: 0,
+                take: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("--source 1") && text.contains("--force-source"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("object at offset {:#x}", heap.object.0)),
+        "{text}"
+    );
+    assert_eq!(s.image(), before, "the refusal wrote");
+    let f = check(&fx, &s);
+    assert_eq!(f.outvoted.as_ref().map(|o| o.replica), Some(0));
+
+    // --source 1 takes the majority's copy.
+    let taken = fx.copy();
+    let with_source = VerifyOptions {
+        source: Some(1),
+        ..options()
+    };
+    let sync_source = SyncOptions {
+        source: Some(1),
+        ..sync_options()
+    };
+    sync_verify(
+        &taken,
+        &fx.set_path,
+        &sync_source,
+        &with_source,
+        &NoProgress,
+    )
+    .expect("--source 1");
+    assert!(check(&fx, &taken).is_clean());
+    assert_eq!(
+        read_logical(&fx, &taken, 0, at, 11),
+        read_logical(&fx, &taken, 1, at, 11)
+    );
+    assert_ne!(read_logical(&fx, &taken, 0, at, 11), b"master only");
+
+    // --force-source spreads the master's.
+    let spread = fx.copy();
+    let force = VerifyOptions {
+        force_source: true,
+        ..options()
+    };
+    sync_verify(&spread, &fx.set_path, &sync_options(), &force, &NoProgress).expect("forced");
+    for r in 0..3 {
+        assert_eq!(read_logical(&fx, &spread, r, at, 11), b"master only");
+    }
+
+    // Two replicas: no vote, the master is the source.
+    let two = Fixture::new(&[&[8, 8], &[16]], false);
+    let heap2 = used_heap(&two);
+    two.write_logical(&two.base, 0, heap2.object.0, b"master only");
+    let s2 = two.copy();
+    sync_verify(&s2, &two.set_path, &sync_options(), &options(), &NoProgress).expect("2 replicas");
+}
+
+#[test]
+fn a_corrupted_source_heap_is_refused() {
+    let fx = Fixture::new(&[&[8, 8], &[16]], false);
+    let heap = used_heap(&fx);
+    // A chunk type libpmemobj never writes.
+    fx.write_logical(&fx.base, 0, heap.zone + 64, &[0x77, 0]);
+    let err = check_data(&fx.base, &fx.set_path, &options()).expect_err("refused");
+    assert!(matches!(err, Error::SourceHeap { replica: 0, .. }), "{err}");
+    assert!(err.to_string().contains("--source N (replicas 1)"), "{err}");
+    let with_source = VerifyOptions {
+        source: Some(1),
+        ..options()
+    };
+    let f = check_data(&fx.base, &fx.set_path, &with_source).expect("--source 1");
+    assert_eq!(f.replicas[0].divergences[0].owner, "zone 0 chunk 0 header");
+}
+
+/// Every persistence event of a `sync --verify` repair is a crash point:
+/// after the crash, a re-run converges to the uninterrupted end state and
+/// the source is never written.
+#[test]
+fn crash_at_every_point_of_a_repair_converges() {
+    let fx = Fixture::new(&[&[8, 8], &[16], &[10, 8]], false);
+    let heap = used_heap(&fx);
+    fx.write_logical(&fx.base, 1, heap.object.0 + 10, b"damage one");
+    fx.write_logical(&fx.base, 1, heap.object.0 + 300_000, &[1; 9000]);
+    fx.write_logical(&fx.base, 2, heap.zone + 64 + 4, &[3]);
+    let reference = fx.copy();
+    let source_before: Vec<_> = fx.parts[0]
+        .iter()
+        .map(|p| reference.written_bytes(p))
+        .collect();
+    sync_verify(
+        &reference,
+        &fx.set_path,
+        &sync_options(),
+        &options(),
+        &NoProgress,
+    )
+    .expect("uninterrupted");
+    let events = reference.events();
+    assert!(events >= 4, "only {events} events");
+    let expected = reference.image();
+    for k in 0..events {
+        let crashed = fx.copy();
+        crashed.crash_after(k);
+        match sync_verify(
+            &crashed,
+            &fx.set_path,
+            &sync_options(),
+            &options(),
+            &NoProgress,
+        ) {
+            Err(Error::Storage(PmemError::SimulatedCrash { event })) => assert_eq!(event, k),
+            other => panic!("event {k}: expected a simulated crash, got {other:?}"),
+        }
+        for survival in [
+            Survival::Durable,
+            Survival::Everything,
+            Survival::Torn { seed: k },
+        ] {
+            let rebooted = crashed.after_crash_with(survival);
+            sync_verify(
+                &rebooted,
+                &fx.set_path,
+                &sync_options(),
+                &options(),
+                &NoProgress,
+            )
+            .unwrap_or_else(|e| panic!("event {k} {survival:?}: re-run failed: {e}"));
+            let source_now: Vec<_> = fx.parts[0]
+                .iter()
+                .map(|p| rebooted.written_bytes(p))
+                .collect();
+            assert_eq!(
+                source_now, source_before,
+                "event {k} {survival:?}: source written"
+            );
+            assert_eq!(
+                rebooted.image(),
+                expected,
+                "event {k} {survival:?}: the re-run ended elsewhere"
+            );
+            assert!(check(&fx, &rebooted).is_clean(), "event {k} {survival:?}");
+        }
+    }
+}
+
+#[test]
+fn a_broken_replica_is_not_compared_and_sync_verify_rebuilds_it_too() {
+    let fx = Fixture::new(&[&[8, 8], &[16], &[10, 8]], false);
+    let heap = used_heap(&fx);
+    fx.write_logical(&fx.base, 1, heap.object.0 + 7000, b"damage");
+    crate::sync_crash::remove(&fx.base, fx.part(2, 1));
+    let f = check(&fx, &fx.base);
+    assert!(!f.is_clean());
+    assert!(!f.replicas[2].compared);
+    assert!(
+        f.replicas[2]
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("broken")),
+        "{:?}",
+        f.replicas[2].note
+    );
+    assert_eq!(f.replicas[1].ranges, 1);
+    // No vote with only one compared replica.
+    assert!(f.outvoted.is_none());
+
+    let s = fx.copy();
+    let done = sync_verify(&s, &fx.set_path, &sync_options(), &options(), &NoProgress)
+        .expect("sync --verify");
+    assert_eq!(done.sync.report.expect("report").parts_created, 1);
+    let repair = done.repair.expect("repair");
+    assert_eq!(repair.replicas.len(), 1);
+    assert_eq!(
+        (repair.replicas[0].replica, repair.replicas[0].ranges),
+        (1, 1)
+    );
+    assert!(check(&fx, &s).is_clean());
+}
