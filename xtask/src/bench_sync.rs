@@ -35,11 +35,11 @@ use crate::{test, util};
 /// The hidden `bench` sub-command that runs one tool and records its usage.
 pub const MEASURE: &str = "__measure";
 
-const KIB: u64 = 1 << 10;
-const MIB: u64 = 1 << 20;
-const GIB: u64 = 1 << 30;
+pub(crate) const KIB: u64 = 1 << 10;
+pub(crate) const MIB: u64 = 1 << 20;
+pub(crate) const GIB: u64 = 1 << 30;
 /// The unit poolsync compares and copies in, and the unit damage is done in.
-const BLOCK: u64 = 4096;
+pub(crate) const BLOCK: u64 = 4096;
 const DEFAULT_SIZE: u64 = GIB;
 const DEFAULT_REPS: usize = 3;
 /// Pool sizes must split into parts (and quarters) that pmempool accepts.
@@ -125,7 +125,7 @@ fn parse_options(args: &[String]) -> Result<Options> {
 }
 
 /// `1G`, `256M`, `512MiB`, `1073741824`: binary units, as pmempool reads them.
-fn parse_size(text: &str) -> Result<u64> {
+pub(crate) fn parse_size(text: &str) -> Result<u64> {
     let text = text.trim();
     let digits = text
         .find(|c: char| !c.is_ascii_digit())
@@ -436,10 +436,10 @@ fn check_tools(options: &Options) -> Result<()> {
 }
 
 /// A directory that is removed when dropped (also when a case fails).
-struct Scratch(PathBuf);
+pub(crate) struct Scratch(pub(crate) PathBuf);
 
 impl Scratch {
-    fn create(path: PathBuf) -> Result<Scratch> {
+    pub(crate) fn create(path: PathBuf) -> Result<Scratch> {
         if path.exists() {
             fs::remove_dir_all(&path)
                 .with_context(|| format!("removing the leftovers in {}", path.display()))?;
@@ -473,7 +473,7 @@ struct Template {
     differing_blocks: Option<u64>,
 }
 
-fn part_name(replica: usize, part: usize) -> String {
+pub(crate) fn part_name(replica: usize, part: usize) -> String {
     format!("r{replica}p{part}")
 }
 
@@ -556,7 +556,7 @@ fn make_template(case: &Case, dir: &Path, poolsync: &Path) -> Result<Template> {
 }
 
 /// `heap_offset + heap_size` of the set, from `poolsync info --json`.
-fn pool_size(poolsync: &Path, set: &Path) -> Result<u64> {
+pub(crate) fn pool_size(poolsync: &Path, set: &Path) -> Result<u64> {
     let out = Command::new(poolsync)
         .args(["info", "--json"])
         .arg(set)
@@ -590,7 +590,7 @@ fn flip_byte(path: &Path, offset: u64) -> Result<()> {
 }
 
 /// SplitMix64: a small, well-mixed hash for choosing blocks reproducibly.
-fn splitmix64(mut x: u64) -> u64 {
+pub(crate) fn splitmix64(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -902,7 +902,7 @@ impl Summary {
 }
 
 /// The middle value (the lower middle one of an even count).
-fn median<T: Ord + Copy>(mut values: Vec<T>) -> Option<T> {
+pub(crate) fn median<T: Ord + Copy>(mut values: Vec<T>) -> Option<T> {
     values.sort_unstable();
     let mid = values.len().checked_sub(1)? / 2;
     values.get(mid).copied()
@@ -1106,7 +1106,7 @@ fn judge(results: &[CaseResult]) -> Vec<Verdict> {
     verdicts
 }
 
-fn secs(d: Duration) -> f64 {
+pub(crate) fn secs(d: Duration) -> f64 {
     d.as_secs_f64().max(1e-9)
 }
 
@@ -1230,7 +1230,7 @@ fn verdict_table(verdicts: &[Verdict]) -> String {
 }
 
 /// `1.00 GiB`, `256 MiB`, `8.0 KiB`, `512 B`.
-fn fmt_size(bytes: u64) -> String {
+pub(crate) fn fmt_size(bytes: u64) -> String {
     let b = bytes as f64;
     if bytes >= GIB {
         format!("{:.2} GiB", b / GIB as f64)
@@ -1286,17 +1286,17 @@ impl ProcIo {
 
 /// What the figures were measured on.
 #[derive(Debug)]
-struct Machine {
-    cpus: usize,
-    cpu_model: String,
-    memory: String,
-    kernel: String,
-    filesystem: String,
-    pmempool: String,
+pub(crate) struct Machine {
+    pub(crate) cpus: usize,
+    pub(crate) cpu_model: String,
+    pub(crate) memory: String,
+    pub(crate) kernel: String,
+    pub(crate) filesystem: String,
+    pub(crate) pmempool: String,
 }
 
 impl Machine {
-    fn probe(dir: &Path) -> Machine {
+    pub(crate) fn probe(dir: &Path) -> Machine {
         let read = |p: &str| fs::read_to_string(p).unwrap_or_default();
         let cpuinfo = read("/proc/cpuinfo");
         let cpu_model = cpuinfo
@@ -1353,33 +1353,33 @@ impl Machine {
     }
 }
 
-fn load_average() -> String {
+pub(crate) fn load_average() -> String {
     fs::read_to_string("/proc/loadavg")
         .ok()
         .map(|t| t.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|| "unknown".to_string())
 }
 
-fn free_space(dir: &Path) -> Result<u64> {
+pub(crate) fn free_space(dir: &Path) -> Result<u64> {
     let stat =
         nix::sys::statvfs::statvfs(dir).with_context(|| format!("statvfs {}", dir.display()))?;
     Ok(stat.blocks_available().saturating_mul(stat.fragment_size()))
 }
 
-fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
     fs::write(path, bytes)
         .and_then(|()| File::open(path)?.sync_all())
         .with_context(|| format!("writing {}", path.display()))
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("syncing the directory {}", dir.display()))
 }
 
 /// Runs `cmd`, showing its output only when it fails.
-fn quiet(cmd: &mut Command) -> Result<()> {
+pub(crate) fn quiet(cmd: &mut Command) -> Result<()> {
     let shown = util::display(cmd);
     let out = cmd
         .output()

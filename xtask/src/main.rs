@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 
 mod bench;
 mod bench_sync;
+mod bench_verify;
 mod ci;
 mod demo;
 mod fixtures;
@@ -46,6 +47,12 @@ Commands:
                              damaged two-replica pool sets (scenarios rebuild,
                              header, scattered, parallel; SIZE per replica,
                              default 1G; 3 repetitions); see
+                             docs/performance.md.
+  bench verify [--size SIZE] [--reps N] [--dir DIR]
+                             Throughput and peak RSS of `poolsync check --data`
+                             and `sync --verify` on a used three-replica set
+                             with 0.1% of one replica's live bytes damaged,
+                             beside `cmp`; warm and cold cache; see
                              docs/performance.md.
   help                       Print this text.
 
