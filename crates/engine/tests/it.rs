@@ -1,6 +1,9 @@
 //! The engine's integration tests: one test binary, one module per area
 //! (add new areas as `tests/it/<area>.rs` with a `#[path]` module below).
 
+#[path = "it/support.rs"]
+mod support;
+
 #[path = "it/create_rm.rs"]
 mod create_rm;
 

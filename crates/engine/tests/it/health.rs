@@ -32,23 +32,7 @@ struct Pool {
 impl Pool {
     fn new(replicas: &[&[u64]], singlehdr: bool) -> Pool {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut text = String::from("PMEMPOOLSET\n");
-        if singlehdr {
-            text.push_str("OPTION SINGLEHDR\n");
-        }
-        let mut parts = Vec::new();
-        for (r, sizes) in replicas.iter().enumerate() {
-            if r > 0 {
-                text.push_str("REPLICA\n");
-            }
-            let mut rep = Vec::new();
-            for (p, mib) in sizes.iter().enumerate() {
-                let path = dir.path().join(format!("r{r}p{p}"));
-                text.push_str(&format!("{mib}M {}\n", path.display()));
-                rep.push(path);
-            }
-            parts.push(rep);
-        }
+        let (text, parts) = crate::support::set_text(dir.path(), replicas, singlehdr);
         let set = dir.path().join("pool.set");
         fs::write(&set, text).expect("write set");
         create(&FsStorage, &set, &opts("health")).expect("create");

@@ -34,23 +34,7 @@ impl Fixture {
     pub fn new(replicas: &[&[u64]], single_hdr: bool) -> Fixture {
         let s = SimStorage::new();
         s.add_dir(Path::new("/pool")).expect("dir");
-        let mut text = String::from("PMEMPOOLSET\n");
-        if single_hdr {
-            text.push_str("OPTION SINGLEHDR\n");
-        }
-        let mut parts = Vec::new();
-        for (r, sizes) in replicas.iter().enumerate() {
-            if r > 0 {
-                text.push_str("REPLICA\n");
-            }
-            let mut rep = Vec::new();
-            for (p, mib) in sizes.iter().enumerate() {
-                let path = PathBuf::from(format!("/pool/r{r}p{p}"));
-                text.push_str(&format!("{mib}M {}\n", path.display()));
-                rep.push(path);
-            }
-            parts.push(rep);
-        }
+        let (text, parts) = crate::support::set_text(Path::new("/pool"), replicas, single_hdr);
         let set_path = PathBuf::from("/pool/pool.set");
         s.insert_file(&set_path, text.as_bytes(), 0o644)
             .expect("set file");
