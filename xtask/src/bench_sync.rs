@@ -83,6 +83,34 @@ fn parse_options(args: &[String]) -> Result<Options> {
         scenarios: Scenario::ALL.to_vec(),
         dir: None,
     };
+    for_each_flag(args, |flag, value| {
+        match flag {
+            "--size" => options.size = parse_size(&value()?)?,
+            "--reps" => options.reps = parse_reps(&value()?)?,
+            "--scenario" => options.scenarios = vec![Scenario::from_name(&value()?)?],
+            "--dir" => options.dir = Some(PathBuf::from(value()?)),
+            other => bail!(
+                "`bench sync`: unknown option `{other}`; expected --size SIZE, --reps N, \
+                 --scenario NAME or --dir DIR"
+            ),
+        }
+        Ok(())
+    })?;
+    ensure!(
+        options.size >= MIN_SIZE && options.size.is_multiple_of(SIZE_UNIT),
+        "--size: {} is not a multiple of 8 MiB of at least 64 MiB (the rebuild \
+         scenario also runs at a quarter of it)",
+        fmt_size(options.size)
+    );
+    Ok(options)
+}
+
+/// Calls `handle` with every `--flag` of `args` and a function that takes
+/// its value (`--flag value` or `--flag=value`).
+pub(crate) fn for_each_flag(
+    args: &[String],
+    mut handle: impl FnMut(&str, &mut dyn FnMut() -> Result<String>) -> Result<()>,
+) -> Result<()> {
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -98,30 +126,17 @@ fn parse_options(args: &[String]) -> Result<Options> {
                     .with_context(|| format!("`{flag}` needs a value")),
             }
         };
-        match flag {
-            "--size" => options.size = parse_size(&value()?)?,
-            "--reps" => {
-                let text = value()?;
-                options.reps =
-                    text.parse().ok().filter(|&n| n >= 1).with_context(|| {
-                        format!("`--reps {text}`: expected a count of 1 or more")
-                    })?;
-            }
-            "--scenario" => options.scenarios = vec![Scenario::from_name(&value()?)?],
-            "--dir" => options.dir = Some(PathBuf::from(value()?)),
-            other => bail!(
-                "`bench sync`: unknown option `{other}`; expected --size SIZE, --reps N, \
-                 --scenario NAME or --dir DIR"
-            ),
-        }
+        handle(flag, &mut value)?;
     }
-    ensure!(
-        options.size >= MIN_SIZE && options.size.is_multiple_of(SIZE_UNIT),
-        "--size: {} is not a multiple of 8 MiB of at least 64 MiB (the rebuild \
-         scenario also runs at a quarter of it)",
-        fmt_size(options.size)
-    );
-    Ok(options)
+    Ok(())
+}
+
+/// A repetition count of 1 or more.
+pub(crate) fn parse_reps(text: &str) -> Result<usize> {
+    text.parse()
+        .ok()
+        .filter(|&n| n >= 1)
+        .with_context(|| format!("`--reps {text}`: expected a count of 1 or more"))
 }
 
 /// `1G`, `256M`, `512MiB`, `1073741824`: binary units, as pmempool reads them.

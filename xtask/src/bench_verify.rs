@@ -27,8 +27,9 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 
 use crate::bench_sync::{
-    fmt_size, free_space, load_average, median, parse_size, part_name, pool_size, quiet, secs,
-    splitmix64, sync_dir, write_durably, Machine, Scratch, BLOCK, GIB, MEASURE, MIB,
+    fmt_size, for_each_flag, free_space, load_average, median, parse_reps, parse_size, part_name,
+    pool_size, quiet, secs, splitmix64, sync_dir, write_durably, Machine, Scratch, BLOCK, GIB,
+    MEASURE, MIB,
 };
 use crate::util;
 
@@ -64,37 +65,18 @@ fn parse_options(args: &[String]) -> Result<Options> {
         reps: DEFAULT_REPS,
         dir: None,
     };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => (flag, Some(value)),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = || -> Result<String> {
-            match inline {
-                Some(v) => Ok(v.to_string()),
-                None => it
-                    .next()
-                    .cloned()
-                    .with_context(|| format!("`{flag}` needs a value")),
-            }
-        };
+    for_each_flag(args, |flag, value| {
         match flag {
             "--size" => options.size = parse_size(&value()?)?,
-            "--reps" => {
-                let text = value()?;
-                options.reps =
-                    text.parse().ok().filter(|&n| n >= 1).with_context(|| {
-                        format!("`--reps {text}`: expected a count of 1 or more")
-                    })?;
-            }
+            "--reps" => options.reps = parse_reps(&value()?)?,
             "--dir" => options.dir = Some(PathBuf::from(value()?)),
             other => bail!(
                 "`bench verify`: unknown option `{other}`; expected --size SIZE, --reps N \
                  or --dir DIR"
             ),
         }
-    }
+        Ok(())
+    })?;
     ensure!(
         options.size >= MIN_SIZE && options.size.is_multiple_of(SIZE_UNIT),
         "--size: {} is not a multiple of 8 MiB of at least 64 MiB",
