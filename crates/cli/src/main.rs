@@ -12,6 +12,7 @@ mod check;
 mod create;
 mod info;
 mod output;
+mod progress;
 mod rm;
 mod sync;
 mod transform;

@@ -14,16 +14,14 @@
 //! prints one `verify: ...` result line with the ranges and bytes repaired
 //! per replica.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use poolsync_engine::sync::plan::{DataStep, HeaderAction, Plan, Role, Step};
-use poolsync_engine::sync::{self, Progress, SyncOptions, SyncReport};
+use poolsync_engine::sync::{self, SyncOptions, SyncReport};
 use poolsync_engine::verify::{self, Findings, RepairReport, VerifyOptions, VerifyOutcome};
 use poolsync_pmem::AnyStorage;
 use serde::Serialize;
@@ -90,111 +88,6 @@ struct VerifyDoc<'a> {
     repair: Option<&'a RepairReport>,
 }
 
-/// A progress bar on stderr: bytes done, rate and time left (indicatif
-/// draws it only on a terminal).
-struct Bar(ProgressBar);
-
-impl Progress for Bar {
-    fn start(&self, total: u64) {
-        self.0.set_length(total);
-        self.0.reset_elapsed();
-    }
-
-    fn advance(&self, bytes: u64) {
-        self.0.inc(bytes);
-    }
-
-    fn finish(&self) {
-        self.0.finish_and_clear();
-    }
-}
-
-fn bar() -> Bar {
-    let pb = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-    let style = ProgressStyle::with_template(
-        "{spinner} sync [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
-    .progress_chars("=> ");
-    pb.set_style(style);
-    Bar(pb)
-}
-
-/// `--progress` when stderr is not a terminal (a log file): one plain line
-/// at most every two seconds, and one at the end.
-struct Lines(Mutex<LineState>);
-
-struct LineState {
-    total: u64,
-    done: u64,
-    started: Instant,
-    last: Instant,
-    finished: bool,
-}
-
-impl Lines {
-    fn new() -> Self {
-        let now = Instant::now();
-        Lines(Mutex::new(LineState {
-            total: 0,
-            done: 0,
-            started: now,
-            last: now,
-            finished: false,
-        }))
-    }
-}
-
-impl LineState {
-    fn line(&self) -> String {
-        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
-        let rate = self.done as f64 / secs;
-        let eta = if rate > 0.0 {
-            format!(
-                "{:.0} s",
-                self.total.saturating_sub(self.done) as f64 / rate
-            )
-        } else {
-            "unknown".to_string()
-        };
-        format!(
-            "sync: {} of {} bytes, {:.1} MiB/s, ETA {eta}",
-            self.done,
-            self.total,
-            rate / f64::from(1u32 << 20)
-        )
-    }
-}
-
-impl Progress for Lines {
-    fn start(&self, total: u64) {
-        if let Ok(mut st) = self.0.lock() {
-            st.total = total;
-            st.started = Instant::now();
-            st.last = st.started;
-        }
-    }
-
-    fn advance(&self, bytes: u64) {
-        if let Ok(mut st) = self.0.lock() {
-            st.done += bytes;
-            if st.last.elapsed() >= Duration::from_secs(2) {
-                st.last = Instant::now();
-                eprintln!("{}", st.line());
-            }
-        }
-    }
-
-    fn finish(&self) {
-        if let Ok(mut st) = self.0.lock() {
-            if !st.finished && st.total > 0 {
-                st.finished = true;
-                eprintln!("{}", st.line());
-            }
-        }
-    }
-}
-
 /// Writes to stdout; a reader that went away (`| head`) is not an error.
 fn emit(text: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
@@ -221,15 +114,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ..SyncOptions::default()
     };
     let storage = AnyStorage::from_env().context("failed to synchronize")?;
-    let progress: Box<dyn Progress> = if args.dry_run || args.no_progress {
-        Box::new(sync::NoProgress)
-    } else if std::io::stderr().is_terminal() {
-        Box::new(bar())
-    } else if args.progress {
-        Box::new(Lines::new())
-    } else {
-        Box::new(sync::NoProgress)
-    };
+    let progress =
+        crate::progress::reporter("sync", args.dry_run || args.no_progress, args.progress);
     if args.verify {
         let verify_options = VerifyOptions {
             source: args.source,

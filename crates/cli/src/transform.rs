@@ -7,13 +7,11 @@
 //! stderr, `error: failed to transform <src> -> <dst>: <message>`, and exit
 //! code 1.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use poolsync_engine::sync::plan::{HeaderAction, Step};
-use poolsync_engine::sync::{NoProgress, Progress};
 use poolsync_engine::transform::{
     self, Operation, TransformOptions, TransformPlan, TransformReport,
 };
@@ -58,35 +56,6 @@ struct Document<'a> {
     error: Option<String>,
 }
 
-/// A progress bar on stderr (bytes copied).
-struct Bar(ProgressBar);
-
-impl Progress for Bar {
-    fn start(&self, total: u64) {
-        self.0.set_length(total);
-        self.0.reset_elapsed();
-    }
-
-    fn advance(&self, bytes: u64) {
-        self.0.inc(bytes);
-    }
-
-    fn finish(&self) {
-        self.0.finish_and_clear();
-    }
-}
-
-fn bar() -> Bar {
-    let pb = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-    let style = ProgressStyle::with_template(
-        "{spinner} transform [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
-    .progress_chars("=> ");
-    pb.set_style(style);
-    Bar(pb)
-}
-
 /// Writes to stdout; a reader that went away (`| head`) is not an error.
 fn emit(text: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
@@ -108,12 +77,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ..TransformOptions::default()
     };
     let storage = AnyStorage::from_env().map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
-    let progress: Box<dyn Progress> =
-        if !args.dry_run && (args.progress || std::io::stderr().is_terminal()) {
-            Box::new(bar())
-        } else {
-            Box::new(NoProgress)
-        };
+    let progress = crate::progress::reporter("transform", args.dry_run, args.progress);
     let result = transform::transform(
         &storage,
         &args.source,
