@@ -40,11 +40,11 @@ pub(crate) const MIB: u64 = 1 << 20;
 pub(crate) const GIB: u64 = 1 << 30;
 /// The unit poolsync compares and copies in, and the unit damage is done in.
 pub(crate) const BLOCK: u64 = 4096;
-const DEFAULT_SIZE: u64 = GIB;
-const DEFAULT_REPS: usize = 3;
+pub(crate) const DEFAULT_SIZE: u64 = GIB;
+pub(crate) const DEFAULT_REPS: usize = 3;
 /// Pool sizes must split into parts (and quarters) that pmempool accepts.
-const SIZE_UNIT: u64 = 8 * MIB;
-const MIN_SIZE: u64 = 64 * MIB;
+pub(crate) const SIZE_UNIT: u64 = 8 * MIB;
+pub(crate) const MIN_SIZE: u64 = 64 * MIB;
 /// Offset of `uuid` in the pool header: flipping a byte there leaves a
 /// header with a bad checksum.
 const HEADER_FLIP_OFFSET: u64 = 40;

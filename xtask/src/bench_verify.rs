@@ -28,15 +28,11 @@ use anyhow::{bail, ensure, Context, Result};
 
 use crate::bench_sync::{
     fmt_size, for_each_flag, free_space, load_average, median, parse_reps, parse_size, part_name,
-    pool_size, quiet, secs, splitmix64, sync_dir, write_durably, Machine, Scratch, BLOCK, GIB,
-    MEASURE, MIB,
+    pool_size, quiet, secs, splitmix64, sync_dir, write_durably, Machine, Scratch, BLOCK,
+    DEFAULT_REPS, DEFAULT_SIZE, MEASURE, MIB, MIN_SIZE, SIZE_UNIT,
 };
 use crate::util;
 
-const DEFAULT_SIZE: u64 = GIB;
-const DEFAULT_REPS: usize = 3;
-const MIN_SIZE: u64 = 64 * MIB;
-const SIZE_UNIT: u64 = 8 * MIB;
 const REPLICAS: usize = 3;
 /// The replica that is damaged (never the source, replica 0).
 const DAMAGED: usize = 2;
