@@ -754,7 +754,7 @@ mod tests {
     #[test]
     fn options_default_and_reject_bad_sizes() {
         let o = parse_options(&[]).unwrap();
-        assert_eq!((o.size, o.reps), (GIB, 3));
+        assert_eq!((o.size, o.reps), (crate::bench_sync::GIB, 3));
         let o = parse_options(&["--size=256M".into(), "--reps".into(), "5".into()]).unwrap();
         assert_eq!((o.size, o.reps), (256 * MIB, 5));
         assert!(parse_options(&["--size".into(), "10M".into()]).is_err());
