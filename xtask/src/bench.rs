@@ -1,21 +1,25 @@
 //! `cargo xtask bench [NAME]`: the criterion benchmarks of `benches/`;
 //! `cargo xtask bench sync [...]`: poolsync against `pmempool sync`
 //! (`bench_sync`); `cargo xtask bench verify [...]`: the throughput of
-//! `check --data` and `sync --verify` (`bench_verify`).
+//! `check --data` and `sync --verify` (`bench_verify`); `cargo xtask bench
+//! transform [...]`: adding a replica, poolsync against `pmempool
+//! transform` (`bench_transform`).
 
 use std::path::Path;
 
 use anyhow::{bail, Result};
 
-use crate::{bench_sync, bench_verify, util};
+use crate::{bench_sync, bench_transform, bench_verify, util};
 
 /// `cargo xtask bench ARGS`: `sync [OPTIONS]` compares poolsync with
-/// pmempool, `verify [OPTIONS]` measures heap-aware verification; anything
+/// pmempool, `verify [OPTIONS]` measures heap-aware verification,
+/// `transform [OPTIONS]` compares adding a replica with pmempool's; anything
 /// else names criterion benchmarks (see [`run`]).
 pub fn command(root: &Path, args: &[String]) -> Result<()> {
     match args.split_first() {
         Some((first, rest)) if first == "sync" => bench_sync::run(root, rest),
         Some((first, rest)) if first == "verify" => bench_verify::run(root, rest),
+        Some((first, rest)) if first == "transform" => bench_transform::run(root, rest),
         // The measuring wrapper `bench sync` runs each tool under.
         Some((first, rest)) if first == bench_sync::MEASURE => bench_sync::measure(rest),
         _ if args.len() > 1 => {

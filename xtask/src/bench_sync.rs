@@ -628,7 +628,7 @@ fn scatter(path: &Path, pool_size: u64) -> Result<u64> {
 }
 
 /// Counts the blocks of `[from, to)` in which two files differ.
-fn differing_blocks(a: &Path, b: &Path, from: u64, to: u64) -> Result<u64> {
+pub(crate) fn differing_blocks(a: &Path, b: &Path, from: u64, to: u64) -> Result<u64> {
     let open = |p: &Path| File::open(p).with_context(|| format!("opening {}", p.display()));
     let (fa, fb) = (open(a)?, open(b)?);
     let chunk = MIB as usize;
@@ -1352,7 +1352,7 @@ impl Machine {
         }
     }
 
-    fn describe(&self, reps: usize) -> String {
+    pub(crate) fn describe(&self, reps: usize) -> String {
         format!(
             "Machine: {} CPUs ({}), {} memory, Linux {}, pool sets on {}; {}; \
              {reps} repetition{}, warm page cache, load average now {}.",

@@ -181,15 +181,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         fmt_size(need)
     );
     let scratch = Scratch::create(base.join("poolsync-bench-verify"))?;
-    let objclient = scratch.0.join("objclient");
-    quiet(
-        Command::new("cc")
-            .arg("-O2")
-            .arg("-o")
-            .arg(&objclient)
-            .arg(root.join("crates/cli/tests/data/objclient.c"))
-            .arg("-lpmemobj"),
-    )?;
+    let objclient = build_objclient(root, &scratch.0)?;
 
     let machine = Machine::probe(&base);
     util::step("making the template");
@@ -290,26 +282,7 @@ fn make_template(dir: &Path, size: u64, poolsync: &Path, objclient: &Path) -> Re
     let pool_size = pool_size(poolsync, &set)?;
 
     let root_len = size / 1000 * ROOT_PER_MILLE / BLOCK * BLOCK;
-    let out = Command::new(objclient)
-        .arg("fill")
-        .arg(&set)
-        .arg("-")
-        .arg(root_len.to_string())
-        .arg(SEED.to_string())
-        .output()
-        .context("running objclient fill")?;
-    ensure!(
-        out.status.success(),
-        "`objclient fill` of {} failed: {}",
-        fmt_size(root_len),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let root_data: u64 = stdout
-        .split_whitespace()
-        .last()
-        .and_then(|w| w.parse().ok())
-        .with_context(|| format!("objclient fill printed no offset: {stdout}"))?;
+    let root_data = fill(objclient, &set, root_len, SEED)?;
 
     // The healthy set must be quiet before it is damaged.
     let (code, doc) = check_json(poolsync, &set)?;
@@ -355,6 +328,47 @@ fn make_template(dir: &Path, size: u64, poolsync: &Path, objclient: &Path) -> Re
         pool_size,
         damaged_blocks: count,
     })
+}
+
+/// Compiles the interop tests' libpmemobj client into `dir`
+/// (`cc -O2 -lpmemobj`) and returns the program's path.
+pub(crate) fn build_objclient(root: &Path, dir: &Path) -> Result<PathBuf> {
+    let objclient = dir.join("objclient");
+    quiet(
+        Command::new("cc")
+            .arg("-O2")
+            .arg("-o")
+            .arg(&objclient)
+            .arg(root.join("crates/cli/tests/data/objclient.c"))
+            .arg("-lpmemobj"),
+    )?;
+    Ok(objclient)
+}
+
+/// `objclient fill SET - LEN SEED`: libpmemobj allocates a root object of
+/// `len` data bytes and writes the pattern of `seed` into it (replicated to
+/// every replica). Returns the pool offset of the first data byte.
+pub(crate) fn fill(objclient: &Path, set: &Path, len: u64, seed: u64) -> Result<u64> {
+    let out = Command::new(objclient)
+        .arg("fill")
+        .arg(set)
+        .arg("-")
+        .arg(len.to_string())
+        .arg(seed.to_string())
+        .output()
+        .context("running objclient fill")?;
+    ensure!(
+        out.status.success(),
+        "`objclient fill` of {} failed: {}",
+        fmt_size(len),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .split_whitespace()
+        .last()
+        .and_then(|w| w.parse().ok())
+        .with_context(|| format!("objclient fill printed no offset: {stdout}"))
 }
 
 /// A set file of [`REPLICAS`] single-part replicas of `size` in `dir`.
@@ -431,7 +445,7 @@ fn evict(path: &Path) -> Result<()> {
 }
 
 /// Reads `path` once from start to end.
-fn warm(path: &Path) -> Result<()> {
+pub(crate) fn warm(path: &Path) -> Result<()> {
     let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut buf = vec![0u8; MIB as usize];
     while file

@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 
 mod bench;
 mod bench_sync;
+mod bench_transform;
 mod bench_verify;
 mod ci;
 mod demo;
@@ -54,6 +55,11 @@ Commands:
                              with 0.1% of one replica's live bytes damaged,
                              beside `cmp`; warm and cold cache; see
                              docs/performance.md.
+  bench transform [--size SIZE] [--reps N] [--dir DIR]
+                             Time and peak RSS of `poolsync transform` against
+                             `pmempool transform` adding a replica (two parts)
+                             to a used one-replica pool of SIZE (default 1G);
+                             see docs/performance.md.
   help                       Print this text.
 
 Environment:
