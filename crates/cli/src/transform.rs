@@ -13,9 +13,10 @@ use std::process::ExitCode;
 
 use poolsync_engine::sync::plan::{HeaderAction, Step};
 use poolsync_engine::transform::{
-    self, Operation, TransformOptions, TransformPlan, TransformReport,
+    self, DataFrom, Operation, TransformOptions, TransformPlan, TransformReport,
 };
 use poolsync_pmem::AnyStorage;
+use poolsync_poolset::PAGE;
 use serde::Serialize;
 
 use crate::output::json_document;
@@ -160,6 +161,10 @@ pub fn plan_text(plan: &TransformPlan, dry_run: bool) -> String {
         Operation::Reshape { added, removed } => format!(
             "reshape: add target replica(s) {added:?}, remove source replica(s) {removed:?}"
         ),
+        Operation::AddSingleHdr => "add OPTION SINGLEHDR (every replica rewritten)".to_string(),
+        Operation::RemoveSingleHdr => {
+            "remove OPTION SINGLEHDR (every replica rewritten)".to_string()
+        }
         Operation::Finish => "finish an interrupted transform".to_string(),
     };
     out.push_str(&format!(
@@ -170,11 +175,83 @@ pub fn plan_text(plan: &TransformPlan, dry_run: bool) -> String {
         out.push_str("nothing to do: the transform is complete\n");
         return out;
     }
+    // The temporary copy is read as one more replica, after the target's.
+    let temp_index = plan
+        .staging
+        .as_ref()
+        .filter(|st| matches!(st.data_from, DataFrom::Temporary))
+        .map(|_| plan.steps.source);
+    if let Some(st) = &plan.staging {
+        out.push_str(&format!("journal: {}\n", st.journal.display()));
+        if st.resumed {
+            out.push_str("resuming an interrupted run of this transform\n");
+        }
+        if !st.rewritten.is_empty() {
+            out.push_str(&format!(
+                "rewritten onto recreated parts: target replica(s) {:?}, from {}\n",
+                st.rewritten,
+                match st.data_from {
+                    DataFrom::Replica { replica } =>
+                        format!("target replica {replica}, which stays"),
+                    DataFrom::Temporary =>
+                        "a temporary copy (no replica stays as it is)".to_string(),
+                }
+            ));
+        }
+        if let Some(t) = &st.temporary {
+            if t.complete {
+                out.push_str(&format!(
+                    "temporary copy: {} (complete; kept from the interrupted run)\n",
+                    t.path.display()
+                ));
+            } else if t.size > 0 {
+                out.push_str(&format!(
+                    "temporary copy: {}, {} bytes of free space needed until the end of the run\n",
+                    t.path.display(),
+                    t.size
+                ));
+            }
+        }
+    }
     out.push_str("steps:\n");
     let mut n = 0;
     let mut line = |out: &mut String, s: String| {
         n += 1;
         out.push_str(&format!("  {n:>3}. {s}\n"));
+    };
+    for path in &plan.discard {
+        line(
+            &mut out,
+            format!(
+                "delete {} (left by an interrupted run; the source is healthy, so it is stale)",
+                path.display()
+            ),
+        );
+    }
+    if let Some(st) = &plan.staging {
+        if !matches!(plan.operation, Operation::Finish) && !st.resumed {
+            line(
+                &mut out,
+                format!("write the journal {}", st.journal.display()),
+            );
+        }
+        if let Some(t) = st.temporary.as_ref().filter(|t| !t.complete) {
+            line(
+                &mut out,
+                format!(
+                    "create the temporary copy {}, {} bytes, copy logical [{:#x}, {:#x}) of source replica 0 into it ({} bytes), then write its header",
+                    t.path.display(),
+                    t.size,
+                    PAGE,
+                    plan.pool_size,
+                    plan.totals.bytes_to_stage
+                ),
+            );
+        }
+    }
+    let replica_name = |r: usize| match temp_index {
+        Some(t) if t == r => "the temporary copy".to_string(),
+        _ => format!("replica {r}"),
     };
     for c in &plan.create {
         line(
@@ -197,11 +274,35 @@ pub fn plan_text(plan: &TransformPlan, dry_run: bool) -> String {
     for step in &plan.steps.steps {
         let s = match step {
             Step::SyncDirectory { path } => format!("sync directory {}", path.display()),
+            Step::CreatePart {
+                replica,
+                part,
+                path,
+                size,
+                replace,
+            } => format!(
+                "{} replica {replica} part {part} ({}), {size} bytes",
+                if *replace {
+                    "recreate (unlink and create, fully allocated)"
+                } else {
+                    "create"
+                },
+                path.display()
+            ),
+            Step::SetMode {
+                replica,
+                part,
+                path,
+                mode,
+            } => format!(
+                "set mode {mode:04o} on replica {replica} part {part} ({})",
+                path.display()
+            ),
             Step::CopyRange(d) => format!(
-                "copy logical [{:#x}, {:#x}) from replica {} part {} to replica {} part {}: {} bytes",
+                "copy logical [{:#x}, {:#x}) from {} part {} to replica {} part {}: {} bytes",
                 d.logical,
                 d.logical.saturating_add(d.len),
-                d.from_replica,
+                replica_name(d.from_replica),
                 d.from_part,
                 d.replica,
                 d.part,
@@ -209,10 +310,12 @@ pub fn plan_text(plan: &TransformPlan, dry_run: bool) -> String {
             ),
             Step::WriteHeader(h) => format!(
                 "{} of replica {} part {} ({}, uuid {})",
-                if h.kind == HeaderAction::New {
-                    "write the new header"
-                } else {
-                    "relink the header"
+                match (h.kind, &plan.staging) {
+                    (HeaderAction::New, _) => "write the new header",
+                    (_, Some(st)) if st.rewritten.contains(&h.replica) => {
+                        "write the kept header (new links and SINGLEHDR bit)"
+                    }
+                    _ => "relink the header",
                 },
                 h.replica,
                 h.part,
@@ -235,7 +338,25 @@ pub fn plan_text(plan: &TransformPlan, dry_run: bool) -> String {
             ),
         );
     }
+    if let Some(st) = &plan.staging {
+        if let Some(t) = &st.temporary {
+            line(
+                &mut out,
+                format!("delete the temporary copy {}", t.path.display()),
+            );
+        }
+        line(
+            &mut out,
+            format!("delete the journal {}", st.journal.display()),
+        );
+    }
     let t = &plan.totals;
+    if t.bytes_to_stage > 0 {
+        out.push_str(&format!(
+            "staged: {} bytes copied into the temporary copy first\n",
+            t.bytes_to_stage
+        ));
+    }
     out.push_str(&format!(
         "total: {} part(s) to create ({} bytes to allocate), {} bytes to copy, {} header(s) to write, \
          {} part(s) to delete ({} bytes freed)\n",

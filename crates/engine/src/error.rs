@@ -255,6 +255,13 @@ pub enum Error {
         expected: String,
         hint: String,
     },
+    /// `transform`: the journal of an interrupted transform cannot be used.
+    #[error("{}: transform journal: {reason}", at(path, *line))]
+    Journal {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
     /// `transform`: a part being added already exists and is not provably
     /// left by an interrupted run of the same transform.
     #[error("{}: some parts being added already exist: the file {what}, not this pool set's uuid {expected}; if it is not needed, remove it (`rm {path}`) and run again", part_at(set, *line, path), path = path.display())]

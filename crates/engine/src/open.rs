@@ -507,6 +507,15 @@ impl<F: PartFile> OpenSet<F> {
         Ok(())
     }
 
+    /// Closes every part and the pool set file, releasing their locks (the
+    /// structure stays, every part without a file).
+    pub fn release(&mut self) {
+        for part in self.replicas.iter_mut().flat_map(|r| r.parts.iter_mut()) {
+            part.file = None;
+        }
+        self.set_file = None;
+    }
+
     /// The pool set file handle (kept for its lock), if any.
     pub fn set_file(&self) -> Option<&F> {
         self.set_file.as_ref()

@@ -63,6 +63,10 @@ use crate::sync::uuids::UuidOrigin;
 use crate::sync::{Progress, SyncOptions, SyncReport, UuidSource};
 use crate::Error;
 
+mod staging;
+
+pub use staging::{journal_path, DataFrom, Staging, TempCopy, JOURNAL_SUFFIX, TEMP_SUFFIX};
+
 /// Options of a transform.
 #[derive(Debug, Clone)]
 pub struct TransformOptions {
@@ -109,6 +113,12 @@ pub enum Operation {
         /// Source replica indices removed.
         removed: Vec<usize>,
     },
+    /// `OPTION SINGLEHDR` is added: every replica is rewritten with one
+    /// header, in part 0.
+    AddSingleHdr,
+    /// `OPTION SINGLEHDR` is removed: every replica is rewritten with a
+    /// header in each part.
+    RemoveSingleHdr,
     /// An interrupted transform is finished: links are completed and the
     /// files of removed replicas that are still there are deleted.
     Finish,
@@ -160,6 +170,9 @@ pub struct TransformTotals {
     pub parts_to_remove: u64,
     /// Bytes those files hold.
     pub bytes_to_free: u64,
+    /// Bytes copied into a temporary copy first (transforms that rewrite
+    /// every replica onto its own files).
+    pub bytes_to_stage: u64,
 }
 
 /// Everything a transform will do.
@@ -184,6 +197,14 @@ pub struct TransformPlan {
     pub steps: Plan,
     /// Part files deleted at the end.
     pub remove: Vec<RemovedPart>,
+    /// Files a stale, interrupted run left (its journal and temporary
+    /// copy), deleted first: the source is healthy, so they hold nothing
+    /// it needs.
+    pub discard: Vec<PathBuf>,
+    /// How replicas that are rewritten onto their own files are rebuilt
+    /// (`SINGLEHDR` changes, reshapes in place); `None` for transforms that
+    /// only create and delete files.
+    pub staging: Option<Staging>,
     /// Counts.
     pub totals: TransformTotals,
 }
@@ -191,7 +212,11 @@ pub struct TransformPlan {
 impl TransformPlan {
     /// Whether the plan does nothing (a finished transform run again).
     pub fn is_noop(&self) -> bool {
-        self.create.is_empty() && self.steps.steps.is_empty() && self.remove.is_empty()
+        self.create.is_empty()
+            && self.steps.steps.is_empty()
+            && self.remove.is_empty()
+            && self.discard.is_empty()
+            && self.staging.is_none()
     }
 }
 
@@ -257,6 +282,16 @@ fn parse_set<S: Storage>(storage: &S, path: &Path) -> Result<PoolSet, Error> {
         });
     }
     Ok(loaded.set)
+}
+
+/// Every part path of `set`.
+fn staging_paths(set: &PoolSet) -> BTreeSet<PathBuf> {
+    set.replicas
+        .iter()
+        .filter_map(replica_key)
+        .flatten()
+        .map(|(p, _)| PathBuf::from(p))
+        .collect()
 }
 
 /// A replica's identity for matching: part path strings and sizes.
@@ -407,59 +442,54 @@ pub fn plan<S: Storage>(
             "changing SINGLEHDR together with adding or removing replicas is not allowed; change one thing at a time",
         ));
     }
-    if hdr_change {
-        return Err(refuse(
-            src,
-            dst,
-            "adding or removing the SINGLEHDR option is not supported by this version of poolsync; use `pmempool transform`",
-        ));
-    }
-    if removed.is_empty() && added.is_empty() {
+    if !hdr_change && removed.is_empty() && added.is_empty() {
         return Err(refuse(
             src,
             dst,
             "both poolsets are equal: nothing to transform",
         ));
     }
-    if !removed.is_empty() && !added.is_empty() {
-        // Beyond pmempool: a reshape (replicas replaced by replicas of
-        // another layout). The data comes from a replica that stays, and
-        // no new part may reuse a file of the source: reshaping a replica
-        // onto its own files would need a temporary copy.
-        if s2d.iter().all(Option::is_none) {
-            return Err(refuse(
-                src,
-                dst,
-                format!(
-                    "adding and removing replicas at the same time is allowed only while one source replica stays as it is (source replicas {removed:?} have no counterpart in the target, target replicas {added:?} none in the source; a replica matches only with the same part paths and sizes): first add the new replicas, then remove the old ones"
-                ),
-            ));
-        }
-        let src_paths: BTreeSet<PathBuf> = s
-            .replicas
+    let journal = staging::find_journal(storage, src)?;
+    // Beyond pmempool: replicas rewritten onto their own files (a
+    // SINGLEHDR change, or new replicas that reuse source files), or
+    // replaced while no source replica stays, go through a staged rebuild.
+    let src_paths: BTreeSet<PathBuf> = staging_paths(&s);
+    let reuses = added.iter().any(|&r| {
+        d.replicas
+            .get(r)
+            .and_then(replica_key)
+            .unwrap_or_default()
             .iter()
-            .filter_map(replica_key)
-            .flatten()
-            .map(|(p, _)| PathBuf::from(p))
-            .collect();
-        for &r in &added {
-            for (path, _) in d.replicas.get(r).and_then(replica_key).unwrap_or_default() {
-                let path = PathBuf::from(path);
-                if src_paths.contains(&path) {
-                    return Err(refuse(
-                        src,
-                        dst,
-                        format!(
-                            "{} is a part of the source and of a new target replica: reshaping a replica onto its own files is not supported; move it to other files first (add a replica with new files, then remove the old one)",
-                            path.display()
-                        ),
-                    ));
-                }
-            }
-        }
+            .any(|(p, _)| src_paths.contains(Path::new(p)))
+    });
+    let none_stays = !removed.is_empty() && !added.is_empty() && s2d.iter().all(Option::is_none);
+    if hdr_change || reuses || none_stays {
+        let request = staging::Request {
+            src,
+            dst,
+            s: &s,
+            d: &d,
+            d2s: &d2s,
+            added: &added,
+            removed: &removed,
+            hdr_change,
+            journal,
+        };
+        return staging::plan(storage, request, options);
     }
 
     let info = survey_source(storage, src)?;
+    if let (Some(found), Err(_)) = (&journal, &info.healthy) {
+        return Err(refuse(
+            src,
+            dst,
+            format!(
+                "an interrupted transform left {}; finish it first with `{}`",
+                found.path().display(),
+                found.command()
+            ),
+        ));
+    }
     if let Err(why) = &info.healthy {
         return plan_finish(storage, src, dst, &s, &d, &removed, &info, why, options);
     }
@@ -492,6 +522,10 @@ pub fn plan<S: Storage>(
         ));
     }
 
+    let discard = match &journal {
+        Some(found) => staging::stale_files(storage, src, dst, found, poolset_uuid)?,
+        None => Vec::new(),
+    };
     // Every file that will be deleted must carry this pool set's UUID.
     let mut remove = Vec::new();
     for &r in &removed {
@@ -586,7 +620,7 @@ pub fn plan<S: Storage>(
     } else {
         Operation::Reshape { added, removed }
     };
-    let plan = assemble(
+    let mut plan = assemble(
         src,
         dst,
         operation,
@@ -598,6 +632,7 @@ pub fn plan<S: Storage>(
         steps,
         remove,
     );
+    plan.discard = discard;
     Ok((plan, target))
 }
 
@@ -904,6 +939,7 @@ fn assemble(
         headers_to_write: sync_totals.headers_to_write,
         parts_to_remove: remove.len() as u64,
         bytes_to_free: remove.iter().map(|r| r.size).sum(),
+        bytes_to_stage: 0,
     };
     TransformPlan {
         source: src.to_path_buf(),
@@ -926,6 +962,8 @@ fn assemble(
             totals: sync_totals,
         },
         remove,
+        discard: Vec::new(),
+        staging: None,
         totals: plan_totals,
     }
 }
@@ -1100,6 +1138,21 @@ pub fn execute<S: Storage>(
     options: &TransformOptions,
     progress: &dyn Progress,
 ) -> Result<TransformReport, Error> {
+    let mut dirs = BTreeSet::new();
+    for path in &plan.discard {
+        match storage.remove(path) {
+            Ok(()) => {}
+            Err(e) if storage.stat(path).ok().flatten().is_none() => drop(e),
+            Err(e) => return Err(e.into()),
+        }
+        dirs.insert(path.parent().map(Path::to_path_buf).unwrap_or_default());
+    }
+    for dir in &dirs {
+        storage.fsync_dir(dir)?;
+    }
+    if let Some(staging) = &plan.staging {
+        return staging::execute(storage, target, plan, staging, options, progress);
+    }
     let mut report = TransformReport::default();
     for c in &plan.create {
         let slot = target

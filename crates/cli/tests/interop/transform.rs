@@ -304,13 +304,6 @@ fn refusals_match_pmempool_and_change_nothing() {
     refused(TWO, TWO, none, &[], "both poolsets are equal");
     refused(
         TWO,
-        &[&[("c0", 16)], &[("d0", 16)]],
-        none,
-        &[],
-        "at the same time",
-    );
-    refused(
-        TWO,
         &[&[("a0", 16)], &[("b0", 16)], &[("c0", 9)]],
         none,
         &[],

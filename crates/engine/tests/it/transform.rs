@@ -196,11 +196,15 @@ fn pmempools_refusals_change_nothing() {
     set_file(&s, dst, SRC2);
     assert!(refused(&s, &fx.set_path, dst).contains("both poolsets are equal"));
 
-    set_file(&s, dst, &[&[("/pool/x", 16)]]);
-    assert!(refused(&s, &fx.set_path, dst).contains("one source replica stays"));
-
-    set_file(&s, dst, &[&[("/pool/r1p0", 16)], &[("/pool/r0p0", 16)]]);
-    assert!(refused(&s, &fx.set_path, dst).contains("onto its own files"));
+    // Changing SINGLEHDR together with the replicas is refused.
+    s.remove(dst).expect("replace set file");
+    s.insert_file(
+        dst,
+        b"PMEMPOOLSET\nOPTION SINGLEHDR\n8M /pool/r0p0\n8M /pool/r0p1\n",
+        0o644,
+    )
+    .expect("set file");
+    assert!(refused(&s, &fx.set_path, dst).contains("change one thing at a time"));
 
     set_file(
         &s,
