@@ -76,6 +76,9 @@ const JOURNAL_VERSION: u32 = 1;
 /// A journal is a few kilobytes; anything much larger is not one.
 const JOURNAL_MAX: u64 = 1 << 20;
 
+/// A plan and the target set it was made on.
+type Planned<F> = (TransformPlan, OpenSet<F>);
+
 /// How a transform that rewrites replicas onto their own files proceeds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Staging {
@@ -423,7 +426,7 @@ fn plan_done<S: Storage>(
     req: &Request<'_>,
     info: &SourceInfo,
     options: &TransformOptions,
-) -> Result<Option<(TransformPlan, OpenSet<S::File>)>, Error> {
+) -> Result<Option<Planned<S::File>>, Error> {
     let access = if options.dry_run {
         Access::ReadOnly
     } else {
@@ -902,8 +905,12 @@ fn build<S: Storage>(
 }
 
 /// A file at a path of a rewritten replica that is not a source part must
-/// be ours: left by an interrupted run (its header is zero, or carries the
-/// pool set UUID), and never a copy of a source part.
+/// be ours. On a first run that is a file an earlier, interrupted run left
+/// (see [`super::prove_left_by_us`]). On a resumed run the journal proves
+/// that this transform was creating these very files, so a file whose
+/// header page is zero or unreadable (its allocation or first write did not
+/// survive) is accepted too; one that carries another pool set's UUID, or
+/// a source part's UUID, never is.
 fn prove_ours<F: PartFile>(
     dst: &Path,
     part: &OpenPart<F>,
@@ -911,9 +918,17 @@ fn prove_ours<F: PartFile>(
     source_uuids: &BTreeSet<RawUuid>,
     resumed: bool,
 ) -> Result<(), Error> {
-    let zero = part.header().is_some_and(PoolHdr::is_zero);
-    if resumed && zero {
-        return Ok(());
+    if resumed {
+        let blank = match &part.header {
+            HeaderState::Read(read) => read.hdr.is_zero(),
+            HeaderState::Unreadable { .. } | HeaderState::NotRead | HeaderState::None => true,
+        };
+        let ours = part.header().is_some_and(|h| {
+            h.poolset_uuid == poolset_uuid && !source_uuids.contains(&h.uuid)
+        });
+        if blank || ours {
+            return Ok(());
+        }
     }
     super::prove_left_by_us(dst, part, poolset_uuid, source_uuids)
 }
