@@ -153,6 +153,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 };
                 emit(&format!("{}\n", json_document("sync", &doc)?))?;
             }
+            transform_hint(&storage, &args.poolset);
             return Err(anyhow::Error::new(e).context("failed to synchronize"));
         }
     };
@@ -191,6 +192,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     emit(&text)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// After a failed sync: when an interrupted transform of this pool set left
+/// its journal, says on stderr how to finish it (its replicas may be
+/// rebuilt only from the transform's own copy).
+fn transform_hint(storage: &AnyStorage, poolset: &std::path::Path) {
+    if let Ok(Some((journal, command))) = poolsync_engine::transform::interrupted(storage, poolset)
+    {
+        eprintln!(
+            "note: an interrupted transform left {}; run `{command}` to finish it",
+            journal.display()
+        );
+    }
 }
 
 /// Prints the outcome of `sync --verify` and returns the exit code.

@@ -65,7 +65,9 @@ use crate::Error;
 
 mod staging;
 
-pub use staging::{journal_path, DataFrom, Staging, TempCopy, JOURNAL_SUFFIX, TEMP_SUFFIX};
+pub use staging::{
+    interrupted, journal_path, DataFrom, Staging, TempCopy, JOURNAL_SUFFIX, TEMP_SUFFIX,
+};
 
 /// Options of a transform.
 #[derive(Debug, Clone)]

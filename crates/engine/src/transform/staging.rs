@@ -180,6 +180,12 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// `path` made absolute against the working directory (lexically, as the
+/// journal records it), or as it is when that fails.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
 fn set_crc(set: &PoolSet) -> u32 {
     crc32fast::hash(set.to_text().as_bytes())
 }
@@ -237,7 +243,8 @@ impl Found {
 
     /// Whether it records the transform of `src` into `dst`.
     pub(super) fn is_for(&self, src: &Path, dst: &Path) -> bool {
-        Path::new(&self.journal.source) == src && Path::new(&self.journal.target) == dst
+        absolute(Path::new(&self.journal.source)) == absolute(src)
+            && absolute(Path::new(&self.journal.target)) == absolute(dst)
     }
 
     /// The command that finishes the transform it records.
@@ -252,6 +259,17 @@ impl Found {
     fn temporary(&self) -> Option<PathBuf> {
         self.journal.temporary.as_ref().map(PathBuf::from)
     }
+}
+
+/// An interrupted staged transform of the pool set at `set`, as its
+/// journal records it: the journal's path and the command that finishes
+/// it. `None` when there is no journal; an unreadable journal is an error
+/// that names it.
+pub fn interrupted<S: Storage>(
+    storage: &S,
+    set: &Path,
+) -> Result<Option<(PathBuf, String)>, Error> {
+    Ok(find_journal(storage, set)?.map(|found| (found.path.clone(), found.command())))
 }
 
 /// Files of an earlier, stale run (the source is healthy again, so they
@@ -923,9 +941,9 @@ fn prove_ours<F: PartFile>(
             HeaderState::Read(read) => read.hdr.is_zero(),
             HeaderState::Unreadable { .. } | HeaderState::NotRead | HeaderState::None => true,
         };
-        let ours = part.header().is_some_and(|h| {
-            h.poolset_uuid == poolset_uuid && !source_uuids.contains(&h.uuid)
-        });
+        let ours = part
+            .header()
+            .is_some_and(|h| h.poolset_uuid == poolset_uuid && !source_uuids.contains(&h.uuid));
         if blank || ours {
             return Ok(());
         }
@@ -1107,8 +1125,8 @@ fn write_journal<S: Storage>(
     let master = &staging.master_header;
     let journal = Journal {
         version: JOURNAL_VERSION,
-        source: plan.source.to_string_lossy().into_owned(),
-        target: plan.target.to_string_lossy().into_owned(),
+        source: absolute(&plan.source).to_string_lossy().into_owned(),
+        target: absolute(&plan.target).to_string_lossy().into_owned(),
         source_crc: set_crc(&s),
         target_crc: set_crc(&d),
         poolset_uuid: plan.poolset_uuid.clone(),
