@@ -215,6 +215,9 @@ pub struct SimImageFile {
 #[derive(Clone)]
 struct State {
     max_file_len: u64,
+    /// Bytes the simulated file system holds; `None`: unlimited, and
+    /// [`Storage::free_space`] says it cannot know.
+    capacity: Option<u64>,
     clock: u64,
     next_ino: u64,
     next_handle: u64,
@@ -328,6 +331,15 @@ impl SimStorage {
     /// The largest size [`Storage::create`] accepts.
     pub fn max_file_len(&self) -> u64 {
         self.lock().max_file_len
+    }
+
+    /// Limits the file system to `capacity` bytes (the sum of the sizes of
+    /// the files it lists): [`Storage::create`] then fails with `ENOSPC`
+    /// beyond it, and [`Storage::free_space`] reports what is left, for
+    /// every directory. `None` (the default) means unlimited, with free
+    /// space unknown.
+    pub fn set_capacity(&self, capacity: Option<u64>) {
+        self.lock().capacity = capacity;
     }
 
     /// Declares the directory `path` and its ancestors (`mkdir -p`).
@@ -497,6 +509,7 @@ impl SimStorage {
     pub fn after_crash_with(&self, survival: Survival) -> SimStorage {
         let st = self.lock();
         let mut new = State::new(st.max_file_len);
+        new.capacity = st.capacity;
         new.clock = st.clock;
         new.next_ino = st.next_ino;
         new.dirs = st.dirs.clone();
@@ -606,6 +619,18 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 impl State {
+    /// Bytes left under the capacity, if there is one: the capacity less
+    /// the sizes of the files the directory entries name.
+    fn free(&self) -> Option<u64> {
+        let used: u64 = self
+            .live
+            .values()
+            .filter_map(|ino| self.inodes.get(ino))
+            .map(|inode| inode.data.len() as u64)
+            .sum();
+        self.capacity.map(|c| c.saturating_sub(used))
+    }
+
     fn new(max_file_len: u64) -> Self {
         let mut dirs = BTreeMap::new();
         let root = Dir {
@@ -616,6 +641,7 @@ impl State {
         dirs.insert(PathBuf::from("/"), root);
         Self {
             max_file_len,
+            capacity: None,
             clock: CLOCK_START,
             next_ino: 3,
             next_handle: 0,
@@ -872,6 +898,9 @@ impl Storage for SimStorage {
                 st.max_file_len
             ))));
         }
+        if st.free().is_some_and(|free| size > free) {
+            return Err(refuse(io::Error::from_raw_os_error(libc::ENOSPC)));
+        }
         let len =
             usize::try_from(size).map_err(|_| refuse(io::Error::from_raw_os_error(libc::EFBIG)))?;
         let mut data = Vec::new();
@@ -941,6 +970,13 @@ impl Storage for SimStorage {
             Ok(Node::Missing { .. }) => Err(io_err("chmod", path, libc::ENOENT)),
             Err(errno) => Err(io_err("chmod", path, errno)),
         }
+    }
+
+    fn free_space(&self, dir: &Path) -> Result<Option<u64>, Error> {
+        let st = self.lock();
+        st.alive()?;
+        let _ = dir;
+        Ok(st.free())
     }
 
     fn fsync_dir(&self, dir: &Path) -> Result<(), Error> {

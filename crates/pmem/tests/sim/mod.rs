@@ -671,6 +671,33 @@ fn files_over_the_cap_are_refused_before_allocating() {
 }
 
 #[test]
+fn a_capacity_limits_creates_and_reports_free_space() {
+    let s = fresh();
+    assert_eq!(
+        s.free_space(p(DIR)).expect("free"),
+        None,
+        "unlimited by default"
+    );
+    s.set_capacity(Some(1000));
+    assert_eq!(s.free_space(p(DIR)).expect("free"), Some(1000));
+    drop(s.create(p(PART), 600).expect("fits"));
+    assert_eq!(s.free_space(p(DIR)).expect("free"), Some(400));
+    let err = s.create(p("/pool/b.part"), 401).expect_err("full");
+    assert!(
+        matches!(&err, Error::Allocate { source, .. } if source.raw_os_error() == Some(libc::ENOSPC)),
+        "{err:?}"
+    );
+    assert_eq!(s.stat(p("/pool/b.part")).expect("stat"), None);
+    s.remove(p(PART)).expect("rm");
+    assert_eq!(s.free_space(p(DIR)).expect("free"), Some(1000));
+    // The capacity survives a crash.
+    assert_eq!(
+        s.after_crash().free_space(p(DIR)).expect("free"),
+        Some(1000)
+    );
+}
+
+#[test]
 fn reads_writes_and_flushes_stay_inside_the_file() {
     let s = fresh();
     let part = durable_part(&s, 100);
