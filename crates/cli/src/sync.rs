@@ -141,34 +141,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(outcome) => outcome,
         Err(e) => {
             if args.json {
-                let doc = Document {
-                    path: &args.poolset,
-                    dry_run: args.dry_run,
-                    result: "error",
-                    exit_code: 1,
-                    plan: None,
-                    report: None,
-                    error: Some(format!("failed to synchronize: {e}")),
-                    verify: None,
-                };
-                emit(&format!("{}\n", json_document("sync", &doc)?))?;
+                emit_document(&args, Err(format!("failed to synchronize: {e}")), None)?;
             }
             transform_hint(&storage, &args.poolset);
             return Err(anyhow::Error::new(e).context("failed to synchronize"));
         }
     };
     if args.json {
-        let doc = Document {
-            path: &args.poolset,
-            dry_run: args.dry_run,
-            result: "synchronized",
-            exit_code: 0,
-            plan: Some(&outcome.plan),
-            report: outcome.report.as_ref(),
-            error: None,
-            verify: None,
-        };
-        emit(&format!("{}\n", json_document("sync", &doc)?))?;
+        emit_document(&args, Ok((&outcome.plan, outcome.report.as_ref())), None)?;
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(report) = &outcome.report {
@@ -194,6 +174,30 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Prints the `--json` document: the plan and report of a run (with the
+/// `--verify` part, if any), or the message of a failure.
+fn emit_document(
+    args: &Args,
+    outcome: Result<(&Plan, Option<&SyncReport>), String>,
+    verify: Option<VerifyDoc<'_>>,
+) -> anyhow::Result<()> {
+    let (result, exit_code, plan, report, error) = match outcome {
+        Ok((plan, report)) => ("synchronized", 0, Some(plan), report, None),
+        Err(message) => ("error", 1, None, None, Some(message)),
+    };
+    let doc = Document {
+        path: &args.poolset,
+        dry_run: args.dry_run,
+        result,
+        exit_code,
+        plan,
+        report,
+        error,
+        verify,
+    };
+    emit(&format!("{}\n", json_document("sync", &doc)?))
+}
+
 /// After a failed sync: when an interrupted transform of this pool set left
 /// its journal, says on stderr how to finish it (its replicas may be
 /// rebuilt only from the transform's own copy).
@@ -216,39 +220,26 @@ fn finish_verify(
         Ok(outcome) => outcome,
         Err(e) => {
             if args.json {
-                let doc = Document {
-                    path: &args.poolset,
-                    dry_run: args.dry_run,
-                    result: "error",
-                    exit_code: 1,
-                    plan: None,
-                    report: None,
-                    error: Some(format!("failed to synchronize: {e}")),
-                    verify: Some(VerifyDoc {
-                        findings: None,
-                        repair: None,
-                    }),
+                let verify = VerifyDoc {
+                    findings: None,
+                    repair: None,
                 };
-                emit(&format!("{}\n", json_document("sync", &doc)?))?;
+                emit_document(
+                    args,
+                    Err(format!("failed to synchronize: {e}")),
+                    Some(verify),
+                )?;
             }
             return Err(anyhow::Error::new(e).context("failed to synchronize"));
         }
     };
     if args.json {
-        let doc = Document {
-            path: &args.poolset,
-            dry_run: args.dry_run,
-            result: "synchronized",
-            exit_code: 0,
-            plan: Some(&outcome.sync.plan),
-            report: outcome.sync.report.as_ref(),
-            error: None,
-            verify: Some(VerifyDoc {
-                findings: Some(&outcome.findings),
-                repair: outcome.repair.as_ref(),
-            }),
+        let verify = VerifyDoc {
+            findings: Some(&outcome.findings),
+            repair: outcome.repair.as_ref(),
         };
-        emit(&format!("{}\n", json_document("sync", &doc)?))?;
+        let done = Ok((&outcome.sync.plan, outcome.sync.report.as_ref()));
+        emit_document(args, done, Some(verify))?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut text = String::new();
