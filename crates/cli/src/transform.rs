@@ -249,6 +249,17 @@ pub fn plan_text(plan: &TransformPlan, dry_run: bool) -> String {
             );
         }
     }
+    if let Some(st) = &plan.staging {
+        for path in &st.invalidate {
+            line(
+                &mut out,
+                format!(
+                    "invalidate the header of {} (its replica is being rewritten; the file is deleted at the end)",
+                    path.display()
+                ),
+            );
+        }
+    }
     let replica_name = |r: usize| match temp_index {
         Some(t) if t == r => "the temporary copy".to_string(),
         _ => format!("replica {r}"),

@@ -19,5 +19,8 @@ mod sync_crash;
 #[path = "it/transform.rs"]
 mod transform;
 
+#[path = "it/transform_staged.rs"]
+mod transform_staged;
+
 #[path = "it/verify.rs"]
 mod verify;

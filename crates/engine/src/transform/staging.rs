@@ -47,9 +47,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use poolsync_header::{PoolHdr, PoolType, RawUuid, FEAT_SINGLEHDR, POOL_HDR_SIZE};
+use poolsync_header::{
+    PoolHdr, PoolType, RawUuid, FEAT_SINGLEHDR, POOL_HDR_CSUM_OFF, POOL_HDR_SIZE,
+};
 use poolsync_pmem::{Access, PartFile, Storage};
-use poolsync_poolset::{Extent, PoolSet, PAGE};
+use poolsync_poolset::{Extent, PoolSet, Replica, PAGE};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -96,6 +98,17 @@ pub struct Staging {
     /// The source master's header page, recorded in the journal.
     #[serde(skip)]
     pub master_header: Vec<u8>,
+    /// The source part 0 header page that each rewritten replica keeps
+    /// (by target replica index), recorded in the journal so that a
+    /// resumed run keeps their UUIDs too.
+    #[serde(skip)]
+    pub kept_headers: BTreeMap<usize, Vec<u8>>,
+    /// Headers of source parts that are not recreated but belong to a
+    /// source replica that loses files to a rewritten one: invalidated
+    /// (inverted checksum) before anything is recreated, so that the old
+    /// pool set file cannot take that half-rewritten replica for healthy.
+    /// Those files are deleted at the end.
+    pub invalidate: Vec<PathBuf>,
 }
 
 /// The temporary copy of the pool.
@@ -145,6 +158,10 @@ struct Journal {
     temporary: Option<String>,
     /// The source master's part 0 header, hex.
     master_header: String,
+    /// The part 0 header each rewritten replica keeps, hex, by target
+    /// replica index.
+    #[serde(default)]
+    kept_headers: BTreeMap<String, String>,
 }
 
 /// The journal path of the source pool set file `src`.
@@ -194,7 +211,9 @@ fn set_crc(set: &PoolSet) -> u32 {
 #[derive(Debug)]
 pub(super) struct Found {
     path: PathBuf,
-    journal: Journal,
+    /// `None` when the file does not parse while the source is healthy: a
+    /// run was interrupted while writing it, before it changed anything.
+    journal: Option<Journal>,
 }
 
 /// Reads the journal of `src`, when there is one.
@@ -209,20 +228,36 @@ pub(super) fn find_journal<S: Storage>(storage: &S, src: &Path) -> Result<Option
         line,
         reason,
     };
-    let text = std::str::from_utf8(&bytes).map_err(|e| {
-        let line = bytes
-            .get(..e.valid_up_to())
-            .map_or(1, |b| b.iter().filter(|&&c| c == b'\n').count() + 1);
-        bad(line, "not UTF-8 text".to_string())
-    })?;
-    // The file is allocated before it is written: trailing NULs are slack.
-    let text = text.trim_end_matches('\0');
-    let journal: Journal = toml::from_str(text).map_err(|e| {
-        let line = e.span().map_or(1, |s| {
-            text.get(..s.start).map_or(1, |t| t.lines().count().max(1))
+    let parsed = std::str::from_utf8(&bytes)
+        .map_err(|e| {
+            let line = bytes
+                .get(..e.valid_up_to())
+                .map_or(1, |b| b.iter().filter(|&&c| c == b'\n').count() + 1);
+            bad(line, "not UTF-8 text".to_string())
+        })
+        .and_then(|text| {
+            // The file is allocated before it is written: trailing NULs are slack.
+            let text = text.trim_end_matches('\0');
+            toml::from_str::<Journal>(text).map_err(|e| {
+                let line = e.span().map_or(1, |s| {
+                    text.get(..s.start).map_or(1, |t| t.lines().count().max(1))
+                });
+                bad(line, e.message().to_string())
+            })
         });
-        bad(line, e.message().to_string())
-    })?;
+    let journal = match parsed {
+        Ok(journal) => journal,
+        // The journal is made durable before anything else is written, so
+        // one that does not parse was torn by a crash while it was being
+        // written: with a healthy source it is stale like any other.
+        Err(_) if super::survey_source(storage, src)?.healthy.is_ok() => {
+            return Ok(Some(Found {
+                path,
+                journal: None,
+            }))
+        }
+        Err(e) => return Err(e),
+    };
     if journal.version != JOURNAL_VERSION {
         return Err(bad(
             1,
@@ -232,7 +267,10 @@ pub(super) fn find_journal<S: Storage>(storage: &S, src: &Path) -> Result<Option
             ),
         ));
     }
-    Ok(Some(Found { path, journal }))
+    Ok(Some(Found {
+        path,
+        journal: Some(journal),
+    }))
 }
 
 impl Found {
@@ -243,21 +281,34 @@ impl Found {
 
     /// Whether it records the transform of `src` into `dst`.
     pub(super) fn is_for(&self, src: &Path, dst: &Path) -> bool {
-        absolute(Path::new(&self.journal.source)) == absolute(src)
-            && absolute(Path::new(&self.journal.target)) == absolute(dst)
+        self.journal.as_ref().is_some_and(|j| {
+            absolute(Path::new(&j.source)) == absolute(src)
+                && absolute(Path::new(&j.target)) == absolute(dst)
+        })
     }
 
-    /// The command that finishes the transform it records.
+    /// The command that finishes the transform it records (a torn
+    /// journal records none and is only in the way).
     pub(super) fn command(&self) -> String {
-        format!(
-            "poolsync transform {} {}",
-            self.journal.source, self.journal.target
-        )
+        match &self.journal {
+            Some(j) => format!("poolsync transform {} {}", j.source, j.target),
+            None => format!("rm {}", self.path.display()),
+        }
+    }
+
+    /// Whether it records the transform `req` asks for, of pool set files
+    /// with the same contents.
+    fn records(&self, req: &Request<'_>) -> bool {
+        self.is_for(req.src, req.dst)
+            && self
+                .journal
+                .as_ref()
+                .is_some_and(|j| j.source_crc == set_crc(req.s) && j.target_crc == set_crc(req.d))
     }
 
     /// The temporary copy it names.
     fn temporary(&self) -> Option<PathBuf> {
-        self.journal.temporary.as_ref().map(PathBuf::from)
+        self.journal.as_ref()?.temporary.as_ref().map(PathBuf::from)
     }
 }
 
@@ -269,7 +320,9 @@ pub fn interrupted<S: Storage>(
     storage: &S,
     set: &Path,
 ) -> Result<Option<(PathBuf, String)>, Error> {
-    Ok(find_journal(storage, set)?.map(|found| (found.path.clone(), found.command())))
+    Ok(find_journal(storage, set)?
+        .filter(|found| found.journal.is_some())
+        .map(|found| (found.path.clone(), found.command())))
 }
 
 /// Files of an earlier, stale run (the source is healthy again, so they
@@ -285,7 +338,13 @@ pub(super) fn stale_files<S: Storage>(
     let mut out = Vec::new();
     if let Some(temp) = found.temporary() {
         if storage.stat(&temp)?.is_some() {
-            prove_temp_ours(storage, src, dst, &temp, poolset_uuid)?;
+            let expected = found
+                .journal
+                .as_ref()
+                .and_then(|j| unhex(&j.master_header))
+                .and_then(|b| PoolHdr::decode(&b).ok())
+                .map(|master| temp_header(&master));
+            prove_temp_ours(storage, src, dst, &temp, poolset_uuid, expected.as_ref())?;
             out.push(temp);
         }
     }
@@ -294,14 +353,21 @@ pub(super) fn stale_files<S: Storage>(
 }
 
 /// A temporary copy may be deleted or replaced only when its header page
-/// is zero (created, never completed) or carries this pool set's UUID.
+/// is zero (created, never completed), carries this pool set's UUID, or is
+/// a torn write of `expected`, the header that completes it.
 fn prove_temp_ours<S: Storage>(
     storage: &S,
     src: &Path,
     dst: &Path,
     temp: &Path,
     poolset_uuid: RawUuid,
+    expected: Option<&PoolHdr>,
 ) -> Result<(), Error> {
+    if let Some(hdr) = expected {
+        if torn_write_of(storage, temp, hdr)? {
+            return Ok(());
+        }
+    }
     let what = match read_temp_header(storage, temp)? {
         TempState::Zero => return Ok(()),
         TempState::Ours { hdr, .. } if hdr.poolset_uuid == poolset_uuid => return Ok(()),
@@ -319,6 +385,43 @@ fn prove_temp_ours<S: Storage>(
             poolset_uuid.to_canonical()
         ),
     ))
+}
+
+/// The header that completes a temporary copy: the source master's, as a
+/// single-file pool.
+fn temp_header(master: &PoolHdr) -> PoolHdr {
+    let mut hdr = master.clone();
+    hdr.features.incompat &= !FEAT_SINGLEHDR;
+    let me = hdr.uuid;
+    hdr.set_links(&poolsync_header::HeaderLinks {
+        prev_part: me,
+        next_part: me,
+        prev_repl: me,
+        next_repl: me,
+    });
+    hdr.checksum = hdr.compute_checksum();
+    hdr
+}
+
+/// The unit a device writes atomically: a crash while a page is written
+/// leaves each sector old or new.
+const SECTOR: usize = 512;
+
+/// Whether the header page of `temp` is what a crash while `hdr` was
+/// written over the zero page leaves: every sector zero or `hdr`'s (the
+/// header is the only write the page ever gets).
+fn torn_write_of<S: Storage>(storage: &S, temp: &Path, hdr: &PoolHdr) -> Result<bool, Error> {
+    let file = storage.open(temp, Access::ReadOnly)?;
+    if file.len()? < POOL_HDR_SIZE as u64 {
+        return Ok(false);
+    }
+    let mut page = vec![0u8; POOL_HDR_SIZE];
+    file.read_at(0, &mut page)?;
+    let want = hdr.encode_raw();
+    Ok(page
+        .chunks(SECTOR)
+        .zip(want.chunks(SECTOR))
+        .all(|(got, want)| got == want || got.iter().all(|&b| b == 0)))
 }
 
 /// What a temporary copy's header page says.
@@ -436,9 +539,10 @@ pub(super) fn plan<S: Storage>(
 }
 
 /// A re-run after a completed staged transform: the source no longer
-/// opens (its parts now have the target's layout), the target is fully
-/// healthy and carries the pool set UUID the source's headers carry, and
-/// there is no journal. Nothing is left to do.
+/// opens (its parts now have the target's layout, or are all gone), the
+/// target is fully healthy and carries the pool set UUID the source's
+/// headers carry (if any is left), and there is no journal. Nothing is
+/// left to do.
 fn plan_done<S: Storage>(
     storage: &S,
     req: &Request<'_>,
@@ -460,8 +564,23 @@ fn plan_done<S: Storage>(
         .flatten()
         .flatten()
         .any(|h| h.checksum_ok() && h.poolset_uuid == master.poolset_uuid);
+    // Every source file still there is a part of the target (replicas
+    // replaced by new files leave none; a reshape leaves the files it
+    // reused): none is left to carry the UUID, and no journal says a
+    // transform is under way.
+    let target_paths: BTreeSet<PathBuf> = part_paths(req.d).into_iter().collect();
+    let gone = info
+        .exists
+        .iter()
+        .zip(part_paths_by_replica(req.s))
+        .all(|(exists, paths)| {
+            exists
+                .iter()
+                .zip(paths)
+                .all(|(&e, p)| !e || target_paths.contains(&p))
+        });
     let health = inspect(&target);
-    if !(ours && health.is_healthy()) {
+    if !((ours || gone) && health.is_healthy()) {
         return Ok(None);
     }
     let plan = assemble(
@@ -564,12 +683,15 @@ fn plan_resume<S: Storage>(
     options: &TransformOptions,
 ) -> Result<(TransformPlan, OpenSet<S::File>), Error> {
     let (src, dst) = (req.src, req.dst);
-    let j = &found.journal;
     let jerr = |reason: String| Error::Journal {
         path: found.path.clone(),
         line: 0,
         reason,
     };
+    let j = found
+        .journal
+        .as_ref()
+        .ok_or_else(|| jerr("it does not parse".to_string()))?;
     if j.source_crc != set_crc(req.s) || j.target_crc != set_crc(req.d) {
         return Err(refuse(
             src,
@@ -619,13 +741,26 @@ fn plan_resume<S: Storage>(
             }
         }
     }
+    // The part 0 headers kept by the first run are kept again.
+    let mut kept_part0 = BTreeMap::new();
+    let mut kept_headers = BTreeMap::new();
+    for (r, text) in &j.kept_headers {
+        let hdr = r
+            .parse::<usize>()
+            .ok()
+            .zip(unhex(text).and_then(|b| PoolHdr::decode(&b).ok()))
+            .filter(|(_, h)| h.checksum_ok() && h.poolset_uuid == poolset_uuid)
+            .ok_or_else(|| jerr(format!("kept_headers.{r} is not a valid pool header")))?;
+        kept_part0.insert(hdr.0, hdr.1.uuid);
+        kept_headers.insert(hdr.0, hdr.1);
+    }
     let facts = Facts {
         master,
         poolset_uuid,
         pool_size: j.pool_size,
         mode: j.mode,
-        kept_part0: BTreeMap::new(),
-        kept_headers: BTreeMap::new(),
+        kept_part0,
+        kept_headers,
     };
     build(storage, req, info, shape, &facts, true, Vec::new(), options)
 }
@@ -680,6 +815,8 @@ fn plan_cleanup<S: Storage>(
         rewritten: Vec::new(),
         resumed: true,
         master_header: master.encode_raw().to_vec(),
+        kept_headers: BTreeMap::new(),
+        invalidate: Vec::new(),
     });
     Ok((plan, target))
 }
@@ -692,15 +829,59 @@ fn unused_old_parts(
     poolset_uuid: RawUuid,
 ) -> Result<Vec<RemovedPart>, Error> {
     let target_paths: BTreeSet<PathBuf> = part_paths(req.d).into_iter().collect();
+    // A part the target reuses is not deleted, and once it is recreated it
+    // no longer carries the pool set UUID: leave it out of the proof.
+    let deleted = SourceInfo {
+        healthy: Ok(()),
+        pool_size: info.pool_size,
+        master: None,
+        mode: info.mode,
+        headers: info.headers.clone(),
+        exists: info
+            .exists
+            .iter()
+            .zip(part_paths_by_replica(req.s))
+            .map(|(exists, paths)| {
+                exists
+                    .iter()
+                    .zip(paths)
+                    .map(|(&e, p)| e && !target_paths.contains(&p))
+                    .collect()
+            })
+            .collect(),
+    };
     let mut remove = Vec::new();
     for &r in req.removed {
-        for part in owned_parts(req.src, req.dst, req.s, r, info, poolset_uuid)? {
-            if !target_paths.contains(&part.path) {
-                remove.push(part);
-            }
-        }
+        remove.extend(owned_parts(
+            req.src,
+            req.dst,
+            req.s,
+            r,
+            &deleted,
+            poolset_uuid,
+        )?);
     }
     Ok(remove)
+}
+
+/// The part paths of each replica of `set` (none for a remote one).
+fn part_paths_by_replica(set: &PoolSet) -> Vec<Vec<PathBuf>> {
+    set.replicas
+        .iter()
+        .map(|r| match r {
+            Replica::Local { parts, .. } => parts.iter().map(|p| PathBuf::from(&p.path)).collect(),
+            Replica::Remote { .. } => Vec::new(),
+        })
+        .collect()
+}
+
+/// The part paths of `set` whose files carry a header of their own.
+fn source_header_paths(set: &PoolSet) -> BTreeSet<PathBuf> {
+    part_paths_by_replica(set)
+        .into_iter()
+        .enumerate()
+        .flat_map(|(r, paths)| paths.into_iter().take(set.nhdrs(r)))
+        .collect()
 }
 
 fn part_paths(set: &PoolSet) -> Vec<PathBuf> {
@@ -734,6 +915,10 @@ fn build<S: Storage>(
         .map(|h| h.uuid)
         .collect();
     let remove = unused_old_parts(req, info, facts.poolset_uuid)?;
+    // A journal of this very transform (of these pool set files) proves
+    // which files it was creating, whether this run resumes it or, the
+    // source being healthy, starts afresh.
+    let journaled = resumed || req.journal.as_ref().is_some_and(|f| f.records(req));
 
     // Planned read-only: the parts are shared with the source, which the
     // execution opens (and locks) on its own first.
@@ -747,7 +932,7 @@ fn build<S: Storage>(
             if rewritten {
                 let exists = part.meta.is_some();
                 if exists && !source_paths.contains(&part.path) {
-                    prove_ours(dst, part, facts.poolset_uuid, &source_uuids, resumed)?;
+                    prove_ours(dst, part, facts.poolset_uuid, &source_uuids, journaled)?;
                 }
                 create.push(NewPart {
                     replica: rep.index,
@@ -815,7 +1000,15 @@ fn build<S: Storage>(
         }
         let exists = storage.stat(&path)?.is_some();
         if exists && !resumed && !discard.contains(&path) {
-            prove_temp_ours(storage, src, dst, &path, facts.poolset_uuid)?;
+            let expected = temp_header(&facts.master);
+            prove_temp_ours(
+                storage,
+                src,
+                dst,
+                &path,
+                facts.poolset_uuid,
+                Some(&expected),
+            )?;
         }
         let size = facts.pool_size.div_ceil(PAGE) * PAGE;
         Some(TempCopy {
@@ -838,18 +1031,28 @@ fn build<S: Storage>(
         (None, Some(stable)) => stable,
         (None, None) => 0,
     };
+    // The source parts that have a header of their own are recreated, and
+    // the directories synced, before the others: a recreated part without
+    // a header (SINGLEHDR) is then never found beside its replica's old
+    // part 0, where it would pass for a part of a healthy source (whose
+    // journal and temporary copy would be discarded as stale).
+    let with_header = source_header_paths(req.s);
+    let (first, rest): (Vec<&NewPart>, Vec<&NewPart>) =
+        create.iter().partition(|c| with_header.contains(&c.path));
     let mut steps = Vec::new();
-    for c in &create {
-        steps.push(Step::CreatePart {
-            replica: c.replica,
-            part: c.part,
-            path: c.path.clone(),
-            size: c.size,
-            replace: c.replace,
-        });
+    for group in [first, rest] {
+        for c in &group {
+            steps.push(Step::CreatePart {
+                replica: c.replica,
+                part: c.part,
+                path: c.path.clone(),
+                size: c.size,
+                replace: c.replace,
+            });
+        }
+        push_dir_syncs(&mut steps, group.iter().map(|c| &c.path));
     }
     let paths: Vec<PathBuf> = create.iter().map(|c| c.path.clone()).collect();
-    push_dir_syncs(&mut steps, paths.iter());
     if facts.pool_size > PAGE {
         for &r in &shape.rewritten {
             push_data_steps(
@@ -908,6 +1111,25 @@ fn build<S: Storage>(
     plan.totals.bytes_to_stage = bytes_to_stage;
     plan.totals.parts_to_remove = plan.remove.len() as u64;
     plan.discard = discard;
+    let recreated: BTreeSet<PathBuf> = create.iter().map(|c| c.path.clone()).collect();
+    let mut invalidate = Vec::new();
+    for (r, paths) in part_paths_by_replica(req.s).iter().enumerate() {
+        if !paths.iter().any(|p| recreated.contains(p)) {
+            continue;
+        }
+        for (p, path) in paths.iter().enumerate().take(req.s.nhdrs(r)) {
+            let valid = info
+                .headers
+                .get(r)
+                .and_then(|v| v.get(p))
+                .cloned()
+                .flatten()
+                .is_some_and(|h| h.checksum_ok());
+            if valid && !recreated.contains(path) {
+                invalidate.push(path.clone());
+            }
+        }
+    }
     plan.staging = Some(Staging {
         journal: journal_path(src),
         temporary: temp,
@@ -918,25 +1140,32 @@ fn build<S: Storage>(
         rewritten: shape.rewritten.clone(),
         resumed,
         master_header: facts.master.encode_raw().to_vec(),
+        kept_headers: facts
+            .kept_headers
+            .iter()
+            .map(|(&r, h)| (r, h.encode_raw().to_vec()))
+            .collect(),
+        invalidate,
     });
     Ok((plan, target))
 }
 
 /// A file at a path of a rewritten replica that is not a source part must
-/// be ours. On a first run that is a file an earlier, interrupted run left
-/// (see [`super::prove_left_by_us`]). On a resumed run the journal proves
-/// that this transform was creating these very files, so a file whose
-/// header page is zero or unreadable (its allocation or first write did not
-/// survive) is accepted too; one that carries another pool set's UUID, or
-/// a source part's UUID, never is.
+/// be ours. Without a journal that is a file an earlier, interrupted run
+/// left (see [`super::prove_left_by_us`]). When the journal of this
+/// transform is there (a resumed run, or a stale journal while the source
+/// is healthy) it proves that the transform was creating these very files,
+/// so a file whose header page is zero or unreadable (its allocation or
+/// first write did not survive) is accepted too; one that carries another
+/// pool set's UUID, or a source part's UUID, never is.
 fn prove_ours<F: PartFile>(
     dst: &Path,
     part: &OpenPart<F>,
     poolset_uuid: RawUuid,
     source_uuids: &BTreeSet<RawUuid>,
-    resumed: bool,
+    journaled: bool,
 ) -> Result<(), Error> {
-    if resumed {
+    if journaled {
         let blank = match &part.header {
             HeaderState::Read(read) => read.hdr.is_zero(),
             HeaderState::Unreadable { .. } | HeaderState::NotRead | HeaderState::None => true,
@@ -1068,6 +1297,9 @@ pub(super) fn execute<S: Storage>(
         if let Some(temp) = staging.temporary.as_ref().filter(|t| !t.complete) {
             stage(storage, plan, temp, &sync_options, progress)?;
         }
+        for path in &staging.invalidate {
+            invalidate_header(storage, path)?;
+        }
         let mut reopened = open(storage, &plan.target, Access::ReadWrite)?;
         if let Some(temp) = &staging.temporary {
             let n = reopened.replicas.len();
@@ -1112,6 +1344,25 @@ pub(super) fn execute<S: Storage>(
     Ok(report)
 }
 
+/// Inverts the checksum of the header of `path` and makes that durable,
+/// unless the header is already not valid (a resumed run).
+fn invalidate_header<S: Storage>(storage: &S, path: &Path) -> Result<(), Error> {
+    let file = storage.open(path, Access::ReadWrite)?;
+    let mut page = vec![0u8; POOL_HDR_SIZE];
+    file.read_at(0, &mut page)?;
+    let Ok(hdr) = PoolHdr::decode(&page) else {
+        return Ok(());
+    };
+    if !hdr.checksum_ok() {
+        return Ok(());
+    }
+    let off = POOL_HDR_CSUM_OFF as u64;
+    file.write_at(off, &(!hdr.checksum).to_le_bytes())?;
+    file.flush(off, 8)?;
+    file.fence()?;
+    Ok(())
+}
+
 /// Writes the journal and makes it durable.
 fn write_journal<S: Storage>(
     storage: &S,
@@ -1137,6 +1388,11 @@ fn write_journal<S: Storage>(
             .as_ref()
             .map(|t| t.path.to_string_lossy().into_owned()),
         master_header: hex(master),
+        kept_headers: staging
+            .kept_headers
+            .iter()
+            .map(|(r, bytes)| (r.to_string(), hex(bytes)))
+            .collect(),
     };
     let mut text = String::from(
         "# poolsync: a transform of the pool set below is under way (or was interrupted).\n\
@@ -1208,16 +1464,7 @@ fn stage<S: Storage>(
     };
     crate::sync::execute(storage, &mut source, &copy, sync_options, progress)?;
     // Complete: the header makes the copy a single-file pool of its own.
-    let mut hdr = master;
-    hdr.features.incompat &= !FEAT_SINGLEHDR;
-    let me = hdr.uuid;
-    hdr.set_links(&poolsync_header::HeaderLinks {
-        prev_part: me,
-        next_part: me,
-        prev_repl: me,
-        next_repl: me,
-    });
-    hdr.checksum = hdr.compute_checksum();
+    let hdr = temp_header(&master);
     let file = source
         .replicas
         .last()

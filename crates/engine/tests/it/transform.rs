@@ -22,7 +22,7 @@ use crate::sync_crash::{write_file, Fixture};
 
 const M: u64 = 1 << 20;
 
-fn options() -> TransformOptions {
+pub fn options() -> TransformOptions {
     TransformOptions {
         threads: 1,
         stride: 4 << 20,
@@ -51,7 +51,7 @@ fn set_file(s: &SimStorage, path: &Path, replicas: &[&[(&str, u64)]]) -> PoolSet
 }
 
 /// Reads logical `[offset, offset+len)` of replica `r` of `set`.
-fn read_logical(s: &SimStorage, set: &PoolSet, r: usize, offset: u64, len: u64) -> Vec<u8> {
+pub fn read_logical(s: &SimStorage, set: &PoolSet, r: usize, offset: u64, len: u64) -> Vec<u8> {
     let extents = set.extents(r).expect("extents");
     let poolsync_poolset::Replica::Local { parts, .. } = &set.replicas[r] else {
         panic!("remote");
@@ -67,13 +67,13 @@ fn read_logical(s: &SimStorage, set: &PoolSet, r: usize, offset: u64, len: u64) 
     out
 }
 
-fn healthy(s: &SimStorage, set: &Path) -> bool {
+pub fn healthy(s: &SimStorage, set: &Path) -> bool {
     open(s, set, Access::ReadOnly).is_ok_and(|o| inspect(&o).is_healthy())
 }
 
 /// Every file's bytes and mode, with crtime and checksum of every valid
 /// header zeroed (they depend on the clock).
-fn normalized(s: &SimStorage) -> SimImage {
+pub fn normalized(s: &SimStorage) -> SimImage {
     let mut image = s.image();
     let files: Vec<(PathBuf, Vec<u8>, u32)> = image
         .files()
