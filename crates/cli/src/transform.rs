@@ -179,7 +179,7 @@ pub fn plan_text(plan: &TransformPlan, dry_run: bool) -> String {
     let temp_index = plan
         .staging
         .as_ref()
-        .filter(|st| matches!(st.data_from, DataFrom::Temporary))
+        .filter(|st| matches!(st.data_from, DataFrom::Temporary | DataFrom::Source))
         .map(|_| plan.steps.source);
     if let Some(st) = &plan.staging {
         out.push_str(&format!("journal: {}\n", st.journal.display()));
@@ -195,6 +195,7 @@ pub fn plan_text(plan: &TransformPlan, dry_run: bool) -> String {
                         format!("target replica {replica}, which stays"),
                     DataFrom::Temporary =>
                         "a temporary copy (no replica stays as it is)".to_string(),
+                    DataFrom::Source => "source replica 0, which stays intact until its files are deleted at the end".to_string(),
                 }
             ));
         }
@@ -260,7 +261,12 @@ pub fn plan_text(plan: &TransformPlan, dry_run: bool) -> String {
             );
         }
     }
+    let from_source = plan
+        .staging
+        .as_ref()
+        .is_some_and(|st| matches!(st.data_from, DataFrom::Source));
     let replica_name = |r: usize| match temp_index {
+        Some(t) if t == r && from_source => "source replica 0".to_string(),
         Some(t) if t == r => "the temporary copy".to_string(),
         _ => format!("replica {r}"),
     };

@@ -133,6 +133,10 @@ pub enum DataFrom {
     },
     /// The temporary copy.
     Temporary,
+    /// Replica 0 of the source, read through the source pool set file:
+    /// when every replica moves onto new files, the source is not written
+    /// until its files are deleted at the end, so it needs no copy.
+    Source,
 }
 
 /// What the journal records (TOML).
@@ -974,7 +978,19 @@ fn build<S: Storage>(
     }
 
     let n = target.replicas.len();
-    let temp = if shape.stable.is_none() {
+    // Every replica moves onto new files: the source stays intact until
+    // the clean-up and is read directly.
+    let direct = shape.stable.is_none()
+        && !req.hdr_change
+        && create.iter().all(|c| !source_paths.contains(&c.path));
+    if direct && resumed {
+        return Err(broken(
+            src,
+            dst,
+            "the interrupted transform reads its data from the source, which is no longer healthy",
+        ));
+    }
+    let temp = if shape.stable.is_none() && !direct {
         let master_part0 = req
             .s
             .replicas
@@ -1029,7 +1045,10 @@ fn build<S: Storage>(
             n
         }
         (None, Some(stable)) => stable,
-        (None, None) => 0,
+        (None, None) => {
+            push_source_replica(&mut target, n, req.s);
+            n
+        }
     };
     // The source parts that have a header of their own are recreated, and
     // the directories synced, before the others: a recreated part without
@@ -1135,6 +1154,7 @@ fn build<S: Storage>(
         temporary: temp,
         data_from: match shape.stable {
             Some(replica) => DataFrom::Replica { replica },
+            None if direct => DataFrom::Source,
             None => DataFrom::Temporary,
         },
         rewritten: shape.rewritten.clone(),
@@ -1244,6 +1264,40 @@ fn push_temp_replica<F>(set: &mut OpenSet<F>, index: usize, temp: &TempCopy, fil
     });
 }
 
+/// Appends replica 0 of the source set `s` to `set` as replica `index`,
+/// without files (for planning; [`execute`] opens them).
+fn push_source_replica<F>(set: &mut OpenSet<F>, index: usize, s: &PoolSet) {
+    let extents = s.extents(0).unwrap_or_default();
+    let parts: Vec<OpenPart<F>> = match s.replicas.first() {
+        Some(Replica::Local { parts, .. }) => parts
+            .iter()
+            .enumerate()
+            .map(|(p, part)| OpenPart {
+                replica: index,
+                index: p,
+                path: PathBuf::from(&part.path),
+                line: part.line,
+                configured_size: match part.size {
+                    poolsync_poolset::PartSize::Bytes(b) => b,
+                    poolsync_poolset::PartSize::Auto => 0,
+                },
+                meta: None,
+                status: PartStatus::Ok,
+                file: None,
+                header: HeaderState::NotRead,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    set.replicas.push(OpenReplica {
+        index,
+        nhdrs: s.nhdrs(0),
+        extents,
+        net_size: s.replica_size(0).unwrap_or(0),
+        parts,
+    });
+}
+
 /// Free space for the recreated parts (less what the files they replace
 /// hold) and the temporary copy.
 fn check_space<S: Storage>(
@@ -1301,16 +1355,28 @@ pub(super) fn execute<S: Storage>(
             invalidate_header(storage, path)?;
         }
         let mut reopened = open(storage, &plan.target, Access::ReadWrite)?;
+        let n = reopened.replicas.len();
         if let Some(temp) = &staging.temporary {
-            let n = reopened.replicas.len();
             let file = storage.open(&temp.path, Access::ReadOnly)?;
             push_temp_replica(&mut reopened, n, temp, Some(file));
+        }
+        let reads_source = matches!(staging.data_from, DataFrom::Source);
+        if reads_source {
+            // Its parts are not the target's, so both sets can be open.
+            let mut source = open(storage, &plan.source, Access::ReadOnly)?;
+            let mut replica = source.replicas.swap_remove(0);
+            replica.index = n;
+            for part in &mut replica.parts {
+                part.replica = n;
+            }
+            reopened.replicas.push(replica);
         }
         *target = reopened;
         report.parts_created = plan.totals.parts_to_create;
         report.sync = crate::sync::execute(storage, target, &plan.steps, &sync_options, progress)?;
-        // The temporary copy's handle goes before it is deleted.
-        if staging.temporary.is_some() {
+        // The temporary copy's or the source's handles go before the files
+        // are deleted.
+        if staging.temporary.is_some() || reads_source {
             target.replicas.pop();
         }
     }

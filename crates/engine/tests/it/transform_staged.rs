@@ -727,8 +727,9 @@ fn reshape_dropping_a_part_case() -> Case<'static> {
 
 const ONTO_NEW_FILES: Layout<'static> = &[&[("/pool/n0", 8), ("/pool/n1", 9)]];
 
-/// Every replica replaced by one on new files: the source's files are all
-/// deleted at the end.
+/// Every replica replaced by one on new files: the data is read from the
+/// source itself (nothing is staged), whose files are all deleted at the
+/// end.
 fn reshape_onto_new_files_case() -> Case<'static> {
     let fx = Fixture::new(&[&[16]], false);
     Case {
@@ -737,7 +738,7 @@ fn reshape_onto_new_files_case() -> Case<'static> {
         fx,
         single_hdr: false,
         target: ONTO_NEW_FILES,
-        staged: true,
+        staged: false,
         torn_every: 4,
     }
 }
