@@ -586,7 +586,7 @@ pub fn plan<S: Storage>(
         uuids.push(v);
     }
 
-    check_free_space(storage, src, dst, &create)?;
+    check_free_space(storage, src, dst, &create, "the new parts")?;
 
     let mut steps = Vec::new();
     if !added.is_empty() {
@@ -714,6 +714,7 @@ fn check_free_space<S: Storage>(
     src: &Path,
     dst: &Path,
     create: &[NewPart],
+    what: &str,
 ) -> Result<(), Error> {
     // Needed bytes per file system (st_dev of the part's directory).
     let mut needed: BTreeMap<u64, (PathBuf, u64)> = BTreeMap::new();
@@ -742,7 +743,7 @@ fn check_free_space<S: Storage>(
                     src,
                     dst,
                     format!(
-                        "not enough free space for the new parts in {}: {bytes} bytes needed, {free} available",
+                        "not enough free space for {what} in {}: {bytes} bytes needed, {free} available",
                         dir.display()
                     ),
                 ));

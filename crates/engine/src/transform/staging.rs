@@ -1319,7 +1319,12 @@ fn check_space<S: Storage>(
             header: None,
         });
     }
-    check_free_space(storage, src, dst, &all)
+    let what = if all.len() > create.len() {
+        "the new parts and the temporary copy"
+    } else {
+        "the new parts"
+    };
+    check_free_space(storage, src, dst, &all, what)
 }
 
 /// Carries out a staged plan. `target` is the set [`plan`] returned; its
