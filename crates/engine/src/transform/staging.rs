@@ -77,6 +77,9 @@ pub const TEMP_SUFFIX: &str = ".poolsync-tmp";
 const JOURNAL_VERSION: u32 = 1;
 /// A journal is a few kilobytes; anything much larger is not one.
 const JOURNAL_MAX: u64 = 1 << 20;
+/// Free space a journal is granted in the plan's space check (it takes
+/// about 9 KiB; the rest is slack for file system overhead).
+const JOURNAL_RESERVE: u64 = 64 << 10;
 
 /// A plan and the target set it was made on.
 type Planned<F> = (TransformPlan, OpenSet<F>);
@@ -1309,6 +1312,17 @@ fn check_space<S: Storage>(
     discard: &[PathBuf],
 ) -> Result<(), Error> {
     let mut all = create.to_vec();
+    // The journal is written first, beside the source pool set file.
+    let journal = journal_path(src);
+    all.push(NewPart {
+        replica: usize::MAX,
+        part: 0,
+        replace: storage.stat(&journal)?.is_some(),
+        path: journal,
+        size: JOURNAL_RESERVE,
+        header: None,
+    });
+    let staged = temp.is_some_and(|t| !t.complete);
     if let Some(t) = temp.filter(|t| !t.complete) {
         all.push(NewPart {
             replica: usize::MAX,
@@ -1319,7 +1333,7 @@ fn check_space<S: Storage>(
             header: None,
         });
     }
-    let what = if all.len() > create.len() {
+    let what = if staged {
         "the new parts and the temporary copy"
     } else {
         "the new parts"

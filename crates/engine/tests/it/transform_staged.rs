@@ -837,6 +837,33 @@ fn first_broken(case: &Case<'_>, reference: &Reference) -> (u64, SimStorage) {
 }
 
 #[test]
+fn no_room_for_the_temporary_copy_is_refused_before_anything_is_written() {
+    let case = add_singlehdr_case();
+    let s = case.fx.copy();
+    put_set(&s, Path::new(DST), true, THREE_PARTS);
+    let used: u64 = s.image().files().values().map(|f| f.bytes.len() as u64).sum();
+    // Room for the journal (the plan grants it 64 KiB) and all but the
+    // last page of the temporary copy: the recreated parts replace the old
+    // ones and need nothing more.
+    let pool = case.src_set.pool_size().expect("pool size");
+    let needed = (64 << 10) + pool.div_ceil(PAGE) * PAGE;
+    s.set_capacity(Some(used + needed - PAGE));
+    let before = s.image();
+    let err = transform(&s, case.src(), Path::new(DST), &options(), &NoProgress)
+        .expect_err("refused");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("not enough free space for the new parts and the temporary copy"),
+        "{msg}"
+    );
+    assert!(s.image() == before, "a refused transform wrote");
+    // One more page and it fits.
+    s.set_capacity(Some(used + needed));
+    transform(&s, case.src(), Path::new(DST), &options(), &NoProgress).expect("fits");
+    assert!(healthy(&s, Path::new(DST)));
+}
+
+#[test]
 fn a_dry_run_changes_nothing_and_reports_the_staging() {
     let case = add_singlehdr_case();
     let s = case.fx.copy();
