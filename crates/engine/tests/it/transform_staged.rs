@@ -841,7 +841,12 @@ fn no_room_for_the_temporary_copy_is_refused_before_anything_is_written() {
     let case = add_singlehdr_case();
     let s = case.fx.copy();
     put_set(&s, Path::new(DST), true, THREE_PARTS);
-    let used: u64 = s.image().files().values().map(|f| f.bytes.len() as u64).sum();
+    let used: u64 = s
+        .image()
+        .files()
+        .values()
+        .map(|f| f.bytes.len() as u64)
+        .sum();
     // Room for the journal (the plan grants it 64 KiB) and all but the
     // last page of the temporary copy: the recreated parts replace the old
     // ones and need nothing more.
@@ -849,8 +854,8 @@ fn no_room_for_the_temporary_copy_is_refused_before_anything_is_written() {
     let needed = (64 << 10) + pool.div_ceil(PAGE) * PAGE;
     s.set_capacity(Some(used + needed - PAGE));
     let before = s.image();
-    let err = transform(&s, case.src(), Path::new(DST), &options(), &NoProgress)
-        .expect_err("refused");
+    let err =
+        transform(&s, case.src(), Path::new(DST), &options(), &NoProgress).expect_err("refused");
     let msg = err.to_string();
     assert!(
         msg.contains("not enough free space for the new parts and the temporary copy"),
