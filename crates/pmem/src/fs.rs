@@ -1,11 +1,18 @@
 //! The real file system, through the page cache: `pread`/`pwrite` and
 //! `fdatasync`, with part files locked the way libpmemobj locks them.
+//!
+//! Flushed ranges are handed to the kernel early, with
+//! `sync_file_range(SYNC_FILE_RANGE_WRITE)`, so that the disk writes them
+//! back while the caller goes on; the fence's `fdatasync` still makes them
+//! durable (see `Writeback`).
 
 use std::fs::{File, Metadata, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use nix::errno::Errno;
 
@@ -228,17 +235,92 @@ fn ctime_of(m: &Metadata) -> u64 {
     m.ctime() as u64
 }
 
+/// Flushed ranges closer than this to a pending range join it.
+const WRITEBACK_GAP: u64 = 1 << 20;
+/// A pending range is handed to the kernel once it spans this many bytes.
+const WRITEBACK_CHUNK: u64 = 4 << 20;
+/// Pending ranges kept per file (about one per worker writing the file);
+/// beyond that the least recently extended one is handed over.
+const WRITEBACK_SLOTS: usize = 8;
+
+/// Early writeback of one file: flushed ranges not yet handed to the kernel.
+///
+/// Through the page cache a flush need not do anything (the fence's one
+/// `fdatasync` persists every range), but then the disk starts writing only
+/// at the fence. Handing flushed ranges to
+/// `sync_file_range(SYNC_FILE_RANGE_WRITE)` starts the write-out at once and
+/// lets it overlap with whatever the caller does until its fence. Nearby
+/// flushes are gathered into ranges of about [`WRITEBACK_CHUNK`] first, so
+/// that many small scattered flushes cost one system call per few MiB
+/// rather than one each (the kernel writes only the dirty pages of a range).
+///
+/// This does not change the crash model: the kernel may write a dirty page
+/// back at any time anyway, so a flushed range reaching the disk before the
+/// fence is something every caller already allows for; what a fence
+/// promises still comes from its `fdatasync`. The call is only a hint, and
+/// its errors are ignored: it neither waits for the write-out nor consumes
+/// the file's write-back error state, so a write that fails is still
+/// reported by the next `fdatasync`. A file system or kernel that refuses
+/// the call (`ENOSYS`, `EINVAL`, `ESPIPE`) is not asked again.
+#[derive(Debug, Default)]
+struct Writeback {
+    /// `[start, end)` ranges, least recently extended first.
+    pending: Mutex<Vec<(u64, u64)>>,
+    unsupported: AtomicBool,
+}
+
+impl Writeback {
+    /// Records the flushed range `[start, end)` and returns the ranges to
+    /// hand to the kernel now: one that grew to [`WRITEBACK_CHUNK`], and one
+    /// pushed out of the slots.
+    fn add(&self, start: u64, end: u64) -> [Option<(u64, u64)>; 2] {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let near = pending.iter().position(|&(a, b)| {
+            start <= b.saturating_add(WRITEBACK_GAP) && a <= end.saturating_add(WRITEBACK_GAP)
+        });
+        let mut evicted = None;
+        let (a, b) = match near {
+            Some(i) => {
+                let (a, b) = pending.remove(i);
+                (a.min(start), b.max(end))
+            }
+            None => {
+                if pending.len() >= WRITEBACK_SLOTS {
+                    evicted = Some(pending.remove(0));
+                }
+                (start, end)
+            }
+        };
+        if b - a >= WRITEBACK_CHUNK {
+            [Some((a, b)), evicted]
+        } else {
+            pending.push((a, b));
+            [None, evicted]
+        }
+    }
+
+    /// Forgets the pending ranges (a fence writes them all).
+    fn clear(&self) {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+}
+
 /// One open, flocked file of an [`FsStorage`].
 ///
 /// The lock is held until the value is dropped. Writes go to the page cache;
-/// [`PartFile::flush`] only records that there is something to persist and
-/// [`PartFile::fence`] makes it durable with one `fdatasync`, skipped when
-/// nothing was flushed since the last one.
+/// [`PartFile::flush`] records that there is something to persist and
+/// starts writing flushed ranges back in the background, a few MiB at a
+/// time, and [`PartFile::fence`] makes everything durable with one
+/// `fdatasync`, skipped when nothing was flushed since the last one.
 #[derive(Debug)]
 pub struct FsFile {
     path: PathBuf,
     file: File,
     sync: SyncState,
+    writeback: Writeback,
 }
 
 impl FsFile {
@@ -247,6 +329,32 @@ impl FsFile {
             path: path.to_path_buf(),
             file,
             sync,
+            writeback: Writeback::default(),
+        }
+    }
+
+    /// Asks the kernel to start writing `[start, end)` back; see
+    /// [`Writeback`] for why failures are ignored.
+    fn start_writeback(&self, start: u64, end: u64) {
+        let (Ok(offset), Ok(len)) = (i64::try_from(start), i64::try_from(end - start)) else {
+            return;
+        };
+        // SAFETY: `sync_file_range` only acts on the descriptor and the
+        // integers it is given and touches no memory of ours. The
+        // descriptor is valid for the whole call because `self.file` owns
+        // it. SYNC_FILE_RANGE_WRITE alone starts write-out without waiting
+        // for it and without consuming write-back errors, which the fence's
+        // `fdatasync` still reports.
+        let rc = unsafe {
+            libc::sync_file_range(
+                self.file.as_raw_fd(),
+                offset,
+                len,
+                libc::SYNC_FILE_RANGE_WRITE,
+            )
+        };
+        if rc != 0 && matches!(Errno::last(), Errno::ENOSYS | Errno::EINVAL | Errno::ESPIPE) {
+            self.writeback.unsupported.store(true, Ordering::Relaxed);
         }
     }
 
@@ -330,9 +438,21 @@ impl PartFile for FsFile {
 
     fn flush(&self, offset: u64, len: u64) -> Result<(), Error> {
         self.check_range("flush", offset, len)?;
-        // Through the page cache one fdatasync persists every range, so the
-        // range itself need not be remembered.
+        // Through the page cache one fdatasync persists every range, so
+        // durability needs no record of the range itself; it is kept only
+        // to start the write-out early.
         self.sync.note_flush();
+        if len > 0 && !self.writeback.unsupported.load(Ordering::Relaxed) {
+            // Cannot overflow: offset + len was checked above.
+            for (start, end) in self
+                .writeback
+                .add(offset, offset + len)
+                .into_iter()
+                .flatten()
+            {
+                self.start_writeback(start, end);
+            }
+        }
         Ok(())
     }
 
@@ -345,6 +465,8 @@ impl PartFile for FsFile {
         let Some(target) = self.sync.begin_fence() else {
             return Ok(());
         };
+        // The fdatasync writes every dirty page, pending ranges included.
+        self.writeback.clear();
         match self.file.sync_data() {
             Ok(()) => {
                 self.sync.end_fence(target);
@@ -366,5 +488,78 @@ impl PartFile for FsFile {
 
     fn ctime(&self) -> Result<u64, Error> {
         Ok(ctime_of(&self.fstat()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn nearby_flushes_gather_until_a_chunk() {
+        let wb = Writeback::default();
+        // Scattered 4 KiB flushes 80 KiB apart, in order.
+        let mut handed = Vec::new();
+        let mut at = 0;
+        while at < 10 * MIB {
+            handed.extend(wb.add(at, at + 4096).into_iter().flatten());
+            at += 80 << 10;
+        }
+        assert_eq!(handed.len(), 2, "{handed:?}");
+        for (a, b) in &handed {
+            assert!(b - a >= WRITEBACK_CHUNK && b - a < WRITEBACK_CHUNK + (80 << 10));
+        }
+        // The rest stays pending until a fence forgets it.
+        assert_eq!(wb.pending.lock().unwrap().len(), 1);
+        wb.clear();
+        assert!(wb.pending.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn large_flushes_are_handed_over_at_once() {
+        let wb = Writeback::default();
+        assert_eq!(wb.add(0, 8 * MIB), [Some((0, 8 * MIB)), None]);
+        assert!(wb.pending.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn distant_writers_keep_their_own_ranges_and_the_oldest_is_evicted() {
+        let wb = Writeback::default();
+        for w in 0..WRITEBACK_SLOTS as u64 {
+            assert_eq!(wb.add(w * 64 * MIB, w * 64 * MIB + 4096), [None, None]);
+        }
+        // Each writer extends its own range.
+        for w in 0..WRITEBACK_SLOTS as u64 {
+            let at = w * 64 * MIB + 8192;
+            assert_eq!(wb.add(at, at + 4096), [None, None]);
+        }
+        assert_eq!(wb.pending.lock().unwrap().len(), WRITEBACK_SLOTS);
+        // One more writer pushes out the least recently extended range.
+        let far = 1 << 40;
+        assert_eq!(wb.add(far, far + 4096), [None, Some((0, 12288))]);
+    }
+
+    #[test]
+    fn flushed_files_start_writeback_and_still_fence() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("part");
+        let part = FsStorage.create(&path, 16 * MIB).unwrap();
+        part.fence().unwrap();
+        let data = vec![0xa5u8; 4096];
+        let mut at = 0;
+        while at < 16 * MIB {
+            part.write_at(at, &data).unwrap();
+            part.flush(at, 4096).unwrap();
+            at += 64 << 10;
+        }
+        // sync_file_range accepts any regular file: the hint stays on.
+        assert!(!part.writeback.unsupported.load(Ordering::Relaxed));
+        part.fence().unwrap();
+        assert!(part.writeback.pending.lock().unwrap().is_empty());
+        let mut back = vec![0u8; 4096];
+        part.read_at(15 * MIB + (960 << 10), &mut back).unwrap();
+        assert_eq!(back, data);
     }
 }

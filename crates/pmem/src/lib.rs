@@ -27,8 +27,10 @@
 //!   mode 0, fully allocated with `posix_fallocate`, and removed again if any
 //!   step fails;
 //! * writes land in the page cache, [`PartFile::flush`] records that there
-//!   is something to persist, and [`PartFile::fence`] makes it durable with
-//!   one `fdatasync`.
+//!   is something to persist and starts writing flushed ranges back early
+//!   (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, a few MiB at a time; only
+//!   a hint), and [`PartFile::fence`] makes everything durable with one
+//!   `fdatasync`.
 //!
 //! [`persist_mode_from_env`] reads the environment overrides that choose
 //! between persistence paths (`POOLSYNC_PERSIST`, PMDK's
