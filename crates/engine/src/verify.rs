@@ -10,10 +10,12 @@
 //!    walk later keeps the owners of only the ranges that differ); a heap the walker refuses stops
 //!    everything with [`Error::SourceHeap`], which names `--source`.
 //! 2. [`find`] compares every other replica with the source over the live
-//!    spans with the block comparer ([`compare_replicas`], parallel, bounded
-//!    buffers), then narrows every differing block down to the differing
-//!    bytes of each owner (object, chunk header, lane, ...), which it lists
-//!    as [`Divergence`]s with their part files and file offsets.
+//!    spans with the block comparer ([`compare_many`]: parallel, bounded
+//!    buffers, each stretch of the source read once for all replicas, and
+//!    spans close together read together), then narrows every differing
+//!    block down to the differing bytes of each owner (object, chunk
+//!    header, lane, ...), which it lists as [`Divergence`]s with their part
+//!    files and file offsets.
 //! 3. The majority rule: with three or more replicas, ranges where every
 //!    other replica differs from the source and they all agree with each
 //!    other are [`Outvoted`]. `sync --verify` then refuses before writing
@@ -37,7 +39,9 @@ use poolsync_header::{CHUNK_HEADER_SIZE, LANE_SIZE};
 use poolsync_pmem::{Access, PartFile, Storage};
 use serde::Serialize;
 
-use crate::compare::{compare_replicas, push_merged, CompareOptions, LogicalRange, BLOCK};
+use crate::compare::{
+    compare_many, compare_replicas, push_merged, CompareOptions, LogicalRange, BLOCK,
+};
 use crate::inspect::{inspect, read_descriptor};
 use crate::open::{open, OpenSet};
 use crate::sync::{execute, open_for_sync, plan, survey, Progress, SyncOptions, SyncOutcome};
@@ -331,10 +335,14 @@ pub fn find<F: PartFile>(
         outvoted: None,
     };
     let mut raw: Vec<Vec<LogicalRange>> = vec![Vec::new(); set.replicas.len()];
-    for (r, blocks) in raw.iter_mut().enumerate() {
-        if r != source && compared.contains(&r) {
-            let outcome = compare_replicas(set, source, r, &spans, &options.compare)?;
-            findings.bytes_compared += outcome.stats.bytes_compared;
+    // Every replica at once: each stretch of the source is read only once.
+    let others: Vec<usize> = (0..set.replicas.len())
+        .filter(|&r| r != source && compared.contains(&r))
+        .collect();
+    let outcomes = compare_many(set, source, &others, &spans, &options.compare)?;
+    for (r, outcome) in others.into_iter().zip(outcomes) {
+        findings.bytes_compared += outcome.stats.bytes_compared;
+        if let Some(blocks) = raw.get_mut(r) {
             *blocks = outcome.differing;
         }
     }

@@ -23,7 +23,7 @@ use poolsync_pmem::{Access, PartFile, Storage};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::compare::{effective_stride, visit_runs, Counter, BLOCK, JOB_LEN};
+use crate::compare::{effective_stride, visit_runs, AlignedBuf, Counter, BLOCK, JOB_LEN};
 use crate::open::{HeaderState, OpenSet, PartStatus};
 use crate::sync::badblocks::save_recovery_files;
 use crate::sync::plan::{DataStep, HeaderAction, HeaderStep, Plan, Step};
@@ -315,21 +315,19 @@ fn run_job<F: PartFile>(
     let d = job.step;
     let dst = file_of(set, d.replica, d.part)?;
     let cap = usize::try_from(job.len.min(stride as u64)).unwrap_or(stride);
-    let mut src_buf = vec![0u8; cap];
-    let mut dst_buf = if job.compare {
-        vec![0u8; cap]
-    } else {
-        Vec::new()
-    };
+    // Page-aligned buffers: `pread` copies into them much faster on some
+    // CPUs (see `AlignedBuf`).
+    let mut src_buf = AlignedBuf::new(cap);
+    let mut dst_buf = AlignedBuf::new(if job.compare { cap } else { 0 });
     let mut pos = job.at;
     let end = job.at + job.len;
     while pos < end {
         let n = usize::try_from((end - pos).min(cap as u64)).unwrap_or(cap);
-        let src = src_buf.get_mut(..n).unwrap_or_default();
+        let src = src_buf.get_mut(n);
         read_source(set, plan, d, pos, src, tally)?;
         let file_off = d.file_offset + pos;
         if job.compare {
-            let tgt = dst_buf.get_mut(..n).unwrap_or_default();
+            let tgt = dst_buf.get_mut(n);
             let readable = match dst.read_at(file_off, tgt) {
                 Ok(()) => true,
                 Err(e) if is_eio(&e) => false,
