@@ -749,6 +749,10 @@ struct Report {
     differing: u64,
     copied: u64,
     written: u64,
+    /// Wall time of the copies and comparisons.
+    data_micros: u64,
+    /// Wall time of the fences that made them durable.
+    persist_micros: u64,
 }
 
 fn run_tool(variant: Variant, poolsync: &Path, set: &Path, scratch: &Path) -> Result<Sample> {
@@ -814,6 +818,8 @@ fn parse_report(stdout: &[u8]) -> Result<Report> {
         differing: field("bytes_differing")?,
         copied: field("bytes_copied")?,
         written: field("bytes_written")?,
+        data_micros: field("data_micros")?,
+        persist_micros: field("persist_micros")?,
     })
 }
 
@@ -1066,6 +1072,21 @@ fn judge(results: &[CaseResult]) -> Vec<Verdict> {
                 ),
                 Some(rate >= SCATTER_MIN_COMPARE_RATE),
             );
+            if report.data_micros > 0 {
+                let data = report.data_micros as f64 / 1e6;
+                verdict(
+                    Scenario::Scattered,
+                    "compare phase alone (reported)".to_string(),
+                    format!(
+                        "{:.2} GB/s (compare and write-back of the differing blocks in {:.3} s; \
+                         their fdatasync {:.3} s)",
+                        report.compared as f64 / data / 1e9,
+                        data,
+                        report.persist_micros as f64 / 1e6
+                    ),
+                    None,
+                );
+            }
             let damaged = r.differing_blocks.unwrap_or(0) * BLOCK;
             verdict(
                 Scenario::Scattered,
