@@ -18,7 +18,7 @@ use poolsync_engine::verify::{self, Divergence, Findings, VerifyOptions};
 use poolsync_pmem::FsStorage;
 use serde::Serialize;
 
-use crate::output::json_document;
+use crate::output::{json_document, out, outln};
 
 /// Arguments of `poolsync check` (pmempool syntax).
 #[derive(Debug, clap::Args)]
@@ -89,7 +89,7 @@ impl CheckUi for Terminal {
             MessageKind::Question => true,
         };
         if shown {
-            println!("{}", message.text);
+            outln!("{}", message.text);
         }
     }
 
@@ -214,14 +214,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                         error: format!("{what}: {e}"),
                     },
                 )?;
-                println!("{doc}");
+                outln!("{doc}");
             }
             return Err(e).context(what);
         }
     };
     let code: u8 = if report.result.is_success() { 0 } else { 1 };
     if args.json {
-        println!(
+        outln!(
             "{}",
             json_document(
                 "check",
@@ -238,7 +238,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             _ => level >= 1,
         };
         if shown {
-            println!("{}: {}", args.file.display(), report.result);
+            outln!("{}: {}", args.file.display(), report.result);
         }
     }
     Ok(ExitCode::from(code))
@@ -276,7 +276,7 @@ fn run_data(args: &Args) -> anyhow::Result<ExitCode> {
                     error: Some(format!("{what}: {e}")),
                     findings: None,
                 };
-                println!("{}", json_document("check", &doc)?);
+                outln!("{}", json_document("check", &doc)?);
             }
             return Err(e).context(what);
         }
@@ -296,15 +296,15 @@ fn run_data(args: &Args) -> anyhow::Result<ExitCode> {
             error: None,
             findings: Some(&findings),
         };
-        println!("{}", json_document("check", &doc)?);
+        outln!("{}", json_document("check", &doc)?);
         return Ok(ExitCode::from(code));
     }
     let level = level(args);
     if level >= 1 {
-        print!("{}", findings_text(&findings));
+        out!("{}", findings_text(&findings));
     }
     if !clean && level >= 1 || level >= 2 {
-        println!("{}: {}", args.file.display(), summary_text(&findings));
+        outln!("{}: {}", args.file.display(), summary_text(&findings));
     }
     Ok(ExitCode::from(code))
 }

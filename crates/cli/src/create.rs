@@ -9,6 +9,8 @@ use poolsync_engine::create::{self, CreateOptions};
 use poolsync_engine::Error;
 use poolsync_pmem::{FsStorage, Storage};
 
+use crate::output::outln;
+
 /// Arguments of `poolsync create` (pmempool syntax: options may come before
 /// or after the operands).
 #[derive(Debug, clap::Args)]
@@ -112,17 +114,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let shown = match size {
             Some(size) => size,
             None if !exists => {
-                println!("No size option passed - picking minimum pool size.");
+                outln!("No size option passed - picking minimum pool size.");
                 poolsync_poolset::OBJ_MIN_POOL
             }
             // pmempool shows 0 when the size comes from an existing file or a pool set.
             None => 0,
         };
-        println!("Creating pool: {}", file.display());
-        println!("\ttype  : obj");
-        println!("\tsize  : {}", size_str(shown));
-        println!("\tmode  : 0{mode:o}");
-        println!("\tlayout: '{layout}'");
+        outln!("Creating pool: {}", file.display());
+        outln!("\ttype  : obj");
+        outln!("\tsize  : {}", size_str(shown));
+        outln!("\tmode  : 0{mode:o}");
+        outln!("\tlayout: '{layout}'");
     }
 
     let options = CreateOptions {

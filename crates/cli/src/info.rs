@@ -13,7 +13,7 @@ use poolsync_header::{
 };
 use poolsync_pmem::FsStorage;
 
-use crate::output::{field, hexdump, json_document, local_time, size};
+use crate::output::{field, hexdump, json_document, local_time, out, size};
 
 /// Arguments of `poolsync info` (pmempool syntax).
 ///
@@ -169,7 +169,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         render(&info, args.verbose > 0, args.human, args.headers_hex)
     };
-    print!("{out}");
+    out!("{out}");
     Ok(ExitCode::SUCCESS)
 }
 

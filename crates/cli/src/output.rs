@@ -2,8 +2,42 @@
 //! its hex dumps, local time formatting and the `--json` envelope.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 
 use serde::Serialize;
+
+/// Writes `text` to stdout. A reader that went away (`poolsync ... | head`)
+/// is not an error: the rest of the output is dropped, as it is for a C
+/// tool that SIGPIPE ends. Other write errors are returned.
+pub fn emit(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// [`emit`] for places that cannot report an error (observer callbacks,
+/// prompts): a failed write of stdout is dropped.
+pub fn say(text: &str) {
+    let _ = emit(text);
+}
+
+/// `println!` through [`say`]: never panics when stdout is a closed pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::output::say(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` through [`say`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::say(&format!($($arg)*))
+    };
+}
+
+pub(crate) use {out, outln};
 
 /// Version of the JSON documents poolsync prints (see docs/json.md).
 pub const JSON_FORMAT: u32 = 1;

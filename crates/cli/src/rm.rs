@@ -16,6 +16,8 @@ use poolsync_engine::rm::{self, Ask, Outcome, RmFile, RmObserver, RmOptions, Rol
 use poolsync_engine::Error;
 use poolsync_pmem::FsStorage;
 
+use crate::output::{out, outln};
+
 /// Arguments of `poolsync rm` (pmempool syntax).
 #[derive(Debug)]
 pub struct Args {
@@ -233,13 +235,13 @@ impl RmObserver for CliObserver {
             } else {
                 "pool file   "
             };
-            println!("{what}: {}", target.display());
+            outln!("{what}: {}", target.display());
         }
     }
 
     fn visiting(&mut self, path: &Path, role: &Role) {
         if self.verbose >= 2 && matches!(role, Role::Part { .. }) {
-            println!("part file   : {}", path.display());
+            outln!("part file   : {}", path.display());
         }
     }
 
@@ -261,7 +263,7 @@ impl RmObserver for CliObserver {
         match (&file.outcome, &file.role) {
             (Outcome::Removed, _) => {
                 if self.verbose >= 1 {
-                    println!("removed '{}'", file.path.display());
+                    outln!("removed '{}'", file.path.display());
                 }
             }
             (
@@ -271,7 +273,7 @@ impl RmObserver for CliObserver {
                 },
             ) => {
                 if self.verbose >= 1 {
-                    println!("cannot remove '{descriptor}' on '{node}' -- remote replicas are not supported yet");
+                    outln!("cannot remove '{descriptor}' on '{node}' -- remote replicas are not supported yet");
                 }
             }
             (
@@ -343,7 +345,7 @@ impl RmObserver for OwnerCheck<'_> {
 /// answer is echoed, as pmempool does.
 fn ask_yes_no(question: &str, input: &mut dyn BufRead, is_tty: bool) -> bool {
     let answer = loop {
-        print!("{question} [Y/n] ");
+        out!("{question} [Y/n] ");
         let _ = std::io::stdout().flush();
         let mut line = String::new();
         match input.read_line(&mut line) {
@@ -358,7 +360,7 @@ fn ask_yes_no(question: &str, input: &mut dyn BufRead, is_tty: bool) -> bool {
         }
     };
     if !is_tty {
-        println!("{answer}");
+        outln!("{answer}");
     }
     answer == 'y'
 }

@@ -14,7 +14,6 @@
 //! prints one `verify: ...` result line with the ranges and bytes repaired
 //! per replica.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -26,7 +25,7 @@ use poolsync_engine::verify::{self, Findings, RepairReport, VerifyOptions, Verif
 use poolsync_pmem::AnyStorage;
 use serde::Serialize;
 
-use crate::output::json_document;
+use crate::output::{emit, json_document};
 
 /// Arguments of `poolsync sync` (pmempool syntax plus poolsync's options).
 #[derive(Debug, clap::Args)]
@@ -86,15 +85,6 @@ struct Document<'a> {
 struct VerifyDoc<'a> {
     findings: Option<&'a Findings>,
     repair: Option<&'a RepairReport>,
-}
-
-/// Writes to stdout; a reader that went away (`| head`) is not an error.
-fn emit(text: &str) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(()),
-    }
 }
 
 /// Runs the command; `Ok` carries the exit code.

@@ -7,7 +7,6 @@
 //! stderr, `error: failed to transform <src> -> <dst>: <message>`, and exit
 //! code 1.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -19,7 +18,7 @@ use poolsync_pmem::AnyStorage;
 use poolsync_poolset::PAGE;
 use serde::Serialize;
 
-use crate::output::json_document;
+use crate::output::{emit, json_document};
 
 /// Arguments of `poolsync transform` (pmempool syntax plus poolsync's options).
 #[derive(Debug, clap::Args)]
@@ -55,15 +54,6 @@ struct Document<'a> {
     plan: Option<&'a TransformPlan>,
     report: Option<&'a TransformReport>,
     error: Option<String>,
-}
-
-/// Writes to stdout; a reader that went away (`| head`) is not an error.
-fn emit(text: &str) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(()),
-    }
 }
 
 /// Runs the command; `Ok` carries the exit code.
