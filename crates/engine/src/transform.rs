@@ -409,6 +409,41 @@ fn survey_source<S: Storage>(storage: &S, src: &Path) -> Result<SourceInfo, Erro
     })
 }
 
+/// The healthy source's master header and pool size, checked as pmempool
+/// checks them: an obj pool, whose pool fits the smallest replica of the
+/// target set `d`.
+fn source_facts(
+    src: &Path,
+    dst: &Path,
+    info: &SourceInfo,
+    d: &PoolSet,
+) -> Result<(PoolHdr, u64), Error> {
+    let master = info.master.clone().ok_or_else(|| {
+        refuse(
+            src,
+            dst,
+            "replica 0 part 0 of the source has no readable pool header",
+        )
+    })?;
+    if master.pool_type() != Some(PoolType::Obj) {
+        return Err(refuse(src, dst, "the source is not an obj pool"));
+    }
+    let pool_size = info
+        .pool_size
+        .ok_or_else(|| refuse(src, dst, "the source pool size is not known"))?;
+    let target_size = d.pool_size().unwrap_or(0);
+    if pool_size > target_size {
+        return Err(refuse(
+            src,
+            dst,
+            format!(
+                "target poolset is too small: the pool holds {pool_size} bytes, the smallest target replica {target_size}"
+            ),
+        ));
+    }
+    Ok((master, pool_size))
+}
+
 /// Decides, validates and plans the transform of `src` into `dst`; returns
 /// the plan and the target set, open read-write for a real run and
 /// read-only for a dry run.
@@ -495,34 +530,8 @@ pub fn plan<S: Storage>(
     if let Err(why) = &info.healthy {
         return plan_finish(storage, src, dst, &s, &d, &removed, &info, why, options);
     }
-    let master = match &info.master {
-        Some(h) => h.clone(),
-        None => {
-            return Err(refuse(
-                src,
-                dst,
-                "replica 0 part 0 of the source has no readable pool header",
-            ))
-        }
-    };
-    if master.pool_type() != Some(PoolType::Obj) {
-        return Err(refuse(src, dst, "the source is not an obj pool"));
-    }
+    let (master, pool_size) = source_facts(src, dst, &info, &d)?;
     let poolset_uuid = master.poolset_uuid;
-
-    let pool_size = info
-        .pool_size
-        .ok_or_else(|| refuse(src, dst, "the source pool size is not known"))?;
-    let target_size = d.pool_size().unwrap_or(0);
-    if pool_size > target_size {
-        return Err(refuse(
-            src,
-            dst,
-            format!(
-                "target poolset is too small: the pool holds {pool_size} bytes, the smallest target replica {target_size}"
-            ),
-        ));
-    }
 
     let discard = match &journal {
         Some(found) => staging::stale_files(storage, src, dst, found, poolset_uuid)?,

@@ -624,30 +624,8 @@ fn plan_fresh<S: Storage>(
     options: &TransformOptions,
 ) -> Result<(TransformPlan, OpenSet<S::File>), Error> {
     let (src, dst) = (req.src, req.dst);
-    let master = info.master.clone().ok_or_else(|| {
-        refuse(
-            src,
-            dst,
-            "replica 0 part 0 of the source has no readable pool header",
-        )
-    })?;
-    if master.pool_type() != Some(PoolType::Obj) {
-        return Err(refuse(src, dst, "the source is not an obj pool"));
-    }
+    let (master, pool_size) = super::source_facts(src, dst, info, req.d)?;
     let poolset_uuid = master.poolset_uuid;
-    let pool_size = info
-        .pool_size
-        .ok_or_else(|| refuse(src, dst, "the source pool size is not known"))?;
-    let target_size = req.d.pool_size().unwrap_or(0);
-    if pool_size > target_size {
-        return Err(refuse(
-            src,
-            dst,
-            format!(
-                "target poolset is too small: the pool holds {pool_size} bytes, the smallest target replica {target_size}"
-            ),
-        ));
-    }
     let mut kept_part0 = BTreeMap::new();
     let mut kept_headers = BTreeMap::new();
     if req.hdr_change {
