@@ -105,6 +105,43 @@ fn parse_options(args: &[String]) -> Result<Options> {
     Ok(options)
 }
 
+/// The flags `bench verify` and `bench transform` share: `--size SIZE`
+/// (each replica; a multiple of 8 MiB of at least 64 MiB), `--reps N` and
+/// `--dir DIR` (where the pool sets go; default: the target directory).
+#[derive(Debug)]
+pub(crate) struct SizeOptions {
+    pub(crate) size: u64,
+    pub(crate) reps: usize,
+    pub(crate) dir: Option<PathBuf>,
+}
+
+/// Reads [`SizeOptions`] for `bench NAME`.
+pub(crate) fn parse_size_options(name: &str, args: &[String]) -> Result<SizeOptions> {
+    let mut options = SizeOptions {
+        size: DEFAULT_SIZE,
+        reps: DEFAULT_REPS,
+        dir: None,
+    };
+    for_each_flag(args, |flag, value| {
+        match flag {
+            "--size" => options.size = parse_size(&value()?)?,
+            "--reps" => options.reps = parse_reps(&value()?)?,
+            "--dir" => options.dir = Some(PathBuf::from(value()?)),
+            other => bail!(
+                "`bench {name}`: unknown option `{other}`; expected --size SIZE, --reps N \
+                 or --dir DIR"
+            ),
+        }
+        Ok(())
+    })?;
+    ensure!(
+        options.size >= MIN_SIZE && options.size.is_multiple_of(SIZE_UNIT),
+        "--size: {} is not a multiple of 8 MiB of at least 64 MiB",
+        fmt_size(options.size)
+    );
+    Ok(options)
+}
+
 /// Calls `handle` with every `--flag` of `args` and a function that takes
 /// its value (`--flag value` or `--flag=value`).
 pub(crate) fn for_each_flag(

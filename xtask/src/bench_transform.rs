@@ -20,12 +20,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 
 use crate::bench_sync::{
-    differing_blocks, fmt_size, for_each_flag, free_space, load_average, median, parse_reps,
-    parse_size, part_name, pool_size, quiet, secs, sync_dir, write_durably, Machine, Scratch,
-    BLOCK, DEFAULT_REPS, DEFAULT_SIZE, MEASURE, MIB, MIN_SIZE, SIZE_UNIT,
+    differing_blocks, fmt_size, free_space, load_average, median, parse_size_options, part_name,
+    pool_size, quiet, secs, sync_dir, write_durably, Machine, Scratch, SizeOptions, BLOCK, MEASURE,
+    MIB,
 };
 use crate::bench_verify::{build_objclient, fill, warm};
 use crate::util;
@@ -38,39 +38,8 @@ const ROOT_PER_MILLE: u64 = 875;
 const SEED: u64 = 0x7472_616e_7366_6f72;
 
 /// What `cargo xtask bench transform` was asked to do.
-#[derive(Debug)]
-struct Options {
-    /// Size of each replica (the pool size as the set file states it).
-    size: u64,
-    reps: usize,
-    /// Where the pool sets go (default: the target directory).
-    dir: Option<PathBuf>,
-}
-
-fn parse_options(args: &[String]) -> Result<Options> {
-    let mut options = Options {
-        size: DEFAULT_SIZE,
-        reps: DEFAULT_REPS,
-        dir: None,
-    };
-    for_each_flag(args, |flag, value| {
-        match flag {
-            "--size" => options.size = parse_size(&value()?)?,
-            "--reps" => options.reps = parse_reps(&value()?)?,
-            "--dir" => options.dir = Some(PathBuf::from(value()?)),
-            other => bail!(
-                "`bench transform`: unknown option `{other}`; expected --size SIZE, --reps N \
-                 or --dir DIR"
-            ),
-        }
-        Ok(())
-    })?;
-    ensure!(
-        options.size >= MIN_SIZE && options.size.is_multiple_of(SIZE_UNIT),
-        "--size: {} is not a multiple of 8 MiB of at least 64 MiB",
-        fmt_size(options.size)
-    );
-    Ok(options)
+fn parse_options(args: &[String]) -> Result<SizeOptions> {
+    parse_size_options("transform", args)
 }
 
 /// The two tools.

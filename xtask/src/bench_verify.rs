@@ -24,12 +24,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 
 use crate::bench_sync::{
-    fmt_size, for_each_flag, free_space, load_average, median, parse_reps, parse_size, part_name,
-    pool_size, quiet, secs, splitmix64, sync_dir, write_durably, Machine, Scratch, BLOCK,
-    DEFAULT_REPS, DEFAULT_SIZE, MEASURE, MIB, MIN_SIZE, SIZE_UNIT,
+    fmt_size, free_space, load_average, median, parse_size_options, part_name, pool_size, quiet,
+    secs, splitmix64, sync_dir, write_durably, Machine, Scratch, SizeOptions, BLOCK, MEASURE, MIB,
 };
 use crate::util;
 
@@ -48,37 +47,8 @@ const MIN_COMPARE_RATE: f64 = 3e9;
 const MAX_RSS: u64 = 256 * MIB;
 
 /// What `cargo xtask bench verify` was asked to do.
-#[derive(Debug)]
-struct Options {
-    size: u64,
-    reps: usize,
-    dir: Option<PathBuf>,
-}
-
-fn parse_options(args: &[String]) -> Result<Options> {
-    let mut options = Options {
-        size: DEFAULT_SIZE,
-        reps: DEFAULT_REPS,
-        dir: None,
-    };
-    for_each_flag(args, |flag, value| {
-        match flag {
-            "--size" => options.size = parse_size(&value()?)?,
-            "--reps" => options.reps = parse_reps(&value()?)?,
-            "--dir" => options.dir = Some(PathBuf::from(value()?)),
-            other => bail!(
-                "`bench verify`: unknown option `{other}`; expected --size SIZE, --reps N \
-                 or --dir DIR"
-            ),
-        }
-        Ok(())
-    })?;
-    ensure!(
-        options.size >= MIN_SIZE && options.size.is_multiple_of(SIZE_UNIT),
-        "--size: {} is not a multiple of 8 MiB of at least 64 MiB",
-        fmt_size(options.size)
-    );
-    Ok(options)
+fn parse_options(args: &[String]) -> Result<SizeOptions> {
+    parse_size_options("verify", args)
 }
 
 /// Page-cache state a run starts in.
