@@ -387,7 +387,7 @@ fn range_text(d: &DataStep) -> String {
     )
 }
 
-fn step_text(step: &Step) -> String {
+pub(crate) fn step_text(step: &Step) -> String {
     match step {
         Step::RemoveRecoveryFiles { paths } => format!(
             "remove bad block recovery file(s) {}",

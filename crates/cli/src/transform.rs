@@ -280,31 +280,6 @@ pub fn plan_text(plan: &TransformPlan, dry_run: bool) -> String {
     }
     for step in &plan.steps.steps {
         let s = match step {
-            Step::SyncDirectory { path } => format!("sync directory {}", path.display()),
-            Step::CreatePart {
-                replica,
-                part,
-                path,
-                size,
-                replace,
-            } => format!(
-                "{} replica {replica} part {part} ({}), {size} bytes",
-                if *replace {
-                    "recreate (unlink and create, fully allocated)"
-                } else {
-                    "create"
-                },
-                path.display()
-            ),
-            Step::SetMode {
-                replica,
-                part,
-                path,
-                mode,
-            } => format!(
-                "set mode {mode:04o} on replica {replica} part {part} ({})",
-                path.display()
-            ),
             Step::CopyRange(d) => format!(
                 "copy logical [{:#x}, {:#x}) from {} part {} to replica {} part {}: {} bytes",
                 d.logical,
@@ -329,7 +304,8 @@ pub fn plan_text(plan: &TransformPlan, dry_run: bool) -> String {
                 h.path.display(),
                 h.uuid
             ),
-            other => format!("{other:?}"),
+            // Creating parts, modes, directory syncs: as sync words them.
+            other => crate::sync::step_text(other),
         };
         line(&mut out, s);
     }
