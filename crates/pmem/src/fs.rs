@@ -1,18 +1,18 @@
 //! The real file system, through the page cache: `pread`/`pwrite` and
 //! `fdatasync`, with part files locked the way libpmemobj locks them.
 //!
-//! Flushed ranges are handed to the kernel early, with
-//! `sync_file_range(SYNC_FILE_RANGE_WRITE)`, so that the disk writes them
-//! back while the caller goes on; the fence's `fdatasync` still makes them
-//! durable (see `Writeback`).
+//! A flush asks a background thread to `fdatasync` the file while the
+//! caller goes on, so that the disk (and the write cache under it) has done
+//! most of the work by the time the caller fences; the fence still makes
+//! everything durable and reports every error (see `Persister`).
 
 use std::fs::{File, Metadata, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
 
 use nix::errno::Errno;
 
@@ -235,136 +235,156 @@ fn ctime_of(m: &Metadata) -> u64 {
     m.ctime() as u64
 }
 
-/// Flushed ranges closer than this to a pending range join it.
-const WRITEBACK_GAP: u64 = 1 << 20;
-/// A pending range is handed to the kernel once it spans this many bytes.
-const WRITEBACK_CHUNK: u64 = 4 << 20;
-/// Pending ranges kept per file (about one per worker writing the file);
-/// beyond that the least recently extended one is handed over.
-const WRITEBACK_SLOTS: usize = 8;
-
-/// Early writeback of one file: flushed ranges not yet handed to the kernel.
-///
-/// Through the page cache a flush need not do anything (the fence's one
-/// `fdatasync` persists every range), but then the disk starts writing only
-/// at the fence. Handing flushed ranges to
-/// `sync_file_range(SYNC_FILE_RANGE_WRITE)` starts the write-out at once and
-/// lets it overlap with whatever the caller does until its fence. Nearby
-/// flushes are gathered into ranges of about [`WRITEBACK_CHUNK`] first, so
-/// that many small scattered flushes cost one system call per few MiB
-/// rather than one each (the kernel writes only the dirty pages of a range).
-///
-/// This does not change the crash model: the kernel may write a dirty page
-/// back at any time anyway, so a flushed range reaching the disk before the
-/// fence is something every caller already allows for; what a fence
-/// promises still comes from its `fdatasync`. The call is only a hint, and
-/// its errors are ignored: it neither waits for the write-out nor consumes
-/// the file's write-back error state, so a write that fails is still
-/// reported by the next `fdatasync`. A file system or kernel that refuses
-/// the call (`ENOSYS`, `EINVAL`, `ESPIPE`) is not asked again.
-#[derive(Debug, Default)]
-struct Writeback {
-    /// `[start, end)` ranges, least recently extended first.
-    pending: Mutex<Vec<(u64, u64)>>,
-    unsupported: AtomicBool,
-}
-
-impl Writeback {
-    /// Records the flushed range `[start, end)` and returns the ranges to
-    /// hand to the kernel now: one that grew to [`WRITEBACK_CHUNK`], and one
-    /// pushed out of the slots.
-    fn add(&self, start: u64, end: u64) -> [Option<(u64, u64)>; 2] {
-        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        let near = pending.iter().position(|&(a, b)| {
-            start <= b.saturating_add(WRITEBACK_GAP) && a <= end.saturating_add(WRITEBACK_GAP)
-        });
-        let mut evicted = None;
-        let (a, b) = match near {
-            Some(i) => {
-                let (a, b) = pending.remove(i);
-                (a.min(start), b.max(end))
-            }
-            None => {
-                if pending.len() >= WRITEBACK_SLOTS {
-                    evicted = Some(pending.remove(0));
-                }
-                (start, end)
-            }
-        };
-        if b - a >= WRITEBACK_CHUNK {
-            [Some((a, b)), evicted]
-        } else {
-            pending.push((a, b));
-            [None, evicted]
-        }
-    }
-
-    /// Forgets the pending ranges (a fence writes them all).
-    fn clear(&self) {
-        self.pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
-    }
-}
-
 /// One open, flocked file of an [`FsStorage`].
 ///
 /// The lock is held until the value is dropped. Writes go to the page cache;
-/// [`PartFile::flush`] records that there is something to persist and
-/// starts writing flushed ranges back in the background, a few MiB at a
-/// time, and [`PartFile::fence`] makes everything durable with one
-/// `fdatasync`, skipped when nothing was flushed since the last one.
+/// [`PartFile::flush`] records that there is something to persist and asks
+/// for a background `fdatasync`, and [`PartFile::fence`] makes everything
+/// durable with one `fdatasync`, skipped when the background syncs already
+/// covered every flush.
 #[derive(Debug)]
 pub struct FsFile {
     path: PathBuf,
+    shared: Arc<Shared>,
+}
+
+/// What an [`FsFile`] shares with its background `fdatasync` thread.
+#[derive(Debug)]
+struct Shared {
     file: File,
     sync: SyncState,
-    writeback: Writeback,
+    persister: Mutex<Persister>,
+    /// Signalled when the background thread stops.
+    idle: Condvar,
+}
+
+/// Background `fdatasync` of one file.
+///
+/// Through the page cache a flush need not do anything: the fence's one
+/// `fdatasync` persists every range. But then the disk starts only at the
+/// fence, and on a disk with a volatile write cache (a virtual machine's
+/// disk, most SSDs) the `fdatasync` must also flush that cache, which for
+/// thousands of scattered blocks takes about as long as comparing a GiB.
+/// So every flush asks a background thread to `fdatasync` the file; while
+/// flushes keep coming it syncs back to back, the write-out and the cache
+/// flushes overlap with the caller's work, and the fence finds little or
+/// nothing left to do. (`sync_file_range` starts the write-out too, but
+/// not the cache flush, and in the caller's own thread.)
+///
+/// This leaves the crash model alone: it only makes writes durable sooner
+/// than the fence promises, which the kernel may do at any time anyway. What it must not do is lose an error. An `fdatasync`
+/// reports a write-back error once per open file, so an error the
+/// background thread sees is kept here and returned by the next fence, the
+/// file is poisoned as after a failed fence, and a fence first waits for a
+/// background sync in flight, so that it never runs beside one.
+#[derive(Debug, Default)]
+struct Persister {
+    /// Another sync was asked for since the running one began.
+    wanted: bool,
+    /// A background thread is running (or about to).
+    running: bool,
+    handle: Option<JoinHandle<()>>,
+    /// The error of a failed background sync, for the next fence.
+    error: Option<io::Error>,
+}
+
+impl Shared {
+    fn persister(&self) -> MutexGuard<'_, Persister> {
+        self.persister
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The background thread: syncs until no more syncs are wanted.
+    fn persist_in_background(&self) {
+        loop {
+            {
+                let mut p = self.persister();
+                if !p.wanted || self.sync.is_poisoned() {
+                    p.running = false;
+                    self.idle.notify_all();
+                    return;
+                }
+                p.wanted = false;
+            }
+            let Some(target) = self.sync.begin_fence() else {
+                continue;
+            };
+            match self.file.sync_data() {
+                Ok(()) => self.sync.end_fence(target),
+                Err(source) => {
+                    self.sync.poison();
+                    self.persister().error = Some(source);
+                }
+            }
+        }
+    }
 }
 
 impl FsFile {
     fn new(path: &Path, file: File, sync: SyncState) -> Self {
         Self {
             path: path.to_path_buf(),
-            file,
-            sync,
-            writeback: Writeback::default(),
+            shared: Arc::new(Shared {
+                file,
+                sync,
+                persister: Mutex::default(),
+                idle: Condvar::new(),
+            }),
         }
     }
 
-    /// Asks the kernel to start writing `[start, end)` back; see
-    /// [`Writeback`] for why failures are ignored.
-    fn start_writeback(&self, start: u64, end: u64) {
-        let (Ok(offset), Ok(len)) = (i64::try_from(start), i64::try_from(end - start)) else {
+    /// Asks for a background `fdatasync` (see [`Persister`]), starting the
+    /// thread if none runs. A thread that cannot be started costs only the
+    /// overlap: the fence syncs anyway.
+    fn persist_soon(&self) {
+        let mut p = self.shared.persister();
+        p.wanted = true;
+        if p.running {
             return;
-        };
-        // SAFETY: `sync_file_range` only acts on the descriptor and the
-        // integers it is given and touches no memory of ours. The
-        // descriptor is valid for the whole call because `self.file` owns
-        // it. SYNC_FILE_RANGE_WRITE alone starts write-out without waiting
-        // for it and without consuming write-back errors, which the fence's
-        // `fdatasync` still reports.
-        let rc = unsafe {
-            libc::sync_file_range(
-                self.file.as_raw_fd(),
-                offset,
-                len,
-                libc::SYNC_FILE_RANGE_WRITE,
-            )
-        };
-        if rc != 0 && matches!(Errno::last(), Errno::ENOSYS | Errno::EINVAL | Errno::ESPIPE) {
-            self.writeback.unsupported.store(true, Ordering::Relaxed);
         }
+        if let Some(done) = p.handle.take() {
+            // It has set `running` to false and only returns now.
+            let _ = done.join();
+        }
+        let shared = Arc::clone(&self.shared);
+        match std::thread::Builder::new()
+            .name("fdatasync".into())
+            .spawn(move || shared.persist_in_background())
+        {
+            Ok(handle) => {
+                p.running = true;
+                p.handle = Some(handle);
+            }
+            Err(_) => p.wanted = false,
+        }
+    }
+
+    /// Waits until no background sync runs, and returns the error of one
+    /// that failed since the last call.
+    fn settle(&self) -> Option<io::Error> {
+        let mut p = self.shared.persister();
+        p.wanted = false;
+        while p.running {
+            p = self
+                .shared
+                .idle
+                .wait(p)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        if let Some(done) = p.handle.take() {
+            let _ = done.join();
+        }
+        p.error.take()
     }
 
     /// The open file, for backends that build on this one (DAX maps it).
     pub(crate) fn file(&self) -> &File {
-        &self.file
+        &self.shared.file
     }
 
     pub(crate) fn fstat(&self) -> Result<Metadata, Error> {
-        self.file.metadata().map_err(|source| Error::Io {
+        self.shared.file.metadata().map_err(|source| Error::Io {
             op: "fstat",
             path: self.path.clone(),
             source,
@@ -400,7 +420,7 @@ impl PartFile for FsFile {
         while let Some(rest) = buf.get_mut(done..).filter(|rest| !rest.is_empty()) {
             // Cannot overflow: offset + buf.len() was checked above.
             let at = offset + done as u64;
-            match self.file.read_at(rest, at) {
+            match self.shared.file.read_at(rest, at) {
                 Ok(0) => {
                     return Err(Error::ShortRead {
                         path: self.path.clone(),
@@ -426,7 +446,8 @@ impl PartFile for FsFile {
 
     fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), Error> {
         self.check_range("write", offset, data.len() as u64)?;
-        self.file
+        self.shared
+            .file
             .write_all_at(data, offset)
             .map_err(|source| Error::IoAt {
                 op: "write",
@@ -439,44 +460,42 @@ impl PartFile for FsFile {
     fn flush(&self, offset: u64, len: u64) -> Result<(), Error> {
         self.check_range("flush", offset, len)?;
         // Through the page cache one fdatasync persists every range, so
-        // durability needs no record of the range itself; it is kept only
-        // to start the write-out early.
-        self.sync.note_flush();
-        if len > 0 && !self.writeback.unsupported.load(Ordering::Relaxed) {
-            // Cannot overflow: offset + len was checked above.
-            for (start, end) in self
-                .writeback
-                .add(offset, offset + len)
-                .into_iter()
-                .flatten()
-            {
-                self.start_writeback(start, end);
-            }
+        // durability needs no record of the range itself.
+        self.shared.sync.note_flush();
+        if len > 0 {
+            self.persist_soon();
         }
         Ok(())
     }
 
     fn fence(&self) -> Result<(), Error> {
-        if self.sync.is_poisoned() {
+        if let Some(source) = self.settle() {
+            return Err(Error::Io {
+                op: "fdatasync",
+                path: self.path.clone(),
+                source,
+            });
+        }
+        let sync = &self.shared.sync;
+        if sync.is_poisoned() {
             return Err(Error::SyncPoisoned {
                 path: self.path.clone(),
             });
         }
-        let Some(target) = self.sync.begin_fence() else {
+        let Some(target) = sync.begin_fence() else {
+            // The background syncs already covered every flush.
             return Ok(());
         };
-        // The fdatasync writes every dirty page, pending ranges included.
-        self.writeback.clear();
-        match self.file.sync_data() {
+        match self.shared.file.sync_data() {
             Ok(()) => {
-                self.sync.end_fence(target);
+                sync.end_fence(target);
                 Ok(())
             }
             Err(source) => {
                 // After a failed fdatasync the kernel may have dropped the
                 // dirty pages and cleared the error, so a retry could report
                 // success without the data being on disk. Refuse from now on.
-                self.sync.poison();
+                sync.poison();
                 Err(Error::Io {
                     op: "fdatasync",
                     path: self.path.clone(),
@@ -491,6 +510,15 @@ impl PartFile for FsFile {
     }
 }
 
+impl Drop for FsFile {
+    /// The background thread holds the file (and so its lock) open: wait
+    /// for it, so that the lock ends with the value. An error it met is
+    /// dropped with the file, as one that no fence was asked to report.
+    fn drop(&mut self) {
+        let _ = self.settle();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -498,51 +526,7 @@ mod tests {
     const MIB: u64 = 1 << 20;
 
     #[test]
-    fn nearby_flushes_gather_until_a_chunk() {
-        let wb = Writeback::default();
-        // Scattered 4 KiB flushes 80 KiB apart, in order.
-        let mut handed = Vec::new();
-        let mut at = 0;
-        while at < 10 * MIB {
-            handed.extend(wb.add(at, at + 4096).into_iter().flatten());
-            at += 80 << 10;
-        }
-        assert_eq!(handed.len(), 2, "{handed:?}");
-        for (a, b) in &handed {
-            assert!(b - a >= WRITEBACK_CHUNK && b - a < WRITEBACK_CHUNK + (80 << 10));
-        }
-        // The rest stays pending until a fence forgets it.
-        assert_eq!(wb.pending.lock().unwrap().len(), 1);
-        wb.clear();
-        assert!(wb.pending.lock().unwrap().is_empty());
-    }
-
-    #[test]
-    fn large_flushes_are_handed_over_at_once() {
-        let wb = Writeback::default();
-        assert_eq!(wb.add(0, 8 * MIB), [Some((0, 8 * MIB)), None]);
-        assert!(wb.pending.lock().unwrap().is_empty());
-    }
-
-    #[test]
-    fn distant_writers_keep_their_own_ranges_and_the_oldest_is_evicted() {
-        let wb = Writeback::default();
-        for w in 0..WRITEBACK_SLOTS as u64 {
-            assert_eq!(wb.add(w * 64 * MIB, w * 64 * MIB + 4096), [None, None]);
-        }
-        // Each writer extends its own range.
-        for w in 0..WRITEBACK_SLOTS as u64 {
-            let at = w * 64 * MIB + 8192;
-            assert_eq!(wb.add(at, at + 4096), [None, None]);
-        }
-        assert_eq!(wb.pending.lock().unwrap().len(), WRITEBACK_SLOTS);
-        // One more writer pushes out the least recently extended range.
-        let far = 1 << 40;
-        assert_eq!(wb.add(far, far + 4096), [None, Some((0, 12288))]);
-    }
-
-    #[test]
-    fn flushed_files_start_writeback_and_still_fence() {
+    fn scattered_flushes_are_persisted_by_the_fence() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("part");
         let part = FsStorage.create(&path, 16 * MIB).unwrap();
@@ -554,12 +538,68 @@ mod tests {
             part.flush(at, 4096).unwrap();
             at += 64 << 10;
         }
-        // sync_file_range accepts any regular file: the hint stays on.
-        assert!(!part.writeback.unsupported.load(Ordering::Relaxed));
         part.fence().unwrap();
-        assert!(part.writeback.pending.lock().unwrap().is_empty());
+        assert_eq!(part.shared.sync.begin_fence(), None);
         let mut back = vec![0u8; 4096];
         part.read_at(15 * MIB + (960 << 10), &mut back).unwrap();
         assert_eq!(back, data);
+    }
+
+    #[test]
+    fn handed_ranges_are_synced_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("part");
+        let part = FsStorage.create(&path, 16 * MIB).unwrap();
+        part.fence().unwrap();
+        let data = vec![0x5au8; 1 << 20];
+        for at in (0..8 * MIB).step_by(1 << 20) {
+            part.write_at(at, &data).unwrap();
+            part.flush(at, 1 << 20).unwrap();
+        }
+        // A background sync was asked for.
+        assert!(part.shared.persister().handle.is_some());
+        assert!(part.settle().is_none());
+        // It covered every flush made before it began; the last flushes
+        // (not handed over yet) may be left for the fence.
+        part.fence().unwrap();
+        assert_eq!(part.shared.sync.begin_fence(), None);
+        assert!(part.shared.persister().handle.is_none());
+    }
+
+    #[test]
+    fn dropping_a_file_ends_its_background_sync_and_its_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("part");
+        for _ in 0..3 {
+            let part = match FsStorage.stat(&path).unwrap() {
+                None => FsStorage.create(&path, 8 * MIB).unwrap(),
+                Some(_) => FsStorage.open(&path, Access::ReadWrite).unwrap(),
+            };
+            part.write_at(0, &vec![1u8; 8 << 20]).unwrap();
+            part.flush(0, 8 * MIB).unwrap();
+            // No fence: the drop must still wait for the thread, which
+            // holds the file, so the next open finds the lock free.
+        }
+    }
+
+    #[test]
+    fn a_failed_background_sync_is_reported_by_the_next_fence_only_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("part");
+        let part = FsStorage.create(&path, MIB).unwrap();
+        // What the background thread leaves after its fdatasync failed.
+        part.shared.sync.poison();
+        part.shared.persister().error = Some(io::Error::from_raw_os_error(libc::EIO));
+        match part.fence() {
+            Err(Error::Io {
+                op: "fdatasync",
+                source,
+                ..
+            }) => {
+                assert_eq!(source.raw_os_error(), Some(libc::EIO))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(part.fence(), Err(Error::SyncPoisoned { .. })));
     }
 }
