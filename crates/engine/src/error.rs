@@ -161,6 +161,10 @@ pub enum Error {
     /// Options that cannot be combined.
     #[error("{reason}")]
     InvalidOptions { reason: &'static str },
+    /// The thread that writes repaired blocks stopped early (it reports its
+    /// own error; this one is seen only if it panicked).
+    #[error("the writer of repaired blocks stopped unexpectedly")]
+    WriterStopped,
     // --- sync ---
     /// `sync`: the path names a single-file pool, not a pool set file.
     #[error("{path}: file is not a poolset file", path = path.display())]

@@ -56,6 +56,7 @@ pub mod badblocks;
 mod execute;
 pub mod plan;
 pub mod uuids;
+mod write_behind;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

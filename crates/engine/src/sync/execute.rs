@@ -4,9 +4,11 @@
 //! steps form one batch: their ranges are cut into jobs of at most
 //! [`JOB_LEN`] bytes, which run in parallel (rayon; one worker runs them in
 //! order, which the crash-point tests rely on), each with two stride-sized
-//! buffers, so memory stays bounded whatever the pool size. After a batch,
-//! every file it wrote is fenced, so data is durable before any header that
-//! follows in the plan.
+//! buffers, so memory stays bounded whatever the pool size. The differing
+//! blocks that comparing finds are written by one writer thread, fed
+//! through a bounded queue (see `write_behind`). After a batch, once the
+//! writer is done, every file it wrote is fenced, so data is durable before
+//! any header that follows in the plan.
 //!
 //! A read of the source that fails with an I/O error (`EIO`, what a bad
 //! block of persistent memory or a failing disk returns) is retried block
@@ -28,6 +30,7 @@ use crate::compare::{effective_stride, visit_runs, AlignedBuf, Counter, BLOCK, J
 use crate::open::{HeaderState, OpenSet, PartStatus};
 use crate::sync::badblocks::save_recovery_files;
 use crate::sync::plan::{DataStep, HeaderAction, HeaderStep, Plan, Step};
+use crate::sync::write_behind::{self, Queue, Repair};
 use crate::sync::{Progress, SyncOptions};
 use crate::Error;
 
@@ -211,7 +214,11 @@ fn part_of<F: PartFile>(
         })
 }
 
-fn file_of<F: PartFile>(set: &OpenSet<F>, replica: usize, part: usize) -> Result<&F, Error> {
+pub(super) fn file_of<F: PartFile>(
+    set: &OpenSet<F>,
+    replica: usize,
+    part: usize,
+) -> Result<&F, Error> {
     let p = part_of(set, replica, part)?;
     p.file.as_ref().ok_or_else(|| Error::PartUnusable {
         set: set.path.clone(),
@@ -284,21 +291,34 @@ fn run_batch<F: PartFile>(
     }
     let tally = Tally::default();
     let stride = effective_stride(options.stride);
-    let work = |job: &Job<'_>| run_job(set, plan, job, stride, &tally, progress);
     let started = Instant::now();
-    if options.threads <= 1 {
-        for job in &jobs {
-            work(job)?;
-        }
-    } else {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(options.threads)
-            .build()
-            .map_err(|_| Error::InvalidOptions {
-                reason: "cannot start the worker threads",
-            })?;
-        pool.install(|| jobs.par_iter().try_for_each(work))?;
-    }
+    // Repairs found by comparing go to a writer thread (see
+    // `write_behind`); whole copies are written by the workers themselves.
+    let (queue, repairs) = Queue::new(stride);
+    let (worked, written) = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| write_behind::write_all(set, repairs));
+        let worked = {
+            let queue = queue;
+            let work = |job: &Job<'_>| run_job(set, plan, job, stride, &tally, &queue, progress);
+            if options.threads <= 1 {
+                jobs.iter().try_for_each(work)
+            } else {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(options.threads)
+                    .build()
+                    .map_err(|_| Error::InvalidOptions {
+                        reason: "cannot start the worker threads",
+                    })
+                    .and_then(|pool| pool.install(|| jobs.par_iter().try_for_each(work)))
+            }
+            // The queue closes here: the writer finishes what it holds.
+        };
+        let written = writer.join().unwrap_or(Err(Error::WriterStopped));
+        (worked, written)
+    });
+    // The writer's own error explains a worker's `WriterStopped`.
+    written?;
+    worked?;
     let fencing = Instant::now();
     report.data_micros += micros(fencing.duration_since(started));
     // Every written file is fenced before anything later in the plan.
@@ -326,6 +346,7 @@ fn run_job<F: PartFile>(
     job: &Job<'_>,
     stride: usize,
     tally: &Tally,
+    queue: &Queue,
     progress: &dyn Progress,
 ) -> Result<(), Error> {
     let d = job.step;
@@ -350,22 +371,22 @@ fn run_job<F: PartFile>(
                 Err(e) => return Err(e.into()),
             };
             tally.compared.add(n as u64);
+            let mut repair = Repair::new(d.replica, d.part);
             if !readable {
                 // An unreadable target range is replaced whole.
-                dst.write_at(file_off, src)?;
-                dst.flush(file_off, n as u64)?;
-                tally.differing.add(n as u64);
+                repair.push(file_off, src);
             } else if src != tgt {
                 let logical = d.logical + pos;
                 visit_runs(logical, src, tgt, |run_logical, lo, hi| {
-                    let bytes = src.get(lo..hi).unwrap_or_default();
-                    let at = d.file_offset + (run_logical - d.logical);
-                    dst.write_at(at, bytes)?;
-                    dst.flush(at, bytes.len() as u64)?;
-                    tally.differing.add(bytes.len() as u64);
+                    repair.push(
+                        d.file_offset + (run_logical - d.logical),
+                        src.get(lo..hi).unwrap_or_default(),
+                    );
                     Ok(())
                 })?;
             }
+            tally.differing.add(repair.len());
+            queue.send(repair).map_err(|_| Error::WriterStopped)?;
         } else {
             dst.write_at(file_off, src)?;
             dst.flush(file_off, n as u64)?;
