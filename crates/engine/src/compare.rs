@@ -611,7 +611,13 @@ fn split_for_replicas(
         cuts.extend(pieces.iter().map(|p| p.logical));
         cuts.push(pieces.last().map_or(range.offset, |p| p.logical + p.len));
     }
-    cuts.retain(|&c| c >= range.offset && c <= covered_end);
+    pieces_between(cuts, range.offset, covered_end)
+}
+
+/// The ranges between consecutive `cuts` within `[lo, hi]` (the cuts need
+/// not be sorted or distinct).
+fn pieces_between(mut cuts: Vec<u64>, lo: u64, hi: u64) -> Vec<LogicalRange> {
+    cuts.retain(|&c| c >= lo && c <= hi);
     cuts.sort_unstable();
     cuts.dedup();
     cuts.windows(2)
@@ -652,16 +658,8 @@ pub fn split_at_boundaries(replicas: &[&[Extent]], range: LogicalRange) -> Vec<L
         covered_end = covered_end.min(end);
         cuts.extend(pieces.iter().map(|p| p.logical));
     }
-    cuts.retain(|&c| c <= covered_end);
     cuts.push(covered_end);
-    cuts.sort_unstable();
-    cuts.dedup();
-    cuts.windows(2)
-        .filter_map(|w| match w {
-            [a, b] if a < b => Some(LogicalRange::from_bounds(*a, *b)),
-            _ => None,
-        })
-        .collect()
+    pieces_between(cuts, range.offset, covered_end)
 }
 
 /// Splits `range` into pieces of at most `max` bytes (block aligned cuts
