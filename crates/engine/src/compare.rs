@@ -169,12 +169,7 @@ where
     while pos < end {
         // Stride ends fall on block boundaries, so runs never straddle strides
         // in the middle of a block.
-        let stop = (align_down(pos.saturating_add(stride as u64))).min(end);
-        let stop = if stop <= pos {
-            end.min(pos + stride as u64)
-        } else {
-            stop
-        };
+        let stop = stride_end(pos, end, stride);
         let n = usize::try_from(stop - pos)
             .unwrap_or(stride)
             .min(left.len());
@@ -229,6 +224,18 @@ where
         f(base + start as u64, start, len)?;
     }
     Ok(())
+}
+
+/// Where a stride that starts at `pos` ends: on a block boundary at most
+/// `stride` bytes on (unless `pos` is too close to one), and never past
+/// `end`.
+fn stride_end(pos: u64, end: u64, stride: usize) -> u64 {
+    let stop = align_down(pos.saturating_add(stride as u64)).min(end);
+    if stop <= pos {
+        end.min(pos.saturating_add(stride as u64))
+    } else {
+        stop
+    }
 }
 
 fn align_down(x: u64) -> u64 {
@@ -492,12 +499,7 @@ impl<F: PartFile> Sides<'_, F> {
         while pos < end {
             // Stride ends fall on block boundaries, so that a block is never
             // judged in two halves.
-            let stop = align_down(pos.saturating_add(stride as u64)).min(end);
-            let stop = if stop <= pos {
-                end.min(pos + stride as u64)
-            } else {
-                stop
-            };
+            let stop = stride_end(pos, end, stride);
             let n = usize::try_from(stop - pos)
                 .unwrap_or(stride)
                 .min(buffers.source.len())
