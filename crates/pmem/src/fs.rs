@@ -272,11 +272,12 @@ struct Shared {
 /// not the cache flush, and in the caller's own thread.)
 ///
 /// This leaves the crash model alone: it only makes writes durable sooner
-/// than the fence promises, which the kernel may do at any time anyway. What it must not do is lose an error. An `fdatasync`
-/// reports a write-back error once per open file, so an error the
-/// background thread sees is kept here and returned by the next fence, the
-/// file is poisoned as after a failed fence, and a fence first waits for a
-/// background sync in flight, so that it never runs beside one.
+/// than the fence promises, which the kernel may do at any time anyway.
+/// What it must not do is lose an error. An `fdatasync` reports a
+/// write-back error once per open file, so an error the background thread
+/// sees is kept here and returned by the next fence, the file is poisoned
+/// as after a failed fence, and a fence first waits for a background sync
+/// in flight, so that it never runs beside one.
 #[derive(Debug, Default)]
 struct Persister {
     /// Another sync was asked for since the running one began.

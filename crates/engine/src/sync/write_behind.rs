@@ -87,14 +87,6 @@ impl Queue {
     }
 }
 
-impl Clone for Queue {
-    fn clone(&self) -> Self {
-        Queue {
-            tx: self.tx.clone(),
-        }
-    }
-}
-
 /// The writer stopped before the queue was closed.
 #[derive(Debug)]
 pub(crate) struct Stopped;
