@@ -96,6 +96,20 @@ impl Storage for AnyStorage {
             AnyStorage::Dax(s) => s.fsync_dir(dir),
         }
     }
+
+    fn clock(&self) -> &dyn crate::Clock {
+        match self {
+            AnyStorage::PageCache(s) => s.clock(),
+            AnyStorage::Dax(s) => s.clock(),
+        }
+    }
+
+    fn current_dir(&self) -> Result<std::path::PathBuf, Error> {
+        match self {
+            AnyStorage::PageCache(s) => s.current_dir(),
+            AnyStorage::Dax(s) => s.current_dir(),
+        }
+    }
 }
 
 impl PartFile for AnyFile {

@@ -322,6 +322,14 @@ impl Storage for DaxStorage {
     fn fsync_dir(&self, dir: &Path) -> Result<(), Error> {
         FsStorage.fsync_dir(dir)
     }
+
+    fn clock(&self) -> &dyn crate::Clock {
+        crate::clock::system_clock()
+    }
+
+    fn current_dir(&self) -> Result<std::path::PathBuf, Error> {
+        FsStorage.current_dir()
+    }
 }
 
 /// What `map_inner` works out before the `DaxFile` is assembled.

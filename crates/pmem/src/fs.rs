@@ -119,6 +119,18 @@ impl Storage for FsStorage {
         })
     }
 
+    fn clock(&self) -> &dyn crate::Clock {
+        crate::clock::system_clock()
+    }
+
+    fn current_dir(&self) -> Result<PathBuf, Error> {
+        std::env::current_dir().map_err(|source| Error::Io {
+            op: "getcwd",
+            path: PathBuf::from("."),
+            source,
+        })
+    }
+
     fn fsync_dir(&self, dir: &Path) -> Result<(), Error> {
         let dir = if dir.as_os_str().is_empty() {
             Path::new(".")

@@ -26,11 +26,16 @@
 //! * [`Storage::create`] makes a new part the way PMDK does: `O_CREAT|O_EXCL`,
 //!   mode 0, fully allocated with `posix_fallocate`, and removed again if any
 //!   step fails;
-//! * writes land in the page cache, [`PartFile::flush`] records that there
-//!   is something to persist and starts writing flushed ranges back early
-//!   (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, a few MiB at a time; only
-//!   a hint), and [`PartFile::fence`] makes everything durable with one
-//!   `fdatasync`.
+//! * writes land in the page cache; [`PartFile::flush`] records that there
+//!   is something to persist and asks a per-file background thread to
+//!   `fdatasync` the file while the caller goes on, and
+//!   [`PartFile::fence`] waits for that thread, reports any error it met,
+//!   and `fdatasync`s whatever it did not cover, so everything flushed is
+//!   durable when it returns.
+//!
+//! Every backend also hands the engine its [`Clock`] and working directory
+//! ([`Storage::clock`], [`Storage::current_dir`]): the engine reads neither
+//! from the system itself, so the simulated backend can drive both.
 //!
 //! [`persist_mode_from_env`] reads the environment overrides that choose
 //! between persistence paths (`POOLSYNC_PERSIST`, PMDK's
@@ -72,6 +77,7 @@
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod any;
+mod clock;
 pub mod dax;
 mod error;
 mod fs;
@@ -79,9 +85,10 @@ mod persist;
 pub mod sim;
 mod sync_state;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub use any::{AnyFile, AnyStorage};
+pub use clock::{Clock, LogicalClock, SystemClock, LOGICAL_CLOCK_START};
 pub use dax::{choose_flush, CpuFeatures, DaxFile, DaxOptions, DaxStorage, FlushKind, Mapping};
 pub use error::Error;
 pub use fs::{FsFile, FsStorage};
@@ -171,6 +178,15 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn remove(&self, path: &Path) -> Result<(), Error>;
     /// `chmod`.
     fn set_mode(&self, path: &Path, mode: u32) -> Result<(), Error>;
+
+    /// The clock the engine measures and waits with: the real one for
+    /// real file systems, a logical one for the simulated backend (see
+    /// [`Clock`]).
+    fn clock(&self) -> &dyn Clock;
+
+    /// The directory relative paths are resolved against (the process's
+    /// working directory for real file systems).
+    fn current_dir(&self) -> Result<PathBuf, Error>;
 
     /// Makes the entries of directory `dir` durable (files created, removed
     /// or renamed in it); an empty path means the current directory.

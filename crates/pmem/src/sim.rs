@@ -181,6 +181,9 @@ pub enum Survival {
 #[derive(Clone)]
 pub struct SimStorage {
     state: Arc<Mutex<State>>,
+    /// Time as the engine sees it; shared by clones and kept across
+    /// crashes (a reboot does not turn time back).
+    clock: crate::LogicalClock,
 }
 
 /// One open, locked file of a [`SimStorage`]; the lock ends when it is
@@ -219,6 +222,8 @@ struct State {
     /// [`Storage::free_space`] says it cannot know.
     capacity: Option<u64>,
     clock: u64,
+    /// The working directory [`Storage::current_dir`] reports.
+    cwd: PathBuf,
     next_ino: u64,
     next_handle: u64,
     /// Persistence events completed.
@@ -332,7 +337,20 @@ impl SimStorage {
     fn from_state(state: State) -> Self {
         Self {
             state: Arc::new(Mutex::new(state)),
+            clock: crate::LogicalClock::new(),
         }
+    }
+
+    /// The logical clock the engine reads through [`Storage::clock`]: it
+    /// stands still unless advanced, and the engine's sleeps advance it.
+    pub fn logical_clock(&self) -> &crate::LogicalClock {
+        &self.clock
+    }
+
+    /// Sets the directory relative paths are resolved against
+    /// ([`Storage::current_dir`]; `/` by default).
+    pub fn set_current_dir(&self, dir: &Path) {
+        self.lock().cwd = normalize(dir);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -521,6 +539,7 @@ impl SimStorage {
         let st = self.lock();
         let mut new = State::new(st.max_file_len);
         new.capacity = st.capacity;
+        new.cwd = st.cwd.clone();
         new.clock = st.clock;
         new.next_ino = st.next_ino;
         new.dirs = st.dirs.clone();
@@ -561,7 +580,10 @@ impl SimStorage {
             new.live.insert(path.clone(), ino);
             new.durable.insert(path.clone(), ino);
         }
-        SimStorage::from_state(new)
+        SimStorage {
+            state: Arc::new(Mutex::new(new)),
+            clock: self.clock.clone(),
+        }
     }
 }
 
@@ -654,6 +676,7 @@ impl State {
             max_file_len,
             capacity: None,
             clock: CLOCK_START,
+            cwd: PathBuf::from("/"),
             next_ino: 3,
             next_handle: 0,
             events: 0,
@@ -988,6 +1011,14 @@ impl Storage for SimStorage {
         st.alive()?;
         let _ = dir;
         Ok(st.free())
+    }
+
+    fn clock(&self) -> &dyn crate::Clock {
+        &self.clock
+    }
+
+    fn current_dir(&self) -> Result<PathBuf, Error> {
+        Ok(self.lock().cwd.clone())
     }
 
     fn fsync_dir(&self, dir: &Path) -> Result<(), Error> {
