@@ -1,27 +1,30 @@
-//! Block-level comparison of two replicas over logical ranges (design note
-//! section 3).
+//! Block-level comparison over logical ranges (ARCHITECTURE.md,
+//! "Block-level repair").
 //!
 //! Replicas of one pool line up offset for offset in their logical address
 //! space, so comparing them block by block tells which blocks a repair has
-//! to copy. The comparer reads both sides in large strides (1 MiB by
-//! default) with fixed-size buffers, compares each stride with one
-//! `memcmp`, and only where the bytes differ narrows down to [`BLOCK`]
-//! (4 KiB) blocks. Memory stays bounded at two stride buffers per worker,
-//! whatever the pool size. The buffers are page aligned in memory, which
-//! makes `pread`'s copy out of the page cache up to three times faster on
-//! some CPUs than into a plain heap allocation.
+//! to copy. The comparer reads in large strides (1 MiB by default) with
+//! fixed-size buffers, compares each stride with one `memcmp`, and only
+//! where the bytes differ narrows down to [`BLOCK`] (4 KiB) blocks. Memory
+//! stays bounded at two stride buffers per worker, whatever the pool size.
+//! The buffers are page aligned in memory, which makes `pread`'s copy out
+//! of the page cache up to three times faster on some CPUs than into a
+//! plain heap allocation.
 //!
-//! Two layers:
+//! Every comparison goes through one step, [`diff_stride`]: one stride of
+//! the source, whose bytes the caller holds, against another
+//! [`Endpoint`], over the stride's live pieces. In [`Mode::Bytes`] the
+//! other side's bytes are read; in [`Mode::Digests`] only their digests
+//! travel (block by block), so a comparison never needs both sides' bytes
+//! in one process. The executor's compare-and-copy and [`compare_many`]
+//! are both built on it.
 //!
-//! * [`compare_with`] streams one logical range through two reader
-//!   callbacks and hands every run of differing blocks, with both sides'
-//!   bytes, to a visitor.
-//! * [`compare_many`] compares one replica of an [`OpenSet`] with several
-//!   others over a list of logical ranges, in parallel, reading each
-//!   stretch of the first replica once for all the others (and ranges
-//!   close together in one read), and returns each replica's differing
-//!   ranges with counts; [`compare_replicas`] is the case of two replicas.
-//!   Heap-aware verification passes them the live ranges.
+//! [`compare_many`] compares one endpoint with several others over a list
+//! of logical ranges, in parallel, reading each stretch of the source once
+//! for all the others (and ranges close together in one read), and returns
+//! each one's differing ranges with counts; [`compare_replicas`] is the
+//! case of two replicas of one set. Heap-aware verification passes them
+//! the live ranges.
 //!
 //! Blocks are aligned to multiples of [`BLOCK`] in the logical address
 //! space; a range that starts or ends inside a block compares (and reports)
@@ -34,6 +37,7 @@ use poolsync_poolset::Extent;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::endpoint::{digest, Digest, Endpoint};
 use crate::open::OpenSet;
 use crate::Error;
 
@@ -111,88 +115,11 @@ impl std::ops::AddAssign for CompareStats {
     }
 }
 
-/// A run of consecutive differing blocks with both sides' bytes.
-#[derive(Debug, Clone, Copy)]
-pub struct Difference<'a> {
-    /// Logical offset of the run's first byte.
-    pub offset: u64,
-    /// The left side's bytes of the run.
-    pub left: &'a [u8],
-    /// The right side's bytes of the run (same length as `left`).
-    pub right: &'a [u8],
-}
-
-impl Difference<'_> {
-    /// The run as a range.
-    pub fn range(&self) -> LogicalRange {
-        LogicalRange::new(self.offset, self.left.len() as u64)
-    }
-}
-
 /// A stride clamped to `[BLOCK, MAX_STRIDE]` and rounded down to whole blocks.
 pub fn effective_stride(stride: usize) -> usize {
     let block = BLOCK as usize;
     let clamped = stride.clamp(block, MAX_STRIDE);
     clamped - clamped % block
-}
-
-/// Compares `range` as read through `read_left` and `read_right` (each
-/// called with a logical offset and a buffer to fill), in strides of
-/// `stride` bytes, and calls `visit` for every run of differing blocks, in
-/// logical order. A run that crosses a stride boundary is visited as two
-/// runs ([`push_merged`] joins them).
-///
-/// Only two buffers of at most `stride` bytes are allocated. The first
-/// error of a reader or of `visit` ends the comparison and is returned.
-pub fn compare_with<L, R, V>(
-    range: LogicalRange,
-    stride: usize,
-    mut read_left: L,
-    mut read_right: R,
-    mut visit: V,
-) -> Result<CompareStats, Error>
-where
-    L: FnMut(u64, &mut [u8]) -> Result<(), Error>,
-    R: FnMut(u64, &mut [u8]) -> Result<(), Error>,
-    V: FnMut(Difference<'_>) -> Result<(), Error>,
-{
-    let stride = effective_stride(stride);
-    let mut stats = CompareStats::default();
-    if range.is_empty() {
-        return Ok(stats);
-    }
-    let first = usize::try_from(range.len.min(stride as u64)).unwrap_or(stride);
-    let mut left = AlignedBuf::new(first);
-    let mut right = AlignedBuf::new(first);
-    let end = range.end();
-    let mut pos = range.offset;
-    while pos < end {
-        // Stride ends fall on block boundaries, so runs never straddle strides
-        // in the middle of a block.
-        let stop = stride_end(pos, end, stride);
-        let n = usize::try_from(stop - pos)
-            .unwrap_or(stride)
-            .min(left.len());
-        let stop = pos + n as u64;
-        let (l, r) = (left.get_mut(n), right.get_mut(n));
-        read_left(pos, l)?;
-        read_right(pos, r)?;
-        stats.bytes_compared += n as u64;
-        if l != r {
-            visit_runs(pos, l, r, |offset, lo, hi| {
-                let (ls, rs) = (&l[lo..hi], &r[lo..hi]);
-                stats.bytes_differing += ls.len() as u64;
-                stats.runs += 1;
-                visit(Difference {
-                    offset,
-                    left: ls,
-                    right: rs,
-                })
-            })?;
-        }
-        pos = stop;
-    }
-    Ok(stats)
 }
 
 /// Calls `f(logical offset, start index, end index)` for each run of
@@ -229,7 +156,7 @@ where
 /// Where a stride that starts at `pos` ends: on a block boundary at most
 /// `stride` bytes on (unless `pos` is too close to one), and never past
 /// `end`.
-fn stride_end(pos: u64, end: u64, stride: usize) -> u64 {
+pub(crate) fn stride_end(pos: u64, end: u64, stride: usize) -> u64 {
     let stop = align_down(pos.saturating_add(stride as u64)).min(end);
     if stop <= pos {
         end.min(pos.saturating_add(stride as u64))
@@ -288,53 +215,193 @@ pub fn compare_replicas<F: PartFile>(
     ranges: &[LogicalRange],
     options: &CompareOptions,
 ) -> Result<CompareOutcome, Error> {
-    let mut outcomes = compare_many(set, left, &[right], ranges, options)?;
+    let side = |r: usize| -> Result<&dyn Endpoint, Error> {
+        set.replica(r)
+            .map(|rep| rep as &dyn Endpoint)
+            .ok_or_else(|| Error::LogicalRead {
+                replica: r,
+                offset: 0,
+                end: 0,
+                reason: "no such replica".to_string(),
+            })
+    };
+    let mut outcomes = compare_many(side(left)?, &[side(right)?], ranges, options)?;
     Ok(outcomes.pop().unwrap_or_default())
 }
 
-/// Compares replica `source` of `set` with each replica of `others` over
-/// `ranges` and returns, for each of `others` in order, every range where
-/// it differs from the source (4 KiB aligned, clipped to the given ranges).
+/// How two sides are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Both sides' bytes are read and compared.
+    Bytes,
+    /// The other side sends the digest of each block piece; only the
+    /// source's bytes are read here.
+    Digests,
+}
+
+impl Mode {
+    /// Digests when either side prefers them (its bytes are far away),
+    /// bytes otherwise.
+    pub fn for_sides(a: &dyn Endpoint, b: &dyn Endpoint) -> Mode {
+        if a.prefers_digests() || b.prefers_digests() {
+            Mode::Digests
+        } else {
+            Mode::Bytes
+        }
+    }
+}
+
+/// One stride of the source: its first logical offset, its bytes, and the
+/// pieces of it to compare as `(start, end)` indexes into the bytes
+/// (sorted, disjoint).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stride<'a> {
+    /// Logical offset of `bytes[0]`.
+    pub pos: u64,
+    /// The source's bytes.
+    pub bytes: &'a [u8],
+    /// The pieces compared.
+    pub live: &'a [(usize, usize)],
+}
+
+/// What [`diff_stride`] learnt of the other side.
+#[derive(Debug)]
+pub(crate) enum Seen {
+    /// Compared; the visitor was called for every differing run.
+    Compared,
+    /// Reading the other side failed with `EIO` (the error): nothing was
+    /// visited.
+    Unreadable(Error),
+}
+
+/// Scratch space [`diff_stride`] reuses from call to call.
+pub(crate) struct Scratch {
+    other: AlignedBuf,
+    ranges: Vec<LogicalRange>,
+    theirs: Vec<Digest>,
+}
+
+impl Scratch {
+    /// Scratch for strides of at most `cap` bytes.
+    pub(crate) fn new(cap: usize) -> Self {
+        Scratch {
+            other: AlignedBuf::new(cap),
+            ranges: Vec::new(),
+            theirs: Vec::new(),
+        }
+    }
+}
+
+/// Compares `stride` of the source with the same range of `other`, over
+/// the stride's live pieces, and calls `visit(logical offset, start, end)`
+/// (indexes into the stride's bytes) for each run of differing blocks, in
+/// order. A block is judged on its live bytes only.
+pub(crate) fn diff_stride(
+    stride: Stride<'_>,
+    other: &dyn Endpoint,
+    mode: Mode,
+    scratch: &mut Scratch,
+    mut visit: impl FnMut(u64, usize, usize) -> Result<(), Error>,
+) -> Result<Seen, Error> {
+    let Stride { pos, bytes, live } = stride;
+    match mode {
+        Mode::Bytes => {
+            let theirs = scratch.other.get_mut(bytes.len());
+            match other.read(pos, theirs) {
+                Ok(()) => {}
+                Err(e) if e.is_eio() => return Ok(Seen::Unreadable(e)),
+                Err(e) => return Err(e),
+            }
+            if *bytes == *theirs {
+                return Ok(Seen::Compared);
+            }
+            for &(lo, hi) in live {
+                let (Some(a), Some(b)) = (bytes.get(lo..hi), theirs.get(lo..hi)) else {
+                    continue;
+                };
+                visit_runs(pos + lo as u64, a, b, |offset, x, y| {
+                    visit(offset, lo + x, lo + y)
+                })?;
+            }
+        }
+        Mode::Digests => {
+            // One digest per live piece of each block.
+            let ranges = &mut scratch.ranges;
+            ranges.clear();
+            for &(lo, hi) in live {
+                let mut at = pos + lo as u64;
+                let end = pos + hi as u64;
+                while at < end {
+                    let stop = (align_down(at) + BLOCK).min(end);
+                    ranges.push(LogicalRange::from_bounds(at, stop));
+                    at = stop;
+                }
+            }
+            scratch.theirs.clear();
+            match other.digests(ranges, &mut scratch.theirs) {
+                Ok(()) => {}
+                Err(e) if e.is_eio() => return Ok(Seen::Unreadable(e)),
+                Err(e) => return Err(e),
+            }
+            let mut run: Option<(usize, usize)> = None;
+            for (k, r) in ranges.iter().enumerate() {
+                let lo = usize::try_from(r.offset - pos).unwrap_or(usize::MAX);
+                let hi = usize::try_from(r.end() - pos).unwrap_or(usize::MAX);
+                let ours = bytes.get(lo..hi).map(digest);
+                let differs = ours != scratch.theirs.get(k).copied();
+                match (differs, run) {
+                    (true, Some((start, end))) if end == lo => run = Some((start, hi)),
+                    (true, Some((start, end))) => {
+                        visit(pos + start as u64, start, end)?;
+                        run = Some((lo, hi));
+                    }
+                    (true, None) => run = Some((lo, hi)),
+                    (false, Some((start, end))) => {
+                        visit(pos + start as u64, start, end)?;
+                        run = None;
+                    }
+                    (false, None) => {}
+                }
+            }
+            if let Some((start, end)) = run {
+                visit(pos + start as u64, start, end)?;
+            }
+        }
+    }
+    Ok(Seen::Compared)
+}
+
+/// Compares `source` with each of `others` over `ranges` and returns, for
+/// each of `others` in order, every range where it differs from the source
+/// (4 KiB aligned, clipped to the given ranges).
 ///
 /// Each stretch of the source is read once and compared with every other
-/// replica in turn, so comparing with two replicas reads three sides, not
+/// endpoint in turn, so comparing with two replicas reads three sides, not
 /// four. Ranges at most [`COALESCE_GAP`] apart are read together, in one
 /// read per stride, so that many small ranges cost few reads; the bytes
-/// between them are read but neither compared nor reported.
+/// between them are read but neither compared nor reported. An endpoint
+/// that prefers digests sends those instead of its bytes ([`Mode`]).
 ///
-/// The stretches are split at the part boundaries of every replica (each
-/// piece lies in one part of each side) and into pieces of at most
-/// [`JOB_LEN`], which `options.threads` workers compare in parallel, each
-/// with two stride buffers of its own. Bytes beyond the source's parts are
-/// not compared, nor bytes beyond another replica's parts with that
-/// replica. Reading a part that is not open is an error.
-pub fn compare_many<F: PartFile>(
-    set: &OpenSet<F>,
-    source: usize,
-    others: &[usize],
+/// The stretches are cut at the end of every other endpoint and into
+/// pieces of at most [`JOB_LEN`], which `options.threads` workers compare
+/// in parallel, each with buffers of its own. Bytes beyond the source's
+/// end are not compared, nor bytes beyond another endpoint's end with that
+/// endpoint.
+pub fn compare_many(
+    source: &dyn Endpoint,
+    others: &[&dyn Endpoint],
     ranges: &[LogicalRange],
     options: &CompareOptions,
 ) -> Result<Vec<CompareOutcome>, Error> {
-    let no_replica = |replica: usize| Error::LogicalRead {
-        replica,
-        offset: 0,
-        end: 0,
-        reason: "no such replica".to_string(),
-    };
-    let src_extents = set
-        .replica(source)
-        .map(|rep| rep.extents.as_slice())
-        .ok_or_else(|| no_replica(source))?;
-    let mut other_extents: Vec<&[Extent]> = Vec::with_capacity(others.len());
-    for &r in others {
-        let rep = set.replica(r).ok_or_else(|| no_replica(r))?;
-        other_extents.push(&rep.extents);
-    }
-    let ends: Vec<u64> = other_extents.iter().map(|e| extents_end(e)).collect();
+    let ends: Vec<u64> = others.iter().map(|o| o.end()).collect();
+    let src_end = source.end();
     let exact = sorted_union(ranges);
     let mut jobs = Vec::new();
     for cover in coalesce(&exact, COALESCE_GAP) {
-        for piece in split_for_replicas(src_extents, &other_extents, cover) {
+        let cover = LogicalRange::from_bounds(cover.offset, cover.end().min(src_end));
+        let mut cuts = vec![cover.offset, cover.end()];
+        cuts.extend(ends.iter().copied());
+        for piece in pieces_between(cuts, cover.offset, cover.end()) {
             jobs.extend(split_len(piece, JOB_LEN));
         }
     }
@@ -343,7 +410,6 @@ pub fn compare_many<F: PartFile>(
         |job: &LogicalRange| usize::try_from(job.len.min(stride as u64)).unwrap_or(stride);
     let cap = jobs.iter().map(job_cap).max().unwrap_or(0);
     let sides = Sides {
-        set,
         source,
         others,
         ends: &ends,
@@ -407,11 +473,11 @@ pub const COALESCE_GAP: u64 = 64 << 10;
 /// compared and the differing ranges.
 type JobFound = Vec<(u64, Vec<LogicalRange>)>;
 
-/// A worker's two stride buffers (the source's bytes and another
-/// replica's) and the compared pieces of the current stride.
+/// A worker's stride buffer for the source's bytes, its scratch for the
+/// other side, and the compared pieces of the current stride.
 struct Buffers {
     source: AlignedBuf,
-    other: AlignedBuf,
+    scratch: Scratch,
     live: Vec<(usize, usize)>,
 }
 
@@ -419,7 +485,7 @@ impl Buffers {
     fn new(cap: usize) -> Self {
         Buffers {
             source: AlignedBuf::new(cap),
-            other: AlignedBuf::new(cap),
+            scratch: Scratch::new(cap),
             live: Vec::new(),
         }
     }
@@ -465,10 +531,9 @@ impl AlignedBuf {
 }
 
 /// What every job of one [`compare_many`] call shares.
-struct Sides<'a, F> {
-    set: &'a OpenSet<F>,
-    source: usize,
-    others: &'a [usize],
+struct Sides<'a> {
+    source: &'a dyn Endpoint,
+    others: &'a [&'a dyn Endpoint],
     /// One past the last logical byte of each of `others`.
     ends: &'a [u64],
     /// The ranges to compare: sorted, disjoint, not touching.
@@ -476,14 +541,12 @@ struct Sides<'a, F> {
     stride: usize,
 }
 
-impl<F: PartFile> Sides<'_, F> {
-    /// Compares `job` (a piece [`split_for_replicas`] cut, so within one
-    /// part of every replica and either wholly inside or wholly beyond each
-    /// other replica's end) of the source with each other replica, over the
+impl Sides<'_> {
+    /// Compares `job` (wholly inside or wholly beyond each other
+    /// endpoint's end) of the source with each other endpoint, over the
     /// parts of the ranges that lie in it.
     fn compare(&self, job: LogicalRange, buffers: &mut Buffers) -> Result<JobFound, Error> {
         let Sides {
-            set,
             source,
             others,
             ends,
@@ -502,8 +565,7 @@ impl<F: PartFile> Sides<'_, F> {
             let stop = stride_end(pos, end, stride);
             let n = usize::try_from(stop - pos)
                 .unwrap_or(stride)
-                .min(buffers.source.len())
-                .min(buffers.other.len());
+                .min(buffers.source.len());
             let stop = pos + n as u64;
             // The ranges' own bytes in this stride, as buffer indexes.
             let here = LogicalRange::from_bounds(pos, stop);
@@ -522,27 +584,27 @@ impl<F: PartFile> Sides<'_, F> {
             let live_bytes: u64 = live.iter().map(|&(lo, hi)| (hi - lo) as u64).sum();
             if live_bytes > 0 {
                 let src = buffers.source.get_mut(n);
-                set.read_logical(source, pos, src)?;
-                for ((&r, &r_end), (compared, list)) in
-                    others.iter().zip(ends).zip(found.iter_mut())
+                source.read(pos, src)?;
+                let stride = Stride {
+                    pos,
+                    bytes: src,
+                    live,
+                };
+                for ((&other, &other_end), (compared, list)) in
+                    others.iter().zip(ends.iter()).zip(found.iter_mut())
                 {
-                    if stop > r_end {
+                    if stop > other_end {
                         continue;
                     }
-                    let other = buffers.other.get_mut(n);
-                    set.read_logical(r, pos, other)?;
                     *compared += live_bytes;
-                    if *src == *other {
-                        continue;
-                    }
-                    for &(lo, hi) in live.iter() {
-                        let (Some(a), Some(b)) = (src.get(lo..hi), other.get(lo..hi)) else {
-                            continue;
-                        };
-                        visit_runs(pos + lo as u64, a, b, |offset, x, y| {
-                            push_merged(list, LogicalRange::new(offset, (y - x) as u64));
+                    let mode = Mode::for_sides(source, other);
+                    let seen =
+                        diff_stride(stride, other, mode, &mut buffers.scratch, |o, x, y| {
+                            push_merged(list, LogicalRange::new(o, (y - x) as u64));
                             Ok(())
                         })?;
+                    if let Seen::Unreadable(e) = seen {
+                        return Err(e);
                     }
                 }
             }
@@ -584,41 +646,9 @@ fn coalesce(ranges: &[LogicalRange], gap: u64) -> Vec<LogicalRange> {
     out
 }
 
-/// One past the last logical byte of a replica's extents.
-fn extents_end(extents: &[Extent]) -> u64 {
-    extents
-        .iter()
-        .map(|e| e.logical.saturating_add(e.len))
-        .max()
-        .unwrap_or(0)
-}
-
-/// Splits `range` at every part boundary of the source and of `others`
-/// and at the end of each of `others`, and drops what lies beyond the
-/// source's parts: each piece lies in one part of the source and, for each
-/// other replica, in one of its parts or wholly beyond them.
-fn split_for_replicas(
-    source: &[Extent],
-    others: &[&[Extent]],
-    range: LogicalRange,
-) -> Vec<LogicalRange> {
-    let src_pieces = poolsync_poolset::map_range(source, range.offset, range.len);
-    let covered_end = src_pieces
-        .last()
-        .map_or(range.offset, |p| p.logical + p.len);
-    let mut cuts: Vec<u64> = vec![range.offset, covered_end];
-    cuts.extend(src_pieces.iter().map(|p| p.logical));
-    for extents in others {
-        let pieces = poolsync_poolset::map_range(extents, range.offset, range.len);
-        cuts.extend(pieces.iter().map(|p| p.logical));
-        cuts.push(pieces.last().map_or(range.offset, |p| p.logical + p.len));
-    }
-    pieces_between(cuts, range.offset, covered_end)
-}
-
 /// The ranges between consecutive `cuts` within `[lo, hi]` (the cuts need
 /// not be sorted or distinct).
-fn pieces_between(mut cuts: Vec<u64>, lo: u64, hi: u64) -> Vec<LogicalRange> {
+pub(crate) fn pieces_between(mut cuts: Vec<u64>, lo: u64, hi: u64) -> Vec<LogicalRange> {
     cuts.retain(|&c| c >= lo && c <= hi);
     cuts.sort_unstable();
     cuts.dedup();
@@ -708,31 +738,72 @@ mod tests {
     use proptest::prelude::*;
     use std::path::{Path, PathBuf};
 
+    /// An endpoint of bytes in memory that start at logical `base`, which
+    /// may ask to be compared by digests.
+    #[derive(Debug)]
+    struct Mem {
+        base: u64,
+        bytes: Vec<u8>,
+        digests: bool,
+    }
+
+    impl Endpoint for Mem {
+        fn name(&self) -> String {
+            "memory".to_string()
+        }
+        fn end(&self) -> u64 {
+            self.base + self.bytes.len() as u64
+        }
+        fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
+            let s = (offset - self.base) as usize;
+            buf.copy_from_slice(&self.bytes[s..s + buf.len()]);
+            Ok(())
+        }
+        fn prefers_digests(&self) -> bool {
+            self.digests
+        }
+        fn write(&self, _: u64, _: &[u8]) -> Result<(), Error> {
+            unreachable!("never written")
+        }
+        fn flush(&self, _: u64, _: u64) -> Result<(), Error> {
+            Ok(())
+        }
+        fn fence(&self) -> Result<(), Error> {
+            Ok(())
+        }
+        fn headers(&self) -> Vec<crate::open::HeaderState> {
+            Vec::new()
+        }
+        fn write_header(&self, _: usize, _: &crate::endpoint::HeaderWrite) -> Result<(), Error> {
+            Ok(())
+        }
+        fn locate(&self, _: LogicalRange) -> Vec<crate::endpoint::Location> {
+            Vec::new()
+        }
+    }
+
+    /// The differing runs `compare_many` finds between two buffers that
+    /// start at `range.offset`, in bytes mode and in digest mode (which
+    /// must agree).
     fn runs(range: LogicalRange, stride: usize, left: &[u8], right: &[u8]) -> Vec<LogicalRange> {
+        let l = Mem {
+            base: range.offset,
+            bytes: left.to_vec(),
+            digests: false,
+        };
+        let options = CompareOptions { stride, threads: 1 };
         let mut found = Vec::new();
-        let base = range.offset;
-        compare_with(
-            range,
-            stride,
-            |off, buf| {
-                let s = (off - base) as usize;
-                buf.copy_from_slice(&left[s..s + buf.len()]);
-                Ok(())
-            },
-            |off, buf| {
-                let s = (off - base) as usize;
-                buf.copy_from_slice(&right[s..s + buf.len()]);
-                Ok(())
-            },
-            |d| {
-                assert_eq!(d.left.len(), d.right.len());
-                assert_ne!(d.left, d.right);
-                push_merged(&mut found, d.range());
-                Ok(())
-            },
-        )
-        .unwrap();
-        found
+        for digests in [false, true] {
+            let r = Mem {
+                base: range.offset,
+                bytes: right.to_vec(),
+                digests,
+            };
+            let mut out = compare_many(&l, &[&r], &[range], &options).unwrap();
+            found.push(out.pop().unwrap().differing);
+        }
+        assert_eq!(found[0], found[1], "bytes and digests disagree");
+        found.swap_remove(0)
     }
 
     /// The model: every block (clipped to the range) whose bytes differ,
@@ -943,7 +1014,9 @@ mod tests {
             for threads in [1, 2] {
                 for stride in [4096, 3 * 4096, 1 << 20] {
                     let options = CompareOptions { stride, threads };
-                    let got = compare_many(&set, 0, &[1, 2], &ranges, &options).unwrap();
+                    let r0: &dyn Endpoint = &set.replicas[0];
+                    let others: [&dyn Endpoint; 2] = [&set.replicas[1], &set.replicas[2]];
+                    let got = compare_many(r0, &others, &ranges, &options).unwrap();
                     assert_eq!(got.len(), 2);
                     for (k, r) in [1usize, 2].into_iter().enumerate() {
                         let end = logical[0].len().min(logical[r].len()) as u64;

@@ -278,6 +278,31 @@ pub enum Error {
     },
 }
 
+/// Linux's `EIO`: what a read of a bad block of persistent memory, or of a
+/// failing disk, returns.
+const EIO: i32 = 5;
+
+impl Error {
+    /// Whether this is an I/O error (`EIO`) of the storage: a bad block,
+    /// which another replica may be able to provide.
+    pub fn is_eio(&self) -> bool {
+        match self {
+            Error::Storage(e) | Error::PartStorage { source: e, .. } => storage_is_eio(e),
+            _ => false,
+        }
+    }
+}
+
+/// Whether a storage error is `EIO`.
+pub(crate) fn storage_is_eio(e: &poolsync_pmem::Error) -> bool {
+    match e {
+        poolsync_pmem::Error::Io { source, .. } | poolsync_pmem::Error::IoAt { source, .. } => {
+            source.raw_os_error() == Some(EIO)
+        }
+        _ => false,
+    }
+}
+
 /// `set` or `set:line` (line 0: the whole file, or a single-file pool).
 fn at(set: &std::path::Path, line: usize) -> String {
     if line == 0 {

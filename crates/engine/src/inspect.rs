@@ -383,6 +383,47 @@ impl Health {
     }
 }
 
+/// Why [`choose_source`] chose no replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceRefusal {
+    /// `--source N` names a replica the pool set does not have.
+    NoSuchReplica {
+        /// The replica asked for.
+        requested: usize,
+        /// The highest replica index.
+        last: usize,
+    },
+    /// `--source N` names a replica that may not be the source.
+    Unusable {
+        /// The replica asked for.
+        requested: usize,
+    },
+    /// No replica may be the source.
+    NoneUsable,
+}
+
+/// The replica data is read from: `requested` when given (it must exist
+/// and be usable), otherwise the lowest-index usable replica, as
+/// libpmempool chooses (docs/format.md §13). Sync, verification and the
+/// health check all choose here; what "usable" means is theirs to say.
+pub fn choose_source(
+    replicas: usize,
+    requested: Option<usize>,
+    usable: impl Fn(usize) -> bool,
+) -> Result<usize, SourceRefusal> {
+    match requested {
+        Some(n) if n >= replicas => Err(SourceRefusal::NoSuchReplica {
+            requested: n,
+            last: replicas.saturating_sub(1),
+        }),
+        Some(n) if !usable(n) => Err(SourceRefusal::Unusable { requested: n }),
+        Some(n) => Ok(n),
+        None => (0..replicas)
+            .find(|&r| usable(r))
+            .ok_or(SourceRefusal::NoneUsable),
+    }
+}
+
 /// `true` when a stored shutdown state records an ADR failure against the
 /// current state of storage without unsafe-shutdown counters (spec 2.8, 9).
 pub fn sds_adr_failure(stored: &Sds) -> bool {
@@ -741,7 +782,10 @@ pub fn inspect<F: PartFile>(set: &OpenSet<F>) -> Health {
             }
         })
         .collect();
-    let source = replicas.iter().find(|r| r.healthy).map(|r| r.replica);
+    let source = choose_source(replicas.len(), None, |r| {
+        replicas.get(r).is_some_and(|h| h.healthy)
+    })
+    .ok();
     let pool_size = source
         .and_then(|s| replicas.get(s))
         .and_then(|r| r.pool_size);

@@ -38,12 +38,18 @@
 pub mod check;
 pub mod compare;
 pub mod create;
+mod durable;
+pub mod endpoint;
 mod error;
+pub mod exec;
 pub mod info;
 pub mod inspect;
 pub mod load;
 pub mod open;
+mod ownership;
+pub mod ring;
 pub mod rm;
+mod space;
 pub mod sync;
 pub mod transform;
 pub mod verify;

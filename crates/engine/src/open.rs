@@ -43,11 +43,13 @@ pub struct OpenSet<F> {
     set_file: Option<F>,
 }
 
-/// One local replica.
+/// One local replica: also the local [`crate::endpoint::Endpoint`].
 #[derive(Debug)]
 pub struct OpenReplica<F> {
-    /// Replica index (0 = master).
+    /// Replica index (0 = master), or the endpoint's number in a plan.
     pub index: usize,
+    /// How messages name it (`replica 1`, `the temporary copy …`).
+    pub label: String,
     /// Header-carrying parts: all parts, 1 with SINGLEHDR, 0 with NOHDRS.
     pub nhdrs: usize,
     /// Where each part lies in the replica's logical address space.
@@ -79,6 +81,8 @@ pub struct OpenPart<F> {
     pub file: Option<F>,
     /// The pool header of a header-carrying part.
     pub header: HeaderState,
+    /// Something was flushed through this handle since its last fence.
+    pub(crate) flushed: std::sync::atomic::AtomicBool,
 }
 
 /// What opening one part found.
@@ -252,10 +256,12 @@ pub fn open<S: Storage>(
                 status: open_part.status,
                 file: open_part.file,
                 header,
+                flushed: Default::default(),
             });
         }
         replicas.push(OpenReplica {
             index: r,
+            label: format!("replica {r}"),
             nhdrs,
             extents,
             net_size,
@@ -428,6 +434,81 @@ fn refuse_unsupported(path: &Path, set: &PoolSet) -> Result<(), Error> {
     Ok(())
 }
 
+impl<F> OpenReplica<F> {
+    /// A replica of one file that maps the logical address space
+    /// `[0, size)` one to one (a temporary copy of a pool), numbered
+    /// `index` and named `label` in messages; `file` is `None` while it is
+    /// only planned.
+    pub fn single_file(
+        index: usize,
+        label: String,
+        path: PathBuf,
+        size: u64,
+        file: Option<F>,
+    ) -> Self {
+        OpenReplica {
+            index,
+            label,
+            nhdrs: 1,
+            extents: vec![Extent {
+                part: 0,
+                logical: 0,
+                file_offset: 0,
+                len: size,
+            }],
+            net_size: size,
+            parts: vec![OpenPart {
+                replica: index,
+                index: 0,
+                path,
+                line: 0,
+                configured_size: size,
+                meta: None,
+                status: PartStatus::Ok,
+                file,
+                header: HeaderState::NotRead,
+                flushed: Default::default(),
+            }],
+        }
+    }
+
+    /// Replica `r` of the parsed pool set `set`, without opening anything
+    /// (for planning: where its ranges lie), numbered `index` and named
+    /// `label`.
+    pub fn unopened(set: &PoolSet, r: usize, index: usize, label: String) -> Self {
+        let parts = match set.replicas.get(r) {
+            Some(Replica::Local { parts, .. }) => parts
+                .iter()
+                .enumerate()
+                .map(|(p, part)| OpenPart {
+                    replica: index,
+                    index: p,
+                    path: PathBuf::from(&part.path),
+                    line: part.line,
+                    configured_size: match part.size {
+                        PartSize::Bytes(b) => b,
+                        PartSize::Auto => 0,
+                    },
+                    meta: None,
+                    status: PartStatus::Ok,
+                    file: None,
+                    header: HeaderState::NotRead,
+                    flushed: Default::default(),
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        OpenReplica {
+            index,
+            label,
+            nhdrs: set.nhdrs(r),
+            extents: set.extents(r).unwrap_or_default(),
+            net_size: set.replica_size(r).unwrap_or(0),
+            parts,
+        }
+    }
+}
+
 impl<F: PartFile> OpenSet<F> {
     /// The replica with index `replica`.
     pub fn replica(&self, replica: usize) -> Option<&OpenReplica<F>> {
@@ -462,49 +543,16 @@ impl<F: PartFile> OpenSet<F> {
     /// Fails when the range reaches beyond the replica's address space or a
     /// part it touches is not open.
     pub fn read_logical(&self, replica: usize, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
-        let len = buf.len() as u64;
-        let end = offset.saturating_add(len);
-        let err = |reason: String| Error::LogicalRead {
-            replica,
-            offset,
-            end,
-            reason,
-        };
         let rep = self
             .replicas
             .get(replica)
-            .ok_or_else(|| err("no such replica".to_string()))?;
-        if offset.checked_add(len).is_none() {
-            return Err(err("the range overflows a 64-bit offset".to_string()));
-        }
-        let pieces = poolsync_poolset::map_range(&rep.extents, offset, len);
-        let covered: u64 = pieces.iter().map(|p| p.len).sum();
-        if covered != len {
-            return Err(err(
-                "the range reaches beyond the replica's parts".to_string()
-            ));
-        }
-        for piece in pieces {
-            let part = rep
-                .parts
-                .get(piece.part)
-                .ok_or_else(|| err(format!("part {} does not exist", piece.part)))?;
-            let file = part
-                .file
-                .as_ref()
-                .ok_or_else(|| err(format!("{} is not open ({})", part.name(), part.status)))?;
-            let start = usize::try_from(piece.logical - offset)
-                .map_err(|_| err("range too large".to_string()))?;
-            let piece_len =
-                usize::try_from(piece.len).map_err(|_| err("range too large".to_string()))?;
-            let dst = buf
-                .get_mut(start..start.saturating_add(piece_len))
-                .ok_or_else(
-                    || err("the part map returned a piece outside the range".to_string()),
-                )?;
-            file.read_at(piece.file_offset, dst)?;
-        }
-        Ok(())
+            .ok_or_else(|| Error::LogicalRead {
+                replica,
+                offset,
+                end: offset.saturating_add(buf.len() as u64),
+                reason: "no such replica".to_string(),
+            })?;
+        crate::endpoint::Endpoint::read(rep, offset, buf)
     }
 
     /// Closes every part and the pool set file, releasing their locks (the

@@ -53,27 +53,32 @@
 //! ```
 
 pub mod badblocks;
-mod execute;
 pub mod plan;
-pub mod uuids;
-mod write_behind;
+/// The UUID rules, now shared with transform in [`crate::ring`].
+pub mod uuids {
+    pub use crate::ring::{assign, Assigned, PartView, Rules, UuidError, UuidOrigin, UuidSource};
+}
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use poolsync_pmem::{Access, FileKind, PartFile, Storage};
 use serde::Serialize;
 
 use crate::compare::{default_threads, DEFAULT_STRIDE};
+use crate::exec::{Endpoints, RunOptions, Tuning};
 use crate::inspect::{inspect, Health};
 use crate::open::{open, HeaderState, OpenSet, PartStatus};
 use crate::Error;
 
+pub use crate::exec::{NoProgress, Progress, ReadFallback};
 pub use badblocks::{BadBlock, BadBlockQuery, BadBlockScan, RegularFiles};
-pub use execute::{execute, ReadFallback, SyncReport};
 pub use plan::{check_shape, plan, Plan, Step};
 pub use uuids::UuidSource;
+
+/// What a sync did: the executor's report.
+pub type SyncReport = crate::exec::ExecReport;
 
 /// How often a locked pool is tried again while waiting.
 const LOCK_RETRY: Duration = Duration::from_millis(100);
@@ -101,6 +106,16 @@ pub struct SyncOptions {
     pub bad_block_query: Arc<dyn BadBlockQuery>,
 }
 
+impl SyncOptions {
+    /// The stride and workers of the data steps.
+    pub fn tuning(&self) -> Tuning {
+        Tuning {
+            stride: self.stride,
+            threads: self.threads,
+        }
+    }
+}
+
 impl Default for SyncOptions {
     fn default() -> Self {
         SyncOptions {
@@ -115,27 +130,6 @@ impl Default for SyncOptions {
         }
     }
 }
-
-/// Receives progress of a long run; every method may be called from
-/// worker threads.
-pub trait Progress: Send + Sync {
-    /// The run starts and will copy or compare `total` bytes.
-    fn start(&self, total: u64) {
-        let _ = total;
-    }
-    /// `bytes` more bytes were copied or compared.
-    fn advance(&self, bytes: u64) {
-        let _ = bytes;
-    }
-    /// The run is over.
-    fn finish(&self) {}
-}
-
-/// A [`Progress`] that ignores everything.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoProgress;
-
-impl Progress for NoProgress {}
 
 /// What [`survey`] found: the health and the bad blocks.
 #[derive(Debug, Clone)]
@@ -165,7 +159,7 @@ pub fn sync<S: Storage>(
 ) -> Result<SyncOutcome, Error> {
     let mut set = open_for_sync(storage, path, options)?;
     let survey = survey(storage, &set, options)?;
-    let plan = plan(&set, &survey.health, &survey.bad_blocks, options)?;
+    let plan = plan(&set, &survey, options)?;
     if options.dry_run {
         return Ok(SyncOutcome { plan, report: None });
     }
@@ -176,6 +170,53 @@ pub fn sync<S: Storage>(
     })
 }
 
+/// Runs `plan` on `set`, which must be the set the plan was made from,
+/// opened read-write. Returns what was done.
+pub fn execute<S: Storage>(
+    storage: &S,
+    set: &mut OpenSet<S::File>,
+    plan: &Plan,
+    options: &SyncOptions,
+    progress: &dyn Progress,
+) -> Result<SyncReport, Error> {
+    if set.path != plan.path || set.access != Access::ReadWrite {
+        return Err(Error::InvalidRequest {
+            path: set.path.clone(),
+            reason: "the plan belongs to another pool set, or the set is not open read-write"
+                .to_string(),
+        });
+    }
+    progress.start(plan.totals.bytes_to_copy + plan.totals.bytes_to_compare);
+    let report = run_plan(storage, set, plan, options, progress)?;
+    progress.finish();
+    Ok(report)
+}
+
+/// [`execute`] without starting or finishing `progress` (for a caller
+/// whose progress spans more than the plan).
+pub(crate) fn run_plan<S: Storage>(
+    storage: &S,
+    set: &mut OpenSet<S::File>,
+    plan: &Plan,
+    options: &SyncOptions,
+    progress: &dyn Progress,
+) -> Result<SyncReport, Error> {
+    // A block the source cannot read comes from another healthy replica.
+    let mut alternates = plan.alternates.clone();
+    alternates.push(plan.source);
+    crate::exec::run(
+        storage,
+        &plan.path,
+        &plan.steps,
+        &mut Endpoints::of(set),
+        RunOptions {
+            alternates: &alternates,
+            tuning: options.tuning(),
+            progress,
+        },
+    )
+}
+
 /// Opens the pool set for a sync, retrying for [`SyncOptions::wait_lock`]
 /// while another process holds a lock.
 pub fn open_for_sync<S: Storage>(
@@ -183,20 +224,22 @@ pub fn open_for_sync<S: Storage>(
     path: &Path,
     options: &SyncOptions,
 ) -> Result<OpenSet<S::File>, Error> {
-    let started = Instant::now();
+    let clock = storage.clock();
+    let started = clock.elapsed();
     loop {
         match open_once(storage, path, options.dry_run) {
             Err(Error::Storage(e @ poolsync_pmem::Error::Locked { .. })) => {
                 let Some(wait) = options.wait_lock else {
                     return Err(Error::Storage(e));
                 };
-                if started.elapsed() >= wait {
+                let waited = clock.elapsed().saturating_sub(started);
+                if waited >= wait {
                     return Err(Error::LockTimeout {
                         seconds: wait.as_secs(),
                         source: e,
                     });
                 }
-                std::thread::sleep(LOCK_RETRY.min(wait.saturating_sub(started.elapsed())));
+                clock.sleep(LOCK_RETRY.min(wait.saturating_sub(waited)));
             }
             other => return other,
         }
@@ -248,14 +291,14 @@ fn open_once<S: Storage>(
     Ok(set)
 }
 
-/// The checks before planning: the shape of the set ([`check_shape`]), the
-/// directories of all parts, the health check, and bad blocks.
+/// The checks before planning, on a set [`open_for_sync`] opened (which
+/// checked its shape): the directories of all parts, the health check,
+/// and bad blocks.
 pub fn survey<S: Storage>(
     storage: &S,
     set: &OpenSet<S::File>,
     options: &SyncOptions,
 ) -> Result<Survey, Error> {
-    check_shape(set)?;
     for part in set.parts() {
         let dir: PathBuf = part
             .path

@@ -31,7 +31,7 @@
 //! still differing, so re-running (with the same `--source` or
 //! `--force-source`) converges.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use poolsync_header::heap::{walk_visit, HeapStats, LiveRange, Owner, Place, WalkError};
@@ -42,9 +42,11 @@ use serde::Serialize;
 use crate::compare::{
     compare_many, compare_replicas, push_merged, CompareOptions, LogicalRange, BLOCK,
 };
-use crate::inspect::{inspect, read_descriptor};
+use crate::endpoint::Endpoint;
+use crate::exec::{data_steps, DataPurpose, Endpoints, RunOptions, Step, Tuning};
+use crate::inspect::{choose_source, inspect, read_descriptor, SourceRefusal};
 use crate::open::{open, OpenSet};
-use crate::sync::{execute, open_for_sync, plan, survey, Progress, SyncOptions, SyncOutcome};
+use crate::sync::{open_for_sync, plan, run_plan, survey, Progress, SyncOptions, SyncOutcome};
 use crate::Error;
 
 /// Divergences listed per replica; more are counted but not listed.
@@ -295,6 +297,24 @@ fn union(lists: &[&[LogicalRange]]) -> Vec<LogicalRange> {
     out
 }
 
+/// Replica `r` of `set` as an endpoint.
+fn endpoint<F: PartFile>(set: &OpenSet<F>, r: usize) -> Result<&dyn Endpoint, Error> {
+    set.replica(r)
+        .map(|rep| rep as &dyn Endpoint)
+        .ok_or_else(|| Error::InvalidRequest {
+            path: set.path.clone(),
+            reason: format!("replica {r}: not in the pool set"),
+        })
+}
+
+/// Replicas `list` of `set` as endpoints.
+fn endpoints<'s, F: PartFile>(
+    set: &'s OpenSet<F>,
+    list: &[usize],
+) -> Result<Vec<&'s dyn Endpoint>, Error> {
+    list.iter().map(|&r| endpoint(set, r)).collect()
+}
+
 /// `1, 2`: the replicas other than `source`, for hints.
 fn others_text<F>(set: &OpenSet<F>, source: usize) -> String {
     let list: Vec<String> = (0..set.replicas.len())
@@ -339,7 +359,8 @@ pub fn find<F: PartFile>(
     let others: Vec<usize> = (0..set.replicas.len())
         .filter(|&r| r != source && compared.contains(&r))
         .collect();
-    let outcomes = compare_many(set, source, &others, &spans, &options.compare)?;
+    let eps = endpoints(set, &others)?;
+    let outcomes = compare_many(endpoint(set, source)?, &eps, &spans, &options.compare)?;
     for (r, outcome) in others.into_iter().zip(outcomes) {
         findings.bytes_compared += outcome.stats.bytes_compared;
         if let Some(blocks) = raw.get_mut(r) {
@@ -670,32 +691,22 @@ pub fn check_data<S: Storage>(
     let set = open(storage, path, Access::ReadOnly)?;
     let health = inspect(&set);
     let healthy = |r: usize| health.replicas.get(r).is_some_and(|h| h.healthy);
-    let source = match options.source {
-        Some(n) if n >= set.replicas.len() => {
-            return Err(Error::InvalidRequest {
-                path: set.path.clone(),
-                reason: format!(
-                    "--source {n}: the pool set has replicas 0 to {}",
-                    set.replicas.len().saturating_sub(1)
-                ),
-            })
+    let source = choose_source(set.replicas.len(), options.source, healthy).map_err(|why| {
+        Error::InvalidRequest {
+            path: set.path.clone(),
+            reason: match why {
+                SourceRefusal::NoSuchReplica { requested: n, last } => {
+                    format!("--source {n}: the pool set has replicas 0 to {last}")
+                }
+                SourceRefusal::Unusable { requested: n } => {
+                    format!("--source {n}: replica {n} is not healthy (see poolsync check)")
+                }
+                SourceRefusal::NoneUsable => {
+                    "no healthy replica to compare with (see poolsync check)".to_string()
+                }
+            },
         }
-        Some(n) if !healthy(n) => {
-            return Err(Error::InvalidRequest {
-                path: set.path.clone(),
-                reason: format!("--source {n}: replica {n} is not healthy (see poolsync check)"),
-            })
-        }
-        Some(n) => n,
-        None => health
-            .source
-            .filter(|&r| healthy(r))
-            .or_else(|| (0..set.replicas.len()).find(|&r| healthy(r)))
-            .ok_or_else(|| Error::InvalidRequest {
-                path: set.path.clone(),
-                reason: "no healthy replica to compare with (see poolsync check)".to_string(),
-            })?,
-    };
+    })?;
     let compared: Vec<usize> = (0..set.replicas.len())
         .filter(|&r| r != source && healthy(r))
         .collect();
@@ -715,12 +726,16 @@ pub fn check_data<S: Storage>(
 }
 
 /// Copies the source's bytes of every differing block that `findings`
-/// lists over each compared replica, flushing each write and fencing every
-/// written file at the end. `set` must be open read-write.
-pub fn repair<F: PartFile>(
-    set: &OpenSet<F>,
+/// lists over each compared replica, through the executor: flushed as
+/// written, fenced per replica, with progress, and with a block the source
+/// cannot read (`EIO`) taken from another replica that agrees with the
+/// source there. `set` must be open read-write.
+pub fn repair<S: Storage>(
+    storage: &S,
+    set: &mut OpenSet<S::File>,
     findings: &Findings,
     options: &VerifyOptions,
+    progress: &dyn Progress,
 ) -> Result<RepairReport, Error> {
     if set.access != Access::ReadWrite {
         return Err(Error::InvalidRequest {
@@ -729,66 +744,69 @@ pub fn repair<F: PartFile>(
         });
     }
     let source = findings.source;
-    let stride = crate::compare::effective_stride(options.compare.stride) as u64;
     let mut report = RepairReport {
         source,
         replicas: Vec::new(),
     };
-    let mut buf = Vec::new();
     for rf in findings.replicas.iter().filter(|r| !r.blocks.is_empty()) {
-        let target = set
-            .replica(rf.replica)
-            .ok_or_else(|| Error::InvalidRequest {
-                path: set.path.clone(),
-                reason: format!("replica {}: not in the pool set", rf.replica),
-            })?;
-        let mut written: BTreeSet<usize> = BTreeSet::new();
-        let mut bytes_written = 0u64;
-        for block in &rf.blocks {
-            let mut pos = block.offset;
-            while pos < block.end() {
-                let n = (block.end() - pos).min(stride.max(BLOCK));
-                let len = usize::try_from(n).map_err(|_| Error::InvalidOptions {
-                    reason: "a repair chunk does not fit in memory",
-                })?;
-                buf.resize(len, 0);
-                set.read_logical(source, pos, &mut buf)?;
-                let pieces = poolsync_poolset::map_range(&target.extents, pos, n);
-                for piece in pieces {
-                    let part = target.parts.get(piece.part);
-                    let file =
-                        part.and_then(|p| p.file.as_ref())
-                            .ok_or_else(|| Error::LogicalRead {
-                                replica: rf.replica,
-                                offset: piece.logical,
-                                end: piece.logical + piece.len,
-                                reason: format!("part {} is not open", piece.part),
-                            })?;
-                    let start = (piece.logical - pos) as usize;
-                    let bytes = buf
-                        .get(start..start + piece.len as usize)
-                        .unwrap_or_default();
-                    file.write_at(piece.file_offset, bytes)?;
-                    file.flush(piece.file_offset, piece.len)?;
-                    written.insert(piece.part);
-                    bytes_written += piece.len;
-                }
-                pos += n;
-            }
-        }
-        for p in written {
-            if let Some(file) = target.parts.get(p).and_then(|p| p.file.as_ref()) {
-                file.fence()?;
-            }
-        }
+        let steps = repair_steps(set, source, rf)?;
+        // Replicas compared with the source that differ from it nowhere
+        // this replica does can stand in for it.
+        let alternates: Vec<usize> = findings
+            .replicas
+            .iter()
+            .filter(|o| o.compared && o.replica != rf.replica)
+            .filter(|o| intersect(&o.blocks, &rf.blocks).is_empty())
+            .map(|o| o.replica)
+            .collect();
+        let done = crate::exec::run(
+            storage,
+            &set.path.clone(),
+            &steps,
+            &mut Endpoints::of(set),
+            RunOptions {
+                alternates: &alternates,
+                tuning: Tuning {
+                    stride: options.compare.stride,
+                    threads: options.compare.threads,
+                },
+                progress,
+            },
+        )?;
         report.replicas.push(ReplicaRepair {
             replica: rf.replica,
             ranges: rf.ranges,
             bytes: rf.bytes,
-            bytes_written,
+            bytes_written: done.bytes_copied,
         });
     }
     Ok(report)
+}
+
+/// The copy steps that put the source's bytes over every differing block
+/// of one replica.
+fn repair_steps<F: PartFile>(
+    set: &OpenSet<F>,
+    source: usize,
+    rf: &ReplicaFindings,
+) -> Result<Vec<Step>, Error> {
+    let from = (source, endpoint(set, source)?);
+    let to = (rf.replica, endpoint(set, rf.replica)?);
+    Ok(rf
+        .blocks
+        .iter()
+        .flat_map(|block| data_steps(DataPurpose::Verify, from, to, *block))
+        .collect())
+}
+
+/// Bytes [`repair`] writes for `findings`.
+fn repair_bytes(findings: &Findings) -> u64 {
+    findings
+        .replicas
+        .iter()
+        .flat_map(|r| r.blocks.iter())
+        .map(|b| b.len)
+        .sum()
 }
 
 /// `sync --verify`: plans the sync, verifies the replicas the sync leaves
@@ -805,7 +823,7 @@ pub fn sync_verify<S: Storage>(
 ) -> Result<VerifyOutcome, Error> {
     let mut set = open_for_sync(storage, path, sync_options)?;
     let survey = survey(storage, &set, sync_options)?;
-    let plan = plan(&set, &survey.health, &survey.bad_blocks, sync_options)?;
+    let plan = plan(&set, &survey, sync_options)?;
     let health = &survey.health;
     let healthy = |r: usize| health.replicas.get(r).is_some_and(|h| h.healthy);
     let compared: Vec<usize> = (0..set.replicas.len())
@@ -823,8 +841,11 @@ pub fn sync_verify<S: Storage>(
             repair: None,
         });
     }
-    let report = execute(storage, &mut set, &plan, sync_options, progress)?;
-    let repaired = repair(&set, &findings, verify)?;
+    progress
+        .start(plan.totals.bytes_to_copy + plan.totals.bytes_to_compare + repair_bytes(&findings));
+    let report = run_plan(storage, &mut set, &plan, sync_options, progress)?;
+    let repaired = repair(storage, &mut set, &findings, verify, progress)?;
+    progress.finish();
     Ok(VerifyOutcome {
         sync: SyncOutcome {
             plan,

@@ -54,17 +54,20 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use poolsync_header::{ring_links, HeaderLinks, PoolHdr, PoolType, RawUuid, Sds, FEAT_SINGLEHDR};
+use poolsync_header::PoolHdr;
 use poolsync_pmem::PartFile;
 use poolsync_poolset::{map_range, Extent, PAGE};
 use serde::Serialize;
 
 use crate::compare::{split_at_boundaries, LogicalRange};
-use crate::inspect::{Health, Inconsistency};
+use crate::endpoint::Endpoint;
+use crate::exec::{data_steps, ser_mode, totals};
+pub use crate::exec::{DataPurpose, DataStep, HeaderAction, HeaderStep, Step, Totals};
+use crate::inspect::{choose_source, Health, Inconsistency, ReplicaHealth, SourceRefusal};
 use crate::open::{OpenSet, PartStatus};
-use crate::sync::badblocks::{BadBlockOrigin, BadBlockScan, RecoveryFilePlan};
-use crate::sync::uuids::{assign, PartView, UuidOrigin};
-use crate::sync::SyncOptions;
+use crate::ring::{assign, plan_headers, OnDisk, PartView, Planned, Rules, UuidSource};
+use crate::sync::badblocks::{BadBlockOrigin, BadBlockScan};
+use crate::sync::{Survey, SyncOptions};
 use crate::Error;
 
 /// The smallest part `pmempool sync` accepts: a whole obj pool (8 MiB).
@@ -82,147 +85,6 @@ pub enum DataAction {
     Recreate,
     /// Compared with the source; differing blocks copied.
     Repair,
-}
-
-/// What a sync does with one part's header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HeaderAction {
-    /// The part carries no header (SINGLEHDR, part ≥ 1).
-    None,
-    /// Left as it is.
-    Keep,
-    /// Its links change: rewritten with everything else kept.
-    Relink,
-    /// A new header (the part is broken).
-    New,
-    /// Invalidated while its replica is repaired, then written back as it
-    /// was (with current links).
-    Restore,
-}
-
-/// Why a data step copies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DataPurpose {
-    /// Filling a recreated part.
-    Rebuild,
-    /// Repairing a broken part that exists.
-    Repair,
-    /// Replacing bad blocks listed in recovery files or found by the query.
-    BadBlocks,
-}
-
-/// A copy or compare of one logical range that lies in one part of each
-/// side.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DataStep {
-    /// Why.
-    pub purpose: DataPurpose,
-    /// The replica written.
-    pub replica: usize,
-    /// Its part.
-    pub part: usize,
-    /// The part file.
-    pub path: PathBuf,
-    /// Offset in that file of the range's first byte.
-    pub file_offset: u64,
-    /// The replica read.
-    pub from_replica: usize,
-    /// Its part.
-    pub from_part: usize,
-    /// That part file.
-    pub from_path: PathBuf,
-    /// Offset in that file of the range's first byte.
-    pub from_offset: u64,
-    /// First logical offset of the range.
-    pub logical: u64,
-    /// Length in bytes: copied, or compared (then at most this many are
-    /// written).
-    pub len: u64,
-}
-
-/// A header write.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct HeaderStep {
-    /// Replica index.
-    pub replica: usize,
-    /// Part index.
-    pub part: usize,
-    /// The part file.
-    pub path: PathBuf,
-    /// New, relinked or restored.
-    pub kind: HeaderAction,
-    /// The part's UUID in canonical form.
-    pub uuid: String,
-    /// How the UUID was chosen.
-    pub uuid_origin: UuidOrigin,
-    /// The header to write (a new header's crtime is taken from the file
-    /// when it is written).
-    #[serde(skip)]
-    pub header: PoolHdr,
-}
-
-/// One step of a plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
-pub enum Step {
-    /// Remove bad block recovery files (stale ones first, all at the end).
-    RemoveRecoveryFiles {
-        /// The files.
-        paths: Vec<PathBuf>,
-    },
-    /// Save the bad blocks the query found, before anything else is written.
-    SaveRecoveryFiles {
-        /// The files and their bad blocks.
-        files: Vec<RecoveryFilePlan>,
-    },
-    /// Make a header that still looks valid look broken (its checksum is
-    /// inverted) until its replica is repaired.
-    InvalidateHeader {
-        /// Replica index.
-        replica: usize,
-        /// Part index.
-        part: usize,
-        /// The part file.
-        path: PathBuf,
-    },
-    /// Unlink the part (when it exists) and create it anew, fully allocated.
-    CreatePart {
-        /// Replica index.
-        replica: usize,
-        /// Part index.
-        part: usize,
-        /// The part file.
-        path: PathBuf,
-        /// Its size.
-        size: u64,
-        /// An existing file is unlinked first.
-        replace: bool,
-    },
-    /// `chmod` a rebuilt part to the mode of the source's part 0.
-    SetMode {
-        /// Replica index.
-        replica: usize,
-        /// Part index.
-        part: usize,
-        /// The part file.
-        path: PathBuf,
-        /// The mode (JSON: an octal string such as `"0664"`).
-        #[serde(serialize_with = "ser_mode")]
-        mode: u32,
-    },
-    /// Make new or removed entries and changed modes in a directory durable.
-    SyncDirectory {
-        /// The directory (empty: the current one).
-        path: PathBuf,
-    },
-    /// Copy a range.
-    CopyRange(DataStep),
-    /// Compare a range and copy the blocks that differ.
-    CompareAndCopy(DataStep),
-    /// Write a whole header, then make it durable.
-    WriteHeader(HeaderStep),
 }
 
 /// The plan for one part.
@@ -269,27 +131,6 @@ pub struct ReplicaPlan {
     pub parts: Vec<PartPlan>,
 }
 
-/// Exact counts of what the plan does.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Totals {
-    /// Parts created anew.
-    pub parts_to_create: u64,
-    /// Bytes copied in full.
-    pub bytes_to_copy: u64,
-    /// Bytes compared; at most this many more are written.
-    pub bytes_to_compare: u64,
-    /// Headers written.
-    pub headers_to_write: u64,
-    /// Headers invalidated first.
-    pub headers_to_invalidate: u64,
-    /// Modes set.
-    pub modes_to_set: u64,
-    /// Recovery files saved.
-    pub recovery_files_to_save: u64,
-    /// Recovery files removed.
-    pub recovery_files_to_remove: u64,
-}
-
 /// Everything a sync will do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Plan {
@@ -324,13 +165,9 @@ impl Plan {
     }
 }
 
-/// Serializes permission bits as an octal string, `"0664"`.
-fn ser_mode<S: serde::Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format!("{mode:04o}"))
-}
-
 /// Refusals that need no I/O: not a pool set, a single replica, parts below
-/// the sync minimum (spec 5.2 preconditions, in PMDK's order).
+/// the sync minimum (the preconditions of `pmempool sync`, in PMDK's
+/// order). [`crate::sync::open_for_sync`] makes them, once.
 pub fn check_shape<F: PartFile>(set: &OpenSet<F>) -> Result<(), Error> {
     if !set.is_poolset {
         return Err(Error::NotPoolSet {
@@ -357,143 +194,205 @@ pub fn check_shape<F: PartFile>(set: &OpenSet<F>) -> Result<(), Error> {
     Ok(())
 }
 
-/// Plans a sync of `set` whose health is `health` and bad blocks `bad`.
+/// Plans a sync of `set` (opened by [`crate::sync::open_for_sync`], whose
+/// shape it checked) from what [`crate::sync::survey`] found.
+///
+/// The planner works in phases, each on the result of the one before:
+/// [`classify`] which parts are broken, choose the source once, learn the
+/// facts every header needs, [`decide`] each part's data and header from
+/// one table (UUIDs assigned once), [`emit`] the steps in crash-safe order,
+/// and [`summarise`] them.
 pub fn plan<F: PartFile>(
     set: &OpenSet<F>,
-    health: &Health,
-    bad: &BadBlockScan,
+    survey: &Survey,
     options: &SyncOptions,
 ) -> Result<Plan, Error> {
-    check_shape(set)?;
-    let refuse = |reason: String| Error::CannotSync {
+    let (health, bad) = (&survey.health, &survey.bad_blocks);
+    if let Some(first) = health.inconsistencies.first() {
+        return Err(refuse(set, describe_inconsistency(set, health, first)));
+    }
+    let mut table = classify(set, health, bad);
+    let source = choose(set, health, &table, options.source)?;
+    let facts = Facts::of(set, health, source)?;
+    decide(set, health, &mut table, &facts, &options.uuids)?;
+    let steps = emit(set, health, bad, &table, &facts)?;
+    Ok(summarise(set, health, bad, &table, &facts, steps))
+}
+
+/// `sync` cannot go on: the reason names the replica, part or field.
+fn refuse<F>(set: &OpenSet<F>, reason: String) -> Error {
+    Error::CannotSync {
         set: set.path.clone(),
         reason,
-    };
-    if let Some(first) = health.inconsistencies.first() {
-        return Err(refuse(describe_inconsistency(set, health, first)));
     }
-    let nrep = set.replicas.len();
+}
 
-    // Broken parts: the health check's verdicts, plus header pages that
-    // bad blocks cover (libpmempool's HAS_CORRUPTED_HEADER).
-    // A replica with a header that an interrupted sync invalidated is
-    // broken as a whole, as it was when that sync planned it.
-    let mut broken: Vec<Vec<bool>> = Vec::with_capacity(nrep);
-    let mut bad_header: Vec<Vec<bool>> = Vec::with_capacity(nrep);
-    let mut interrupted: Vec<bool> = Vec::with_capacity(nrep);
-    for rep in &set.replicas {
-        let r = rep.index;
-        let resumed =
-            rep.parts.iter().take(rep.nhdrs).any(|part| {
-                part.status == PartStatus::Ok && part.header().is_some_and(is_invalidated)
-            });
-        let mut b = Vec::with_capacity(rep.parts.len());
-        let mut bh = Vec::with_capacity(rep.parts.len());
-        for part in &rep.parts {
-            let p = part.index;
-            let header_hit = p < rep.nhdrs && bad.of(r, p).iter().any(|bb| bb.offset < PAGE);
-            bh.push(header_hit);
-            b.push(resumed || health.part_broken(r, p) || header_hit);
-        }
-        broken.push(b);
-        bad_header.push(bh);
-        interrupted.push(resumed);
+/// The planner's table: one row per replica, one cell per part.
+struct Table {
+    replicas: Vec<Row>,
+}
+
+/// One replica in the planner's table.
+struct Row {
+    /// A header an interrupted sync invalidated marks the whole replica as
+    /// being rebuilt (see the module documentation).
+    interrupted: bool,
+    /// Any part broken: the replica is a target.
+    target: bool,
+    parts: Vec<Cell>,
+}
+
+/// One part in the planner's table.
+#[derive(Default)]
+struct Cell {
+    /// Rebuilt: the health check's verdict, a bad block over its header
+    /// page, or an interrupted rebuild of its replica.
+    broken: bool,
+    /// A bad block covers its header page (libpmempool's
+    /// `HAS_CORRUPTED_HEADER`).
+    bad_header: bool,
+    /// What happens to its data.
+    data: Option<DataAction>,
+    /// Its header is invalidated first and restored at the end.
+    invalidate: bool,
+    /// Its header after the sync (header-carrying parts).
+    header: Option<Planned>,
+}
+
+impl Table {
+    fn cell(&self, r: usize, p: usize) -> Option<&Cell> {
+        self.replicas.get(r).and_then(|row| row.parts.get(p))
     }
-    let is_broken = |r: usize, p: usize| {
-        broken
-            .get(r)
-            .and_then(|v| v.get(p))
-            .copied()
-            .unwrap_or(true)
-    };
-    let usable = |r: usize| {
-        health.replicas.get(r).is_some_and(|rh| rh.healthy)
-            && broken.get(r).is_some_and(|v| v.iter().all(|&b| !b))
-    };
-    let source = match options.source {
-        Some(n) => {
-            let rep = health.replicas.get(n).ok_or_else(|| {
-                refuse(format!(
-                    "--source {n}: the pool set has replicas 0 to {}",
-                    nrep - 1
-                ))
-            })?;
-            if !usable(n) {
-                let why = rep
-                    .message
-                    .clone()
-                    .or_else(|| rep.parts.iter().find_map(|p| p.message.clone()))
-                    .unwrap_or_else(|| format!("a bad block covers a pool header of replica {n}"));
-                return Err(refuse(format!(
-                    "--source {n}: replica {n} is not healthy: {why}"
-                )));
-            }
-            n
-        }
-        None => (0..nrep).find(|&r| usable(r)).ok_or_else(|| {
-            refuse(format!(
-                "no healthy replica found: {}",
-                replica_reasons(health)
-            ))
-        })?,
-    };
-    let pool_size = health
-        .replicas
-        .get(source)
-        .and_then(|r| r.pool_size)
-        .ok_or_else(|| refuse(format!("replica {source}: the pool size is not known")))?;
-    let src_hdr = set
-        .part(source, 0)
-        .and_then(|p| p.header())
-        .ok_or_else(|| refuse(format!("replica {source} part 0: no pool header")))?
-        .clone();
-    let single_hdr = set.set.options.single_hdr;
-    let h = header_gap(single_hdr);
 
-    let targets: Vec<usize> = (0..nrep)
-        .filter(|&r| broken.get(r).is_some_and(|v| v.iter().any(|&b| b)))
-        .collect();
+    /// Replica `r` may be the source or an alternate: healthy, nothing of
+    /// it broken.
+    fn usable(&self, health: &Health, r: usize) -> bool {
+        health.replicas.get(r).is_some_and(|h| h.healthy)
+            && self.replicas.get(r).is_some_and(|row| !row.target)
+    }
+}
 
-    // UUIDs and links of every header.
-    let views: Vec<Vec<PartView<'_>>> = set
+/// Phase 1: which parts are broken, and so which replicas are targets.
+fn classify<F: PartFile>(set: &OpenSet<F>, health: &Health, bad: &BadBlockScan) -> Table {
+    let replicas = set
         .replicas
         .iter()
         .map(|rep| {
-            rep.parts
+            let r = rep.index;
+            let interrupted = rep.parts.iter().take(rep.nhdrs).any(|part| {
+                part.status == PartStatus::Ok && part.header().is_some_and(is_invalidated)
+            });
+            let parts: Vec<Cell> = rep
+                .parts
                 .iter()
-                .take(rep.nhdrs)
-                .map(|part| PartView {
-                    broken: is_broken(rep.index, part.index),
-                    header: part.header(),
+                .map(|part| {
+                    let p = part.index;
+                    let bad_header =
+                        p < rep.nhdrs && bad.of(r, p).iter().any(|bb| bb.offset < PAGE);
+                    Cell {
+                        broken: interrupted || health.part_broken(r, p) || bad_header,
+                        bad_header,
+                        ..Cell::default()
+                    }
                 })
-                .collect()
+                .collect();
+            Row {
+                interrupted,
+                target: parts.iter().any(|c| c.broken),
+                parts,
+            }
         })
         .collect();
-    let assigned = assign(&views, single_hdr, &options.uuids).map_err(|e| refuse(e.to_string()))?;
-    let uuids: Vec<Vec<RawUuid>> = assigned
-        .iter()
-        .map(|r| r.iter().map(|a| a.uuid).collect())
-        .collect();
-    let links = ring_links(&uuids).map_err(|e| refuse(e.to_string()))?;
-    let poolset_uuid = src_hdr.poolset_uuid;
+    Table { replicas }
+}
 
-    let mode = set
-        .part(source, 0)
-        .and_then(|p| p.meta)
-        .map_or(DEFAULT_PART_MODE, |m| m.mode & 0o7777);
+/// Phase 2: the replica data is read from (`--source N`, or the first
+/// usable one).
+fn choose<F: PartFile>(
+    set: &OpenSet<F>,
+    health: &Health,
+    table: &Table,
+    requested: Option<usize>,
+) -> Result<usize, Error> {
+    let nrep = set.replicas.len();
+    choose_source(nrep, requested, |r| table.usable(health, r)).map_err(|why| {
+        refuse(
+            set,
+            match why {
+                SourceRefusal::NoSuchReplica { requested: n, last } => {
+                    format!("--source {n}: the pool set has replicas 0 to {last}")
+                }
+                SourceRefusal::Unusable { requested: n } => {
+                    let reason = health
+                        .replicas
+                        .get(n)
+                        .and_then(replica_reason)
+                        .unwrap_or_else(|| {
+                            format!("a bad block covers a pool header of replica {n}")
+                        });
+                    format!("--source {n}: replica {n} is not healthy: {reason}")
+                }
+                SourceRefusal::NoneUsable => {
+                    format!("no healthy replica found: {}", replica_reasons(health))
+                }
+            },
+        )
+    })
+}
 
-    // Per part: data action, header action and the header to write.
-    let mut data: Vec<Vec<DataAction>> = Vec::with_capacity(nrep);
-    let mut headers: Vec<Vec<(HeaderAction, Option<PoolHdr>)>> = Vec::with_capacity(nrep);
-    let mut invalidate: Vec<Vec<bool>> = Vec::with_capacity(nrep);
-    for rep in &set.replicas {
-        let r = rep.index;
-        let is_target = targets.contains(&r);
-        let whole = is_target && single_hdr;
-        let mut d = Vec::with_capacity(rep.parts.len());
-        for part in &rep.parts {
-            let needs = is_target && (whole || is_broken(r, part.index));
-            d.push(if !needs {
+/// What every new header and every copy needs to know of the source.
+struct Facts {
+    source: usize,
+    /// `heap_offset + heap_size` of the source.
+    pool_size: u64,
+    /// The source's part-0 header: the attributes of new headers.
+    master: PoolHdr,
+    /// Mode of rebuilt parts (the source part 0's).
+    mode: u32,
+    single_hdr: bool,
+}
+
+impl Facts {
+    fn of<F: PartFile>(set: &OpenSet<F>, health: &Health, source: usize) -> Result<Facts, Error> {
+        let pool_size = health
+            .replicas
+            .get(source)
+            .and_then(|r| r.pool_size)
+            .ok_or_else(|| refuse(set, format!("replica {source}: the pool size is not known")))?;
+        let part0 = set.part(source, 0);
+        let master = part0
+            .and_then(|p| p.header())
+            .ok_or_else(|| refuse(set, format!("replica {source} part 0: no pool header")))?
+            .clone();
+        let mode = part0
+            .and_then(|p| p.meta)
+            .map_or(DEFAULT_PART_MODE, |m| m.mode & 0o7777);
+        Ok(Facts {
+            source,
+            pool_size,
+            master,
+            mode,
+            single_hdr: set.set.options.single_hdr,
+        })
+    }
+}
+
+/// Phase 3: per part, what happens to its data and to its header, with
+/// UUIDs assigned once for the whole ring.
+fn decide<F: PartFile>(
+    set: &OpenSet<F>,
+    health: &Health,
+    table: &mut Table,
+    facts: &Facts,
+    uuids: &UuidSource,
+) -> Result<(), Error> {
+    // Data: broken parts of targets are recreated or repaired (every part
+    // of a SINGLEHDR target, whose later parts have no header that could
+    // show a half-finished repair).
+    for (rep, row) in set.replicas.iter().zip(&mut table.replicas) {
+        for (part, cell) in rep.parts.iter().zip(&mut row.parts) {
+            let needs = row.target && (facts.single_hdr || cell.broken);
+            cell.data = Some(if !needs {
                 DataAction::Keep
             } else if part.status != PartStatus::Ok || part.file.is_none() {
                 DataAction::Recreate
@@ -501,78 +400,78 @@ pub fn plan<F: PartFile>(
                 DataAction::Repair
             });
         }
-        let any_work = d.iter().any(|a| *a != DataAction::Keep);
-        let mut hs = Vec::with_capacity(rep.parts.len());
-        let mut inv = Vec::with_capacity(rep.parts.len());
-        for part in &rep.parts {
+        // A header that still looks valid but covers data about to change
+        // is invalidated until its replica is finished.
+        let any_work = row.parts.iter().any(|c| c.data != Some(DataAction::Keep));
+        for (part, cell) in rep.parts.iter().zip(&mut row.parts).take(rep.nhdrs) {
             let p = part.index;
-            let action = d.get(p).copied().unwrap_or(DataAction::Keep);
-            if p >= rep.nhdrs {
-                hs.push((HeaderAction::None, None));
-                inv.push(false);
-                continue;
-            }
-            let (Some(uuid), Some(l)) = (
-                uuids.get(r).and_then(|v| v.get(p)),
-                links.get(r).and_then(|v| v.get(p)),
-            ) else {
-                return Err(refuse(format!(
-                    "replica {r} part {p}: no UUID was assigned"
-                )));
-            };
             let valid_now = part.status == PartStatus::Ok
                 && part.file.is_some()
                 && health
                     .replicas
-                    .get(r)
+                    .get(rep.index)
                     .and_then(|rh| rh.parts.get(p))
                     .is_some_and(|ph| ph.fault.is_none())
-                && !bad_header
-                    .get(r)
-                    .and_then(|v| v.get(p))
-                    .copied()
-                    .unwrap_or(false)
+                && !cell.bad_header
                 && part.header().is_some();
-            let must_invalidate = is_target
+            let action = cell.data.unwrap_or(DataAction::Keep);
+            cell.invalidate = row.target
                 && valid_now
                 && action != DataAction::Recreate
-                && (action == DataAction::Repair || (single_hdr && p == 0 && any_work));
-            inv.push(must_invalidate);
-            if is_broken(r, p) {
-                let hdr = new_header(&src_hdr, single_hdr, poolset_uuid, *uuid, l);
-                hs.push((HeaderAction::New, Some(hdr)));
-            } else {
-                let Some(current) = part.header() else {
-                    return Err(refuse(format!(
-                        "replica {r} part {p}: no pool header to keep"
-                    )));
-                };
-                let mut kept = current.clone();
-                kept.poolset_uuid = poolset_uuid;
-                kept.set_links(l);
-                kept.checksum = kept.compute_checksum();
-                let changed = part.header_bytes() != Some(&kept.encode_raw()[..]);
-                let kind = if must_invalidate {
-                    HeaderAction::Restore
-                } else if changed {
-                    HeaderAction::Relink
-                } else {
-                    HeaderAction::Keep
-                };
-                hs.push((kind, Some(kept)));
-            }
+                && (action == DataAction::Repair || (facts.single_hdr && p == 0 && any_work));
         }
-        data.push(d);
-        headers.push(hs);
-        invalidate.push(inv);
     }
+    // Headers: UUIDs by libpmempool's rules, then each part's header.
+    let views: Vec<Vec<PartView<'_>>> = set
+        .replicas
+        .iter()
+        .zip(&table.replicas)
+        .map(|(rep, row)| {
+            rep.parts
+                .iter()
+                .zip(&row.parts)
+                .take(rep.nhdrs)
+                .map(|(part, cell)| PartView {
+                    broken: cell.broken,
+                    header: part.header(),
+                })
+                .collect()
+        })
+        .collect();
+    let assigned = assign(&views, facts.single_hdr, Rules::Sync, uuids)
+        .map_err(|e| refuse(set, e.to_string()))?;
+    let on_disk = |r: usize, p: usize| OnDisk {
+        bytes: set.part(r, p).and_then(|x| x.header_bytes()),
+        restore: table.cell(r, p).is_some_and(|c| c.invalidate),
+        recreated: false,
+    };
+    let planned = plan_headers(
+        &views,
+        &assigned,
+        &on_disk,
+        &facts.master,
+        facts.master.poolset_uuid,
+        facts.single_hdr,
+    )
+    .map_err(|e| refuse(set, e))?;
+    for (row, headers) in table.replicas.iter_mut().zip(planned) {
+        for (cell, header) in row.parts.iter_mut().zip(headers) {
+            cell.header = Some(header);
+        }
+    }
+    Ok(())
+}
 
-    let extents =
-        |r: usize| -> &[Extent] { set.replica(r).map_or(&[], |rep| rep.extents.as_slice()) };
-    let alternates: Vec<usize> = (0..nrep).filter(|&r| r != source && usable(r)).collect();
-
+/// Phase 4: the steps, in the order that keeps every crash recoverable
+/// (see the module documentation).
+fn emit<F: PartFile>(
+    set: &OpenSet<F>,
+    health: &Health,
+    bad: &BadBlockScan,
+    table: &Table,
+    facts: &Facts,
+) -> Result<Vec<Step>, Error> {
     let mut steps: Vec<Step> = Vec::new();
-
     // Recovery files: stale ones go first, new ones are saved next.
     if !bad.stale.is_empty() {
         steps.push(Step::RemoveRecoveryFiles {
@@ -585,123 +484,22 @@ pub fn plan<F: PartFile>(
             files: bad.to_save.clone(),
         });
     }
-
-    // Bad blocks of parts that are not rebuilt anyway, from a replica
-    // whose same range is good; the source's come first of all.
     if bad.any() {
-        let bad_logical: Vec<Vec<LogicalRange>> = (0..nrep)
-            .map(|r| bad_ranges(bad, r, extents(r), h, pool_size))
-            .collect();
-        let mut order: Vec<usize> = vec![source];
-        order.extend((0..nrep).filter(|&r| r != source));
-        for r in order {
-            for range in bad_logical.get(r).map_or(&[][..], Vec::as_slice) {
-                for piece in split_at_boundaries(&[extents(r)], *range) {
-                    let Some(p) = map_range(extents(r), piece.offset, piece.len)
-                        .first()
-                        .map(|x| x.part)
-                    else {
-                        continue;
-                    };
-                    if data.get(r).and_then(|v| v.get(p)).copied() != Some(DataAction::Keep) {
-                        continue;
-                    }
-                    for (good, sub) in choose_good(&set.path, r, piece, &bad_logical, &usable)? {
-                        push_data_steps(&mut steps, set, DataPurpose::BadBlocks, (good, r), sub);
-                    }
-                }
-            }
-        }
-        // An uncorrectable range (bad everywhere) is refused by choose_good.
+        emit_bad_blocks(set, health, bad, table, facts, &mut steps)?;
     }
-
     // Target replicas, nearest to the source first.
-    let mut ordered = targets.clone();
-    ordered.sort_by_key(|&r| (ring_distance(source, r, nrep), r));
-    for &r in &ordered {
-        let Some(rep) = set.replica(r) else { continue };
-        for part in &rep.parts {
-            if invalidate
-                .get(r)
-                .and_then(|v| v.get(part.index))
-                .copied()
-                .unwrap_or(false)
-            {
-                steps.push(Step::InvalidateHeader {
-                    replica: r,
-                    part: part.index,
-                    path: part.path.clone(),
-                });
-            }
-        }
-        let mut touched_dirs: Vec<PathBuf> = Vec::new();
-        for part in &rep.parts {
-            let p = part.index;
-            match data.get(r).and_then(|v| v.get(p)).copied() {
-                Some(DataAction::Recreate) => {
-                    steps.push(Step::CreatePart {
-                        replica: r,
-                        part: p,
-                        path: part.path.clone(),
-                        size: part.configured_size,
-                        replace: part.status != PartStatus::Missing,
-                    });
-                    steps.push(Step::SetMode {
-                        replica: r,
-                        part: p,
-                        path: part.path.clone(),
-                        mode,
-                    });
-                    touched_dirs.push(part.path.clone());
-                }
-                // A part repaired in place keeps its mode, unless it has
-                // none: mode 0 is what a creation that never finished
-                // (PMDK's or an interrupted sync's) leaves behind.
-                Some(DataAction::Repair)
-                    if mode != 0 && part.meta.is_some_and(|m| m.mode & 0o7777 == 0) =>
-                {
-                    steps.push(Step::SetMode {
-                        replica: r,
-                        part: p,
-                        path: part.path.clone(),
-                        mode,
-                    });
-                    touched_dirs.push(part.path.clone());
-                }
-                _ => {}
-            }
-        }
-        push_dir_syncs(&mut steps, touched_dirs.iter());
-        for part in &rep.parts {
-            let p = part.index;
-            let purpose = match data.get(r).and_then(|v| v.get(p)).copied() {
-                Some(DataAction::Recreate) => DataPurpose::Rebuild,
-                Some(DataAction::Repair) => DataPurpose::Repair,
-                _ => continue,
-            };
-            let Some(extent) = extents(r).get(p) else {
-                continue;
-            };
-            let start = extent.logical.max(PAGE);
-            let end = extent.logical.saturating_add(extent.len).min(pool_size);
-            if start < end {
-                push_data_steps(
-                    &mut steps,
-                    set,
-                    purpose,
-                    (source, r),
-                    LogicalRange::from_bounds(start, end),
-                );
-            }
-        }
-        push_header_steps(&mut steps, set, r, &headers, &assigned);
+    let nrep = set.replicas.len();
+    let mut targets: Vec<usize> = (0..nrep)
+        .filter(|&r| table.replicas.get(r).is_some_and(|row| row.target))
+        .collect();
+    targets.sort_by_key(|&r| (ring_distance(facts.source, r, nrep), r));
+    for &r in &targets {
+        emit_target(set, table, facts, r, &mut steps);
     }
-
     // Links of replicas that are not repaired but whose headers change.
     for r in (0..nrep).filter(|r| !targets.contains(r)) {
-        push_header_steps(&mut steps, set, r, &headers, &assigned);
+        push_header_steps(&mut steps, set, table, r);
     }
-
     // Recovery files are removed once every bad block is repaired.
     let mut finished: Vec<PathBuf> = bad.existing.clone();
     finished.extend(bad.to_save.iter().map(|f| f.path.clone()));
@@ -711,25 +509,163 @@ pub fn plan<F: PartFile>(
         });
         push_dir_syncs(&mut steps, finished.iter());
     }
+    Ok(steps)
+}
 
-    let totals = totals(&steps);
+/// Bad blocks of parts that are not rebuilt anyway, each copied from a
+/// replica whose same range is good; the source's come first of all. A
+/// range bad everywhere is refused.
+fn emit_bad_blocks<F: PartFile>(
+    set: &OpenSet<F>,
+    health: &Health,
+    bad: &BadBlockScan,
+    table: &Table,
+    facts: &Facts,
+    steps: &mut Vec<Step>,
+) -> Result<(), Error> {
+    let nrep = set.replicas.len();
+    let h = header_gap(facts.single_hdr);
+    let extents =
+        |r: usize| -> &[Extent] { set.replica(r).map_or(&[], |rep| rep.extents.as_slice()) };
+    let bad_logical: Vec<Vec<LogicalRange>> = (0..nrep)
+        .map(|r| bad_ranges(bad, r, extents(r), h, facts.pool_size))
+        .collect();
+    let usable = |r: usize| table.usable(health, r);
+    let mut order: Vec<usize> = vec![facts.source];
+    order.extend((0..nrep).filter(|&r| r != facts.source));
+    for r in order {
+        for range in bad_logical.get(r).map_or(&[][..], Vec::as_slice) {
+            for piece in split_at_boundaries(&[extents(r)], *range) {
+                let Some(p) = map_range(extents(r), piece.offset, piece.len)
+                    .first()
+                    .map(|x| x.part)
+                else {
+                    continue;
+                };
+                if table.cell(r, p).and_then(|c| c.data) != Some(DataAction::Keep) {
+                    continue;
+                }
+                for (good, sub) in choose_good(&set.path, r, piece, &bad_logical, &usable)? {
+                    push_data_steps(steps, set, DataPurpose::BadBlocks, (good, r), sub);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The steps of one target replica: invalidate, create and chmod (entries
+/// and modes made durable), copy and compare, then the headers.
+fn emit_target<F: PartFile>(
+    set: &OpenSet<F>,
+    table: &Table,
+    facts: &Facts,
+    r: usize,
+    steps: &mut Vec<Step>,
+) {
+    let (Some(rep), Some(row)) = (set.replica(r), table.replicas.get(r)) else {
+        return;
+    };
+    let cells = || rep.parts.iter().zip(&row.parts);
+    for (part, _) in cells().filter(|(_, c)| c.invalidate) {
+        steps.push(Step::InvalidateHeader {
+            replica: r,
+            part: part.index,
+            path: part.path.clone(),
+        });
+    }
+    let mut touched_dirs: Vec<PathBuf> = Vec::new();
+    for (part, cell) in cells() {
+        let set_mode = Step::SetMode {
+            replica: r,
+            part: part.index,
+            path: part.path.clone(),
+            mode: facts.mode,
+        };
+        match cell.data {
+            Some(DataAction::Recreate) => {
+                steps.push(Step::CreatePart {
+                    replica: r,
+                    part: part.index,
+                    path: part.path.clone(),
+                    size: part.configured_size,
+                    replace: part.status != PartStatus::Missing,
+                });
+                steps.push(set_mode);
+                touched_dirs.push(part.path.clone());
+            }
+            // A part repaired in place keeps its mode, unless it has
+            // none: mode 0 is what a creation that never finished
+            // (PMDK's or an interrupted sync's) leaves behind.
+            Some(DataAction::Repair)
+                if facts.mode != 0 && part.meta.is_some_and(|m| m.mode & 0o7777 == 0) =>
+            {
+                steps.push(set_mode);
+                touched_dirs.push(part.path.clone());
+            }
+            _ => {}
+        }
+    }
+    push_dir_syncs(steps, touched_dirs.iter());
+    for (part, cell) in cells() {
+        let purpose = match cell.data {
+            Some(DataAction::Recreate) => DataPurpose::Rebuild,
+            Some(DataAction::Repair) => DataPurpose::Repair,
+            _ => continue,
+        };
+        let Some(extent) = rep.extents.get(part.index) else {
+            continue;
+        };
+        let start = extent.logical.max(PAGE);
+        let end = extent
+            .logical
+            .saturating_add(extent.len)
+            .min(facts.pool_size);
+        if start < end {
+            push_data_steps(
+                steps,
+                set,
+                purpose,
+                (facts.source, r),
+                LogicalRange::from_bounds(start, end),
+            );
+        }
+    }
+    push_header_steps(steps, set, table, r);
+}
+
+/// Phase 5: the plan as the dry run prints it: roles, faults, per-part
+/// decisions, exact counts.
+fn summarise<F: PartFile>(
+    set: &OpenSet<F>,
+    health: &Health,
+    bad: &BadBlockScan,
+    table: &Table,
+    facts: &Facts,
+    steps: Vec<Step>,
+) -> Plan {
+    let nrep = set.replicas.len();
+    let alternates: Vec<usize> = (0..nrep)
+        .filter(|&r| r != facts.source && table.usable(health, r))
+        .collect();
     let replicas = set
         .replicas
         .iter()
-        .map(|rep| {
+        .zip(&table.replicas)
+        .map(|(rep, row)| {
             let r = rep.index;
             let rh = health.replicas.get(r);
             ReplicaPlan {
                 replica: r,
-                role: if r == source {
+                role: if r == facts.source {
                     Role::Source
-                } else if targets.contains(&r) {
+                } else if row.target {
                     Role::Target
                 } else {
                     Role::Healthy
                 },
                 fault: rh.and_then(|x| x.message.clone()).or_else(|| {
-                    interrupted.get(r).copied().unwrap_or(false).then(|| {
+                    row.interrupted.then(|| {
                         format!("replica {r}: an interrupted sync was rebuilding it (a header checksum is inverted)")
                     })
                 }),
@@ -740,54 +676,39 @@ pub fn plan<F: PartFile>(
                 parts: rep
                     .parts
                     .iter()
-                    .map(|part| {
-                        let p = part.index;
+                    .zip(&row.parts)
+                    .map(|(part, cell)| {
                         let own = rh
-                            .and_then(|x| x.parts.get(p))
+                            .and_then(|x| x.parts.get(part.index))
                             .and_then(|ph| ph.fault.as_ref().map(ToString::to_string));
-                        let fault = own.or_else(|| {
-                            bad_header
-                                .get(r)
-                                .and_then(|v| v.get(p))
-                                .copied()
-                                .unwrap_or(false)
-                                .then(|| "a bad block covers the pool header".to_string())
-                        });
                         PartPlan {
-                            part: p,
+                            part: part.index,
                             path: part.path.clone(),
-                            fault,
-                            data: data
-                                .get(r)
-                                .and_then(|v| v.get(p))
-                                .copied()
-                                .unwrap_or(DataAction::Keep),
-                            header: headers
-                                .get(r)
-                                .and_then(|v| v.get(p))
-                                .map_or(HeaderAction::None, |x| x.0),
-                            uuid: uuids
-                                .get(r)
-                                .and_then(|v| v.get(p))
-                                .map(RawUuid::to_canonical),
+                            fault: own.or_else(|| {
+                                cell.bad_header
+                                    .then(|| "a bad block covers the pool header".to_string())
+                            }),
+                            data: cell.data.unwrap_or(DataAction::Keep),
+                            header: cell.header.as_ref().map_or(HeaderAction::None, |h| h.action),
+                            uuid: cell.header.as_ref().map(|h| h.assigned.uuid.to_canonical()),
                         }
                     })
                     .collect(),
             }
         })
         .collect();
-    Ok(Plan {
+    Plan {
         path: set.path.clone(),
-        source,
-        pool_size,
-        poolset_uuid: poolset_uuid.to_canonical(),
-        mode,
+        source: facts.source,
+        pool_size: facts.pool_size,
+        poolset_uuid: facts.master.poolset_uuid.to_canonical(),
+        mode: facts.mode,
         bad_blocks: bad.origin,
         alternates,
         replicas,
+        totals: totals(&steps),
         steps,
-        totals,
-    })
+    }
 }
 
 /// A hard error of the health check as one line that names the replicas
@@ -843,17 +764,19 @@ fn describe_inconsistency<F: PartFile>(
     format!("{inc}: {detail}")
 }
 
+/// Why a replica is not healthy: its own fault, or its first part's.
+fn replica_reason(r: &ReplicaHealth) -> Option<String> {
+    r.message
+        .clone()
+        .or_else(|| r.parts.iter().find_map(|p| p.message.clone()))
+}
+
 /// Why each replica is not healthy: `replica R: reason; ...`.
 fn replica_reasons(health: &Health) -> String {
     health
         .replicas
         .iter()
-        .map(|r| {
-            r.message
-                .clone()
-                .or_else(|| r.parts.iter().find_map(|p| p.message.clone()))
-                .unwrap_or_else(|| format!("replica {}: healthy", r.replica))
-        })
+        .map(|r| replica_reason(r).unwrap_or_else(|| format!("replica {}: healthy", r.replica)))
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -875,35 +798,9 @@ fn header_gap(single_hdr: bool) -> u64 {
     }
 }
 
-/// A new header as libpmempool's `util_header_create` writes it for a
-/// rebuilt part (spec 2.10): attributes from the source's part 0, the
-/// SINGLEHDR flag from the pool set, the pool set UUID, the part's UUID and
-/// links, the running machine's arch flags and a clean shutdown state (on
-/// storage without unsafe-shutdown counters PMDK's initialised state is all
-/// zero once the dirty flag it sets is cleared again on close). The crtime
-/// is filled in when the header is written.
-pub(crate) fn new_header(
-    src: &PoolHdr,
-    single_hdr: bool,
-    poolset_uuid: RawUuid,
-    uuid: RawUuid,
-    links: &HeaderLinks,
-) -> PoolHdr {
-    let mut features = src.features;
-    if single_hdr {
-        features.incompat |= FEAT_SINGLEHDR;
-    }
-    let ty = src.pool_type().unwrap_or(PoolType::Obj);
-    let mut hdr = PoolHdr::new(ty, features, poolset_uuid, uuid, links, 0);
-    hdr.signature = src.signature;
-    hdr.major = src.major;
-    hdr.sds = Sds::reinitialized(&Sds::current_non_pmem());
-    hdr.checksum = hdr.compute_checksum();
-    hdr
-}
-
-/// Pushes copy or compare steps for `range`, copied from `from` into `to`
-/// (`(from, to)`), split at both replicas' part boundaries.
+/// Pushes copy or compare steps for `range`, copied from replica `from`
+/// into replica `to` (`(from, to)`) of `set`, split at both replicas' part
+/// boundaries.
 pub(crate) fn push_data_steps<F: PartFile>(
     steps: &mut Vec<Step>,
     set: &OpenSet<F>,
@@ -914,68 +811,37 @@ pub(crate) fn push_data_steps<F: PartFile>(
     let (Some(src), Some(dst)) = (set.replica(from), set.replica(to)) else {
         return;
     };
-    for piece in split_at_boundaries(&[&src.extents, &dst.extents], range) {
-        let (Some(s), Some(d)) = (
-            map_range(&src.extents, piece.offset, piece.len)
-                .first()
-                .copied(),
-            map_range(&dst.extents, piece.offset, piece.len)
-                .first()
-                .copied(),
-        ) else {
-            continue;
-        };
-        let path_of = |rep: &crate::open::OpenReplica<F>, p: usize| {
-            rep.parts.get(p).map(|x| x.path.clone()).unwrap_or_default()
-        };
-        let step = DataStep {
-            purpose,
-            replica: to,
-            part: d.part,
-            path: path_of(dst, d.part),
-            file_offset: d.file_offset,
-            from_replica: from,
-            from_part: s.part,
-            from_path: path_of(src, s.part),
-            from_offset: s.file_offset,
-            logical: piece.offset,
-            len: piece.len,
-        };
-        steps.push(match purpose {
-            DataPurpose::Repair => Step::CompareAndCopy(step),
-            DataPurpose::Rebuild | DataPurpose::BadBlocks => Step::CopyRange(step),
-        });
-    }
+    steps.extend(data_steps(
+        purpose,
+        (from, src as &dyn Endpoint),
+        (to, dst as &dyn Endpoint),
+        range,
+    ));
 }
 
 /// Pushes the header writes of replica `r` (new, restored, relinked).
 fn push_header_steps<F: PartFile>(
     steps: &mut Vec<Step>,
     set: &OpenSet<F>,
+    table: &Table,
     r: usize,
-    headers: &[Vec<(HeaderAction, Option<PoolHdr>)>],
-    assigned: &[Vec<crate::sync::uuids::Assigned>],
 ) {
-    let Some(rep) = set.replica(r) else { return };
-    for part in &rep.parts {
-        let p = part.index;
-        let Some((kind, Some(hdr))) = headers.get(r).and_then(|v| v.get(p)) else {
-            continue;
-        };
-        if matches!(kind, HeaderAction::None | HeaderAction::Keep) {
+    let (Some(rep), Some(row)) = (set.replica(r), table.replicas.get(r)) else {
+        return;
+    };
+    for (part, cell) in rep.parts.iter().zip(&row.parts) {
+        let Some(h) = &cell.header else { continue };
+        if h.action == HeaderAction::Keep {
             continue;
         }
-        let Some(a) = assigned.get(r).and_then(|v| v.get(p)) else {
-            continue;
-        };
         steps.push(Step::WriteHeader(HeaderStep {
             replica: r,
-            part: p,
+            part: part.index,
             path: part.path.clone(),
-            kind: *kind,
-            uuid: a.uuid.to_canonical(),
-            uuid_origin: a.origin,
-            header: hdr.clone(),
+            kind: h.action,
+            uuid: h.assigned.uuid.to_canonical(),
+            uuid_origin: h.assigned.origin,
+            header: h.header.clone(),
         }));
     }
 }
@@ -1095,25 +961,6 @@ fn choose_good(
         }
     }
     Ok(out)
-}
-
-/// Counts what `steps` do.
-pub(crate) fn totals(steps: &[Step]) -> Totals {
-    let mut t = Totals::default();
-    for step in steps {
-        match step {
-            Step::RemoveRecoveryFiles { paths } => t.recovery_files_to_remove += paths.len() as u64,
-            Step::SaveRecoveryFiles { files } => t.recovery_files_to_save += files.len() as u64,
-            Step::InvalidateHeader { .. } => t.headers_to_invalidate += 1,
-            Step::CreatePart { .. } => t.parts_to_create += 1,
-            Step::SetMode { .. } => t.modes_to_set += 1,
-            Step::SyncDirectory { .. } => {}
-            Step::CopyRange(d) => t.bytes_to_copy += d.len,
-            Step::CompareAndCopy(d) => t.bytes_to_compare += d.len,
-            Step::WriteHeader(_) => t.headers_to_write += 1,
-        }
-    }
-    t
 }
 
 #[cfg(test)]

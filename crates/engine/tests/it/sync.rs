@@ -677,6 +677,12 @@ impl Storage for Wrapped {
     fn set_mode(&self, path: &Path, mode: u32) -> Result<(), poolsync_pmem::Error> {
         self.inner.set_mode(path, mode)
     }
+    fn clock(&self) -> &dyn poolsync_pmem::Clock {
+        self.inner.clock()
+    }
+    fn current_dir(&self) -> Result<PathBuf, poolsync_pmem::Error> {
+        self.inner.current_dir()
+    }
     fn fsync_dir(&self, dir: &Path) -> Result<(), poolsync_pmem::Error> {
         self.inner.fsync_dir(dir)
     }

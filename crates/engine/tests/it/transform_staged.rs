@@ -121,6 +121,12 @@ impl Storage for Recorder {
     fn set_mode(&self, path: &Path, mode: u32) -> Result<(), PmemError> {
         self.inner.set_mode(path, mode)
     }
+    fn clock(&self) -> &dyn poolsync_pmem::Clock {
+        self.inner.clock()
+    }
+    fn current_dir(&self) -> Result<PathBuf, PmemError> {
+        self.inner.current_dir()
+    }
     fn fsync_dir(&self, dir: &Path) -> Result<(), PmemError> {
         self.inner.fsync_dir(dir)?;
         let dir = dir.to_path_buf();

@@ -1,7 +1,18 @@
-//! The UUIDs of rebuilt parts (spec 5.2, repair step 5).
+//! The UUID rings of a pool set: which UUID each header-carrying part gets,
+//! and which header it gets, when a sync rebuilds parts or a transform
+//! builds new replicas (docs/format.md §5).
 //!
-//! Every header-carrying part that is not broken keeps its UUID. A broken
-//! one takes the first of these that applies, as libpmempool 1.12 does:
+//! One mechanism serves both. [`assign`] gives every part its UUID under
+//! [`Rules`]; [`plan_headers`] then gives every part its header: a new
+//! one, made from the master's attributes ([`new_header`]), for a part
+//! that is rebuilt, and its own header with the new links for a part that
+//! is kept, written only when its bytes change.
+//!
+//! # The UUIDs of rebuilt parts
+//!
+//! Every header-carrying part that is not broken keeps its UUID. Under
+//! [`Rules::Sync`] a broken one takes the first of these that applies, as
+//! libpmempool 1.12's sync does:
 //!
 //! * (a) the previous part of the ring is not broken (and no SINGLEHDR):
 //!   its `next_part_uuid`;
@@ -24,11 +35,16 @@
 //! Keeping it means no intact header ever has to be relinked, which is what
 //! keeps a crash between header writes from leaving links that the health
 //! check would call inconsistent (see `ARCHITECTURE.md`, crash model).
+//!
+//! Under [`Rules::Fresh`], as `pmempool transform` does for the replicas it
+//! creates, every broken (new) part takes a fresh UUID.
 
 use std::fmt;
 
-use poolsync_header::{PoolHdr, RawUuid};
+use poolsync_header::{ring_links, HeaderLinks, PoolHdr, PoolType, RawUuid, Sds, FEAT_SINGLEHDR};
 use serde::Serialize;
+
+use crate::exec::HeaderAction;
 
 /// Where fresh UUIDs come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -169,12 +185,23 @@ impl fmt::Display for UuidError {
     }
 }
 
+/// Which rules give a broken part its UUID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rules {
+    /// libpmempool's sync rules, (a) to (e) (see the module documentation).
+    Sync,
+    /// A fresh UUID for every broken part, as `pmempool transform` gives
+    /// the parts of the replicas it creates.
+    Fresh,
+}
+
 /// Assigns a UUID to every header-carrying part: `replicas[r][p]` describes
 /// part `p` of replica `r` (header-carrying parts only, in order). Returns
 /// the same shape.
 pub fn assign(
     replicas: &[Vec<PartView<'_>>],
     single_hdr: bool,
+    rules: Rules,
     source: &UuidSource,
 ) -> Result<Vec<Vec<Assigned>>, UuidError> {
     let n = replicas.len();
@@ -219,7 +246,9 @@ pub fn assign(
             let mut pick = |uuid: RawUuid, origin: UuidOrigin| {
                 chosen = Some(Assigned { uuid, origin });
             };
-            if let (false, Some(h)) = (single_hdr, unbroken_hdr(r, prev_p)) {
+            if rules == Rules::Fresh {
+                pick(source.generate(r, p), UuidOrigin::Fresh);
+            } else if let (false, Some(h)) = (single_hdr, unbroken_hdr(r, prev_p)) {
                 pick(h.next_part_uuid, UuidOrigin::PrevPart);
             } else if let (false, Some(h)) = (single_hdr, unbroken_hdr(r, next_p)) {
                 pick(h.prev_part_uuid, UuidOrigin::NextPart);
@@ -272,6 +301,129 @@ pub fn assign(
                 .collect()
         })
         .collect()
+}
+
+/// A new header as libpmempool's `util_header_create` writes it for a
+/// rebuilt part (docs/format.md §2): attributes from the master's part 0
+/// (signature, major, features), the SINGLEHDR flag as the pool set says,
+/// the pool set UUID, the part's UUID and links, the running machine's
+/// arch flags and a clean shutdown state (on storage without
+/// unsafe-shutdown counters PMDK's initialised state is all zero once the
+/// dirty flag it sets is cleared again on close). The crtime is filled in
+/// when the header is written.
+pub(crate) fn new_header(
+    master: &PoolHdr,
+    single_hdr: bool,
+    poolset_uuid: RawUuid,
+    uuid: RawUuid,
+    links: &HeaderLinks,
+) -> PoolHdr {
+    let mut features = master.features;
+    if single_hdr {
+        features.incompat |= FEAT_SINGLEHDR;
+    } else {
+        features.incompat &= !FEAT_SINGLEHDR;
+    }
+    let ty = master.pool_type().unwrap_or(PoolType::Obj);
+    let mut hdr = PoolHdr::new(ty, features, poolset_uuid, uuid, links, 0);
+    hdr.signature = master.signature;
+    hdr.major = master.major;
+    hdr.sds = Sds::reinitialized(&Sds::current_non_pmem());
+    hdr.checksum = hdr.compute_checksum();
+    hdr
+}
+
+/// What [`plan_headers`] needs to know of one header-carrying part
+/// besides its [`PartView`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct OnDisk<'a> {
+    /// The header page's bytes now, when the part keeps its file.
+    pub bytes: Option<&'a [u8]>,
+    /// The header is invalidated while its replica is repaired, so it is
+    /// written back at the end ([`HeaderAction::Restore`]).
+    pub restore: bool,
+    /// The part's file is recreated: its header is written whatever it
+    /// holds now.
+    pub recreated: bool,
+}
+
+/// The header of one header-carrying part after the change, and what
+/// writing it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Planned {
+    /// New, relinked, restored, or kept as it is.
+    pub action: HeaderAction,
+    /// The header (a new header's crtime is stamped when it is written).
+    pub header: PoolHdr,
+    /// Its UUID and the rule that chose it.
+    pub assigned: Assigned,
+}
+
+/// The header every header-carrying part gets: broken parts a
+/// [`new_header`] from `master`; kept parts their own header (as
+/// [`PartView::header`] gives it) with the pool set UUID, the pool set's
+/// SINGLEHDR flag and the links of the ring `assigned` describes, written
+/// when its bytes change, it is restored, or its file is recreated.
+pub(crate) fn plan_headers<'d>(
+    views: &[Vec<PartView<'_>>],
+    assigned: &[Vec<Assigned>],
+    on_disk: &dyn Fn(usize, usize) -> OnDisk<'d>,
+    master: &PoolHdr,
+    poolset_uuid: RawUuid,
+    single_hdr: bool,
+) -> Result<Vec<Vec<Planned>>, String> {
+    let uuids: Vec<Vec<RawUuid>> = assigned
+        .iter()
+        .map(|r| r.iter().map(|a| a.uuid).collect())
+        .collect();
+    let links = ring_links(&uuids).map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(views.len());
+    for (r, parts) in views.iter().enumerate() {
+        let mut planned = Vec::with_capacity(parts.len());
+        for (p, view) in parts.iter().enumerate() {
+            let (Some(a), Some(l)) = (
+                assigned.get(r).and_then(|v| v.get(p)),
+                links.get(r).and_then(|v| v.get(p)),
+            ) else {
+                return Err(format!("replica {r} part {p}: no UUID was assigned"));
+            };
+            if view.broken {
+                planned.push(Planned {
+                    action: HeaderAction::New,
+                    header: new_header(master, single_hdr, poolset_uuid, a.uuid, l),
+                    assigned: *a,
+                });
+                continue;
+            }
+            let current = view
+                .header
+                .ok_or_else(|| format!("replica {r} part {p}: no pool header to keep"))?;
+            let mut kept = current.clone();
+            kept.poolset_uuid = poolset_uuid;
+            if single_hdr {
+                kept.features.incompat |= FEAT_SINGLEHDR;
+            } else {
+                kept.features.incompat &= !FEAT_SINGLEHDR;
+            }
+            kept.set_links(l);
+            kept.checksum = kept.compute_checksum();
+            let disk = on_disk(r, p);
+            let action = if disk.restore {
+                HeaderAction::Restore
+            } else if disk.recreated || disk.bytes != Some(&kept.encode_raw()[..]) {
+                HeaderAction::Relink
+            } else {
+                HeaderAction::Keep
+            };
+            planned.push(Planned {
+                action,
+                header: kept,
+                assigned: *a,
+            });
+        }
+        out.push(planned);
+    }
+    Ok(out)
 }
 
 /// The first unbroken header of replica `r`.
@@ -329,7 +481,12 @@ mod tests {
                     .collect()
             })
             .collect();
-        assign(&views, single, &UuidSource::Derived { seed: 1 })
+        assign(
+            &views,
+            single,
+            Rules::Sync,
+            &UuidSource::Derived { seed: 1 },
+        )
     }
 
     fn origins(a: &[Vec<Assigned>]) -> Vec<Vec<UuidOrigin>> {

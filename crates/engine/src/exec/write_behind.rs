@@ -5,51 +5,50 @@
 //! copying it: the file system takes the inode's lock (so two workers
 //! writing one part wait for each other), and a block whose page is being
 //! written back waits for that. On the scattered benchmark the workers
-//! spent more time in `pwrite` and `sync_file_range` than in comparing. One
-//! writer thread, fed through a bounded queue, takes those waits off the
-//! workers.
+//! spent more time in `pwrite` than in comparing. One writer thread, fed
+//! through a bounded queue, takes those waits off the workers.
 //!
-//! Order and durability are unchanged: the writer writes and flushes each
-//! run in the order one worker found them, exactly the calls the worker
-//! made before, and the batch's fences come only after the writer has
-//! finished. With one worker the sequence of writes and flushes is the same
-//! as without write-behind, which the crash-point tests rely on.
+//! Order and durability: the writer writes and flushes the runs of each
+//! stride in the order the worker found them, and the batch's fences come
+//! only after the writer has finished, so no header that follows the batch
+//! can become durable before its data. Whole copies in the same batch are
+//! written by the workers themselves, so with one worker a batch that
+//! mixes copies and compares interleaves its copies' writes with the
+//! writer's; nothing in the crash model depends on the order of writes
+//! within a batch, only on the fences after it.
 
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
-use poolsync_pmem::PartFile;
-
-use crate::open::OpenSet;
+use crate::endpoint::Endpoint;
 use crate::Error;
 
 /// Bytes of repairs the queue may hold (besides the one being written).
 pub(crate) const QUEUE_BYTES: usize = 32 << 20;
 
-/// The differing runs of one stride of one part.
+/// The differing runs of one stride of one endpoint.
 #[derive(Debug)]
 pub(crate) struct Repair {
-    replica: usize,
-    part: usize,
+    /// The endpoint written (its number in the plan).
+    endpoint: usize,
     /// The source's bytes of every run, one after the other.
     bytes: Vec<u8>,
-    /// `(file offset, length)` of each run, in the order of `bytes`.
+    /// `(logical offset, length)` of each run, in the order of `bytes`.
     runs: Vec<(u64, usize)>,
 }
 
 impl Repair {
-    pub(crate) fn new(replica: usize, part: usize) -> Self {
+    pub(crate) fn new(endpoint: usize) -> Self {
         Repair {
-            replica,
-            part,
+            endpoint,
             bytes: Vec::new(),
             runs: Vec::new(),
         }
     }
 
-    /// Adds a run: `data` goes to `file_offset` of the part.
-    pub(crate) fn push(&mut self, file_offset: u64, data: &[u8]) {
+    /// Adds a run: `data` goes to logical `offset`.
+    pub(crate) fn push(&mut self, offset: u64, data: &[u8]) {
         self.bytes.extend_from_slice(data);
-        self.runs.push((file_offset, data.len()));
+        self.runs.push((offset, data.len()));
     }
 
     /// Bytes to write.
@@ -94,15 +93,18 @@ pub(crate) struct Stopped;
 /// The writer thread: writes and flushes every run it receives, in order,
 /// until every [`Queue`] is dropped. Stops at the first error (dropping the
 /// receiver, so that workers stop too) and returns it.
-pub(crate) fn write_all<F: PartFile>(set: &OpenSet<F>, rx: Receiver<Repair>) -> Result<(), Error> {
+pub(crate) fn write_all(table: &[&dyn Endpoint], rx: Receiver<Repair>) -> Result<(), Error> {
     for repair in rx {
-        let file = super::execute::file_of(set, repair.replica, repair.part)?;
+        let ep = table
+            .get(repair.endpoint)
+            .copied()
+            .ok_or(Error::WriterStopped)?;
         let mut start = 0usize;
         for (at, len) in repair.runs {
             let end = start + len;
             let data = repair.bytes.get(start..end).unwrap_or_default();
-            file.write_at(at, data)?;
-            file.flush(at, len as u64)?;
+            ep.write(at, data)?;
+            ep.flush(at, len as u64)?;
             start = end;
         }
     }

@@ -1,0 +1,81 @@
+//! The small durable writes every writer shares: bytes written, flushed
+//! and fenced before the call returns; a pool header written that way; a
+//! file removed if it is there; a small file created whole.
+//!
+//! Each mechanism exists once, so that its crash behaviour (what a crash
+//! between its steps leaves) is argued once, here.
+
+use std::path::Path;
+
+use poolsync_header::PoolHdr;
+use poolsync_pmem::{PartFile, Storage};
+
+use crate::Error;
+
+/// Writes `bytes` at `offset` of `file`, then flushes and fences them: they
+/// are durable when this returns. A crash before leaves each 512-byte
+/// sector old or new.
+pub(crate) fn write_at<F: PartFile>(file: &F, offset: u64, bytes: &[u8]) -> Result<(), Error> {
+    file.write_at(offset, bytes)?;
+    file.flush(offset, bytes.len() as u64)?;
+    file.fence()?;
+    Ok(())
+}
+
+/// Writes `hdr` whole (its stored checksum as is) over the header page of
+/// `file`, durably.
+pub(crate) fn write_header<F: PartFile>(file: &F, hdr: &PoolHdr) -> Result<(), Error> {
+    write_at(file, 0, &hdr.encode_raw())
+}
+
+/// Removes `path` if it exists; `Ok(false)` when it was already gone (by
+/// hand, or by an earlier run that stopped before its directory sync).
+/// The removal is durable only after a sync of the directory.
+pub(crate) fn remove_if_exists<S: Storage>(storage: &S, path: &Path) -> Result<bool, Error> {
+    match storage.remove(path) {
+        Ok(()) => Ok(true),
+        Err(e) if storage.stat(path).ok().flatten().is_none() => {
+            drop(e);
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates `path` (which must not exist) holding `bytes`, with mode
+/// `mode`, and makes the data, the mode and the directory entry durable.
+/// A crash before the end leaves no file, or a file whose tail may be
+/// zero: readers of such files must treat trailing NULs as unwritten.
+pub(crate) fn create_file<S: Storage>(
+    storage: &S,
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+) -> Result<(), Error> {
+    let file = storage.create(path, bytes.len() as u64)?;
+    write_at(&file, 0, bytes)?;
+    drop(file);
+    storage.set_mode(path, mode)?;
+    storage.fsync_parent(path)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use poolsync_pmem::sim::SimStorage;
+
+    #[test]
+    fn a_created_file_is_durable_with_its_mode() {
+        let s = SimStorage::new();
+        s.add_dir(Path::new("/d")).unwrap();
+        create_file(&s, Path::new("/d/f"), b"hello", 0o600).unwrap();
+        let after = s.after_crash();
+        assert_eq!(
+            after.persisted_bytes(Path::new("/d/f")).as_deref(),
+            Some(&b"hello"[..])
+        );
+        assert!(remove_if_exists(&s, Path::new("/d/f")).unwrap());
+        assert!(!remove_if_exists(&s, Path::new("/d/f")).unwrap());
+    }
+}

@@ -1,0 +1,263 @@
+//! Proof that a file belongs to a pool set, before anything deletes,
+//! replaces or overwrites it.
+//!
+//! poolsync never destroys a file that does not provably belong to the
+//! pool set it works on. The proof is the file's pool header: it must carry
+//! the pool set's UUID, with a valid checksum or with the inverted
+//! checksum by which poolsync marks a header it is rewriting (see
+//! `crate::sync::plan::is_invalidated`). A part without a header of its own
+//! (SINGLEHDR, parts after the first) is judged by its replica's part 0.
+//! Every command that removes or replaces files (`rm --verify-owner`,
+//! `transform`, a transform's temporary copy) proves ownership here, with
+//! [`Rules`] that say what else it accepts.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use poolsync_header::{PoolHdr, PoolType, RawUuid};
+use poolsync_pmem::{Access, Storage};
+
+use crate::open::{open, HeaderState};
+use crate::sync::plan::is_invalidated;
+use crate::Error;
+
+/// What a header page says about the file's owner.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Claim<'a> {
+    /// No header could be read (the file is short, or not open).
+    Unreadable,
+    /// The header page is all zero: created, never written.
+    Zero,
+    /// Not an obj pool's header (another signature, or none).
+    Foreign,
+    /// An obj pool header with a valid checksum.
+    Valid(&'a PoolHdr),
+    /// An obj pool header that poolsync invalidated on purpose.
+    Invalidated(&'a PoolHdr),
+    /// An obj pool header whose checksum is wrong.
+    Damaged(&'a PoolHdr),
+}
+
+impl<'a> Claim<'a> {
+    /// The claim of a decoded header (`None`: none could be read).
+    pub(crate) fn of(hdr: Option<&'a PoolHdr>) -> Claim<'a> {
+        match hdr {
+            None => Claim::Unreadable,
+            Some(h) if h.is_zero() => Claim::Zero,
+            Some(h) if h.pool_type() != Some(PoolType::Obj) => Claim::Foreign,
+            Some(h) if h.checksum_ok() => Claim::Valid(h),
+            Some(h) if is_invalidated(h) => Claim::Invalidated(h),
+            Some(h) => Claim::Damaged(h),
+        }
+    }
+
+    /// The claim of a header page as opening read it.
+    pub(crate) fn of_state(state: &'a HeaderState) -> Claim<'a> {
+        match state {
+            HeaderState::Read(read) => Claim::of(Some(&read.hdr)),
+            _ => Claim::Unreadable,
+        }
+    }
+
+    /// The pool set UUID the header proves: a valid or invalidated header's.
+    pub(crate) fn poolset_uuid(&self) -> Option<RawUuid> {
+        match self {
+            Claim::Valid(h) | Claim::Invalidated(h) => Some(h.poolset_uuid),
+            _ => None,
+        }
+    }
+
+    /// The header, when it is a pool header.
+    fn header(&self) -> Option<&'a PoolHdr> {
+        match *self {
+            Claim::Valid(h) | Claim::Invalidated(h) | Claim::Damaged(h) => Some(h),
+            _ => None,
+        }
+    }
+
+    /// What the file carries, in the words refusals use ("the file …").
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Claim::Unreadable => "carries no valid pool header (none can be read)".to_string(),
+            Claim::Zero => "carries no pool header (its header page is zero)".to_string(),
+            Claim::Foreign => "carries no obj pool header".to_string(),
+            Claim::Valid(h) | Claim::Invalidated(h) => {
+                format!("carries pool set uuid {}", h.poolset_uuid.to_canonical())
+            }
+            Claim::Damaged(_) => "carries no valid pool header".to_string(),
+        }
+    }
+}
+
+/// What a proof accepts besides a header of the pool set.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rules<'a> {
+    /// The pool set's UUID.
+    pub poolset_uuid: RawUuid,
+    /// The UUIDs of the source's parts: a file that carries one is a copy
+    /// of a part (a backup), never something to replace.
+    pub copies_of: Option<&'a BTreeSet<RawUuid>>,
+    /// A blank header page (zero or unreadable) is accepted: a journal
+    /// proves the run was creating this very file.
+    pub accept_blank: bool,
+}
+
+impl<'a> Rules<'a> {
+    /// Only a header of the pool set (valid or invalidated) proves it.
+    pub(crate) fn strict(poolset_uuid: RawUuid) -> Rules<'a> {
+        Rules {
+            poolset_uuid,
+            copies_of: None,
+            accept_blank: false,
+        }
+    }
+}
+
+/// Proves that a file whose header page makes `claim` belongs to the pool
+/// set; `Err` says what it carries instead.
+pub(crate) fn prove(claim: Claim<'_>, rules: &Rules<'_>) -> Result<(), String> {
+    if rules.accept_blank && matches!(claim, Claim::Zero | Claim::Unreadable) {
+        return Ok(());
+    }
+    if let (Some(copies), Some(h)) = (rules.copies_of, claim.header()) {
+        if copies.contains(&h.uuid) {
+            return Err(format!(
+                "is a copy of a part of the source (it carries that part's uuid {}) and pool set uuid {}",
+                h.uuid.to_canonical(),
+                h.poolset_uuid.to_canonical()
+            ));
+        }
+    }
+    if claim.poolset_uuid() == Some(rules.poolset_uuid) {
+        Ok(())
+    } else {
+        Err(claim.describe())
+    }
+}
+
+/// Whether the part files of a pool set belong to it, for `rm
+/// --verify-owner`: the pool set's UUID is the one in the first valid
+/// header in set order (replica 0 part 0 unless it is damaged).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ownership {
+    /// The pool set UUID, when any header is valid.
+    pub poolset_uuid: Option<String>,
+    /// Each existing part file: `Ok` when its header (for a SINGLEHDR part
+    /// after the first, its replica's part 0) carries that UUID, otherwise
+    /// what it carries instead.
+    pub parts: BTreeMap<PathBuf, Result<(), String>>,
+}
+
+/// Reads the headers of the pool set at `path` (`None` when it is a
+/// single-file pool, which has no set to belong to) and judges who owns
+/// each part file.
+pub fn ownership<S: Storage>(storage: &S, path: &Path) -> Result<Option<Ownership>, Error> {
+    let set = open(storage, path, Access::ReadOnly)?;
+    if !set.is_poolset {
+        return Ok(None);
+    }
+    let uuid = set.parts().find_map(|p| match Claim::of(p.header()) {
+        Claim::Valid(h) => Some(h.poolset_uuid),
+        _ => None,
+    });
+    let mut out = Ownership {
+        poolset_uuid: uuid.map(|u| u.to_canonical()),
+        parts: BTreeMap::new(),
+    };
+    for rep in &set.replicas {
+        for part in &rep.parts {
+            if part.meta.is_none() {
+                continue;
+            }
+            let owner = if part.index < rep.nhdrs {
+                part
+            } else {
+                rep.parts.first().unwrap_or(part)
+            };
+            // A valid header only: an invalidated one is a run in progress,
+            // which `rm` must not take for a finished pool's part.
+            let claim = match Claim::of(owner.header()) {
+                Claim::Invalidated(h) => Claim::Damaged(h),
+                other => other,
+            };
+            let verdict = match uuid {
+                Some(u) => prove(claim, &Rules::strict(u)),
+                None => Err(claim.describe()),
+            };
+            let verdict = verdict.map_err(|what| {
+                if owner.index == part.index {
+                    what
+                } else {
+                    format!("belongs with {}, which {what}", owner.path.display())
+                }
+            });
+            out.parts.insert(part.path.clone(), verdict);
+        }
+    }
+    Ok(Some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use poolsync_header::{Features, HeaderLinks};
+
+    fn hdr(poolset: u8, uuid: u8) -> PoolHdr {
+        let u = RawUuid([uuid; 16]);
+        let links = HeaderLinks {
+            prev_part: u,
+            next_part: u,
+            prev_repl: u,
+            next_repl: u,
+        };
+        PoolHdr::new(
+            PoolType::Obj,
+            Features::DEFAULT,
+            RawUuid([poolset; 16]),
+            u,
+            &links,
+            0,
+        )
+    }
+
+    #[test]
+    fn a_header_of_the_pool_set_proves_ownership() {
+        let ours = hdr(1, 2);
+        let rules = Rules::strict(RawUuid([1; 16]));
+        assert!(prove(Claim::of(Some(&ours)), &rules).is_ok());
+        let mut invalidated = ours.clone();
+        invalidated.checksum = !invalidated.checksum;
+        assert!(prove(Claim::of(Some(&invalidated)), &rules).is_ok());
+        let mut damaged = ours.clone();
+        damaged.checksum ^= 1;
+        assert_eq!(
+            prove(Claim::of(Some(&damaged)), &rules).unwrap_err(),
+            "carries no valid pool header"
+        );
+        let theirs = hdr(3, 4);
+        assert!(prove(Claim::of(Some(&theirs)), &rules)
+            .unwrap_err()
+            .starts_with("carries pool set uuid 03030303"));
+        let zero = PoolHdr::decode(&[0; 4096]).unwrap();
+        assert!(prove(Claim::of(Some(&zero)), &rules).is_err());
+        assert!(prove(Claim::Unreadable, &rules).is_err());
+    }
+
+    #[test]
+    fn blank_pages_and_copies_follow_the_rules() {
+        let copies: BTreeSet<RawUuid> = [RawUuid([2; 16])].into();
+        let rules = Rules {
+            poolset_uuid: RawUuid([1; 16]),
+            copies_of: Some(&copies),
+            accept_blank: true,
+        };
+        let zero = PoolHdr::decode(&[0; 4096]).unwrap();
+        assert!(prove(Claim::of(Some(&zero)), &rules).is_ok());
+        assert!(prove(Claim::Unreadable, &rules).is_ok());
+        let copy = hdr(1, 2);
+        assert!(prove(Claim::of(Some(&copy)), &rules)
+            .unwrap_err()
+            .starts_with("is a copy of a part of the source"));
+        assert!(prove(Claim::of(Some(&hdr(1, 5))), &rules).is_ok());
+    }
+}

@@ -1,0 +1,160 @@
+//! The target of a transform: which files it may replace, the headers of
+//! its rings, and the room it needs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use poolsync_header::{PoolHdr, RawUuid};
+use poolsync_pmem::{PartFile, Storage};
+
+use super::request::{refuse, Request};
+use super::types::NewPart;
+use crate::exec::{HeaderAction, HeaderStep};
+use crate::open::{OpenPart, OpenSet, PartStatus};
+use crate::ownership::{prove, Claim, Rules};
+use crate::ring::{assign, plan_headers, OnDisk, PartView, Rules as UuidRules, UuidSource};
+use crate::space::{self, NewFile};
+use crate::Error;
+
+/// A part of a replica the transform creates already exists: it may be
+/// replaced only if an interrupted run of this transform left it (its
+/// header carries the pool set UUID, valid or invalidated, and it is not a
+/// copy of a source part, whose UUID it would carry). With `journaled`,
+/// a journal of this very transform proves the run was creating the file,
+/// so a blank header page (its allocation or first write did not survive)
+/// is accepted too. Otherwise pmempool's refusal, naming the file and what
+/// it carries.
+pub(super) fn prove_left_by_us<F: PartFile>(
+    dst: &Path,
+    part: &OpenPart<F>,
+    poolset_uuid: RawUuid,
+    source_uuids: &BTreeSet<RawUuid>,
+    journaled: bool,
+) -> Result<(), Error> {
+    let rules = Rules {
+        poolset_uuid,
+        copies_of: Some(source_uuids),
+        accept_blank: journaled,
+    };
+    let what = match prove(Claim::of_state(&part.header), &rules) {
+        Ok(()) if journaled || part.status == PartStatus::Ok => return Ok(()),
+        Ok(()) => part.status.to_string(),
+        Err(what) => what,
+    };
+    Err(Error::PartExists {
+        set: dst.to_path_buf(),
+        line: part.line,
+        path: part.path.clone(),
+        what,
+        expected: poolset_uuid.to_canonical(),
+    })
+}
+
+/// The header writes that link `target` into its rings: the headers of the
+/// parts of `rewritten` replicas first (new ones with fresh UUIDs, made
+/// from `master`; a part 0 in `kept_part0` keeps that header, relinked),
+/// then the relinked headers of the other replicas whose bytes change.
+pub(super) fn ring_header_steps<F: PartFile>(
+    target: &OpenSet<F>,
+    rewritten: &[usize],
+    kept_part0: &BTreeMap<usize, PoolHdr>,
+    master: &PoolHdr,
+    uuids: &UuidSource,
+) -> Result<Vec<HeaderStep>, String> {
+    let single_hdr = target.set.options.single_hdr;
+    let views: Vec<Vec<PartView<'_>>> = target
+        .replicas
+        .iter()
+        .map(|rep| {
+            let new = rewritten.contains(&rep.index);
+            rep.parts
+                .iter()
+                .take(rep.nhdrs)
+                .map(|part| match (new, kept_part0.get(&rep.index)) {
+                    (true, Some(kept)) if part.index == 0 => PartView {
+                        broken: false,
+                        header: Some(kept),
+                    },
+                    (true, _) => PartView {
+                        broken: true,
+                        header: None,
+                    },
+                    (false, _) => PartView {
+                        broken: false,
+                        header: part.header(),
+                    },
+                })
+                .collect()
+        })
+        .collect();
+    let assigned =
+        assign(&views, single_hdr, UuidRules::Fresh, uuids).map_err(|e| e.to_string())?;
+    let on_disk = |r: usize, p: usize| {
+        let recreated = rewritten.contains(&r);
+        OnDisk {
+            bytes: if recreated {
+                None
+            } else {
+                target.part(r, p).and_then(|x| x.header_bytes())
+            },
+            restore: false,
+            recreated,
+        }
+    };
+    let planned = plan_headers(
+        &views,
+        &assigned,
+        &on_disk,
+        master,
+        master.poolset_uuid,
+        single_hdr,
+    )?;
+    let mut first = Vec::new();
+    let mut relinked = Vec::new();
+    for (rep, headers) in target.replicas.iter().zip(planned) {
+        let group = if rewritten.contains(&rep.index) {
+            &mut first
+        } else {
+            &mut relinked
+        };
+        for (part, h) in rep.parts.iter().zip(headers) {
+            if h.action == HeaderAction::Keep {
+                continue;
+            }
+            group.push(HeaderStep {
+                replica: rep.index,
+                part: part.index,
+                path: part.path.clone(),
+                kind: h.action,
+                uuid: h.assigned.uuid.to_canonical(),
+                uuid_origin: h.assigned.origin,
+                header: h.header,
+            });
+        }
+    }
+    first.extend(relinked);
+    Ok(first)
+}
+
+/// Refuses to start when a file system lacks the space for `files`, so
+/// that no run stops half-way for want of space.
+pub(super) fn check_space<S: Storage>(
+    storage: &S,
+    req: &Request<'_>,
+    files: &[NewFile<'_>],
+) -> Result<(), Error> {
+    space::check(storage, files)?.map_err(|short| refuse(req.src, req.dst, short.to_string()))
+}
+
+/// The new parts as files the space check counts.
+pub(super) fn new_files(create: &[NewPart]) -> Vec<NewFile<'_>> {
+    create
+        .iter()
+        .map(|c| NewFile {
+            path: &c.path,
+            size: c.size,
+            replace: c.replace,
+            what: "the new parts",
+        })
+        .collect()
+}
