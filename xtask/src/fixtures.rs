@@ -383,7 +383,7 @@ fn set_text(case: &Case) -> String {
     s
 }
 
-/// The logical address space of one replica (spec section 3).
+/// The logical address space of one replica (docs/format.md §15.1).
 struct Replica<'a> {
     parts: &'a [PathBuf],
     sizes: &'a [u64],

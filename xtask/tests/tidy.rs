@@ -580,3 +580,368 @@ fn code_is_formatted() {
         String::from_utf8_lossy(&output.stderr),
     );
 }
+
+/// Files that may still cite the PMDK format notes or the design document
+/// that lived outside the repository: another change is rewriting them, and
+/// their citations move to `docs/format.md` and `ARCHITECTURE.md` with that
+/// rewrite. An entry ending in `/` covers the files below it, and every entry
+/// must name an existing file or directory. This list must become empty.
+const EXTERNAL_CITATIONS_ALLOWED: &[&str] = &[
+    "crates/engine/src/sync.rs",
+    "crates/engine/src/sync/",
+    "crates/engine/src/transform.rs",
+    "crates/engine/src/transform/",
+    "crates/engine/src/verify.rs",
+    "crates/engine/src/compare.rs",
+    "crates/engine/src/open.rs",
+];
+
+/// The comment part of a line of Rust: what follows its first `//`.
+fn comment_of(line: &str) -> Option<&str> {
+    line.find("//").map(|at| &line[at..])
+}
+
+/// The external citation of each comment line of `text` (see
+/// [`external_citation`]), with its 1-based line. A citation whose section
+/// number wraps to the next comment line is found on the line where it
+/// starts.
+fn external_citations(text: &str) -> Vec<(usize, String)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    for (n, line) in lines.iter().enumerate() {
+        let Some(comment) = comment_of(line) else {
+            continue;
+        };
+        if let Some(cited) = external_citation(comment) {
+            out.push((n + 1, cited));
+            continue;
+        }
+        let lower = comment.trim_end().to_lowercase();
+        let wraps = [concat!("sp", "ec"), concat!("des", "ign")]
+            .iter()
+            .any(|word| lower.ends_with(word));
+        let next = lines
+            .get(n + 1)
+            .and_then(|l| comment_of(l))
+            .map(|c| c.trim_start_matches(['/', '!']).trim_start());
+        if let (true, Some(next)) = (wraps, next) {
+            if let Some(cited) = external_citation(&format!("{} {next}", comment.trim_end())) {
+                out.push((n + 1, cited));
+            }
+        }
+    }
+    out
+}
+
+/// The external citation in `comment`, if it has one: the word for the PMDK
+/// format notes or for the design document followed by a section number (or
+/// the word "section", or `§`), or either document by its name (see
+/// `external_citations_are_recognised` for examples). Those documents are not
+/// part of the repository; comments cite `docs/format.md` and
+/// `ARCHITECTURE.md`.
+fn external_citation(comment: &str) -> Option<String> {
+    let lower = comment.to_lowercase();
+    for name in [concat!("pmdk-", "format"), concat!("design", " note")] {
+        if lower.contains(name) {
+            return Some(name.to_string());
+        }
+    }
+    for word in [concat!("sp", "ec"), concat!("des", "ign")] {
+        let mut from = 0;
+        while let Some(found) = lower[from..].find(word) {
+            let at = from + found;
+            from = at + word.len();
+            let starts_word = !lower[..at]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_alphanumeric() || c == '_');
+            let rest = &lower[from..];
+            let Some(rest) = rest.strip_prefix(' ') else {
+                continue;
+            };
+            let cites = rest.starts_with(|c: char| c.is_ascii_digit())
+                || rest.starts_with(concat!("sec", "tion"))
+                || rest.starts_with('§');
+            if starts_word && cites {
+                let mut words = comment.get(at..).unwrap_or(comment).split(' ');
+                let mut cited: Vec<&str> = words.by_ref().take(2).collect();
+                if cited
+                    .last()
+                    .is_some_and(|w| w.eq_ignore_ascii_case("section"))
+                {
+                    cited.extend(words.next());
+                }
+                let cited = cited.join(" ");
+                return Some(
+                    cited
+                        .trim_end_matches(|c: char| !c.is_alphanumeric())
+                        .to_string(),
+                );
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn external_citations_are_recognised() {
+    let cites = [
+        concat!("/// Size rules (sp", "ec 1.10, 1.11)."),
+        concat!("// Sp", "ec 1.11: replica 0 = 16 MiB"),
+        concat!("//! The map (sp", "ec section 3)."),
+        concat!("//! Plans (des", "ign note section 1)."),
+        concat!("/// header last: des", "ign 5, rule 1)."),
+        concat!("/// see pmdk-", "format.md"),
+    ];
+    for line in cites {
+        assert!(external_citation(line).is_some(), "{line}");
+    }
+    let fine = [
+        "/// Size rules (docs/format.md §14.1).",
+        "/// `spec` alone (rotated so that it comes first).",
+        "/// For each replica of the pool set `spec` in `dir`,",
+        "/// A design decision: change this table.",
+        "/// The respec 5 of nothing.",
+    ];
+    for line in fine {
+        assert_eq!(external_citation(line), None, "{line}");
+    }
+    let wrapped = concat!(
+        "/// as in the sp",
+        "ec\n/// 5.2 health check\nlet x = 1; // no\n"
+    );
+    assert_eq!(external_citations(wrapped).len(), 1);
+    assert_eq!(external_citations(wrapped)[0].0, 1);
+}
+
+#[test]
+fn comments_cite_no_document_outside_the_repository() {
+    let mut violations = Vec::new();
+    for file in rust_files() {
+        let name = file.to_string_lossy().replace('\\', "/");
+        let allowed = EXTERNAL_CITATIONS_ALLOWED
+            .iter()
+            .find(|entry| name == **entry || (entry.ends_with('/') && name.starts_with(**entry)));
+        if allowed.is_some() {
+            continue;
+        }
+        for (line, cited) in external_citations(&read(&file)) {
+            violations.push(format!(
+                "{}:{line}: `{cited}`: cite docs/format.md (§N) or ARCHITECTURE.md (\"Section\") instead",
+                file.display(),
+            ));
+        }
+    }
+    for entry in EXTERNAL_CITATIONS_ALLOWED {
+        if !root().join(entry).exists() {
+            violations.push(format!(
+                "{entry}: in EXTERNAL_CITATIONS_ALLOWED but does not exist; remove the entry"
+            ));
+        }
+    }
+    fail_if_any(
+        "comments cite docs/format.md and ARCHITECTURE.md, not documents outside the repository",
+        &violations,
+    );
+}
+
+/// The section numbers of a Markdown document's numbered headings: `## 12.
+/// Title` gives `12`, `### 11.4 Runs` gives `11.4`.
+fn numbered_sections(markdown: &str) -> BTreeSet<String> {
+    let mut sections = BTreeSet::new();
+    let mut in_code = false;
+    for line in markdown.lines() {
+        if line.starts_with("```") {
+            in_code = !in_code;
+        }
+        if in_code || !line.starts_with('#') {
+            continue;
+        }
+        let title = line.trim_start_matches('#').trim_start();
+        let number: String = title
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
+        let number = number.trim_end_matches('.');
+        if !number.is_empty() {
+            sections.insert(number.to_string());
+        }
+    }
+    sections
+}
+
+/// Every `§N` or `§N.M` in `text` (a `§` followed by a digit), with its
+/// 1-based line.
+fn section_citations(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        for (at, _) in line.match_indices('§') {
+            let number: String = line[at + '§'.len_utf8()..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .collect();
+            let number = number.trim_end_matches('.');
+            if number.starts_with(|c: char| c.is_ascii_digit()) {
+                out.push((n + 1, number.to_string()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn section_citations_are_parsed() {
+    let headings =
+        "# Title\n## 1. Checksum\n```\n## 9. not a heading\n```\n### 11.4 Runs\n## Notes\n";
+    let sections = numbered_sections(headings);
+    assert_eq!(
+        sections.into_iter().collect::<Vec<_>>(),
+        ["1", "11.4"].map(String::from)
+    );
+    assert_eq!(
+        section_citations("(docs/format.md §17.2, steps 1, 5)\nsee §3. and §11.4.\n§x"),
+        [
+            (1, "17.2".to_string()),
+            (2, "3".to_string()),
+            (2, "11.4".to_string())
+        ]
+    );
+}
+
+/// Markdown files whose `§` citations refer to `docs/format.md`.
+const DOCS_CITING_FORMAT: &[&str] = &[
+    "ARCHITECTURE.md",
+    "README.md",
+    "docs/format.md",
+    "docs/json.md",
+    "docs/performance.md",
+    "fuzz/seeds/README.md",
+];
+
+#[test]
+fn cited_format_sections_exist() {
+    let sections = numbered_sections(&read(Path::new("docs/format.md")));
+    assert!(
+        sections.contains("1") && sections.contains("11.4"),
+        "found no numbered headings in docs/format.md: {sections:?}"
+    );
+    let mut files = rust_files();
+    files.extend(DOCS_CITING_FORMAT.iter().map(PathBuf::from));
+    let mut violations = Vec::new();
+    for file in files {
+        for (line, number) in section_citations(&read(&file)) {
+            if !sections.contains(&number) {
+                violations.push(format!(
+                    "{}:{line}: `§{number}` is not a numbered section of docs/format.md",
+                    file.display()
+                ));
+            }
+        }
+    }
+    fail_if_any(
+        "every `§` cited (in .rs files and the docs) is a section of docs/format.md",
+        &violations,
+    );
+}
+
+/// The titles of a Markdown document's headings.
+fn heading_titles(markdown: &str) -> BTreeSet<String> {
+    let mut in_code = false;
+    let mut titles = BTreeSet::new();
+    for line in markdown.lines() {
+        if line.starts_with("```") {
+            in_code = !in_code;
+        }
+        if !in_code && line.starts_with('#') {
+            titles.insert(line.trim_start_matches('#').trim().to_string());
+        }
+    }
+    titles
+}
+
+#[test]
+fn cited_architecture_sections_exist() {
+    let titles = heading_titles(&read(Path::new("ARCHITECTURE.md")));
+    let marker = "ARCHITECTURE.md, \"";
+    let mut violations = Vec::new();
+    for file in rust_files() {
+        for (n, line) in read(&file).lines().enumerate() {
+            for (at, _) in line.match_indices(marker) {
+                let rest = &line[at + marker.len()..];
+                let title = rest.split('"').next().unwrap_or_default();
+                if !rest.contains('"') || !titles.contains(title) {
+                    violations.push(format!(
+                        "{}:{}: `{}` names no heading of ARCHITECTURE.md (keep the cited title on one line)",
+                        file.display(),
+                        n + 1,
+                        &line[at..]
+                    ));
+                }
+            }
+        }
+    }
+    fail_if_any(
+        "every ARCHITECTURE.md section cited as `ARCHITECTURE.md, \"Title\"` exists",
+        &violations,
+    );
+}
+
+/// The words in backticks of a Markdown text that look like repository
+/// paths: they contain a `/` or end in `.rs`, `.md` or `.toml`. Code blocks,
+/// words with blanks, comment markers (`//!`) and placeholders (`<target>`)
+/// are left out.
+fn backticked_paths(markdown: &str) -> Vec<String> {
+    let mut prose = String::new();
+    let mut in_code = false;
+    for line in markdown.lines() {
+        if line.starts_with("```") {
+            in_code = !in_code;
+            continue;
+        }
+        if !in_code {
+            prose.push_str(line);
+            prose.push('\n');
+        }
+    }
+    prose
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|word| {
+            let looks_like_path = word.contains('/')
+                || [".rs", ".md", ".toml"]
+                    .iter()
+                    .any(|ext| word.ends_with(ext));
+            looks_like_path
+                && !word.starts_with("//")
+                && !word.contains(char::is_whitespace)
+                && !word.contains(['<', '>', '*'])
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn backticked_paths_are_found() {
+    let text = "`crates/engine` and `xtask/tests/tidy.rs`, `README.md`, the\n\
+                `// SAFETY:` marker, `fuzz/seeds/<target>/`, `*.set`, `a / b`,\n\
+                `O_CREAT|O_EXCL`, `map_range`\n```\n`ignored/in/code`\n```\n";
+    assert_eq!(
+        backticked_paths(text),
+        ["crates/engine", "xtask/tests/tidy.rs", "README.md"].map(String::from)
+    );
+}
+
+#[test]
+fn paths_named_in_architecture_exist() {
+    let root = root();
+    let mut violations = Vec::new();
+    for path in backticked_paths(&read(Path::new("ARCHITECTURE.md"))) {
+        if !root.join(&path).exists() {
+            violations.push(format!(
+                "ARCHITECTURE.md: `{path}` does not exist (name paths from the repository root)"
+            ));
+        }
+    }
+    fail_if_any("every path ARCHITECTURE.md names exists", &violations);
+}

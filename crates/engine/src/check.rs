@@ -1,7 +1,7 @@
-//! `pmempool check` for obj pools (spec 5.5): shutdown state, pool header of
-//! every part, UUIDs and links; the verdicts consistent / not consistent /
-//! repaired / cannot repair / sync required, and repair of what pmempool
-//! repairs.
+//! `pmempool check` for obj pools (docs/format.md §21): shutdown state, pool
+//! header of every part, UUIDs and links; the verdicts consistent / not
+//! consistent / repaired / cannot repair / sync required, and repair of what
+//! pmempool repairs.
 //!
 //! The messages, their order, the questions and the verdicts follow
 //! libpmempool 1.12.1 (`check_sds.c`, `check_pool_hdr.c`). Two things differ

@@ -1,14 +1,15 @@
 //! Creating obj pools and pool sets, byte-compatible with `pmempool create obj`.
 //!
 //! [`create`] accepts a pool set file or a single-file pool path, checks the
-//! set the way libpmemobj 1.12 does (spec 1.10–1.12), and then writes in the
-//! order the crash model asks for (design 5): all part files are created or
-//! opened and locked, the obj metadata (descriptor, lanes, heap header) is
-//! written into every replica at its logical offsets and made durable, and
-//! only then the pool headers, which are made durable last. The requested
-//! mode is applied at the very end. A failure removes every file this run
-//! created and never touches a file that existed before (except with
-//! `force`, which removes the old pool first, as `pmempool create -f` does).
+//! set the way libpmemobj 1.12 does (docs/format.md §13.9, §14, §16.4), and
+//! then writes in the order the crash model asks for
+//! (ARCHITECTURE.md, "Crash model"): all part files are created or opened and
+//! locked, the obj metadata (descriptor, lanes, heap header) is written into
+//! every replica at its logical offsets and made durable, and only then the
+//! pool headers, which are made durable last. The requested mode is applied at
+//! the very end. A failure removes every file this run created and never
+//! touches a file that existed before (except with `force`, which removes the
+//! old pool first, as `pmempool create -f` does).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -65,7 +66,7 @@ pub struct CreatedPart {
     /// File size in bytes.
     pub size: u64,
     /// `true` when an existing zeroed file of the right size was reused
-    /// rather than created (spec 1.10).
+    /// rather than created (docs/format.md §16.4).
     pub reused: bool,
 }
 
@@ -76,7 +77,7 @@ pub struct Created {
     pub path: PathBuf,
     /// `true` when `path` is a pool set file.
     pub is_poolset: bool,
-    /// The pool size (the smallest replica's net size, spec 1.11).
+    /// The pool size (the smallest replica's net size, docs/format.md §14.1).
     pub pool_size: u64,
     /// Every part of every replica, in pool set order.
     pub parts: Vec<CreatedPart>,
@@ -372,8 +373,8 @@ fn same_file(a: &PartPlan, b: &PartPlan) -> bool {
 }
 
 /// What can be refused without touching the file system: options, remote
-/// replicas, `AUTO` sizes, and the size rules (spec 1.10, 1.11, in PMDK's
-/// order: the pool, then every part). Returns the pool size.
+/// replicas, `AUTO` sizes, and the size rules (docs/format.md §14.1, §14.2,
+/// in PMDK's order: the pool, then every part). Returns the pool size.
 fn check_set(target: &Path, set: &PoolSet) -> Result<u64, Error> {
     if set.options.no_hdrs {
         return Err(Error::NoHdrs {
@@ -484,7 +485,8 @@ fn part_error(target: &Path, plan: &PartPlan, source: poolsync_pmem::Error) -> E
 }
 
 /// An existing part is reused only when it has exactly the configured size
-/// and (for a header-carrying part) a zeroed header page (spec 1.10).
+/// and (for a header-carrying part) a zeroed header page
+/// (docs/format.md §16.4).
 fn check_reusable<F: PartFile>(target: &Path, plan: &PartPlan, file: &F) -> Result<(), Error> {
     let actual = file.len().map_err(|e| part_error(target, plan, e))?;
     if actual != plan.size {
@@ -549,7 +551,7 @@ fn create_fresh<S: Storage>(
 }
 
 /// Writes the obj metadata into every replica, then the headers (data first,
-/// header last: design 5, rule 1).
+/// header last: ARCHITECTURE.md, "Crash model", rule 1).
 fn write_pool<S: Storage>(
     target: &Path,
     set: &PoolSet,
@@ -574,11 +576,11 @@ fn write_pool<S: Storage>(
         replicas.push(ReplicaView { extents, parts });
     }
 
-    // Data (design 5, rule 1: before any header). The metadata area, from
-    // the descriptor to the end of the heap header, is written whole: the
-    // image over zeroes, exactly what libpmemobj leaves there, whatever the
-    // file held before. Each zone's header and first chunk header are
-    // zeroed as libpmemobj does (they matter only in a reused file).
+    // Data (ARCHITECTURE.md, "Crash model", rule 1: before any header). The
+    // metadata area, from the descriptor to the end of the heap header, is
+    // written whole: the image over zeroes, exactly what libpmemobj leaves
+    // there, whatever the file held before. Each zone's header and first chunk
+    // header are zeroed as libpmemobj does (they matter only in a reused file).
     let block_start = header::OBJ_DESC_OFF;
     let block_end = header::OBJ_HEAP_OFFSET + header::HEAP_HDR_SIZE as u64;
     let mut block = vec![0u8; (block_end - block_start) as usize];
@@ -616,7 +618,8 @@ fn write_pool<S: Storage>(
     }
 
     // Headers: one fresh UUID per header-carrying part, linked in rings
-    // (spec 2.6); SDS all zero, which is clean on non-pmem storage (2.8).
+    // (docs/format.md §5); SDS all zero, which is clean on non-pmem storage
+    // (docs/format.md §6).
     let uuids: Vec<Vec<RawUuid>> = (0..nreplicas)
         .map(|r| (0..set.nhdrs(r)).map(|_| new_uuid()).collect())
         .collect();
@@ -661,7 +664,7 @@ struct ReplicaView<'a, F> {
     parts: Vec<&'a Slot<F>>,
 }
 
-/// A fresh random UUID in the on-media (GUID) byte order (spec 2.5).
+/// A fresh random UUID in the on-media (GUID) byte order (docs/format.md §5).
 fn new_uuid() -> RawUuid {
     RawUuid::from_uuid(uuid::Uuid::new_v4())
 }
@@ -699,8 +702,8 @@ fn write_logical<F: PartFile>(
     Ok(())
 }
 
-/// Each zone's header and first chunk header (spec 4.3), which libpmemobj
-/// zeroes at create; zones are counted as libpmemobj counts them.
+/// Each zone's header and first chunk header (docs/format.md §10), which
+/// libpmemobj zeroes at create; zones are counted as libpmemobj counts them.
 fn zone_init_ranges(pool_size: u64) -> Vec<(u64, u64)> {
     let heap_header = header::HEAP_HDR_SIZE as u64;
     let zone_max =

@@ -1,12 +1,12 @@
-//! The data behind `pmempool info [-p N] [-f obj]` (spec 6.2): the pool set
-//! structure, the pool header of part 0 of the chosen replica and the obj
-//! descriptor.
+//! The data behind `pmempool info [-p N] [-f obj]` (docs/format.md §22): the
+//! pool set structure, the pool header of part 0 of the chosen replica and the
+//! obj descriptor.
 //!
 //! As pmempool does, a pool set must open with libpmemobj's header and link
-//! validation ([`validate_open`], spec 2.6; the shutdown state is ignored,
-//! as `pmempool info` ignores it); a single-file pool only needs a known
-//! signature and a valid header checksum. With `force` (`-f obj`) neither is
-//! required, though every part must still exist with its configured size.
+//! validation ([`validate_open`], docs/format.md §16.2; the shutdown state is
+//! ignored, as `pmempool info` ignores it); a single-file pool only needs a
+//! known signature and a valid header checksum. With `force` (`-f obj`) neither
+//! is required, though every part must still exist with its configured size.
 
 use std::path::{Path, PathBuf};
 
@@ -364,9 +364,9 @@ fn obj_info<F: PartFile>(set: &OpenSet<F>, replica: usize) -> Result<ObjInfo, Er
 }
 
 /// The header and link checks libpmemobj makes when it opens a pool set
-/// (`util_replica_check` and `util_header_check`, spec 2.6), against the
-/// attributes of replica 0 part 0's header and the running machine. The
-/// shutdown state is not judged (`pmempool info` ignores it).
+/// (`util_replica_check` and `util_header_check`, docs/format.md §16.2),
+/// against the attributes of replica 0 part 0's header and the running machine.
+/// The shutdown state is not judged (`pmempool info` ignores it).
 ///
 /// libpmemobj checks header by header, each against itself and its
 /// neighbours, so a garbled header often shows first as a wrong link in the

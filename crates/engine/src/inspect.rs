@@ -1,5 +1,5 @@
 //! The health of an open pool set, judged as `pmempool sync` judges it
-//! (spec 5.2, `replica_check_poolset_health`, steps 1–14).
+//! (docs/format.md §17.2, `replica_check_poolset_health`, steps 1–14).
 //!
 //! [`inspect`] never writes. It produces per-part and per-replica verdicts,
 //! each with its reason, the hard inconsistencies that make a sync
@@ -12,7 +12,7 @@
 //! ordinary files the bad-block query finds none, which is what is assumed.
 //! The shutdown state (step 8) is compared with a current state of zero
 //! unsafe-shutdown count and zero device id, which is what PMDK computes on
-//! storage without those counters (spec 9).
+//! storage without those counters (docs/format.md §6).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -32,7 +32,7 @@ pub(crate) fn ser_hex<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::E
     s.serialize_str(&format!("{v:#x}"))
 }
 
-/// Why one part is BROKEN (spec 5.2 steps 1, 5, 6, 7).
+/// Why one part is BROKEN (docs/format.md §17.2, steps 1, 5, 6, 7).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
@@ -116,7 +116,7 @@ fn on_off(b: bool) -> &'static str {
     }
 }
 
-/// Why a whole replica is BROKEN (spec 5.2 steps 8, 13, 14).
+/// Why a whole replica is BROKEN (docs/format.md §17.2, steps 8, 13, 14).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
@@ -425,7 +425,8 @@ pub fn choose_source(
 }
 
 /// `true` when a stored shutdown state records an ADR failure against the
-/// current state of storage without unsafe-shutdown counters (spec 2.8, 9).
+/// current state of storage without unsafe-shutdown counters
+/// (docs/format.md §6).
 pub fn sds_adr_failure(stored: &Sds) -> bool {
     Sds::compare(stored, &Sds::current_non_pmem()) == SdsVerdict::AdrFailure
 }
@@ -447,7 +448,7 @@ pub fn signature_text(sig: &[u8]) -> String {
     out
 }
 
-/// Minimum pool size of a pool type (spec 1.10).
+/// Minimum pool size of a pool type (docs/format.md §14.2).
 pub fn min_pool_size(ty: PoolType) -> u64 {
     match ty {
         PoolType::Obj => poolsync_poolset::OBJ_MIN_POOL,
@@ -529,7 +530,7 @@ impl<F: PartFile> Judge<'_, F> {
     }
 }
 
-/// Judges the health of `set` (spec 5.2 steps 1–14). Never writes.
+/// Judges the health of `set` (docs/format.md §17.2, steps 1–14). Never writes.
 pub fn inspect<F: PartFile>(set: &OpenSet<F>) -> Health {
     let nrep = set.replicas.len();
     let mut j = Judge {

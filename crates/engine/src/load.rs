@@ -26,7 +26,8 @@ pub struct Loaded<F> {
     pub file: F,
 }
 
-/// Opens `path`, takes its lock and classifies it (spec 1.1, 1.12).
+/// Opens `path`, takes its lock and classifies it (docs/format.md §13.1,
+/// §13.9).
 ///
 /// A file whose first 11 bytes are `PMEMPOOLSET` is parsed as a pool set;
 /// anything else is a single-file pool.

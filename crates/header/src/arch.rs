@@ -1,4 +1,5 @@
-//! Architecture identification flags (spec 2.4) and their `pmempool info` wording.
+//! Architecture identification flags (docs/format.md §4) and their
+//! `pmempool info` wording.
 
 use std::ffi::{c_char, c_int, c_long, c_longlong, c_short, c_void};
 use std::mem::align_of;
@@ -80,7 +81,8 @@ pub fn alignment_of_type(desc: u64, index: usize) -> u64 {
     ((desc >> shift) & 0xF) + 1
 }
 
-/// The `arch_flags` of a pool header (spec 2.4), at header offsets 128..144.
+/// The `arch_flags` of a pool header (docs/format.md §4), at header offsets
+/// 128..144.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ArchFlags {
     /// Packed alignments of 11 C types, see [`alignment_desc_from`].
@@ -196,7 +198,7 @@ mod tests {
     }
 
     #[test]
-    fn lp64_alignments_give_the_spec_descriptor() {
+    fn lp64_alignments_give_the_documented_descriptor() {
         let lp64 = [1, 2, 4, 8, 8, 8, 8, 4, 8, 16, 8];
         assert_eq!(alignment_desc_from(&lp64), 0x0000_07F7_3777_7310);
         for (i, a) in lp64.iter().enumerate() {

@@ -2,7 +2,7 @@
 
 use crate::bytes::u32_le;
 
-/// Computes PMDK's Fletcher64 variant over `buf` (spec 2.9).
+/// Computes PMDK's Fletcher64 variant over `buf` (docs/format.md §1).
 ///
 /// The buffer is read as little-endian 32-bit words. Two wrapping 32-bit sums
 /// run over them: `lo` adds each word and `hi` adds `lo` after every word. The
@@ -54,7 +54,7 @@ mod tests {
     }
 
     #[test]
-    fn spec_vector_words_1_to_4() {
+    fn reference_vector_words_1_to_4() {
         let b = words(&[1, 2, 3, 4]);
         assert_eq!(fletcher64(&b, 16, None), 0x0000_0014_0000_000A);
     }

@@ -1,4 +1,5 @@
-//! Feature masks of the pool header (spec 2.3) and how `pmempool info` prints them.
+//! Feature masks of the pool header (docs/format.md §3) and how `pmempool info`
+//! prints them.
 
 use serde::Serialize;
 

@@ -1,4 +1,4 @@
-//! The UUID rings that link the headers of a pool set (spec 2.6).
+//! The UUID rings that link the headers of a pool set (docs/format.md §5).
 
 use serde::Serialize;
 

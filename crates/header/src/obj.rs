@@ -1,5 +1,5 @@
-//! libpmemobj pool metadata (spec 4): the pool descriptor, lanes, heap
-//! header, and the image of a freshly created pool.
+//! libpmemobj pool metadata (docs/format.md §7 to §10): the pool descriptor,
+//! lanes, heap header, and the image of a freshly created pool.
 
 use crate::bytes::{array, first_nonzero, put, put_u64, u64_le};
 use crate::checksum::fletcher64;
@@ -240,9 +240,9 @@ impl Default for ObjDescriptor {
 
 impl ObjDescriptor {
     /// The descriptor of a pool freshly created by `pmempool create` with
-    /// this pool size and layout (spec 4.1): standard lanes and heap offset,
-    /// `heap_size = pool_size - heap_offset`, `run_id = 2` (create writes 0
-    /// and the runtime adds 2 before closing), a fresh checksum.
+    /// this pool size and layout (docs/format.md §7): standard lanes and heap
+    /// offset, `heap_size = pool_size - heap_offset`, `run_id = 2` (create
+    /// writes 0 and the runtime adds 2 before closing), a fresh checksum.
     ///
     /// Errors when the pool size is not page aligned, below 8 MiB or leaves
     /// less than the minimum heap, and when the layout has 1024 bytes or
@@ -599,7 +599,8 @@ pub struct Write {
 }
 
 /// Everything a new obj pool of `pool_size` bytes with `layout` needs besides
-/// its pool headers and zeroes (spec 4.1–4.4), as writes at logical offsets.
+/// its pool headers and zeroes (docs/format.md §10), as writes at logical
+/// offsets.
 ///
 /// The writes are, in ascending offset order and without overlap:
 /// * the persistent descriptor ([`OBJ_DESC_PERSISTENT_LEN`] bytes at

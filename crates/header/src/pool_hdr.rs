@@ -1,4 +1,5 @@
-//! The 4096-byte pool header (`struct pool_hdr`, spec 2.1): codec and validation.
+//! The 4096-byte pool header (`struct pool_hdr`, docs/format.md §2): codec and
+//! validation.
 
 use std::fmt;
 
@@ -237,7 +238,7 @@ pub struct PoolHdr {
 }
 
 impl PoolHdr {
-    /// A new header as PMDK's create writes it (spec 2.10): the type's
+    /// A new header as PMDK's create writes it (docs/format.md §16.3): the type's
     /// signature and major, the given features, UUIDs, links and creation
     /// time, the running machine's arch flags, zero unused bytes, a zero SDS
     /// and a fresh checksum.
@@ -402,10 +403,11 @@ impl PoolHdr {
         self.next_repl_uuid = links.next_repl;
     }
 
-    /// The per-header judgement of `pmempool sync`'s health check (spec 5.2
-    /// step 6) and of `pmempool check`'s header step (spec 5.5 step 4): the
-    /// header is not all zero, its checksum is valid and its signature is
-    /// one of obj/blk/log. Returns the recognised type.
+    /// The per-header judgement of `pmempool sync`'s health check
+    /// (docs/format.md §17.2, step 6) and of `pmempool check`'s header step
+    /// (docs/format.md §21, step 4): the header is not all zero, its checksum
+    /// is valid and its signature is one of obj/blk/log. Returns the recognised
+    /// type.
     ///
     /// Errors: [`Error::ZeroHeader`], [`Error::BadChecksum`],
     /// [`Error::UnknownSignature`].
@@ -417,12 +419,12 @@ impl PoolHdr {
         self.pool_type().ok_or_else(|| self.unknown_signature())
     }
 
-    /// The per-header open-time checks of `util_header_check` (spec 2.6) for
-    /// a pool of type `expected` on the running machine, in PMDK's order:
-    /// not all zero, major non-zero, signature, major, feature bits,
-    /// checksum, arch flags. Cross-header checks (UUIDs, links, equal
-    /// features) are the caller's. Unused bytes are not judged here, as PMDK
-    /// does not judge them; see [`PoolHdr::check_unused_zero`].
+    /// The per-header open-time checks of `util_header_check`
+    /// (docs/format.md §16.2) for a pool of type `expected` on the running
+    /// machine, in PMDK's order: not all zero, major non-zero, signature,
+    /// major, feature bits, checksum, arch flags. Cross-header checks (UUIDs,
+    /// links, equal features) are the caller's. Unused bytes are not judged
+    /// here, as PMDK does not judge them; see [`PoolHdr::check_unused_zero`].
     pub fn validate(&self, expected: PoolType) -> Result<(), Error> {
         self.validate_with_arch(expected, &ArchFlags::current())
     }
@@ -639,8 +641,9 @@ mod tests {
             .collect()
     }
 
-    /// The spec 2.1 test vector: first 144 bytes, then zeros, then the checksum.
-    fn spec_vector() -> Vec<u8> {
+    /// The reference header of docs/format.md §2: first 144 bytes, then zeros,
+    /// then the checksum.
+    fn reference_vector() -> Vec<u8> {
         let mut page = hex("504d454d4f424a00 06000000 01000000 06000000 00000000
              1b3b487370f89b42b5946b552da67746 c1dbfe485bc4c54384a9cba50f3803f3
              e1c246252219134dba8641169c77c118 e1c246252219134dba8641169c77c118
@@ -653,8 +656,8 @@ mod tests {
     }
 
     #[test]
-    fn spec_vector_decodes_and_verifies() {
-        let page = spec_vector();
+    fn reference_vector_decodes_and_verifies() {
+        let page = reference_vector();
         let h = PoolHdr::decode(&page).unwrap();
         assert_eq!(h.pool_type(), Some(PoolType::Obj));
         assert_eq!(h.major, 6);
@@ -688,7 +691,7 @@ mod tests {
 
     #[test]
     fn two_k_checksum_ignores_the_upper_half_but_four_k_does_not() {
-        let mut h = PoolHdr::decode(&spec_vector()).unwrap();
+        let mut h = PoolHdr::decode(&reference_vector()).unwrap();
         h.unused[3000] = 0xAA;
         h.sds.set_dirty();
         assert!(h.checksum_ok());
@@ -725,7 +728,7 @@ mod tests {
     #[test]
     fn validation_reports_field_and_offset() {
         let x86 = ArchFlags::x86_64();
-        let base = PoolHdr::decode(&spec_vector()).unwrap();
+        let base = PoolHdr::decode(&reference_vector()).unwrap();
 
         let mut h = base.clone();
         h.checksum ^= 1;
@@ -864,7 +867,7 @@ mod tests {
                 expected: 4096
             })
         );
-        let mut long = spec_vector();
+        let mut long = reference_vector();
         long.extend_from_slice(&[0xFF; 10]);
         assert!(PoolHdr::decode(&long).unwrap().checksum_ok());
     }

@@ -8,11 +8,12 @@ use crate::Error;
 
 /// A UUID as the 16 raw bytes stored on media.
 ///
-/// PMDK stores UUIDs in "GUID" order (spec 2.5): bytes 0–3 are `time_low` as a
-/// little-endian `u32`, bytes 4–5 `time_mid` and 6–7 `time_hi_and_version` as
-/// little-endian `u16`s, then `clock_seq_hi`, `clock_seq_low` and the six node
-/// bytes as they are. The canonical text form that `pmempool info` prints is
-/// built from those fields, so it is not the bytes in order.
+/// PMDK stores UUIDs in "GUID" order (docs/format.md §5): bytes 0–3 are
+/// `time_low` as a little-endian `u32`, bytes 4–5 `time_mid` and 6–7
+/// `time_hi_and_version` as little-endian `u16`s, then `clock_seq_hi`,
+/// `clock_seq_low` and the six node bytes as they are. The canonical text form
+/// that `pmempool info` prints is built from those fields, so it is not the
+/// bytes in order.
 ///
 /// ```
 /// use poolsync_header::RawUuid;
@@ -30,7 +31,8 @@ impl RawUuid {
     /// The all-zero UUID.
     pub const NIL: RawUuid = RawUuid([0; 16]);
 
-    /// Canonical lowercase text form, as `pmempool info` prints it (spec 2.5).
+    /// Canonical lowercase text form, as `pmempool info` prints it
+    /// (docs/format.md §5).
     pub fn to_canonical(&self) -> String {
         self.to_uuid().hyphenated().to_string()
     }
@@ -89,7 +91,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn spec_example_prints_in_guid_order() {
+    fn documented_example_prints_in_guid_order() {
         let raw = RawUuid([
             0x1b, 0x3b, 0x48, 0x73, 0x70, 0xf8, 0x9b, 0x42, 0xb5, 0x94, 0x6b, 0x55, 0x2d, 0xa6,
             0x77, 0x46,

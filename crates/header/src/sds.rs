@@ -1,4 +1,5 @@
-//! The shutdown state (SDS), 64 bytes at pool header offset 4024 (spec 2.8).
+//! The shutdown state (SDS), 64 bytes at pool header offset 4024
+//! (docs/format.md §6).
 
 use crate::bytes::{array, put, put_u64, u64_le, u8_at};
 use crate::checksum::fletcher64;
@@ -141,7 +142,7 @@ impl Sds {
     }
 
     /// The current state of a replica on storage without unsafe-shutdown
-    /// counters or device ids (regular files): all zero (spec 9).
+    /// counters or device ids (regular files): all zero (docs/format.md §6).
     pub fn current_non_pmem() -> Sds {
         Sds::ZERO
     }
@@ -186,7 +187,8 @@ impl Sds {
         s
     }
 
-    /// Judges a stored state against the replica's current one (spec 2.8).
+    /// Judges a stored state against the replica's current one
+    /// (docs/format.md §6).
     ///
     /// ```
     /// use poolsync_header::{Sds, SdsVerdict};

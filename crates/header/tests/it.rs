@@ -60,7 +60,8 @@ fn structure(case: &str) -> (Vec<Vec<u64>>, bool) {
     (reps, singlehdr)
 }
 
-/// Pool size of a set: the smallest replica's usable size (spec 1.11 and 3).
+/// Pool size of a set: the smallest replica's usable size
+/// (docs/format.md §14.1, §15.1).
 fn pool_size(reps: &[Vec<u64>], singlehdr: bool) -> u64 {
     let h = if singlehdr { 0 } else { 4096 };
     reps.iter()
@@ -139,7 +140,7 @@ fn fixture_headers_decode_verify_and_reencode() {
 }
 
 #[test]
-fn fixture_links_form_the_rings_of_spec_2_6() {
+fn fixture_links_form_the_documented_rings() {
     for case in CASES {
         let hdrs: BTreeMap<_, _> = headers(case)
             .into_iter()

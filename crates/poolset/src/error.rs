@@ -39,7 +39,8 @@ pub enum Error {
     /// "net pool size X smaller than Y" for directory pool sets.
     #[error("net pool size {size} smaller than {min}")]
     PoolTooSmall {
-        /// The net pool size (spec 1.11) of the smallest local replica.
+        /// The net pool size (docs/format.md §14.1) of the smallest local
+        /// replica.
         size: u64,
         /// The minimum, [`OBJ_MIN_POOL`](crate::OBJ_MIN_POOL).
         min: u64,
@@ -74,8 +75,8 @@ impl Error {
     }
 }
 
-/// PMDK's parse error reasons (spec 1.9). [`fmt::Display`] prints PMDK's
-/// exact text.
+/// PMDK's parse error reasons (docs/format.md §13.7). [`fmt::Display`] prints
+/// PMDK's exact text.
 ///
 /// PMDK's "cannot determine size of a part" is absent: it needs I/O (an
 /// `AUTO` size on something that is not a Device DAX) and belongs to the

@@ -58,13 +58,13 @@ pub use map::{map_range, Extent, Piece};
 pub use parse::{parse, parse_size};
 
 /// Size of a page and of a pool header: the unit every part size is aligned
-/// down to (x86-64, aarch64 and riscv64; spec 1.11).
+/// down to (x86-64, aarch64 and riscv64; docs/format.md §14.1).
 pub const PAGE: u64 = 4096;
 /// `PMEMOBJ_MIN_PART`: the smallest part libpmemobj creates (2 MiB).
 pub const OBJ_MIN_PART: u64 = 2 << 20;
 /// `PMEMOBJ_MIN_POOL`: the smallest net pool size libpmemobj creates (8 MiB).
 pub const OBJ_MIN_POOL: u64 = 8 << 20;
-/// The 11 bytes that mark a file as a pool set file (spec 1.1).
+/// The 11 bytes that mark a file as a pool set file (docs/format.md §13.1).
 pub const SIGNATURE: &str = "PMEMPOOLSET";
 
 /// The size column of a part line.
@@ -205,8 +205,8 @@ impl std::str::FromStr for PoolSet {
 
 /// `true` when `head` (the first bytes of a file) starts with `PMEMPOOLSET`,
 /// PMDK's test for "this path is a pool set file, not a single-file pool"
-/// (spec 1.1). A file that passes may still fail [`parse`] (for example
-/// `PMEMPOOLSETX`).
+/// (docs/format.md §13.1). A file that passes may still fail [`parse`] (for
+/// example `PMEMPOOLSETX`).
 pub fn is_poolset(head: &[u8]) -> bool {
     head.starts_with(SIGNATURE.as_bytes())
 }
@@ -217,8 +217,8 @@ pub const fn page_align_down(x: u64) -> u64 {
 }
 
 /// The file name of part `index` inside a directory of a directory-based
-/// pool set (spec 1.13): the index as at least six zero-padded decimal digits
-/// followed by `.pmem`, e.g. `000000.pmem`.
+/// pool set (docs/format.md §13.8): the index as at least six zero-padded
+/// decimal digits followed by `.pmem`, e.g. `000000.pmem`.
 ///
 /// A pool set becomes directory based when its part paths name existing
 /// directories. The parser cannot know that (it does no I/O), so [`parse`]

@@ -1,5 +1,6 @@
-//! The replica address-space map (spec section 3, design note section 2):
-//! where each logical offset of a replica lives in its part files.
+//! The replica address-space map (docs/format.md §15.1;
+//! ARCHITECTURE.md, "Logical ranges"): where each logical offset of a replica
+//! lives in its part files.
 
 use serde::Serialize;
 

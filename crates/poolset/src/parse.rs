@@ -1,4 +1,4 @@
-//! The pool set parser: PMDK 1.12.1's `util_poolset_parse` (spec 1.2–1.9),
+//! The pool set parser: PMDK 1.12.1's `util_poolset_parse` (docs/format.md §13),
 //! including its line reader.
 
 use crate::{Error, Options, ParseReason, Part, PartSize, PoolSet, Replica, SIGNATURE};
@@ -7,7 +7,7 @@ use crate::{Error, Options, ParseReason, Part, PartSize, PoolSet, Replica, SIGNA
 /// PMDK's line reader.
 const FIRST_BUFFER: usize = 4096 + 1024;
 
-/// Parses pool set text the way PMDK 1.12.1 does (spec section 1).
+/// Parses pool set text the way PMDK 1.12.1 does (docs/format.md §13).
 ///
 /// Every text PMDK's parser accepts is accepted with the same meaning, and
 /// every text it rejects is rejected with the same [`ParseReason`] at the

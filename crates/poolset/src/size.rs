@@ -1,4 +1,4 @@
-//! Size rules (spec 1.10, 1.11): headers per replica, replica and pool net
+//! Size rules (docs/format.md §14): headers per replica, replica and pool net
 //! sizes, and the minimum sizes libpmemobj enforces at create time.
 
 use crate::{page_align_down, Error, PartSize, PoolSet, Replica, OBJ_MIN_PART, OBJ_MIN_POOL, PAGE};
@@ -24,7 +24,7 @@ impl PoolSet {
         }
     }
 
-    /// Net size of local replica `replica` (spec 1.11):
+    /// Net size of local replica `replica` (docs/format.md §14.1):
     /// `Σ A(size) − (nhdrs − 1) · 4096` when `nhdrs > 0`, else `Σ A(size)`.
     ///
     /// `None` for a remote replica, an index out of range, a replica with an
@@ -50,7 +50,7 @@ impl PoolSet {
     }
 
     /// The pool size: the smallest net size over the local replicas (remote
-    /// replicas are ignored, spec 1.11). `None` when there is no local
+    /// replicas are ignored, docs/format.md §14.1). `None` when there is no local
     /// replica or the size of any local replica is unknown (see
     /// [`PoolSet::replica_size`]).
     pub fn pool_size(&self) -> Option<u64> {
@@ -66,7 +66,7 @@ impl PoolSet {
     }
 
     /// The minimum-size checks libpmemobj makes when it creates an obj pool
-    /// (spec 1.10), in PMDK's order: first the net pool size against
+    /// (docs/format.md §14.2), in PMDK's order: first the net pool size against
     /// [`OBJ_MIN_POOL`], then every local part's configured size against
     /// [`OBJ_MIN_PART`], replica by replica.
     ///
@@ -111,8 +111,8 @@ mod tests {
     use crate::{parse, Error};
 
     #[test]
-    fn spec_example_pool_size() {
-        // Spec 1.11: replica 0 = 16 MiB + 8 MiB, replica 1 = 24 MiB.
+    fn documented_example_pool_size() {
+        // docs/format.md §14.1: replica 0 = 16 MiB + 8 MiB, replica 1 = 24 MiB.
         let set = parse("PMEMPOOLSET\n16M /a\n8M /b\nREPLICA\n24M /c\n").unwrap();
         assert_eq!(set.nhdrs(0), 2);
         assert_eq!(set.nhdrs(1), 1);

@@ -137,8 +137,9 @@ fn shape_path(line: &str) -> String {
     line.trim_start_matches("8M ").escape_debug().to_string()
 }
 
-/// Every parse rule of spec 1.2–1.9, for part files in `dir`. Each case was
-/// checked against `pmempool create obj` 1.12.1 (`pmempool_agrees_with_the_table`).
+/// Every parse rule of docs/format.md §13.2 to §13.7, for part files in `dir`.
+/// Each case was checked against `pmempool create obj` 1.12.1
+/// (`pmempool_agrees_with_the_table`).
 fn cases(dir: &str) -> Vec<Case> {
     use ParseReason::*;
     let m8 = 8u64 << 20;

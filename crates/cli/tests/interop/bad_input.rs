@@ -144,7 +144,7 @@ fn bad_first_line() {
 }
 
 fn bad_size(size: &str) {
-    // The comment and the blank line count as lines (spec 1.2).
+    // The comment and the blank line count as lines (docs/format.md §13.2).
     bad_set(
         "PMEMPOOLSET",
         &format!("# sizes\n\n{size} {{dir}}/size-part\n"),

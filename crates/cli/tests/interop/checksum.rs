@@ -10,7 +10,7 @@ use crate::support::{
 };
 
 /// Offset of the obj pool descriptor in a replica, its length and the offset
-/// of its checksum field (spec 4.1, 2.9).
+/// of its checksum field (docs/format.md §7, §1).
 const DESC_OFF: u64 = 4096;
 const DESC_LEN: usize = 2048;
 const DESC_CSUM: usize = 2040;
@@ -65,7 +65,7 @@ fn assert_descriptor_checksum(part0: &Path) {
 
 #[test]
 fn reference_vectors() {
-    // Spec 2.9: words 1, 2, 3, 4 without a checksum field in range.
+    // docs/format.md §1: words 1, 2, 3, 4 without a checksum field in range.
     let words: Vec<u8> = [1u32, 2, 3, 4]
         .iter()
         .flat_map(|w| w.to_le_bytes())

@@ -653,8 +653,8 @@ pub fn le_u64(buf: &[u8], off: usize) -> u64 {
     u64::from_le_bytes(buf[off..off + 8].try_into().expect("8 bytes"))
 }
 
-/// The suite's own Fletcher64 (spec 2.9), independent of poolsync's: words
-/// inside the checksum field or at/after `skip` count as zero but still
+/// The suite's own Fletcher64 (docs/format.md §1), independent of poolsync's:
+/// words inside the checksum field or at/after `skip` count as zero but still
 /// advance the sums.
 pub fn fletcher64_ref(buf: &[u8], csum_off: usize, skip: Option<usize>) -> u64 {
     assert_eq!(
@@ -685,7 +685,7 @@ pub const HDR_CSUM: usize = 4088;
 /// incompat CKSUM_2K.
 pub const CKSUM_2K: u32 = 0x2;
 
-/// The checksum skip a header uses, per its own incompat (spec 2.9).
+/// The checksum skip a header uses, per its own incompat (docs/format.md §1).
 pub fn header_skip(hdr: &[u8]) -> Option<usize> {
     if le_u32(hdr, HDR_INCOMPAT) & CKSUM_2K != 0 {
         Some(2048)

@@ -1,11 +1,11 @@
 //! Issue item: `poolsync sync` repairs every damage `pmempool sync` repairs
-//! (spec 5.2), leaving what `pmempool` would leave: the same headers field by
-//! field (UUIDs that PMDK generates afresh excepted), the source's data in
-//! every rebuilt part, the same modes, and pool sets that `pmempool
+//! (docs/format.md §17), leaving what `pmempool` would leave: the same headers
+//! field by field (UUIDs that PMDK generates afresh excepted), the source's
+//! data in every rebuilt part, the same modes, and pool sets that `pmempool
 //! check`/`sync` and libpmemobj accept replica by replica (and the reverse:
-//! what `pmempool sync` leaves, `poolsync` accepts). The hard errors fail
-//! like `pmempool` (exit 1) with a message naming the replica or part, and
-//! change nothing; a dry run prints its plan and changes nothing either.
+//! what `pmempool sync` leaves, `poolsync` accepts). The hard errors fail like
+//! `pmempool` (exit 1) with a message naming the replica or part, and change
+//! nothing; a dry run prints its plan and changes nothing either.
 //!
 //! Every case builds its pool set with `pmempool create`, stores a root object
 //! that spans more than one part through libpmemobj (`objclient fill`),
@@ -40,17 +40,19 @@ const SET_2X2: Shape = Shape {
 /// Size of the header page; also the start of the replicated range.
 const PAGE: u64 = 4096;
 /// libpmemobj's volatile area inside the pool descriptor: per replica, never
-/// replicated, so neither compared nor required to be copied (spec 3, 4.1).
+/// replicated, so neither compared nor required to be copied
+/// (docs/format.md §7, §15.2).
 const VOLATILE: std::ops::Range<u64> = 0x1A20..0x2000;
-/// Descriptor offsets of heap_offset and heap_size (spec 4.1).
+/// Descriptor offsets of heap_offset and heap_size (docs/format.md §7).
 const DESC_HEAP_OFFSET: usize = 0x1410;
 const DESC_HEAP_SIZE: usize = 0x1820;
-/// Header field offsets (spec 2.1).
+/// Header field offsets (docs/format.md §2).
 const HDR_UUID: usize = 40;
 
-/// Modes given to part 0 of each replica before the damage, so that the mode
-/// of a recreated part shows which replica it was copied from (pmempool gives
-/// recreated parts the mode of the source replica's part 0, spec 5.2 step 9).
+/// Modes given to part 0 of each replica before the damage, so that the mode of
+/// a recreated part shows which replica it was copied from (pmempool gives
+/// recreated parts the mode of the source replica's part 0,
+/// docs/format.md §17.5, step 9).
 const PART0_MODES: [u32; 3] = [0o640, 0o600, 0o644];
 
 /// Marker written just beyond the pool size of larger replicas: it must stay
@@ -58,7 +60,7 @@ const PART0_MODES: [u32; 3] = [0o640, 0o600, 0o644];
 const TAIL_MARKER: u8 = 0xA5;
 
 // ---------------------------------------------------------------------------
-// Pool set geometry (spec 1.11 and 3)
+// Pool set geometry (docs/format.md §14.1, §15.1)
 
 /// Where one part's bytes sit in its replica's logical address space.
 #[derive(Debug, Clone, Copy)]
@@ -335,7 +337,7 @@ pub(crate) fn write_logical(files: &SetFiles, shape: &Shape, r: usize, at: u64, 
 }
 
 // ---------------------------------------------------------------------------
-// Damage (spec 5.2, health check)
+// Damage (docs/format.md §17.2, the health check)
 
 /// One damage that `pmempool sync` repairs.
 #[derive(Debug, Clone, Copy)]
@@ -425,11 +427,11 @@ impl Damage {
         usize::from(self.replica() == 0)
     }
 
-    /// The parts whose data sync rebuilds from the source (spec 5.2): a part
-    /// that is missing or has the wrong size is broken; with SDS on, a broken
-    /// part 0 of that kind breaks its whole replica (the SDS cannot be read);
-    /// a bad header breaks only its part; an ADR failure or a bad descriptor
-    /// breaks the whole replica.
+    /// The parts whose data sync rebuilds from the source
+    /// (docs/format.md §17.2): a part that is missing or has the wrong size is
+    /// broken; with SDS on, a broken part 0 of that kind breaks its whole
+    /// replica (the SDS cannot be read); a bad header breaks only its part; an
+    /// ADR failure or a bad descriptor breaks the whole replica.
     fn rebuilt(self, shape: &Shape) -> Vec<(usize, usize)> {
         let whole = |r: usize| (0..shape.replicas[r].len()).map(move |p| (r, p)).collect();
         match self {
@@ -597,7 +599,7 @@ fn first_difference(range: std::ops::Range<u64>, got: &[u8], want: &[u8]) -> Opt
         })
 }
 
-/// The data sync leaves (spec 5.2 repair step 7). A rebuilt part holds the
+/// The data sync leaves (docs/format.md §17.5, step 7). A rebuilt part holds the
 /// source's bytes over its share of [4096, pool size) (volatile area
 /// excepted) and, beyond the pool size, zeros or its old bytes. A part of an
 /// undamaged replica is byte-identical to before. A part that pmempool leaves
@@ -724,9 +726,10 @@ const FIELDS: [(&str, std::ops::Range<usize>); 13] = [
 
 /// Compares the headers and part modes `poolsync` left (`ours`) with those
 /// `pmempool` left (`theirs`). Where pmempool generated a fresh UUID (one the
-/// pristine set never had, spec 5.2 rule (e)), ours must be fresh too and
-/// distinct, and both are replaced by a placeholder for that part before the
-/// link fields are compared, which checks that the rings link the same parts.
+/// pristine set never had, docs/format.md §17.6, rule (e)), ours must be fresh
+/// too and distinct, and both are replaced by a placeholder for that part
+/// before the link fields are compared, which checks that the rings link the
+/// same parts.
 fn header_problems(pool: &Pool, damage: Damage, theirs: &SetFiles, ours: &SetFiles) -> Vec<String> {
     let shape = pool.shape;
     let mut problems = Vec::new();
@@ -1194,7 +1197,8 @@ fn source_option_rebuilds_from_that_replica() {
     require_pmdk!();
     // Replica 2 is lost; the master is healthy, but `--source 1` must copy
     // replica 1. Replicas 0 and 1 legitimately differ in bytes libpmemobj
-    // never persists (spec 3), which shows where the data came from.
+    // never persists (docs/format.md §15.2), which shows where the data came
+    // from.
     let pool = Pool::new(&SET_3R);
     let damage = Damage::ReplicaGone(2);
     damage.apply(&pool.files, pool.shape);

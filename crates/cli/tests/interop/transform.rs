@@ -155,7 +155,7 @@ fn assert_readable<'a>(dir: &Path, set: &str, spec: impl Into<Spec<'a>>, nbytes:
     }
 }
 
-/// Header fields (spec 2.1): name, offset, length.
+/// Header fields (docs/format.md §2): name, offset, length.
 const FIELDS: &[(&str, usize, usize)] = &[
     ("signature", 0, 8),
     ("major", 8, 4),
@@ -607,14 +607,14 @@ fn staged(dir: &Path, src_set: &str, dst_set: &str, dst: Spec<'_>, temp: bool) {
     );
 }
 
-/// `heap_offset + heap_size` (spec 4.1), read from the master's part 0.
+/// `heap_offset + heap_size` (docs/format.md §7), read from the master's part 0.
 fn pool_size(part0: &Path) -> u64 {
     le_u64(&read_at(part0, 0x1410, 8), 0) + le_u64(&read_at(part0, 0x1820, 8), 0)
 }
 
 /// The part, the file offset and the bytes left in that part at logical
-/// offset `l` of `replica` (spec 3: parts ≥ 1 begin after their header page
-/// unless `singlehdr`).
+/// offset `l` of `replica` (docs/format.md §15.1: parts ≥ 1 begin after their
+/// header page unless `singlehdr`).
 fn locate(replica: &[(&str, u64)], singlehdr: bool, l: u64) -> Option<(usize, u64, u64)> {
     let mut start = 0;
     for (p, (_, mib)) in replica.iter().enumerate() {
@@ -651,7 +651,7 @@ fn chunks(size: u64) -> impl Iterator<Item = (u64, u64)> {
 /// For each replica of the pool set `spec` in `dir`, the logical offsets in
 /// `[4096, size)` where it differs from replica 0, with replica 0's byte
 /// there (the volatile area, and heap bytes libpmemobj wrote to the master
-/// only; spec 3).
+/// only; docs/format.md §15.2).
 fn master_differences(dir: &Path, spec: Spec<'_>, size: u64) -> Vec<BTreeMap<u64, u8>> {
     let master = spec.layout[0];
     spec.layout
@@ -674,10 +674,11 @@ fn master_differences(dir: &Path, spec: Spec<'_>, size: u64) -> Vec<BTreeMap<u64
 
 /// poolsync's copy `p` and pmempool's copy `q` of the target `spec` hold
 /// the same bytes in the replicated range `[4096, size)` of every part,
-/// each read where spec 3 puts it. The only exception is where the source
-/// replica differed from the master (`diffs`, from [`master_differences`]):
-/// pmempool moves each replica's own bytes while poolsync rebuilds every
-/// replica from the master, so there `p` must hold the master's byte.
+/// each read where docs/format.md §15.1 puts it. The only exception is where
+/// the source replica differed from the master (`diffs`, from
+/// [`master_differences`]): pmempool moves each replica's own bytes while
+/// poolsync rebuilds every replica from the master, so there `p` must hold the
+/// master's byte.
 fn assert_same_data(p: &Path, q: &Path, spec: Spec<'_>, size: u64, diffs: &[BTreeMap<u64, u8>]) {
     for (r, replica) in spec.layout.iter().enumerate() {
         for (l, len) in chunks(size) {

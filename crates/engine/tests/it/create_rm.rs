@@ -188,9 +188,9 @@ fn assert_pmempool_accepts(tool: &Path, target: &Path) {
     assert_eq!(code, Some(0), "pmempool info:\n{out}{err}");
 }
 
-/// Checks everything a freshly created pool must satisfy (spec 2.6, 2.10,
-/// 4.1–4.4): headers, links, descriptor, lanes and heap header in every
-/// replica, and identical replicated ranges.
+/// Checks everything a freshly created pool must satisfy (docs/format.md §5,
+/// §7 to §10, §16.3): headers, links, descriptor, lanes and heap header in
+/// every replica, and identical replicated ranges.
 fn assert_fresh_pool(target: &Path, layout: &str, singlehdr: bool) {
     assert_pool(&fs_read, target, layout, singlehdr);
 }
@@ -907,9 +907,9 @@ fn force_recreates_a_pool_set_unless_in_use() {
 }
 
 /// Stops `create` at every flush, fence and directory sync it makes
-/// (design 5, rule 3): after a power failure no part carries a valid header
-/// unless every part of every replica exists with all its data, and running
-/// `create -f` again always yields a complete pool.
+/// (ARCHITECTURE.md, "Crash model", rule 3): after a power failure no part
+/// carries a valid header unless every part of every replica exists with all
+/// its data, and running `create -f` again always yields a complete pool.
 #[test]
 fn create_survives_a_crash_at_every_persistence_point() {
     let set_path = Path::new("/pool/crash.set");

@@ -231,7 +231,7 @@ fn heapwork(exe: &Path, pool: &Path, args: &[&str]) -> String {
         .args(args))
 }
 
-/// The logical image of one replica from its part files (spec section 3).
+/// The logical image of one replica from its part files (docs/format.md §15.1).
 fn replica_image(parts: &[PathBuf]) -> Vec<u8> {
     let mut image = Vec::new();
     for (i, p) in parts.iter().enumerate() {
