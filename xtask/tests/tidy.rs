@@ -581,21 +581,6 @@ fn code_is_formatted() {
     );
 }
 
-/// Files that may still cite the PMDK format notes or the design document
-/// that lived outside the repository: another change is rewriting them, and
-/// their citations move to `docs/format.md` and `ARCHITECTURE.md` with that
-/// rewrite. An entry ending in `/` covers the files below it, and every entry
-/// must name an existing file or directory. This list must become empty.
-const EXTERNAL_CITATIONS_ALLOWED: &[&str] = &[
-    "crates/engine/src/sync.rs",
-    "crates/engine/src/sync/",
-    "crates/engine/src/transform.rs",
-    "crates/engine/src/transform/",
-    "crates/engine/src/verify.rs",
-    "crates/engine/src/compare.rs",
-    "crates/engine/src/open.rs",
-];
-
 /// The comment part of a line of Rust: what follows its first `//`.
 fn comment_of(line: &str) -> Option<&str> {
     line.find("//").map(|at| &line[at..])
@@ -718,24 +703,10 @@ fn external_citations_are_recognised() {
 fn comments_cite_no_document_outside_the_repository() {
     let mut violations = Vec::new();
     for file in rust_files() {
-        let name = file.to_string_lossy().replace('\\', "/");
-        let allowed = EXTERNAL_CITATIONS_ALLOWED
-            .iter()
-            .find(|entry| name == **entry || (entry.ends_with('/') && name.starts_with(**entry)));
-        if allowed.is_some() {
-            continue;
-        }
         for (line, cited) in external_citations(&read(&file)) {
             violations.push(format!(
                 "{}:{line}: `{cited}`: cite docs/format.md (§N) or ARCHITECTURE.md (\"Section\") instead",
                 file.display(),
-            ));
-        }
-    }
-    for entry in EXTERNAL_CITATIONS_ALLOWED {
-        if !root().join(entry).exists() {
-            violations.push(format!(
-                "{entry}: in EXTERNAL_CITATIONS_ALLOWED but does not exist; remove the entry"
             ));
         }
     }
@@ -944,4 +915,69 @@ fn paths_named_in_architecture_exist() {
         }
     }
     fail_if_any("every path ARCHITECTURE.md names exists", &violations);
+}
+
+/// Crates that must not reach the operating system themselves: the codecs
+/// do no I/O at all, and the engine reaches files only through `pmem`'s
+/// traits and gets its clock and working directory from them.
+const NO_OS_CRATES: &[&str] = &[
+    "crates/poolset/src",
+    "crates/header/src",
+    "crates/engine/src",
+];
+
+/// What those crates may not name, and why.
+const OS_ACCESS: &[(&str, &str)] = &[
+    (
+        concat!("std::", "fs"),
+        "files go through poolsync_pmem::Storage",
+    ),
+    (
+        concat!("std::", "env"),
+        "the environment is read by the CLI",
+    ),
+    (
+        concat!("std::", "process"),
+        "processes are the CLI's business",
+    ),
+    (
+        concat!("std::", "net"),
+        "connections are the CLI's business",
+    ),
+    (concat!("path::", "absolute"), "use Storage::current_dir"),
+    (concat!("Instant::", "now"), "use Storage::clock"),
+    (concat!("SystemTime::", "now"), "use Storage::clock"),
+    (concat!("thread::", "sleep"), "use Storage::clock"),
+];
+
+#[test]
+fn codecs_and_the_engine_reach_the_system_only_through_pmem() {
+    let mut violations = Vec::new();
+    for file in rust_files() {
+        let name = file.to_string_lossy().replace('\\', "/");
+        if !NO_OS_CRATES.iter().any(|dir| name.starts_with(dir)) {
+            continue;
+        }
+        let text = read(&file);
+        for (index, line) in text.lines().enumerate() {
+            // Unit tests at the bottom of a file may use the real system.
+            if line.trim_start().starts_with("#[cfg(test)]") {
+                break;
+            }
+            let code = line.split("//").next().unwrap_or_default();
+            for (pattern, why) in OS_ACCESS {
+                if code.contains(pattern) {
+                    violations.push(format!(
+                        "{}:{}: `{pattern}`: {why}",
+                        file.display(),
+                        index + 1
+                    ));
+                }
+            }
+        }
+    }
+    fail_if_any(
+        "poolset, header and engine reach the system only through pmem's traits",
+        &violations,
+    );
 }

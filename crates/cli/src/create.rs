@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use poolsync_engine::create::{self, CreateOptions};
-use poolsync_engine::Error;
 use poolsync_pmem::{FsStorage, Storage};
 
 use crate::output::outln;
@@ -137,15 +136,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(_) => Ok(ExitCode::SUCCESS),
         Err(e) => {
             eprintln!("error: {e}");
-            // pmempool rejects these before it tries to create anything.
-            let before_creation = matches!(
-                e,
-                Error::LayoutTooLong { .. }
-                    | Error::LayoutNul { .. }
-                    | Error::SizeTooSmall { .. }
-                    | Error::SizeWithPoolSet { .. }
-            );
-            if !before_creation {
+            // pmempool rejects arguments before it tries to create anything.
+            if !e.is_refused_argument() {
                 eprintln!("error: creating pool file failed");
             }
             Ok(ExitCode::from(1))

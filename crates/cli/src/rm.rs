@@ -159,39 +159,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         verbose: args.verbose,
     };
     let mut failed = false;
+    let options = RmOptions {
+        verify_owner: args.verify_owner,
+        ..args.options
+    };
     for file in &args.files {
-        let owners = if args.verify_owner {
-            match poolsync_engine::transform::ownership(&storage, file) {
-                Ok(owners) => owners,
-                Err(e) => {
-                    failed = true;
-                    eprintln!("error: cannot remove '{}': {e}", file.display());
-                    continue;
-                }
-            }
-        } else {
-            None
-        };
-        let result = match &owners {
-            Some(owners) => {
-                let mut checked = OwnerCheck {
-                    owners,
-                    ask: args.options.ask,
-                    inner: &mut observer,
-                    refused: false,
-                };
-                let options = RmOptions {
-                    ask: Ask::Always,
-                    ..args.options
-                };
-                let result = rm::rm(&storage, file, &options, &mut checked);
-                failed |= checked.refused;
-                result
-            }
-            None => rm::rm(&storage, file, &args.options, &mut observer),
-        };
+        let result = rm::rm(&storage, file, &options, &mut observer);
         match result {
             Ok(report) => {
+                failed |= report.refused();
                 if !report.ok() {
                     failed = true;
                     if report.is_poolset {
@@ -293,49 +269,15 @@ impl RmObserver for CliObserver {
             (Outcome::Failed(e), _) => {
                 eprintln!("error: cannot remove file '{}': {e}", file.path.display())
             }
+            (Outcome::NotOwned { what, expected }, _) => {
+                eprintln!(
+                    "error: not removing '{}': the file {what}, not the pool set's uuid {}",
+                    file.path.display(),
+                    expected.as_deref().unwrap_or("unknown")
+                );
+            }
             (Outcome::Declined | Outcome::Missing | Outcome::Skipped, _) => {}
         }
-    }
-}
-
-/// `--verify-owner`: declines every part file that does not carry the pool
-/// set's UUID (an error, exit 1), and asks about the others as the options
-/// say.
-struct OwnerCheck<'a> {
-    owners: &'a poolsync_engine::transform::Ownership,
-    ask: Ask,
-    inner: &'a mut CliObserver,
-    refused: bool,
-}
-
-impl RmObserver for OwnerCheck<'_> {
-    fn classified(&mut self, target: &Path, is_poolset: bool) {
-        self.inner.classified(target, is_poolset);
-    }
-
-    fn visiting(&mut self, path: &Path, role: &Role) {
-        self.inner.visiting(path, role);
-    }
-
-    fn confirm(&mut self, path: &Path, write_protected: bool) -> bool {
-        if let Some(Err(what)) = self.owners.parts.get(path) {
-            self.refused = true;
-            let expected = self.owners.poolset_uuid.as_deref().unwrap_or("unknown");
-            eprintln!(
-                "error: not removing '{}': the file {what}, not the pool set's uuid {expected}",
-                path.display()
-            );
-            return false;
-        }
-        match self.ask {
-            Ask::Never => true,
-            Ask::Always => self.inner.confirm(path, write_protected),
-            Ask::WriteProtected => !write_protected || self.inner.confirm(path, write_protected),
-        }
-    }
-
-    fn done(&mut self, file: &RmFile) {
-        self.inner.done(file);
     }
 }
 

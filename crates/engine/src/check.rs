@@ -26,9 +26,10 @@
 //! writes nothing.
 
 use std::fmt;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use poolsync_header::{PoolHdr, PoolType, RawUuid, Sds, FEAT_SDS, POOL_HDR_SIZE};
+use poolsync_header::{PoolHdr, PoolType, RawUuid, Sds, FEAT_SDS};
 use poolsync_pmem::{Access, PartFile, Storage};
 use serde::Serialize;
 
@@ -300,7 +301,7 @@ pub fn check_open<F: PartFile>(
                 let Some(file) = part.file.as_ref() else {
                     continue;
                 };
-                write_header(file, hdr)?;
+                crate::durable::write_header(file, hdr)?;
             }
         }
     }
@@ -311,15 +312,6 @@ pub fn check_open<F: PartFile>(
         dry_run: opts.dry_run,
         health,
     })
-}
-
-/// Writes a whole header page in one write, then flushes and fences it.
-fn write_header<F: PartFile>(file: &F, hdr: &PoolHdr) -> Result<(), Error> {
-    let bytes = hdr.encode_raw();
-    file.write_at(0, &bytes)?;
-    file.flush(0, POOL_HDR_SIZE as u64)?;
-    file.fence()?;
-    Ok(())
 }
 
 /// The headers of every header-carrying part, or why the check cannot start.
@@ -458,6 +450,19 @@ impl Link {
 fn hdr_valid(h: &PoolHdr) -> bool {
     !h.is_zero() && h.checksum_ok()
 }
+
+/// What the header checks of one part know about where it is.
+struct HeaderAt {
+    /// `replica R part P: ` when the set has more than one file.
+    prefix: String,
+    single_repl: bool,
+    single_part: bool,
+    n: Neighbours,
+}
+
+/// The step type of [`Check::check_location`]'s later steps.
+type HeaderStep<C> =
+    fn(&mut C, &mut [Vec<PoolHdr>], (usize, usize), &HeaderAt, &mut bool) -> ControlFlow<Flow>;
 
 /// Header index of the neighbours of header `p` of replica `r` (rings over
 /// the header-carrying parts and over the replicas).
@@ -726,24 +731,53 @@ impl Run<'_> {
         p: usize,
         valid_puuid: &mut Option<RawUuid>,
     ) -> Flow {
-        let prefix = self.part_prefix(r, p);
-        let single_repl = hdrs.len() == 1;
-        let single_part = self.nparts.get(r).copied() == Some(1);
         let Some(h) = hdrs.get(r).and_then(|v| v.get(p)) else {
             return Flow::Continue;
         };
         let mut valid = hdr_valid(h);
-        let n = neighbours(hdrs, r, p);
+        let ctx = HeaderAt {
+            prefix: self.part_prefix(r, p),
+            single_repl: hdrs.len() == 1,
+            single_part: self.nparts.get(r).copied() == Some(1),
+            n: neighbours(hdrs, r, p),
+        };
+        let steps = [
+            Self::fix_uuid as HeaderStep<Self>,
+            Self::fix_links,
+            Self::fix_checksum,
+        ];
+        if let ControlFlow::Break(flow) =
+            self.fix_poolset_uuid(hdrs, (r, p), &ctx, &mut valid, valid_puuid)
+        {
+            return flow;
+        }
+        for step in steps {
+            if let ControlFlow::Break(flow) = step(self, hdrs, (r, p), &ctx, &mut valid) {
+                return flow;
+            }
+        }
+        Flow::Continue
+    }
 
+    /// pool_hdr_poolset_uuid_find: the pool set UUID every header must carry.
+    fn fix_poolset_uuid(
+        &mut self,
+        hdrs: &mut [Vec<PoolHdr>],
+        (r, p): (usize, usize),
+        ctx: &HeaderAt,
+        valid: &mut bool,
+        valid_puuid: &mut Option<RawUuid>,
+    ) -> ControlFlow<Flow> {
+        let prefix = ctx.prefix.as_str();
         // pool_hdr_poolset_uuid_find
-        if !(valid && single_repl && single_part) {
+        if !(*valid && ctx.single_repl && ctx.single_part) {
             if (r, p) == (0, 0) {
-                if single_part && single_repl {
+                if ctx.single_part && ctx.single_repl {
                     // Nothing to compare with.
                 } else {
-                    match self.find_poolset_uuid(hdrs, &prefix) {
+                    match self.find_poolset_uuid(hdrs, prefix) {
                         Ok(u) => *valid_puuid = Some(u),
-                        Err(flow) => return flow,
+                        Err(flow) => return ControlFlow::Break(flow),
                     }
                 }
             }
@@ -755,7 +789,7 @@ impl Run<'_> {
                 {
                     let problem = format!("{prefix}invalid pool_hdr.poolset_uuid");
                     if !self.opts.repair {
-                        return self.fail(State::NotConsistent, problem);
+                        return ControlFlow::Break(self.fail(State::NotConsistent, problem));
                     }
                     let ask = format!(
                         "Do you want to set it to {} from a valid part file?",
@@ -768,7 +802,9 @@ impl Run<'_> {
                     }]);
                     for (answer, value) in answers {
                         if answer != Answer::Yes {
-                            return self.fail(State::NotConsistent, CANNOT_COMPLETE.to_string());
+                            return ControlFlow::Break(
+                                self.fail(State::NotConsistent, CANNOT_COMPLETE.to_string()),
+                            );
                         }
                         self.info(format!(
                             "{prefix}setting pool_hdr.poolset_uuid to {}",
@@ -776,7 +812,7 @@ impl Run<'_> {
                         ));
                         if let Some(h) = hdrs.get_mut(r).and_then(|v| v.get_mut(p)) {
                             h.poolset_uuid = value;
-                            valid = hdr_valid(h);
+                            *valid = hdr_valid(h);
                         }
                         self.mark_modified(r, p);
                         self.state = State::Repaired;
@@ -785,10 +821,23 @@ impl Run<'_> {
             }
         }
 
+        ControlFlow::Continue(())
+    }
+
+    /// pool_hdr_uuid_find: the part's own UUID, as its neighbours name it.
+    fn fix_uuid(
+        &mut self,
+        hdrs: &mut [Vec<PoolHdr>],
+        (r, p): (usize, usize),
+        ctx: &HeaderAt,
+        valid: &mut bool,
+    ) -> ControlFlow<Flow> {
+        let prefix = ctx.prefix.as_str();
+        let n = &ctx.n;
         // pool_hdr_uuid_find
-        if !(valid && single_repl && single_part) {
+        if !(*valid && ctx.single_repl && ctx.single_part) {
             let Some(h) = hdrs.get(r).and_then(|v| v.get(p)) else {
-                return Flow::Continue;
+                return ControlFlow::Break(Flow::Continue);
             };
             let sources = [
                 (n.next_part, Link::PrevPart),
@@ -796,7 +845,7 @@ impl Run<'_> {
                 (n.next_repl, Link::PrevRepl),
                 (n.prev_repl, Link::NextRepl),
             ];
-            let mut valid_uuid = if valid { Some(h.uuid) } else { None };
+            let mut valid_uuid = if *valid { Some(h.uuid) } else { None };
             let values: Vec<(Option<RawUuid>, bool)> = sources
                 .iter()
                 .map(|&(at, link)| {
@@ -819,10 +868,10 @@ impl Run<'_> {
                 match valid_uuid {
                     None => valid_uuid = value,
                     Some(u) if Some(u) != value => {
-                        return self.fail(
+                        return ControlFlow::Break(self.fail(
                             State::NotConsistent,
                             format!("{prefix}ambiguous pool_hdr.uuid"),
-                        );
+                        ));
                     }
                     Some(_) => {}
                 }
@@ -834,7 +883,7 @@ impl Run<'_> {
                 Some(u) if u != h.uuid => {
                     let problem = format!("{prefix}invalid pool_hdr.uuid");
                     if !self.opts.repair {
-                        return self.fail(State::NotConsistent, problem);
+                        return ControlFlow::Break(self.fail(State::NotConsistent, problem));
                     }
                     let ask = format!(
                         "Do you want to set it to {} from a valid part file?",
@@ -847,7 +896,9 @@ impl Run<'_> {
                     }]);
                     for (answer, value) in answers {
                         if answer != Answer::Yes {
-                            return self.fail(State::NotConsistent, CANNOT_COMPLETE.to_string());
+                            return ControlFlow::Break(
+                                self.fail(State::NotConsistent, CANNOT_COMPLETE.to_string()),
+                            );
                         }
                         self.info(format!(
                             "{prefix}setting pool_hdr.uuid to {}",
@@ -855,7 +906,7 @@ impl Run<'_> {
                         ));
                         if let Some(h) = hdrs.get_mut(r).and_then(|v| v.get_mut(p)) {
                             h.uuid = value;
-                            valid = hdr_valid(h);
+                            *valid = hdr_valid(h);
                         }
                         self.mark_modified(r, p);
                         self.state = State::Repaired;
@@ -869,18 +920,31 @@ impl Run<'_> {
                     // is reported rather than guessed at.
                     let problem = format!("{prefix}invalid pool_hdr.uuid");
                     if !self.opts.repair {
-                        return self.fail(State::NotConsistent, problem);
+                        return ControlFlow::Break(self.fail(State::NotConsistent, problem));
                     }
                     self.info(format!("{prefix}{REQUIRE_ADVANCED}"));
-                    return self.fail(State::CannotRepair, problem);
+                    return ControlFlow::Break(self.fail(State::CannotRepair, problem));
                 }
             }
         }
 
+        ControlFlow::Continue(())
+    }
+
+    /// pool_hdr_uuid_links: the links to the neighbours.
+    fn fix_links(
+        &mut self,
+        hdrs: &mut [Vec<PoolHdr>],
+        (r, p): (usize, usize),
+        ctx: &HeaderAt,
+        valid: &mut bool,
+    ) -> ControlFlow<Flow> {
+        let prefix = ctx.prefix.as_str();
+        let n = &ctx.n;
         // pool_hdr_uuid_links
-        if !(valid && single_repl && single_part) {
+        if !(*valid && ctx.single_repl && ctx.single_part) {
             let Some(h) = hdrs.get(r).and_then(|v| v.get(p)) else {
-                return Flow::Continue;
+                return ControlFlow::Break(Flow::Continue);
             };
             let targets = [n.next_part, n.prev_part, n.next_repl, n.prev_repl];
             let mut questions = Vec::new();
@@ -893,7 +957,7 @@ impl Run<'_> {
                 }
                 let problem = format!("{prefix}invalid {}", link.field());
                 if !self.opts.repair {
-                    return self.fail(State::NotConsistent, problem);
+                    return ControlFlow::Break(self.fail(State::NotConsistent, problem));
                 }
                 questions.push(Question {
                     problem,
@@ -904,7 +968,9 @@ impl Run<'_> {
             let answers = self.ask_all(questions);
             for (answer, (link, at)) in answers {
                 if answer != Answer::Yes {
-                    return self.fail(State::NotConsistent, CANNOT_COMPLETE.to_string());
+                    return ControlFlow::Break(
+                        self.fail(State::NotConsistent, CANNOT_COMPLETE.to_string()),
+                    );
                 }
                 let Some(target) = hdr_at(hdrs, at).map(|x| x.uuid) else {
                     continue;
@@ -916,22 +982,34 @@ impl Run<'_> {
                 ));
                 if let Some(h) = hdrs.get_mut(r).and_then(|v| v.get_mut(p)) {
                     link.set(h, target);
-                    valid = hdr_valid(h);
+                    *valid = hdr_valid(h);
                 }
                 self.mark_modified(r, p);
                 self.state = State::Repaired;
             }
         }
 
+        ControlFlow::Continue(())
+    }
+
+    /// pool_hdr_checksum: the checksum.
+    fn fix_checksum(
+        &mut self,
+        hdrs: &mut [Vec<PoolHdr>],
+        (r, p): (usize, usize),
+        ctx: &HeaderAt,
+        valid: &mut bool,
+    ) -> ControlFlow<Flow> {
+        let prefix = ctx.prefix.as_str();
         // pool_hdr_checksum
-        if !valid {
+        if !*valid {
             let problem = format!("{prefix}invalid pool_hdr.checksum");
             if !self.opts.repair {
-                return self.fail(State::NotConsistent, problem);
+                return ControlFlow::Break(self.fail(State::NotConsistent, problem));
             }
             if !self.opts.advanced {
                 self.info(format!("{prefix}{REQUIRE_ADVANCED}"));
-                return self.fail(State::CannotRepair, problem);
+                return ControlFlow::Break(self.fail(State::CannotRepair, problem));
             }
             let answers = self.ask_all(vec![Question {
                 problem,
@@ -940,7 +1018,9 @@ impl Run<'_> {
             }]);
             for (answer, ()) in answers {
                 if answer != Answer::Yes {
-                    return self.fail(State::NotConsistent, CANNOT_COMPLETE.to_string());
+                    return ControlFlow::Break(
+                        self.fail(State::NotConsistent, CANNOT_COMPLETE.to_string()),
+                    );
                 }
                 if let Some(h) = hdrs.get_mut(r).and_then(|v| v.get_mut(p)) {
                     h.checksum = h.compute_checksum();
@@ -951,7 +1031,7 @@ impl Run<'_> {
                 self.state = State::Repaired;
             }
         }
-        Flow::Continue
+        ControlFlow::Continue(())
     }
 
     /// The poolset UUID every valid header must carry (looked up at replica 0

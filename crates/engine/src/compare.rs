@@ -878,7 +878,7 @@ mod tests {
     #[test]
     fn splitting_at_two_replicas_boundaries() {
         let m = 1u64 << 20;
-        // 20M + 20M + 21M against 40M + 21M (design note section 2).
+        // 20M + 20M + 21M against 40M + 21M (ARCHITECTURE.md, "Logical ranges").
         let a = [
             Extent {
                 part: 0,

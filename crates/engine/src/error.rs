@@ -283,6 +283,18 @@ pub enum Error {
 const EIO: i32 = 5;
 
 impl Error {
+    /// Whether `create` refused its arguments before it tried to create
+    /// anything (pmempool then prints no "creating pool file failed").
+    pub fn is_refused_argument(&self) -> bool {
+        matches!(
+            self,
+            Error::LayoutTooLong { .. }
+                | Error::LayoutNul { .. }
+                | Error::SizeTooSmall { .. }
+                | Error::SizeWithPoolSet { .. }
+        )
+    }
+
     /// Whether this is an I/O error (`EIO`) of the storage: a bad block,
     /// which another replica may be able to provide.
     pub fn is_eio(&self) -> bool {

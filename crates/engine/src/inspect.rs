@@ -404,7 +404,7 @@ pub enum SourceRefusal {
 
 /// The replica data is read from: `requested` when given (it must exist
 /// and be usable), otherwise the lowest-index usable replica, as
-/// libpmempool chooses (docs/format.md §13). Sync, verification and the
+/// libpmempool chooses (docs/format.md §17.4). Sync, verification and the
 /// health check all choose here; what "usable" means is theirs to say.
 pub fn choose_source(
     replicas: usize,
@@ -543,27 +543,7 @@ pub fn inspect<F: PartFile>(set: &OpenSet<F>) -> Health {
         replica_faults: vec![None; nrep],
     };
     let mut inconsistencies = Vec::new();
-
-    // Step 1: parts that cannot be opened, or have the wrong size.
-    for rep in &set.replicas {
-        for part in &rep.parts {
-            let fault = match &part.status {
-                PartStatus::Ok => None,
-                PartStatus::Missing => Some(PartFault::Missing),
-                PartStatus::Inaccessible { reason } => Some(PartFault::Inaccessible {
-                    reason: reason.clone(),
-                }),
-                PartStatus::SizeMismatch { actual, configured } => Some(PartFault::SizeMismatch {
-                    actual: *actual,
-                    configured: *configured,
-                }),
-            };
-            if let Some(fault) = fault {
-                j.set_part_fault(rep.index, part.index, fault);
-            }
-        }
-    }
-
+    j.part_status();
     // Step 2: feature masks of the first header that can be read.
     let features = set
         .replicas
@@ -578,211 +558,22 @@ pub fn inspect<F: PartFile>(set: &OpenSet<F>) -> Health {
     let check_bad_blocks = features.is_some_and(|f| f.compat & FEAT_CHECK_BAD_BLOCKS != 0);
     // Step 4.
     let sds_active = features.is_some_and(|f| f.incompat & FEAT_SDS != 0);
-
-    // Steps 5–7: header pages of unbroken header-carrying parts.
-    let single_hdr = set.set.options.single_hdr;
-    for rep in &set.replicas {
-        for part in rep.parts.iter().take(rep.nhdrs) {
-            if j.part_broken(rep.index, part.index) {
-                continue;
-            }
-            let fault = match &part.header {
-                HeaderState::Read(h) => header_fault(&h.hdr, single_hdr),
-                HeaderState::Unreadable { reason } => Some(PartFault::HeaderUnreadable {
-                    reason: reason.clone(),
-                }),
-                HeaderState::NotRead | HeaderState::None => Some(PartFault::HeaderUnreadable {
-                    reason: "the part is not open".to_string(),
-                }),
-            };
-            if let Some(fault) = fault {
-                j.set_part_fault(rep.index, part.index, fault);
-            }
-        }
-    }
-
-    // Step 8: shutdown state, per replica, from part 0's header.
+    j.header_pages();
     if sds_active {
-        for rep in &set.replicas {
-            // PMDK maps the headers of parts that survived steps 1 and 5;
-            // parts failing steps 6 and 7 are still mapped and read here.
-            let part0 = rep.parts.first();
-            let mapped = part0.is_some_and(|p| {
-                p.is_ok()
-                    && !matches!(
-                        j.part_faults.get(rep.index).and_then(|f| f.first()),
-                        Some(Some(PartFault::HeaderUnreadable { .. }))
-                    )
-            });
-            match (mapped, part0.and_then(|p| p.header())) {
-                (true, Some(hdr)) => {
-                    if sds_adr_failure(&hdr.sds) {
-                        j.set_replica_fault(rep.index, ReplicaFault::AdrFailure);
-                    }
-                }
-                _ => j.set_replica_fault(rep.index, ReplicaFault::ShutdownStateUnverifiable),
-            }
-        }
+        j.shutdown_states();
     }
-
     // Step 9: UUIDs within each replica.
     for r in 0..nrep {
         check_uuids_between_parts(&j, r, &mut inconsistencies);
     }
-
-    // Step 10: a replica with a healthy header, and poolset UUIDs across replicas.
-    let healthy_header = (0..nrep).find(|&r| !j.replica_broken(r));
-    match healthy_header {
-        None => inconsistencies.push(Inconsistency::NoHealthyReplica),
-        Some(r_h) => {
-            if let Some(puuid) = j.hdr(r_h, 0).map(|h| h.poolset_uuid) {
-                for r in (0..nrep).filter(|&r| r != r_h) {
-                    if let Some(p) = j.first_unbroken(r) {
-                        if j.hdr(r, p).is_some_and(|h| h.poolset_uuid != puuid) {
-                            inconsistencies.push(Inconsistency::ReplicasPoolsetUuid {
-                                healthy_replica: r_h,
-                                replica: r,
-                            });
-                        }
-                    }
-                }
-            }
-        }
-    }
-
+    j.poolset_uuids(&mut inconsistencies);
     // Step 11: links between adjacent replicas.
     check_uuids_between_replicas(&j, &mut inconsistencies);
-
     // Step 12: healthy replicas forming a ring of their own.
     check_replica_cycles(&j, &mut inconsistencies);
-
-    // Step 13: pool sizes stored in the healthy replicas' descriptors.
-    let set_pool_size = set.set_pool_size();
-    let mut descriptors: Vec<Option<ObjDescriptor>> = vec![None; nrep];
-    let mut first_size: Option<(usize, u64)> = None;
-    for r in 0..nrep {
-        if j.replica_broken(r) {
-            continue;
-        }
-        let desc = match read_descriptor(set, r) {
-            Ok(d) => d,
-            Err(reason) => {
-                j.set_replica_fault(r, ReplicaFault::DescriptorUnreadable { reason });
-                continue;
-            }
-        };
-        let Some(size) = desc.pool_size() else {
-            j.set_replica_fault(
-                r,
-                ReplicaFault::DescriptorUnreadable {
-                    reason: format!(
-                        "heap_offset {:#x} + heap_size {:#x} overflows",
-                        desc.heap_offset, desc.heap_size
-                    ),
-                },
-            );
-            continue;
-        };
-        let ty = j
-            .hdr(r, 0)
-            .and_then(PoolHdr::pool_type)
-            .unwrap_or(PoolType::Obj);
-        let min = min_pool_size(ty);
-        if size < min {
-            j.set_replica_fault(r, ReplicaFault::PoolTooSmall { size, min });
-            continue;
-        }
-        if set_pool_size < size
-            && !inconsistencies
-                .iter()
-                .any(|i| matches!(i, Inconsistency::ReplicasTooSmall { .. }))
-        {
-            inconsistencies.push(Inconsistency::ReplicasTooSmall {
-                replica: r,
-                pool_size: size,
-                set_pool_size,
-            });
-        }
-        match first_size {
-            None => first_size = Some((r, size)),
-            Some((first_replica, fsize)) if fsize != size => {
-                inconsistencies.push(Inconsistency::PoolSizesDiffer {
-                    first_replica,
-                    first_size: fsize,
-                    replica: r,
-                    size,
-                });
-            }
-            Some(_) => {}
-        }
-        if let Some(slot) = descriptors.get_mut(r) {
-            *slot = Some(desc);
-        }
-    }
-
-    // Step 14: descriptor checksums of replicas with healthy headers.
-    let mut pool_sizes = vec![None; nrep];
-    for r in 0..nrep {
-        if j.replica_broken(r) {
-            continue;
-        }
-        let Some(Some(desc)) = descriptors.get(r) else {
-            continue;
-        };
-        let computed = desc.compute_checksum();
-        if computed != desc.checksum {
-            j.set_replica_fault(
-                r,
-                ReplicaFault::DescriptorChecksum {
-                    stored: desc.checksum,
-                    computed,
-                },
-            );
-            continue;
-        }
-        if let Some(slot) = pool_sizes.get_mut(r) {
-            *slot = desc.pool_size();
-        }
-    }
-
-    let replicas: Vec<ReplicaHealth> = set
-        .replicas
-        .iter()
-        .map(|rep| {
-            let r = rep.index;
-            let fault = j.replica_faults.get(r).cloned().flatten();
-            let broken = j.replica_broken(r);
-            let parts = rep
-                .parts
-                .iter()
-                .map(|part| {
-                    let fault = j
-                        .part_faults
-                        .get(r)
-                        .and_then(|f| f.get(part.index))
-                        .cloned()
-                        .flatten();
-                    PartHealth {
-                        replica: r,
-                        part: part.index,
-                        path: part.path.clone(),
-                        has_header: part.index < rep.nhdrs,
-                        message: fault.as_ref().map(|f| format!("{}: {f}", part.name())),
-                        fault,
-                    }
-                })
-                .collect();
-            ReplicaHealth {
-                replica: r,
-                message: fault.as_ref().map(|f| format!("replica {r}: {f}")),
-                fault,
-                broken,
-                healthy: !broken,
-                pool_size: pool_sizes.get(r).copied().flatten(),
-                parts,
-            }
-        })
-        .collect();
+    let descriptors = j.descriptors(&mut inconsistencies);
+    let pool_sizes = j.descriptor_checksums(&descriptors);
+    let replicas = j.verdicts(&pool_sizes);
     let source = choose_source(replicas.len(), None, |r| {
         replicas.get(r).is_some_and(|h| h.healthy)
     })
@@ -795,10 +586,251 @@ pub fn inspect<F: PartFile>(set: &OpenSet<F>) -> Health {
         features,
         check_bad_blocks,
         sds_active,
-        set_pool_size,
+        set_pool_size: set.set_pool_size(),
         inconsistencies,
         source,
         pool_size,
+    }
+}
+
+impl<F: PartFile> Judge<'_, F> {
+    /// Step 1: parts that cannot be opened, or have the wrong size.
+    fn part_status(&mut self) {
+        let set = self.set;
+        for rep in &set.replicas {
+            for part in &rep.parts {
+                let fault = match &part.status {
+                    PartStatus::Ok => None,
+                    PartStatus::Missing => Some(PartFault::Missing),
+                    PartStatus::Inaccessible { reason } => Some(PartFault::Inaccessible {
+                        reason: reason.clone(),
+                    }),
+                    PartStatus::SizeMismatch { actual, configured } => {
+                        Some(PartFault::SizeMismatch {
+                            actual: *actual,
+                            configured: *configured,
+                        })
+                    }
+                };
+                if let Some(fault) = fault {
+                    self.set_part_fault(rep.index, part.index, fault);
+                }
+            }
+        }
+    }
+
+    /// Steps 5–7: header pages of unbroken header-carrying parts.
+    fn header_pages(&mut self) {
+        let set = self.set;
+        let single_hdr = set.set.options.single_hdr;
+        for rep in &set.replicas {
+            for part in rep.parts.iter().take(rep.nhdrs) {
+                if self.part_broken(rep.index, part.index) {
+                    continue;
+                }
+                let fault = match &part.header {
+                    HeaderState::Read(h) => header_fault(&h.hdr, single_hdr),
+                    HeaderState::Unreadable { reason } => Some(PartFault::HeaderUnreadable {
+                        reason: reason.clone(),
+                    }),
+                    HeaderState::NotRead | HeaderState::None => Some(PartFault::HeaderUnreadable {
+                        reason: "the part is not open".to_string(),
+                    }),
+                };
+                if let Some(fault) = fault {
+                    self.set_part_fault(rep.index, part.index, fault);
+                }
+            }
+        }
+    }
+
+    /// Step 8: shutdown state, per replica, from part 0's header.
+    fn shutdown_states(&mut self) {
+        let set = self.set;
+        for rep in &set.replicas {
+            // PMDK maps the headers of parts that survived steps 1 and 5;
+            // parts failing steps 6 and 7 are still mapped and read here.
+            let part0 = rep.parts.first();
+            let mapped = part0.is_some_and(|p| {
+                p.is_ok()
+                    && !matches!(
+                        self.part_faults.get(rep.index).and_then(|f| f.first()),
+                        Some(Some(PartFault::HeaderUnreadable { .. }))
+                    )
+            });
+            match (mapped, part0.and_then(|p| p.header())) {
+                (true, Some(hdr)) => {
+                    if sds_adr_failure(&hdr.sds) {
+                        self.set_replica_fault(rep.index, ReplicaFault::AdrFailure);
+                    }
+                }
+                _ => self.set_replica_fault(rep.index, ReplicaFault::ShutdownStateUnverifiable),
+            }
+        }
+    }
+
+    /// Step 10: a replica with a healthy header, and pool set UUIDs across
+    /// replicas.
+    fn poolset_uuids(&self, out: &mut Vec<Inconsistency>) {
+        let nrep = self.set.replicas.len();
+        let Some(r_h) = (0..nrep).find(|&r| !self.replica_broken(r)) else {
+            out.push(Inconsistency::NoHealthyReplica);
+            return;
+        };
+        let Some(puuid) = self.hdr(r_h, 0).map(|h| h.poolset_uuid) else {
+            return;
+        };
+        for r in (0..nrep).filter(|&r| r != r_h) {
+            if let Some(p) = self.first_unbroken(r) {
+                if self.hdr(r, p).is_some_and(|h| h.poolset_uuid != puuid) {
+                    out.push(Inconsistency::ReplicasPoolsetUuid {
+                        healthy_replica: r_h,
+                        replica: r,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Step 13: pool sizes stored in the healthy replicas' descriptors.
+    fn descriptors(&mut self, out: &mut Vec<Inconsistency>) -> Vec<Option<ObjDescriptor>> {
+        let set = self.set;
+        let nrep = set.replicas.len();
+        let set_pool_size = set.set_pool_size();
+        let mut descriptors: Vec<Option<ObjDescriptor>> = vec![None; nrep];
+        let mut first_size: Option<(usize, u64)> = None;
+        for r in 0..nrep {
+            if self.replica_broken(r) {
+                continue;
+            }
+            let desc = match read_descriptor(set, r) {
+                Ok(d) => d,
+                Err(reason) => {
+                    self.set_replica_fault(r, ReplicaFault::DescriptorUnreadable { reason });
+                    continue;
+                }
+            };
+            let Some(size) = desc.pool_size() else {
+                self.set_replica_fault(
+                    r,
+                    ReplicaFault::DescriptorUnreadable {
+                        reason: format!(
+                            "heap_offset {:#x} + heap_size {:#x} overflows",
+                            desc.heap_offset, desc.heap_size
+                        ),
+                    },
+                );
+                continue;
+            };
+            let ty = self
+                .hdr(r, 0)
+                .and_then(PoolHdr::pool_type)
+                .unwrap_or(PoolType::Obj);
+            let min = min_pool_size(ty);
+            if size < min {
+                self.set_replica_fault(r, ReplicaFault::PoolTooSmall { size, min });
+                continue;
+            }
+            if set_pool_size < size
+                && !out
+                    .iter()
+                    .any(|i| matches!(i, Inconsistency::ReplicasTooSmall { .. }))
+            {
+                out.push(Inconsistency::ReplicasTooSmall {
+                    replica: r,
+                    pool_size: size,
+                    set_pool_size,
+                });
+            }
+            match first_size {
+                None => first_size = Some((r, size)),
+                Some((first_replica, fsize)) if fsize != size => {
+                    out.push(Inconsistency::PoolSizesDiffer {
+                        first_replica,
+                        first_size: fsize,
+                        replica: r,
+                        size,
+                    });
+                }
+                Some(_) => {}
+            }
+            if let Some(slot) = descriptors.get_mut(r) {
+                *slot = Some(desc);
+            }
+        }
+        descriptors
+    }
+
+    /// Step 14: descriptor checksums of replicas with healthy headers; the
+    /// pool size of each replica that passes.
+    fn descriptor_checksums(&mut self, descriptors: &[Option<ObjDescriptor>]) -> Vec<Option<u64>> {
+        let nrep = self.set.replicas.len();
+        let mut pool_sizes = vec![None; nrep];
+        for r in 0..nrep {
+            if self.replica_broken(r) {
+                continue;
+            }
+            let Some(Some(desc)) = descriptors.get(r) else {
+                continue;
+            };
+            let computed = desc.compute_checksum();
+            if computed != desc.checksum {
+                self.set_replica_fault(
+                    r,
+                    ReplicaFault::DescriptorChecksum {
+                        stored: desc.checksum,
+                        computed,
+                    },
+                );
+                continue;
+            }
+            if let Some(slot) = pool_sizes.get_mut(r) {
+                *slot = desc.pool_size();
+            }
+        }
+        pool_sizes
+    }
+
+    /// The verdicts, per replica and part, with their messages.
+    fn verdicts(&self, pool_sizes: &[Option<u64>]) -> Vec<ReplicaHealth> {
+        self.set
+            .replicas
+            .iter()
+            .map(|rep| {
+                let r = rep.index;
+                let fault = self.replica_faults.get(r).cloned().flatten();
+                let broken = self.replica_broken(r);
+                let parts = rep
+                    .parts
+                    .iter()
+                    .map(|part| {
+                        let fault = self
+                            .part_faults
+                            .get(r)
+                            .and_then(|f| f.get(part.index))
+                            .cloned()
+                            .flatten();
+                        PartHealth {
+                            replica: r,
+                            part: part.index,
+                            path: part.path.clone(),
+                            has_header: part.index < rep.nhdrs,
+                            message: fault.as_ref().map(|f| format!("{}: {f}", part.name())),
+                            fault,
+                        }
+                    })
+                    .collect();
+                ReplicaHealth {
+                    replica: r,
+                    message: fault.as_ref().map(|f| format!("replica {r}: {f}")),
+                    fault,
+                    broken,
+                    healthy: !broken,
+                    pool_size: pool_sizes.get(r).copied().flatten(),
+                    parts,
+                }
+            })
+            .collect()
     }
 }
 

@@ -54,7 +54,7 @@ pub struct OpenReplica<F> {
     pub nhdrs: usize,
     /// Where each part lies in the replica's logical address space.
     pub extents: Vec<Extent>,
-    /// Net size of the replica from the configured part sizes (spec 1.11).
+    /// Net size of the replica from the configured part sizes (docs/format.md §14.1).
     pub net_size: u64,
     /// The parts, in set order.
     pub parts: Vec<OpenPart<F>>,
@@ -182,7 +182,7 @@ impl<F> OpenPart<F> {
 }
 
 /// Opens `path` (a pool set file or a single-file pool) with `access` and
-/// every local part of every replica (spec 1.10, 5.1).
+/// every local part of every replica (docs/format.md §16.1, §16.2).
 ///
 /// Missing, unreadable or wrongly sized parts are recorded in
 /// [`OpenPart::status`]; a part locked by another process is an error
@@ -532,13 +532,13 @@ impl<F: PartFile> OpenSet<F> {
     }
 
     /// Pool size from the configured sizes: the minimum net size over the
-    /// local replicas (spec 1.11).
+    /// local replicas (docs/format.md §14.1).
     pub fn set_pool_size(&self) -> u64 {
         self.replicas.iter().map(|r| r.net_size).min().unwrap_or(0)
     }
 
     /// Reads `buf.len()` bytes of replica `replica` starting at logical
-    /// `offset`, splitting the range at part boundaries (spec 3).
+    /// `offset`, splitting the range at part boundaries (docs/format.md §15.1).
     ///
     /// Fails when the range reaches beyond the replica's address space or a
     /// part it touches is not open.

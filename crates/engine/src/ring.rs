@@ -1,6 +1,6 @@
 //! The UUID rings of a pool set: which UUID each header-carrying part gets,
 //! and which header it gets, when a sync rebuilds parts or a transform
-//! builds new replicas (docs/format.md §5).
+//! builds new replicas (docs/format.md §5, §17.6).
 //!
 //! One mechanism serves both. [`assign`] gives every part its UUID under
 //! [`Rules`]; [`plan_headers`] then gives every part its header: a new
@@ -304,7 +304,7 @@ pub fn assign(
 }
 
 /// A new header as libpmempool's `util_header_create` writes it for a
-/// rebuilt part (docs/format.md §2): attributes from the master's part 0
+/// rebuilt part (docs/format.md §16.3): attributes from the master's part 0
 /// (signature, major, features), the SINGLEHDR flag as the pool set says,
 /// the pool set UUID, the part's UUID and links, the running machine's
 /// arch flags and a clean shutdown state (on storage without

@@ -39,6 +39,9 @@ pub struct RmOptions {
     pub remove_set_file: bool,
     /// When to ask.
     pub ask: Ask,
+    /// `--verify-owner`: remove only part files that provably belong to
+    /// the pool set (see [`crate::transform::ownership`]).
+    pub verify_owner: bool,
 }
 
 /// What a file is to the pool being removed.
@@ -81,6 +84,14 @@ pub enum Outcome {
     Missing,
     /// A remote replica, left alone because of `force`.
     Skipped,
+    /// `--verify-owner`: the file does not provably belong to the pool
+    /// set, so it is kept.
+    NotOwned {
+        /// What the file carries instead.
+        what: String,
+        /// The pool set's UUID, when one is known.
+        expected: Option<String>,
+    },
     /// Not removed.
     Failed(Error),
 }
@@ -115,6 +126,14 @@ impl RmReport {
             .files
             .iter()
             .any(|f| matches!(f.outcome, Outcome::Failed(_)))
+    }
+
+    /// `true` when `--verify-owner` kept a file that is not the pool set's
+    /// (the command then fails).
+    pub fn refused(&self) -> bool {
+        self.files
+            .iter()
+            .any(|f| matches!(f.outcome, Outcome::NotOwned { .. }))
     }
 }
 
@@ -182,6 +201,11 @@ pub fn rm<S: Storage>(
             path: target.to_path_buf(),
         });
     }
+    let owners = if options.verify_owner {
+        crate::ownership::ownership(storage, target)?
+    } else {
+        None
+    };
     let loaded = load::load(storage, target, Access::ReadOnly)?;
     report.is_poolset = loaded.is_poolset;
     observer.classified(target, loaded.is_poolset);
@@ -203,13 +227,24 @@ pub fn rm<S: Storage>(
                         part: p,
                         line: part.line,
                     };
-                    report.files.push(remove_one(
-                        storage,
-                        Path::new(&part.path),
-                        role,
-                        options,
-                        observer,
-                    ));
+                    let path = Path::new(&part.path);
+                    let file = match owners.as_ref().and_then(|o| o.parts.get(path)) {
+                        Some(Err(what)) => {
+                            observer.visiting(path, &role);
+                            let file = RmFile {
+                                path: path.to_path_buf(),
+                                role,
+                                outcome: Outcome::NotOwned {
+                                    what: what.clone(),
+                                    expected: owners.as_ref().and_then(|o| o.poolset_uuid.clone()),
+                                },
+                            };
+                            observer.done(&file);
+                            file
+                        }
+                        _ => remove_one(storage, path, role, options, observer),
+                    };
+                    report.files.push(file);
                 }
             }
             Replica::Remote {
@@ -261,10 +296,12 @@ pub fn rm<S: Storage>(
     drop(loaded);
     // The set file goes only when its parts are gone: after a failure, or a
     // part the user chose to keep, it still describes files that exist.
-    let parts_gone = report
-        .files
-        .iter()
-        .all(|f| !matches!(f.outcome, Outcome::Failed(_) | Outcome::Declined));
+    let parts_gone = report.files.iter().all(|f| {
+        !matches!(
+            f.outcome,
+            Outcome::Failed(_) | Outcome::Declined | Outcome::NotOwned { .. }
+        )
+    });
     if options.remove_set_file && parts_gone {
         report.files.push(remove_one(
             storage,

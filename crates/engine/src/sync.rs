@@ -1,5 +1,5 @@
 //! `pmempool sync`: rebuild the broken replicas of a pool set from a
-//! healthy one (spec 5.2), with block-level repair, an honest plan and
+//! healthy one (docs/format.md §17), with block-level repair, an honest plan and
 //! crash safety.
 //!
 //! The path from a pool set file to a repaired set:

@@ -1,5 +1,5 @@
 //! Heap-aware verification of replicas: `check --data` and `sync --verify`
-//! (design note sections 3 and 4).
+//! (ARCHITECTURE.md, "Heap-aware verification"; ARCHITECTURE.md, "Choosing the source").
 //!
 //! Replicas of a healthy, used pool differ byte for byte where libpmemobj
 //! never replicates (the descriptor's volatile area, free heap space, chunk
@@ -408,7 +408,7 @@ pub fn find<F: PartFile>(
     Ok(findings)
 }
 
-/// The majority rule (design note section 4): with three or more replicas
+/// The majority rule (ARCHITECTURE.md, "Choosing the source"): with three or more replicas
 /// and at least two compared, the blocks where every compared replica
 /// differs from the source and all compared replicas agree.
 fn majority<F: PartFile>(

@@ -1,4 +1,4 @@
-//! Bad blocks and PMDK's bad block recovery files (spec 5.3).
+//! Bad blocks and PMDK's bad block recovery files (docs/format.md §18).
 //!
 //! libpmempool keeps the list of bad blocks it is about to clear in one
 //! *recovery file* per part, `<pool set path>_r<R>_p<P>_badblocks.txt`:

@@ -1,5 +1,5 @@
 //! The sync plan: everything a sync will do, decided before the first
-//! write, with exact byte counts (design note section 1).
+//! write, with exact byte counts (ARCHITECTURE.md, "Plans before writes").
 //!
 //! [`plan`] turns the health of an open set into a list of [`Step`]s in
 //! execution order. A dry run prints the plan; a real run hands the same
@@ -24,7 +24,7 @@
 //!   show a half-finished repair.
 //!
 //! Broken header-carrying parts get new headers as pmempool writes them
-//! (spec 2.10): signature, major and features of the source's part 0, the
+//! (docs/format.md §16.3): signature, major and features of the source's part 0, the
 //! source's pool set UUID, a UUID by the rules of [`crate::sync::uuids`],
 //! links from the pool set structure, the current machine's arch flags, a
 //! clean shutdown state. Unbroken headers keep everything but their links,

@@ -1,5 +1,5 @@
 //! The journal of a staged transform, and the temporary copy it names
-//! (the format is in docs/format.md, "The transform journal").
+//! (the format is in docs/format.md §20).
 //!
 //! Before the first write, a staged transform writes a journal next to the
 //! source pool set file (`<source>.poolsync-journal`, TOML). It names both

@@ -464,55 +464,19 @@ fn build<S: Storage>(
         Some(rep) => Some(rep as &dyn Endpoint),
         None => target.replica(data_index).map(|r| r as &dyn Endpoint),
     };
-    let mut steps = creation_steps(req, &create);
-    if let (Some(from), true) = (from, facts.pool_size > PAGE) {
-        for &r in &shape.rewritten {
-            let Some(to) = target.replica(r) else {
-                continue;
-            };
-            steps.extend(data_steps(
-                DataPurpose::Rebuild,
-                (data_index, from),
-                (r, to),
-                LogicalRange::from_bounds(PAGE, facts.pool_size),
-            ));
-        }
-    }
-    for c in &create {
-        steps.push(Step::SetMode {
-            replica: c.replica,
-            part: c.part,
-            path: c.path.clone(),
-            mode: facts.mode,
-        });
-    }
-    push_dir_syncs(&mut steps, create.iter().map(|c| &c.path));
-    steps.extend(headers.into_iter().map(Step::WriteHeader));
+    let steps = rewrite_steps(
+        req,
+        &target,
+        shape,
+        facts,
+        (data_index, from),
+        &create,
+        headers,
+    );
     drop(extra);
 
-    let mut files = new_files(&create);
+    check_staged_space(storage, req, &create, temp.as_ref(), &discard)?;
     let staged = temp.as_ref().filter(|t| !t.complete);
-    let temp_replace = match staged {
-        Some(t) => discard.contains(&t.path) || storage.stat(&t.path)?.is_some(),
-        None => false,
-    };
-    if let Some(t) = staged {
-        files.push(NewFile {
-            path: &t.path,
-            size: t.size,
-            replace: temp_replace,
-            what: "the temporary copy",
-        });
-    }
-    // The journal is written first, beside the source pool set file.
-    let journal_file = journal_path(src);
-    files.push(NewFile {
-        path: &journal_file,
-        size: JOURNAL_RESERVE,
-        replace: storage.stat(&journal_file)?.is_some(),
-        what: "the journal",
-    });
-    check_space(storage, req, &files)?;
 
     let operation = if req.hdr_change {
         if req.d.options.single_hdr {
@@ -561,6 +525,79 @@ fn build<S: Storage>(
         invalidate: to_invalidate(req, info, &create),
     });
     Ok((plan, target))
+}
+
+/// Free space for the recreated parts (less what the files they replace
+/// hold), the temporary copy and the journal.
+fn check_staged_space<S: Storage>(
+    storage: &S,
+    req: &Request<'_>,
+    create: &[NewPart],
+    temp: Option<&TempCopy>,
+    discard: &[PathBuf],
+) -> Result<(), Error> {
+    let mut files = new_files(create);
+    let staged = temp.filter(|t| !t.complete);
+    let temp_replace = match staged {
+        Some(t) => discard.contains(&t.path) || storage.stat(&t.path)?.is_some(),
+        None => false,
+    };
+    if let Some(t) = staged {
+        files.push(NewFile {
+            path: &t.path,
+            size: t.size,
+            replace: temp_replace,
+            what: "the temporary copy",
+        });
+    }
+    // The journal is written first, beside the source pool set file.
+    let journal_file = journal_path(req.src);
+    files.push(NewFile {
+        path: &journal_file,
+        size: JOURNAL_RESERVE,
+        replace: storage.stat(&journal_file)?.is_some(),
+        what: "the journal",
+    });
+    check_space(storage, req, &files)
+}
+
+/// The steps of the rewrite: recreate the parts, copy the data into the
+/// rewritten replicas from endpoint `from`, give the parts their mode,
+/// make the entries durable, write the headers.
+fn rewrite_steps<F: PartFile>(
+    req: &Request<'_>,
+    target: &OpenSet<F>,
+    shape: &Shape,
+    facts: &Facts,
+    (data_index, from): (usize, Option<&dyn Endpoint>),
+    create: &[NewPart],
+    headers: Vec<crate::exec::HeaderStep>,
+) -> Vec<Step> {
+    let mut steps = creation_steps(req, create);
+    if let (Some(from), true) = (from, facts.pool_size > PAGE) {
+        for &r in &shape.rewritten {
+            let Some(to) = target.replica(r) else {
+                continue;
+            };
+            steps.extend(data_steps(
+                DataPurpose::Rebuild,
+                (data_index, from),
+                (r, to),
+                LogicalRange::from_bounds(PAGE, facts.pool_size),
+            ));
+        }
+    }
+    for c in create {
+        steps.push(Step::SetMode {
+            replica: c.replica,
+            part: c.part,
+            path: c.path.clone(),
+            mode: facts.mode,
+        });
+    }
+    push_dir_syncs(&mut steps, create.iter().map(|c| &c.path));
+    steps.extend(headers.into_iter().map(Step::WriteHeader));
+    steps
 }
 
 /// Every part of every rewritten replica, recreated. A file at such a

@@ -1002,6 +1002,7 @@ fn outcomes(report: &RmReport) -> Vec<&'static str> {
             Outcome::Missing => "missing",
             Outcome::Skipped => "skipped",
             Outcome::Failed(_) => "failed",
+            Outcome::NotOwned { .. } => "not owned",
         })
         .collect()
 }
@@ -1044,6 +1045,7 @@ fn rm_pool_set_parts_then_set_file() {
         force: true,
         remove_set_file: true,
         ask: Ask::Never,
+        ..RmOptions::default()
     };
     let report = rm(&FsStorage, &set, &forced, &mut Script::default()).unwrap();
     assert!(report.ok());
@@ -1091,6 +1093,7 @@ fn rm_asks_as_told() {
         remove_set_file: true,
         ask: Ask::Always,
         force: false,
+        ..RmOptions::default()
     };
     let report = rm(&FsStorage, &set, &opts, &mut script).unwrap();
     assert_eq!(outcomes(&report), ["removed", "declined", "removed"]);
@@ -1112,6 +1115,7 @@ fn rm_refuses_a_pool_in_use() {
         force: true,
         remove_set_file: true,
         ask: Ask::Never,
+        ..RmOptions::default()
     };
     let report = rm(&FsStorage, &set, &opts, &mut Script::default()).unwrap();
     assert_eq!(
@@ -1203,6 +1207,7 @@ fn rm_targets_that_are_not_pools() {
         force: true,
         remove_set_file: true,
         ask: Ask::Never,
+        ..RmOptions::default()
     };
     let report = rm(&FsStorage, &remote, &opts, &mut Script::default()).unwrap();
     assert_eq!(outcomes(&report), ["removed", "skipped", "removed"]);
