@@ -741,17 +741,28 @@ impl Run<'_> {
             single_part: self.nparts.get(r).copied() == Some(1),
             n: neighbours(hdrs, r, p),
         };
+        // Each step runs unless the header is valid and alone in the set
+        // (nothing to compare with); the checksum step whenever the header
+        // is not valid.
+        let whole = ctx.single_repl && ctx.single_part;
+        // (step, whether it also runs on a valid header that is not alone)
         let steps = [
-            Self::fix_uuid as HeaderStep<Self>,
-            Self::fix_links,
-            Self::fix_checksum,
+            (Self::fix_uuid as HeaderStep<Self>, true),
+            (Self::fix_links, true),
+            (Self::fix_checksum, false),
         ];
-        if let ControlFlow::Break(flow) =
-            self.fix_poolset_uuid(hdrs, (r, p), &ctx, &mut valid, valid_puuid)
-        {
-            return flow;
+        if !(valid && whole) {
+            if let ControlFlow::Break(flow) =
+                self.fix_poolset_uuid(hdrs, (r, p), &ctx, &mut valid, valid_puuid)
+            {
+                return flow;
+            }
         }
-        for step in steps {
+        for (step, unless_alone) in steps {
+            let due = !valid || (unless_alone && !whole);
+            if !due {
+                continue;
+            }
             if let ControlFlow::Break(flow) = step(self, hdrs, (r, p), &ctx, &mut valid) {
                 return flow;
             }
@@ -769,58 +780,73 @@ impl Run<'_> {
         valid_puuid: &mut Option<RawUuid>,
     ) -> ControlFlow<Flow> {
         let prefix = ctx.prefix.as_str();
-        // pool_hdr_poolset_uuid_find
-        if !(*valid && ctx.single_repl && ctx.single_part) {
-            if (r, p) == (0, 0) {
-                if ctx.single_part && ctx.single_repl {
-                    // Nothing to compare with.
-                } else {
-                    match self.find_poolset_uuid(hdrs, prefix) {
-                        Ok(u) => *valid_puuid = Some(u),
-                        Err(flow) => return ControlFlow::Break(flow),
-                    }
-                }
-            }
-            if let Some(puuid) = *valid_puuid {
-                if hdrs
-                    .get(r)
-                    .and_then(|v| v.get(p))
-                    .is_some_and(|h| h.poolset_uuid != puuid)
-                {
-                    let problem = format!("{prefix}invalid pool_hdr.poolset_uuid");
-                    if !self.opts.repair {
-                        return ControlFlow::Break(self.fail(State::NotConsistent, problem));
-                    }
-                    let ask = format!(
-                        "Do you want to set it to {} from a valid part file?",
-                        puuid.to_canonical()
-                    );
-                    let answers = self.ask_all(vec![Question {
-                        problem,
-                        ask,
-                        fix: puuid,
-                    }]);
-                    for (answer, value) in answers {
-                        if answer != Answer::Yes {
-                            return ControlFlow::Break(
-                                self.fail(State::NotConsistent, CANNOT_COMPLETE.to_string()),
-                            );
-                        }
-                        self.info(format!(
-                            "{prefix}setting pool_hdr.poolset_uuid to {}",
-                            value.to_canonical()
-                        ));
-                        if let Some(h) = hdrs.get_mut(r).and_then(|v| v.get_mut(p)) {
-                            h.poolset_uuid = value;
-                            *valid = hdr_valid(h);
-                        }
-                        self.mark_modified(r, p);
-                        self.state = State::Repaired;
-                    }
+        if (r, p) == (0, 0) {
+            if ctx.single_part && ctx.single_repl {
+                // Nothing to compare with.
+            } else {
+                match self.find_poolset_uuid(hdrs, prefix) {
+                    Ok(u) => *valid_puuid = Some(u),
+                    Err(flow) => return ControlFlow::Break(flow),
                 }
             }
         }
+        if let Some(puuid) = *valid_puuid {
+            if hdrs
+                .get(r)
+                .and_then(|v| v.get(p))
+                .is_some_and(|h| h.poolset_uuid != puuid)
+            {
+                let set = |h: &mut PoolHdr, u: RawUuid| h.poolset_uuid = u;
+                let field = ("pool_hdr.poolset_uuid", set as fn(&mut PoolHdr, RawUuid));
+                self.fix_field(hdrs, (r, p), prefix, field, puuid, valid)?;
+            }
+        }
 
+        ControlFlow::Continue(())
+    }
+
+    /// A UUID field of part (r, p) is wrong: asks to set it to `value`,
+    /// which a valid part file gives, and sets it (`field` names it and
+    /// sets it).
+    fn fix_field(
+        &mut self,
+        hdrs: &mut [Vec<PoolHdr>],
+        (r, p): (usize, usize),
+        prefix: &str,
+        (name, set): (&str, fn(&mut PoolHdr, RawUuid)),
+        value: RawUuid,
+        valid: &mut bool,
+    ) -> ControlFlow<Flow> {
+        let problem = format!("{prefix}invalid {name}");
+        if !self.opts.repair {
+            return ControlFlow::Break(self.fail(State::NotConsistent, problem));
+        }
+        let ask = format!(
+            "Do you want to set it to {} from a valid part file?",
+            value.to_canonical()
+        );
+        let answers = self.ask_all(vec![Question {
+            problem,
+            ask,
+            fix: value,
+        }]);
+        for (answer, value) in answers {
+            if answer != Answer::Yes {
+                return ControlFlow::Break(
+                    self.fail(State::NotConsistent, CANNOT_COMPLETE.to_string()),
+                );
+            }
+            self.info(format!(
+                "{prefix}setting {name} to {}",
+                value.to_canonical()
+            ));
+            if let Some(h) = hdrs.get_mut(r).and_then(|v| v.get_mut(p)) {
+                set(h, value);
+                *valid = hdr_valid(h);
+            }
+            self.mark_modified(r, p);
+            self.state = State::Repaired;
+        }
         ControlFlow::Continue(())
     }
 
@@ -834,97 +860,67 @@ impl Run<'_> {
     ) -> ControlFlow<Flow> {
         let prefix = ctx.prefix.as_str();
         let n = &ctx.n;
-        // pool_hdr_uuid_find
-        if !(*valid && ctx.single_repl && ctx.single_part) {
-            let Some(h) = hdrs.get(r).and_then(|v| v.get(p)) else {
-                return ControlFlow::Break(Flow::Continue);
-            };
-            let sources = [
-                (n.next_part, Link::PrevPart),
-                (n.prev_part, Link::NextPart),
-                (n.next_repl, Link::PrevRepl),
-                (n.prev_repl, Link::NextRepl),
-            ];
-            let mut valid_uuid = if *valid { Some(h.uuid) } else { None };
-            let values: Vec<(Option<RawUuid>, bool)> = sources
-                .iter()
-                .map(|&(at, link)| {
-                    let nh = hdr_at(hdrs, at);
-                    (nh.map(|x| link.get(x)), nh.is_some_and(hdr_valid))
-                })
-                .collect();
-            let mut common = values.first().and_then(|v| v.0);
-            for (i, &(value, neighbour_valid)) in values.iter().enumerate() {
-                if i > 0 && common.is_some() && common != value {
-                    common = None;
-                }
-                // Replica links are compared for part 0 only.
-                if i >= 2 && p != 0 {
-                    continue;
-                }
-                if !neighbour_valid {
-                    continue;
-                }
-                match valid_uuid {
-                    None => valid_uuid = value,
-                    Some(u) if Some(u) != value => {
-                        return ControlFlow::Break(self.fail(
-                            State::NotConsistent,
-                            format!("{prefix}ambiguous pool_hdr.uuid"),
-                        ));
-                    }
-                    Some(_) => {}
-                }
+        let Some(h) = hdrs.get(r).and_then(|v| v.get(p)) else {
+            return ControlFlow::Break(Flow::Continue);
+        };
+        let sources = [
+            (n.next_part, Link::PrevPart),
+            (n.prev_part, Link::NextPart),
+            (n.next_repl, Link::PrevRepl),
+            (n.prev_repl, Link::NextRepl),
+        ];
+        let mut valid_uuid = if *valid { Some(h.uuid) } else { None };
+        let values: Vec<(Option<RawUuid>, bool)> = sources
+            .iter()
+            .map(|&(at, link)| {
+                let nh = hdr_at(hdrs, at);
+                (nh.map(|x| link.get(x)), nh.is_some_and(hdr_valid))
+            })
+            .collect();
+        let mut common = values.first().and_then(|v| v.0);
+        for (i, &(value, neighbour_valid)) in values.iter().enumerate() {
+            if i > 0 && common.is_some() && common != value {
+                common = None;
             }
-            if valid_uuid.is_none() {
-                valid_uuid = common;
+            // Replica links are compared for part 0 only.
+            if i >= 2 && p != 0 {
+                continue;
+            }
+            if !neighbour_valid {
+                continue;
             }
             match valid_uuid {
-                Some(u) if u != h.uuid => {
-                    let problem = format!("{prefix}invalid pool_hdr.uuid");
-                    if !self.opts.repair {
-                        return ControlFlow::Break(self.fail(State::NotConsistent, problem));
-                    }
-                    let ask = format!(
-                        "Do you want to set it to {} from a valid part file?",
-                        u.to_canonical()
-                    );
-                    let answers = self.ask_all(vec![Question {
-                        problem,
-                        ask,
-                        fix: u,
-                    }]);
-                    for (answer, value) in answers {
-                        if answer != Answer::Yes {
-                            return ControlFlow::Break(
-                                self.fail(State::NotConsistent, CANNOT_COMPLETE.to_string()),
-                            );
-                        }
-                        self.info(format!(
-                            "{prefix}setting pool_hdr.uuid to {}",
-                            value.to_canonical()
-                        ));
-                        if let Some(h) = hdrs.get_mut(r).and_then(|v| v.get_mut(p)) {
-                            h.uuid = value;
-                            *valid = hdr_valid(h);
-                        }
-                        self.mark_modified(r, p);
-                        self.state = State::Repaired;
-                    }
+                None => valid_uuid = value,
+                Some(u) if Some(u) != value => {
+                    return ControlFlow::Break(self.fail(
+                        State::NotConsistent,
+                        format!("{prefix}ambiguous pool_hdr.uuid"),
+                    ));
                 }
                 Some(_) => {}
-                None => {
-                    // No valid header names this part: libpmempool would
-                    // regenerate its UUID with -a. Headers reach this step
-                    // only when the header step found them valid, so this
-                    // is reported rather than guessed at.
-                    let problem = format!("{prefix}invalid pool_hdr.uuid");
-                    if !self.opts.repair {
-                        return ControlFlow::Break(self.fail(State::NotConsistent, problem));
-                    }
-                    self.info(format!("{prefix}{REQUIRE_ADVANCED}"));
-                    return ControlFlow::Break(self.fail(State::CannotRepair, problem));
+            }
+        }
+        if valid_uuid.is_none() {
+            valid_uuid = common;
+        }
+        match valid_uuid {
+            Some(u) if u != h.uuid => {
+                let set = |h: &mut PoolHdr, u: RawUuid| h.uuid = u;
+                let field = ("pool_hdr.uuid", set as fn(&mut PoolHdr, RawUuid));
+                self.fix_field(hdrs, (r, p), prefix, field, u, valid)?;
+            }
+            Some(_) => {}
+            None => {
+                // No valid header names this part: libpmempool would
+                // regenerate its UUID with -a. Headers reach this step
+                // only when the header step found them valid, so this
+                // is reported rather than guessed at.
+                let problem = format!("{prefix}invalid pool_hdr.uuid");
+                if !self.opts.repair {
+                    return ControlFlow::Break(self.fail(State::NotConsistent, problem));
                 }
+                self.info(format!("{prefix}{REQUIRE_ADVANCED}"));
+                return ControlFlow::Break(self.fail(State::CannotRepair, problem));
             }
         }
 
@@ -941,52 +937,49 @@ impl Run<'_> {
     ) -> ControlFlow<Flow> {
         let prefix = ctx.prefix.as_str();
         let n = &ctx.n;
-        // pool_hdr_uuid_links
-        if !(*valid && ctx.single_repl && ctx.single_part) {
-            let Some(h) = hdrs.get(r).and_then(|v| v.get(p)) else {
-                return ControlFlow::Break(Flow::Continue);
+        let Some(h) = hdrs.get(r).and_then(|v| v.get(p)) else {
+            return ControlFlow::Break(Flow::Continue);
+        };
+        let targets = [n.next_part, n.prev_part, n.next_repl, n.prev_repl];
+        let mut questions = Vec::new();
+        for (link, at) in Link::ALL.into_iter().zip(targets) {
+            let Some(target) = hdr_at(hdrs, at).map(|x| x.uuid) else {
+                continue;
             };
-            let targets = [n.next_part, n.prev_part, n.next_repl, n.prev_repl];
-            let mut questions = Vec::new();
-            for (link, at) in Link::ALL.into_iter().zip(targets) {
-                let Some(target) = hdr_at(hdrs, at).map(|x| x.uuid) else {
-                    continue;
-                };
-                if link.get(h) == target {
-                    continue;
-                }
-                let problem = format!("{prefix}invalid {}", link.field());
-                if !self.opts.repair {
-                    return ControlFlow::Break(self.fail(State::NotConsistent, problem));
-                }
-                questions.push(Question {
-                    problem,
-                    ask: "Do you want to set it to a valid value?".to_string(),
-                    fix: (link, at),
-                });
+            if link.get(h) == target {
+                continue;
             }
-            let answers = self.ask_all(questions);
-            for (answer, (link, at)) in answers {
-                if answer != Answer::Yes {
-                    return ControlFlow::Break(
-                        self.fail(State::NotConsistent, CANNOT_COMPLETE.to_string()),
-                    );
-                }
-                let Some(target) = hdr_at(hdrs, at).map(|x| x.uuid) else {
-                    continue;
-                };
-                self.info(format!(
-                    "{prefix}setting {} to {}",
-                    link.field(),
-                    target.to_canonical()
-                ));
-                if let Some(h) = hdrs.get_mut(r).and_then(|v| v.get_mut(p)) {
-                    link.set(h, target);
-                    *valid = hdr_valid(h);
-                }
-                self.mark_modified(r, p);
-                self.state = State::Repaired;
+            let problem = format!("{prefix}invalid {}", link.field());
+            if !self.opts.repair {
+                return ControlFlow::Break(self.fail(State::NotConsistent, problem));
             }
+            questions.push(Question {
+                problem,
+                ask: "Do you want to set it to a valid value?".to_string(),
+                fix: (link, at),
+            });
+        }
+        let answers = self.ask_all(questions);
+        for (answer, (link, at)) in answers {
+            if answer != Answer::Yes {
+                return ControlFlow::Break(
+                    self.fail(State::NotConsistent, CANNOT_COMPLETE.to_string()),
+                );
+            }
+            let Some(target) = hdr_at(hdrs, at).map(|x| x.uuid) else {
+                continue;
+            };
+            self.info(format!(
+                "{prefix}setting {} to {}",
+                link.field(),
+                target.to_canonical()
+            ));
+            if let Some(h) = hdrs.get_mut(r).and_then(|v| v.get_mut(p)) {
+                link.set(h, target);
+                *valid = hdr_valid(h);
+            }
+            self.mark_modified(r, p);
+            self.state = State::Repaired;
         }
 
         ControlFlow::Continue(())
@@ -998,38 +991,35 @@ impl Run<'_> {
         hdrs: &mut [Vec<PoolHdr>],
         (r, p): (usize, usize),
         ctx: &HeaderAt,
-        valid: &mut bool,
+        _valid: &mut bool,
     ) -> ControlFlow<Flow> {
         let prefix = ctx.prefix.as_str();
-        // pool_hdr_checksum
-        if !*valid {
-            let problem = format!("{prefix}invalid pool_hdr.checksum");
-            if !self.opts.repair {
-                return ControlFlow::Break(self.fail(State::NotConsistent, problem));
+        let problem = format!("{prefix}invalid pool_hdr.checksum");
+        if !self.opts.repair {
+            return ControlFlow::Break(self.fail(State::NotConsistent, problem));
+        }
+        if !self.opts.advanced {
+            self.info(format!("{prefix}{REQUIRE_ADVANCED}"));
+            return ControlFlow::Break(self.fail(State::CannotRepair, problem));
+        }
+        let answers = self.ask_all(vec![Question {
+            problem,
+            ask: "Do you want to regenerate checksum?".to_string(),
+            fix: (),
+        }]);
+        for (answer, ()) in answers {
+            if answer != Answer::Yes {
+                return ControlFlow::Break(
+                    self.fail(State::NotConsistent, CANNOT_COMPLETE.to_string()),
+                );
             }
-            if !self.opts.advanced {
-                self.info(format!("{prefix}{REQUIRE_ADVANCED}"));
-                return ControlFlow::Break(self.fail(State::CannotRepair, problem));
+            if let Some(h) = hdrs.get_mut(r).and_then(|v| v.get_mut(p)) {
+                h.checksum = h.compute_checksum();
+                let sum = h.checksum;
+                self.info(format!("{prefix}setting pool_hdr.checksum to {sum:#x}"));
             }
-            let answers = self.ask_all(vec![Question {
-                problem,
-                ask: "Do you want to regenerate checksum?".to_string(),
-                fix: (),
-            }]);
-            for (answer, ()) in answers {
-                if answer != Answer::Yes {
-                    return ControlFlow::Break(
-                        self.fail(State::NotConsistent, CANNOT_COMPLETE.to_string()),
-                    );
-                }
-                if let Some(h) = hdrs.get_mut(r).and_then(|v| v.get_mut(p)) {
-                    h.checksum = h.compute_checksum();
-                    let sum = h.checksum;
-                    self.info(format!("{prefix}setting pool_hdr.checksum to {sum:#x}"));
-                }
-                self.mark_modified(r, p);
-                self.state = State::Repaired;
-            }
+            self.mark_modified(r, p);
+            self.state = State::Repaired;
         }
         ControlFlow::Continue(())
     }

@@ -187,24 +187,10 @@ pub fn execute<S: Storage>(
         });
     }
     progress.start(plan.totals.bytes_to_copy + plan.totals.bytes_to_compare);
-    let report = run_plan(storage, set, plan, options, progress)?;
-    progress.finish();
-    Ok(report)
-}
-
-/// [`execute`] without starting or finishing `progress` (for a caller
-/// whose progress spans more than the plan).
-pub(crate) fn run_plan<S: Storage>(
-    storage: &S,
-    set: &mut OpenSet<S::File>,
-    plan: &Plan,
-    options: &SyncOptions,
-    progress: &dyn Progress,
-) -> Result<SyncReport, Error> {
     // A block the source cannot read comes from another healthy replica.
     let mut alternates = plan.alternates.clone();
     alternates.push(plan.source);
-    crate::exec::run(
+    let report = crate::exec::run(
         storage,
         &plan.path,
         &plan.steps,
@@ -214,7 +200,9 @@ pub(crate) fn run_plan<S: Storage>(
             tuning: options.tuning(),
             progress,
         },
-    )
+    )?;
+    progress.finish();
+    Ok(report)
 }
 
 /// Opens the pool set for a sync, retrying for [`SyncOptions::wait_lock`]

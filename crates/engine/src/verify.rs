@@ -43,10 +43,11 @@ use crate::compare::{
     compare_many, compare_replicas, push_merged, CompareOptions, LogicalRange, BLOCK,
 };
 use crate::endpoint::Endpoint;
+pub use crate::endpoint::Location;
 use crate::exec::{data_steps, DataPurpose, Endpoints, RunOptions, Step, Tuning};
 use crate::inspect::{choose_source, inspect, read_descriptor, SourceRefusal};
 use crate::open::{open, OpenSet};
-use crate::sync::{open_for_sync, plan, run_plan, survey, Progress, SyncOptions, SyncOutcome};
+use crate::sync::{execute, open_for_sync, plan, survey, Progress, SyncOptions, SyncOutcome};
 use crate::Error;
 
 /// Divergences listed per replica; more are counted but not listed.
@@ -66,21 +67,6 @@ pub struct VerifyOptions {
     pub force_source: bool,
     /// Stride and worker threads of the comparison.
     pub compare: CompareOptions,
-}
-
-/// Where a piece of a range lies in one replica's files.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Location {
-    /// Replica index.
-    pub replica: usize,
-    /// Part index within the replica.
-    pub part: usize,
-    /// The part file.
-    pub path: PathBuf,
-    /// File offset of the piece's first byte.
-    pub file_offset: u64,
-    /// Length of the piece.
-    pub len: u64,
 }
 
 /// A live range where a replica differs from the source.
@@ -659,24 +645,11 @@ fn locations<F: PartFile>(
     offset: u64,
     len: u64,
 ) -> Vec<Location> {
-    let mut out = Vec::new();
-    for &r in replicas {
-        let Some(rep) = set.replica(r) else { continue };
-        for piece in poolsync_poolset::map_range(&rep.extents, offset, len) {
-            out.push(Location {
-                replica: r,
-                part: piece.part,
-                path: rep
-                    .parts
-                    .get(piece.part)
-                    .map(|p| p.path.clone())
-                    .unwrap_or_default(),
-                file_offset: piece.file_offset,
-                len: piece.len,
-            });
-        }
-    }
-    out
+    replicas
+        .iter()
+        .filter_map(|&r| set.replica(r))
+        .flat_map(|rep| rep.locate(LogicalRange::new(offset, len)))
+        .collect()
 }
 
 /// `check --data`: opens the pool set read-only, judges its headers, picks
@@ -799,6 +772,16 @@ fn repair_steps<F: PartFile>(
         .collect())
 }
 
+/// Progress of a part of a longer run: advances go through, the start and
+/// the end are the whole run's.
+struct Within<'a>(&'a dyn Progress);
+
+impl Progress for Within<'_> {
+    fn advance(&self, bytes: u64) {
+        self.0.advance(bytes);
+    }
+}
+
 /// Bytes [`repair`] writes for `findings`.
 fn repair_bytes(findings: &Findings) -> u64 {
     findings
@@ -843,7 +826,7 @@ pub fn sync_verify<S: Storage>(
     }
     progress
         .start(plan.totals.bytes_to_copy + plan.totals.bytes_to_compare + repair_bytes(&findings));
-    let report = run_plan(storage, &mut set, &plan, sync_options, progress)?;
+    let report = execute(storage, &mut set, &plan, sync_options, &Within(progress))?;
     let repaired = repair(storage, &mut set, &findings, verify, progress)?;
     progress.finish();
     Ok(VerifyOutcome {

@@ -186,7 +186,12 @@ impl DaxStorage {
     /// Works out how to map an open (and locked) file and maps its first
     /// window. `allocated` tells that `[0, len)` is known to be fully
     /// allocated already.
-    fn map_inner(&self, file: &FsFile, access: Access, allocated: bool) -> Result<Parts, Error> {
+    fn map_inner(
+        &self,
+        file: &FsFile,
+        access: Access,
+        allocated: bool,
+    ) -> Result<(Parts, Option<Arc<Window>>), Error> {
         let path = file.path();
         let meta = file.fstat()?;
         let kind = meta.file_type();
@@ -239,7 +244,7 @@ impl DaxStorage {
             first = Some(Arc::new(w));
             mapping = Some(m);
         }
-        Ok(Parts {
+        let cfg = Parts {
             map_len,
             device,
             window,
@@ -250,8 +255,8 @@ impl DaxStorage {
             stream,
             nt_threshold: self.options.nt_threshold,
             page,
-            first,
-        })
+        };
+        Ok((cfg, first))
     }
 
     /// Maps the first window, finding out on the way whether the file
@@ -332,31 +337,10 @@ impl Storage for DaxStorage {
     }
 }
 
-/// What `map_inner` works out before the `DaxFile` is assembled.
+/// How a `DaxFile` maps and persists its file: what `map_inner` works out
+/// before the file is assembled.
+#[derive(Debug)]
 struct Parts {
-    map_len: u64,
-    device: Option<DevDax>,
-    window: u64,
-    max_windows: usize,
-    writable: bool,
-    mapping: Option<Mapping>,
-    flush: FlushKind,
-    stream: Option<Stream>,
-    nt_threshold: usize,
-    page: usize,
-    first: Option<Arc<Window>>,
-}
-
-/// One open, flocked, mapped file of a [`DaxStorage`].
-///
-/// The lock is held, and windows stay mapped, until the value is dropped.
-pub struct DaxFile {
-    /// Mapped windows, least recently used first. Declared before `file`
-    /// so that they are unmapped before the descriptor closes.
-    windows: Mutex<Vec<Arc<Window>>>,
-    /// Lock slots of the stripes; see the module documentation.
-    stripes: Box<[RwLock<Stripe>; STRIPES]>,
-    file: FsFile,
     /// Bytes that may be accessed: the file length (or Device DAX size) at
     /// open. Part files never change length while they are locked.
     map_len: u64,
@@ -371,15 +355,28 @@ pub struct DaxFile {
     page: usize,
 }
 
+/// One open, flocked, mapped file of a [`DaxStorage`].
+///
+/// The lock is held, and windows stay mapped, until the value is dropped.
+pub struct DaxFile {
+    /// Mapped windows, least recently used first. Declared before `file`
+    /// so that they are unmapped before the descriptor closes.
+    windows: Mutex<Vec<Arc<Window>>>,
+    /// Lock slots of the stripes; see the module documentation.
+    stripes: Box<[RwLock<Stripe>; STRIPES]>,
+    file: FsFile,
+    cfg: Parts,
+}
+
 impl fmt::Debug for DaxFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DaxFile")
             .field("path", &self.file.path())
-            .field("len", &self.map_len)
-            .field("mapping", &self.mapping)
-            .field("flush", &self.flush)
-            .field("window", &self.window)
-            .field("device", &self.device)
+            .field("len", &self.cfg.map_len)
+            .field("mapping", &self.cfg.mapping)
+            .field("flush", &self.cfg.flush)
+            .field("window", &self.cfg.window)
+            .field("device", &self.cfg.device)
             .finish_non_exhaustive()
     }
 }
@@ -425,48 +422,39 @@ impl Stripe {
 }
 
 impl DaxFile {
-    fn new(file: FsFile, parts: Parts) -> Self {
+    fn new(file: FsFile, (cfg, first): (Parts, Option<Arc<Window>>)) -> Self {
         Self {
-            windows: Mutex::new(parts.first.into_iter().collect()),
+            windows: Mutex::new(first.into_iter().collect()),
             stripes: Box::new(std::array::from_fn(|_| RwLock::new(Stripe::default()))),
             file,
-            map_len: parts.map_len,
-            device: parts.device,
-            window: parts.window,
-            max_windows: parts.max_windows,
-            writable: parts.writable,
-            mapping: parts.mapping,
-            flush: parts.flush,
-            stream: parts.stream,
-            nt_threshold: parts.nt_threshold,
-            page: parts.page,
+            cfg,
         }
     }
 
     /// How the file is mapped; `None` for an empty file, which is never
     /// mapped.
     pub fn mapping(&self) -> Option<Mapping> {
-        self.mapping
+        self.cfg.mapping
     }
 
     /// The flush in use.
     pub fn flush_kind(&self) -> FlushKind {
-        self.flush
+        self.cfg.flush
     }
 
     /// `true` when large writes use non-temporal stores.
     pub fn uses_non_temporal_stores(&self) -> bool {
-        self.stream.is_some()
+        self.cfg.stream.is_some()
     }
 
     /// Bytes per mapped window, after rounding.
     pub fn window_len(&self) -> u64 {
-        self.window
+        self.cfg.window
     }
 
     /// Size and alignment when the file is a Device DAX.
     pub fn device(&self) -> Option<DevDax> {
-        self.device
+        self.cfg.device
     }
 
     /// Windows mapped right now (the cache; windows in use by another
@@ -481,7 +469,7 @@ impl DaxFile {
     /// The window that holds file offset `at` (< `map_len`), mapping it if
     /// needed and unmapping the least recently used one beyond the limit.
     fn window_at(&self, at: u64) -> Result<Arc<Window>, Error> {
-        let start = at - at % self.window;
+        let start = at - at % self.cfg.window;
         let mut cache = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(pos) = cache.iter().position(|w| w.offset() == start) {
             let w = cache.remove(pos);
@@ -496,14 +484,14 @@ impl DaxFile {
         };
         // `start < map_len` because `at` is; the window is at most
         // `MAX_WINDOW`, which fits a usize on 64-bit targets.
-        let len = usize::try_from(self.window.min(self.map_len - start))
+        let len = usize::try_from(self.cfg.window.min(self.cfg.map_len - start))
             .map_err(|_| map_err(io::Error::from_raw_os_error(libc::EFBIG)))?;
-        let sync = self.mapping == Some(Mapping::Sync);
+        let sync = self.cfg.mapping == Some(Mapping::Sync);
         let w = Arc::new(
-            Window::map(self.file.file(), start, len, self.writable, sync).map_err(map_err)?,
+            Window::map(self.file.file(), start, len, self.cfg.writable, sync).map_err(map_err)?,
         );
         cache.push(Arc::clone(&w));
-        while cache.len() > self.max_windows {
+        while cache.len() > self.cfg.max_windows {
             // Unmapped as soon as no other thread holds it.
             cache.remove(0);
         }
@@ -542,12 +530,7 @@ impl DaxFile {
     }
 
     fn check_range(&self, op: &'static str, offset: u64, len: u64) -> Result<u64, Error> {
-        offset.checked_add(len).ok_or_else(|| Error::InvalidRange {
-            op,
-            path: self.file.path().to_path_buf(),
-            offset,
-            len,
-        })
+        crate::error::check_range(op, self.file.path(), offset, len)
     }
 
     fn past_end(&self, op: &'static str, offset: u64, len: u64) -> Error {
@@ -556,7 +539,7 @@ impl DaxFile {
             path: self.file.path().to_path_buf(),
             offset,
             len,
-            file_len: self.map_len,
+            file_len: self.cfg.map_len,
         }
     }
 
@@ -569,20 +552,21 @@ impl DaxFile {
 
     /// Writes back `[at, at + len)` of `win`.
     fn flush_piece(&self, win: &Window, at: u64, len: usize) -> Result<(), Error> {
-        if self.flush.is_cache_flush() {
+        if self.cfg.flush.is_cache_flush() {
             let p = self.ptr("flush", win, at, len)?;
             // SAFETY: `[p, p + len)` lies in `win`, which the caller's `Arc`
-            // keeps mapped; `self.flush` came from `choose_flush` of the
+            // keeps mapped; `self.cfg.flush` came from `choose_flush` of the
             // detected features, so the CPU has the instruction.
-            unsafe { cpu::flush_lines(self.flush, p, len) };
+            unsafe { cpu::flush_lines(self.cfg.flush, p, len) };
             Ok(())
         } else {
-            win.msync(at, len, self.page).map_err(|source| Error::IoAt {
-                op: "msync",
-                path: self.file.path().to_path_buf(),
-                offset: at,
-                source,
-            })
+            win.msync(at, len, self.cfg.page)
+                .map_err(|source| Error::IoAt {
+                    op: "msync",
+                    path: self.file.path().to_path_buf(),
+                    offset: at,
+                    source,
+                })
         }
     }
 }
@@ -593,7 +577,7 @@ impl PartFile for DaxFile {
     }
 
     fn len(&self) -> Result<u64, Error> {
-        match self.device {
+        match self.cfg.device {
             Some(d) => Ok(d.size),
             None => self.file.len(),
         }
@@ -605,12 +589,12 @@ impl PartFile for DaxFile {
         if len == 0 {
             return Ok(());
         }
-        if end > self.map_len {
+        if end > self.cfg.map_len {
             return Err(Error::ShortRead {
                 path: self.file.path().to_path_buf(),
                 offset,
                 len,
-                got: self.map_len.saturating_sub(offset),
+                got: self.cfg.map_len.saturating_sub(offset),
             });
         }
         let mut rest: &mut [u8] = buf;
@@ -635,7 +619,7 @@ impl PartFile for DaxFile {
         if len == 0 {
             return Ok(());
         }
-        if !self.writable {
+        if !self.cfg.writable {
             return Err(Error::IoAt {
                 op: "write",
                 path: self.file.path().to_path_buf(),
@@ -643,10 +627,13 @@ impl PartFile for DaxFile {
                 source: io::Error::from_raw_os_error(libc::EBADF),
             });
         }
-        if end > self.map_len {
+        if end > self.cfg.map_len {
             return Err(self.past_end("write", offset, len));
         }
-        let stream = self.stream.filter(|_| data.len() >= self.nt_threshold);
+        let stream = self
+            .cfg
+            .stream
+            .filter(|_| data.len() >= self.cfg.nt_threshold);
         let mut rest = data;
         self.for_each_piece(offset, len, |at, n, win, slot| {
             let (src, tail) = rest.split_at(n.min(rest.len()));
@@ -661,9 +648,9 @@ impl PartFile for DaxFile {
                     // `src` is the caller's buffer, which cannot overlap a
                     // mapping it holds no reference into. The stripe lock
                     // is held, so no other thread of this process touches
-                    // these bytes. `stream` and `self.flush` come from the
+                    // these bytes. `stream` and `self.cfg.flush` come from the
                     // detected features.
-                    unsafe { cpu::copy_nt(dst, src.as_ptr(), src.len(), stream, self.flush) };
+                    unsafe { cpu::copy_nt(dst, src.as_ptr(), src.len(), stream, self.cfg.flush) };
                     stripe.streamed(at, piece_end);
                 }
                 None => {
@@ -681,7 +668,7 @@ impl PartFile for DaxFile {
         if len == 0 {
             return Ok(());
         }
-        if end > self.map_len {
+        if end > self.cfg.map_len {
             return Err(self.past_end("flush", offset, len));
         }
         self.for_each_piece(offset, len, |at, n, win, slot| {
@@ -694,14 +681,14 @@ impl PartFile for DaxFile {
         })?;
         // Complete this thread's write-backs now: a fence issued later by
         // another thread would not order them.
-        if self.flush.is_cache_flush() {
+        if self.cfg.flush.is_cache_flush() {
             cpu::store_fence();
         }
         Ok(())
     }
 
     fn fence(&self) -> Result<(), Error> {
-        if self.flush.is_cache_flush() {
+        if self.cfg.flush.is_cache_flush() {
             cpu::store_fence();
         }
         // A file `create` made needs one fdatasync for its size and

@@ -405,15 +405,7 @@ impl FsFile {
     }
 
     fn check_range(&self, op: &'static str, offset: u64, len: u64) -> Result<(), Error> {
-        match offset.checked_add(len) {
-            Some(_) => Ok(()),
-            None => Err(Error::InvalidRange {
-                op,
-                path: self.path.clone(),
-                offset,
-                len,
-            }),
-        }
+        crate::error::check_range(op, &self.path, offset, len).map(drop)
     }
 }
 

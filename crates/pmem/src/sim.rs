@@ -357,6 +357,23 @@ impl SimStorage {
         lock(&self.state)
     }
 
+    /// The state, locked and alive, and `path` normalised: the start of
+    /// every call that names a file (`ENOENT` for the empty path, as for
+    /// `op`).
+    fn entry(
+        &self,
+        op: &'static str,
+        path: &Path,
+    ) -> Result<(MutexGuard<'_, State>, PathBuf), Error> {
+        let st = self.lock();
+        st.alive()?;
+        let key = normalize(path);
+        if key.as_os_str().is_empty() {
+            return Err(io_err(op, path, libc::ENOENT));
+        }
+        Ok((st, key))
+    }
+
     /// The largest size [`Storage::create`] accepts.
     pub fn max_file_len(&self) -> u64 {
         self.lock().max_file_len
@@ -469,40 +486,31 @@ impl SimStorage {
 
     /// Every file as reads see it now.
     pub fn image(&self) -> SimImage {
-        let st = self.lock();
-        let files = st
-            .live
-            .iter()
-            .filter_map(|(p, ino)| {
-                let inode = st.inodes.get(ino)?;
-                Some((
-                    p.clone(),
-                    SimImageFile {
-                        bytes: inode.data.clone(),
-                        mode: inode.mode,
-                    },
-                ))
-            })
-            .collect();
-        SimImage { files }
+        self.snapshot(|st| &st.live, |inode| (inode.data.clone(), inode.mode))
     }
 
     /// Every file as a power failure now would leave it: the image of
     /// [`SimStorage::after_crash`].
     pub fn durable_image(&self) -> SimImage {
+        self.snapshot(
+            |st| &st.durable,
+            |inode| (inode.persisted.clone(), inode.durable_mode),
+        )
+    }
+
+    /// The files of one directory view (`live` or `durable`), each with
+    /// the bytes and mode `contents` picks.
+    fn snapshot(
+        &self,
+        view: impl Fn(&State) -> &BTreeMap<PathBuf, u64>,
+        contents: impl Fn(&Inode) -> (Vec<u8>, u32),
+    ) -> SimImage {
         let st = self.lock();
-        let files = st
-            .durable
+        let files = view(&st)
             .iter()
             .filter_map(|(p, ino)| {
-                let inode = st.inodes.get(ino)?;
-                Some((
-                    p.clone(),
-                    SimImageFile {
-                        bytes: inode.persisted.clone(),
-                        mode: inode.durable_mode,
-                    },
-                ))
+                let (bytes, mode) = contents(st.inodes.get(ino)?);
+                Some((p.clone(), SimImageFile { bytes, mode }))
             })
             .collect();
         SimImage { files }
@@ -881,12 +889,7 @@ impl Storage for SimStorage {
     }
 
     fn open(&self, path: &Path, access: Access) -> Result<SimFile, Error> {
-        let mut st = self.lock();
-        st.alive()?;
-        let key = normalize(path);
-        if key.as_os_str().is_empty() {
-            return Err(io_err("open", path, libc::ENOENT));
-        }
+        let (mut st, key) = self.entry("open", path)?;
         match st.lookup(&key) {
             Ok(Node::File(ino)) => {
                 if st.is_locked(ino) {
@@ -903,12 +906,7 @@ impl Storage for SimStorage {
     }
 
     fn create(&self, path: &Path, size: u64) -> Result<SimFile, Error> {
-        let mut st = self.lock();
-        st.alive()?;
-        let key = normalize(path);
-        if key.as_os_str().is_empty() {
-            return Err(io_err("open", path, libc::ENOENT));
-        }
+        let (mut st, key) = self.entry("open", path)?;
         match st.lookup(&key) {
             Ok(Node::Dir(_) | Node::File(_)) => {
                 return Err(Error::Exists {
@@ -958,12 +956,7 @@ impl Storage for SimStorage {
     }
 
     fn remove(&self, path: &Path) -> Result<(), Error> {
-        let mut st = self.lock();
-        st.alive()?;
-        let key = normalize(path);
-        if key.as_os_str().is_empty() {
-            return Err(io_err("unlink", path, libc::ENOENT));
-        }
+        let (mut st, key) = self.entry("unlink", path)?;
         match st.lookup(&key) {
             Ok(Node::File(_)) => {
                 st.live.remove(&key);
@@ -977,12 +970,7 @@ impl Storage for SimStorage {
     }
 
     fn set_mode(&self, path: &Path, mode: u32) -> Result<(), Error> {
-        let mut st = self.lock();
-        st.alive()?;
-        let key = normalize(path);
-        if key.as_os_str().is_empty() {
-            return Err(io_err("chmod", path, libc::ENOENT));
-        }
+        let (mut st, key) = self.entry("chmod", path)?;
         let mode = mode & 0o7777;
         match st.lookup(&key) {
             Ok(Node::File(ino)) => {
@@ -1059,15 +1047,7 @@ impl SimFile {
     }
 
     fn check_range(&self, op: &'static str, offset: u64, len: u64) -> Result<(), Error> {
-        match offset.checked_add(len) {
-            Some(_) => Ok(()),
-            None => Err(Error::InvalidRange {
-                op,
-                path: self.path.clone(),
-                offset,
-                len,
-            }),
-        }
+        crate::error::check_range(op, &self.path, offset, len).map(drop)
     }
 
     fn past_end(&self, op: &'static str, offset: u64, len: u64, file_len: usize) -> Error {

@@ -50,6 +50,7 @@ pub use journal::{
     interrupted, journal_path, parse_journal, Journal, JournalError, JOURNAL_MAX, JOURNAL_SUFFIX,
     JOURNAL_VERSION, TEMP_SUFFIX,
 };
+pub use run::execute;
 pub use types::{
     DataFrom, NewPart, Operation, RemovedPart, Staging, TempCopy, TransformOptions,
     TransformOutcome, TransformPlan, TransformReport, TransformTotals,
@@ -91,17 +92,4 @@ pub fn plan<S: Storage>(
     } else {
         simple::plan(storage, &req, journal, options)
     }
-}
-
-/// Carries out `plan` on `target` (the set [`plan()`] returned, open
-/// read-write): creates the new parts, runs the data and header steps, and
-/// deletes the removed replicas' files.
-pub fn execute<S: Storage>(
-    storage: &S,
-    target: &mut OpenSet<S::File>,
-    plan: &TransformPlan,
-    options: &TransformOptions,
-    progress: &dyn Progress,
-) -> Result<TransformReport, Error> {
-    run::execute(storage, target, plan, options, progress)
 }

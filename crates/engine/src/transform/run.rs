@@ -22,10 +22,10 @@ use crate::exec::{
 use crate::open::{open, HeaderState, OpenReplica, OpenSet, PartStatus};
 use crate::Error;
 
-/// Carries out `plan` on `target` (the set the plan was made on, open
-/// read-write): deletes stale files, creates the new parts, runs the data
-/// and header steps, and deletes the removed replicas' files.
-pub(super) fn execute<S: Storage>(
+/// Carries out `plan` on `target` (the set [`super::plan()`] returned,
+/// open read-write): deletes stale files, creates the new parts, runs the
+/// data and header steps, and deletes the removed replicas' files.
+pub fn execute<S: Storage>(
     storage: &S,
     target: &mut OpenSet<S::File>,
     plan: &TransformPlan,

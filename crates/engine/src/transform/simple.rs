@@ -30,8 +30,8 @@ use poolsync_poolset::PAGE;
 use super::journal::{stale_files, Found};
 use super::request::{broken, refuse, Request};
 use super::source::SourceInfo;
-use super::target::{check_space, new_files, prove_left_by_us, ring_header_steps};
-use super::types::{assemble, NewPart, Operation, Parts, TransformOptions, TransformPlan};
+use super::target::{check_space, new_files, parts_to_create, prove_left_by_us, ring_header_steps};
+use super::types::{assemble, Operation, Parts, TransformOptions, TransformPlan};
 use crate::compare::LogicalRange;
 use crate::endpoint::Endpoint;
 use crate::exec::{data_steps, DataPurpose, Step};
@@ -71,7 +71,12 @@ pub(super) fn plan<S: Storage>(
     // Every file that will be deleted must carry this pool set's UUID.
     let remove = info.removed_parts(req, &BTreeSet::new(), poolset_uuid)?;
     let target = open(storage, dst, access(options))?;
-    let create = new_parts(req, &info, &target, poolset_uuid)?;
+    // A file already where a new part goes must be one an interrupted run
+    // of this transform left.
+    let source_uuids = info.part_uuids();
+    let create = parts_to_create(&target, &req.added, |part| {
+        prove_left_by_us(req.dst, part, poolset_uuid, &source_uuids, false)
+    })?;
     check_space(storage, req, &new_files(&create))?;
 
     // Data is read from the first source replica that stays.
@@ -151,39 +156,6 @@ pub(super) fn access(options: &TransformOptions) -> Access {
     } else {
         Access::ReadWrite
     }
-}
-
-/// The parts of the added replicas; a file already there must be one an
-/// interrupted run of this transform left.
-fn new_parts<F: PartFile>(
-    req: &Request<'_>,
-    info: &SourceInfo,
-    target: &OpenSet<F>,
-    poolset_uuid: RawUuid,
-) -> Result<Vec<NewPart>, Error> {
-    let source_uuids = info.part_uuids();
-    let mut create = Vec::new();
-    for rep in target
-        .replicas
-        .iter()
-        .filter(|r| req.added.contains(&r.index))
-    {
-        for part in &rep.parts {
-            let replace = part.meta.is_some();
-            if replace {
-                prove_left_by_us(req.dst, part, poolset_uuid, &source_uuids, false)?;
-            }
-            create.push(NewPart {
-                replica: rep.index,
-                part: part.index,
-                path: part.path.clone(),
-                size: part.configured_size,
-                replace,
-                header: None,
-            });
-        }
-    }
-    Ok(create)
 }
 
 /// The source is not healthy: this may be a transform that was

@@ -58,7 +58,7 @@ use super::journal::{
 use super::request::{broken, header_paths, part_paths, part_paths_by_replica, refuse, Request};
 use super::simple::access;
 use super::source::SourceInfo;
-use super::target::{check_space, new_files, prove_left_by_us, ring_header_steps};
+use super::target::{check_space, new_files, parts_to_create, prove_left_by_us, ring_header_steps};
 use super::types::{
     assemble, DataFrom, NewPart, Operation, Parts, Staging, TempCopy, TransformOptions,
     TransformPlan,
@@ -187,16 +187,12 @@ fn plan_done<S: Storage>(
     let plan = assemble(
         req.src,
         req.dst,
-        Parts {
-            operation: Operation::Finish,
-            pool_size: health.pool_size.unwrap_or(0),
-            poolset_uuid: master.poolset_uuid,
-            mode: info.mode,
-            data_from: 0,
-            create: Vec::new(),
-            steps: Vec::new(),
-            remove: Vec::new(),
-        },
+        Parts::deletions(
+            health.pool_size.unwrap_or(0),
+            master.poolset_uuid,
+            info.mode,
+            Vec::new(),
+        ),
     );
     Ok(Some((plan, target)))
 }
@@ -351,16 +347,7 @@ fn plan_cleanup<S: Storage>(
     let mut plan = assemble(
         src,
         dst,
-        Parts {
-            operation: Operation::Finish,
-            pool_size: j.pool_size,
-            poolset_uuid,
-            mode: j.mode,
-            data_from: 0,
-            create: Vec::new(),
-            steps: Vec::new(),
-            remove,
-        },
+        Parts::deletions(j.pool_size, poolset_uuid, j.mode, remove),
     );
     let temp = found
         .temporary()
@@ -613,28 +600,12 @@ fn recreated_parts<F: PartFile>(
 ) -> Result<Vec<NewPart>, Error> {
     let source_paths: BTreeSet<PathBuf> = part_paths(&req.s).into_iter().collect();
     let source_uuids = info.part_uuids();
-    let mut create = Vec::new();
-    for rep in target
-        .replicas
-        .iter()
-        .filter(|r| shape.rewritten.contains(&r.index))
-    {
-        for part in &rep.parts {
-            let exists = part.meta.is_some();
-            if exists && !source_paths.contains(&part.path) {
-                prove_left_by_us(req.dst, part, poolset_uuid, &source_uuids, journaled)?;
-            }
-            create.push(NewPart {
-                replica: rep.index,
-                part: part.index,
-                path: part.path.clone(),
-                size: part.configured_size,
-                replace: exists,
-                header: None,
-            });
+    parts_to_create(target, &shape.rewritten, |part| {
+        if source_paths.contains(&part.path) {
+            return Ok(());
         }
-    }
-    Ok(create)
+        prove_left_by_us(req.dst, part, poolset_uuid, &source_uuids, journaled)
+    })
 }
 
 /// Where the rewritten replicas' data is read, and the temporary copy

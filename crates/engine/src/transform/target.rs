@@ -50,6 +50,38 @@ pub(super) fn prove_left_by_us<F: PartFile>(
     })
 }
 
+/// Every part of the replicas `replicas` of `target`, to be created
+/// (fully allocated); `check` is asked about each file already there and
+/// must prove it may be replaced.
+pub(super) fn parts_to_create<F: PartFile>(
+    target: &OpenSet<F>,
+    replicas: &[usize],
+    mut check: impl FnMut(&OpenPart<F>) -> Result<(), Error>,
+) -> Result<Vec<NewPart>, Error> {
+    let mut create = Vec::new();
+    for rep in target
+        .replicas
+        .iter()
+        .filter(|r| replicas.contains(&r.index))
+    {
+        for part in &rep.parts {
+            let replace = part.meta.is_some();
+            if replace {
+                check(part)?;
+            }
+            create.push(NewPart {
+                replica: rep.index,
+                part: part.index,
+                path: part.path.clone(),
+                size: part.configured_size,
+                replace,
+                header: None,
+            });
+        }
+    }
+    Ok(create)
+}
+
 /// The header writes that link `target` into its rings: the headers of the
 /// parts of `rewritten` replicas first (new ones with fresh UUIDs, made
 /// from `master`; a part 0 in `kept_part0` keeps that header, relinked),

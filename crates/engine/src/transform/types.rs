@@ -266,6 +266,28 @@ pub(super) struct Parts {
     pub remove: Vec<RemovedPart>,
 }
 
+impl Parts {
+    /// A finishing plan that only deletes `remove` (nothing is created or
+    /// copied, no header is written).
+    pub(super) fn deletions(
+        pool_size: u64,
+        poolset_uuid: RawUuid,
+        mode: u32,
+        remove: Vec<RemovedPart>,
+    ) -> Parts {
+        Parts {
+            operation: Operation::Finish,
+            pool_size,
+            poolset_uuid,
+            mode,
+            data_from: 0,
+            create: Vec::new(),
+            steps: Vec::new(),
+            remove,
+        }
+    }
+}
+
 /// A transform plan of `parts`, with its counts.
 pub(super) fn assemble(src: &Path, dst: &Path, parts: Parts) -> TransformPlan {
     let Parts {
