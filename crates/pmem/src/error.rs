@@ -202,6 +202,22 @@ fn os_message(err: &io::Error) -> String {
     }
 }
 
+/// `[offset, offset + len)` as a range of `path` for `op`, or
+/// [`Error::InvalidRange`] when its end does not fit in 64 bits.
+pub(crate) fn check_range(
+    op: &'static str,
+    path: &Path,
+    offset: u64,
+    len: u64,
+) -> Result<u64, Error> {
+    offset.checked_add(len).ok_or_else(|| Error::InvalidRange {
+        op,
+        path: path.to_path_buf(),
+        offset,
+        len,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,20 +245,4 @@ mod tests {
             "write \"p\" at offset 7: failed to write whole buffer"
         );
     }
-}
-
-/// `[offset, offset + len)` as a range of `path` for `op`, or
-/// [`Error::InvalidRange`] when its end does not fit in 64 bits.
-pub(crate) fn check_range(
-    op: &'static str,
-    path: &Path,
-    offset: u64,
-    len: u64,
-) -> Result<u64, Error> {
-    offset.checked_add(len).ok_or_else(|| Error::InvalidRange {
-        op,
-        path: path.to_path_buf(),
-        offset,
-        len,
-    })
 }
