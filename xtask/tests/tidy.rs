@@ -371,6 +371,7 @@ fn every_crate_uses_the_workspace_lints() {
 const LAYERS: &[(&str, &[&str])] = &[
     ("poolsync-poolset", &[]),
     ("poolsync-header", &[]),
+    ("poolsync-packet", &[]),
     ("poolsync-pmem", &[]),
     (
         "poolsync-engine",
