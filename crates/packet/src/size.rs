@@ -75,6 +75,8 @@ pub fn parse_max_size(text: &str) -> Result<u64, Error> {
         return Err(fail("too many digits"));
     }
     // value = (whole . fraction) * 2^shift, exactly, then rounded down.
+    // With at most 18 digits on each side `scaled` is below 10^36; the
+    // product overflows only for values far above MAX_MAX_SIZE.
     let parse = |s: &str| s.parse::<u128>().unwrap_or(0);
     let scale = 10u128.pow(fraction.len() as u32);
     let scaled = parse(whole) * scale
@@ -83,7 +85,9 @@ pub fn parse_max_size(text: &str) -> Result<u64, Error> {
         } else {
             parse(fraction)
         };
-    let bytes = (scaled << shift) / scale;
+    let bytes = scaled
+        .checked_mul(1 << shift)
+        .map_or(u128::MAX, |v| v / scale);
     if bytes < u128::from(MIN_MAX_SIZE) {
         return Err(fail("below the minimum of 64k"));
     }
@@ -129,6 +133,9 @@ mod tests {
             ("0k", "minimum"),
             ("1025g", "maximum"),
             ("9999999999999999999g", "too many digits"),
+            ("999999999999999999.999999999999999999g", "maximum"),
+            ("999999999999999999.999999999999999999k", "maximum"),
+            ("0.000000000000000001k", "minimum"),
             ("1.5\u{e9}", "unknown unit"),
         ];
         for (text, why) in cases {

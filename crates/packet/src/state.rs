@@ -316,7 +316,8 @@ impl StateLayout {
     /// File offset of block `block`'s entry.
     pub fn entry_offset(&self, block: u64) -> u64 {
         let (chunk, index) = self.chunk_of(block);
-        self.chunk_offset(chunk) + (index * ENTRY_LEN) as u64
+        self.chunk_offset(chunk)
+            .saturating_add((index * ENTRY_LEN) as u64)
     }
 
     /// The length the whole file must have.
