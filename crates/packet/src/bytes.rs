@@ -83,6 +83,9 @@ pub(crate) struct Reader<'a> {
     base: u64,
     /// The structure being read, for error messages.
     what: &'static str,
+    /// The length field that declared where `buf` ends, if running out
+    /// means that field is wrong rather than that the input is cut short.
+    declared_by: Option<(&'static str, u64)>,
 }
 
 impl<'a> Reader<'a> {
@@ -92,7 +95,15 @@ impl<'a> Reader<'a> {
             pos,
             base,
             what,
+            declared_by: None,
         }
+    }
+
+    /// Makes running out an error of the length field at `offset` that
+    /// declared the end of the buffer: its counts and its length disagree.
+    pub(crate) fn declared_by(mut self, field: &'static str, offset: u64) -> Self {
+        self.declared_by = Some((field, offset));
+        self
     }
 
     /// File offset of the next byte to read.
@@ -113,11 +124,23 @@ impl<'a> Reader<'a> {
                 self.pos += n;
                 Ok(s)
             }
-            None => Err(Error::Truncated {
-                what: self.what,
-                offset: self.offset(),
-                needed: n as u64,
-                available: self.buf.len().saturating_sub(self.pos) as u64,
+            None => Err(match self.declared_by {
+                Some((field, offset)) => Error::Field {
+                    field,
+                    offset,
+                    problem: format!(
+                        "the {} ends at offset {} but its counts ask for {n} more bytes at offset {}",
+                        self.what,
+                        at(self.base, self.buf.len()),
+                        self.offset()
+                    ),
+                },
+                None => Error::Truncated {
+                    what: self.what,
+                    offset: self.offset(),
+                    needed: n as u64,
+                    available: self.buf.len().saturating_sub(self.pos) as u64,
+                },
             }),
         }
     }

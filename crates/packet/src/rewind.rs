@@ -388,7 +388,8 @@ impl RewindRequest {
             ));
         }
         let name_len = usize::from(u8_at(bytes, RWD_NAME_LEN_OFF));
-        let mut r = Reader::new(body, RWD_FIXED_LEN, 0, WHAT);
+        let mut r =
+            Reader::new(body, RWD_FIXED_LEN, 0, WHAT).declared_by("length", RWD_LEN_OFF as u64);
         let mut history = Vec::with_capacity(history_count);
         for _ in 0..history_count {
             history.push(Fork::decode(&r.array()?));

@@ -718,7 +718,8 @@ impl State {
         let applied_count = count(STATE_APPLIED_COUNT_OFF, MAX_APPLIED, "applied count")?;
 
         let body = bytes.get(..tag_off).unwrap_or_default();
-        let mut r = Reader::new(body, STATE_FIXED_LEN, 0, WHAT);
+        let mut r = Reader::new(body, STATE_FIXED_LEN, 0, WHAT)
+            .declared_by("head length", STATE_HEAD_LEN_OFF as u64);
         let mut history = Vec::with_capacity(history_count);
         for _ in 0..history_count {
             history.push(Fork::decode(&r.array()?));

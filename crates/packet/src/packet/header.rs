@@ -349,7 +349,8 @@ pub fn decode_file_header(bytes: &[u8], key: Option<&Key>) -> Result<FileHeader,
 
     // The variable part lies between the fixed part and the tag.
     let body = bytes.get(..tag_off).unwrap_or_default();
-    let mut r = Reader::new(body, FILE_HEADER_FIXED_LEN, 0, WHAT);
+    let mut r = Reader::new(body, FILE_HEADER_FIXED_LEN, 0, WHAT)
+        .declared_by("header length", FILE_HDR_LEN_OFF as u64);
     let mut history = Vec::with_capacity(history_count);
     for _ in 0..history_count {
         history.push(Fork::decode(&r.array()?));

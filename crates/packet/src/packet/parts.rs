@@ -81,10 +81,13 @@ pub enum PartProblem {
         /// The number of files the last one declares.
         files: u32,
     },
-    /// A file's first sequence number does not continue the previous part.
+    /// A file's first sequence number does not continue the previous part:
+    /// either that file's trailer or the previous part's is wrong.
     SequenceGap {
         /// The file.
         file: usize,
+        /// The previous part's file, if this is not part 0.
+        previous: Option<usize>,
         /// Offset of the trailer's first-sequence field.
         offset: u64,
         /// The sequence number expected.
@@ -167,12 +170,23 @@ impl fmt::Display for PartProblem {
             ),
             PartProblem::SequenceGap {
                 file,
+                previous: Some(previous),
                 offset,
                 expected,
                 found,
             } => write!(
                 f,
-                "file {file} starts at record {found} (offset {offset}), expected {expected}"
+                "file {file} starts at record {found} (offset {offset}), but the records of file {previous} end at {expected}"
+            ),
+            PartProblem::SequenceGap {
+                file,
+                previous: None,
+                offset,
+                found,
+                ..
+            } => write!(
+                f,
+                "file {file} is the first part but starts at record {found} (offset {offset}), expected 0"
             ),
             PartProblem::OutOfOrder {
                 file,
@@ -389,6 +403,7 @@ pub fn check_parts(files: &[Part<'_>]) -> PartsReport {
             if trailer.first_seq != want {
                 problems.push(PartProblem::SequenceGap {
                     file: i,
+                    previous: prev,
                     offset: files[i]
                         .file_len
                         .saturating_sub(TRAILER_LEN as u64)

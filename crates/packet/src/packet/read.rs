@@ -161,6 +161,7 @@ impl<'k> PacketReader<'k> {
         if trailer.first_seq != self.next_seq {
             return Err(Error::Part(PartProblem::SequenceGap {
                 file,
+                previous: file.checked_sub(1),
                 offset: trailer_at + TRL_FIRST_SEQ_OFF as u64,
                 expected: self.next_seq,
                 found: trailer.first_seq,

@@ -180,3 +180,51 @@ pub fn full_state(block_size: u32, pool_size: u64) -> State {
         applied,
     }
 }
+
+/// Recomputes every unsigned tag of a packet file, as someone forging an
+/// unsigned packet would, so that the checks behind the tags are reached.
+/// Walks the file with its declared lengths and stops where they leave it.
+pub fn reseal_unsigned(f: &mut [u8]) {
+    let tag = |parts: &[&[u8]]| {
+        let mut h = blake3::Hasher::new();
+        for p in parts {
+            h.update(p);
+        }
+        let mut t = [0u8; 16];
+        t.copy_from_slice(&h.finalize().as_bytes()[..16]);
+        t
+    };
+    let Ok(len) = file_header_len(f) else { return };
+    if len > f.len() {
+        return;
+    }
+    let header_tag = tag(&[b"poolsync packet v1 header\0", &f[..len - 16]]);
+    f[len - 16..len].copy_from_slice(&header_tag);
+    let Some(end) = f.len().checked_sub(TRAILER_LEN).filter(|&e| e >= len) else {
+        return;
+    };
+    let mut at = len;
+    while at + RECORD_HEADER_LEN <= end {
+        let stored = u32::from_le_bytes(f[at + 4..at + 8].try_into().unwrap()) as usize;
+        let Some(next) = (at + RECORD_HEADER_LEN)
+            .checked_add(stored)
+            .filter(|&n| n <= end)
+        else {
+            break;
+        };
+        let t = tag(&[
+            b"poolsync packet v1 record\0",
+            &header_tag,
+            &f[at..at + REC_TAG_OFF],
+            &f[at + RECORD_HEADER_LEN..next],
+        ]);
+        f[at + REC_TAG_OFF..at + RECORD_HEADER_LEN].copy_from_slice(&t);
+        at = next;
+    }
+    let t = tag(&[
+        b"poolsync packet v1 trailer\0",
+        &header_tag,
+        &f[end..end + TRL_TAG_OFF],
+    ]);
+    f[end + TRL_TAG_OFF..].copy_from_slice(&t);
+}

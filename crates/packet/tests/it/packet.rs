@@ -637,3 +637,157 @@ fn part_file_names_follow_multisite() {
     assert_eq!(part_file_name("x", 2), "x_3");
     assert_eq!(part_file_name("x", u32::MAX), "x_4294967296");
 }
+
+/// Sets `bytes` at `at` in file `f` of a copy of `files`, reseals it, and
+/// returns the error the reader gives.
+fn forged(files: &[Vec<u8>], f: usize, at: usize, bytes: &[u8]) -> Error {
+    let mut bad = files.to_vec();
+    bad[f][at..at + bytes.len()].copy_from_slice(bytes);
+    reseal_unsigned(&mut bad[f]);
+    match read(&bad, None, 512) {
+        Ok(_) => panic!("forged bytes {bytes:x?} at {at} of file {f} accepted"),
+        Err((file, err)) => {
+            // A forged part index makes two files claim one place; which
+            // of them is blamed is a matter of order.
+            // So does a forged record count: the next part then seems to
+            // start at the wrong record.
+            if !matches!(
+                err,
+                Error::Part(PartProblem::Duplicate { .. } | PartProblem::SequenceGap { .. })
+            ) {
+                assert_eq!(file, f, "{err}");
+            }
+            err
+        }
+    }
+}
+
+#[test]
+fn resealing_an_intact_packet_changes_nothing() {
+    let (_, _, files) = sample_packet(None, Compression::Zstd, 1);
+    for f in &files {
+        let mut copy = f.clone();
+        reseal_unsigned(&mut copy);
+        assert_eq!(&copy, f);
+    }
+}
+
+#[test]
+fn forged_unsigned_packets_are_still_judged_field_by_field() {
+    let (_, _, files) = sample_packet(None, Compression::Zstd, 1);
+    let h = decode_file_header(&files[0], None).unwrap();
+    let rec = h.len;
+    let trl = files[0].len() - TRAILER_LEN;
+    let field = |e: &Error| match e {
+        Error::Field { field, offset, .. } => (*field, *offset),
+        Error::Version { offset, .. } => ("version", *offset),
+        Error::Sequence { offset, .. } => ("sequence", *offset),
+        Error::Decompress { offset, .. } => ("decompress", *offset),
+        Error::Part(p) => ("part", p.offset().unwrap_or(u64::MAX)),
+        Error::Truncated { offset, .. } => ("truncated", *offset),
+        other => panic!("unexpected {other}"),
+    };
+    let cases: Vec<(usize, &[u8], (&str, usize))> = vec![
+        (FILE_HDR_VERSION_OFF, &[2, 0], ("version", 8)),
+        (FILE_HDR_FLAGS_OFF, &[2], ("flags", 10)),
+        (FILE_HDR_COMPRESSION_OFF, &[9], ("compression", 11)),
+        (FILE_HDR_RESERVED_OFF + 3, &[1], ("reserved", 117)),
+        (
+            FILE_HDR_BLOCK_SIZE_OFF,
+            &[0xe8, 3, 0, 0],
+            ("block size", 104),
+        ),
+        (FILE_HDR_RANGE_END_OFF, &[0; 8], ("range end", 88)),
+        (
+            FILE_HDR_RANGE_START_OFF,
+            &[1, 0, 0, 0, 0, 0, 0, 0],
+            ("range start", 80),
+        ),
+        (FILE_HDR_NEW_EPOCH_OFF, &[5, 0, 0, 0], ("new epoch", 76)),
+        (FILE_HDR_TIMELINE_OFF, &[4, 0, 0, 0], ("timeline", 64)),
+        (
+            FILE_HEADER_FIXED_LEN + 4,
+            &[2, 0, 0, 0],
+            ("timeline history", 128),
+        ),
+        (
+            FILE_HDR_HISTORY_COUNT_OFF,
+            &[0xff, 0xff],
+            ("history count", 108),
+        ),
+        (FILE_HDR_DEST_COUNT_OFF, &[3, 0], ("header length", 12)),
+        (FILE_HDR_COMMENT_LEN_OFF, &[12, 0], ("header length", 12)),
+        (FILE_HEADER_FIXED_LEN + 24, &[0xff], ("comment", 152)),
+        (FILE_HDR_PART_INDEX_OFF, &[1, 0, 0, 0], ("part", 68)),
+        (
+            rec + REC_KIND_OFF,
+            &[7],
+            ("record kind", rec as u64 as usize),
+        ),
+        (rec + REC_COMPRESSION_OFF, &[2], ("compression", rec + 1)),
+        (rec + REC_RESERVED2_OFF, &[1], ("reserved", rec + 28)),
+        (rec + REC_SEQ_OFF, &[1], ("sequence", rec)),
+        (rec + REC_OFFSET_OFF, &[1], ("logical offset", rec + 16)),
+        (
+            rec + REC_OFFSET_OFF + 3,
+            &[0x10],
+            ("logical offset", rec + 16),
+        ),
+        (rec + REC_BLOCKS_OFF, &[0], ("block count", rec + 24)),
+        (rec + REC_BLOCKS_OFF, &[3], ("decompress", rec + 48)),
+        (
+            rec + REC_STORED_LEN_OFF,
+            &[0xff, 0xff, 0, 0],
+            ("stored length", rec + 4),
+        ),
+        (trl + TRL_FLAGS_OFF, &[2], ("trailer flags", trl + 8)),
+        (trl + TRL_FLAGS_OFF, &[1], ("total file count", trl + 12)),
+        (trl + TRL_FIRST_SEQ_OFF, &[1], ("part", trl + 16)),
+        (
+            trl + TRL_TOTAL_RECORDS_OFF,
+            &[1],
+            ("totals of a file that is not the last", trl + 32),
+        ),
+        (trl + TRL_RESERVED_OFF, &[1], ("reserved", trl + 88)),
+    ];
+    for (at, bytes, (want_field, want_offset)) in cases {
+        let err = forged(&files, 0, at, bytes);
+        assert_eq!(
+            field(&err),
+            (want_field, want_offset as u64),
+            "bytes {bytes:x?} at {at}: {err}"
+        );
+    }
+    // A record count that does not match makes the next part look wrong.
+    let err = forged(&files, 0, trl + TRL_RECORD_COUNT_OFF, &[9]);
+    assert!(
+        matches!(
+            err,
+            Error::Part(PartProblem::SequenceGap {
+                file: 1,
+                previous: Some(0),
+                expected: 9,
+                ..
+            })
+        ),
+        "{err}"
+    );
+    // The last file's totals.
+    let last = files.len() - 1;
+    let trl = files[last].len() - TRAILER_LEN;
+    for (at, want) in [
+        (TRL_TOTAL_FILES_OFF, "total file count"),
+        (TRL_TOTAL_RECORDS_OFF, "total record count"),
+        (TRL_DATA_BLOCKS_OFF, "data block total"),
+        (TRL_ZERO_BLOCKS_OFF, "zero block total"),
+        (TRL_DIGEST_OFF, "content digest"),
+    ] {
+        let mut v = files[last][trl + at];
+        v = v.wrapping_add(1);
+        let err = forged(&files, last, trl + at, &[v]);
+        assert!(
+            matches!(err, Error::Field { field, offset, .. } if field == want && offset == (trl + at) as u64),
+            "{want}: {err}"
+        );
+    }
+}
