@@ -19,10 +19,11 @@ fn seeds_dir(target: &str) -> PathBuf {
         .join(target)
 }
 
-/// `packet_decode` input: a flags byte (bit 0: signed with the test key),
-/// then files, each but the last prefixed by its u32 little-endian length.
-fn frame_packet(signed: bool, files: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = vec![u8::from(signed)];
+/// `packet_decode` input: a flags byte (bit 0: signed with the test key;
+/// bit 1: reseal unsigned files first), then files, each but the last
+/// prefixed by its u32 little-endian length.
+fn frame_packet(flags: u8, files: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = vec![flags];
     for (i, f) in files.iter().enumerate() {
         if i + 1 < files.len() {
             out.extend_from_slice(&(f.len() as u32).to_le_bytes());
@@ -52,9 +53,10 @@ fn packet_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let (_, _, lz4) = sample_packet(Some(&KEY), Compression::Lz4, 2);
     let (_, _, none) = sample_packet(None, Compression::None, 3);
     vec![
-        ("unsigned-zstd.bin", frame_packet(false, &zstd)),
-        ("signed-lz4.bin", frame_packet(true, &lz4)),
-        ("unsigned-stored.bin", frame_packet(false, &none)),
+        ("unsigned-zstd.bin", frame_packet(0, &zstd)),
+        ("signed-lz4.bin", frame_packet(1, &lz4)),
+        ("unsigned-stored.bin", frame_packet(0, &none)),
+        ("resealed-zstd.bin", frame_packet(2, &zstd)),
     ]
 }
 
@@ -150,7 +152,7 @@ fn fuzz_seeds_are_current() {
 #[test]
 fn the_framing_round_trips() {
     let files = vec![vec![1, 2, 3], vec![], vec![9; 10]];
-    let framed = frame_packet(true, &files);
+    let framed = frame_packet(1, &files);
     let (signed, back) = unframe_packet(&framed);
     assert!(signed);
     assert_eq!(back, files.iter().map(Vec::as_slice).collect::<Vec<_>>());
