@@ -90,6 +90,11 @@ fn state_seeds() -> Vec<(&'static str, Vec<u8>)> {
             "rewind-signed.bin",
             with(2, &request.encode(Some(&KEY)).unwrap()),
         ),
+        ("state-resealed.bin", with(3, &file)),
+        (
+            "rewind-resealed.bin",
+            with(4, &request.encode(None).unwrap()),
+        ),
     ]
 }
 
@@ -105,7 +110,7 @@ fn accepted_state(input: &[u8]) -> Result<(), Error> {
         api: "seed",
         problem: "empty",
     })?;
-    match selector % 3 {
+    match selector % 5 {
         0 => {
             let (_, layout) = State::decode_head(bytes)?;
             layout.check_file_len(bytes.len() as u64)?;
@@ -115,7 +120,8 @@ fn accepted_state(input: &[u8]) -> Result<(), Error> {
             }
             Ok(())
         }
-        1 => RewindRequest::decode(bytes, None).map(|_| ()),
+        3 => accepted_state(&[&[0][..], bytes].concat()),
+        1 | 4 => RewindRequest::decode(bytes, None).map(|_| ()),
         _ => RewindRequest::decode(bytes, Some(&KEY)).map(|_| ()),
     }
 }
