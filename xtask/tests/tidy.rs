@@ -371,6 +371,7 @@ fn every_crate_uses_the_workspace_lints() {
 const LAYERS: &[(&str, &[&str])] = &[
     ("poolsync-poolset", &[]),
     ("poolsync-header", &[]),
+    ("poolsync-packet", &[]),
     ("poolsync-pmem", &[]),
     (
         "poolsync-engine",
@@ -918,11 +919,12 @@ fn paths_named_in_architecture_exist() {
 }
 
 /// Crates that must not reach the operating system themselves: the codecs
-/// do no I/O at all, and the engine reaches files only through `pmem`'s
+/// (poolset, header, packet) do no I/O at all, and the engine reaches files only through `pmem`'s
 /// traits and gets its clock and working directory from them.
 const NO_OS_CRATES: &[&str] = &[
     "crates/poolset/src",
     "crates/header/src",
+    "crates/packet/src",
     "crates/engine/src",
 ];
 
