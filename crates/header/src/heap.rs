@@ -426,8 +426,10 @@ pub fn zone_offset(heap_offset: u64, zone: u64) -> Option<u64> {
 /// Where in the heap a problem lies, for error messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HeapSite {
-    /// The pool descriptor's lane and heap fields.
+    /// The pool descriptor's lane, heap and root fields.
     Descriptor,
+    /// The heap header.
+    HeapHeader,
     /// A zone header.
     Zone {
         /// Zone index.
@@ -455,6 +457,7 @@ impl fmt::Display for HeapSite {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             HeapSite::Descriptor => f.write_str("pool descriptor"),
+            HeapSite::HeapHeader => f.write_str("heap header"),
             HeapSite::Zone { zone } => write!(f, "zone {zone}"),
             HeapSite::Chunk { zone, chunk } => write!(f, "zone {zone} chunk {chunk}"),
             HeapSite::Unit { zone, chunk, unit } => {
@@ -1070,7 +1073,7 @@ where
 
         let mut hdr = [0u8; HEAP_HDR_SIZE];
         self.reader.exact(heap_offset, &mut hdr)?;
-        HeapHeader::decode(&hdr)?.validate(heap_offset)?;
+        check_heap_header(&HeapHeader::decode(&hdr)?, heap_offset)?;
         self.out
             .push(heap_offset, HEAP_HDR_SIZE as u64, Owner::HeapHeader)?;
 
@@ -1500,6 +1503,39 @@ where
 }
 
 /// The descriptor checks of [`walk`]; returns the heap offset.
+/// The heap header as libpmemobj checks it (signature, checksum), and its
+/// geometry as libpmemobj writes it: a chunk size or zone size of any other
+/// value would place chunks outside the pool.
+fn check_heap_header(hdr: &HeapHeader, heap_offset: u64) -> Result<(), Error> {
+    hdr.validate(heap_offset)?;
+    let field = |rel: usize| heap_offset + rel as u64;
+    for (name, rel, value, want) in [
+        (
+            "chunksize",
+            crate::obj::HEAP_HDR_CHUNKSIZE_OFF,
+            hdr.chunksize,
+            HEAP_CHUNKSIZE,
+        ),
+        (
+            "chunks_per_zone",
+            crate::obj::HEAP_HDR_CHUNKS_PER_ZONE_OFF,
+            hdr.chunks_per_zone,
+            HEAP_CHUNKS_PER_ZONE,
+        ),
+    ] {
+        if value != want {
+            return Err(corrupt(
+                field(rel),
+                HeapSite::HeapHeader,
+                name,
+                value,
+                format!("must be {want}, the value libpmemobj writes"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_descriptor(desc: &ObjDescriptor, pool_size: u64) -> Result<u64, Error> {
     desc.check_checksum()?;
     desc.check_heap_offset_aligned()?;
@@ -1543,6 +1579,17 @@ fn check_descriptor(desc: &ObjDescriptor, pool_size: u64) -> Result<u64, Error> 
             format!(
                 "leaves less than the minimum heap of {HEAP_MIN_SIZE} bytes in a pool of {pool_size} bytes"
             ),
+        ));
+    }
+    // The root object, when there is one, lies in the heap.
+    let heap_data = heap_offset.saturating_add(HEAP_HDR_SIZE as u64);
+    if desc.root_offset != 0 && !(heap_data..pool_size).contains(&desc.root_offset) {
+        return Err(corrupt(
+            field(crate::obj::OBJ_DESC_ROOT_OFFSET_OFF),
+            HeapSite::Descriptor,
+            "root_offset",
+            desc.root_offset,
+            format!("points outside the heap [{heap_data:#x}, {pool_size:#x})"),
         ));
     }
     // libpmemobj refuses a mapping smaller than the recorded heap; 0 means

@@ -562,6 +562,29 @@ fn damaged_heaps_are_refused_naming_site_field_and_offset() {
         s.set_desc(&mut d);
     });
     assert_eq!(corrupt_at(&e), (0x1820, HeapSite::Descriptor, "heap_size"));
+    let e = broken(|s| {
+        let mut d = s.desc();
+        d.root_offset = 0xffff_ffff_ffff_fff0;
+        s.set_desc(&mut d);
+    });
+    assert_eq!(
+        corrupt_at(&e),
+        (0x1800, HeapSite::Descriptor, "root_offset")
+    );
+    // A heap header with a valid checksum but a chunk size that would put
+    // chunks outside the pool.
+    let e = broken(|s| {
+        let mut raw = [0u8; poolsync_header::HEAP_HDR_SIZE];
+        s.img.read(s.heap_offset, &mut raw);
+        let mut h = poolsync_header::HeapHeader::decode(&raw).unwrap();
+        h.chunksize = 1 << 63;
+        h.checksum = h.compute_checksum();
+        s.img.write(s.heap_offset, &h.encode_raw());
+    });
+    assert_eq!(
+        corrupt_at(&e),
+        (s.heap_offset + 40, HeapSite::HeapHeader, "chunksize")
+    );
     let e = broken(|s| s.img.write(0x1410, &[0x30]));
     assert!(matches!(e, Error::DescriptorChecksum { .. }), "{e}");
     let e = broken(|s| s.img.write(s.heap_offset + 100, &[1]));
