@@ -236,6 +236,41 @@ pub enum Error {
         /// What the first range belongs to, and how many more there are.
         what: String,
     },
+    /// Two replicas (or more, with no majority) disagree on live data and
+    /// nothing tells which one is right.
+    #[error("{set}: replicas {first} and {second} differ at logical [{offset:#x}, {end:#x}) {what}, and nothing tells which one is right; nothing was written: use --source N to copy from replica N, or --force-source to copy from replica {first}, the source, anyway", set = set.display())]
+    Tie {
+        set: PathBuf,
+        /// The source.
+        first: usize,
+        /// The replica that differs from it.
+        second: usize,
+        offset: u64,
+        end: u64,
+        /// What the first range belongs to, and how many more there are.
+        what: String,
+    },
+    /// The undo file a repair needs does not fit.
+    #[error("{set}: {shortfall}; nothing was written: free some space, or repair without an undo file (--no-undo)", set = set.display())]
+    UndoSpace { set: PathBuf, shortfall: String },
+    /// An undo file that cannot be used.
+    #[error("{path}: offset {offset}: {reason}", path = path.display())]
+    UndoFile {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    /// `undo`: a range holds neither the bytes the repair wrote nor the
+    /// ones it saved.
+    #[error("{path}: the pool changed since the repair: replica {replica} part {part} (file offset {file_offset:#x}), logical [{offset:#x}, {end:#x}) holds neither the repaired bytes nor the saved ones; nothing was restored", path = path.display())]
+    PoolChanged {
+        path: PathBuf,
+        replica: usize,
+        part: usize,
+        file_offset: u64,
+        offset: u64,
+        end: u64,
+    },
     /// `sync --wait-lock`: the pool stayed in use for the whole wait.
     #[error("{source}; still locked after waiting {seconds} s (--wait-lock)")]
     LockTimeout {

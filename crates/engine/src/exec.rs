@@ -27,7 +27,7 @@
 mod steps;
 mod write_behind;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -38,7 +38,8 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::compare::{
-    diff_stride, effective_stride, AlignedBuf, Counter, Mode, Scratch, Seen, Stride, BLOCK, JOB_LEN,
+    diff_stride, effective_stride, AlignedBuf, Counter, LogicalRange, Mode, Scratch, Seen, Stride,
+    BLOCK, JOB_LEN,
 };
 use crate::durable;
 use crate::endpoint::{Endpoint, HeaderWrite};
@@ -115,6 +116,9 @@ pub struct ExecReport {
     /// Wall time of making the data steps durable (the fences that follow
     /// them), in microseconds.
     pub persist_micros: u64,
+    /// The undo file that saved the bytes the run overwrote, if one was
+    /// written.
+    pub undo: Option<crate::undo::UndoSummary>,
 }
 
 /// How the data steps run.
@@ -167,6 +171,52 @@ pub struct RunOptions<'a> {
     pub tuning: Tuning,
     /// Where progress goes.
     pub progress: &'a dyn Progress,
+    /// What [`survey`] learnt before the run: its compare-and-copy steps
+    /// then copy the differing runs found, without comparing again.
+    pub prepared: Option<&'a Prepared>,
+}
+
+/// A range a run writes over bytes an endpoint already holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overwrite {
+    /// The endpoint written.
+    pub target: usize,
+    /// The endpoint its new bytes are read from.
+    pub source: usize,
+    /// The range.
+    pub range: LogicalRange,
+}
+
+/// What a run will overwrite, learnt before it writes anything
+/// ([`survey`]): an undo file saves the old bytes, and the run then copies
+/// exactly these ranges.
+#[derive(Debug, Clone, Default)]
+pub struct Prepared {
+    /// The differing runs of each compare-and-copy step, by the endpoint
+    /// it writes and its first logical offset.
+    diffs: BTreeMap<(usize, u64), Vec<LogicalRange>>,
+    /// Every range overwritten, sorted by endpoint and offset.
+    pub overwrites: Vec<Overwrite>,
+    /// Bytes compared to find them.
+    pub bytes_compared: u64,
+    /// Where the undo file that saves the overwritten bytes goes.
+    pub target: Option<crate::undo::UndoTarget>,
+}
+
+impl Prepared {
+    /// Bytes overwritten, in all.
+    pub fn bytes(&self) -> u64 {
+        self.overwrites.iter().map(|o| o.range.len).sum()
+    }
+
+    /// Adds what another survey found (of other steps).
+    pub fn extend(&mut self, other: Prepared) {
+        self.diffs.extend(other.diffs);
+        self.overwrites.extend(other.overwrites);
+        self.overwrites.sort_by_key(|o| (o.target, o.range.offset));
+        self.bytes_compared += other.bytes_compared;
+        self.target = self.target.take().or(other.target);
+    }
 }
 
 impl std::fmt::Debug for RunOptions<'_> {
@@ -196,7 +246,16 @@ pub fn run<S: Storage>(
                 .position(|s| !s.is_data())
                 .map_or(steps.len(), |n| i + n);
             let batch = steps.get(i..end).unwrap_or_default();
-            run_batch(storage, plan_path, endpoints, batch, options, &mut report)?;
+            let table = endpoints.table();
+            run_batch_with(
+                storage,
+                plan_path,
+                &table,
+                batch,
+                options,
+                &mut report,
+                None,
+            )?;
             i = end;
             continue;
         }
@@ -205,6 +264,116 @@ pub fn run<S: Storage>(
     }
     report.bytes_written = report.bytes_copied + report.bytes_differing;
     Ok(report)
+}
+
+/// Learns, without writing anything, what the data steps of `steps` will
+/// write over bytes their endpoints already hold: the differing runs of
+/// every compare-and-copy step (compared exactly as the run compares, read
+/// errors included) and the whole range of every verify copy. Copies into
+/// parts a plan creates overwrite nothing and are left out.
+pub fn survey<S: Storage>(
+    storage: &S,
+    plan_path: &Path,
+    steps: &[Step],
+    table: &[&dyn Endpoint],
+    options: RunOptions<'_>,
+) -> Result<Prepared, Error> {
+    let data: Vec<Step> = steps
+        .iter()
+        .filter(|s| match s {
+            Step::CompareAndCopy(_) => true,
+            Step::CopyRange(d) => d.purpose == DataPurpose::Verify,
+            _ => false,
+        })
+        .cloned()
+        .collect();
+    let found = Mutex::new(Vec::new());
+    let mut report = ExecReport::default();
+    let options = RunOptions {
+        prepared: None,
+        ..options
+    };
+    run_batch_with(
+        storage,
+        plan_path,
+        table,
+        &data,
+        options,
+        &mut report,
+        Some(&found),
+    )?;
+    let mut found = found
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    found.sort_by_key(|f: &Found| (f.target, f.step, f.range.offset));
+    let mut prepared = Prepared {
+        bytes_compared: report.bytes_compared,
+        ..Prepared::default()
+    };
+    for f in found {
+        let list = prepared.diffs.entry((f.target, f.step)).or_default();
+        crate::compare::push_merged(list, f.range);
+        match prepared.overwrites.last_mut() {
+            Some(last)
+                if last.target == f.target
+                    && last.source == f.source
+                    && last.range.end() == f.range.offset =>
+            {
+                last.range = LogicalRange::from_bounds(last.range.offset, f.range.end());
+            }
+            _ => prepared.overwrites.push(Overwrite {
+                target: f.target,
+                source: f.source,
+                range: f.range,
+            }),
+        }
+    }
+    Ok(prepared)
+}
+
+/// Writes the undo file of `prepared` ([`crate::undo::save`]) before the
+/// run writes anything: the new bytes are read as the run will read them,
+/// falling back to the run's alternates.
+pub fn save_undo<S: Storage>(
+    storage: &S,
+    plan_path: &Path,
+    endpoints: &Endpoints<'_, S::File>,
+    prepared: &Prepared,
+    options: RunOptions<'_>,
+) -> Result<crate::undo::UndoSummary, Error> {
+    let target = prepared
+        .target
+        .as_ref()
+        .ok_or_else(|| Error::InvalidRequest {
+            path: plan_path.to_path_buf(),
+            reason: "the survey names no undo file".to_string(),
+        })?;
+    let table = endpoints.table();
+    let tally = Tally::default();
+    let queue = Queue::inline(&table);
+    let batch = Batch {
+        survey: None,
+        plan_path,
+        table: &table,
+        options,
+        stride: effective_stride(options.tuning.stride),
+        tally: &tally,
+        queue: &queue,
+    };
+    let read_new = |source: usize, logical: u64, buf: &mut [u8]| {
+        batch.read_from(source, usize::MAX, logical, buf)
+    };
+    crate::undo::save(storage, target, &table, &prepared.overwrites, &read_new)
+}
+
+/// A range a survey found the run will overwrite.
+#[derive(Debug, Clone, Copy)]
+struct Found {
+    target: usize,
+    source: usize,
+    /// The step's first logical offset (with `target`, its key).
+    step: u64,
+    range: LogicalRange,
 }
 
 impl Step {
@@ -352,21 +521,26 @@ struct Tally {
 
 /// What every job of a batch shares.
 struct Batch<'a> {
+    /// A survey: differing runs are noted here instead of written.
+    survey: Option<&'a Mutex<Vec<Found>>>,
     plan_path: &'a Path,
     table: &'a [&'a dyn Endpoint],
     options: RunOptions<'a>,
     stride: usize,
     tally: &'a Tally,
-    queue: &'a Queue,
+    queue: &'a Queue<'a>,
 }
 
-fn run_batch<S: Storage>(
+/// Runs one batch of data steps; with `survey`, only notes what they would
+/// overwrite.
+fn run_batch_with<S: Storage>(
     storage: &S,
     plan_path: &Path,
-    endpoints: &Endpoints<'_, S::File>,
+    table: &[&dyn Endpoint],
     batch: &[Step],
     options: RunOptions<'_>,
     report: &mut ExecReport,
+    survey: Option<&Mutex<Vec<Found>>>,
 ) -> Result<(), Error> {
     let mut jobs = Vec::new();
     for step in batch {
@@ -387,43 +561,49 @@ fn run_batch<S: Storage>(
             at += len;
         }
     }
-    let table = endpoints.table();
     let tally = Tally::default();
     let stride = effective_stride(options.tuning.stride);
     let clock = storage.clock();
     let started = clock.elapsed();
-    // Repairs found by comparing go to a writer thread (see
-    // `write_behind`); whole copies are written by the workers themselves.
-    let (queue, repairs) = Queue::new(stride);
-    let (worked, written) = std::thread::scope(|scope| {
-        let writer = scope.spawn(|| write_behind::write_all(&table, repairs));
-        let worked = {
-            let queue = queue;
-            let shared = Batch {
-                plan_path,
-                table: &table,
-                options,
-                stride,
-                tally: &tally,
-                queue: &queue,
-            };
-            let work = |job: &Job<'_>| shared.run_job(job);
-            if options.tuning.threads <= 1 {
-                jobs.iter().try_for_each(work)
-            } else {
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(options.tuning.threads)
-                    .build()
-                    .map_err(|_| Error::InvalidOptions {
-                        reason: "cannot start the worker threads",
-                    })
-                    .and_then(|pool| pool.install(|| jobs.par_iter().try_for_each(work)))
-            }
-            // The queue closes here: the writer finishes what it holds.
+    let work = |queue: &Queue<'_>| {
+        let shared = Batch {
+            survey,
+            plan_path,
+            table,
+            options,
+            stride,
+            tally: &tally,
+            queue,
         };
-        let written = writer.join().unwrap_or(Err(Error::WriterStopped));
-        (worked, written)
-    });
+        let job = |job: &Job<'_>| shared.run_job(job);
+        if options.tuning.threads <= 1 {
+            jobs.iter().try_for_each(job)
+        } else {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(options.tuning.threads)
+                .build()
+                .map_err(|_| Error::InvalidOptions {
+                    reason: "cannot start the worker threads",
+                })
+                .and_then(|pool| pool.install(|| jobs.par_iter().try_for_each(job)))
+        }
+    };
+    // Repairs found by comparing go to a writer thread (see `write_behind`)
+    // when several workers compare; whole copies are written by the workers
+    // themselves.
+    let (worked, written) = if options.tuning.threads <= 1 {
+        (work(&Queue::inline(table)), Ok(()))
+    } else {
+        let (queue, repairs) = Queue::new(stride);
+        std::thread::scope(|scope| {
+            let writer = scope.spawn(|| write_behind::write_all(table, repairs));
+            let worked = work(&queue);
+            // The queue closes here: the writer finishes what it holds.
+            drop(queue);
+            let written = writer.join().unwrap_or(Err(Error::WriterStopped));
+            (worked, written)
+        })
+    };
     // The writer's own error explains a worker's `WriterStopped`.
     written?;
     worked?;
@@ -431,7 +611,7 @@ fn run_batch<S: Storage>(
     report.data_micros += micros(fencing.saturating_sub(started));
     // Every endpoint written is fenced before anything later in the plan.
     let written: BTreeSet<usize> = jobs.iter().map(|j| j.step.replica).collect();
-    for id in written {
+    for id in written.into_iter().filter(|_| survey.is_none()) {
         if let Some(ep) = table.get(id) {
             ep.fence()?;
         }
@@ -462,6 +642,14 @@ impl Batch<'_> {
 
     fn run_job(&self, job: &Job<'_>) -> Result<(), Error> {
         let d = job.step;
+        if let Some(diffs) = self.prepared_diffs(d) {
+            return self.copy_prepared(job, diffs);
+        }
+        if self.survey.is_some() && !job.compare {
+            // A verify copy overwrites its whole range.
+            self.note(d, LogicalRange::new(d.logical + job.at, job.len));
+            return Ok(());
+        }
         let dst = self.endpoint(d.replica)?;
         let src = self.endpoint(d.from_replica)?;
         let mode = Mode::for_sides(src, dst);
@@ -495,7 +683,13 @@ impl Batch<'_> {
                     repair.push(logical, bytes);
                 }
                 self.tally.differing.add(repair.len());
-                self.queue.send(repair).map_err(|_| Error::WriterStopped)?;
+                if self.survey.is_some() {
+                    for range in repair.ranges() {
+                        self.note(d, range);
+                    }
+                } else {
+                    self.queue.send(repair)?;
+                }
             } else {
                 dst.write(logical, bytes)?;
                 dst.flush(logical, n as u64)?;
@@ -507,11 +701,69 @@ impl Batch<'_> {
         Ok(())
     }
 
+    /// Notes, in a survey, that `range` of the step's target is overwritten.
+    fn note(&self, d: &DataStep, range: LogicalRange) {
+        if let Some(found) = self.survey {
+            if let Ok(mut list) = found.lock() {
+                list.push(Found {
+                    target: d.replica,
+                    source: d.from_replica,
+                    step: d.logical,
+                    range,
+                });
+            }
+        }
+    }
+
+    /// The differing runs a survey found for compare-and-copy step `d`.
+    fn prepared_diffs(&self, d: &DataStep) -> Option<&[LogicalRange]> {
+        if d.purpose != DataPurpose::Repair {
+            return None;
+        }
+        let prepared = self.options.prepared?;
+        Some(
+            prepared
+                .diffs
+                .get(&(d.replica, d.logical))
+                .map_or(&[][..], Vec::as_slice),
+        )
+    }
+
+    /// A compare-and-copy job whose differing runs a survey found: copies
+    /// those runs (the comparing was counted by the survey).
+    fn copy_prepared(&self, job: &Job<'_>, diffs: &[LogicalRange]) -> Result<(), Error> {
+        let d = job.step;
+        let dst = self.endpoint(d.replica)?;
+        let here = LogicalRange::new(d.logical + job.at, job.len);
+        let mut buf = AlignedBuf::new(self.stride);
+        for run in diffs.iter().filter_map(|r| r.intersect(&here)) {
+            let mut pos = run.offset;
+            while pos < run.end() {
+                let n = usize::try_from((run.end() - pos).min(self.stride as u64))
+                    .unwrap_or(self.stride);
+                let bytes = buf.get_mut(n);
+                self.read_source(d, pos, bytes)?;
+                dst.write(pos, bytes)?;
+                dst.flush(pos, n as u64)?;
+                self.tally.differing.add(n as u64);
+                pos += n as u64;
+            }
+        }
+        self.tally.compared.add(job.len);
+        Ok(())
+    }
+
     /// Reads `buf.len()` bytes of the step's source at `logical`; on `EIO`
     /// goes block by block and reads each block the source cannot provide
     /// from the first alternate that can.
     fn read_source(&self, d: &DataStep, logical: u64, buf: &mut [u8]) -> Result<(), Error> {
-        let src = self.endpoint(d.from_replica)?;
+        self.read_from(d.from_replica, d.replica, logical, buf)
+    }
+
+    /// Reads `buf.len()` bytes of endpoint `from` at `logical`, for a write
+    /// to endpoint `to`, with [`Batch::read_source`]'s fallback.
+    fn read_from(&self, from: usize, to: usize, logical: u64, buf: &mut [u8]) -> Result<(), Error> {
+        let src = self.endpoint(from)?;
         match src.read(logical, buf) {
             Ok(()) => return Ok(()),
             Err(e) if e.is_eio() => {}
@@ -522,15 +774,15 @@ impl Batch<'_> {
             .alternates
             .iter()
             .copied()
-            .filter(|&r| r != d.from_replica && r != d.replica)
+            .filter(|&r| r != from && r != to)
             .collect();
-        let note = |offset: u64, len: u64, from: usize| {
+        let note = |offset: u64, len: u64, instead: usize| {
             if let Ok(mut list) = self.tally.fallbacks.lock() {
                 list.push(ReadFallback {
-                    replica: d.from_replica,
+                    replica: from,
                     offset,
                     len,
-                    from_replica: from,
+                    from_replica: instead,
                 });
             }
         };
@@ -557,7 +809,7 @@ impl Batch<'_> {
             if !ok {
                 return Err(Error::Uncorrectable {
                     set: self.plan_path.to_path_buf(),
-                    replica: d.from_replica,
+                    replica: from,
                     offset: l,
                     end: l + chunk.len() as u64,
                 });

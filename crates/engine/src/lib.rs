@@ -52,6 +52,7 @@ pub mod rm;
 mod space;
 pub mod sync;
 pub mod transform;
+pub mod undo;
 pub mod verify;
 
 pub use error::Error;

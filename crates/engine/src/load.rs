@@ -99,3 +99,17 @@ pub fn single_file_set(path: &Path, len: u64) -> PoolSet {
 fn line_of(bytes: &[u8], offset: usize) -> usize {
     1 + bytes.iter().take(offset).filter(|&&b| b == b'\n').count()
 }
+/// `path` made absolute against the storage's working directory,
+/// lexically (symbolic links are not followed; `.` components go, `..`
+/// stay), as journals and undo files record it.
+pub(crate) fn absolute<S: Storage>(storage: &S, path: &Path) -> PathBuf {
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        match storage.current_dir() {
+            Ok(cwd) => cwd.join(path),
+            Err(_) => path.to_path_buf(),
+        }
+    };
+    joined.components().collect()
+}

@@ -67,9 +67,11 @@ use poolsync_pmem::{Access, FileKind, PartFile, Storage};
 use serde::Serialize;
 
 use crate::compare::{default_threads, DEFAULT_STRIDE};
-use crate::exec::{Endpoints, RunOptions, Tuning};
+use crate::endpoint::Endpoint;
+use crate::exec::{DataPurpose, Endpoints, Prepared, RunOptions, Tuning};
 use crate::inspect::{inspect, Health};
 use crate::open::{open, HeaderState, OpenSet, PartStatus};
+use crate::undo::UndoTarget;
 use crate::Error;
 
 pub use crate::exec::{NoProgress, Progress, ReadFallback};
@@ -104,6 +106,9 @@ pub struct SyncOptions {
     pub threads: usize,
     /// The bad-block query of the part files' devices.
     pub bad_block_query: Arc<dyn BadBlockQuery>,
+    /// Save the bytes a repair overwrites to an undo file first
+    /// (`--no-undo` turns it off).
+    pub undo: bool,
 }
 
 impl SyncOptions {
@@ -127,6 +132,7 @@ impl Default for SyncOptions {
             stride: DEFAULT_STRIDE,
             threads: default_threads(),
             bad_block_query: Arc::new(RegularFiles),
+            undo: true,
         }
     }
 }
@@ -159,23 +165,111 @@ pub fn sync<S: Storage>(
 ) -> Result<SyncOutcome, Error> {
     let mut set = open_for_sync(storage, path, options)?;
     let survey = survey(storage, &set, options)?;
-    let plan = plan(&set, &survey, options)?;
+    let mut plan = plan(&set, &survey, options)?;
     if options.dry_run {
+        prepare(storage, &set, &mut plan, &[], options, &NoProgress)?;
         return Ok(SyncOutcome { plan, report: None });
     }
-    let report = execute(storage, &mut set, &plan, options, progress)?;
+    progress.start(plan.totals.bytes_to_copy + plan.totals.bytes_to_compare);
+    let prepared = prepare(storage, &set, &mut plan, &[], options, progress)?;
+    let report = execute(
+        storage,
+        &mut set,
+        &plan,
+        prepared.as_ref(),
+        options,
+        &Within(progress),
+    )?;
+    progress.finish();
     Ok(SyncOutcome {
         plan,
         report: Some(report),
     })
 }
 
+/// Progress of a part of a longer run: advances go through, the start and
+/// the end are the whole run's.
+pub(crate) struct Within<'a>(pub &'a dyn Progress);
+
+impl Progress for Within<'_> {
+    fn advance(&self, bytes: u64) {
+        self.0.advance(bytes);
+    }
+}
+
+/// Before anything is written: learns exactly what `plan` (and `more`,
+/// further steps of the same run on the same set, such as a verify
+/// repair) will overwrite of data the replicas already hold, and, unless
+/// `--no-undo`, plans the undo file that will save it ([`Plan::undo`]),
+/// refusing when the file system lacks the room. A dry run learns the same
+/// and writes nothing.
+pub fn prepare<S: Storage>(
+    storage: &S,
+    set: &OpenSet<S::File>,
+    plan: &mut Plan,
+    more: &[Step],
+    options: &SyncOptions,
+    progress: &dyn Progress,
+) -> Result<Option<Prepared>, Error> {
+    let overwrites = |s: &Step| {
+        matches!(s, Step::CompareAndCopy(_))
+            || matches!(s, Step::CopyRange(d) if d.purpose == DataPurpose::Verify)
+    };
+    if !options.undo || !plan.steps.iter().chain(more).any(overwrites) {
+        return Ok(None);
+    }
+    let table: Vec<&dyn Endpoint> = set.replicas.iter().map(|r| r as &dyn Endpoint).collect();
+    let mut alternates = plan.alternates.clone();
+    alternates.push(plan.source);
+    let run = RunOptions {
+        alternates: &alternates,
+        tuning: options.tuning(),
+        progress,
+        prepared: None,
+    };
+    let mut prepared = crate::exec::survey(storage, &set.path, &plan.steps, &table, run)?;
+    if !more.is_empty() {
+        prepared.extend(crate::exec::survey(storage, &set.path, more, &table, run)?);
+    }
+    let target = undo_target(storage, set, plan)?;
+    plan.undo = Some(crate::undo::plan(
+        storage,
+        &target,
+        &table,
+        &prepared.overwrites,
+    )?);
+    prepared.target = Some(target);
+    Ok(Some(prepared))
+}
+
+/// Where the undo file of a sync of `set` goes, and the pool it belongs to.
+fn undo_target<S: Storage>(
+    storage: &S,
+    set: &OpenSet<S::File>,
+    plan: &Plan,
+) -> Result<UndoTarget, Error> {
+    let uuid = set
+        .part(plan.source, 0)
+        .and_then(|p| p.header())
+        .map(|h| h.poolset_uuid)
+        .ok_or_else(|| Error::InvalidRequest {
+            path: set.path.clone(),
+            reason: format!("replica {} part 0: no pool header", plan.source),
+        })?;
+    Ok(UndoTarget {
+        set_path: crate::load::absolute(storage, &set.path),
+        poolset_uuid: uuid,
+    })
+}
+
 /// Runs `plan` on `set`, which must be the set the plan was made from,
-/// opened read-write. Returns what was done.
+/// opened read-write, using what [`prepare`] learnt (when it ran: the undo
+/// file is written first). Returns what was done.
 pub fn execute<S: Storage>(
     storage: &S,
     set: &mut OpenSet<S::File>,
     plan: &Plan,
+    prepared: Option<&Prepared>,
     options: &SyncOptions,
     progress: &dyn Progress,
 ) -> Result<SyncReport, Error> {
@@ -190,17 +284,21 @@ pub fn execute<S: Storage>(
     // A block the source cannot read comes from another healthy replica.
     let mut alternates = plan.alternates.clone();
     alternates.push(plan.source);
-    let report = crate::exec::run(
-        storage,
-        &plan.path,
-        &plan.steps,
-        &mut Endpoints::of(set),
-        RunOptions {
-            alternates: &alternates,
-            tuning: options.tuning(),
-            progress,
-        },
-    )?;
+    let options = RunOptions {
+        alternates: &alternates,
+        tuning: options.tuning(),
+        progress,
+        prepared,
+    };
+    let mut endpoints = Endpoints::of(set);
+    let undo = match prepared {
+        Some(p) => Some(crate::exec::save_undo(
+            storage, &plan.path, &endpoints, p, options,
+        )?),
+        None => None,
+    };
+    let mut report = crate::exec::run(storage, &plan.path, &plan.steps, &mut endpoints, options)?;
+    report.undo = undo;
     progress.finish();
     Ok(report)
 }

@@ -1192,6 +1192,11 @@ impl SimImage {
         self.files.get(&normalize(path))
     }
 
+    /// Keeps only the files whose paths `keep` accepts.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Path) -> bool) {
+        self.files.retain(|p, _| keep(p));
+    }
+
     /// Adds or replaces a file, for building an expected image.
     pub fn insert(&mut self, path: &Path, bytes: Vec<u8>, mode: u32) {
         self.files.insert(

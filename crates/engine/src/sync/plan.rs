@@ -156,6 +156,10 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// Counts.
     pub totals: Totals,
+    /// The undo file that will save the bytes the repair overwrites (filled
+    /// in by [`crate::sync::prepare`]; `None` when nothing already on disk
+    /// is overwritten, or with `--no-undo`).
+    pub undo: Option<crate::undo::UndoSummary>,
 }
 
 impl Plan {
@@ -708,6 +712,7 @@ fn summarise<F: PartFile>(
         replicas,
         totals: totals(&steps),
         steps,
+        undo: None,
     }
 }
 

@@ -159,21 +159,6 @@ pub(super) fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// `path` made absolute against the storage's working directory,
-/// lexically (symbolic links are not followed; `.` components go, `..`
-/// stay), as the journal records it.
-pub(super) fn absolute<S: Storage>(storage: &S, path: &Path) -> PathBuf {
-    let joined = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        match storage.current_dir() {
-            Ok(cwd) => cwd.join(path),
-            Err(_) => path.to_path_buf(),
-        }
-    };
-    joined.components().collect()
-}
-
 pub(super) fn set_crc(set: &PoolSet) -> u32 {
     crc32fast::hash(set.to_text().as_bytes())
 }
@@ -440,10 +425,10 @@ pub(super) fn write_journal<S: Storage>(
     let d = super::request::parse_set(storage, &plan.target)?;
     let journal = Journal {
         version: JOURNAL_VERSION,
-        source: absolute(storage, &plan.source)
+        source: crate::load::absolute(storage, &plan.source)
             .to_string_lossy()
             .into_owned(),
-        target: absolute(storage, &plan.target)
+        target: crate::load::absolute(storage, &plan.target)
             .to_string_lossy()
             .into_owned(),
         source_crc: set_crc(&s),

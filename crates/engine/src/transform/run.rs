@@ -102,6 +102,7 @@ fn run_steps<S: Storage>(
             alternates: &[],
             tuning: options.tuning(),
             progress,
+            prepared: None,
         },
     )?;
     progress.finish();

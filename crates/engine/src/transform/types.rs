@@ -329,6 +329,7 @@ pub(super) fn assemble(src: &Path, dst: &Path, parts: Parts) -> TransformPlan {
             replicas: Vec::new(),
             steps,
             totals: sync_totals,
+            undo: None,
         },
         remove,
         discard: Vec::new(),

@@ -2,7 +2,10 @@
 //! what `check --data` finds and names, what `sync --verify` repairs, the
 //! majority rule, a corrupted source heap, and crash points of a repair.
 
-use poolsync_engine::verify::{check_data, sync_verify, Findings, VerifyOptions};
+use poolsync_engine::undo::{undo, RangeFate, UndoOptions};
+use poolsync_engine::verify::{
+    check_data, sync_verify, Findings, SourceChoice, Verdict, VerifyOptions,
+};
 use poolsync_engine::Error;
 use poolsync_header::heap::{
     zone_offset, AllocHeaderKind, ChunkHeader, ZoneHeader, CHUNK_FLAG_COMPACT_HEADER,
@@ -252,29 +255,186 @@ fn the_majority_rule_refuses_and_names_the_ways_on() {
         assert_eq!(read_logical(&fx, &spread, r, at, 11), b"master only");
     }
 
-    // Two replicas: no vote, the master is the source.
+    // Two replicas: no vote, so a difference nothing else decides is a
+    // tie, refused before anything is written.
     let two = Fixture::new(&[&[8, 8], &[16]], false);
     let heap2 = used_heap(&two);
     two.write_logical(&two.base, 0, heap2.object.0, b"master only");
     let s2 = two.copy();
-    sync_verify(&s2, &two.set_path, &sync_options(), &options(), &NoProgress).expect("2 replicas");
-}
-
-#[test]
-fn a_corrupted_source_heap_is_refused() {
-    let fx = Fixture::new(&[&[8, 8], &[16]], false);
-    let heap = used_heap(&fx);
-    // A chunk type libpmemobj never writes.
-    fx.write_logical(&fx.base, 0, heap.zone + 64, &[0x77, 0]);
-    let err = check_data(&fx.base, &fx.set_path, &options()).expect_err("refused");
-    assert!(matches!(err, Error::SourceHeap { replica: 0, .. }), "{err}");
-    assert!(err.to_string().contains("--source N (replicas 1)"), "{err}");
-    let with_source = VerifyOptions {
+    let before = s2.image();
+    let err = sync_verify(&s2, &two.set_path, &sync_options(), &options(), &NoProgress)
+        .expect_err("a tie is refused");
+    assert!(
+        matches!(
+            err,
+            Error::Tie {
+                first: 0,
+                second: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("replicas 0 and 1 differ")
+            && text.contains(&format!("object at offset {:#x}", heap2.object.0))
+            && text.contains("--source N")
+            && text.contains("--force-source"),
+        "{text}"
+    );
+    assert_eq!(s2.image(), before, "the refusal wrote");
+    let f = check_data(&s2, &two.set_path, &options()).expect("check --data");
+    assert_eq!(f.replicas[1].divergences[0].verdict, Verdict::Tie);
+    assert!(f.tie.is_some());
+    // --source 1 says replica 1 is right: the master is repaired.
+    let one = VerifyOptions {
         source: Some(1),
         ..options()
     };
-    let f = check_data(&fx.base, &fx.set_path, &with_source).expect("--source 1");
-    assert_eq!(f.replicas[0].divergences[0].owner, "zone 0 chunk 0 header");
+    let sync_one = SyncOptions {
+        source: Some(1),
+        ..sync_options()
+    };
+    sync_verify(&s2, &two.set_path, &sync_one, &one, &NoProgress).expect("--source 1");
+    assert_eq!(
+        read_logical(&two, &s2, 0, heap2.object.0, 11),
+        read_logical(&two, &s2, 1, heap2.object.0, 11)
+    );
+    assert_ne!(
+        read_logical(&two, &s2, 0, heap2.object.0, 11),
+        b"master only"
+    );
+}
+
+#[test]
+fn the_heap_decides_where_one_replica_fails_its_structural_checks() {
+    let fx = Fixture::new(&[&[8, 8], &[16]], false);
+    let heap = used_heap(&fx);
+    // A chunk type libpmemobj never writes, in the master.
+    fx.write_logical(&fx.base, 0, heap.zone + 64, &[0x77, 0]);
+    let f = check_data(&fx.base, &fx.set_path, &options()).expect("check --data");
+    // The master's heap fails; replica 1's passes and is compared against.
+    assert_eq!(f.source, 1);
+    assert!(
+        matches!(f.source_choice, SourceChoice::Heap { instead_of: 0, .. }),
+        "{:?}",
+        f.source_choice
+    );
+    let d = &f.replicas[0].divergences[0];
+    assert_eq!(d.owner, "zone 0 chunk 0 header");
+    assert!(matches!(d.verdict, Verdict::Heap { .. }), "{:?}", d.verdict);
+    assert!(f.tie.is_none() && !f.is_clean());
+    // sync --verify repairs the master without --source.
+    let s = fx.copy();
+    let done = sync_verify(&s, &fx.set_path, &sync_options(), &options(), &NoProgress)
+        .expect("the heap decides");
+    assert_eq!(done.findings.source, 1);
+    assert!(check(&fx, &s).is_clean());
+    assert_eq!(
+        read_logical(&fx, &s, 0, heap.zone + 64, 16),
+        read_logical(&fx, &s, 1, heap.zone + 64, 16)
+    );
+    // Both heaps broken: nothing passes, which is refused.
+    fx.write_logical(&fx.base, 1, heap.zone + 64, &[0x66, 0]);
+    let err = check_data(&fx.base, &fx.set_path, &options()).expect_err("refused");
+    assert!(matches!(err, Error::SourceHeap { replica: 0, .. }), "{err}");
+    assert!(err.to_string().contains("--source N (replicas 1)"), "{err}");
+}
+
+#[test]
+fn a_root_offset_outside_the_heap_makes_the_master_the_damaged_one() {
+    let fx = Fixture::new(&[&[8, 8], &[16]], false);
+    used_heap(&fx);
+    // root_offset is outside the descriptor's checksum: it stays valid.
+    let mut raw = read_logical(&fx, &fx.base, 0, OBJ_DESC_OFF, OBJ_DESC_LEN);
+    raw[0x800..0x808].copy_from_slice(&0xffff_ffff_ffff_fff0u64.to_le_bytes());
+    fx.write_logical(&fx.base, 0, OBJ_DESC_OFF, &raw);
+    let f = check(&fx, &fx.base);
+    assert_eq!(f.source, 1);
+    assert_eq!(f.replicas[0].divergences[0].owner, "pool descriptor");
+    assert!(matches!(
+        f.replicas[0].divergences[0].verdict,
+        Verdict::Heap { .. }
+    ));
+    let s = fx.copy();
+    sync_verify(&s, &fx.set_path, &sync_options(), &options(), &NoProgress)
+        .expect("the heap decides");
+    assert_eq!(
+        read_logical(&fx, &s, 0, OBJ_DESC_OFF, OBJ_DESC_LEN),
+        read_logical(&fx, &s, 1, OBJ_DESC_OFF, OBJ_DESC_LEN)
+    );
+}
+
+#[test]
+fn undo_puts_back_exactly_what_a_repair_overwrote() {
+    let fx = Fixture::new(&[&[8, 8], &[16]], false);
+    let heap = used_heap(&fx);
+    fx.write_logical(&fx.base, 0, heap.object.0 + 5000, b"damage in the master");
+    let s = fx.copy();
+    let before = without_undo(&s);
+    let one = VerifyOptions {
+        source: Some(1),
+        ..options()
+    };
+    let sync_one = SyncOptions {
+        source: Some(1),
+        ..sync_options()
+    };
+    // The dry run says what the undo file will hold.
+    let dry = sync_verify(
+        &s,
+        &fx.set_path,
+        &SyncOptions {
+            dry_run: true,
+            ..sync_one.clone()
+        },
+        &one,
+        &NoProgress,
+    )
+    .expect("dry run");
+    let planned = dry.sync.plan.undo.expect("an undo file is planned");
+    assert_eq!(planned.bytes, 4096);
+    assert_eq!(without_undo(&s), before, "the dry run wrote");
+    let done = sync_verify(&s, &fx.set_path, &sync_one, &one, &NoProgress).expect("repair");
+    let saved = done.sync.report.expect("report").undo.expect("undo file");
+    assert_eq!((saved.bytes, saved.records), (4096, 1));
+    assert!(check(&fx, &s).is_clean());
+    let report = undo(&s, &saved.path, &UndoOptions::default()).expect("undo");
+    assert_eq!(report.bytes_restored, 4096);
+    assert_eq!(without_undo(&s), before, "undo did not restore every byte");
+    // Twice: nothing left to do.
+    let again = undo(&s, &saved.path, &UndoOptions::default()).expect("again");
+    assert_eq!(again.bytes_restored, 0);
+    assert!(again.ranges.iter().all(|r| r.fate == RangeFate::AlreadyOld));
+    // A pool changed since is refused, and nothing is written.
+    sync_verify(&s, &fx.set_path, &sync_one, &one, &NoProgress).expect("repair again");
+    fx.write_logical(&s, 0, heap.object.0 + 5000, b"the application wrote");
+    let changed = without_undo(&s);
+    let err = undo(&s, &saved.path, &UndoOptions::default()).expect_err("refused");
+    assert!(
+        matches!(err, Error::PoolChanged { replica: 0, .. }),
+        "{err}"
+    );
+    assert_eq!(without_undo(&s), changed);
+}
+
+/// The image of `s` without its undo files.
+fn without_undo(s: &SimStorage) -> poolsync_pmem::sim::SimImage {
+    let mut image = s.image();
+    image.retain(|p| !crate::sync_crash::is_undo_file(p));
+    image
+}
+
+/// The undo files of `s`, oldest first.
+fn undo_files(s: &SimStorage) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = s
+        .paths()
+        .into_iter()
+        .filter(|p| crate::sync_crash::is_undo_file(p))
+        .collect();
+    files.sort_by_key(|p| (p.as_os_str().len(), p.clone()));
+    files
 }
 
 /// Every persistence event of a `sync --verify` repair is a crash point:
@@ -302,7 +462,8 @@ fn crash_at_every_point_of_a_repair_converges() {
     .expect("uninterrupted");
     let events = reference.events();
     assert!(events >= 4, "only {events} events");
-    let expected = reference.image();
+    let expected = without_undo(&reference);
+    let original = without_undo(&fx.base);
     for k in 0..events {
         let crashed = fx.copy();
         crashed.crash_after(k);
@@ -322,6 +483,21 @@ fn crash_at_every_point_of_a_repair_converges() {
             Survival::Torn { seed: k },
         ] {
             let rebooted = crashed.after_crash_with(survival);
+            // Old bytes in place, or new bytes with a complete undo file
+            // that puts the old ones back.
+            let undone = rebooted.after_crash_with(Survival::Everything);
+            for file in undo_files(&undone) {
+                match undo(&undone, &file, &UndoOptions::default()) {
+                    Ok(_) => {}
+                    Err(Error::UndoFile { reason, .. }) if reason.contains("incomplete") => {}
+                    Err(e) => panic!("event {k} {survival:?}: undo failed: {e}"),
+                }
+            }
+            assert_eq!(
+                without_undo(&undone),
+                original,
+                "event {k} {survival:?}: neither the old bytes nor an undo file that restores them"
+            );
             sync_verify(
                 &rebooted,
                 &fx.set_path,
@@ -339,7 +515,7 @@ fn crash_at_every_point_of_a_repair_converges() {
                 "event {k} {survival:?}: source written"
             );
             assert_eq!(
-                rebooted.image(),
+                without_undo(&rebooted),
                 expected,
                 "event {k} {survival:?}: the re-run ended elsewhere"
             );
@@ -369,9 +545,28 @@ fn a_broken_replica_is_not_compared_and_sync_verify_rebuilds_it_too() {
     // No vote with only one compared replica.
     assert!(f.outvoted.is_none());
 
+    // Replica 2 has no vote while it is broken: source and replica 1
+    // tie, which is refused before the rebuild too.
     let s = fx.copy();
-    let done = sync_verify(&s, &fx.set_path, &sync_options(), &options(), &NoProgress)
-        .expect("sync --verify");
+    let err =
+        sync_verify(&s, &fx.set_path, &sync_options(), &options(), &NoProgress).expect_err("a tie");
+    assert!(
+        matches!(
+            err,
+            Error::Tie {
+                first: 0,
+                second: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let force = VerifyOptions {
+        force_source: true,
+        ..options()
+    };
+    let done = sync_verify(&s, &fx.set_path, &sync_options(), &force, &NoProgress)
+        .expect("sync --verify --force-source");
     assert_eq!(done.sync.report.expect("report").parts_created, 1);
     let repair = done.repair.expect("repair");
     assert_eq!(repair.replicas.len(), 1);
