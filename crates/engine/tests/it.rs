@@ -4,6 +4,9 @@
 #[path = "it/support.rs"]
 mod support;
 
+#[path = "it/crash.rs"]
+mod crash;
+
 #[path = "it/create_rm.rs"]
 mod create_rm;
 

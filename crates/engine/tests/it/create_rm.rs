@@ -21,10 +21,12 @@ use poolsync_header::{
     FEAT_CKSUM_2K, FEAT_SDS, FEAT_SINGLEHDR, LANE_SIZE, LANE_ULOGS, OBJ_HEAP_OFFSET,
     OBJ_LANES_OFFSET, OBJ_NLANES, POOL_HDR_SIZE, ULOG_CAPACITY_OFF,
 };
-use poolsync_pmem::sim::{SimStorage, Survival};
+use poolsync_pmem::sim::SimStorage;
 use poolsync_pmem::{Access, FsStorage, Storage};
 use poolsync_poolset::{map_range, PoolSet};
 use tempfile::TempDir;
+
+use crate::crash::CrashTest;
 
 const MIB: u64 = 1 << 20;
 
@@ -914,58 +916,50 @@ fn force_recreates_a_pool_set_unless_in_use() {
 fn create_survives_a_crash_at_every_persistence_point() {
     let set_path = Path::new("/pool/crash.set");
     let text = "PMEMPOOLSET\n6M /pool/a\n6M /pool/b\nREPLICA\n12M /pool/c\n";
-    let fresh = || {
-        let sim = SimStorage::new();
-        sim.add_dir(Path::new("/pool")).expect("dir");
-        sim.insert_file(set_path, text.as_bytes(), 0o644)
-            .expect("set file");
-        sim
-    };
+    let base = SimStorage::new();
+    base.add_dir(Path::new("/pool")).expect("dir");
+    base.insert_file(set_path, text.as_bytes(), 0o644)
+        .expect("set file");
     let opts = options("crash");
-    let full = fresh();
-    create(&full, set_path, &opts).expect("complete run");
-    let events = full.events();
+    let test = CrashTest::new("create", base, |s| create(s, set_path, &opts));
+    let reference = test.reference();
+    let events = reference.n();
     assert!(events >= 8, "create makes {events} persistence events");
-    assert_pool(&sim_reader(&full), set_path, "crash", false);
+    assert_pool(&sim_reader(&reference.storage), set_path, "crash", false);
 
     let parts = ["/pool/a", "/pool/b", "/pool/c"].map(Path::new);
-    for k in 0..events {
-        for survival in [Survival::Durable, Survival::Everything] {
-            let sim = fresh();
-            sim.crash_after(k);
-            let err = create(&sim, set_path, &opts).expect_err("crashed run fails");
-            assert!(err.to_string().contains("crash"), "event {k}: {err}");
-            let rebooted = sim.after_crash_with(survival);
+    test.sweep(&reference, reference.all_points())
+        .after_crash(|c| {
             let headed = parts.iter().any(|p| {
-                rebooted.written_bytes(p).is_some_and(|b| {
+                c.storage.written_bytes(p).is_some_and(|b| {
                     b.len() >= POOL_HDR_SIZE && b[..POOL_HDR_SIZE].iter().any(|&x| x != 0)
                 })
             });
             if headed {
                 // A header exists, so the whole pool must be there (the
                 // other headers may still be missing: sync repairs that).
-                let read = sim_reader(&rebooted);
+                let read = sim_reader(&c.storage);
                 let (set, paths) = layout_of(&read, set_path);
                 for (r, replica) in paths.iter().enumerate() {
                     let image = read_logical(&read, &set, replica, r, 0x1000, 0x1000);
                     let desc = ObjDescriptor::decode(&image).expect("descriptor");
-                    assert!(
-                        desc.checksum_ok(),
-                        "event {k} {survival:?}: replica {r} descriptor"
-                    );
+                    assert!(desc.checksum_ok(), "{c}: replica {r} descriptor");
                 }
             }
-            // Re-running with -f converges to a complete pool.
+        })
+        // Re-running with -f converges to a complete pool.
+        .rerun(|c| {
             let again = CreateOptions {
                 force: true,
                 ..opts.clone()
             };
-            create(&rebooted, set_path, &again).unwrap_or_else(|e| {
-                panic!("event {k} {survival:?}: create -f after the crash: {e}")
-            });
-            assert_pool(&sim_reader(&rebooted), set_path, "crash", false);
-        }
-    }
+            create(&c.storage, set_path, &again)
+                .unwrap_or_else(|e| panic!("{c}: create -f after the crash: {e}"))
+        })
+        // New pools get fresh UUIDs: the end state is checked, not compared.
+        .without_end_image()
+        .end(|c, _| assert_pool(&sim_reader(&c.storage), set_path, "crash", false))
+        .run();
 }
 
 // ---------------------------------------------------------------- rm

@@ -2,7 +2,7 @@
 //! what `check --data` finds and names, what `sync --verify` repairs, the
 //! majority rule, a corrupted source heap, and crash points of a repair.
 
-use poolsync_engine::verify::{check_data, sync_verify, Findings, VerifyOptions};
+use poolsync_engine::verify::{check_data, sync_verify, Findings, VerifyOptions, VerifyOutcome};
 use poolsync_engine::Error;
 use poolsync_header::heap::{
     zone_offset, AllocHeaderKind, ChunkHeader, ZoneHeader, CHUNK_FLAG_COMPACT_HEADER,
@@ -12,11 +12,12 @@ use poolsync_header::{
     ObjDescriptor, HEAP_CHUNKSIZE, HEAP_CHUNKS_PER_ZONE, OBJ_DESC_LEN, OBJ_DESC_OFF,
     ZONE_METADATA_SIZE,
 };
-use poolsync_pmem::sim::{SimStorage, Survival};
-use poolsync_pmem::{Access, Error as PmemError, PartFile, Storage};
+use poolsync_pmem::sim::{SimImage, SimStorage, Survival};
+use poolsync_pmem::{Access, PartFile, Storage};
 use poolsync_poolset::map_range;
 
-use crate::sync_crash::Fixture;
+use crate::crash::CrashTest;
+use crate::support::{remove, Fixture};
 use poolsync_engine::compare::CompareOptions;
 use poolsync_engine::sync::{NoProgress, SyncOptions};
 
@@ -287,65 +288,47 @@ fn crash_at_every_point_of_a_repair_converges() {
     fx.write_logical(&fx.base, 1, heap.object.0 + 10, b"damage one");
     fx.write_logical(&fx.base, 1, heap.object.0 + 300_000, &[1; 9000]);
     fx.write_logical(&fx.base, 2, heap.zone + 64 + 4, &[3]);
-    let reference = fx.copy();
-    let source_before: Vec<_> = fx.parts[0]
-        .iter()
-        .map(|p| reference.written_bytes(p))
-        .collect();
-    sync_verify(
-        &reference,
-        &fx.set_path,
-        &sync_options(),
-        &options(),
-        &NoProgress,
-    )
-    .expect("uninterrupted");
-    let events = reference.events();
+    crash_everywhere(&fx, &sync_options(), SimStorage::image, |o| {
+        assert!(o.sync.plan.is_noop(), "the headers are intact");
+        assert!(o.repair.as_ref().is_some_and(|r| r.replicas.len() == 2));
+    });
+}
+
+/// Crashes `sync --verify` on `fx` at every event: the source is never
+/// written, the re-run ends where an uninterrupted run ends (`end_image`
+/// of both equal), and the set checks clean.
+fn crash_everywhere(
+    fx: &Fixture,
+    sync_options: &SyncOptions,
+    end_image: fn(&SimStorage) -> SimImage,
+    check_reference: impl Fn(&VerifyOutcome),
+) {
+    let test = CrashTest::new("sync --verify", fx.copy(), |s| {
+        sync_verify(s, &fx.set_path, sync_options, &options(), &NoProgress)
+    })
+    .events_interleave();
+    let source =
+        |s: &SimStorage| -> Vec<_> { fx.parts[0].iter().map(|p| s.written_bytes(p)).collect() };
+    let source_before = source(&fx.base);
+    let reference = test.reference();
+    check_reference(&reference.outcome);
+    let events = reference.n();
     assert!(events >= 4, "only {events} events");
-    let expected = reference.image();
-    for k in 0..events {
-        let crashed = fx.copy();
-        crashed.crash_after(k);
-        match sync_verify(
-            &crashed,
-            &fx.set_path,
-            &sync_options(),
-            &options(),
-            &NoProgress,
-        ) {
-            Err(Error::Storage(PmemError::SimulatedCrash { event })) => assert_eq!(event, k),
-            other => panic!("event {k}: expected a simulated crash, got {other:?}"),
-        }
-        for survival in [
-            Survival::Durable,
-            Survival::Everything,
-            Survival::Torn { seed: k },
-        ] {
-            let rebooted = crashed.after_crash_with(survival);
-            sync_verify(
-                &rebooted,
-                &fx.set_path,
-                &sync_options(),
-                &options(),
-                &NoProgress,
-            )
-            .unwrap_or_else(|e| panic!("event {k} {survival:?}: re-run failed: {e}"));
-            let source_now: Vec<_> = fx.parts[0]
-                .iter()
-                .map(|p| rebooted.written_bytes(p))
-                .collect();
-            assert_eq!(
-                source_now, source_before,
-                "event {k} {survival:?}: source written"
-            );
-            assert_eq!(
-                rebooted.image(),
-                expected,
-                "event {k} {survival:?}: the re-run ended elsewhere"
-            );
-            assert!(check(&fx, &rebooted).is_clean(), "event {k} {survival:?}");
-        }
-    }
+    test.sweep(&reference, reference.all_points())
+        .survivals(|k| {
+            vec![
+                Survival::Durable,
+                Survival::Everything,
+                Survival::Torn { seed: k },
+            ]
+        })
+        .after_crash(|c| assert_eq!(source(&c.storage), source_before, "{c}: source written"))
+        .end_image(end_image)
+        .end(|c, _| {
+            assert_eq!(source(&c.storage), source_before, "{c}: source written");
+            assert!(check(fx, &c.storage).is_clean(), "{c}");
+        })
+        .run();
 }
 
 #[test]
@@ -353,7 +336,7 @@ fn a_broken_replica_is_not_compared_and_sync_verify_rebuilds_it_too() {
     let fx = Fixture::new(&[&[8, 8], &[16], &[10, 8]], false);
     let heap = used_heap(&fx);
     fx.write_logical(&fx.base, 1, heap.object.0 + 7000, b"damage");
-    crate::sync_crash::remove(&fx.base, fx.part(2, 1));
+    remove(&fx.base, fx.part(2, 1));
     let f = check(&fx, &fx.base);
     assert!(!f.is_clean());
     assert!(!f.replicas[2].compared);
