@@ -320,6 +320,12 @@ impl<'s, 'a: 's, T: Sync> Sweep<'s, 'a, T> {
         self
     }
 
+    /// Runs the crash points on `n` threads, each a contiguous share.
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = n.max(1);
+        self
+    }
+
     /// Skips the checks of a reboot whose files equal one of the last `n`
     /// a thread checked: the runs are deterministic, so the outcome would
     /// be the same. The invariant after the crash must then not depend on
