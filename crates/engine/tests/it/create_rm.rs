@@ -21,7 +21,7 @@ use poolsync_header::{
     FEAT_CKSUM_2K, FEAT_SDS, FEAT_SINGLEHDR, LANE_SIZE, LANE_ULOGS, OBJ_HEAP_OFFSET,
     OBJ_LANES_OFFSET, OBJ_NLANES, POOL_HDR_SIZE, ULOG_CAPACITY_OFF,
 };
-use poolsync_pmem::sim::SimStorage;
+use poolsync_pmem::sim::{SimStorage, Survival};
 use poolsync_pmem::{Access, FsStorage, Storage};
 use poolsync_poolset::{map_range, PoolSet};
 use tempfile::TempDir;
@@ -1206,4 +1206,78 @@ fn rm_targets_that_are_not_pools() {
     let report = rm(&FsStorage, &remote, &opts, &mut Script::default()).unwrap();
     assert_eq!(outcomes(&report), ["removed", "skipped", "removed"]);
     assert!(names(dir.path()) == ["bad.set"]);
+}
+
+/// Stops `rm -l` of a pool set whose parts lie in two directories at
+/// every directory sync it makes (its only persistence events), and cuts
+/// the power after it returns: every part is then either there and intact
+/// or gone, the set file is gone only if every part is, and `rm -f -l`
+/// finishes the job.
+#[test]
+fn rm_survives_a_crash_at_every_persistence_point() {
+    let set_path = Path::new("/pool/rm.set");
+    let parts = ["/pool/a/r0p0", "/pool/b/r0p1", "/pool/b/r1p0"].map(Path::new);
+    let text = "PMEMPOOLSET\n8M /pool/a/r0p0\n8M /pool/b/r0p1\nREPLICA\n16M /pool/b/r1p0\n";
+    let base = SimStorage::new();
+    for dir in ["/pool/a", "/pool/b"] {
+        base.add_dir(Path::new(dir)).expect("dir");
+    }
+    base.insert_file(set_path, text.as_bytes(), 0o644)
+        .expect("set file");
+    create(&base, set_path, &options("rm")).expect("create");
+    let before = base.image();
+    let first_failure =
+        |report: RmReport| match report.files.into_iter().find_map(|f| match f.outcome {
+            Outcome::Failed(e) => Some(e),
+            _ => None,
+        }) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        };
+    let rm_l = RmOptions {
+        remove_set_file: true,
+        ..RmOptions::default()
+    };
+    let test = CrashTest::new("rm -l", base, |s| {
+        first_failure(rm(s, set_path, &rm_l, &mut Script::default())?)
+    });
+    let reference = test.reference();
+    assert_eq!(reference.n(), 2, "one directory sync per directory");
+    assert!(reference.storage.paths().is_empty(), "everything removed");
+
+    test.sweep(&reference, reference.all_points())
+        .survivals(|k| {
+            let mut survivals = vec![Survival::Durable, Survival::Everything];
+            survivals.extend((0..6).map(|i| Survival::Torn { seed: k * 16 + i }));
+            survivals
+        })
+        .threads(1)
+        .after_crash(|c| {
+            for part in parts {
+                let now = c.storage.written_bytes(part);
+                assert!(
+                    now.is_none() || now == before.get(part).map(|f| f.bytes.clone()),
+                    "{c}: {} neither intact nor gone",
+                    part.display()
+                );
+            }
+            if c.storage.stat(set_path).expect("stat").is_none() {
+                assert!(
+                    parts.iter().all(|p| c.storage.written_bytes(p).is_none()),
+                    "{c}: the set file is gone, a part is left"
+                );
+            }
+        })
+        .rerun(|c| {
+            let forced = RmOptions {
+                force: true,
+                ..rm_l
+            };
+            let report = rm(&c.storage, set_path, &forced, &mut Script::default())
+                .unwrap_or_else(|e| panic!("{c}: rm -f -l: {e}"));
+            let outcomes = outcomes(&report);
+            first_failure(report).unwrap_or_else(|e| panic!("{c}: rm -f -l: {e}"));
+            c.note(format!("re-run: {outcomes:?}"));
+        })
+        .run();
 }
