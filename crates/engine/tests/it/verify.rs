@@ -17,9 +17,9 @@ use poolsync_pmem::{Access, PartFile, Storage};
 use poolsync_poolset::map_range;
 
 use crate::crash::CrashTest;
-use crate::support::{remove, Fixture};
+use crate::support::{normalized, remove, Fixture};
 use poolsync_engine::compare::CompareOptions;
-use poolsync_engine::sync::{NoProgress, SyncOptions};
+use poolsync_engine::sync::{NoProgress, SyncOptions, UuidSource};
 
 /// A used heap: zone 0 initialised, chunks 0–1 one used block (an object of
 /// two chunks, which holds the fixture's data at 4 MiB), the rest free.
@@ -329,6 +329,29 @@ fn crash_everywhere(
             assert!(check(fx, &c.storage).is_clean(), "{c}");
         })
         .run();
+}
+
+/// `sync --verify` on a set that needs both repairs: replica 2 lost a part,
+/// which the sync's steps recreate, and replica 1's live data differs,
+/// which the verification's repair copies. A crash in either phase is
+/// finished by a re-run.
+#[test]
+fn crash_while_syncing_and_repairing_live_data() {
+    let fx = Fixture::new(&[&[8, 8], &[16], &[10, 8]], false);
+    let heap = used_heap(&fx);
+    fx.write_logical(&fx.base, 1, heap.object.0 + 7000, b"damage");
+    remove(&fx.base, fx.part(2, 1));
+    let opts = SyncOptions {
+        uuids: UuidSource::Derived { seed: 3 },
+        ..sync_options()
+    };
+    crash_everywhere(&fx, &opts, normalized, |o| {
+        let sync = o.sync.report.as_ref().expect("sync report");
+        assert_eq!(sync.parts_created, 1);
+        let repair = o.repair.as_ref().expect("repair");
+        assert_eq!(repair.replicas.len(), 1);
+        assert_eq!(repair.replicas[0].replica, 1);
+    });
 }
 
 #[test]
