@@ -4,6 +4,12 @@
 #[path = "it/support.rs"]
 mod support;
 
+#[path = "it/check_crash.rs"]
+mod check_crash;
+
+#[path = "it/crash.rs"]
+mod crash;
+
 #[path = "it/create_rm.rs"]
 mod create_rm;
 

@@ -26,6 +26,8 @@ use poolsync_pmem::{Access, FsStorage, Storage};
 use poolsync_poolset::{map_range, PoolSet};
 use tempfile::TempDir;
 
+use crate::crash::CrashTest;
+
 const MIB: u64 = 1 << 20;
 
 // ---------------------------------------------------------------- helpers
@@ -914,58 +916,50 @@ fn force_recreates_a_pool_set_unless_in_use() {
 fn create_survives_a_crash_at_every_persistence_point() {
     let set_path = Path::new("/pool/crash.set");
     let text = "PMEMPOOLSET\n6M /pool/a\n6M /pool/b\nREPLICA\n12M /pool/c\n";
-    let fresh = || {
-        let sim = SimStorage::new();
-        sim.add_dir(Path::new("/pool")).expect("dir");
-        sim.insert_file(set_path, text.as_bytes(), 0o644)
-            .expect("set file");
-        sim
-    };
+    let base = SimStorage::new();
+    base.add_dir(Path::new("/pool")).expect("dir");
+    base.insert_file(set_path, text.as_bytes(), 0o644)
+        .expect("set file");
     let opts = options("crash");
-    let full = fresh();
-    create(&full, set_path, &opts).expect("complete run");
-    let events = full.events();
+    let test = CrashTest::new("create", base, |s| create(s, set_path, &opts));
+    let reference = test.reference();
+    let events = reference.n();
     assert!(events >= 8, "create makes {events} persistence events");
-    assert_pool(&sim_reader(&full), set_path, "crash", false);
+    assert_pool(&sim_reader(&reference.storage), set_path, "crash", false);
 
     let parts = ["/pool/a", "/pool/b", "/pool/c"].map(Path::new);
-    for k in 0..events {
-        for survival in [Survival::Durable, Survival::Everything] {
-            let sim = fresh();
-            sim.crash_after(k);
-            let err = create(&sim, set_path, &opts).expect_err("crashed run fails");
-            assert!(err.to_string().contains("crash"), "event {k}: {err}");
-            let rebooted = sim.after_crash_with(survival);
+    test.sweep(&reference, reference.all_points())
+        .after_crash(|c| {
             let headed = parts.iter().any(|p| {
-                rebooted.written_bytes(p).is_some_and(|b| {
+                c.storage.written_bytes(p).is_some_and(|b| {
                     b.len() >= POOL_HDR_SIZE && b[..POOL_HDR_SIZE].iter().any(|&x| x != 0)
                 })
             });
             if headed {
                 // A header exists, so the whole pool must be there (the
                 // other headers may still be missing: sync repairs that).
-                let read = sim_reader(&rebooted);
+                let read = sim_reader(&c.storage);
                 let (set, paths) = layout_of(&read, set_path);
                 for (r, replica) in paths.iter().enumerate() {
                     let image = read_logical(&read, &set, replica, r, 0x1000, 0x1000);
                     let desc = ObjDescriptor::decode(&image).expect("descriptor");
-                    assert!(
-                        desc.checksum_ok(),
-                        "event {k} {survival:?}: replica {r} descriptor"
-                    );
+                    assert!(desc.checksum_ok(), "{c}: replica {r} descriptor");
                 }
             }
-            // Re-running with -f converges to a complete pool.
+        })
+        // Re-running with -f converges to a complete pool.
+        .rerun(|c| {
             let again = CreateOptions {
                 force: true,
                 ..opts.clone()
             };
-            create(&rebooted, set_path, &again).unwrap_or_else(|e| {
-                panic!("event {k} {survival:?}: create -f after the crash: {e}")
-            });
-            assert_pool(&sim_reader(&rebooted), set_path, "crash", false);
-        }
-    }
+            create(&c.storage, set_path, &again)
+                .unwrap_or_else(|e| panic!("{c}: create -f after the crash: {e}"))
+        })
+        // New pools get fresh UUIDs: the end state is checked, not compared.
+        .without_end_image()
+        .end(|c, _| assert_pool(&sim_reader(&c.storage), set_path, "crash", false))
+        .run();
 }
 
 // ---------------------------------------------------------------- rm
@@ -1128,7 +1122,7 @@ fn rm_refuses_a_pool_in_use() {
 
     let pool = dir.path().join("single");
     must_create(&pool, &CreateOptions::default());
-    let lock = FsStorage.open(&pool, Access::ReadOnly).unwrap();
+    let lock = open_when_free(&pool);
     let err = rm(
         &FsStorage,
         &pool,
@@ -1212,4 +1206,94 @@ fn rm_targets_that_are_not_pools() {
     let report = rm(&FsStorage, &remote, &opts, &mut Script::default()).unwrap();
     assert_eq!(outcomes(&report), ["removed", "skipped", "removed"]);
     assert!(names(dir.path()) == ["bad.set"]);
+}
+
+/// Stops `rm -l` of a pool set whose parts lie in two directories at
+/// every directory sync it makes (its only persistence events), and cuts
+/// the power after it returns: every part is then either there and intact
+/// or gone, the set file is gone only if every part is, and `rm -f -l`
+/// finishes the job.
+#[test]
+fn rm_survives_a_crash_at_every_persistence_point() {
+    let set_path = Path::new("/pool/rm.set");
+    let parts = ["/pool/a/r0p0", "/pool/b/r0p1", "/pool/b/r1p0"].map(Path::new);
+    let text = "PMEMPOOLSET\n8M /pool/a/r0p0\n8M /pool/b/r0p1\nREPLICA\n16M /pool/b/r1p0\n";
+    let base = SimStorage::new();
+    for dir in ["/pool/a", "/pool/b"] {
+        base.add_dir(Path::new(dir)).expect("dir");
+    }
+    base.insert_file(set_path, text.as_bytes(), 0o644)
+        .expect("set file");
+    create(&base, set_path, &options("rm")).expect("create");
+    let before = base.image();
+    let first_failure =
+        |report: RmReport| match report.files.into_iter().find_map(|f| match f.outcome {
+            Outcome::Failed(e) => Some(e),
+            _ => None,
+        }) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        };
+    let rm_l = RmOptions {
+        remove_set_file: true,
+        ..RmOptions::default()
+    };
+    let test = CrashTest::new("rm -l", base, |s| {
+        first_failure(rm(s, set_path, &rm_l, &mut Script::default())?)
+    });
+    let reference = test.reference();
+    assert_eq!(reference.n(), 2, "one directory sync per directory");
+    assert!(reference.storage.paths().is_empty(), "everything removed");
+
+    test.sweep(&reference, reference.all_points())
+        .survivals(|k| {
+            let mut survivals = vec![Survival::Durable, Survival::Everything];
+            survivals.extend((0..6).map(|i| Survival::Torn { seed: k * 16 + i }));
+            survivals
+        })
+        .threads(1)
+        .after_crash(|c| {
+            for part in parts {
+                let now = c.storage.written_bytes(part);
+                assert!(
+                    now.is_none() || now == before.get(part).map(|f| f.bytes.clone()),
+                    "{c}: {} neither intact nor gone",
+                    part.display()
+                );
+            }
+            if c.storage.stat(set_path).expect("stat").is_none() {
+                assert!(
+                    parts.iter().all(|p| c.storage.written_bytes(p).is_none()),
+                    "{c}: the set file is gone, a part is left"
+                );
+            }
+        })
+        .rerun(|c| {
+            let forced = RmOptions {
+                force: true,
+                ..rm_l
+            };
+            let report = rm(&c.storage, set_path, &forced, &mut Script::default())
+                .unwrap_or_else(|e| panic!("{c}: rm -f -l: {e}"));
+            let outcomes = outcomes(&report);
+            first_failure(report).unwrap_or_else(|e| panic!("{c}: rm -f -l: {e}"));
+            c.note(format!("re-run: {outcomes:?}"));
+        })
+        .run();
+}
+
+/// Opens `path` read-only, retrying for a while when it is locked: another
+/// test thread that forks a process at the moment a file is closed lends
+/// the child its open file description, and the flock with it, until the
+/// child execs.
+fn open_when_free(path: &Path) -> poolsync_pmem::FsFile {
+    for _ in 0..200 {
+        match FsStorage.open(path, Access::ReadOnly) {
+            Err(poolsync_pmem::Error::Locked { .. }) => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            other => return other.expect("open"),
+        }
+    }
+    panic!("{} stayed locked", path.display())
 }

@@ -20,11 +20,10 @@ use poolsync_engine::sync::plan::{DataAction, HeaderAction, Step};
 use poolsync_engine::sync::{sync, NoProgress, Progress, SyncOptions, UuidSource};
 use poolsync_engine::Error;
 use poolsync_header::{PoolHdr, RawUuid, Sds, POOL_HDR_SDS_OFF, POOL_HDR_SIZE};
-use poolsync_pmem::sim::{SimFile, SimStorage};
-use poolsync_pmem::{Access, FsStorage, Meta, PartFile, Storage};
+use poolsync_pmem::{Access, FsStorage, Storage};
 use tempfile::TempDir;
 
-use crate::sync_crash::{flip, remove, write_file, Fixture};
+use crate::support::{flip, remove, write_file, Fixture, Op, Wrapped};
 
 const M: u64 = 1 << 20;
 
@@ -633,121 +632,13 @@ fn found_bad_blocks_are_saved_first_repaired_and_their_files_removed() {
 
 // ------------------------------------------------- read errors and ordering
 
-/// Writes, flushes and fences: (file, operation, offset, length).
-type OpLog = Arc<Mutex<Vec<(PathBuf, &'static str, u64, u64)>>>;
-
-/// Storage that wraps the simulated one, records every write, flush and
-/// fence, and fails reads of chosen ranges with EIO.
-#[derive(Debug, Clone)]
-struct Wrapped {
-    inner: SimStorage,
-    log: OpLog,
-    eio: Arc<Vec<(PathBuf, u64, u64)>>,
-}
-
-#[derive(Debug)]
-struct WrappedFile {
-    inner: SimFile,
-    log: OpLog,
-    eio: Arc<Vec<(PathBuf, u64, u64)>>,
-}
-
-impl Storage for Wrapped {
-    type File = WrappedFile;
-    fn stat(&self, path: &Path) -> Result<Option<Meta>, poolsync_pmem::Error> {
-        self.inner.stat(path)
-    }
-    fn open(&self, path: &Path, access: Access) -> Result<WrappedFile, poolsync_pmem::Error> {
-        Ok(WrappedFile {
-            inner: self.inner.open(path, access)?,
-            log: self.log.clone(),
-            eio: self.eio.clone(),
-        })
-    }
-    fn create(&self, path: &Path, size: u64) -> Result<WrappedFile, poolsync_pmem::Error> {
-        Ok(WrappedFile {
-            inner: self.inner.create(path, size)?,
-            log: self.log.clone(),
-            eio: self.eio.clone(),
-        })
-    }
-    fn remove(&self, path: &Path) -> Result<(), poolsync_pmem::Error> {
-        self.inner.remove(path)
-    }
-    fn set_mode(&self, path: &Path, mode: u32) -> Result<(), poolsync_pmem::Error> {
-        self.inner.set_mode(path, mode)
-    }
-    fn clock(&self) -> &dyn poolsync_pmem::Clock {
-        self.inner.clock()
-    }
-    fn current_dir(&self) -> Result<PathBuf, poolsync_pmem::Error> {
-        self.inner.current_dir()
-    }
-    fn fsync_dir(&self, dir: &Path) -> Result<(), poolsync_pmem::Error> {
-        self.inner.fsync_dir(dir)
-    }
-}
-
-impl WrappedFile {
-    fn note(&self, op: &'static str, offset: u64, len: u64) {
-        self.log
-            .lock()
-            .unwrap()
-            .push((self.inner.path().to_path_buf(), op, offset, len));
-    }
-}
-
-impl PartFile for WrappedFile {
-    fn path(&self) -> &Path {
-        self.inner.path()
-    }
-    fn len(&self) -> Result<u64, poolsync_pmem::Error> {
-        self.inner.len()
-    }
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), poolsync_pmem::Error> {
-        let end = offset + buf.len() as u64;
-        if self
-            .eio
-            .iter()
-            .any(|(p, o, l)| p == self.inner.path() && *o < end && offset < o + l)
-        {
-            return Err(poolsync_pmem::Error::IoAt {
-                op: "read",
-                path: self.inner.path().to_path_buf(),
-                offset,
-                source: std::io::Error::from_raw_os_error(5),
-            });
-        }
-        self.inner.read_at(offset, buf)
-    }
-    fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), poolsync_pmem::Error> {
-        self.note("write", offset, data.len() as u64);
-        self.inner.write_at(offset, data)
-    }
-    fn flush(&self, offset: u64, len: u64) -> Result<(), poolsync_pmem::Error> {
-        self.note("flush", offset, len);
-        self.inner.flush(offset, len)
-    }
-    fn fence(&self) -> Result<(), poolsync_pmem::Error> {
-        self.note("fence", 0, 0);
-        self.inner.fence()
-    }
-    fn ctime(&self) -> Result<u64, poolsync_pmem::Error> {
-        self.inner.ctime()
-    }
-}
-
 #[test]
 fn a_source_read_error_is_served_by_another_healthy_replica() {
     let fx = Fixture::new(&[&[8, 8], &[16], &[8, 8]], false);
     let s = fx.copy();
     remove(&s, fx.part(2, 1));
     // Two blocks of the source (replica 0 part 1) cannot be read.
-    let w = Wrapped {
-        inner: s,
-        log: Arc::default(),
-        eio: Arc::new(vec![(fx.part(0, 1).to_path_buf(), 4096 + M, 8192)]),
-    };
+    let w = Wrapped::new(s).failing_reads(vec![(fx.part(0, 1).to_path_buf(), 4096 + M, 8192)]);
     let o = SyncOptions {
         threads: 1,
         ..opts()
@@ -760,7 +651,7 @@ fn a_source_read_error_is_served_by_another_healthy_replica() {
         .all(|f| f.replica == 0 && f.from_replica == 1));
     let covered: u64 = fallbacks.iter().map(|f| f.len).sum();
     assert_eq!(covered, 8192, "only the unreadable blocks: {fallbacks:?}");
-    assert_synced(&w.inner, &fx.set_path, 1);
+    assert_synced(w.sim(), &fx.set_path, 1);
 }
 
 #[test]
@@ -771,26 +662,31 @@ fn data_is_durable_before_every_header_write() {
     // compared) and part 1 has a stale block.
     remove(&s, fx.part(1, 0));
     flip(&s, fx.part(1, 1), 4096 + 3 * M);
-    let w = Wrapped {
-        inner: s,
-        log: Arc::default(),
-        eio: Arc::default(),
-    };
+    let w = Wrapped::new(s);
     let o = SyncOptions {
         threads: 1,
         ..opts()
     };
     sync(&w, &fx.set_path, &o, &NoProgress).expect("sync");
-    let log = w.log.lock().unwrap().clone();
+    let log = w.log();
     for path in [fx.part(1, 0), fx.part(1, 1)] {
-        let ops: Vec<_> = log.iter().filter(|(p, ..)| p == path).collect();
+        let ops: Vec<&Op> = log.iter().filter(|op| op.path() == path).collect();
         let header = ops
             .iter()
-            .position(|(_, op, off, len)| *op == "write" && *off == 0 && *len == 4096)
+            .position(|op| {
+                matches!(
+                    op,
+                    Op::Write {
+                        off: 0,
+                        len: 4096,
+                        ..
+                    }
+                )
+            })
             .expect("a header write");
         let last_data = ops
             .iter()
-            .rposition(|(_, op, off, _)| *op == "write" && *off >= 4096)
+            .rposition(|op| matches!(op, Op::Write { off, .. } if *off >= 4096))
             .expect("data writes");
         assert!(
             last_data < header,
@@ -800,24 +696,26 @@ fn data_is_durable_before_every_header_write() {
         assert!(
             ops[last_data..header]
                 .iter()
-                .any(|(_, op, ..)| *op == "fence"),
+                .any(|op| matches!(op, Op::Fence { .. })),
             "{}: no fence between data and header",
             path.display()
         );
         assert!(
             ops[header + 1..]
                 .iter()
-                .all(|(_, op, off, _)| *op != "write" || *off == 0),
+                .all(|op| !matches!(op, Op::Write { off, .. } if *off != 0)),
             "{}: data written after the header",
             path.display()
         );
     }
     // The source was never written.
-    assert!(log.iter().all(|(p, ..)| !fx.parts[0].contains(p)));
+    assert!(log
+        .iter()
+        .all(|op| !fx.parts[0].iter().any(|p| p == op.path())));
     for path in [fx.part(1, 0), fx.part(1, 1)] {
-        let hdr = PoolHdr::decode(&w.inner.written_bytes(path).expect("part")).expect("hdr");
+        let hdr = PoolHdr::decode(&w.sim().written_bytes(path).expect("part")).expect("hdr");
         assert!(hdr.checksum_ok());
         assert_ne!(hdr.uuid, RawUuid::NIL);
     }
-    assert_synced(&w.inner, &fx.set_path, 0);
+    assert_synced(w.sim(), &fx.set_path, 0);
 }

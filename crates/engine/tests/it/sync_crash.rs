@@ -5,126 +5,22 @@
 //! end state of an uninterrupted run (crtime aside; fresh UUIDs are derived
 //! from a seed, so they are the same too).
 
-use std::path::{Path, PathBuf};
-
-use poolsync_engine::create::{create, CreateOptions};
 use poolsync_engine::inspect::inspect;
 use poolsync_engine::open::open;
 use poolsync_engine::sync::{sync, NoProgress, SyncOptions, UuidSource};
 use poolsync_header::{PoolHdr, POOL_HDR_CRTIME_OFF, POOL_HDR_CSUM_OFF, POOL_HDR_SIZE};
-use poolsync_pmem::sim::{SimImage, SimStorage, Survival};
-use poolsync_pmem::{Access, Error as PmemError, PartFile, Storage};
-use poolsync_poolset::{map_range, PoolSet};
+use poolsync_pmem::sim::{SimImage, SimStorage};
+use poolsync_pmem::Access;
+
+use crate::crash::{survivals_torn_every, CrashTest};
+use crate::support::{flip, is_undo_file, remove, write_file, Fixture};
 
 const M: u64 = 1 << 20;
-
-/// A pool set on a simulated storage, created, filled and damaged, kept as
-/// a quiescent base that every run copies.
-pub struct Fixture {
-    pub base: SimStorage,
-    pub set_path: PathBuf,
-    pub set: PoolSet,
-    pub parts: Vec<Vec<PathBuf>>,
-}
-
-impl Fixture {
-    /// Creates `/pool/pool.set` with the given part sizes (MiB) and writes
-    /// the same pseudo-random data into the heap of every replica, as
-    /// libpmemobj's replication would.
-    pub fn new(replicas: &[&[u64]], single_hdr: bool) -> Fixture {
-        let s = SimStorage::new();
-        s.add_dir(Path::new("/pool")).expect("dir");
-        let (text, parts) = crate::support::set_text(Path::new("/pool"), replicas, single_hdr);
-        let set_path = PathBuf::from("/pool/pool.set");
-        s.insert_file(&set_path, text.as_bytes(), 0o644)
-            .expect("set file");
-        let opts = CreateOptions {
-            layout: "crash".to_string(),
-            ..CreateOptions::default()
-        };
-        create(&s, &set_path, &opts).expect("create");
-        // The master's part 0 gets its own mode, which rebuilt parts copy.
-        let master = PathBuf::from("/pool/r0p0");
-        s.set_mode(&master, 0o640).expect("chmod");
-        s.fsync_parent(&master).expect("sync dir");
-        let set = poolsync_poolset::parse(&text).expect("parse");
-        let fixture = Fixture {
-            base: s,
-            set_path,
-            set,
-            parts,
-        };
-        let pool = fixture.set.pool_size().expect("pool size");
-        for r in 0..replicas.len() {
-            // Every 256 KiB of the heap, 8 KiB of data: blocks that a repair
-            // has to find.
-            let mut off = 4 * M;
-            let mut seed = 1u64;
-            while off + 8192 <= pool {
-                let bytes: Vec<u8> = (0..8192u64)
-                    .map(|i| {
-                        seed = seed
-                            .wrapping_mul(6364136223846793005)
-                            .wrapping_add(1442695040888963407);
-                        (seed >> 33) as u8 ^ i as u8
-                    })
-                    .collect();
-                fixture.write_logical(&fixture.base, r, off, &bytes);
-                off += 256 * 1024;
-            }
-        }
-        fixture
-    }
-
-    /// An independent copy of the base.
-    pub fn copy(&self) -> SimStorage {
-        self.base.after_crash_with(Survival::Everything)
-    }
-
-    /// Writes `bytes` at logical `offset` of replica `r`, durably.
-    pub fn write_logical(&self, s: &SimStorage, r: usize, offset: u64, bytes: &[u8]) {
-        let extents = self.set.extents(r).expect("extents");
-        for piece in map_range(&extents, offset, bytes.len() as u64) {
-            let start = (piece.logical - offset) as usize;
-            let chunk = &bytes[start..start + piece.len as usize];
-            write_file(s, &self.parts[r][piece.part], piece.file_offset, chunk);
-        }
-    }
-
-    pub fn part(&self, r: usize, p: usize) -> &Path {
-        &self.parts[r][p]
-    }
-}
-
-/// Writes bytes into a file durably.
-pub fn write_file(s: &SimStorage, path: &Path, offset: u64, bytes: &[u8]) {
-    let f = s.open(path, Access::ReadWrite).expect("open for damage");
-    f.write_at(offset, bytes).expect("write");
-    f.flush(offset, bytes.len() as u64).expect("flush");
-    f.fence().expect("fence");
-}
-
-/// Flips one byte of a file durably.
-pub fn flip(s: &SimStorage, path: &Path, offset: u64) {
-    let f = s.open(path, Access::ReadWrite).expect("open");
-    let mut b = [0u8; 1];
-    f.read_at(offset, &mut b).expect("read");
-    drop(f);
-    write_file(s, path, offset, &[!b[0]]);
-}
-
-/// Removes a file durably.
-pub fn remove(s: &SimStorage, path: &Path) {
-    s.remove(path).expect("remove");
-    s.fsync_parent(path).expect("sync dir");
-}
 
 /// The image with every header's crtime and checksum zeroed (they depend
 /// on the clock), after checking that every header checksum is valid.
 fn normalized(fx: &Fixture, s: &SimStorage) -> SimImage {
     let mut image = s.image();
-    // Each run that repairs writes an undo file of its own (see
-    // `undo_saves_what_a_repair_overwrites`): not part of the pool.
     image.retain(|p| !is_undo_file(p));
     for (r, rep) in fx.parts.iter().enumerate() {
         for (p, path) in rep.iter().enumerate() {
@@ -143,12 +39,6 @@ fn normalized(fx: &Fixture, s: &SimStorage) -> SimImage {
         }
     }
     image
-}
-
-/// Whether `path` names an undo file.
-pub fn is_undo_file(path: &Path) -> bool {
-    path.to_string_lossy()
-        .contains(poolsync_engine::undo::UNDO_INFIX)
 }
 
 fn options() -> SyncOptions {
@@ -170,65 +60,48 @@ fn source_files(fx: &Fixture, s: &SimStorage, source: usize) -> Vec<Option<Vec<u
 /// Runs sync to completion on a copy, then crashes it at every event.
 fn crash_everywhere(fx: &Fixture, source: usize, torn_every: u64) {
     let opts = options();
-    let reference = fx.copy();
-    let before = source_files(fx, &reference, source);
-    let outcome = sync(&reference, &fx.set_path, &opts, &NoProgress).expect("uninterrupted sync");
-    assert!(!outcome.plan.is_noop(), "the fixture must need a repair");
-    let events = reference.events();
+    let test = CrashTest::new("sync", fx.copy(), |s| {
+        sync(s, &fx.set_path, &opts, &NoProgress)
+    })
+    .events_interleave();
+    let before = source_files(fx, &fx.base, source);
+    let reference = test.reference();
+    assert!(
+        !reference.outcome.plan.is_noop(),
+        "the fixture must need a repair"
+    );
+    let events = reference.n();
     assert!(events > 3, "only {events} events");
-    let expected = normalized(fx, &reference);
     assert_eq!(
-        source_files(fx, &reference, source),
+        source_files(fx, &reference.storage, source),
         before,
         "source written"
     );
     {
-        let set = open(&reference, &fx.set_path, Access::ReadOnly).expect("open");
+        let set = open(&reference.storage, &fx.set_path, Access::ReadOnly).expect("open");
         assert!(inspect(&set).is_healthy(), "healthy after the sync");
     }
 
-    for k in 0..events {
-        let crashed = fx.copy();
-        crashed.crash_after(k);
-        match sync(&crashed, &fx.set_path, &opts, &NoProgress) {
-            Err(poolsync_engine::Error::Storage(PmemError::SimulatedCrash { event })) => {
-                assert_eq!(event, k)
-            }
-            other => panic!("crash at event {k}: expected a simulated crash, got {other:?}"),
-        }
-        let mut survivals = vec![Survival::Durable, Survival::Everything];
-        if torn_every > 0 && k % torn_every == 0 {
-            survivals.extend([
-                Survival::Torn { seed: k },
-                Survival::Torn { seed: k ^ 0x5eed },
-            ]);
-        }
-        for survival in survivals {
-            let rebooted = crashed.after_crash_with(survival);
+    test.sweep(&reference, reference.all_points())
+        .survivals(|k| survivals_torn_every(k, torn_every, 2))
+        .after_crash(|c| {
             assert_eq!(
-                source_files(fx, &rebooted, source),
+                source_files(fx, &c.storage, source),
                 before,
-                "event {k} {survival:?}: source changed by the crashed run"
+                "{c}: source changed by the crashed run"
             );
-            sync(&rebooted, &fx.set_path, &opts, &NoProgress)
-                .unwrap_or_else(|e| panic!("event {k} {survival:?}: re-run failed: {e}"));
+        })
+        .end_image(|s| normalized(fx, s))
+        .end(|c, _| {
             assert_eq!(
-                source_files(fx, &rebooted, source),
+                source_files(fx, &c.storage, source),
                 before,
-                "event {k} {survival:?}: source changed by the re-run"
+                "{c}: source changed by the re-run"
             );
-            assert_eq!(
-                normalized(fx, &rebooted),
-                expected,
-                "event {k} {survival:?}: the re-run ended elsewhere"
-            );
-            let again = sync(&rebooted, &fx.set_path, &opts, &NoProgress).expect("third run");
-            assert!(
-                again.plan.is_noop(),
-                "event {k} {survival:?}: not healthy after the re-run"
-            );
-        }
-    }
+            let again = c.run().expect("third run");
+            assert!(again.plan.is_noop(), "{c}: not healthy after the re-run");
+        })
+        .run();
 }
 
 #[test]

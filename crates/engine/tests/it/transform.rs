@@ -6,21 +6,18 @@
 //! running the transform again (following its instructions where it gives
 //! any) ends exactly where an uninterrupted run ends.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use poolsync_engine::inspect::inspect;
-use poolsync_engine::open::open;
 use poolsync_engine::sync::{NoProgress, UuidSource};
 use poolsync_engine::transform::{transform, Operation, TransformOptions};
 use poolsync_engine::Error;
-use poolsync_header::{PoolHdr, POOL_HDR_CRTIME_OFF, POOL_HDR_CSUM_OFF, POOL_HDR_SIZE};
-use poolsync_pmem::sim::{SimImage, SimStorage, Survival};
-use poolsync_pmem::{Access, Error as PmemError, Storage};
-use poolsync_poolset::{map_range, PoolSet};
+use poolsync_pmem::sim::SimStorage;
+use poolsync_pmem::Storage;
 
-use crate::sync_crash::{write_file, Fixture};
-
-const M: u64 = 1 << 20;
+use crate::crash::{survivals_torn_every, CrashTest};
+use crate::support::{
+    flip, healthy, normalized, put_set, read_logical, write_file, Fixture, Layout,
+};
 
 pub fn options() -> TransformOptions {
     TransformOptions {
@@ -31,77 +28,16 @@ pub fn options() -> TransformOptions {
     }
 }
 
-/// Writes a pool set file with the given replicas (part paths and MiB).
-fn set_file(s: &SimStorage, path: &Path, replicas: &[&[(&str, u64)]]) -> PoolSet {
-    let mut text = String::from("PMEMPOOLSET\n");
-    for (r, parts) in replicas.iter().enumerate() {
-        if r > 0 {
-            text.push_str("REPLICA\n");
-        }
-        for (p, mib) in *parts {
-            text.push_str(&format!("{mib}M {p}\n"));
-        }
-    }
-    if s.stat(path).expect("stat").is_some() {
-        s.remove(path).expect("replace set file");
-    }
-    s.insert_file(path, text.as_bytes(), 0o644)
-        .expect("set file");
-    poolsync_poolset::parse(&text).expect("parse")
-}
-
-/// Reads logical `[offset, offset+len)` of replica `r` of `set`.
-pub fn read_logical(s: &SimStorage, set: &PoolSet, r: usize, offset: u64, len: u64) -> Vec<u8> {
-    let extents = set.extents(r).expect("extents");
-    let poolsync_poolset::Replica::Local { parts, .. } = &set.replicas[r] else {
-        panic!("remote");
-    };
-    let mut out = Vec::new();
-    for piece in map_range(&extents, offset, len) {
-        let bytes = s
-            .written_bytes(Path::new(&parts[piece.part].path))
-            .expect("part");
-        let at = piece.file_offset as usize;
-        out.extend_from_slice(&bytes[at..at + piece.len as usize]);
-    }
-    out
-}
-
-pub fn healthy(s: &SimStorage, set: &Path) -> bool {
-    open(s, set, Access::ReadOnly).is_ok_and(|o| inspect(&o).is_healthy())
-}
-
-/// Every file's bytes and mode, with crtime and checksum of every valid
-/// header zeroed (they depend on the clock).
-pub fn normalized(s: &SimStorage) -> SimImage {
-    let mut image = s.image();
-    let files: Vec<(PathBuf, Vec<u8>, u32)> = image
-        .files()
-        .iter()
-        .map(|(p, f)| (p.clone(), f.bytes.clone(), f.mode))
-        .collect();
-    for (path, mut bytes, mode) in files {
-        if bytes.len() >= POOL_HDR_SIZE
-            && PoolHdr::decode(&bytes).is_ok_and(|h| h.checksum_ok() && !h.is_zero())
-        {
-            bytes[POOL_HDR_CRTIME_OFF..POOL_HDR_CRTIME_OFF + 8].fill(0);
-            bytes[POOL_HDR_CSUM_OFF..POOL_HDR_SIZE].fill(0);
-        }
-        image.insert(&path, bytes, mode);
-    }
-    image
-}
-
-const SRC2: &[&[(&str, u64)]] = &[
+const SRC2: Layout<'static> = &[
     &[("/pool/r0p0", 8), ("/pool/r0p1", 8)],
     &[("/pool/r1p0", 16)],
 ];
-const ADD: &[&[(&str, u64)]] = &[
+const ADD: Layout<'static> = &[
     &[("/pool/r0p0", 8), ("/pool/r0p1", 8)],
     &[("/pool/r1p0", 16)],
     &[("/pool/n0", 9), ("/pool/n1", 9)],
 ];
-const REMOVE_FIRST: &[&[(&str, u64)]] = &[&[("/pool/r1p0", 16)]];
+const REMOVE_FIRST: Layout<'static> = &[&[("/pool/r1p0", 16)]];
 
 fn fixture() -> Fixture {
     Fixture::new(&[&[8, 8], &[16]], false)
@@ -112,7 +48,7 @@ fn adding_a_replica_copies_the_pool_and_links_every_header() {
     let fx = fixture();
     let s = fx.copy();
     let dst = Path::new("/pool/dst.set");
-    let dset = set_file(&s, dst, ADD);
+    let dset = put_set(&s, dst, false, ADD);
     let dry = transform(
         &s,
         &fx.set_path,
@@ -167,7 +103,7 @@ fn removing_a_replica_relinks_the_rest_and_deletes_its_files() {
     let fx = fixture();
     let s = fx.copy();
     let dst = Path::new("/pool/dst.set");
-    set_file(&s, dst, REMOVE_FIRST);
+    put_set(&s, dst, false, REMOVE_FIRST);
     let done = transform(&s, &fx.set_path, dst, &options(), &NoProgress).expect("transform");
     assert_eq!(
         done.plan.operation,
@@ -193,7 +129,7 @@ fn pmempools_refusals_change_nothing() {
     let s = fx.copy();
     let dst = Path::new("/pool/dst.set");
 
-    set_file(&s, dst, SRC2);
+    put_set(&s, dst, false, SRC2);
     assert!(refused(&s, &fx.set_path, dst).contains("both poolsets are equal"));
 
     // Changing SINGLEHDR together with the replicas is refused.
@@ -206,9 +142,10 @@ fn pmempools_refusals_change_nothing() {
     .expect("set file");
     assert!(refused(&s, &fx.set_path, dst).contains("change one thing at a time"));
 
-    set_file(
+    put_set(
         &s,
         dst,
+        false,
         &[
             &[("/pool/r0p0", 8), ("/pool/r0p1", 8)],
             &[("/pool/r1p0", 16)],
@@ -217,9 +154,10 @@ fn pmempools_refusals_change_nothing() {
     );
     assert!(refused(&s, &fx.set_path, dst).contains("target poolset is too small"));
 
-    set_file(
+    put_set(
         &s,
         dst,
+        false,
         &[
             &[("/pool/r0p0", 8), ("/pool/r0p1", 8)],
             &[("/pool/r1p0", 16)],
@@ -228,9 +166,10 @@ fn pmempools_refusals_change_nothing() {
     );
     assert!(refused(&s, &fx.set_path, dst).contains("8388608"));
 
-    set_file(
+    put_set(
         &s,
         dst,
+        false,
         &[
             &[("/pool/r0p0", 8), ("/pool/r0p1", 8)],
             &[("/pool/r1p0", 16)],
@@ -239,9 +178,10 @@ fn pmempools_refusals_change_nothing() {
     );
     assert!(refused(&s, &fx.set_path, dst).contains("does not exist"));
 
-    set_file(
+    put_set(
         &s,
         dst,
+        false,
         &[
             &[("/pool/r0p0", 8), ("/pool/r0p1", 8)],
             &[("/pool/r1p0", 16)],
@@ -253,9 +193,10 @@ fn pmempools_refusals_change_nothing() {
     // A part being added exists and belongs to something else.
     s.insert_file(Path::new("/pool/x"), &vec![0xa5; 16 << 20], 0o644)
         .expect("foreign");
-    set_file(
+    put_set(
         &s,
         dst,
+        false,
         &[
             &[("/pool/r0p0", 8), ("/pool/r0p1", 8)],
             &[("/pool/r1p0", 16)],
@@ -278,8 +219,8 @@ fn pmempools_refusals_change_nothing() {
     assert!(msg.contains("is a copy of a part of the source"), "{msg}");
 
     // A broken source.
-    crate::sync_crash::flip(&s, fx.part(1, 0), 60);
-    set_file(&s, dst, ADD);
+    flip(&s, fx.part(1, 0), 60);
+    put_set(&s, dst, false, ADD);
     assert!(refused(&s, &fx.set_path, dst).contains("source poolset is broken"));
 }
 
@@ -294,7 +235,7 @@ fn a_file_of_another_pool_set_is_never_deleted() {
     let foreign = other.base.written_bytes(other.part(0, 1)).expect("part");
     write_file(&s, fx.part(0, 1), 0, &foreign[..4096]);
     let dst = Path::new("/pool/dst.set");
-    set_file(&s, dst, REMOVE_FIRST);
+    put_set(&s, dst, false, REMOVE_FIRST);
     let msg = refused(&s, &fx.set_path, dst);
     assert!(msg.contains("broken") || msg.contains("uuid"), "{msg}");
     assert!(s.stat(fx.part(0, 1)).expect("stat").is_some());
@@ -302,74 +243,58 @@ fn a_file_of_another_pool_set_is_never_deleted() {
 
 /// Runs the transform on a copy to the end, then crashes it at every
 /// event and checks the two allowed outcomes.
-fn crash_everywhere(fx: &Fixture, target: &[&[(&str, u64)]], torn_every: u64) {
+fn crash_everywhere(fx: &Fixture, target: Layout<'_>, torn_every: u64) {
     let dst = Path::new("/pool/dst.set");
     let base = fx.copy();
-    set_file(&base, dst, target);
-    let reference = base.after_crash_with(Survival::Everything);
-    transform(&reference, &fx.set_path, dst, &options(), &NoProgress).expect("uninterrupted");
-    let expected = normalized(&reference);
-    let events = reference.events();
-    assert!(events >= 3, "only {events} events");
+    put_set(&base, dst, false, target);
     let source_before = normalized(&base);
+    let test = CrashTest::new("transform", base, |s| {
+        transform(s, &fx.set_path, dst, &options(), &NoProgress)
+    });
+    let reference = test.reference();
+    let events = reference.n();
+    assert!(events >= 3, "only {events} events");
 
-    for k in 0..events {
-        let crashed = base.after_crash_with(Survival::Everything);
-        crashed.crash_after(k);
-        match transform(&crashed, &fx.set_path, dst, &options(), &NoProgress) {
-            Err(Error::Storage(PmemError::SimulatedCrash { event })) => assert_eq!(event, k),
-            other => panic!("crash at event {k}: expected a simulated crash, got {other:?}"),
-        }
-        let mut survivals = vec![Survival::Durable, Survival::Everything];
-        if torn_every > 0 && k % torn_every == 0 {
-            survivals.push(Survival::Torn { seed: k });
-        }
-        for survival in survivals {
-            let rebooted = crashed.after_crash_with(survival);
-            let src_ok = healthy(&rebooted, &fx.set_path);
-            if src_ok {
+    test.sweep(&reference, reference.all_points())
+        .survivals(|k| survivals_torn_every(k, torn_every, 1))
+        .after_crash(|c| {
+            if healthy(&c.storage, &fx.set_path) {
                 // The old set file opens the source, and its data is unchanged.
-                let now = normalized(&rebooted);
+                let now = normalized(&c.storage);
                 for part in fx.parts.iter().flatten() {
                     assert_eq!(
                         now.get(part).map(|f| &f.bytes),
                         source_before.get(part).map(|f| &f.bytes),
-                        "event {k} {survival:?}: {} changed while the source is in use",
+                        "{c}: {} changed while the source is in use",
                         part.display()
                     );
                 }
             }
+        })
+        .rerun(|c| {
             // Re-run; follow the instruction of a refusal that gives one.
+            let src_ok = healthy(&c.storage, &fx.set_path);
             let mut tries = 0;
             loop {
                 tries += 1;
-                assert!(tries < 6, "event {k} {survival:?}: no end");
-                match transform(&rebooted, &fx.set_path, dst, &options(), &NoProgress) {
-                    Ok(_) => break,
+                assert!(tries < 6, "{c}: no end");
+                match c.run() {
+                    Ok(outcome) => break outcome,
                     Err(Error::PartExists { path, what, .. }) => {
                         assert!(
                             what.contains("no pool header")
                                 || what.contains("no valid pool header"),
-                            "event {k} {survival:?}: {what}"
+                            "{c}: {what}"
                         );
-                        rebooted.remove(&path).expect("rm as told");
+                        c.storage.remove(&path).expect("rm as told");
                     }
-                    Err(e) => panic!(
-                        "event {k} {survival:?} (source healthy: {src_ok}): re-run failed: {e}"
-                    ),
+                    Err(e) => panic!("{c} (source healthy: {src_ok}): re-run failed: {e}"),
                 }
             }
-            assert!(
-                healthy(&rebooted, dst),
-                "event {k} {survival:?}: target not healthy"
-            );
-            assert_eq!(
-                normalized(&rebooted),
-                expected,
-                "event {k} {survival:?}: ended elsewhere"
-            );
-        }
-    }
+        })
+        .end_image(normalized)
+        .end(|c, _| assert!(healthy(&c.storage, dst), "{c}: target not healthy"))
+        .run();
 }
 
 #[test]
@@ -382,14 +307,14 @@ fn crash_while_removing_a_replica() {
     crash_everywhere(&fixture(), REMOVE_FIRST, 1);
 }
 
-const RESHAPE: &[&[(&str, u64)]] = &[&[("/pool/r1p0", 16)], &[("/pool/n0", 10), ("/pool/n1", 8)]];
+const RESHAPE: Layout<'static> = &[&[("/pool/r1p0", 16)], &[("/pool/n0", 10), ("/pool/n1", 8)]];
 
 #[test]
 fn reshaping_replaces_a_replica_by_one_of_another_layout() {
     let fx = fixture();
     let s = fx.copy();
     let dst = Path::new("/pool/dst.set");
-    let dset = set_file(&s, dst, RESHAPE);
+    let dset = put_set(&s, dst, false, RESHAPE);
     let done = transform(&s, &fx.set_path, dst, &options(), &NoProgress).expect("reshape");
     assert_eq!(
         done.plan.operation,
@@ -415,13 +340,12 @@ fn crash_while_reshaping() {
 #[test]
 fn crash_while_adding_two_replicas_to_three() {
     let fx = Fixture::new(&[&[16], &[8, 8], &[16]], false);
-    let target: &[&[(&str, u64)]] = &[
+    let target: Layout<'_> = &[
         &[("/pool/a", 16)],
         &[("/pool/r0p0", 16)],
         &[("/pool/r1p0", 8), ("/pool/r1p1", 8)],
         &[("/pool/r2p0", 16)],
         &[("/pool/b", 20)],
     ];
-    let _ = M;
     crash_everywhere(&fx, target, 0);
 }

@@ -4,7 +4,7 @@
 
 use poolsync_engine::undo::{undo, RangeFate, UndoOptions};
 use poolsync_engine::verify::{
-    check_data, sync_verify, Findings, SourceChoice, Verdict, VerifyOptions,
+    check_data, sync_verify, Findings, SourceChoice, Verdict, VerifyOptions, VerifyOutcome,
 };
 use poolsync_engine::Error;
 use poolsync_header::heap::{
@@ -15,13 +15,14 @@ use poolsync_header::{
     ObjDescriptor, HEAP_CHUNKSIZE, HEAP_CHUNKS_PER_ZONE, OBJ_DESC_LEN, OBJ_DESC_OFF,
     ZONE_METADATA_SIZE,
 };
-use poolsync_pmem::sim::{SimStorage, Survival};
-use poolsync_pmem::{Access, Error as PmemError, PartFile, Storage};
+use poolsync_pmem::sim::{SimImage, SimStorage, Survival};
+use poolsync_pmem::{Access, PartFile, Storage};
 use poolsync_poolset::map_range;
 
-use crate::sync_crash::Fixture;
+use crate::crash::CrashTest;
+use crate::support::{normalized, remove, Fixture};
 use poolsync_engine::compare::CompareOptions;
-use poolsync_engine::sync::{NoProgress, SyncOptions};
+use poolsync_engine::sync::{NoProgress, SyncOptions, UuidSource};
 
 /// A used heap: zone 0 initialised, chunks 0–1 one used block (an object of
 /// two chunks, which holds the fixture's data at 4 MiB), the rest free.
@@ -419,10 +420,15 @@ fn undo_puts_back_exactly_what_a_repair_overwrote() {
     assert_eq!(without_undo(&s), changed);
 }
 
+/// The bytes of every part of replica `r` in `s`.
+fn parts_of(fx: &Fixture, s: &SimStorage, r: usize) -> Vec<Option<Vec<u8>>> {
+    fx.parts[r].iter().map(|p| s.written_bytes(p)).collect()
+}
+
 /// The image of `s` without its undo files.
 fn without_undo(s: &SimStorage) -> poolsync_pmem::sim::SimImage {
     let mut image = s.image();
-    image.retain(|p| !crate::sync_crash::is_undo_file(p));
+    image.retain(|p| !crate::support::is_undo_file(p));
     image
 }
 
@@ -431,7 +437,7 @@ fn undo_files(s: &SimStorage) -> Vec<std::path::PathBuf> {
     let mut files: Vec<_> = s
         .paths()
         .into_iter()
-        .filter(|p| crate::sync_crash::is_undo_file(p))
+        .filter(|p| crate::support::is_undo_file(p))
         .collect();
     files.sort_by_key(|p| (p.as_os_str().len(), p.clone()));
     files
@@ -447,81 +453,101 @@ fn crash_at_every_point_of_a_repair_converges() {
     fx.write_logical(&fx.base, 1, heap.object.0 + 10, b"damage one");
     fx.write_logical(&fx.base, 1, heap.object.0 + 300_000, &[1; 9000]);
     fx.write_logical(&fx.base, 2, heap.zone + 64 + 4, &[3]);
-    let reference = fx.copy();
-    let source_before: Vec<_> = fx.parts[0]
-        .iter()
-        .map(|p| reference.written_bytes(p))
-        .collect();
-    sync_verify(
-        &reference,
-        &fx.set_path,
-        &sync_options(),
-        &options(),
-        &NoProgress,
-    )
-    .expect("uninterrupted");
-    let events = reference.events();
+    crash_everywhere(
+        &fx,
+        (&sync_options(), &options()),
+        &[1, 2],
+        without_undo,
+        |o| {
+            assert!(o.sync.plan.is_noop(), "the headers are intact");
+            assert!(o.repair.as_ref().is_some_and(|r| r.replicas.len() == 2));
+        },
+    );
+}
+
+/// Crashes `sync --verify` on `fx` at every event: the source is never
+/// written, the re-run ends where an uninterrupted run ends (`end_image`
+/// of both equal), and the set checks clean.
+fn crash_everywhere(
+    fx: &Fixture,
+    (sync_options, verify): (&SyncOptions, &VerifyOptions),
+    repaired: &[usize],
+    end_image: fn(&SimStorage) -> SimImage,
+    check_reference: impl Fn(&VerifyOutcome),
+) {
+    let test = CrashTest::new("sync --verify", fx.copy(), |s| {
+        sync_verify(s, &fx.set_path, sync_options, verify, &NoProgress)
+    })
+    .events_interleave();
+    let source =
+        |s: &SimStorage| -> Vec<_> { fx.parts[0].iter().map(|p| s.written_bytes(p)).collect() };
+    let source_before = source(&fx.base);
+    let reference = test.reference();
+    check_reference(&reference.outcome);
+    let events = reference.n();
     assert!(events >= 4, "only {events} events");
-    let expected = without_undo(&reference);
-    let original = without_undo(&fx.base);
-    for k in 0..events {
-        let crashed = fx.copy();
-        crashed.crash_after(k);
-        match sync_verify(
-            &crashed,
-            &fx.set_path,
-            &sync_options(),
-            &options(),
-            &NoProgress,
-        ) {
-            Err(Error::Storage(PmemError::SimulatedCrash { event })) => assert_eq!(event, k),
-            other => panic!("event {k}: expected a simulated crash, got {other:?}"),
-        }
-        for survival in [
-            Survival::Durable,
-            Survival::Everything,
-            Survival::Torn { seed: k },
-        ] {
-            let rebooted = crashed.after_crash_with(survival);
+    test.sweep(&reference, reference.all_points())
+        .survivals(|k| {
+            vec![
+                Survival::Durable,
+                Survival::Everything,
+                Survival::Torn { seed: k },
+            ]
+        })
+        .after_crash(|c| {
+            assert_eq!(source(&c.storage), source_before, "{c}: source written");
             // Old bytes in place, or new bytes with a complete undo file
             // that puts the old ones back.
-            let undone = rebooted.after_crash_with(Survival::Everything);
+            let undone = c.storage.after_crash_with(Survival::Everything);
             for file in undo_files(&undone) {
                 match undo(&undone, &file, &UndoOptions::default()) {
                     Ok(_) => {}
                     Err(Error::UndoFile { reason, .. }) if reason.contains("incomplete") => {}
-                    Err(e) => panic!("event {k} {survival:?}: undo failed: {e}"),
+                    Err(e) => panic!("{c}: undo failed: {e}"),
                 }
             }
-            assert_eq!(
-                without_undo(&undone),
-                original,
-                "event {k} {survival:?}: neither the old bytes nor an undo file that restores them"
-            );
-            sync_verify(
-                &rebooted,
-                &fx.set_path,
-                &sync_options(),
-                &options(),
-                &NoProgress,
-            )
-            .unwrap_or_else(|e| panic!("event {k} {survival:?}: re-run failed: {e}"));
-            let source_now: Vec<_> = fx.parts[0]
-                .iter()
-                .map(|p| rebooted.written_bytes(p))
-                .collect();
-            assert_eq!(
-                source_now, source_before,
-                "event {k} {survival:?}: source written"
-            );
-            assert_eq!(
-                without_undo(&rebooted),
-                expected,
-                "event {k} {survival:?}: the re-run ended elsewhere"
-            );
-            assert!(check(&fx, &rebooted).is_clean(), "event {k} {survival:?}");
-        }
-    }
+            for &r in repaired {
+                assert_eq!(
+                    parts_of(fx, &undone, r),
+                    parts_of(fx, &fx.base, r),
+                    "{c}: replica {r} holds neither its old bytes nor an undo file that restores them"
+                );
+            }
+        })
+        .end_image(end_image)
+        .end(|c, _| {
+            assert_eq!(source(&c.storage), source_before, "{c}: source written");
+            assert!(check(fx, &c.storage).is_clean(), "{c}");
+        })
+        .run();
+}
+
+/// `sync --verify` on a set that needs both repairs: replica 2 lost a part,
+/// which the sync's steps recreate, and replica 1's live data differs,
+/// which the verification's repair copies. A crash in either phase is
+/// finished by a re-run.
+#[test]
+fn crash_while_syncing_and_repairing_live_data() {
+    let fx = Fixture::new(&[&[8, 8], &[16], &[10, 8]], false);
+    let heap = used_heap(&fx);
+    fx.write_logical(&fx.base, 1, heap.object.0 + 7000, b"damage");
+    remove(&fx.base, fx.part(2, 1));
+    let opts = SyncOptions {
+        uuids: UuidSource::Derived { seed: 3 },
+        ..sync_options()
+    };
+    // Replica 2 has no vote while it is broken: --force-source decides.
+    let force = VerifyOptions {
+        force_source: true,
+        ..options()
+    };
+    crash_everywhere(&fx, (&opts, &force), &[1], normalized, |o| {
+        let sync = o.sync.report.as_ref().expect("sync report");
+        assert_eq!(sync.parts_created, 1);
+        let repair = o.repair.as_ref().expect("repair");
+        assert_eq!(repair.replicas.len(), 1);
+        assert_eq!(repair.replicas[0].replica, 1);
+    });
 }
 
 #[test]
@@ -529,7 +555,7 @@ fn a_broken_replica_is_not_compared_and_sync_verify_rebuilds_it_too() {
     let fx = Fixture::new(&[&[8, 8], &[16], &[10, 8]], false);
     let heap = used_heap(&fx);
     fx.write_logical(&fx.base, 1, heap.object.0 + 7000, b"damage");
-    crate::sync_crash::remove(&fx.base, fx.part(2, 1));
+    remove(&fx.base, fx.part(2, 1));
     let f = check(&fx, &fx.base);
     assert!(!f.is_clean());
     assert!(!f.replicas[2].compared);
