@@ -1,0 +1,96 @@
+//! The `poolsync` command line: pmempool's commands for libpmemobj pool sets.
+//!
+//! This library is the binary's code; it is a library so that the man
+//! pages (`cargo xtask man`) and the shell completions (`poolsync
+//! completions`) are rendered from the very clap definitions the binary
+//! parses with. [`command`] is that definition, [`main`] the binary. It is
+//! not meant as an API for other programs: use `poolsync-engine` for that.
+//!
+//! `main` is thin: parse the arguments, read the settings (config file,
+//! environment, flags), dispatch to one command module, print, and map the
+//! result to pmempool's exit codes (0 or 1).
+//!
+//! ```
+//! // Every subcommand has a man page and shell completions.
+//! let cmd = poolsync::command();
+//! assert!(cmd.get_subcommands().any(|sub| sub.get_name() == "sync"));
+//! ```
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+mod check;
+mod completions;
+mod create;
+mod info;
+mod output;
+mod progress;
+mod rm;
+mod sync;
+mod transform;
+
+pub use completions::{generate_completions, Shell};
+
+/// Keep PMDK pool sets and their replicas healthy (a drop-in successor of pmempool).
+#[derive(Debug, Parser)]
+#[command(name = "poolsync", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a pool or a pool set with all its replicas.
+    Create(create::Args),
+    /// Show the structure, pool header and obj header of a pool or pool set.
+    Info(info::Args),
+    /// Check the consistency of a pool or pool set, and repair it.
+    Check(check::Args),
+    /// Remove pools and the part files of pool sets.
+    Rm(rm::Args),
+    /// Rebuild the broken replicas of a pool set from a healthy one.
+    Sync(sync::Args),
+    /// Add or remove replicas of a pool set, validated against the media.
+    Transform(transform::Args),
+    /// Print shell completions for bash, zsh or fish.
+    Completions(completions::Args),
+}
+
+/// The whole command line definition: the one clap parses with, and the
+/// one the man pages and completions are rendered from.
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
+/// The `poolsync` binary: parses `std::env::args`, runs the command and
+/// returns pmempool's exit code (0 or 1).
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // pmempool exits 1 on option errors and 0 for --help/--version.
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let result = match cli.command {
+        Command::Create(args) => create::run(args),
+        Command::Info(args) => info::run(args),
+        Command::Check(args) => check::run(args),
+        Command::Rm(args) => rm::run(args),
+        Command::Sync(args) => sync::run(args),
+        Command::Transform(args) => transform::run(args),
+        Command::Completions(args) => completions::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
