@@ -9,16 +9,19 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use poolsync_engine::check::{
     self, Answer, CheckOptions, CheckResult, CheckUi, Message, MessageKind,
 };
+use poolsync_engine::compare::CompareOptions;
 use poolsync_engine::verify::{self, Divergence, Findings, VerifyOptions};
-use poolsync_pmem::FsStorage;
+use poolsync_pmem::{Access, FsStorage};
 use serde::Serialize;
 
 use crate::output::{json_document, out, outln};
+use crate::settings::Settings;
 
 /// Arguments of `poolsync check` (pmempool syntax).
 #[derive(Debug, clap::Args)]
@@ -50,12 +53,21 @@ pub struct Args {
     /// Print a JSON document instead of text (see docs/json.md)
     #[arg(long = "json")]
     json: bool,
-    /// Also compare the live data (heap-aware) of every replica with the source
+    /// Instead of the header check, compare the live data (heap-aware) of every
+    /// replica with the source
     #[arg(long = "data", conflicts_with_all = ["repair", "dry_run", "no_exec", "backup", "advanced"])]
     data: bool,
     /// With --data: compare with replica N instead of the first healthy replica
     #[arg(long = "source", value_name = "N", requires = "data")]
     source: Option<usize>,
+    /// With --data: worker threads that compare (default: the jobs setting, else
+    /// the machine's parallelism, at most 8)
+    #[arg(short = 'j', long = "jobs", value_name = "N", requires = "data", value_parser = crate::settings::jobs_flag)]
+    jobs: Option<String>,
+    /// Wait up to SECONDS while another process has the pool open (default: the
+    /// wait_lock setting, 0)
+    #[arg(long = "wait-lock", value_name = "SECONDS", value_parser = crate::settings::wait_lock_flag)]
+    wait_lock: Option<String>,
     /// The pool file or pool set file
     #[arg(value_name = "FILE")]
     file: PathBuf,
@@ -168,10 +180,19 @@ struct Report<'a> {
     report: &'a check::CheckReport,
 }
 
+impl Args {
+    /// `--json` was given.
+    pub fn json(&self) -> bool {
+        self.json
+    }
+}
+
 /// Runs the command; `Ok` carries the exit code.
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let wait = settings.wait_lock(args.wait_lock.as_deref())?;
     if args.data {
-        return run_data(&args);
+        let threads = settings.jobs(args.jobs.as_deref())?;
+        return run_data(&args, threads, wait);
     }
     let dry_run = args.dry_run || args.no_exec;
     if dry_run && !args.repair {
@@ -201,7 +222,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         "checking consistency failed"
     };
-    let report = match check::check(&FsStorage, &args.file, &opts, &mut ui) {
+    let access = if opts.repair && !opts.dry_run {
+        Access::ReadWrite
+    } else {
+        Access::ReadOnly
+    };
+    let checked = crate::wait::open(&FsStorage, &args.file, access, wait)
+        .and_then(|set| check::check_open(&set, &opts, &mut ui));
+    let report = match checked {
         Ok(report) => report,
         Err(e) => {
             if args.json {
@@ -255,16 +283,26 @@ struct DataReport<'a> {
     error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     findings: Option<&'a Findings>,
+    /// Worker threads used to compare (`--jobs`, the `jobs` setting).
+    jobs: usize,
 }
 
 /// `check --data`: heap-aware comparison of every replica with the source.
-fn run_data(args: &Args) -> anyhow::Result<ExitCode> {
+fn run_data(args: &Args, threads: usize, wait: Option<Duration>) -> anyhow::Result<ExitCode> {
     let options = VerifyOptions {
         source: args.source,
+        compare: CompareOptions {
+            threads,
+            ..CompareOptions::default()
+        },
         ..VerifyOptions::default()
     };
     let what = "checking data failed";
-    let findings = match verify::check_data(&FsStorage, &args.file, &options) {
+    // check --data only reads, so retrying the whole call is safe.
+    let checked = crate::wait::retry(wait, || {
+        verify::check_data(&FsStorage, &args.file, &options)
+    });
+    let findings = match checked {
         Ok(f) => f,
         Err(e) => {
             if args.json {
@@ -275,6 +313,7 @@ fn run_data(args: &Args) -> anyhow::Result<ExitCode> {
                     exit_code: 1,
                     error: Some(format!("{what}: {e}")),
                     findings: None,
+                    jobs: threads,
                 };
                 outln!("{}", json_document("check", &doc)?);
             }
@@ -295,6 +334,7 @@ fn run_data(args: &Args) -> anyhow::Result<ExitCode> {
             exit_code: code,
             error: None,
             findings: Some(&findings),
+            jobs: threads,
         };
         outln!("{}", json_document("check", &doc)?);
         return Ok(ExitCode::from(code));

@@ -11,9 +11,10 @@ use poolsync_header::{
     format_incompat, format_ro_compat, last_shutdown_name, machine_class_name, machine_name,
     ALIGNMENT_TYPES,
 };
-use poolsync_pmem::FsStorage;
+use poolsync_pmem::{Access, FsStorage};
 
 use crate::output::{field, hexdump, json_document, local_time, out, size};
+use crate::settings::Settings;
 
 /// Arguments of `poolsync info` (pmempool syntax).
 ///
@@ -43,6 +44,10 @@ pub struct Args {
     /// Print a JSON document instead of text (see docs/json.md)
     #[arg(long = "json")]
     json: bool,
+    /// Wait up to SECONDS while another process has the pool open (default: the
+    /// wait_lock setting, 0)
+    #[arg(long = "wait-lock", value_name = "SECONDS", value_parser = crate::settings::wait_lock_flag)]
+    wait_lock: Option<String>,
     #[command(flatten)]
     unsupported: Unsupported,
     /// The pool file or pool set file
@@ -139,8 +144,16 @@ impl Unsupported {
     }
 }
 
+impl Args {
+    /// `--json` was given.
+    pub fn json(&self) -> bool {
+        self.json
+    }
+}
+
 /// Runs the command; `Ok` carries the exit code.
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let wait = settings.wait_lock(args.wait_lock.as_deref())?;
     if let Some(option) = args.unsupported.first() {
         bail!("info {option} is not supported yet: poolsync shows the pool set structure, the pool header and the obj header");
     }
@@ -161,7 +174,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         replica: args.replica.unwrap_or(0),
         force,
     };
-    let info = info::info(&FsStorage, &args.file, &opts)?;
+    let info = crate::wait::open(&FsStorage, &args.file, Access::ReadOnly, wait)
+        .and_then(|set| info::info_open(&set, &opts))?;
     let out = if args.json {
         let mut doc = json_document("info", &info)?;
         doc.push('\n');

@@ -17,19 +17,23 @@
 //! ```
 #![forbid(unsafe_code)]
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
 mod check;
 mod completions;
+mod config;
 mod create;
 mod info;
 mod output;
 mod progress;
 mod rm;
+pub mod settings;
 mod sync;
 mod transform;
+mod wait;
 
 pub use completions::{generate_completions, Shell};
 
@@ -37,6 +41,10 @@ pub use completions::{generate_completions, Shell};
 #[derive(Debug, Parser)]
 #[command(name = "poolsync", version, about, propagate_version = true)]
 struct Cli {
+    /// Read the settings from FILE (default: $POOLSYNC_CONFIG, then
+    /// $XDG_CONFIG_HOME/poolsync/config.toml, then /etc/poolsync/config.toml)
+    #[arg(long = "config", value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -55,8 +63,40 @@ enum Command {
     Sync(sync::Args),
     /// Add or remove replicas of a pool set, validated against the media.
     Transform(transform::Args),
+    /// Show the settings (jobs, wait_lock) and where each one comes from.
+    Config(config::Args),
     /// Print shell completions for bash, zsh or fish.
     Completions(completions::Args),
+}
+
+impl Command {
+    /// The subcommand's name, for JSON documents.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Create(_) => "create",
+            Command::Info(_) => "info",
+            Command::Check(_) => "check",
+            Command::Rm(_) => "rm",
+            Command::Sync(_) => "sync",
+            Command::Transform(_) => "transform",
+            Command::Config(_) => "config",
+            Command::Completions(_) => "completions",
+        }
+    }
+
+    /// `true` when `--json` was given: errors are then also a JSON document.
+    fn json(&self) -> bool {
+        match self {
+            Command::Create(_) => false,
+            Command::Info(a) => a.json(),
+            Command::Check(a) => a.json(),
+            Command::Rm(_) => false,
+            Command::Sync(a) => a.json(),
+            Command::Transform(a) => a.json(),
+            Command::Config(a) => a.json(),
+            Command::Completions(_) => false,
+        }
+    }
 }
 
 /// The whole command line definition: the one clap parses with, and the
@@ -78,19 +118,39 @@ pub fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Create(args) => create::run(args),
-        Command::Info(args) => info::run(args),
-        Command::Check(args) => check::run(args),
-        Command::Rm(args) => rm::run(args),
-        Command::Sync(args) => sync::run(args),
-        Command::Transform(args) => transform::run(args),
         Command::Completions(args) => completions::run(args),
+        command => {
+            let env = settings::Environment::process();
+            match settings::Settings::load(cli.config.as_deref(), &env) {
+                Ok(settings) => dispatch(command, &settings),
+                Err(e) => {
+                    if command.json() {
+                        output::emit_error_document(command.name(), &e);
+                    }
+                    Err(e)
+                }
+            }
+        }
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", output::error_text(&e));
             ExitCode::from(1)
         }
+    }
+}
+
+/// Runs one command with the settings read.
+fn dispatch(command: Command, settings: &settings::Settings) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Create(args) => create::run(args),
+        Command::Info(args) => info::run(args, settings),
+        Command::Check(args) => check::run(args, settings),
+        Command::Rm(args) => rm::run(args),
+        Command::Sync(args) => sync::run(args, settings),
+        Command::Transform(args) => transform::run(args, settings),
+        Command::Config(args) => config::run(args, settings),
+        Command::Completions(args) => completions::run(args),
     }
 }

@@ -16,7 +16,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use poolsync_engine::sync::plan::{DataStep, HeaderAction, Plan, Role, Step};
@@ -26,6 +25,7 @@ use poolsync_pmem::AnyStorage;
 use serde::Serialize;
 
 use crate::output::{emit, json_document};
+use crate::settings::Settings;
 
 /// Arguments of `poolsync sync` (pmempool syntax plus poolsync's options).
 #[derive(Debug, clap::Args)]
@@ -57,9 +57,14 @@ pub struct Args {
     /// With --verify: repair from the source even where the other replicas outvote it
     #[arg(long = "force-source", requires = "verify")]
     force_source: bool,
-    /// Wait up to SECONDS while another process holds the pool's locks
-    #[arg(long = "wait-lock", value_name = "SECONDS")]
-    wait_lock: Option<f64>,
+    /// Wait up to SECONDS while another process has the pool open (default: the
+    /// wait_lock setting, 0)
+    #[arg(long = "wait-lock", value_name = "SECONDS", value_parser = crate::settings::wait_lock_flag)]
+    wait_lock: Option<String>,
+    /// Worker threads that copy and compare (default: the jobs setting, else
+    /// the machine's parallelism, at most 8)
+    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = crate::settings::jobs_flag)]
+    jobs: Option<String>,
     /// The pool set file
     #[arg(value_name = "POOLSET")]
     poolset: PathBuf,
@@ -75,6 +80,8 @@ struct Document<'a> {
     plan: Option<&'a Plan>,
     report: Option<&'a SyncReport>,
     error: Option<String>,
+    /// Worker threads used to copy and compare (`--jobs`, the `jobs` setting).
+    jobs: usize,
     /// `--verify` only: what verification found and repaired.
     #[serde(skip_serializing_if = "Option::is_none")]
     verify: Option<VerifyDoc<'a>>,
@@ -87,20 +94,21 @@ struct VerifyDoc<'a> {
     repair: Option<&'a RepairReport>,
 }
 
+impl Args {
+    /// `--json` was given.
+    pub fn json(&self) -> bool {
+        self.json
+    }
+}
+
 /// Runs the command; `Ok` carries the exit code.
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let wait_lock = match args.wait_lock {
-        Some(s) if !(s.is_finite() && s >= 0.0) => {
-            anyhow::bail!("--wait-lock: {s} is not a number of seconds")
-        }
-        Some(s) => Some(Duration::from_secs_f64(s)),
-        None => None,
-    };
+pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     let options = SyncOptions {
         dry_run: args.dry_run,
         bad_blocks: args.bad_blocks,
         source: args.source,
-        wait_lock,
+        wait_lock: settings.wait_lock(args.wait_lock.as_deref())?,
+        threads: settings.jobs(args.jobs.as_deref())?,
         ..SyncOptions::default()
     };
     let storage = AnyStorage::from_env().context("failed to synchronize")?;
@@ -123,7 +131,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             progress.as_ref(),
         );
         progress.finish();
-        return finish_verify(&args, outcome);
+        return finish_verify(&args, options.threads, outcome);
     }
     let outcome = sync::sync(&storage, &args.poolset, &options, progress.as_ref());
     progress.finish();
@@ -131,14 +139,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(outcome) => outcome,
         Err(e) => {
             if args.json {
-                emit_document(&args, Err(format!("failed to synchronize: {e}")), None)?;
+                emit_document(
+                    &args,
+                    options.threads,
+                    Err(format!("failed to synchronize: {e}")),
+                    None,
+                )?;
             }
             transform_hint(&storage, &args.poolset);
             return Err(anyhow::Error::new(e).context("failed to synchronize"));
         }
     };
     if args.json {
-        emit_document(&args, Ok((&outcome.plan, outcome.report.as_ref())), None)?;
+        emit_document(
+            &args,
+            options.threads,
+            Ok((&outcome.plan, outcome.report.as_ref())),
+            None,
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(report) = &outcome.report {
@@ -168,6 +186,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// `--verify` part, if any), or the message of a failure.
 fn emit_document(
     args: &Args,
+    jobs: usize,
     outcome: Result<(&Plan, Option<&SyncReport>), String>,
     verify: Option<VerifyDoc<'_>>,
 ) -> anyhow::Result<()> {
@@ -183,6 +202,7 @@ fn emit_document(
         plan,
         report,
         error,
+        jobs,
         verify,
     };
     emit(&format!("{}\n", json_document("sync", &doc)?))
@@ -204,6 +224,7 @@ fn transform_hint(storage: &AnyStorage, poolset: &std::path::Path) {
 /// Prints the outcome of `sync --verify` and returns the exit code.
 fn finish_verify(
     args: &Args,
+    jobs: usize,
     outcome: Result<VerifyOutcome, poolsync_engine::Error>,
 ) -> anyhow::Result<ExitCode> {
     let outcome = match outcome {
@@ -216,6 +237,7 @@ fn finish_verify(
                 };
                 emit_document(
                     args,
+                    jobs,
                     Err(format!("failed to synchronize: {e}")),
                     Some(verify),
                 )?;
@@ -229,7 +251,7 @@ fn finish_verify(
             repair: outcome.repair.as_ref(),
         };
         let done = Ok((&outcome.sync.plan, outcome.sync.report.as_ref()));
-        emit_document(args, done, Some(verify))?;
+        emit_document(args, jobs, done, Some(verify))?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut text = String::new();
