@@ -19,6 +19,7 @@ mod ci;
 mod demo;
 mod fixtures;
 mod fuzz;
+mod man;
 mod test;
 mod util;
 
@@ -40,6 +41,10 @@ Commands:
                              seeds for N seconds (default 30).
   fuzz list                  List the fuzz targets.
   fixtures                   Regenerate fixtures/pmdk/ with the real pmempool.
+  man [--out DIR]            Write the man pages of poolsync and of each
+                             subcommand (default DIR: target/man).
+  completions [--out DIR]    Write poolsync's bash, zsh and fish completions
+                             (default DIR: target/completions).
   bench [NAME]               Run the criterion benchmarks: all, one file of
                              benches/benches/ (hot, copy_flush), or those whose
                              id contains NAME.
@@ -109,6 +114,8 @@ fn run(args: Vec<String>) -> Result<()> {
             fixtures::run(&root).context("regenerating fixtures/pmdk/")
         }
         "bench" => bench::command(&root, &rest),
+        "man" => man::command(&root, &rest),
+        "completions" => man::completions_command(&root, &rest),
         other => bail!("unknown command `{other}`; `cargo xtask help` lists the commands"),
     }
 }

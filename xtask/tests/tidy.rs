@@ -394,7 +394,8 @@ const LAYERS: &[(&str, &[&str])] = &[
             "poolsync-pmem",
         ],
     ),
-    ("xtask", &[]),
+    // xtask renders the man pages from the command line definition.
+    ("xtask", &["poolsync"]),
 ];
 
 #[test]

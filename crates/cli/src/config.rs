@@ -197,7 +197,7 @@ mod tests {
             path: None,
             origin: None,
             searched: vec![
-                PathBuf::from("/home/a/.config/poolsync/config.toml"),
+                PathBuf::from("/srv/a/.config/poolsync/config.toml"),
                 PathBuf::from("/etc/poolsync/config.toml"),
             ],
         };
@@ -213,7 +213,7 @@ mod tests {
         ];
         expect![[r#"
             # poolsync settings: flag > environment > config file > default
-            # config file: none (looked for /home/a/.config/poolsync/config.toml, /etc/poolsync/config.toml)
+            # config file: none (looked for /srv/a/.config/poolsync/config.toml, /etc/poolsync/config.toml)
             jobs = 4       # env RAYON_NUM_THREADS
             wait_lock = 0  # default: 0, fail at once
         "#]]
