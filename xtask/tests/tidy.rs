@@ -455,6 +455,92 @@ fn crates_depend_on_each_other_only_along_the_layers() {
     );
 }
 
+/// `1.89`, `1.89.0` as comparable numbers.
+fn rust_version(text: &str) -> Option<(u64, u64, u64)> {
+    let mut parts = text.trim().split('.').map(|p| p.parse::<u64>().ok());
+    let major = parts.next()??;
+    let minor = parts.next().unwrap_or(Some(0))?;
+    let patch = parts.next().unwrap_or(Some(0))?;
+    parts.next().is_none().then_some((major, minor, patch))
+}
+
+#[test]
+fn rust_versions_compare_by_number() {
+    assert_eq!(rust_version("1.89"), Some((1, 89, 0)));
+    assert_eq!(rust_version("1.89.0"), Some((1, 89, 0)));
+    assert!(rust_version("1.100") > rust_version("1.89.2"));
+    assert_eq!(rust_version("1.x"), None);
+    assert_eq!(rust_version("1.2.3.4"), None);
+}
+
+/// The workspace's `rust-version` is the real minimum: no package in the
+/// lock file (dependencies of every platform, dev and build ones included)
+/// declares a newer one, and every workspace crate inherits it. The code's
+/// own use of newer std APIs is caught by clippy's `incompatible_msrv`,
+/// which reads the same field.
+#[test]
+fn no_locked_dependency_needs_a_newer_rust_than_the_workspace_says() {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--locked"])
+        .current_dir(root())
+        .output()
+        .expect("running cargo metadata");
+    assert!(
+        output.status.success(),
+        "cargo metadata --locked failed (is Cargo.lock up to date?): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("cargo metadata prints JSON");
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).expect("root Cargo.toml");
+    let declared = manifest
+        .lines()
+        .find_map(|l| {
+            let (key, value) = l.split_once('=')?;
+            (key.trim() == "rust-version").then(|| value.trim().trim_matches('"').to_string())
+        })
+        .expect("the root Cargo.toml sets rust-version in [workspace.package]");
+    let msrv = rust_version(&declared).expect("rust-version is a version");
+    let members: BTreeSet<&str> = metadata["workspace_members"]
+        .as_array()
+        .expect("workspace_members")
+        .iter()
+        .filter_map(|m| m.as_str())
+        .collect();
+    let mut violations = Vec::new();
+    for package in packages(&metadata) {
+        let name = str_field(package, "name");
+        let version = str_field(package, "version");
+        let id = str_field(package, "id");
+        let needs = package["rust_version"].as_str();
+        if members.contains(id) {
+            if needs != Some(declared.as_str()) {
+                violations.push(format!(
+                    "{name}: rust-version is {needs:?}; set `rust-version.workspace = true`"
+                ));
+            }
+            continue;
+        }
+        let Some(needs) = needs else { continue };
+        match rust_version(needs) {
+            Some(v) if v > msrv => violations.push(format!(
+                "{name} {version} needs Rust {needs}, the workspace says {declared}: raise \
+                 rust-version in Cargo.toml (and the README), or pin an older release \
+                 (cargo update -p {name}@{version} --precise <older>)"
+            )),
+            Some(_) => {}
+            None => violations.push(format!(
+                "{name} {version}: unreadable rust_version {needs:?}"
+            )),
+        }
+    }
+    fail_if_any(
+        "the workspace's rust-version is at least that of every locked dependency",
+        &violations,
+    );
+}
+
 /// Text files that are (or are about to be) committed: tracked plus
 /// untracked-but-not-ignored, as git lists them. Outside a git checkout
 /// (a source archive) every file outside build output.

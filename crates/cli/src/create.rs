@@ -170,7 +170,7 @@ fn size_str(size: u64) -> String {
     let mut unit = None;
     let mut scaled = size as f64;
     let mut rest = size;
-    while rest >= 1024 && unit.map_or(true, |u| u < UNITS.len()) {
+    while rest >= 1024 && unit.is_none_or(|u| u < UNITS.len()) {
         rest /= 1024;
         scaled /= 1024.0;
         unit = Some(unit.map_or(0, |u| u + 1));
