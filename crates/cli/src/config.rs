@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use serde::Serialize;
 
-use crate::output::{emit, json_document};
+use crate::output::{emit, emit_json};
 use crate::settings::{ConfigFile, Setting, Settings, KEYS};
 
 /// Arguments of `poolsync config`.
@@ -108,7 +108,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             config_file: &settings.file,
             settings: effective.iter().map(|s| (s.name, s)).collect(),
         };
-        emit(&format!("{}\n", json_document("config", &doc)?))?;
+        emit_json("config", &doc)?;
     } else {
         emit(&text(&settings.file, &effective))?;
     }

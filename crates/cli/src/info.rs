@@ -1,7 +1,7 @@
 //! `poolsync info`: `pmempool info [<args>] <file>` for obj pools and pool
 //! sets, printing the sections and labels pmempool prints, or `--json`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::bail;
@@ -13,7 +13,8 @@ use poolsync_header::{
 };
 use poolsync_pmem::{Access, FsStorage};
 
-use crate::output::{field, hexdump, json_document, local_time, out, size};
+use crate::diagnose::{explain, Waiting};
+use crate::output::{emit_json, field, hexdump, local_time, out, size};
 use crate::settings::Settings;
 
 /// Arguments of `poolsync info` (pmempool syntax).
@@ -149,6 +150,11 @@ impl Args {
     pub fn json(&self) -> bool {
         self.json
     }
+
+    /// The file the command works on.
+    pub fn path(&self) -> &Path {
+        &self.file
+    }
 }
 
 /// Runs the command; `Ok` carries the exit code.
@@ -175,15 +181,16 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         force,
     };
     let info = crate::wait::open(&FsStorage, &args.file, Access::ReadOnly, wait)
-        .and_then(|set| info::info_open(&set, &opts))?;
-    let out = if args.json {
-        let mut doc = json_document("info", &info)?;
-        doc.push('\n');
-        doc
+        .and_then(|set| info::info_open(&set, &opts))
+        .map_err(|e| anyhow::anyhow!(explain(e, &args.file, Waiting::Supported(wait))))?;
+    if args.json {
+        emit_json("info", &info)?;
     } else {
-        render(&info, args.verbose > 0, args.human, args.headers_hex)
-    };
-    out!("{out}");
+        out!(
+            "{}",
+            render(&info, args.verbose > 0, args.human, args.headers_hex)
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

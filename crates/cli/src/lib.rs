@@ -26,6 +26,7 @@ mod check;
 mod completions;
 mod config;
 mod create;
+mod diagnose;
 mod info;
 mod output;
 mod progress;
@@ -84,13 +85,25 @@ impl Command {
         }
     }
 
+    /// The one pool or pool set the command works on, for error documents.
+    fn path(&self) -> Option<PathBuf> {
+        match self {
+            Command::Create(a) => Some(a.path()),
+            Command::Info(a) => Some(a.path().to_path_buf()),
+            Command::Check(a) => Some(a.path().to_path_buf()),
+            Command::Sync(a) => Some(a.path().to_path_buf()),
+            Command::Transform(a) => Some(a.path().to_path_buf()),
+            Command::Rm(_) | Command::Config(_) | Command::Completions(_) => None,
+        }
+    }
+
     /// `true` when `--json` was given: errors are then also a JSON document.
     fn json(&self) -> bool {
         match self {
-            Command::Create(_) => false,
+            Command::Create(a) => a.json(),
             Command::Info(a) => a.json(),
             Command::Check(a) => a.json(),
-            Command::Rm(_) => false,
+            Command::Rm(a) => a.json(),
             Command::Sync(a) => a.json(),
             Command::Transform(a) => a.json(),
             Command::Config(a) => a.json(),
@@ -121,15 +134,15 @@ pub fn main() -> ExitCode {
         Command::Completions(args) => completions::run(args),
         command => {
             let env = settings::Environment::process();
-            match settings::Settings::load(cli.config.as_deref(), &env) {
-                Ok(settings) => dispatch(command, &settings),
-                Err(e) => {
-                    if command.json() {
-                        output::emit_error_document(command.name(), &e);
-                    }
-                    Err(e)
-                }
+            let (name, json, path) = (command.name(), command.json(), command.path());
+            let result = settings::Settings::load(cli.config.as_deref(), &env)
+                .and_then(|settings| dispatch(command, &settings));
+            // A command that failed before it printed its own --json
+            // document still answers with one.
+            if let (Err(e), true, false) = (&result, json, output::json_emitted()) {
+                output::emit_error_document(name, path.as_deref(), e);
             }
+            result
         }
     };
     match result {

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
@@ -167,23 +168,43 @@ fn without_os_code(message: &str) -> &str {
     }
 }
 
-/// The `--json` document of a command that failed before it could produce
-/// its own (a bad config file, say): the fields every error document
-/// carries (see docs/json.md).
-pub fn emit_error_document(command: &str, e: &anyhow::Error) {
+/// Set once a `--json` document went to stdout.
+static JSON_EMITTED: AtomicBool = AtomicBool::new(false);
+
+/// Prints the `--json` document of `command` (see [`json_document`]): the
+/// one place commands print their documents, so that [`json_emitted`]
+/// knows whether a failed command printed one.
+pub fn emit_json(command: &str, value: &impl Serialize) -> anyhow::Result<()> {
+    let doc = json_document(command, value)?;
+    JSON_EMITTED.store(true, Ordering::Relaxed);
+    emit(&format!("{doc}\n"))
+}
+
+/// `true` once [`emit_json`] printed a document.
+pub fn json_emitted() -> bool {
+    JSON_EMITTED.load(Ordering::Relaxed)
+}
+
+/// The `--json` document of a command that failed before it could print
+/// its own (a bad config file, an option it refuses, a pool it cannot
+/// open): the fields every error document carries (see docs/json.md).
+pub fn emit_error_document(command: &str, path: Option<&std::path::Path>, e: &anyhow::Error) {
     let doc = ErrorDocument {
+        path,
         result: "error",
         exit_code: 1,
         error: error_text(e),
     };
-    if let Ok(text) = json_document(command, &doc) {
-        say(&format!("{text}\n"));
-    }
+    // Nothing better can be done when stdout is gone; stderr has the error.
+    let _ = emit_json(command, &doc);
 }
 
 /// The fields of every `--json` error document.
 #[derive(Debug, Serialize)]
-pub struct ErrorDocument {
+pub struct ErrorDocument<'a> {
+    /// The pool or pool set the command was given, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<&'a std::path::Path>,
     /// Always `error`.
     pub result: &'static str,
     /// Always 1.

@@ -24,7 +24,8 @@ use poolsync_engine::verify::{self, Findings, RepairReport, VerifyOptions, Verif
 use poolsync_pmem::AnyStorage;
 use serde::Serialize;
 
-use crate::output::{emit, json_document};
+use crate::diagnose::{explain, Waiting};
+use crate::output::{emit, emit_json};
 use crate::settings::Settings;
 
 /// Arguments of `poolsync sync` (pmempool syntax plus poolsync's options).
@@ -99,6 +100,11 @@ impl Args {
     pub fn json(&self) -> bool {
         self.json
     }
+
+    /// The file the command works on.
+    pub fn path(&self) -> &Path {
+        &self.poolset
+    }
 }
 
 /// Runs the command; `Ok` carries the exit code.
@@ -131,23 +137,19 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             progress.as_ref(),
         );
         progress.finish();
-        return finish_verify(&args, options.threads, outcome);
+        return finish_verify(&args, &options, outcome);
     }
     let outcome = sync::sync(&storage, &args.poolset, &options, progress.as_ref());
     progress.finish();
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(e) => {
+            let message = failure(e, &args, &options);
             if args.json {
-                emit_document(
-                    &args,
-                    options.threads,
-                    Err(format!("failed to synchronize: {e}")),
-                    None,
-                )?;
+                emit_document(&args, options.threads, Err(message.clone()), None)?;
             }
             transform_hint(&storage, &args.poolset);
-            return Err(anyhow::Error::new(e).context("failed to synchronize"));
+            return Err(anyhow::anyhow!(message));
         }
     };
     if args.json {
@@ -167,7 +169,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     }
     let mut text = String::new();
     if args.dry_run || args.verbose >= 3 {
-        text.push_str(&plan_text(&outcome.plan, args.dry_run));
+        text.push_str(&plan_text(&outcome.plan, args.dry_run, false));
     }
     if let (Some(report), true) = (&outcome.report, args.verbose >= 2) {
         if let Some(line) = report_text(report).lines().next() {
@@ -180,6 +182,15 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     }
     emit(&text)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The one-line message of a failed sync.
+fn failure(e: poolsync_engine::Error, args: &Args, options: &SyncOptions) -> String {
+    let waiting = Waiting::Supported(options.wait_lock);
+    format!(
+        "failed to synchronize: {}",
+        explain(e, &args.poolset, waiting)
+    )
 }
 
 /// Prints the `--json` document: the plan and report of a run (with the
@@ -205,7 +216,7 @@ fn emit_document(
         jobs,
         verify,
     };
-    emit(&format!("{}\n", json_document("sync", &doc)?))
+    emit_json("sync", &doc)
 }
 
 /// After a failed sync: when an interrupted transform of this pool set left
@@ -224,25 +235,22 @@ fn transform_hint(storage: &AnyStorage, poolset: &std::path::Path) {
 /// Prints the outcome of `sync --verify` and returns the exit code.
 fn finish_verify(
     args: &Args,
-    jobs: usize,
+    options: &SyncOptions,
     outcome: Result<VerifyOutcome, poolsync_engine::Error>,
 ) -> anyhow::Result<ExitCode> {
+    let jobs = options.threads;
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(e) => {
+            let message = failure(e, args, options);
             if args.json {
                 let verify = VerifyDoc {
                     findings: None,
                     repair: None,
                 };
-                emit_document(
-                    args,
-                    jobs,
-                    Err(format!("failed to synchronize: {e}")),
-                    Some(verify),
-                )?;
+                emit_document(args, jobs, Err(message.clone()), Some(verify))?;
             }
-            return Err(anyhow::Error::new(e).context("failed to synchronize"));
+            return Err(anyhow::anyhow!(message));
         }
     };
     if args.json {
@@ -256,7 +264,7 @@ fn finish_verify(
     }
     let mut text = String::new();
     if args.dry_run || args.verbose >= 3 {
-        text.push_str(&plan_text(&outcome.sync.plan, args.dry_run));
+        text.push_str(&plan_text(&outcome.sync.plan, args.dry_run, true));
     }
     if args.dry_run || args.verbose >= 2 {
         text.push_str(&crate::check::findings_text(&outcome.findings));
@@ -317,8 +325,9 @@ pub fn verify_line(o: &VerifyOutcome) -> String {
 }
 
 /// The plan as text: the replicas and their parts, then the numbered
-/// steps and the totals.
-pub fn plan_text(plan: &Plan, dry_run: bool) -> String {
+/// steps and the totals. `verify`: the data is compared after the plan (a
+/// plan with nothing to rebuild does not mean nothing to do).
+pub fn plan_text(plan: &Plan, dry_run: bool, verify: bool) -> String {
     let mut out = String::new();
     let mode = if dry_run {
         " (dry run: nothing is changed)"
@@ -327,7 +336,12 @@ pub fn plan_text(plan: &Plan, dry_run: bool) -> String {
     };
     out.push_str(&format!("sync plan for {}{mode}\n", plan.path.display()));
     if plan.is_noop() {
-        out.push_str("nothing to do: every replica is healthy\n");
+        out.push_str(if verify {
+            "no replica to rebuild: the headers of every replica are healthy; the live data is compared next\n"
+        } else {
+            "nothing to rebuild: the headers of every replica are healthy \
+             (the data is not compared: --verify compares the live data of every replica)\n"
+        });
         return out;
     }
     out.push_str(&format!(

@@ -18,7 +18,8 @@ use poolsync_pmem::AnyStorage;
 use poolsync_poolset::PAGE;
 use serde::Serialize;
 
-use crate::output::{emit, json_document};
+use crate::diagnose::{explain, Waiting};
+use crate::output::{emit, emit_json};
 use crate::settings::Settings;
 
 /// Arguments of `poolsync transform` (pmempool syntax plus poolsync's options).
@@ -71,6 +72,11 @@ impl Args {
     pub fn json(&self) -> bool {
         self.json
     }
+
+    /// The file the command works on.
+    pub fn path(&self) -> &Path {
+        &self.source
+    }
 }
 
 /// Runs the command; `Ok` carries the exit code.
@@ -102,7 +108,15 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             // The engine's refusal already names both files.
             let message = match e {
                 poolsync_engine::Error::CannotTransform { .. } => e.to_string(),
-                _ => format!("{what}: {e}"),
+                // A pool set file without its first line, or a part in
+                // use: say so (explain() looks at the source itself).
+                e => match (
+                    crate::diagnose::missing_signature(&args.source),
+                    crate::diagnose::missing_signature(&args.target),
+                ) {
+                    (None, Some(target)) => format!("{what}: {target}"),
+                    _ => format!("{what}: {}", explain(e, &args.source, Waiting::Unsupported)),
+                },
             };
             if args.json {
                 let doc = Document {
@@ -116,7 +130,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
                     error: Some(message.clone()),
                     jobs: options.threads,
                 };
-                emit(&format!("{}\n", json_document("transform", &doc)?))?;
+                emit_json("transform", &doc)?;
             }
             return Err(anyhow::anyhow!(message));
         }
@@ -133,7 +147,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             error: None,
             jobs: options.threads,
         };
-        emit(&format!("{}\n", json_document("transform", &doc)?))?;
+        emit_json("transform", &doc)?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut text = String::new();
