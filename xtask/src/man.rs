@@ -349,6 +349,55 @@ Exit status: wrong section.
         }
     }
 
+    /// The long options of the README's option table of `poolsync <sub>`.
+    fn readme_options(readme: &str, sub: &str) -> std::collections::BTreeSet<String> {
+        let section = section(readme, Some(sub)).unwrap_or_default();
+        let mut options = std::collections::BTreeSet::new();
+        for line in section.lines().filter(|l| l.starts_with("| `")) {
+            let first_cell = line.split('|').nth(1).unwrap_or_default();
+            for word in first_cell.split(|c: char| c == '`' || c == ',' || c.is_whitespace()) {
+                if let Some(long) = word.strip_prefix("--") {
+                    options.insert(long.to_string());
+                }
+            }
+        }
+        options
+    }
+
+    /// The README's option table of every subcommand lists exactly the
+    /// options `--help` shows (global ones and help/version aside), so the
+    /// two cannot disagree about what exists.
+    #[test]
+    fn the_readme_lists_exactly_the_options_of_the_help() {
+        let root = crate::util::repo_root().expect("repo root");
+        let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+        let mut problems = Vec::new();
+        for sub in poolsync::command().get_subcommands() {
+            let name = sub.get_name();
+            let in_help: std::collections::BTreeSet<String> = sub
+                .get_arguments()
+                .filter(|a| !a.is_hide_set() && !a.is_global_set())
+                .filter_map(|a| a.get_long())
+                .filter(|l| !matches!(*l, "help" | "version"))
+                .map(str::to_string)
+                .collect();
+            let in_readme = readme_options(&readme, name);
+            if section(&readme, Some(name)).is_none() {
+                problems.push(format!("README.md has no section for `poolsync {name}`"));
+                continue;
+            }
+            for missing in in_help.difference(&in_readme) {
+                problems.push(format!("README.md lacks `poolsync {name} --{missing}`"));
+            }
+            for extra in in_readme.difference(&in_help) {
+                problems.push(format!(
+                    "README.md lists `poolsync {name} --{extra}`, which --help does not show"
+                ));
+            }
+        }
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
     #[test]
     fn markdown_marks_are_dropped() {
         assert_eq!(plain("`a` *b* [c](d) e"), "a b c e");

@@ -16,6 +16,7 @@ use crate::output::{emit_json, outln};
 /// Arguments of `poolsync create` (pmempool syntax: options may come before
 /// or after the operands).
 #[derive(Debug, clap::Args)]
+#[command(override_usage = "poolsync create [OPTIONS] obj <FILE>")]
 pub struct Args {
     /// Size of a single-file pool, e.g. 16M, 1G, 20MiB, 20MB (not with a pool set)
     #[arg(short = 's', long = "size", value_name = "SIZE")]
@@ -38,8 +39,8 @@ pub struct Args {
     /// Print what is being created
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
     verbose: u8,
-    /// blk pools only: write the BTT layout
-    #[arg(short = 'w', long = "write-layout")]
+    /// blk pools only (accepted as pmempool accepts it, and refused for obj)
+    #[arg(short = 'w', long = "write-layout", hide = true)]
     write_layout: bool,
     /// Layout name stored in the pool descriptor (shorter than 1024 bytes)
     #[arg(short = 'l', long = "layout", value_name = "NAME")]
@@ -47,9 +48,10 @@ pub struct Args {
     /// Print a JSON document of what was created instead of text (see docs/json.md)
     #[arg(long = "json")]
     json: bool,
-    /// The pool type (obj), an optional block size (blk only) and the pool
-    /// file or pool set file: `obj FILE`
-    #[arg(value_name = "TYPE [BSIZE] FILE", num_args = 1..=3, required = true)]
+    /// The pool type, obj, and the pool file or pool set file (pmempool's
+    /// block size operand of blk pools is refused as pmempool refuses it
+    /// for obj)
+    #[arg(value_name = "obj FILE", num_args = 1..=3, required = true)]
     operands: Vec<OsString>,
 }
 
