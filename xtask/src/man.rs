@@ -197,8 +197,9 @@ pub fn exit_status(readme: &str, sub: Option<&str>) -> Option<String> {
     Some(plain(text))
 }
 
-/// The README's text of `### \`poolsync <sub> ...` up to the next heading,
-/// or for `None` of `## Commands` up to its first subsection.
+/// The README's text from the heading of `poolsync SUB` (a level-3
+/// heading that starts with it) up to the next heading, or for `None` from
+/// `## Commands` up to its first subsection.
 fn section<'a>(readme: &'a str, sub: Option<&str>) -> Option<&'a str> {
     let (heading, stop): (String, &str) = match sub {
         Some(sub) => (format!("### `poolsync {sub}"), "#"),
