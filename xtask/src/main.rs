@@ -20,6 +20,7 @@ mod demo;
 mod fixtures;
 mod fuzz;
 mod man;
+mod package;
 mod test;
 mod util;
 
@@ -33,7 +34,14 @@ Commands:
   demo                       Build poolsync (release) and walk through a
                              three-replica pool set under target/demo/.
   ci                         Everything .ci/run checks: fmt, clippy, test, doc,
-                             fuzz smoke. Test failures and skips are fatal.
+                             package (cargo package --no-verify of every
+                             publishable crate), fuzz smoke. Test failures
+                             and skips are fatal.
+  package                    cargo package --no-verify of every publishable
+                             crate: manifests crates.io accepts (seconds).
+  publish-check              cargo publish --workspace --dry-run: package every
+                             publishable crate and build it from its package
+                             (minutes; run it before a release).
   fuzz <target> [--seconds N]
                              Fuzz one target with cargo-fuzz (until stopped,
                              or for N seconds).
@@ -109,6 +117,14 @@ fn run(args: Vec<String>) -> Result<()> {
             ci::run(&root)
         }
         "fuzz" => fuzz::command(&root, &rest),
+        "package" => {
+            no_more_args(&command, &rest)?;
+            package::package(&root)
+        }
+        "publish-check" => {
+            no_more_args(&command, &rest)?;
+            package::publish_check(&root)
+        }
         "fixtures" => {
             no_more_args(&command, &rest)?;
             fixtures::run(&root).context("regenerating fixtures/pmdk/")

@@ -455,6 +455,70 @@ fn crates_depend_on_each_other_only_along_the_layers() {
     );
 }
 
+/// Every crate that may be published carries what crates.io shows: a
+/// description, a license, the repository, a README that exists, keywords
+/// crates.io accepts (at most five, each at most 20 ASCII letters, digits,
+/// `-` or `_`, starting with a letter) and categories. `cargo xtask
+/// publish-check` proves the rest before a release.
+#[test]
+fn every_publishable_crate_has_its_registry_metadata() {
+    let metadata = metadata();
+    let mut violations = Vec::new();
+    let mut publishable = 0;
+    for package in packages(&metadata) {
+        if !package["publish"].is_null() {
+            continue;
+        }
+        publishable += 1;
+        let name = str_field(package, "name");
+        for key in ["description", "license", "repository"] {
+            if package[key].as_str().is_none_or(|v| v.trim().is_empty()) {
+                violations.push(format!("{name}: no `{key}`"));
+            }
+        }
+        let manifest = PathBuf::from(str_field(package, "manifest_path"));
+        match package["readme"].as_str() {
+            None => violations.push(format!("{name}: no `readme`")),
+            Some(readme) => {
+                let path = manifest.parent().expect("manifest in a dir").join(readme);
+                if !path.is_file() {
+                    violations.push(format!("{name}: readme {} does not exist", path.display()));
+                }
+            }
+        }
+        let keywords = package["keywords"].as_array().cloned().unwrap_or_default();
+        if keywords.is_empty() || keywords.len() > 5 {
+            violations.push(format!(
+                "{name}: {} keywords; crates.io wants 1 to 5",
+                keywords.len()
+            ));
+        }
+        for keyword in keywords.iter().filter_map(|k| k.as_str()) {
+            let ok = keyword.len() <= 20
+                && keyword.starts_with(|c: char| c.is_ascii_alphabetic())
+                && keyword
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !ok {
+                violations.push(format!(
+                    "{name}: keyword {keyword:?} is not one crates.io accepts"
+                ));
+            }
+        }
+        if package["categories"]
+            .as_array()
+            .is_none_or(|c| c.is_empty())
+        {
+            violations.push(format!("{name}: no `categories`"));
+        }
+    }
+    assert!(
+        publishable >= 5,
+        "expected the four libraries and poolsync to be publishable"
+    );
+    fail_if_any("publishable crates carry crates.io's metadata", &violations);
+}
+
 /// `1.89`, `1.89.0` as comparable numbers.
 fn rust_version(text: &str) -> Option<(u64, u64, u64)> {
     let mut parts = text.trim().split('.').map(|p| p.parse::<u64>().ok());
