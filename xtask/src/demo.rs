@@ -100,9 +100,11 @@ pub fn run(root: &Path) -> Result<()> {
     println!("$ rm {DAMAGED_PART}");
     std::fs::remove_file(dir.join(DAMAGED_PART))
         .with_context(|| format!("removing {DAMAGED_PART}"))?;
-    say("... and a part of replica 2 gets a corrupted header and two stale data blocks.");
+    say(&format!(
+        "... and a part of replica 2 gets a corrupted header and two stale data blocks:\n\
+         the demo overwrites 4 bytes of {CORRUPTED_PART}'s header and two 4 KiB blocks of its data."
+    ));
     let corrupted = dir.join(CORRUPTED_PART);
-    println!("$ (overwrite 4 bytes of {CORRUPTED_PART}'s header and two 4 KiB blocks of its data)");
     corrupt(&corrupted)?;
 
     say("`check` notices, and exits 1 as pmempool does.");

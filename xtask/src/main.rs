@@ -19,6 +19,8 @@ mod ci;
 mod demo;
 mod fixtures;
 mod fuzz;
+mod man;
+mod package;
 mod test;
 mod util;
 
@@ -32,7 +34,14 @@ Commands:
   demo                       Build poolsync (release) and walk through a
                              three-replica pool set under target/demo/.
   ci                         Everything .ci/run checks: fmt, clippy, test, doc,
-                             fuzz smoke. Test failures and skips are fatal.
+                             package (cargo package --no-verify of every
+                             publishable crate), fuzz smoke. Test failures
+                             and skips are fatal.
+  package                    cargo package --no-verify of every publishable
+                             crate: manifests crates.io accepts (seconds).
+  publish-check              cargo publish --workspace --dry-run: package every
+                             publishable crate and build it from its package
+                             (minutes; run it before a release).
   fuzz <target> [--seconds N]
                              Fuzz one target with cargo-fuzz (until stopped,
                              or for N seconds).
@@ -40,6 +49,10 @@ Commands:
                              seeds for N seconds (default 30).
   fuzz list                  List the fuzz targets.
   fixtures                   Regenerate fixtures/pmdk/ with the real pmempool.
+  man [--out DIR]            Write the man pages of poolsync and of each
+                             subcommand (default DIR: target/man).
+  completions [--out DIR]    Write poolsync's bash, zsh and fish completions
+                             (default DIR: target/completions).
   bench [NAME]               Run the criterion benchmarks: all, one file of
                              benches/benches/ (hot, copy_flush), or those whose
                              id contains NAME.
@@ -104,11 +117,21 @@ fn run(args: Vec<String>) -> Result<()> {
             ci::run(&root)
         }
         "fuzz" => fuzz::command(&root, &rest),
+        "package" => {
+            no_more_args(&command, &rest)?;
+            package::package(&root)
+        }
+        "publish-check" => {
+            no_more_args(&command, &rest)?;
+            package::publish_check(&root)
+        }
         "fixtures" => {
             no_more_args(&command, &rest)?;
             fixtures::run(&root).context("regenerating fixtures/pmdk/")
         }
         "bench" => bench::command(&root, &rest),
+        "man" => man::command(&root, &rest),
+        "completions" => man::completions_command(&root, &rest),
         other => bail!("unknown command `{other}`; `cargo xtask help` lists the commands"),
     }
 }

@@ -395,7 +395,8 @@ const LAYERS: &[(&str, &[&str])] = &[
             "poolsync-pmem",
         ],
     ),
-    ("xtask", &[]),
+    // xtask renders the man pages from the command line definition.
+    ("xtask", &["poolsync"]),
 ];
 
 #[test]
@@ -451,6 +452,156 @@ fn crates_depend_on_each_other_only_along_the_layers() {
     }
     fail_if_any(
         "the crate graph follows the layers (see ARCHITECTURE.md)",
+        &violations,
+    );
+}
+
+/// Every crate that may be published carries what crates.io shows: a
+/// description, a license, the repository, a README that exists, keywords
+/// crates.io accepts (at most five, each at most 20 ASCII letters, digits,
+/// `-` or `_`, starting with a letter) and categories. `cargo xtask
+/// publish-check` proves the rest before a release.
+#[test]
+fn every_publishable_crate_has_its_registry_metadata() {
+    let metadata = metadata();
+    let mut violations = Vec::new();
+    let mut publishable = 0;
+    for package in packages(&metadata) {
+        if !package["publish"].is_null() {
+            continue;
+        }
+        publishable += 1;
+        let name = str_field(package, "name");
+        for key in ["description", "license", "repository"] {
+            if package[key].as_str().is_none_or(|v| v.trim().is_empty()) {
+                violations.push(format!("{name}: no `{key}`"));
+            }
+        }
+        let manifest = PathBuf::from(str_field(package, "manifest_path"));
+        match package["readme"].as_str() {
+            None => violations.push(format!("{name}: no `readme`")),
+            Some(readme) => {
+                let path = manifest.parent().expect("manifest in a dir").join(readme);
+                if !path.is_file() {
+                    violations.push(format!("{name}: readme {} does not exist", path.display()));
+                }
+            }
+        }
+        let keywords = package["keywords"].as_array().cloned().unwrap_or_default();
+        if keywords.is_empty() || keywords.len() > 5 {
+            violations.push(format!(
+                "{name}: {} keywords; crates.io wants 1 to 5",
+                keywords.len()
+            ));
+        }
+        for keyword in keywords.iter().filter_map(|k| k.as_str()) {
+            let ok = keyword.len() <= 20
+                && keyword.starts_with(|c: char| c.is_ascii_alphabetic())
+                && keyword
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !ok {
+                violations.push(format!(
+                    "{name}: keyword {keyword:?} is not one crates.io accepts"
+                ));
+            }
+        }
+        if package["categories"]
+            .as_array()
+            .is_none_or(|c| c.is_empty())
+        {
+            violations.push(format!("{name}: no `categories`"));
+        }
+    }
+    assert!(
+        publishable >= 5,
+        "expected the four libraries and poolsync to be publishable"
+    );
+    fail_if_any("publishable crates carry crates.io's metadata", &violations);
+}
+
+/// `1.89`, `1.89.0` as comparable numbers.
+fn rust_version(text: &str) -> Option<(u64, u64, u64)> {
+    let mut parts = text.trim().split('.').map(|p| p.parse::<u64>().ok());
+    let major = parts.next()??;
+    let minor = parts.next().unwrap_or(Some(0))?;
+    let patch = parts.next().unwrap_or(Some(0))?;
+    parts.next().is_none().then_some((major, minor, patch))
+}
+
+#[test]
+fn rust_versions_compare_by_number() {
+    assert_eq!(rust_version("1.89"), Some((1, 89, 0)));
+    assert_eq!(rust_version("1.89.0"), Some((1, 89, 0)));
+    assert!(rust_version("1.100") > rust_version("1.89.2"));
+    assert_eq!(rust_version("1.x"), None);
+    assert_eq!(rust_version("1.2.3.4"), None);
+}
+
+/// The workspace's `rust-version` is the real minimum: no package in the
+/// lock file (dependencies of every platform, dev and build ones included)
+/// declares a newer one, and every workspace crate inherits it. The code's
+/// own use of newer std APIs is caught by clippy's `incompatible_msrv`,
+/// which reads the same field.
+#[test]
+fn no_locked_dependency_needs_a_newer_rust_than_the_workspace_says() {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--locked"])
+        .current_dir(root())
+        .output()
+        .expect("running cargo metadata");
+    assert!(
+        output.status.success(),
+        "cargo metadata --locked failed (is Cargo.lock up to date?): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("cargo metadata prints JSON");
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).expect("root Cargo.toml");
+    let declared = manifest
+        .lines()
+        .find_map(|l| {
+            let (key, value) = l.split_once('=')?;
+            (key.trim() == "rust-version").then(|| value.trim().trim_matches('"').to_string())
+        })
+        .expect("the root Cargo.toml sets rust-version in [workspace.package]");
+    let msrv = rust_version(&declared).expect("rust-version is a version");
+    let members: BTreeSet<&str> = metadata["workspace_members"]
+        .as_array()
+        .expect("workspace_members")
+        .iter()
+        .filter_map(|m| m.as_str())
+        .collect();
+    let mut violations = Vec::new();
+    for package in packages(&metadata) {
+        let name = str_field(package, "name");
+        let version = str_field(package, "version");
+        let id = str_field(package, "id");
+        let needs = package["rust_version"].as_str();
+        if members.contains(id) {
+            if needs != Some(declared.as_str()) {
+                violations.push(format!(
+                    "{name}: rust-version is {needs:?}; set `rust-version.workspace = true`"
+                ));
+            }
+            continue;
+        }
+        let Some(needs) = needs else { continue };
+        match rust_version(needs) {
+            Some(v) if v > msrv => violations.push(format!(
+                "{name} {version} needs Rust {needs}, the workspace says {declared}: raise \
+                 rust-version in Cargo.toml (and the README), or pin an older release \
+                 (cargo update -p {name}@{version} --precise <older>)"
+            )),
+            Some(_) => {}
+            None => violations.push(format!(
+                "{name} {version}: unreadable rust_version {needs:?}"
+            )),
+        }
+    }
+    fail_if_any(
+        "the workspace's rust-version is at least that of every locked dependency",
         &violations,
     );
 }

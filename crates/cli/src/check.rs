@@ -9,16 +9,22 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail};
 use poolsync_engine::check::{
     self, Answer, CheckOptions, CheckResult, CheckUi, Message, MessageKind,
 };
+use poolsync_engine::compare::CompareOptions;
+use poolsync_engine::inspect::{self, Health};
+use poolsync_engine::open;
 use poolsync_engine::verify::{self, Divergence, Findings, VerifyOptions};
-use poolsync_pmem::FsStorage;
+use poolsync_pmem::{Access, FsStorage};
 use serde::Serialize;
 
-use crate::output::{json_document, out, outln};
+use crate::diagnose::{explain, shell_quote, sync_fix, Waiting};
+use crate::output::{emit_json, out, outln};
+use crate::settings::Settings;
 
 /// Arguments of `poolsync check` (pmempool syntax).
 #[derive(Debug, clap::Args)]
@@ -50,12 +56,21 @@ pub struct Args {
     /// Print a JSON document instead of text (see docs/json.md)
     #[arg(long = "json")]
     json: bool,
-    /// Also compare the live data (heap-aware) of every replica with the source
+    /// Instead of the header check, compare the live data (heap-aware) of every
+    /// replica with the source
     #[arg(long = "data", conflicts_with_all = ["repair", "dry_run", "no_exec", "backup", "advanced"])]
     data: bool,
     /// With --data: compare with replica N instead of the first healthy replica
     #[arg(long = "source", value_name = "N", requires = "data")]
     source: Option<usize>,
+    /// With --data: worker threads that compare (default: the jobs setting, else
+    /// the machine's parallelism, at most 8)
+    #[arg(short = 'j', long = "jobs", value_name = "N", requires = "data", value_parser = crate::settings::jobs_flag)]
+    jobs: Option<String>,
+    /// Wait up to SECONDS while another process has the pool open (default: the
+    /// wait_lock setting, 0)
+    #[arg(long = "wait-lock", value_name = "SECONDS", value_parser = crate::settings::wait_lock_flag)]
+    wait_lock: Option<String>,
     /// The pool file or pool set file
     #[arg(value_name = "FILE")]
     file: PathBuf,
@@ -157,6 +172,11 @@ struct Failure<'a> {
     result: &'static str,
     exit_code: u8,
     error: String,
+    /// The set as `sync` judges it, when it could be opened at all (a part
+    /// missing or of the wrong size makes `check` fail, not `inspect`).
+    health: Option<&'a Health>,
+    /// The command that repairs what was found, if any.
+    fix: Option<String>,
 }
 
 /// The `--json` document of a check.
@@ -164,14 +184,30 @@ struct Failure<'a> {
 struct Report<'a> {
     path: &'a Path,
     exit_code: u8,
+    /// The command that repairs what was found, if any.
+    fix: Option<String>,
     #[serde(flatten)]
     report: &'a check::CheckReport,
 }
 
+impl Args {
+    /// `--json` was given.
+    pub fn json(&self) -> bool {
+        self.json
+    }
+
+    /// The file the command works on.
+    pub fn path(&self) -> &Path {
+        &self.file
+    }
+}
+
 /// Runs the command; `Ok` carries the exit code.
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let wait = settings.wait_lock(args.wait_lock.as_deref())?;
     if args.data {
-        return run_data(&args);
+        let threads = settings.jobs(args.jobs.as_deref())?;
+        return run_data(&args, threads, wait);
     }
     let dry_run = args.dry_run || args.no_exec;
     if dry_run && !args.repair {
@@ -201,37 +237,61 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         "checking consistency failed"
     };
-    let report = match check::check(&FsStorage, &args.file, &opts, &mut ui) {
+    let access = if opts.repair && !opts.dry_run {
+        Access::ReadWrite
+    } else {
+        Access::ReadOnly
+    };
+    let checked = crate::wait::open(&FsStorage, &args.file, access, wait)
+        .and_then(|set| check::check_open(&set, &opts, &mut ui));
+    let report = match checked {
         Ok(report) => report,
         Err(e) => {
+            // A part missing or of the wrong size stops check, but sync
+            // knows what to do with it: judge the set as sync does.
+            let health = open::open(&FsStorage, &args.file, Access::ReadOnly)
+                .ok()
+                .map(|set| inspect::inspect(&set));
+            let fix = health.as_ref().and_then(|h| sync_fix(h, &args.file));
+            let mut message = format!(
+                "{what}: {}",
+                explain(e, &args.file, Waiting::Supported(wait))
+            );
+            if let Some((advice, _)) = &fix {
+                message.push_str(&format!("; {advice}"));
+            }
             if args.json {
-                let doc = json_document(
+                emit_json(
                     "check",
                     &Failure {
                         path: &args.file,
                         result: "error",
                         exit_code: 1,
-                        error: format!("{what}: {e}"),
+                        error: message.clone(),
+                        health: health.as_ref(),
+                        fix: fix.map(|(_, command)| command),
                     },
                 )?;
-                outln!("{doc}");
             }
-            return Err(e).context(what);
+            return Err(anyhow!(message));
         }
     };
     let code: u8 = if report.result.is_success() { 0 } else { 1 };
+    // The health was judged before any repair: after one, it is stale.
+    let fix = match report.result {
+        CheckResult::Consistent | CheckResult::Repaired => None,
+        _ => sync_fix(&report.health, &args.file),
+    };
     if args.json {
-        outln!(
-            "{}",
-            json_document(
-                "check",
-                &Report {
-                    path: &args.file,
-                    exit_code: code,
-                    report: &report
-                }
-            )?
-        );
+        emit_json(
+            "check",
+            &Report {
+                path: &args.file,
+                exit_code: code,
+                fix: fix.map(|(_, command)| command),
+                report: &report,
+            },
+        )?;
     } else {
         let shown = match report.result {
             CheckResult::Consistent => level >= 2,
@@ -239,6 +299,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         if shown {
             outln!("{}: {}", args.file.display(), report.result);
+        }
+        if let (Some((advice, _)), true) = (&fix, level >= 1) {
+            eprintln!("note: {advice}");
         }
     }
     Ok(ExitCode::from(code))
@@ -255,34 +318,53 @@ struct DataReport<'a> {
     error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     findings: Option<&'a Findings>,
+    /// Worker threads used to compare (`--jobs`, the `jobs` setting).
+    jobs: usize,
+    /// The command that repairs what was found, if any.
+    fix: Option<String>,
 }
 
 /// `check --data`: heap-aware comparison of every replica with the source.
-fn run_data(args: &Args) -> anyhow::Result<ExitCode> {
+fn run_data(args: &Args, threads: usize, wait: Option<Duration>) -> anyhow::Result<ExitCode> {
     let options = VerifyOptions {
         source: args.source,
+        compare: CompareOptions {
+            threads,
+            ..CompareOptions::default()
+        },
         ..VerifyOptions::default()
     };
     let what = "checking data failed";
-    let findings = match verify::check_data(&FsStorage, &args.file, &options) {
+    // check --data only reads, so retrying the whole call is safe.
+    let checked = crate::wait::retry(wait, || {
+        verify::check_data(&FsStorage, &args.file, &options)
+    });
+    let findings = match checked {
         Ok(f) => f,
         Err(e) => {
+            let message = format!(
+                "{what}: {}",
+                explain(e, &args.file, Waiting::Supported(wait))
+            );
             if args.json {
                 let doc = DataReport {
                     path: &args.file,
                     data: true,
                     result: "error",
                     exit_code: 1,
-                    error: Some(format!("{what}: {e}")),
+                    error: Some(message.clone()),
                     findings: None,
+                    jobs: threads,
+                    fix: None,
                 };
-                outln!("{}", json_document("check", &doc)?);
+                emit_json("check", &doc)?;
             }
-            return Err(e).context(what);
+            return Err(anyhow!(message));
         }
     };
     let clean = findings.is_clean();
     let code: u8 = if clean { 0 } else { 1 };
+    let fix = data_fix(&findings, &args.file);
     if args.json {
         let doc = DataReport {
             path: &args.file,
@@ -295,18 +377,84 @@ fn run_data(args: &Args) -> anyhow::Result<ExitCode> {
             exit_code: code,
             error: None,
             findings: Some(&findings),
+            jobs: threads,
+            fix: fix.map(|(_, command)| command),
         };
-        outln!("{}", json_document("check", &doc)?);
+        emit_json("check", &doc)?;
         return Ok(ExitCode::from(code));
     }
     let level = level(args);
+    if findings.replicas.len() < 2 {
+        if level >= 1 {
+            outln!(
+                "{}: nothing to compare: check --data compares the replicas of a pool set \
+                 with each other, and this pool has a single replica",
+                args.file.display()
+            );
+        }
+        return Ok(ExitCode::from(code));
+    }
     if level >= 1 {
         out!("{}", findings_text(&findings));
     }
     if !clean && level >= 1 || level >= 2 {
         outln!("{}: {}", args.file.display(), summary_text(&findings));
     }
+    if let (Some((advice, _)), true) = (&fix, level >= 1) {
+        eprintln!("note: {advice}");
+    }
     Ok(ExitCode::from(code))
+}
+
+/// What repairs the findings of `check --data`, and the command: `sync
+/// --verify` repairs divergent ranges (and, before that, rebuilds broken
+/// replicas, which plain `sync` does too); an outvoted source needs a
+/// choice of source first.
+fn data_fix(f: &Findings, poolset: &Path) -> Option<(String, String)> {
+    let set = shell_quote(poolset);
+    if let Some(o) = &f.outvoted {
+        let take = o.majority.first()?;
+        let command = format!("poolsync sync --verify --source {take} {set}");
+        return Some((
+            format!(
+                "to spread replica {}'s data anyway, run `poolsync sync --verify --force-source {set}`; \
+                 to take the majority's copy, run `{command}`",
+                o.replica
+            ),
+            command,
+        ));
+    }
+    let others = |pick: &dyn Fn(&verify::ReplicaFindings) -> bool| -> Vec<String> {
+        f.replicas
+            .iter()
+            .filter(|r| r.replica != f.source && pick(r))
+            .map(|r| r.replica.to_string())
+            .collect()
+    };
+    let divergent = others(&|r| r.ranges > 0);
+    let broken = others(&|r| !r.compared);
+    let (what, command) = if !divergent.is_empty() {
+        (
+            format!(
+                "repair replica(s) {} from replica {}",
+                divergent.join(", "),
+                f.source
+            ),
+            format!("poolsync sync --verify {set}"),
+        )
+    } else if !broken.is_empty() {
+        (
+            format!(
+                "rebuild replica(s) {} from replica {}",
+                broken.join(", "),
+                f.source
+            ),
+            format!("poolsync sync {set}"),
+        )
+    } else {
+        return None;
+    };
+    Some((format!("{what}: run `{command}`"), command))
 }
 
 /// One line per divergent range, per replica not compared, and for the

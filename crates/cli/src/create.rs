@@ -2,17 +2,20 @@
 //! and obj pool sets.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use poolsync_engine::create::{self, CreateOptions};
 use poolsync_pmem::{FsStorage, Storage};
+use serde::Serialize;
 
-use crate::output::outln;
+use crate::diagnose::{explain, Waiting};
+use crate::output::{emit_json, outln};
 
 /// Arguments of `poolsync create` (pmempool syntax: options may come before
 /// or after the operands).
 #[derive(Debug, clap::Args)]
+#[command(override_usage = "poolsync create [OPTIONS] obj <FILE>")]
 pub struct Args {
     /// Size of a single-file pool, e.g. 16M, 1G, 20MiB, 20MB (not with a pool set)
     #[arg(short = 's', long = "size", value_name = "SIZE")]
@@ -35,16 +38,44 @@ pub struct Args {
     /// Print what is being created
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
     verbose: u8,
-    /// blk pools only: write the BTT layout
-    #[arg(short = 'w', long = "write-layout")]
+    /// blk pools only (accepted as pmempool accepts it, and refused for obj)
+    #[arg(short = 'w', long = "write-layout", hide = true)]
     write_layout: bool,
     /// Layout name stored in the pool descriptor (shorter than 1024 bytes)
     #[arg(short = 'l', long = "layout", value_name = "NAME")]
     layout: Option<String>,
-    /// The pool type (obj), an optional block size (blk only) and the pool
-    /// file or pool set file: `obj FILE`
-    #[arg(value_name = "TYPE [BSIZE] FILE", num_args = 1..=3, required = true)]
+    /// Print a JSON document of what was created instead of text (see docs/json.md)
+    #[arg(long = "json")]
+    json: bool,
+    /// The pool type, obj, and the pool file or pool set file (pmempool's
+    /// block size operand of blk pools is refused as pmempool refuses it
+    /// for obj)
+    #[arg(value_name = "obj FILE", num_args = 1..=3, required = true)]
     operands: Vec<OsString>,
+}
+
+/// The `--json` document.
+#[derive(Debug, Serialize)]
+struct Document<'a> {
+    path: &'a Path,
+    result: &'static str,
+    exit_code: u8,
+    /// What was created (`null` on error).
+    created: Option<&'a create::Created>,
+    /// The one-line reason (`null` on success).
+    error: Option<String>,
+}
+
+impl Args {
+    /// `--json` was given.
+    pub fn json(&self) -> bool {
+        self.json
+    }
+
+    /// The pool or pool set file: the last operand.
+    pub fn path(&self) -> PathBuf {
+        self.operands.last().map(PathBuf::from).unwrap_or_default()
+    }
 }
 
 /// Runs the command; `Ok` carries the exit code.
@@ -87,7 +118,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let size = match &args.size {
         Some(text) => match poolsync_poolset::parse_size(text) {
             Some(size) if size > 0 => Some(size),
-            _ => anyhow::bail!("invalid size value specified '{text}'"),
+            _ => anyhow::bail!(
+                "invalid size value specified '{text}'; {}",
+                poolsync_poolset::SIZE_UNITS_HELP
+            ),
         },
         None => None,
     };
@@ -108,7 +142,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let layout = args.layout.unwrap_or_default();
 
     let storage = FsStorage;
-    if args.verbose > 0 {
+    // With --json, stdout carries the document only.
+    if args.verbose > 0 && !args.json {
         let exists = storage.stat(&file).map(|m| m.is_some()).unwrap_or(false);
         let shown = match size {
             Some(size) => size,
@@ -124,6 +159,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         outln!("\tsize  : {}", size_str(shown));
         outln!("\tmode  : 0{mode:o}");
         outln!("\tlayout: '{layout}'");
+        if let (Some(text), Some(size)) = (&args.size, size) {
+            if let Some(note) = decimal_size_note(text, size) {
+                eprintln!("note: {note}");
+            }
+        }
     }
 
     let options = CreateOptions {
@@ -133,16 +173,60 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         force: args.force,
     };
     match create::create(&storage, &file, &options) {
-        Ok(_) => Ok(ExitCode::SUCCESS),
+        Ok(created) => {
+            if args.json {
+                let doc = Document {
+                    path: &file,
+                    result: "created",
+                    exit_code: 0,
+                    created: Some(&created),
+                    error: None,
+                };
+                emit_json("create", &doc)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Err(e) => {
-            eprintln!("error: {e}");
             // pmempool rejects arguments before it tries to create anything.
-            if !e.is_refused_argument() {
+            let before_creation = e.is_refused_argument();
+            let message = explain(e, &file, Waiting::Unsupported);
+            eprintln!("error: {message}");
+            if !before_creation {
                 eprintln!("error: creating pool file failed");
+            }
+            if args.json {
+                let doc = Document {
+                    path: &file,
+                    result: "error",
+                    exit_code: 1,
+                    created: None,
+                    error: Some(message),
+                };
+                emit_json("create", &doc)?;
             }
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// For a size given in powers of 1000 (`16MB`, as pmempool reads it):
+/// that it is not the power of 1024 the user may have meant.
+fn decimal_size_note(text: &str, size: u64) -> Option<String> {
+    const DECIMAL: [(&str, &str); 5] = [
+        ("kB", "K"),
+        ("MB", "M"),
+        ("GB", "G"),
+        ("TB", "T"),
+        ("PB", "P"),
+    ];
+    let trimmed = text.trim();
+    let (unit, binary) = DECIMAL.iter().find(|(unit, _)| trimmed.ends_with(unit))?;
+    let number = trimmed.strip_suffix(unit)?.trim();
+    let binary_size = poolsync_poolset::parse_size(&format!("{number}{binary}"))?;
+    Some(format!(
+        "{trimmed} is {size} bytes ({unit} counts in powers of 1000); \
+         {number}{binary} or {number}{binary}iB is {binary_size} bytes"
+    ))
 }
 
 /// pmempool's mode syntax: leading zeros, then at most three octal digits.
@@ -162,7 +246,7 @@ fn size_str(size: u64) -> String {
     let mut unit = None;
     let mut scaled = size as f64;
     let mut rest = size;
-    while rest >= 1024 && unit.map_or(true, |u| u < UNITS.len()) {
+    while rest >= 1024 && unit.is_none_or(|u| u < UNITS.len()) {
         rest /= 1024;
         scaled /= 1024.0;
         unit = Some(unit.map_or(0, |u| u + 1));
@@ -188,6 +272,20 @@ mod tests {
         assert_eq!(parse_mode("1777"), None);
         assert_eq!(parse_mode("0x1ff"), None);
         assert_eq!(parse_mode("abc"), None);
+    }
+
+    #[test]
+    fn decimal_units_are_pointed_out() {
+        assert_eq!(
+            decimal_size_note("16MB", 16_000_000).as_deref(),
+            Some("16MB is 16000000 bytes (MB counts in powers of 1000); 16M or 16MiB is 16777216 bytes")
+        );
+        assert_eq!(
+            decimal_size_note("8kB", 8000).as_deref(),
+            Some("8kB is 8000 bytes (kB counts in powers of 1000); 8K or 8KiB is 8192 bytes")
+        );
+        assert_eq!(decimal_size_note("16M", 16 << 20), None);
+        assert_eq!(decimal_size_note("16MiB", 16 << 20), None);
     }
 
     #[test]

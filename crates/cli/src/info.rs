@@ -1,7 +1,7 @@
 //! `poolsync info`: `pmempool info [<args>] <file>` for obj pools and pool
 //! sets, printing the sections and labels pmempool prints, or `--json`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::bail;
@@ -11,9 +11,11 @@ use poolsync_header::{
     format_incompat, format_ro_compat, last_shutdown_name, machine_class_name, machine_name,
     ALIGNMENT_TYPES,
 };
-use poolsync_pmem::FsStorage;
+use poolsync_pmem::{Access, FsStorage};
 
-use crate::output::{field, hexdump, json_document, local_time, out, size};
+use crate::diagnose::{explain, Waiting};
+use crate::output::{emit_json, field, hexdump, local_time, out, size};
+use crate::settings::Settings;
 
 /// Arguments of `poolsync info` (pmempool syntax).
 ///
@@ -43,6 +45,10 @@ pub struct Args {
     /// Print a JSON document instead of text (see docs/json.md)
     #[arg(long = "json")]
     json: bool,
+    /// Wait up to SECONDS while another process has the pool open (default: the
+    /// wait_lock setting, 0)
+    #[arg(long = "wait-lock", value_name = "SECONDS", value_parser = crate::settings::wait_lock_flag)]
+    wait_lock: Option<String>,
     #[command(flatten)]
     unsupported: Unsupported,
     /// The pool file or pool set file
@@ -139,8 +145,21 @@ impl Unsupported {
     }
 }
 
+impl Args {
+    /// `--json` was given.
+    pub fn json(&self) -> bool {
+        self.json
+    }
+
+    /// The file the command works on.
+    pub fn path(&self) -> &Path {
+        &self.file
+    }
+}
+
 /// Runs the command; `Ok` carries the exit code.
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let wait = settings.wait_lock(args.wait_lock.as_deref())?;
     if let Some(option) = args.unsupported.first() {
         bail!("info {option} is not supported yet: poolsync shows the pool set structure, the pool header and the obj header");
     }
@@ -161,15 +180,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         replica: args.replica.unwrap_or(0),
         force,
     };
-    let info = info::info(&FsStorage, &args.file, &opts)?;
-    let out = if args.json {
-        let mut doc = json_document("info", &info)?;
-        doc.push('\n');
-        doc
+    let info = crate::wait::open(&FsStorage, &args.file, Access::ReadOnly, wait)
+        .and_then(|set| info::info_open(&set, &opts))
+        .map_err(|e| anyhow::anyhow!(explain(e, &args.file, Waiting::Supported(wait))))?;
+    if args.json {
+        emit_json("info", &info)?;
     } else {
-        render(&info, args.verbose > 0, args.human, args.headers_hex)
-    };
-    out!("{out}");
+        out!(
+            "{}",
+            render(&info, args.verbose > 0, args.human, args.headers_hex)
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
@@ -139,6 +140,79 @@ pub fn hexdump(out: &mut String, data: &[u8], base: u64) {
     }
 }
 
+/// An error as one line: the message of every error in its chain, joined
+/// by `: `, leaving out a cause whose text an earlier message already
+/// carries. Storage errors quote the system's message themselves, so
+/// `{:#}` would print it twice (`...: No space left on device: No space
+/// left on device (os error 28)`).
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let message = cause.to_string();
+        if !text.is_empty() && text.contains(without_os_code(&message)) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+    }
+    text
+}
+
+/// `message` without the ` (os error N)` Rust appends to system errors.
+fn without_os_code(message: &str) -> &str {
+    match message.rfind(" (os error ") {
+        Some(i) if message.ends_with(')') => &message[..i],
+        _ => message,
+    }
+}
+
+/// Set once a `--json` document went to stdout.
+static JSON_EMITTED: AtomicBool = AtomicBool::new(false);
+
+/// Prints the `--json` document of `command` (see [`json_document`]): the
+/// one place commands print their documents, so that [`json_emitted`]
+/// knows whether a failed command printed one.
+pub fn emit_json(command: &str, value: &impl Serialize) -> anyhow::Result<()> {
+    let doc = json_document(command, value)?;
+    JSON_EMITTED.store(true, Ordering::Relaxed);
+    emit(&format!("{doc}\n"))
+}
+
+/// `true` once [`emit_json`] printed a document.
+pub fn json_emitted() -> bool {
+    JSON_EMITTED.load(Ordering::Relaxed)
+}
+
+/// The `--json` document of a command that failed before it could print
+/// its own (a bad config file, an option it refuses, a pool it cannot
+/// open): the fields every error document carries (see docs/json.md).
+pub fn emit_error_document(command: &str, path: Option<&std::path::Path>, e: &anyhow::Error) {
+    let doc = ErrorDocument {
+        path,
+        result: "error",
+        exit_code: 1,
+        error: error_text(e),
+    };
+    // Nothing better can be done when stdout is gone; stderr has the error.
+    let _ = emit_json(command, &doc);
+}
+
+/// The fields of every `--json` error document.
+#[derive(Debug, Serialize)]
+pub struct ErrorDocument<'a> {
+    /// The pool or pool set the command was given, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<&'a std::path::Path>,
+    /// Always `error`.
+    pub result: &'static str,
+    /// Always 1.
+    pub exit_code: u8,
+    /// The one-line message printed on stderr.
+    pub error: String,
+}
+
 /// A `--json` document: `{"format": 1, "command": ..., <fields of value>}`.
 pub fn json_document(command: &str, value: &impl Serialize) -> anyhow::Result<String> {
     let mut map = serde_json::Map::new();
@@ -203,6 +277,19 @@ mod tests {
         assert_eq!(parts.len(), 5, "{t}");
         assert_eq!(parts[4].len(), 8, "{t}");
         assert_eq!(local_time(u64::MAX), "unknown");
+    }
+
+    #[test]
+    fn error_text_names_each_cause_once() {
+        let io = std::io::Error::from_raw_os_error(28);
+        let inner = anyhow::Error::new(io).context("write \"/p/a\": No space left on device");
+        let e = inner.context("failed to synchronize");
+        assert_eq!(
+            error_text(&e),
+            "failed to synchronize: write \"/p/a\": No space left on device"
+        );
+        let e = anyhow::anyhow!("cause").context("outer");
+        assert_eq!(error_text(&e), "outer: cause");
     }
 
     #[test]

@@ -15,14 +15,16 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 use poolsync_engine::rm::{self, Ask, Outcome, RmFile, RmObserver, RmOptions, Role};
 use poolsync_engine::Error;
 use poolsync_pmem::FsStorage;
+use serde::Serialize;
 
-use crate::output::{out, outln};
+use crate::output::{emit_json, out, outln};
 
 /// Arguments of `poolsync rm` (pmempool syntax).
 #[derive(Debug)]
 pub struct Args {
     verbose: u8,
     verify_owner: bool,
+    json: bool,
     options: RmOptions,
     files: Vec<PathBuf>,
 }
@@ -85,6 +87,14 @@ impl clap::Args for Args {
             );
         }
         cmd.arg(
+            Arg::new("json")
+                .long("json")
+                .action(ArgAction::SetTrue)
+                .help(
+                    "Print a JSON document of what was removed instead of text (see docs/json.md)",
+                ),
+        )
+        .arg(
             Arg::new("verify-owner")
                 .long("verify-owner")
                 .action(ArgAction::SetTrue)
@@ -141,6 +151,7 @@ impl clap::FromArgMatches for Args {
         Ok(Args {
             verbose: matches.get_count("verbose"),
             verify_owner: matches.get_flag("verify-owner"),
+            json: matches.get_flag("json"),
             options,
             files,
         })
@@ -152,55 +163,159 @@ impl clap::FromArgMatches for Args {
     }
 }
 
+impl Args {
+    /// `--json` was given.
+    pub fn json(&self) -> bool {
+        self.json
+    }
+}
+
+/// The `--json` document.
+#[derive(Debug, Serialize)]
+struct Document {
+    result: &'static str,
+    exit_code: u8,
+    targets: Vec<TargetDoc>,
+}
+
+/// One file or pool set given on the command line.
+#[derive(Debug, Serialize)]
+struct TargetDoc {
+    path: PathBuf,
+    /// `null` when the target could not be read at all.
+    is_poolset: Option<bool>,
+    /// Why the target as a whole failed (missing, unparsable), else `null`.
+    error: Option<String>,
+    files: Vec<FileDoc>,
+}
+
+/// One file considered.
+#[derive(Debug, Serialize)]
+struct FileDoc {
+    path: PathBuf,
+    /// `pool`, `part`, `remote` or `poolset_file`.
+    role: &'static str,
+    replica: Option<usize>,
+    part: Option<usize>,
+    /// `removed`, `declined`, `missing`, `skipped`, `not_owned` or `failed`.
+    outcome: &'static str,
+    error: Option<String>,
+}
+
+impl FileDoc {
+    fn new(file: &RmFile) -> FileDoc {
+        let (role, replica, part) = match &file.role {
+            Role::Pool => ("pool", None, None),
+            Role::Part { replica, part, .. } => ("part", Some(*replica), Some(*part)),
+            Role::Remote { replica, .. } => ("remote", Some(*replica), None),
+            Role::SetFile => ("poolset_file", None, None),
+        };
+        let (outcome, error) = match &file.outcome {
+            Outcome::NotOwned { .. } => ("not_owned", Some(not_owned_message(file))),
+            Outcome::Removed => ("removed", None),
+            Outcome::Declined => ("declined", None),
+            Outcome::Missing => ("missing", None),
+            Outcome::Skipped => ("skipped", None),
+            Outcome::Failed(e) => ("failed", Some(e.to_string())),
+        };
+        FileDoc {
+            path: file.path.clone(),
+            role,
+            replica,
+            part,
+            outcome,
+            error,
+        }
+    }
+}
+
 /// Runs the command; `Ok` carries the exit code.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let storage = FsStorage;
     let mut observer = CliObserver {
-        verbose: args.verbose,
+        // With --json, stdout carries the document only.
+        verbose: if args.json { 0 } else { args.verbose },
+        json: args.json,
     };
     let mut failed = false;
     let options = RmOptions {
         verify_owner: args.verify_owner,
         ..args.options
     };
+    let mut targets = Vec::new();
     for file in &args.files {
+        let mut target = TargetDoc {
+            path: file.clone(),
+            is_poolset: None,
+            error: None,
+            files: Vec::new(),
+        };
         let result = rm::rm(&storage, file, &options, &mut observer);
         match result {
             Ok(report) => {
                 failed |= report.refused();
+                target.is_poolset = Some(report.is_poolset);
+                target.files = report.files.iter().map(FileDoc::new).collect();
                 if !report.ok() {
                     failed = true;
                     if report.is_poolset {
-                        eprintln!("error: removing '{}' failed", file.display());
+                        let message = format!("removing '{}' failed", file.display());
+                        eprintln!("error: {message}");
+                        target.error = Some(message);
                     }
                 }
             }
             Err(e) => {
                 failed = true;
-                match e {
-                    Error::NotFound { .. } => {
-                        eprintln!(
-                            "error: cannot remove '{}': No such file or directory",
-                            file.display()
-                        )
-                    }
-                    Error::PoolSet { .. } => eprintln!("error: parsing poolset failed: {e}"),
-                    e => eprintln!("error: cannot remove '{}': {e}", file.display()),
-                }
+                let message = match e {
+                    Error::NotFound { .. } => format!(
+                        "cannot remove '{}': No such file or directory",
+                        file.display()
+                    ),
+                    Error::PoolSet { .. } => format!("parsing poolset failed: {e}"),
+                    e => format!(
+                        "cannot remove '{}': {}",
+                        file.display(),
+                        crate::diagnose::locked(&e, crate::diagnose::Waiting::Unsupported)
+                            .unwrap_or_else(|| e.to_string())
+                    ),
+                };
+                eprintln!("error: {message}");
+                target.error = Some(message);
             }
         }
+        targets.push(target);
     }
-    Ok(if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    let code: u8 = if failed { 1 } else { 0 };
+    if args.json {
+        let doc = Document {
+            result: if failed { "error" } else { "removed" },
+            exit_code: code,
+            targets,
+        };
+        emit_json("rm", &doc)?;
+    }
+    Ok(ExitCode::from(code))
+}
+
+/// Why `--verify-owner` kept `file`.
+fn not_owned_message(file: &RmFile) -> String {
+    match &file.outcome {
+        Outcome::NotOwned { what, expected } => format!(
+            "not removing '{}': the file {what}, not the pool set's uuid {}",
+            file.path.display(),
+            expected.as_deref().unwrap_or("unknown")
+        ),
+        _ => String::new(),
+    }
 }
 
 /// Prints what pmempool prints, and asks on the terminal.
 #[derive(Debug)]
 struct CliObserver {
     verbose: u8,
+    /// Questions go to stderr: stdout carries the JSON document.
+    json: bool,
 }
 
 impl RmObserver for CliObserver {
@@ -232,6 +347,7 @@ impl RmObserver for CliObserver {
             &question,
             &mut std::io::stdin().lock(),
             std::io::stdin().is_terminal(),
+            self.json,
         )
     }
 
@@ -267,14 +383,12 @@ impl RmObserver for CliObserver {
                 );
             }
             (Outcome::Failed(e), _) => {
-                eprintln!("error: cannot remove file '{}': {e}", file.path.display())
+                let why = crate::diagnose::locked(e, crate::diagnose::Waiting::Unsupported)
+                    .unwrap_or_else(|| e.to_string());
+                eprintln!("error: cannot remove file '{}': {why}", file.path.display())
             }
-            (Outcome::NotOwned { what, expected }, _) => {
-                eprintln!(
-                    "error: not removing '{}': the file {what}, not the pool set's uuid {}",
-                    file.path.display(),
-                    expected.as_deref().unwrap_or("unknown")
-                );
+            (Outcome::NotOwned { .. }, _) => {
+                eprintln!("error: {}", not_owned_message(file));
             }
             (Outcome::Declined | Outcome::Missing | Outcome::Skipped, _) => {}
         }
@@ -285,10 +399,17 @@ impl RmObserver for CliObserver {
 /// any case) or an empty line for yes; anything else asks again. At the end
 /// of the input the answer is no. When the input is not a terminal the
 /// answer is echoed, as pmempool does.
-fn ask_yes_no(question: &str, input: &mut dyn BufRead, is_tty: bool) -> bool {
+fn ask_yes_no(question: &str, input: &mut dyn BufRead, is_tty: bool, on_stderr: bool) -> bool {
+    let say = |text: &str| {
+        if on_stderr {
+            eprint!("{text}");
+        } else {
+            out!("{text}");
+            let _ = std::io::stdout().flush();
+        }
+    };
     let answer = loop {
-        out!("{question} [Y/n] ");
-        let _ = std::io::stdout().flush();
+        say(&format!("{question} [Y/n] "));
         let mut line = String::new();
         match input.read_line(&mut line) {
             Ok(0) | Err(_) => {
@@ -302,7 +423,7 @@ fn ask_yes_no(question: &str, input: &mut dyn BufRead, is_tty: bool) -> bool {
         }
     };
     if !is_tty {
-        outln!("{answer}");
+        say(&format!("{answer}\n"));
     }
     answer == 'y'
 }
@@ -373,9 +494,9 @@ mod tests {
 
     #[test]
     fn questions_repeat_until_answered_and_default_to_no_at_eof() {
-        assert!(ask_yes_no("q", &mut "maybe\ny\n".as_bytes(), true));
-        assert!(!ask_yes_no("q", &mut "n\n".as_bytes(), true));
-        assert!(ask_yes_no("q", &mut "\n".as_bytes(), false));
-        assert!(!ask_yes_no("q", &mut "".as_bytes(), false));
+        assert!(ask_yes_no("q", &mut "maybe\ny\n".as_bytes(), true, true));
+        assert!(!ask_yes_no("q", &mut "n\n".as_bytes(), true, true));
+        assert!(ask_yes_no("q", &mut "\n".as_bytes(), false, true));
+        assert!(!ask_yes_no("q", &mut "".as_bytes(), false, true));
     }
 }

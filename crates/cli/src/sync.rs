@@ -16,7 +16,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use poolsync_engine::sync::plan::{DataStep, HeaderAction, Plan, Role, Step};
@@ -25,7 +24,9 @@ use poolsync_engine::verify::{self, Findings, RepairReport, VerifyOptions, Verif
 use poolsync_pmem::AnyStorage;
 use serde::Serialize;
 
-use crate::output::{emit, json_document};
+use crate::diagnose::{explain, Waiting};
+use crate::output::{emit, emit_json};
+use crate::settings::Settings;
 
 /// Arguments of `poolsync sync` (pmempool syntax plus poolsync's options).
 #[derive(Debug, clap::Args)]
@@ -57,9 +58,14 @@ pub struct Args {
     /// With --verify: repair from the source even where the other replicas outvote it
     #[arg(long = "force-source", requires = "verify")]
     force_source: bool,
-    /// Wait up to SECONDS while another process holds the pool's locks
-    #[arg(long = "wait-lock", value_name = "SECONDS")]
-    wait_lock: Option<f64>,
+    /// Wait up to SECONDS while another process has the pool open (default: the
+    /// wait_lock setting, 0)
+    #[arg(long = "wait-lock", value_name = "SECONDS", value_parser = crate::settings::wait_lock_flag)]
+    wait_lock: Option<String>,
+    /// Worker threads that copy and compare (default: the jobs setting, else
+    /// the machine's parallelism, at most 8)
+    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = crate::settings::jobs_flag)]
+    jobs: Option<String>,
     /// The pool set file
     #[arg(value_name = "POOLSET")]
     poolset: PathBuf,
@@ -75,6 +81,8 @@ struct Document<'a> {
     plan: Option<&'a Plan>,
     report: Option<&'a SyncReport>,
     error: Option<String>,
+    /// Worker threads used to copy and compare (`--jobs`, the `jobs` setting).
+    jobs: usize,
     /// `--verify` only: what verification found and repaired.
     #[serde(skip_serializing_if = "Option::is_none")]
     verify: Option<VerifyDoc<'a>>,
@@ -87,20 +95,26 @@ struct VerifyDoc<'a> {
     repair: Option<&'a RepairReport>,
 }
 
+impl Args {
+    /// `--json` was given.
+    pub fn json(&self) -> bool {
+        self.json
+    }
+
+    /// The file the command works on.
+    pub fn path(&self) -> &Path {
+        &self.poolset
+    }
+}
+
 /// Runs the command; `Ok` carries the exit code.
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let wait_lock = match args.wait_lock {
-        Some(s) if !(s.is_finite() && s >= 0.0) => {
-            anyhow::bail!("--wait-lock: {s} is not a number of seconds")
-        }
-        Some(s) => Some(Duration::from_secs_f64(s)),
-        None => None,
-    };
+pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     let options = SyncOptions {
         dry_run: args.dry_run,
         bad_blocks: args.bad_blocks,
         source: args.source,
-        wait_lock,
+        wait_lock: settings.wait_lock(args.wait_lock.as_deref())?,
+        threads: settings.jobs(args.jobs.as_deref())?,
         ..SyncOptions::default()
     };
     let storage = AnyStorage::from_env().context("failed to synchronize")?;
@@ -123,22 +137,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             progress.as_ref(),
         );
         progress.finish();
-        return finish_verify(&args, outcome);
+        return finish_verify(&args, &options, outcome);
     }
     let outcome = sync::sync(&storage, &args.poolset, &options, progress.as_ref());
     progress.finish();
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(e) => {
+            let message = failure(e, &args, &options);
             if args.json {
-                emit_document(&args, Err(format!("failed to synchronize: {e}")), None)?;
+                emit_document(&args, options.threads, Err(message.clone()), None)?;
             }
             transform_hint(&storage, &args.poolset);
-            return Err(anyhow::Error::new(e).context("failed to synchronize"));
+            return Err(anyhow::anyhow!(message));
         }
     };
     if args.json {
-        emit_document(&args, Ok((&outcome.plan, outcome.report.as_ref())), None)?;
+        emit_document(
+            &args,
+            options.threads,
+            Ok((&outcome.plan, outcome.report.as_ref())),
+            None,
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(report) = &outcome.report {
@@ -149,7 +169,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let mut text = String::new();
     if args.dry_run || args.verbose >= 3 {
-        text.push_str(&plan_text(&outcome.plan, args.dry_run));
+        text.push_str(&plan_text(&outcome.plan, args.dry_run, false));
     }
     if let (Some(report), true) = (&outcome.report, args.verbose >= 2) {
         if let Some(line) = report_text(report).lines().next() {
@@ -164,10 +184,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The one-line message of a failed sync.
+fn failure(e: poolsync_engine::Error, args: &Args, options: &SyncOptions) -> String {
+    let waiting = Waiting::Supported(options.wait_lock);
+    format!(
+        "failed to synchronize: {}",
+        explain(e, &args.poolset, waiting)
+    )
+}
+
 /// Prints the `--json` document: the plan and report of a run (with the
 /// `--verify` part, if any), or the message of a failure.
 fn emit_document(
     args: &Args,
+    jobs: usize,
     outcome: Result<(&Plan, Option<&SyncReport>), String>,
     verify: Option<VerifyDoc<'_>>,
 ) -> anyhow::Result<()> {
@@ -183,9 +213,10 @@ fn emit_document(
         plan,
         report,
         error,
+        jobs,
         verify,
     };
-    emit(&format!("{}\n", json_document("sync", &doc)?))
+    emit_json("sync", &doc)
 }
 
 /// After a failed sync: when an interrupted transform of this pool set left
@@ -204,23 +235,22 @@ fn transform_hint(storage: &AnyStorage, poolset: &std::path::Path) {
 /// Prints the outcome of `sync --verify` and returns the exit code.
 fn finish_verify(
     args: &Args,
+    options: &SyncOptions,
     outcome: Result<VerifyOutcome, poolsync_engine::Error>,
 ) -> anyhow::Result<ExitCode> {
+    let jobs = options.threads;
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(e) => {
+            let message = failure(e, args, options);
             if args.json {
                 let verify = VerifyDoc {
                     findings: None,
                     repair: None,
                 };
-                emit_document(
-                    args,
-                    Err(format!("failed to synchronize: {e}")),
-                    Some(verify),
-                )?;
+                emit_document(args, jobs, Err(message.clone()), Some(verify))?;
             }
-            return Err(anyhow::Error::new(e).context("failed to synchronize"));
+            return Err(anyhow::anyhow!(message));
         }
     };
     if args.json {
@@ -229,12 +259,12 @@ fn finish_verify(
             repair: outcome.repair.as_ref(),
         };
         let done = Ok((&outcome.sync.plan, outcome.sync.report.as_ref()));
-        emit_document(args, done, Some(verify))?;
+        emit_document(args, jobs, done, Some(verify))?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut text = String::new();
     if args.dry_run || args.verbose >= 3 {
-        text.push_str(&plan_text(&outcome.sync.plan, args.dry_run));
+        text.push_str(&plan_text(&outcome.sync.plan, args.dry_run, true));
     }
     if args.dry_run || args.verbose >= 2 {
         text.push_str(&crate::check::findings_text(&outcome.findings));
@@ -295,8 +325,9 @@ pub fn verify_line(o: &VerifyOutcome) -> String {
 }
 
 /// The plan as text: the replicas and their parts, then the numbered
-/// steps and the totals.
-pub fn plan_text(plan: &Plan, dry_run: bool) -> String {
+/// steps and the totals. `verify`: the data is compared after the plan (a
+/// plan with nothing to rebuild does not mean nothing to do).
+pub fn plan_text(plan: &Plan, dry_run: bool, verify: bool) -> String {
     let mut out = String::new();
     let mode = if dry_run {
         " (dry run: nothing is changed)"
@@ -305,7 +336,12 @@ pub fn plan_text(plan: &Plan, dry_run: bool) -> String {
     };
     out.push_str(&format!("sync plan for {}{mode}\n", plan.path.display()));
     if plan.is_noop() {
-        out.push_str("nothing to do: every replica is healthy\n");
+        out.push_str(if verify {
+            "no replica to rebuild: the headers of every replica are healthy; the live data is compared next\n"
+        } else {
+            "nothing to rebuild: the headers of every replica are healthy \
+             (the data is not compared: --verify compares the live data of every replica)\n"
+        });
         return out;
     }
     out.push_str(&format!(

@@ -18,7 +18,9 @@ use poolsync_pmem::AnyStorage;
 use poolsync_poolset::PAGE;
 use serde::Serialize;
 
-use crate::output::{emit, json_document};
+use crate::diagnose::{explain, Waiting};
+use crate::output::{emit, emit_json};
+use crate::settings::Settings;
 
 /// Arguments of `poolsync transform` (pmempool syntax plus poolsync's options).
 #[derive(Debug, clap::Args)]
@@ -33,8 +35,15 @@ pub struct Args {
     #[arg(long = "json")]
     json: bool,
     /// Show progress on stderr (default when stderr is a terminal)
-    #[arg(long = "progress")]
+    #[arg(long = "progress", overrides_with = "no_progress")]
     progress: bool,
+    /// Never show progress
+    #[arg(long = "no-progress", overrides_with = "progress")]
+    no_progress: bool,
+    /// Worker threads that copy (default: the jobs setting, else the machine's
+    /// parallelism, at most 8)
+    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = crate::settings::jobs_flag)]
+    jobs: Option<String>,
     /// The pool set file describing the pool as it is
     #[arg(value_name = "SRC_POOLSET")]
     source: PathBuf,
@@ -54,10 +63,24 @@ struct Document<'a> {
     plan: Option<&'a TransformPlan>,
     report: Option<&'a TransformReport>,
     error: Option<String>,
+    /// Worker threads used to copy (`--jobs`, the `jobs` setting).
+    jobs: usize,
+}
+
+impl Args {
+    /// `--json` was given.
+    pub fn json(&self) -> bool {
+        self.json
+    }
+
+    /// The file the command works on.
+    pub fn path(&self) -> &Path {
+        &self.source
+    }
 }
 
 /// Runs the command; `Ok` carries the exit code.
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     let what = format!(
         "failed to transform {} -> {}",
         args.source.display(),
@@ -65,10 +88,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     let options = TransformOptions {
         dry_run: args.dry_run,
+        threads: settings.jobs(args.jobs.as_deref())?,
         ..TransformOptions::default()
     };
     let storage = AnyStorage::from_env().map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
-    let progress = crate::progress::reporter("transform", args.dry_run, args.progress);
+    let progress =
+        crate::progress::reporter("transform", args.dry_run || args.no_progress, args.progress);
     let result = transform::transform(
         &storage,
         &args.source,
@@ -83,7 +108,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             // The engine's refusal already names both files.
             let message = match e {
                 poolsync_engine::Error::CannotTransform { .. } => e.to_string(),
-                _ => format!("{what}: {e}"),
+                // A pool set file without its first line, or a part in
+                // use: say so (explain() looks at the source itself).
+                e => match (
+                    crate::diagnose::missing_signature(&args.source),
+                    crate::diagnose::missing_signature(&args.target),
+                ) {
+                    (None, Some(target)) => format!("{what}: {target}"),
+                    _ => format!("{what}: {}", explain(e, &args.source, Waiting::Unsupported)),
+                },
             };
             if args.json {
                 let doc = Document {
@@ -95,8 +128,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     plan: None,
                     report: None,
                     error: Some(message.clone()),
+                    jobs: options.threads,
                 };
-                emit(&format!("{}\n", json_document("transform", &doc)?))?;
+                emit_json("transform", &doc)?;
             }
             return Err(anyhow::anyhow!(message));
         }
@@ -111,8 +145,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             plan: Some(&outcome.plan),
             report: outcome.report.as_ref(),
             error: None,
+            jobs: options.threads,
         };
-        emit(&format!("{}\n", json_document("transform", &doc)?))?;
+        emit_json("transform", &doc)?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut text = String::new();

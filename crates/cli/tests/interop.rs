@@ -5,7 +5,8 @@
 //! `tests/data/objclient.c`); pools that `pmempool create` makes, intact or
 //! damaged, must get the same answers from `poolsync info`/`check`/`rm` as from
 //! `pmempool`. Tests skip (or fail under `CI=true`) when the PMDK tools are
-//! missing; see `tests/data/README.md`.
+//! missing; see `tests/data/README.md`. The `messages` module needs no PMDK:
+//! it pins poolsync's own messages and JSON documents as snapshots.
 
 /// Returns from the calling test unless the PMDK tools are installed (see
 /// `support::require_pmdk`), naming the test in the skip log.
@@ -33,6 +34,8 @@ mod damage;
 mod info_check;
 #[path = "interop/kill_loop.rs"]
 mod kill_loop;
+#[path = "interop/messages.rs"]
+mod messages;
 #[path = "interop/rm.rs"]
 mod rm;
 #[path = "interop/support.rs"]

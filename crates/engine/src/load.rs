@@ -96,6 +96,26 @@ pub fn single_file_set(path: &Path, len: u64) -> PoolSet {
     }
 }
 
+/// The text of `path` when it is a small regular file that [`load`] takes
+/// for a single-file pool although it holds text (UTF-8 without NUL bytes;
+/// a pool's binary header has them), else `None`. Lets a caller explain
+/// why a file meant as a pool set is not read as one (see
+/// `poolsync_poolset::signature_fix`); it changes no classification.
+pub fn non_poolset_text<S: Storage>(storage: &S, path: &Path) -> Option<String> {
+    let meta = storage.stat(path).ok()??;
+    if meta.kind != FileKind::Regular || meta.len > MAX_SET_FILE {
+        return None;
+    }
+    let file = storage.open(path, Access::ReadOnly).ok()?;
+    let len = file.len().ok().filter(|&len| len <= MAX_SET_FILE)?;
+    let mut bytes = vec![0u8; usize::try_from(len).ok()?];
+    file.read_at(0, &mut bytes).ok()?;
+    if poolsync_poolset::is_poolset(&bytes) || bytes.contains(&0) {
+        return None;
+    }
+    String::from_utf8(bytes).ok()
+}
+
 fn line_of(bytes: &[u8], offset: usize) -> usize {
     1 + bytes.iter().take(offset).filter(|&&b| b == b'\n').count()
 }

@@ -1426,10 +1426,7 @@ where
                 unit,
             };
             let start = unit.saturating_mul(block_size).saturating_add(data);
-            if start
-                .checked_add(hsize.max(1))
-                .map_or(true, |e| e > run_end)
-            {
+            if start.checked_add(hsize.max(1)).is_none_or(|e| e > run_end) {
                 return Err(corrupt(
                     start,
                     site,
@@ -1555,7 +1552,7 @@ fn check_descriptor(desc: &ObjDescriptor, pool_size: u64) -> Result<u64, Error> 
             format!("lies before the end of the descriptor at {desc_end:#x}"),
         ));
     }
-    if lanes_end.map_or(true, |end| end > heap_offset) {
+    if lanes_end.is_none_or(|end| end > heap_offset) {
         return Err(corrupt(
             field(crate::obj::OBJ_DESC_NLANES_OFF),
             HeapSite::Descriptor,
@@ -1569,7 +1566,7 @@ fn check_descriptor(desc: &ObjDescriptor, pool_size: u64) -> Result<u64, Error> 
     }
     if heap_offset
         .checked_add(HEAP_MIN_SIZE)
-        .map_or(true, |end| end > pool_size)
+        .is_none_or(|end| end > pool_size)
     {
         return Err(corrupt(
             field(crate::obj::OBJ_DESC_HEAP_OFFSET_OFF),

@@ -248,7 +248,7 @@ impl ObjDescriptor {
     /// less than the minimum heap, and when the layout has 1024 bytes or
     /// more or contains a NUL byte.
     pub fn new(pool_size: u64, layout: &str) -> Result<ObjDescriptor, Error> {
-        if pool_size % PAGE_SIZE != 0 {
+        if !pool_size.is_multiple_of(PAGE_SIZE) {
             return Err(Error::PoolSizeUnaligned { pool_size });
         }
         if pool_size < OBJ_MIN_POOL {
@@ -429,7 +429,7 @@ impl ObjDescriptor {
 
     /// `heap_offset` is a multiple of the page size ("unaligned heap").
     pub fn check_heap_offset_aligned(&self) -> Result<(), Error> {
-        if self.heap_offset % PAGE_SIZE == 0 {
+        if self.heap_offset.is_multiple_of(PAGE_SIZE) {
             Ok(())
         } else {
             Err(Error::HeapUnaligned {
@@ -441,7 +441,7 @@ impl ObjDescriptor {
 
     /// `run_id` is even.
     pub fn check_run_id_even(&self) -> Result<(), Error> {
-        if self.run_id % 2 == 0 {
+        if self.run_id.is_multiple_of(2) {
             Ok(())
         } else {
             Err(Error::OddRunId {

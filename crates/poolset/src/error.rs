@@ -11,12 +11,14 @@ use std::fmt;
 #[non_exhaustive]
 pub enum Error {
     /// The text is not a pool set PMDK 1.12.1 accepts.
-    #[error("line {line}: {reason}")]
+    #[error("line {line}: {reason}{}", hint_suffix(hint))]
     Parse {
         /// 1-based line number, as PMDK prints it after the reason.
         line: usize,
         /// What is wrong, with PMDK's text.
         reason: ParseReason,
+        /// How to fix it, when the line shows what was meant.
+        hint: Option<Hint>,
     },
     /// A part is smaller than `PMEMOBJ_MIN_PART` (PMDK: "size X smaller
     /// than Y" at create time).
@@ -57,10 +59,11 @@ impl Error {
         }
     }
 
-    /// The message without the line, e.g. "incorrect format of size".
+    /// The message without the line: PMDK's reason, e.g. "incorrect format
+    /// of size", followed by the [`Hint`] if there is one.
     pub fn reason(&self) -> String {
         match self {
-            Error::Parse { reason, .. } => reason.as_str().to_owned(),
+            Error::Parse { reason, hint, .. } => format!("{reason}{}", hint_suffix(hint)),
             Error::PartTooSmall { size, min, .. } => format!("size {size} smaller than {min}"),
             Error::PoolTooSmall { .. } => self.to_string(),
         }
@@ -71,6 +74,45 @@ impl Error {
         match self {
             Error::Parse { reason, .. } => Some(*reason),
             _ => None,
+        }
+    }
+
+    /// The hint, for parse errors that have one.
+    pub fn hint(&self) -> Option<Hint> {
+        match self {
+            Error::Parse { hint, .. } => *hint,
+            _ => None,
+        }
+    }
+}
+
+/// `; <hint>` after PMDK's reason, or nothing.
+fn hint_suffix(hint: &Option<Hint>) -> String {
+    hint.map(|h| format!("; {h}")).unwrap_or_default()
+}
+
+/// What poolsync adds to PMDK's reason when the rejected line shows what
+/// was meant. PMDK's text always comes first, unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Hint {
+    /// A keyword spelled wrong or in the wrong case (`REPLCIA`, `replica`,
+    /// `OPTION SINGLEHEADER`): the keyword meant.
+    DidYouMean(&'static str),
+    /// A size with an unknown unit (`32m`): the units PMDK knows.
+    SizeUnits,
+}
+
+/// The units a size may carry, as PMDK's `util_parse_size` knows them.
+pub const SIZE_UNITS_HELP: &str = "a size is a whole number with an optional unit, \
+    B, K, M, G, T, P or KiB, MiB, GiB, TiB, PiB (powers of 1024) or kB, MB, GB, TB, PB \
+    (powers of 1000); units are case-sensitive";
+
+impl fmt::Display for Hint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Hint::DidYouMean(keyword) => write!(f, "did you mean '{keyword}'?"),
+            Hint::SizeUnits => f.write_str(SIZE_UNITS_HELP),
         }
     }
 }
@@ -148,11 +190,25 @@ mod tests {
         let err = Error::Parse {
             line: 3,
             reason: ParseReason::SizeFormat,
+            hint: None,
         };
         assert_eq!(err.to_string(), "line 3: incorrect format of size");
         assert_eq!(err.line(), 3);
         assert_eq!(err.reason(), "incorrect format of size");
         assert_eq!(err.parse_reason(), Some(ParseReason::SizeFormat));
+        let err = Error::Parse {
+            line: 4,
+            reason: ParseReason::InvalidToken,
+            hint: Some(Hint::DidYouMean("REPLICA")),
+        };
+        assert_eq!(
+            err.to_string(),
+            "line 4: invalid token found in the current line; did you mean 'REPLICA'?"
+        );
+        assert_eq!(
+            err.reason(),
+            "invalid token found in the current line; did you mean 'REPLICA'?"
+        );
     }
 
     #[test]

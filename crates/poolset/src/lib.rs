@@ -53,9 +53,9 @@ mod size;
 
 use serde::Serialize;
 
-pub use error::{Error, ParseReason};
+pub use error::{Error, Hint, ParseReason, SIZE_UNITS_HELP};
 pub use map::{map_range, Extent, Piece};
-pub use parse::{parse, parse_size};
+pub use parse::{parse, parse_size, signature_fix, SignatureFix};
 
 /// Size of a page and of a pool header: the unit every part size is aligned
 /// down to (x86-64, aarch64 and riscv64; docs/format.md §14.1).

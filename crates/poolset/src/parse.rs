@@ -1,7 +1,7 @@
 //! The pool set parser: PMDK 1.12.1's `util_poolset_parse` (docs/format.md §13),
 //! including its line reader.
 
-use crate::{Error, Options, ParseReason, Part, PartSize, PoolSet, Replica, SIGNATURE};
+use crate::{Error, Hint, Options, ParseReason, Part, PartSize, PoolSet, Replica, SIGNATURE};
 
 /// `PARSER_MAX_LINE` on Linux: `PATH_MAX + 1024`, the first buffer size of
 /// PMDK's line reader.
@@ -41,7 +41,7 @@ pub fn parse(text: &str) -> Result<PoolSet, Error> {
             .is_some_and(|rest| rest.first() == Some(&b'\n'))
     });
     if !signature_ok {
-        return Err(parse_error(1, ParseReason::FirstLine));
+        return Err(parse_error(1, ParseReason::FirstLine, None));
     }
 
     let mut set = PoolSet {
@@ -63,7 +63,7 @@ pub fn parse(text: &str) -> Result<PoolSet, Error> {
             if nparts >= 1 {
                 return Ok(set);
             }
-            return Err(parse_error(line_no, no_parts_reason(&set)));
+            return Err(parse_error(line_no, no_parts_reason(&set), None));
         };
 
         // Chop the newline, then the comment; a line that is empty or starts
@@ -81,7 +81,7 @@ pub fn parse(text: &str) -> Result<PoolSet, Error> {
             line.truncate(hash);
         }
 
-        let at = |reason| parse_error(line_no, reason);
+        let at = |reason| parse_error(line_no, reason, hint(reason, &line));
         if let Some(rest) = line.strip_prefix(b"OPTION") {
             parse_options(rest, &mut set.options).map_err(at)?;
         } else if let Some(rest) = line.strip_prefix(b"REPLICA") {
@@ -121,8 +121,94 @@ pub fn parse(text: &str) -> Result<PoolSet, Error> {
     }
 }
 
-fn parse_error(line: usize, reason: ParseReason) -> Error {
-    Error::Parse { line, reason }
+fn parse_error(line: usize, reason: ParseReason, hint: Option<Hint>) -> Error {
+    Error::Parse { line, reason, hint }
+}
+
+/// What the rejected `line` (newline and comment removed) shows was meant:
+/// a misspelled keyword, or a size with an unknown unit.
+fn hint(reason: ParseReason, line: &[u8]) -> Option<Hint> {
+    match reason {
+        ParseReason::SizeFormat => Some(Hint::SizeUnits),
+        ParseReason::InvalidToken | ParseReason::RelativePath => {
+            let first = tokens(line).next()?;
+            close_keyword(first, &["REPLICA", "OPTION"])
+        }
+        ParseReason::UnknownOption => {
+            let rest = line.strip_prefix(b"OPTION")?;
+            let unknown = tokens(rest).find(|t| *t != b"SINGLEHDR" && *t != b"NOHDRS")?;
+            close_keyword(unknown, &["SINGLEHDR", "NOHDRS"])
+        }
+        _ => None,
+    }
+}
+
+/// The keyword `token` is a misspelling of: case ignored, at most two
+/// edits away (a third of the keyword's length for long ones).
+fn close_keyword(token: &[u8], keywords: &[&'static str]) -> Option<Hint> {
+    let token = String::from_utf8_lossy(token).to_ascii_uppercase();
+    keywords
+        .iter()
+        .map(|k| (edit_distance(&token, k), *k))
+        .filter(|(distance, k)| *distance <= 2.max(k.len() / 3))
+        .min()
+        .map(|(_, k)| Hint::DidYouMean(k))
+}
+
+/// Levenshtein distance, where swapping two neighbouring characters counts
+/// as one edit (`REPLCIA` is one edit from `REPLICA`).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    // Rows of the classic table: the one before last, the last, the current.
+    let mut before: Vec<usize> = vec![0; b.len() + 1];
+    let mut last: Vec<usize> = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        let mut row = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (last[j] + 1).min(row[j - 1] + 1).min(last[j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(before[j - 2] + 1);
+            }
+            row[j] = best;
+        }
+        before = std::mem::replace(&mut last, row);
+    }
+    last[b.len()]
+}
+
+/// How to make `text`, which lacks the `PMEMPOOLSET` first line, a pool
+/// set that [`parse`] accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignatureFix {
+    /// Add a `PMEMPOOLSET` line before the text.
+    Insert,
+    /// Replace the first line, which holds this, by `PMEMPOOLSET`.
+    Replace {
+        /// The first line as written (without its line end).
+        first_line: String,
+    },
+}
+
+/// For text that does not start with `PMEMPOOLSET` (so PMDK, and poolsync,
+/// take the file for a single-file pool): the one change of its first line
+/// that makes it a valid pool set, if there is one. Used to explain why a
+/// file meant as a pool set is not read as one; it never changes how a
+/// file is classified.
+pub fn signature_fix(text: &str) -> Option<SignatureFix> {
+    if crate::is_poolset(text.as_bytes()) || text.contains('\0') {
+        return None;
+    }
+    if parse(&format!("{SIGNATURE}\n{text}")).is_ok() {
+        return Some(SignatureFix::Insert);
+    }
+    let (first, rest) = text.split_once('\n')?;
+    parse(&format!("{SIGNATURE}\n{rest}"))
+        .is_ok()
+        .then(|| SignatureFix::Replace {
+            first_line: first.strip_suffix('\r').unwrap_or(first).to_string(),
+        })
 }
 
 /// "no pool set parts" while replica 0 is the only replica, else "no replica

@@ -4,8 +4,8 @@
 //! `pmempool` (ignored by default because it needs PMDK installed).
 
 use poolsync_poolset::{
-    map_range, page_align_down, parse, Error, ParseReason, Part, PartSize, PoolSet, Replica,
-    OBJ_MIN_PART, OBJ_MIN_POOL,
+    map_range, page_align_down, parse, parse_size, signature_fix, Error, Hint, ParseReason, Part,
+    PartSize, PoolSet, Replica, SignatureFix, OBJ_MIN_PART, OBJ_MIN_POOL, SIZE_UNITS_HELP,
 };
 use proptest::prelude::*;
 
@@ -400,10 +400,7 @@ fn parse_table() {
         let matches = match (&case.want, &got) {
             (Want::Ok(want), Ok(set)) => *want == shape(set),
             (Want::Err(line, reason), Err(e)) => {
-                *e == Error::Parse {
-                    line: *line,
-                    reason: *reason,
-                }
+                e.line() == *line && e.parse_reason() == Some(*reason)
             }
             _ => false,
         };
@@ -433,12 +430,109 @@ fn errors_display_line_and_pmdk_reason() {
     assert_eq!(e.line(), 4);
     assert_eq!(e.reason(), "no replica parts");
     let e = parse("PMEMPOOLSET\n16m /a\n").unwrap_err();
-    assert_eq!(e.to_string(), "line 2: incorrect format of size");
+    assert_eq!(
+        e.to_string(),
+        format!("line 2: incorrect format of size; {SIZE_UNITS_HELP}")
+    );
+    assert_eq!(e.parse_reason(), Some(ParseReason::SizeFormat));
     let e = parse("hello").unwrap_err();
     assert_eq!(
         e.to_string(),
         "line 1: the first line must be exactly 'PMEMPOOLSET'"
     );
+}
+
+#[test]
+fn misspelled_keywords_get_a_hint_after_pmdks_reason() {
+    let cases: [(&str, usize, ParseReason, Option<Hint>); 9] = [
+        (
+            "REPLCIA",
+            3,
+            ParseReason::InvalidToken,
+            Some(Hint::DidYouMean("REPLICA")),
+        ),
+        (
+            "replica",
+            3,
+            ParseReason::InvalidToken,
+            Some(Hint::DidYouMean("REPLICA")),
+        ),
+        (
+            "REPLIKA",
+            3,
+            ParseReason::InvalidToken,
+            Some(Hint::DidYouMean("REPLICA")),
+        ),
+        (
+            "RPLICA",
+            3,
+            ParseReason::InvalidToken,
+            Some(Hint::DidYouMean("REPLICA")),
+        ),
+        (
+            "OPTOIN SINGLEHDR",
+            3,
+            ParseReason::RelativePath,
+            Some(Hint::DidYouMean("OPTION")),
+        ),
+        (
+            "OPTION SINGLEHEADER",
+            3,
+            ParseReason::UnknownOption,
+            Some(Hint::DidYouMean("SINGLEHDR")),
+        ),
+        (
+            "OPTION NOHDR",
+            3,
+            ParseReason::UnknownOption,
+            Some(Hint::DidYouMean("NOHDRS")),
+        ),
+        ("OPTION FAST", 3, ParseReason::UnknownOption, None),
+        ("BANANA", 3, ParseReason::InvalidToken, None),
+    ];
+    for (line, at, reason, hint) in cases {
+        let text = format!("PMEMPOOLSET\n16M /a\n{line}\n16M /b\n");
+        let e = parse(&text).unwrap_err();
+        assert_eq!(
+            (e.line(), e.parse_reason(), e.hint()),
+            (at, Some(reason), hint),
+            "{line}: {e}"
+        );
+        // PMDK's reason comes first, unchanged.
+        assert!(e.reason().starts_with(reason.as_str()), "{e}");
+    }
+    let e = parse("PMEMPOOLSET\n32m /a\n").unwrap_err();
+    assert_eq!(e.hint(), Some(Hint::SizeUnits));
+    for unit in [
+        "B", "K", "M", "G", "T", "P", "KiB", "MiB", "GiB", "TiB", "PiB", "kB", "MB", "GB", "TB",
+        "PB",
+    ] {
+        assert!(SIZE_UNITS_HELP.contains(unit), "{unit}");
+        assert!(parse_size(&format!("1{unit}")).is_some(), "{unit}");
+    }
+}
+
+#[test]
+fn a_pool_set_without_its_first_line_is_recognised() {
+    let body = "# my pool\n16M /pool/a.part\nREPLICA\n16M /pool/b.part\n";
+    assert_eq!(signature_fix(body), Some(SignatureFix::Insert));
+    let typo = format!("PMEMPOOLST\r\n{body}");
+    assert_eq!(
+        signature_fix(&typo),
+        Some(SignatureFix::Replace {
+            first_line: "PMEMPOOLST".to_string()
+        })
+    );
+    // Text that is a pool set already, or would not be one either way.
+    assert_eq!(signature_fix(&format!("PMEMPOOLSET\n{body}")), None);
+    assert_eq!(signature_fix(&format!("PMEMPOOLSETX\n{body}")), None);
+    assert_eq!(signature_fix("16M relative.part\n"), None);
+    assert_eq!(signature_fix("hello world\n"), None);
+    assert_eq!(signature_fix(""), None);
+    // A single-file pool starts with its binary header.
+    let mut pool = b"PMEMOBJ\0".to_vec();
+    pool.extend_from_slice(&[0u8; 64]);
+    assert_eq!(signature_fix(&String::from_utf8_lossy(&pool)), None);
 }
 
 #[test]

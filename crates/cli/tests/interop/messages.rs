@@ -1,0 +1,624 @@
+//! Messages that say how to fix things, pinned as snapshots: what
+//! `poolsync` prints (stdout, stderr, exit code) when a pool set file lacks
+//! its first line, a keyword or size is misspelled, a pool is in use, a
+//! replica is broken, a dry run has nothing to rebuild, and the `--json`
+//! documents of failures. These need no PMDK: `poolsync create` makes the
+//! pools.
+//!
+//! The snapshots are `expect-test` literals; after a deliberate change of
+//! a message, run `UPDATE_EXPECT=1 cargo test -p poolsync --test interop
+//! messages` and review the diff. Temp dirs show as `<DIR>`, UUIDs as
+//! `<UUID>`.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use expect_test::{expect, Expect};
+use tempfile::TempDir;
+
+/// A temp dir in which `poolsync` runs with a controlled environment.
+struct Scene {
+    dir: TempDir,
+}
+
+impl Scene {
+    fn new() -> Scene {
+        let dir = tempfile::Builder::new()
+            .prefix("poolsync-messages-")
+            .tempdir()
+            .expect("temp dir");
+        // An empty config file, so that no /etc/poolsync/config.toml of the
+        // machine changes what is shown.
+        fs::write(dir.path().join("empty.toml"), "").expect("write empty config");
+        Scene { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes `name`; `{DIR}` in `text` becomes the temp dir.
+    fn write(&self, name: &str, text: &str) {
+        let text = text.replace("{DIR}", self.dir.path().to_str().expect("utf-8"));
+        fs::write(self.path(name), text).expect("write file");
+    }
+
+    /// Runs `poolsync args` in the temp dir with `env` set, and returns
+    /// the command line, exit code, stdout and stderr, normalized.
+    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> String {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_poolsync"));
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("RAYON_NUM_THREADS")
+            .env_remove("POOLSYNC_WAIT_LOCK")
+            .env_remove("POOLSYNC_PERSIST")
+            .env_remove("PMEM_IS_PMEM_FORCE")
+            .env("HOME", self.dir.path())
+            .env("POOLSYNC_CONFIG", self.path("empty.toml"))
+            .env("TZ", "UTC");
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        let out = cmd.output().expect("run poolsync");
+        let mut text = format!(
+            "$ poolsync {}\nexit: {}\n",
+            args.join(" "),
+            out.status
+                .code()
+                .map_or("signal".to_string(), |c| c.to_string())
+        );
+        for (name, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+            if !bytes.is_empty() {
+                text.push_str(&format!("--- {name}\n{}", String::from_utf8_lossy(bytes)));
+            }
+        }
+        self.normalize(&text)
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        self.run_env(args, &[])
+    }
+
+    /// Runs every command line and checks the joined transcript.
+    fn check(&self, runs: &[&[&str]], expected: Expect) {
+        let text: Vec<String> = runs.iter().map(|args| self.run(args)).collect();
+        expected.assert_eq(&text.join("\n"));
+    }
+
+    /// The temp dir as `<DIR>`, UUIDs as `<UUID>`.
+    fn normalize(&self, text: &str) -> String {
+        let dir = self.dir.path().to_str().expect("utf-8");
+        mask_uuids(&text.replace(dir, "<DIR>"))
+    }
+
+    /// A two-replica pool set `pool.set` created by poolsync.
+    fn pool_set(&self, replicas: usize) {
+        let mut text = String::from("PMEMPOOLSET\n");
+        for r in 0..replicas {
+            if r > 0 {
+                text.push_str("REPLICA\n");
+            }
+            text.push_str(&format!("16M {{DIR}}/r{r}.part\n"));
+        }
+        self.write("pool.set", &text);
+        let created = self.run(&["create", "obj", "pool.set"]);
+        assert!(created.contains("exit: 0"), "{created}");
+    }
+}
+
+/// Replaces every `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` by `<UUID>`.
+fn mask_uuids(text: &str) -> String {
+    let groups = [8, 4, 4, 4, 12];
+    let bytes = text.as_bytes();
+    let total = 36;
+    let mut out = String::new();
+    let mut i = 0;
+    while i < text.len() {
+        let is_uuid = bytes.get(i..i + total).is_some_and(|w| {
+            let mut at = 0;
+            groups.iter().enumerate().all(|(g, len)| {
+                let ok = w[at..at + len].iter().all(u8::is_ascii_hexdigit)
+                    && (g + 1 == groups.len() || w[at + len] == b'-');
+                at += len + 1;
+                ok
+            })
+        });
+        if is_uuid {
+            out.push_str("<UUID>");
+            i += total;
+        } else {
+            let c = text[i..].chars().next().expect("in bounds");
+            out.push(c);
+            i += c.len_utf8();
+        }
+    }
+    out
+}
+
+#[test]
+fn uuids_are_masked() {
+    assert_eq!(
+        mask_uuids("uuid 56a58961-104c-40c2-88b9-024a8e629d82, and 12-34"),
+        "uuid <UUID>, and 12-34"
+    );
+}
+
+#[test]
+fn a_pool_set_file_without_its_first_line_is_named_by_every_command() {
+    let s = Scene::new();
+    s.write("pool.set", "16M {DIR}/a.part\nREPLICA\n16M {DIR}/b.part\n");
+    s.write("typo.set", "PMEMPOOLST\n16M {DIR}/a.part\n");
+    s.write("junk.set", "hello\n");
+    s.check(
+        &[
+            &["create", "obj", "pool.set"],
+            &["info", "pool.set"],
+            &["check", "pool.set"],
+            &["sync", "pool.set"],
+            &["info", "typo.set"],
+            &["check", "junk.set"],
+        ],
+        expect![[r#"
+            $ poolsync create obj pool.set
+            exit: 1
+            --- stderr
+            error: pool.set:1: not a pool set file: the first line must be exactly 'PMEMPOOLSET' (the rest of the file is a valid pool set); add it with: sed -i '1i PMEMPOOLSET' pool.set
+            error: creating pool file failed
+
+            $ poolsync info pool.set
+            exit: 1
+            --- stderr
+            error: pool.set:1: not a pool set file: the first line must be exactly 'PMEMPOOLSET' (the rest of the file is a valid pool set); add it with: sed -i '1i PMEMPOOLSET' pool.set
+
+            $ poolsync check pool.set
+            exit: 1
+            --- stderr
+            error: checking consistency failed: pool.set:1: not a pool set file: the first line must be exactly 'PMEMPOOLSET' (the rest of the file is a valid pool set); add it with: sed -i '1i PMEMPOOLSET' pool.set
+
+            $ poolsync sync pool.set
+            exit: 1
+            --- stderr
+            error: failed to synchronize: pool.set:1: not a pool set file: the first line must be exactly 'PMEMPOOLSET' (the rest of the file is a valid pool set); add it with: sed -i '1i PMEMPOOLSET' pool.set
+
+            $ poolsync info typo.set
+            exit: 1
+            --- stderr
+            error: typo.set:1: not a pool set file: the first line is 'PMEMPOOLST' but must be exactly 'PMEMPOOLSET'; fix it with: sed -i '1s/.*/PMEMPOOLSET/' typo.set
+
+            $ poolsync check junk.set
+            exit: 1
+            --- stderr
+            error: checking consistency failed: junk.set:1: not a pool set file: the first line must be exactly 'PMEMPOOLSET' (without it the file is taken for a single-file pool); the rest of the file is not a valid pool set either (junk.set:1: invalid token found in the current line)
+        "#]],
+    );
+}
+
+#[test]
+fn a_single_file_pool_is_still_a_single_file_pool() {
+    let s = Scene::new();
+    s.check(
+        &[
+            &["create", "obj", "single.obj"],
+            &["check", "-v", "single.obj"],
+            &["check", "--data", "single.obj"],
+        ],
+        expect![[r#"
+            $ poolsync create obj single.obj
+            exit: 0
+
+            $ poolsync check -v single.obj
+            exit: 0
+            --- stdout
+            checking shutdown state
+            shutdown state correct
+            checking pool header
+            pool header correct
+            single.obj: consistent
+
+            $ poolsync check --data single.obj
+            exit: 0
+            --- stdout
+            single.obj: nothing to compare: check --data compares the replicas of a pool set with each other, and this pool has a single replica
+        "#]],
+    );
+    // A text file that is no pool set keeps the message of a pool.
+    s.write("notes.txt", "hello\n");
+    s.check(&[&["info", "notes.txt"]], expect![[r#"
+        $ poolsync info notes.txt
+        exit: 1
+        --- stderr
+        error: notes.txt: opening poolset failed: replica 0 part 0 (notes.txt): cannot read pool header
+    "#]]);
+}
+
+#[test]
+fn misspelled_keywords_and_sizes_get_a_hint() {
+    let s = Scene::new();
+    s.write(
+        "replica.set",
+        "PMEMPOOLSET\n16M {DIR}/a.part\nREPLCIA\n16M {DIR}/b.part\n",
+    );
+    s.write("size.set", "PMEMPOOLSET\n32m {DIR}/a.part\n");
+    s.check(
+        &[
+            &["create", "obj", "replica.set"],
+            &["check", "size.set"],
+            &["create", "-s", "32m", "obj", "x.obj"],
+            &["create", "-v", "-s", "16MB", "obj", "decimal.obj"],
+        ],
+        expect![[r#"
+            $ poolsync create obj replica.set
+            exit: 1
+            --- stderr
+            error: replica.set:3: invalid token found in the current line; did you mean 'REPLICA'?
+            error: creating pool file failed
+
+            $ poolsync check size.set
+            exit: 1
+            --- stderr
+            error: checking consistency failed: size.set:2: incorrect format of size; a size is a whole number with an optional unit, B, K, M, G, T, P or KiB, MiB, GiB, TiB, PiB (powers of 1024) or kB, MB, GB, TB, PB (powers of 1000); units are case-sensitive
+
+            $ poolsync create -s 32m obj x.obj
+            exit: 1
+            --- stderr
+            error: invalid size value specified '32m'; a size is a whole number with an optional unit, B, K, M, G, T, P or KiB, MiB, GiB, TiB, PiB (powers of 1024) or kB, MB, GB, TB, PB (powers of 1000); units are case-sensitive
+
+            $ poolsync create -v -s 16MB obj decimal.obj
+            exit: 0
+            --- stdout
+            Creating pool: decimal.obj
+            	type  : obj
+            	size  : 15.3M [16000000]
+            	mode  : 0664
+            	layout: ''
+            --- stderr
+            note: 16MB is 16000000 bytes (MB counts in powers of 1000); 16M or 16MiB is 16777216 bytes
+        "#]],
+    );
+    assert_eq!(
+        fs::metadata(s.path("decimal.obj")).expect("created").len(),
+        16_000_000,
+        "16MB is 16,000,000 bytes, as with pmempool"
+    );
+}
+
+#[test]
+fn a_pool_in_use_is_named_with_the_flag_that_waits() {
+    let s = Scene::new();
+    s.pool_set(2);
+    // An exclusive flock, as libpmemobj takes it on every part it opens.
+    let holder = File::open(s.path("r1.part")).expect("open part");
+    holder.lock().expect("flock the part");
+    s.check(
+        &[
+            &["sync", "pool.set"],
+            &["sync", "--wait-lock", "0.2", "pool.set"],
+            &["check", "pool.set"],
+            &["info", "--wait-lock", "0.2", "pool.set"],
+            &["rm", "pool.set"],
+        ],
+        expect![[r#"
+            $ poolsync sync pool.set
+            exit: 1
+            --- stderr
+            error: failed to synchronize: <DIR>/r1.part is in use by another process (flock: resource temporarily unavailable); close the application that has the pool open, or wait until it does with --wait-lock SECONDS
+
+            $ poolsync sync --wait-lock 0.2 pool.set
+            exit: 1
+            --- stderr
+            error: failed to synchronize: <DIR>/r1.part is in use by another process (flock: resource temporarily unavailable); it was still in use after waiting 0.2 s (--wait-lock); close the application that has the pool open, or wait longer
+
+            $ poolsync check pool.set
+            exit: 1
+            --- stderr
+            error: checking consistency failed: <DIR>/r1.part is in use by another process (flock: resource temporarily unavailable); close the application that has the pool open, or wait until it does with --wait-lock SECONDS
+
+            $ poolsync info --wait-lock 0.2 pool.set
+            exit: 1
+            --- stderr
+            error: <DIR>/r1.part is in use by another process (flock: resource temporarily unavailable); it was still in use after waiting 0.2 s (--wait-lock); close the application that has the pool open, or wait longer
+
+            $ poolsync rm pool.set
+            exit: 1
+            --- stderr
+            error: cannot remove file '<DIR>/r1.part': <DIR>/r1.part is in use by another process (flock: resource temporarily unavailable); close the application that has the pool open and run the command again
+            error: removing 'pool.set' failed
+        "#]],
+    );
+    drop(holder);
+}
+
+#[test]
+fn check_names_the_sync_that_repairs_a_broken_replica() {
+    let s = Scene::new();
+    s.pool_set(3);
+    // Replica 1 loses the checksum of its header.
+    let mut part = fs::read(s.path("r1.part")).expect("read part");
+    part[1000] ^= 0xff;
+    fs::write(s.path("r1.part"), part).expect("write part");
+    s.check(
+        &[
+            &["check", "pool.set"],
+            &["check", "-q", "pool.set"],
+            &["check", "-ry", "pool.set"],
+        ],
+        expect![[r#"
+            $ poolsync check pool.set
+            exit: 1
+            --- stdout
+            replica 1 part 0: incorrect pool header
+            pool.set: not consistent
+            --- stderr
+            note: replica 1 can be rebuilt from replica 0 (`poolsync sync -d pool.set` shows the plan): run `poolsync sync pool.set`
+
+            $ poolsync check -q pool.set
+            exit: 1
+
+            $ poolsync check -ry pool.set
+            exit: 1
+            --- stdout
+            the repair of pmemobj pools is not supported
+            pool.set: cannot repair
+            --- stderr
+            note: replica 1 can be rebuilt from replica 0 (`poolsync sync -d pool.set` shows the plan): run `poolsync sync pool.set`
+        "#]],
+    );
+    fs::remove_file(s.path("r2.part")).expect("remove part");
+    s.check(&[&["check", "pool.set"]], expect![[r#"
+        $ poolsync check pool.set
+        exit: 1
+        --- stderr
+        error: checking consistency failed: pool.set: replica 2 part 0 (<DIR>/r2.part): no such file or directory; replicas 1, 2 can be rebuilt from replica 0 (`poolsync sync -d pool.set` shows the plan): run `poolsync sync pool.set`
+    "#]]);
+}
+
+#[test]
+fn dry_runs_say_what_they_did_not_look_at() {
+    let s = Scene::new();
+    s.pool_set(2);
+    // One byte of lane 1 differs in replica 1: the headers stay healthy.
+    let mut part = fs::read(s.path("r1.part")).expect("read part");
+    part[0x3000] ^= 0xff;
+    fs::write(s.path("r1.part"), part).expect("write part");
+    s.check(
+        &[
+            &["sync", "-d", "pool.set"],
+            &["sync", "-d", "--verify", "pool.set"],
+            &["check", "--data", "pool.set"],
+        ],
+        expect![[r#"
+            $ poolsync sync -d pool.set
+            exit: 0
+            --- stdout
+            sync plan for pool.set (dry run: nothing is changed)
+            nothing to rebuild: the headers of every replica are healthy (the data is not compared: --verify compares the live data of every replica)
+
+            $ poolsync sync -d --verify pool.set
+            exit: 0
+            --- stdout
+            sync plan for pool.set (dry run: nothing is changed)
+            no replica to rebuild: the headers of every replica are healthy; the live data is compared next
+            replica 1: logical [0x3000, 0x3001), 1 bytes: lane 1; replica 1 part 0 (<DIR>/r1.part) at file offset 0x3000; replica 0 part 0 (<DIR>/r0.part) at file offset 0x3000
+            verify: 3149408 live bytes compared with replica 0; replica 1: 1 range(s), 1 bytes to repair
+
+            $ poolsync check --data pool.set
+            exit: 1
+            --- stdout
+            replica 1: logical [0x3000, 0x3001), 1 bytes: lane 1; replica 1 part 0 (<DIR>/r1.part) at file offset 0x3000; replica 0 part 0 (<DIR>/r0.part) at file offset 0x3000
+            pool.set: data not consistent with replica 0: replica 1: 1 range(s), 1 bytes
+            --- stderr
+            note: repair replica(s) 1 from replica 0: run `poolsync sync --verify pool.set`
+        "#]],
+    );
+}
+
+#[test]
+fn json_documents_of_failures() {
+    let s = Scene::new();
+    s.pool_set(2);
+    fs::remove_file(s.path("r1.part")).expect("remove part");
+    s.write("nohdr.set", "16M {DIR}/a.part\n");
+    s.check(
+        &[
+            &["info", "--json", "nohdr.set"],
+            &["info", "--json", "-d", "pool.set"],
+            &["create", "--json", "obj", "pool.set"],
+            &["rm", "--json", "missing.set"],
+        ],
+        expect![[r#"
+            $ poolsync info --json nohdr.set
+            exit: 1
+            --- stdout
+            {
+              "command": "info",
+              "error": "nohdr.set:1: not a pool set file: the first line must be exactly 'PMEMPOOLSET' (the rest of the file is a valid pool set); add it with: sed -i '1i PMEMPOOLSET' nohdr.set",
+              "exit_code": 1,
+              "format": 1,
+              "path": "nohdr.set",
+              "result": "error"
+            }
+            --- stderr
+            error: nohdr.set:1: not a pool set file: the first line must be exactly 'PMEMPOOLSET' (the rest of the file is a valid pool set); add it with: sed -i '1i PMEMPOOLSET' nohdr.set
+
+            $ poolsync info --json -d pool.set
+            exit: 1
+            --- stdout
+            {
+              "command": "info",
+              "error": "info -d|--data is not supported yet: poolsync shows the pool set structure, the pool header and the obj header",
+              "exit_code": 1,
+              "format": 1,
+              "path": "pool.set",
+              "result": "error"
+            }
+            --- stderr
+            error: info -d|--data is not supported yet: poolsync shows the pool set structure, the pool header and the obj header
+
+            $ poolsync create --json obj pool.set
+            exit: 1
+            --- stdout
+            {
+              "command": "create",
+              "created": null,
+              "error": "pool.set:2: <DIR>/r0.part: non-empty file detected: the pool header area (bytes 0..4096) is not zero; remove the file or use -f",
+              "exit_code": 1,
+              "format": 1,
+              "path": "pool.set",
+              "result": "error"
+            }
+            --- stderr
+            error: pool.set:2: <DIR>/r0.part: non-empty file detected: the pool header area (bytes 0..4096) is not zero; remove the file or use -f
+            error: creating pool file failed
+
+            $ poolsync rm --json missing.set
+            exit: 1
+            --- stdout
+            {
+              "command": "rm",
+              "exit_code": 1,
+              "format": 1,
+              "result": "error",
+              "targets": [
+                {
+                  "error": "cannot remove 'missing.set': No such file or directory",
+                  "files": [],
+                  "is_poolset": null,
+                  "path": "missing.set"
+                }
+              ]
+            }
+            --- stderr
+            error: cannot remove 'missing.set': No such file or directory
+        "#]],
+    );
+    // check --json with a missing part: the error and, as sync judges it,
+    // the health of every replica and part.
+    let out = s.run(&["check", "--json", "pool.set"]);
+    let json = out
+        .split("--- stdout\n")
+        .nth(1)
+        .and_then(|rest| rest.split("--- stderr\n").next())
+        .expect("a document on stdout");
+    let doc: serde_json::Value = serde_json::from_str(json).expect("valid JSON");
+    assert_eq!(doc["result"], "error", "{out}");
+    assert_eq!(doc["exit_code"], 1);
+    assert_eq!(doc["fix"], "poolsync sync pool.set");
+    assert_eq!(doc["health"]["replicas"][1]["broken"], true, "{out}");
+    assert_eq!(
+        doc["health"]["replicas"][1]["parts"][0]["fault"]["kind"],
+        "missing"
+    );
+    assert_eq!(doc["health"]["replicas"][0]["healthy"], true);
+}
+
+#[test]
+fn settings_show_where_they_come_from() {
+    let s = Scene::new();
+    s.write("config.toml", "# poolsync\njobs = 3\n\nwait_lock = 2.5\n");
+    s.write("typo.toml", "\njob = 3\n");
+    let config = s.path("config.toml");
+    let config = config.to_str().expect("utf-8");
+    let runs = [
+        s.run_env(&["config"], &[("POOLSYNC_CONFIG", config)]),
+        s.run_env(
+            &["config", "--jobs", "5"],
+            &[("POOLSYNC_CONFIG", config), ("RAYON_NUM_THREADS", "4")],
+        ),
+        s.run_env(
+            &["config"],
+            &[("POOLSYNC_CONFIG", config), ("POOLSYNC_WAIT_LOCK", "1")],
+        ),
+        s.run(&["config", "--config", "typo.toml"]),
+        s.run(&["info", "--config", "missing.toml", "pool.set"]),
+        s.run_env(
+            &["sync", "--json", "pool.set"],
+            &[("RAYON_NUM_THREADS", "lots")],
+        ),
+    ];
+    expect![[r#"
+        $ poolsync config
+        exit: 0
+        --- stdout
+        # poolsync settings: flag > environment > config file > default
+        # config file: <DIR>/config.toml
+        jobs = 3         # file <DIR>/config.toml:2
+        wait_lock = 2.5  # file <DIR>/config.toml:4
+
+        $ poolsync config --jobs 5
+        exit: 0
+        --- stdout
+        # poolsync settings: flag > environment > config file > default
+        # config file: <DIR>/config.toml
+        jobs = 5         # flag --jobs
+        wait_lock = 2.5  # file <DIR>/config.toml:4
+
+        $ poolsync config
+        exit: 0
+        --- stdout
+        # poolsync settings: flag > environment > config file > default
+        # config file: <DIR>/config.toml
+        jobs = 3       # file <DIR>/config.toml:2
+        wait_lock = 1  # env POOLSYNC_WAIT_LOCK
+
+        $ poolsync config --config typo.toml
+        exit: 1
+        --- stderr
+        error: typo.toml:2: unknown key "job" (did you mean "jobs"?); the known keys are jobs, wait_lock
+
+        $ poolsync info --config missing.toml pool.set
+        exit: 1
+        --- stderr
+        error: --config: missing.toml: no such file (give an existing config file, or leave it out to use <DIR>/.config/poolsync/config.toml or /etc/poolsync/config.toml)
+
+        $ poolsync sync --json pool.set
+        exit: 1
+        --- stdout
+        {
+          "command": "sync",
+          "error": "environment variable RAYON_NUM_THREADS=\"lots\": expected a whole number of threads from 1 to 256 (it sets jobs; unset it to use the config file or the default)",
+          "exit_code": 1,
+          "format": 1,
+          "path": "pool.set",
+          "result": "error"
+        }
+        --- stderr
+        error: environment variable RAYON_NUM_THREADS="lots": expected a whole number of threads from 1 to 256 (it sets jobs; unset it to use the config file or the default)
+    "#]].assert_eq(&runs.join("\n"));
+}
+
+#[test]
+fn the_config_file_defaults_to_xdg_then_etc() {
+    let s = Scene::new();
+    fs::create_dir_all(s.path("xdg/poolsync")).expect("mkdir");
+    s.write("xdg/poolsync/config.toml", "jobs = 6\n");
+    let xdg = s.path("xdg");
+    let out = s.run_env(
+        &["config", "--json"],
+        &[
+            ("POOLSYNC_CONFIG", ""),
+            ("XDG_CONFIG_HOME", xdg.to_str().expect("utf-8")),
+        ],
+    );
+    let json = out.split("--- stdout\n").nth(1).expect("stdout");
+    let doc: serde_json::Value = serde_json::from_str(json).expect("valid JSON");
+    assert_eq!(doc["settings"]["jobs"]["value"], 6, "{out}");
+    assert_eq!(doc["settings"]["jobs"]["source"]["kind"], "file");
+    assert_eq!(doc["settings"]["jobs"]["source"]["line"], 1);
+    assert_eq!(doc["config_file"]["origin"], "user");
+    // Without a user's file: the system's, when the machine has one.
+    let out = s.run_env(
+        &["config", "--json"],
+        &[("POOLSYNC_CONFIG", ""), ("XDG_CONFIG_HOME", "/nonexistent")],
+    );
+    let json = out.split("--- stdout\n").nth(1).expect("stdout");
+    let doc: serde_json::Value = serde_json::from_str(json).expect("valid JSON");
+    let system = Path::new("/etc/poolsync/config.toml");
+    if system.exists() {
+        assert_eq!(doc["config_file"]["origin"], "system", "{out}");
+    } else {
+        assert_eq!(doc["config_file"]["path"], serde_json::Value::Null, "{out}");
+        assert_eq!(doc["settings"]["wait_lock"]["source"]["kind"], "default");
+    }
+}
