@@ -1,6 +1,6 @@
 //! Heap-aware verification of replicas: `check --data` and `sync --verify`
-//! (ARCHITECTURE.md, "Heap-aware verification"; ARCHITECTURE.md, "Choosing
-//! the source").
+//! (ARCHITECTURE.md, "Heap-aware verification";
+//! ARCHITECTURE.md, "Choosing the source").
 //!
 //! Replicas of a healthy, used pool differ byte for byte where libpmemobj
 //! never replicates (the descriptor's volatile area, free heap space, chunk
