@@ -140,7 +140,7 @@ const _: () = assert!(STATE_DEST_COUNT_OFF == STATE_HISTORY_COUNT_OFF + 2);
 const _: () = assert!(STATE_APPLIED_COUNT_OFF == STATE_DEST_COUNT_OFF + 2);
 const _: () = assert!(STATE_RESERVED_OFF == STATE_APPLIED_COUNT_OFF + 2);
 const _: () = assert!(STATE_FIXED_LEN == STATE_RESERVED_OFF + STATE_RESERVED_LEN);
-const _: () = assert!(STATE_FIXED_LEN % 16 == 0);
+const _: () = assert!(STATE_FIXED_LEN.is_multiple_of(16));
 const _: () = assert!(DEST_EPOCH_OFF == DEST_TIMELINE_OFF + 4);
 const _: () = assert!(DEST_LAST_EXPORT_OFF == DEST_EPOCH_OFF + 4);
 const _: () = assert!(DEST_NAME_LEN_OFF == DEST_LAST_EXPORT_OFF + 8);
@@ -466,7 +466,7 @@ pub fn state_head_len(prefix: &[u8]) -> Result<usize, Error> {
     }
     let len = u32_at(prefix, STATE_HEAD_LEN_OFF) as usize;
     let min = align_up(STATE_FIXED_LEN + TAG_LEN, STATE_HEAD_ALIGN);
-    if len < min || len > STATE_HEAD_MAX_LEN || len % STATE_HEAD_ALIGN != 0 {
+    if len < min || len > STATE_HEAD_MAX_LEN || !len.is_multiple_of(STATE_HEAD_ALIGN) {
         return Err(Error::field(
             "head length",
             STATE_HEAD_LEN_OFF as u64,
@@ -513,14 +513,14 @@ impl State {
             ));
         }
         let bs = u64::from(bs);
-        if self.range.start % bs != 0 {
+        if !self.range.start.is_multiple_of(bs) {
             return Some((
                 "range start",
                 STATE_RANGE_START_OFF,
                 format!("{} is not a multiple of the block size", self.range.start),
             ));
         }
-        if self.range.end % bs != 0 || self.range.end <= self.range.start {
+        if !self.range.end.is_multiple_of(bs) || self.range.end <= self.range.start {
             return Some((
                 "range end",
                 STATE_RANGE_END_OFF,

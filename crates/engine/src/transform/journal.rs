@@ -148,7 +148,7 @@ pub(super) fn hex(bytes: &[u8]) -> String {
 
 pub(super) fn unhex(text: &str) -> Option<Vec<u8>> {
     let text = text.as_bytes();
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     text.chunks(2)

@@ -424,7 +424,7 @@ impl<'s, 'a: 's, T: Sync> Sweep<'s, 'a, T> {
 /// says) at every `every`-th point (none when `every` is 0).
 pub fn survivals_torn_every(k: u64, every: u64, torn: usize) -> Vec<Survival> {
     let mut out = vec![Survival::Durable, Survival::Everything];
-    if every > 0 && k % every == 0 {
+    if every > 0 && k.is_multiple_of(every) {
         out.extend(
             [k, k ^ 0x5eed]
                 .into_iter()

@@ -148,7 +148,7 @@ impl<'k> PacketEncoder<'k> {
     /// ([`zero_runs`] finds them); a data record may still hold zero blocks.
     pub fn prepare_data(&mut self, offset: u64, data: &[u8]) -> Result<PreparedRecord, Error> {
         let bs = self.meta.block_size as usize;
-        if data.is_empty() || data.len() % bs != 0 || data.len() > MAX_RECORD_DATA {
+        if data.is_empty() || !data.len().is_multiple_of(bs) || data.len() > MAX_RECORD_DATA {
             return Err(Error::encode(
                 "data record",
                 format!(
@@ -195,7 +195,7 @@ impl<'k> PacketEncoder<'k> {
         let bs = u64::from(self.meta.block_size);
         let end = offset.checked_add(u64::from(blocks) * bs);
         let range = &self.meta.range;
-        if offset % bs != 0 || offset < range.start || !matches!(end, Some(e) if e <= range.end) {
+        if !offset.is_multiple_of(bs) || offset < range.start || !matches!(end, Some(e) if e <= range.end) {
             return Err(Error::encode(
                 "record",
                 format!(

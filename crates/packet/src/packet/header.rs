@@ -139,14 +139,14 @@ pub(crate) fn meta_problem(meta: &PacketMeta) -> Option<(&'static str, usize, St
         ));
     }
     let bs = u64::from(bs);
-    if meta.range.start % bs != 0 {
+    if !meta.range.start.is_multiple_of(bs) {
         return Some((
             "range start",
             FILE_HDR_RANGE_START_OFF,
             format!("{} is not a multiple of the block size", meta.range.start),
         ));
     }
-    if meta.range.end % bs != 0 || meta.range.end <= meta.range.start {
+    if !meta.range.end.is_multiple_of(bs) || meta.range.end <= meta.range.start {
         return Some((
             "range end",
             FILE_HDR_RANGE_END_OFF,

@@ -250,7 +250,7 @@ pub fn decode_record_header(
         }
     };
     let end = offset.checked_add(logical_len);
-    if offset % bs != 0 {
+    if !offset.is_multiple_of(bs) {
         return Err(Error::field(
             "logical offset",
             here(REC_OFFSET_OFF),

@@ -242,7 +242,7 @@ fn every_damage_to_a_state_file_is_refused_with_its_offset() {
                 let end = start + layout.chunk_len(c);
                 (end - 64..end).contains(&i) || (start..start + 32).contains(&i)
             })
-            || i % 61 == 0
+            || i.is_multiple_of(61)
     };
     for i in (0..bytes.len()).filter(|&i| interesting(i)) {
         let mut bad = bytes.clone();
