@@ -225,11 +225,12 @@ pub enum Error {
         others: String,
     },
     /// The majority rule: the source disagrees where all others agree.
-    #[error("{set}: replica {replica}, the source, is outvoted: replicas {majority} agree with each other and not with it at logical [{offset:#x}, {end:#x}) {what}; nothing was written: use --source {take} to take the majority's copy, or --force-source to spread replica {replica}'s", set = set.display())]
+    #[error("{set}: replica {replica}, the source, is outvoted: replicas {} agree with each other and not with it at logical [{offset:#x}, {end:#x}) {what}; nothing was written: use --source {take} to take the majority's copy, or --force-source to spread replica {replica}'s", list(majority), set = set.display())]
     Outvoted {
         set: PathBuf,
         replica: usize,
-        majority: String,
+        /// The replicas that agree with each other.
+        majority: Vec<usize>,
         take: usize,
         offset: u64,
         end: u64,
@@ -351,6 +352,15 @@ pub(crate) fn storage_is_eio(e: &poolsync_pmem::Error) -> bool {
 }
 
 /// `set` or `set:line` (line 0: the whole file, or a single-file pool).
+/// Replica indexes as `1, 2`.
+fn list(replicas: &[usize]) -> String {
+    replicas
+        .iter()
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn at(set: &std::path::Path, line: usize) -> String {
     if line == 0 {
         set.display().to_string()

@@ -59,7 +59,11 @@ pub enum Verdict {
     /// Nothing tells which replica is right.
     Tie,
     /// `--source N` or `--force-source` said which copy is right.
-    Chosen,
+    Chosen {
+        /// With `--force-source` over the majority rule: the replicas that
+        /// agree with each other and not with the source (else empty).
+        outvoted_by: Vec<usize>,
+    },
 }
 
 impl Verdict {
@@ -67,7 +71,7 @@ impl Verdict {
     pub fn repairs(&self) -> bool {
         matches!(
             self,
-            Verdict::Majority { .. } | Verdict::Heap { .. } | Verdict::Chosen
+            Verdict::Majority { .. } | Verdict::Heap { .. } | Verdict::Chosen { .. }
         )
     }
 }
@@ -267,8 +271,12 @@ pub(super) fn decide<F: PartFile>(votes: &Votes<'_, F>) -> Result<Decisions, Err
                 }
             };
             let verdict = match verdict {
-                Verdict::Tie if votes.requested || votes.force_source => Verdict::Chosen,
-                Verdict::Outvoted { .. } if votes.force_source => Verdict::Chosen,
+                Verdict::Tie if votes.requested || votes.force_source => Verdict::Chosen {
+                    outvoted_by: Vec::new(),
+                },
+                Verdict::Outvoted { majority } if votes.force_source => Verdict::Chosen {
+                    outvoted_by: majority,
+                },
                 v => v,
             };
             verdicts.extend(rest.iter().map(|&r| (r, verdict.clone())));

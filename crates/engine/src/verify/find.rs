@@ -244,6 +244,10 @@ pub(super) fn find<F: PartFile>(
                     .unwrap_or(Verdict::Tie);
                 rf.ranges += 1;
                 rf.bytes += d.len;
+                if d.verdict == Verdict::Tie {
+                    rf.undecided_ranges += 1;
+                    rf.undecided_bytes += d.len;
+                }
                 if rf.divergences.len() < MAX_LISTED {
                     rf.divergences.push(d);
                 }
@@ -272,10 +276,13 @@ fn outvoted<F: PartFile>(
     let mut ranges: Vec<LogicalRange> = Vec::new();
     for list in decisions.per_replica.values() {
         for (range, verdict) in list {
-            if let Verdict::Outvoted { majority: m } = verdict {
-                majority.get_or_insert_with(|| m.clone());
-                ranges.push(*range);
-            }
+            let m = match verdict {
+                Verdict::Outvoted { majority: m } => m,
+                Verdict::Chosen { outvoted_by: m } if !m.is_empty() => m,
+                _ => continue,
+            };
+            majority.get_or_insert_with(|| m.clone());
+            ranges.push(*range);
         }
     }
     let Some(majority) = majority else {
@@ -303,17 +310,12 @@ fn outvoted<F: PartFile>(
 /// The first replica with ranges nothing decides, and those ranges.
 fn tie(findings: &Findings) -> Option<Tie> {
     findings.replicas.iter().find_map(|rf| {
-        let ties: Vec<&Divergence> = rf
-            .divergences
-            .iter()
-            .filter(|d| d.verdict == Verdict::Tie)
-            .collect();
-        let first = ties.first()?;
+        let first = rf.divergences.iter().find(|d| d.verdict == Verdict::Tie)?;
         Some(Tie {
             replicas: vec![findings.source, rf.replica],
-            ranges: ties.len() as u64,
-            bytes: ties.iter().map(|d| d.len).sum(),
-            first: (*first).clone(),
+            ranges: rf.undecided_ranges,
+            bytes: rf.undecided_bytes,
+            first: first.clone(),
         })
     })
 }

@@ -96,6 +96,10 @@ pub struct ReplicaFindings {
     pub ranges: u64,
     /// Bytes in divergent ranges.
     pub bytes: u64,
+    /// Of those ranges, the ones nothing decides ([`Verdict::Tie`]).
+    pub undecided_ranges: u64,
+    /// Their bytes.
+    pub undecided_bytes: u64,
     /// The divergent ranges, at most [`MAX_LISTED`].
     pub divergences: Vec<Divergence>,
     /// Differing 4 KiB blocks within the live spans.
@@ -158,7 +162,8 @@ pub struct Findings {
     pub bytes_compared: u64,
     /// One entry per replica, the source included (never compared).
     pub replicas: Vec<ReplicaFindings>,
-    /// Set when the majority rule found the source outvoted.
+    /// Set when the majority rule found the source outvoted (also when
+    /// `--force-source` spreads its bytes anyway).
     pub outvoted: Option<Outvoted>,
     /// Set when replicas differ somewhere nothing decides.
     pub tie: Option<Tie>,
@@ -315,8 +320,9 @@ pub fn sync_verify<S: Storage>(
         skipped_note: &note,
     };
     let findings = find::find(&set, req, verify)?;
-    if let Some(o) = &findings.outvoted {
-        return Err(outvoted_error(&set.path, o));
+    match &findings.outvoted {
+        Some(o) if !verify.force_source => return Err(outvoted_error(&set.path, o)),
+        _ => {}
     }
     if let Some(t) = &findings.tie {
         return Err(tie_error(&set.path, t));
@@ -393,12 +399,7 @@ fn outvoted_error(set: &Path, o: &Outvoted) -> Error {
     Error::Outvoted {
         set: set.to_path_buf(),
         replica: o.replica,
-        majority: o
-            .majority
-            .iter()
-            .map(|r| r.to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
+        majority: o.majority.clone(),
         take: o.majority.first().copied().unwrap_or(0),
         offset: first.map_or(0, |d| d.offset),
         end: first.map_or(0, |d| d.offset + d.len),
