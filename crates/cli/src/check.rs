@@ -18,7 +18,7 @@ use poolsync_engine::check::{
 use poolsync_engine::compare::CompareOptions;
 use poolsync_engine::inspect::{self, Health};
 use poolsync_engine::open;
-use poolsync_engine::verify::{self, Divergence, Findings, VerifyOptions};
+use poolsync_engine::verify::{self, Divergence, Findings, SourceChoice, Verdict, VerifyOptions};
 use poolsync_pmem::{Access, FsStorage};
 use serde::Serialize;
 
@@ -378,7 +378,7 @@ fn run_data(args: &Args, threads: usize, wait: Option<Duration>) -> anyhow::Resu
             error: None,
             findings: Some(&findings),
             jobs: threads,
-            fix: fix.map(|(_, command)| command),
+            fix: fix.and_then(|(_, command)| command),
         };
         emit_json("check", &doc)?;
         return Ok(ExitCode::from(code));
@@ -409,8 +409,10 @@ fn run_data(args: &Args, threads: usize, wait: Option<Duration>) -> anyhow::Resu
 /// What repairs the findings of `check --data`, and the command: `sync
 /// --verify` repairs divergent ranges (and, before that, rebuilds broken
 /// replicas, which plain `sync` does too); an outvoted source needs a
-/// choice of source first.
-fn data_fix(f: &Findings, poolset: &Path) -> Option<(String, String)> {
+/// choice of source first, and so does a difference nothing decides (the
+/// advice then names no command, since only the administrator can tell
+/// which copy is right).
+fn data_fix(f: &Findings, poolset: &Path) -> Option<(String, Option<String>)> {
     let set = shell_quote(poolset);
     if let Some(o) = &f.outvoted {
         let take = o.majority.first()?;
@@ -421,7 +423,19 @@ fn data_fix(f: &Findings, poolset: &Path) -> Option<(String, String)> {
                  to take the majority's copy, run `{command}`",
                 o.replica
             ),
-            command,
+            Some(command),
+        ));
+    }
+    if let Some(t) = &f.tie {
+        let pair: Vec<String> = t.replicas.iter().map(|r| r.to_string()).collect();
+        return Some((
+            format!(
+                "nothing tells which of replicas {} is right: find out which copy holds the \
+                 good data (e.g. read each replica alone), then run \
+                 `poolsync sync --verify --source N {set}` to copy from replica N",
+                pair.join(" and ")
+            ),
+            None,
         ));
     }
     let others = |pick: &dyn Fn(&verify::ReplicaFindings) -> bool| -> Vec<String> {
@@ -433,6 +447,10 @@ fn data_fix(f: &Findings, poolset: &Path) -> Option<(String, String)> {
     };
     let divergent = others(&|r| r.ranges > 0);
     let broken = others(&|r| !r.compared);
+    let source = match f.source_choice {
+        SourceChoice::Requested => format!("--source {} ", f.source),
+        _ => String::new(),
+    };
     let (what, command) = if !divergent.is_empty() {
         (
             format!(
@@ -440,7 +458,7 @@ fn data_fix(f: &Findings, poolset: &Path) -> Option<(String, String)> {
                 divergent.join(", "),
                 f.source
             ),
-            format!("poolsync sync --verify {set}"),
+            format!("poolsync sync --verify {source}{set}"),
         )
     } else if !broken.is_empty() {
         (
@@ -449,24 +467,53 @@ fn data_fix(f: &Findings, poolset: &Path) -> Option<(String, String)> {
                 broken.join(", "),
                 f.source
             ),
-            format!("poolsync sync {set}"),
+            format!("poolsync sync {source}{set}"),
         )
     } else {
         return None;
     };
-    Some((format!("{what}: run `{command}`"), command))
+    Some((format!("{what}: run `{command}`"), Some(command)))
 }
 
-/// One line per divergent range, per replica not compared, and for the
-/// majority rule's verdict.
+/// Replica indexes as `0, 2`.
+fn list(replicas: &[usize]) -> String {
+    replicas
+        .iter()
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Why the source is not the lowest-index healthy replica, if that is why.
+pub fn source_choice_text(f: &Findings) -> Option<String> {
+    match &f.source_choice {
+        SourceChoice::Heap {
+            instead_of,
+            problem,
+        } => Some(format!(
+            "replica {instead_of}'s heap fails the structural checks ({problem}); \
+             replica {}'s passes and is the source instead",
+            f.source
+        )),
+        SourceChoice::Default | SourceChoice::Requested => None,
+    }
+}
+
+/// How a replica's heap is doing, and the source choice; then one line
+/// per divergent range, per replica not compared, and for the majority
+/// rule's verdict.
 pub fn findings_text(f: &Findings) -> String {
     let mut out = String::new();
+    if let Some(line) = source_choice_text(f) {
+        out.push_str(&line);
+        out.push('\n');
+    }
     for rf in &f.replicas {
         if let (false, Some(note), true) = (rf.compared, &rf.note, rf.replica != f.source) {
             out.push_str(&format!("replica {}: {note}\n", rf.replica));
         }
         for d in &rf.divergences {
-            out.push_str(&divergence_text(d));
+            out.push_str(&divergence_text(d, f.source));
             out.push('\n');
         }
         if rf.ranges > rf.divergences.len() as u64 {
@@ -478,25 +525,66 @@ pub fn findings_text(f: &Findings) -> String {
         }
     }
     if let Some(o) = &f.outvoted {
-        let majority: Vec<String> = o.majority.iter().map(|r| r.to_string()).collect();
         out.push_str(&format!(
             "replica {} (the source) is outvoted: replicas {} agree with each other and not with it in {} range(s), {} bytes\n",
             o.replica,
-            majority.join(", "),
+            list(&o.majority),
             o.ranges,
             o.bytes
         ));
         for d in &o.divergences {
             out.push_str("  ");
-            out.push_str(&divergence_text(d));
+            out.push_str(&divergence_text(
+                d,
+                o.majority.first().copied().unwrap_or(f.source),
+            ));
             out.push('\n');
         }
     }
     out
 }
 
-/// `replica R: logical [a, b) N bytes differ: OWNER; replica R part P (path) file offset X; ...`
-pub fn divergence_text(d: &Divergence) -> String {
+/// One divergent range of replica `d.replica` against `source`, worded by
+/// its verdict: who is right and why, or that nothing tells. Then the
+/// part files and offsets.
+///
+/// `replica R: logical [a, b), N bytes: OWNER; WHY; replica R part P (path) at file offset X; ...`
+/// or, undecided, `replicas S and R differ at logical [a, b), ...`.
+pub fn divergence_text(d: &Divergence, source: usize) -> String {
+    let range = format!(
+        "logical [{:#x}, {:#x}), {} bytes: {}",
+        d.offset,
+        d.offset.saturating_add(d.len),
+        d.len,
+        d.owner
+    );
+    let r = d.replica;
+    let head = match &d.verdict {
+        Verdict::Tie => {
+            format!("replicas {source} and {r} differ at {range}; nothing tells which one is right")
+        }
+        Verdict::Majority { agree } => format!(
+            "replica {r}: {range}; replicas {} agree on the other copy",
+            list(agree)
+        ),
+        Verdict::Heap { problem } => format!(
+            "replica {r}: {range}; replica {r}'s heap fails the structural checks ({problem}) \
+             and replica {source}'s passes"
+        ),
+        Verdict::Outvoted { majority } => format!(
+            "replicas {source} and {r} differ at {range}; replicas {} agree with each other \
+             and not with replica {source}",
+            list(majority)
+        ),
+        Verdict::Chosen { outvoted_by } if outvoted_by.is_empty() => {
+            format!("replica {r}: {range}; replica {source}'s copy is chosen")
+        }
+        Verdict::Chosen { outvoted_by } => format!(
+            "replica {r}: {range}; replica {source}'s copy is chosen (--force-source), \
+             although replicas {} agree with each other",
+            list(outvoted_by)
+        ),
+    };
     let places: Vec<String> = d
         .locations
         .iter()
@@ -510,18 +598,12 @@ pub fn divergence_text(d: &Divergence) -> String {
             )
         })
         .collect();
-    format!(
-        "replica {}: logical [{:#x}, {:#x}), {} bytes: {}; {}",
-        d.replica,
-        d.offset,
-        d.offset + d.len,
-        d.len,
-        d.owner,
-        places.join("; ")
-    )
+    format!("{head}; {}", places.join("; "))
 }
 
-/// `data consistent (...)` or the counts of what diverges.
+/// `data consistent (...)` or the counts of what diverges: the replicas
+/// that a majority, the heap or a choice of source says are wrong, and the
+/// pairs that differ where nothing decides.
 pub fn summary_text(f: &Findings) -> String {
     let compared = f.replicas.iter().filter(|r| r.compared).count();
     if f.is_clean() {
@@ -530,20 +612,32 @@ pub fn summary_text(f: &Findings) -> String {
             f.source, f.live_bytes, f.objects
         );
     }
-    let parts: Vec<String> = f
-        .replicas
-        .iter()
-        .filter(|r| r.ranges > 0)
-        .map(|r| {
-            format!(
-                "replica {}: {} range(s), {} bytes",
-                r.replica, r.ranges, r.bytes
-            )
-        })
-        .collect();
+    let mut parts: Vec<String> = Vec::new();
+    for r in f.replicas.iter().filter(|r| r.ranges > 0) {
+        let decided = r.ranges - r.undecided_ranges;
+        if decided > 0 {
+            let right = if f.outvoted.is_some() {
+                String::new()
+            } else {
+                format!(", where replica {} is right", f.source)
+            };
+            parts.push(format!(
+                "replica {} differs from replica {} in {decided} range(s), {} bytes{right}",
+                r.replica,
+                f.source,
+                r.bytes - r.undecided_bytes,
+            ));
+        }
+        if r.undecided_ranges > 0 {
+            parts.push(format!(
+                "replicas {} and {} differ in {} range(s), {} bytes, and nothing tells which one is right",
+                f.source, r.replica, r.undecided_ranges, r.undecided_bytes
+            ));
+        }
+    }
     let mut text = String::from("data not consistent");
     if !parts.is_empty() {
-        text.push_str(&format!(" with replica {}: {}", f.source, parts.join("; ")));
+        text.push_str(&format!(": {}", parts.join("; ")));
     }
     let skipped = f
         .replicas
@@ -553,8 +647,12 @@ pub fn summary_text(f: &Findings) -> String {
     if skipped > 0 {
         text.push_str(&format!("; {skipped} broken replica(s) not compared"));
     }
-    if f.outvoted.is_some() {
-        text.push_str("; the source is outvoted");
+    if let Some(o) = &f.outvoted {
+        text.push_str(&format!(
+            "; replica {}, the source, is outvoted by replicas {}",
+            o.replica,
+            list(&o.majority)
+        ));
     }
     text
 }

@@ -34,6 +34,7 @@ mod rm;
 pub mod settings;
 mod sync;
 mod transform;
+mod undo;
 mod wait;
 
 pub use completions::{generate_completions, Shell};
@@ -64,6 +65,8 @@ enum Command {
     Sync(sync::Args),
     /// Add or remove replicas of a pool set, validated against the media.
     Transform(transform::Args),
+    /// Put back the bytes a repair overwrote, from the undo file it saved.
+    Undo(undo::Args),
     /// Show the settings (jobs, wait_lock) and where each one comes from.
     Config(config::Args),
     /// Print shell completions for bash, zsh or fish.
@@ -80,6 +83,7 @@ impl Command {
             Command::Rm(_) => "rm",
             Command::Sync(_) => "sync",
             Command::Transform(_) => "transform",
+            Command::Undo(_) => "undo",
             Command::Config(_) => "config",
             Command::Completions(_) => "completions",
         }
@@ -93,6 +97,7 @@ impl Command {
             Command::Check(a) => Some(a.path().to_path_buf()),
             Command::Sync(a) => Some(a.path().to_path_buf()),
             Command::Transform(a) => Some(a.path().to_path_buf()),
+            Command::Undo(a) => Some(a.path().to_path_buf()),
             Command::Rm(_) | Command::Config(_) | Command::Completions(_) => None,
         }
     }
@@ -106,6 +111,7 @@ impl Command {
             Command::Rm(a) => a.json(),
             Command::Sync(a) => a.json(),
             Command::Transform(a) => a.json(),
+            Command::Undo(a) => a.json(),
             Command::Config(a) => a.json(),
             Command::Completions(_) => false,
         }
@@ -163,6 +169,7 @@ fn dispatch(command: Command, settings: &settings::Settings) -> anyhow::Result<E
         Command::Rm(args) => rm::run(args),
         Command::Sync(args) => sync::run(args, settings),
         Command::Transform(args) => transform::run(args, settings),
+        Command::Undo(args) => undo::run(args),
         Command::Config(args) => config::run(args, settings),
         Command::Completions(args) => completions::run(args),
     }

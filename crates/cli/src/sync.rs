@@ -20,6 +20,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use poolsync_engine::sync::plan::{DataStep, HeaderAction, Plan, Role, Step};
 use poolsync_engine::sync::{self, SyncOptions, SyncReport};
+use poolsync_engine::undo::UndoSummary;
 use poolsync_engine::verify::{self, Findings, RepairReport, VerifyOptions, VerifyOutcome};
 use poolsync_pmem::AnyStorage;
 use serde::Serialize;
@@ -55,9 +56,14 @@ pub struct Args {
     /// Also compare the live data of every replica with the source and repair what differs
     #[arg(long = "verify")]
     verify: bool,
-    /// With --verify: repair from the source even where the other replicas outvote it
+    /// With --verify: repair from the source even where the other replicas
+    /// outvote it, or where nothing tells which replica is right
     #[arg(long = "force-source", requires = "verify")]
     force_source: bool,
+    /// Do not save the bytes a repair overwrites to an undo file
+    /// (<POOLSET>.poolsync-undo-<time>, which `poolsync undo` puts back)
+    #[arg(long = "no-undo")]
+    no_undo: bool,
     /// Wait up to SECONDS while another process has the pool open (default: the
     /// wait_lock setting, 0)
     #[arg(long = "wait-lock", value_name = "SECONDS", value_parser = crate::settings::wait_lock_flag)]
@@ -93,6 +99,72 @@ struct Document<'a> {
 struct VerifyDoc<'a> {
     findings: Option<&'a Findings>,
     repair: Option<&'a RepairReport>,
+    /// Why `sync --verify` stopped before writing anything, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refusal: Option<Refusal>,
+}
+
+/// A refusal of `sync --verify`, for `--json` readers.
+#[derive(Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Refusal {
+    /// Nothing tells which of two replicas is right.
+    Tie {
+        replicas: [usize; 2],
+        offset: u64,
+        end: u64,
+        what: String,
+    },
+    /// The source is outvoted by the other replicas.
+    Outvoted {
+        replica: usize,
+        majority: Vec<usize>,
+        offset: u64,
+        end: u64,
+        what: String,
+    },
+    /// The source's heap (or descriptor) fails the structural checks.
+    SourceHeap { replica: usize },
+}
+
+impl Refusal {
+    /// The refusal an engine error is, if it is one.
+    fn of(e: &poolsync_engine::Error) -> Option<Refusal> {
+        use poolsync_engine::Error as E;
+        Some(match e {
+            E::Tie {
+                first,
+                second,
+                offset,
+                end,
+                what,
+                ..
+            } => Refusal::Tie {
+                replicas: [*first, *second],
+                offset: *offset,
+                end: *end,
+                what: what.clone(),
+            },
+            E::Outvoted {
+                replica,
+                majority,
+                offset,
+                end,
+                what,
+                ..
+            } => Refusal::Outvoted {
+                replica: *replica,
+                majority: majority.clone(),
+                offset: *offset,
+                end: *end,
+                what: what.clone(),
+            },
+            E::SourceHeap { replica, .. } | E::SourceDescriptor { replica, .. } => {
+                Refusal::SourceHeap { replica: *replica }
+            }
+            _ => return None,
+        })
+    }
 }
 
 impl Args {
@@ -115,6 +187,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         source: args.source,
         wait_lock: settings.wait_lock(args.wait_lock.as_deref())?,
         threads: settings.jobs(args.jobs.as_deref())?,
+        undo: !args.no_undo,
         ..SyncOptions::default()
     };
     let storage = AnyStorage::from_env().context("failed to synchronize")?;
@@ -170,6 +243,9 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     let mut text = String::new();
     if args.dry_run || args.verbose >= 3 {
         text.push_str(&plan_text(&outcome.plan, args.dry_run, false));
+        if !outcome.plan.is_noop() {
+            text.extend(undo_plan_line(&outcome.plan, args.no_undo));
+        }
     }
     if let (Some(report), true) = (&outcome.report, args.verbose >= 2) {
         if let Some(line) = report_text(report).lines().next() {
@@ -177,11 +253,44 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             text.push('\n');
         }
     }
+    if let (Some(undo), true) = (
+        outcome.report.as_ref().and_then(|r| r.undo.as_ref()),
+        args.verbose >= 1,
+    ) {
+        text.push_str(&undo_saved_line(undo));
+        text.push('\n');
+    }
     if args.verbose >= 1 {
         text.push_str(&format!("{}: synchronized\n", args.poolset.display()));
     }
     emit(&text)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `undo file X: N range(s), B bytes saved; `poolsync undo X` puts them back`.
+fn undo_saved_line(undo: &UndoSummary) -> String {
+    format!(
+        "undo file {}: the {} overwritten bytes ({} range(s)) are saved; `poolsync undo {}` puts them back",
+        undo.path.display(),
+        undo.bytes,
+        undo.records,
+        crate::diagnose::shell_quote(&undo.path)
+    )
+}
+
+/// The plan's undo file, or why there is none (in a plan's text).
+fn undo_plan_line(plan: &Plan, no_undo: bool) -> Option<String> {
+    match &plan.undo {
+        Some(u) => Some(format!(
+            "undo file: {} will save the {} bytes overwritten ({} range(s), a file of {} bytes)\n",
+            u.path.display(),
+            u.bytes,
+            u.records,
+            u.file_size
+        )),
+        None if no_undo => Some("undo file: none (--no-undo)\n".to_string()),
+        None => None,
+    }
 }
 
 /// The one-line message of a failed sync.
@@ -242,11 +351,13 @@ fn finish_verify(
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(e) => {
+            let refusal = Refusal::of(&e);
             let message = failure(e, args, options);
             if args.json {
                 let verify = VerifyDoc {
                     findings: None,
                     repair: None,
+                    refusal,
                 };
                 emit_document(args, jobs, Err(message.clone()), Some(verify))?;
             }
@@ -257,6 +368,7 @@ fn finish_verify(
         let verify = VerifyDoc {
             findings: Some(&outcome.findings),
             repair: outcome.repair.as_ref(),
+            refusal: None,
         };
         let done = Ok((&outcome.sync.plan, outcome.sync.report.as_ref()));
         emit_document(args, jobs, done, Some(verify))?;
@@ -268,6 +380,16 @@ fn finish_verify(
     }
     if args.dry_run || args.verbose >= 2 {
         text.push_str(&crate::check::findings_text(&outcome.findings));
+    } else if let Some(line) = crate::check::source_choice_text(&outcome.findings) {
+        // The heap overruled the default source: always worth saying.
+        text.push_str(&line);
+        text.push('\n');
+    }
+    if args.dry_run || args.verbose >= 3 {
+        let repairs = outcome.findings.total_ranges() > 0;
+        if !outcome.sync.plan.is_noop() || repairs {
+            text.extend(undo_plan_line(&outcome.sync.plan, args.no_undo));
+        }
     }
     if let (Some(report), true) = (&outcome.sync.report, args.verbose >= 2) {
         if let Some(line) = report_text(report).lines().next() {
@@ -277,6 +399,10 @@ fn finish_verify(
     }
     text.push_str(&verify_line(&outcome));
     text.push('\n');
+    if let Some(undo) = outcome.sync.report.as_ref().and_then(|r| r.undo.as_ref()) {
+        text.push_str(&undo_saved_line(undo));
+        text.push('\n');
+    }
     if args.verbose >= 1 {
         text.push_str(&format!("{}: synchronized\n", args.poolset.display()));
     }

@@ -87,10 +87,11 @@ impl Scene {
         expected.assert_eq(&text.join("\n"));
     }
 
-    /// The temp dir as `<DIR>`, UUIDs as `<UUID>`.
+    /// The temp dir as `<DIR>`, UUIDs as `<UUID>`, the time in undo
+    /// files' names as `<TIME>`.
     fn normalize(&self, text: &str) -> String {
         let dir = self.dir.path().to_str().expect("utf-8");
-        mask_uuids(&text.replace(dir, "<DIR>"))
+        mask_undo_times(&mask_uuids(&text.replace(dir, "<DIR>")))
     }
 
     /// A two-replica pool set `pool.set` created by poolsync.
@@ -106,6 +107,24 @@ impl Scene {
         let created = self.run(&["create", "obj", "pool.set"]);
         assert!(created.contains("exit: 0"), "{created}");
     }
+}
+
+/// Replaces the digits after every `.poolsync-undo-` by `<TIME>`.
+fn mask_undo_times(text: &str) -> String {
+    const INFIX: &str = ".poolsync-undo-";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(INFIX) {
+        let (head, tail) = rest.split_at(i + INFIX.len());
+        out.push_str(head);
+        let digits = tail.len() - tail.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        if digits > 0 {
+            out.push_str("<TIME>");
+        }
+        rest = &tail[digits..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Replaces every `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` by `<UUID>`.
@@ -386,6 +405,7 @@ fn dry_runs_say_what_they_did_not_look_at() {
         &[
             &["sync", "-d", "pool.set"],
             &["sync", "-d", "--verify", "pool.set"],
+            &["sync", "-d", "--verify", "--source", "0", "pool.set"],
             &["check", "--data", "pool.set"],
         ],
         expect![[r#"
@@ -396,20 +416,26 @@ fn dry_runs_say_what_they_did_not_look_at() {
             nothing to rebuild: the headers of every replica are healthy (the data is not compared: --verify compares the live data of every replica)
 
             $ poolsync sync -d --verify pool.set
+            exit: 1
+            --- stderr
+            error: failed to synchronize: pool.set: replicas 0 and 1 differ at logical [0x3000, 0x3001) (lane 1), and nothing tells which one is right; nothing was written: use --source N to copy from replica N, or --force-source to copy from replica 0, the source, anyway
+
+            $ poolsync sync -d --verify --source 0 pool.set
             exit: 0
             --- stdout
             sync plan for pool.set (dry run: nothing is changed)
             no replica to rebuild: the headers of every replica are healthy; the live data is compared next
-            replica 1: logical [0x3000, 0x3001), 1 bytes: lane 1; replica 1 part 0 (<DIR>/r1.part) at file offset 0x3000; replica 0 part 0 (<DIR>/r0.part) at file offset 0x3000
+            replica 1: logical [0x3000, 0x3001), 1 bytes: lane 1; replica 0's copy is chosen; replica 1 part 0 (<DIR>/r1.part) at file offset 0x3000; replica 0 part 0 (<DIR>/r0.part) at file offset 0x3000
+            undo file: <DIR>/pool.set.poolsync-undo-<TIME> will save the 4096 bytes overwritten (1 range(s), a file of 4382 bytes)
             verify: 3149408 live bytes compared with replica 0; replica 1: 1 range(s), 1 bytes to repair
 
             $ poolsync check --data pool.set
             exit: 1
             --- stdout
-            replica 1: logical [0x3000, 0x3001), 1 bytes: lane 1; replica 1 part 0 (<DIR>/r1.part) at file offset 0x3000; replica 0 part 0 (<DIR>/r0.part) at file offset 0x3000
-            pool.set: data not consistent with replica 0: replica 1: 1 range(s), 1 bytes
+            replicas 0 and 1 differ at logical [0x3000, 0x3001), 1 bytes: lane 1; nothing tells which one is right; replica 1 part 0 (<DIR>/r1.part) at file offset 0x3000; replica 0 part 0 (<DIR>/r0.part) at file offset 0x3000
+            pool.set: data not consistent: replicas 0 and 1 differ in 1 range(s), 1 bytes, and nothing tells which one is right
             --- stderr
-            note: repair replica(s) 1 from replica 0: run `poolsync sync --verify pool.set`
+            note: nothing tells which of replicas 0 and 1 is right: find out which copy holds the good data (e.g. read each replica alone), then run `poolsync sync --verify --source N pool.set` to copy from replica N
         "#]],
     );
 }

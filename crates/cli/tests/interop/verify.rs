@@ -307,7 +307,7 @@ fn free_space_differences_are_not_reported() {
 }
 
 #[test]
-fn heap_metadata_damage_is_found_and_repaired_and_a_bad_source_is_refused() {
+fn heap_metadata_damage_is_found_and_repaired_and_the_heap_decides_which_copy_is_right() {
     require_pmdk!();
     let pool = used_pool(&SET_2R, "2", "1");
     let zone = zone_offset(pool.heap_offset, 0).expect("zone 0");
@@ -326,8 +326,59 @@ fn heap_metadata_damage_is_found_and_repaired_and_a_bad_source_is_refused() {
     assert_eq!(out.code, Some(0), "{}", out.describe());
     pool.assert_quiet("after repairing heap metadata");
 
-    // A corrupted chunk header in the source: refused, nothing written.
+    // A corrupted chunk header in the master: replica 1's heap passes, so
+    // it is right, and the repair needs no --source.
     pool.flip(0, zone + 64, 1);
+    let out = poolsync(&["check", "--data", pool.set()]);
+    assert_eq!(out.code, Some(1), "{}", out.describe());
+    for wanted in [
+        "replica 0's heap fails the structural checks",
+        "replica 1's passes and is the source instead",
+        "zone 0 chunk 0 header",
+        "replica 0 differs from replica 1 in 1 range(s), 1 bytes, where replica 1 is right",
+    ] {
+        assert!(
+            out.stdout.contains(wanted),
+            "{}\nwanted {wanted}",
+            out.stdout
+        );
+    }
+    assert!(
+        out.stderr
+            .contains("repair replica(s) 0 from replica 1: run `poolsync sync --verify "),
+        "{}",
+        out.stderr
+    );
+    let json = poolsync(&["check", "--data", "--json", pool.set()]);
+    let doc: serde_json::Value = serde_json::from_str(&json.stdout).expect("json");
+    let f = &doc["findings"];
+    assert_eq!(f["source"], 1);
+    assert_eq!(f["source_choice"]["kind"], "heap");
+    assert_eq!(f["source_choice"]["instead_of"], 0);
+    assert_eq!(
+        f["replicas"][0]["divergences"][0]["verdict"]["kind"],
+        "heap"
+    );
+    assert!(f["tie"].is_null());
+
+    let out = poolsync(&["sync", "--verify", pool.set()]);
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+    for wanted in [
+        "replica 1's passes and is the source instead",
+        "replica 0: 1 range(s), 1 bytes repaired",
+    ] {
+        assert!(
+            out.stdout.contains(wanted),
+            "{}\nwanted {wanted}",
+            out.stdout
+        );
+    }
+    pool.assert_quiet("after repairing the master from replica 1");
+    pool.assert_every_replica_readable("after repairing the master");
+
+    // No replica's heap passes: refused, nothing written.
+    pool.flip(0, zone + 64, 1);
+    pool.flip(1, zone + 64, 1);
     let dir = pool.files.set.parent().expect("dir").to_path_buf();
     let before = snapshot(&dir);
     for args in [
@@ -345,16 +396,179 @@ fn heap_metadata_damage_is_found_and_repaired_and_a_bad_source_is_refused() {
         );
     }
     assert_eq!(before, snapshot(&dir), "a refused verify wrote something");
+}
+
+/// The part files' bytes, replica by replica (not the undo files).
+fn parts(pool: &Used) -> Vec<Vec<u8>> {
+    pool.files
+        .parts
+        .iter()
+        .flatten()
+        .map(|p| fs::read(p).expect("read part"))
+        .collect()
+}
+
+#[test]
+fn damage_in_the_master_of_two_replicas_is_a_tie_until_the_user_chooses() {
+    require_pmdk!();
+    let pool = used_pool(&SET_2R, "2", "1");
+    let root = pool.root_data - 8;
+    // 16 bytes of the root object's data in the master, 256 bytes into a
+    // 4 KiB block (the repair writes whole blocks).
+    let at = ((pool.root_data + 0x2000) & !0xfff) + 0x100;
+    pool.flip(0, at, 16);
+    let range = format!("logical [{at:#x}, {:#x})", at + 16);
+    let owner = format!("object at offset {root:#x}");
+
+    let out = poolsync(&["check", "--data", pool.set()]);
+    assert_eq!(out.code, Some(1), "{}", out.describe());
+    for wanted in [
+        format!("replicas 0 and 1 differ at {range}, 16 bytes: {owner}"),
+        "nothing tells which one is right".to_string(),
+    ] {
+        assert!(
+            out.stdout.contains(&wanted),
+            "{}\nwanted {wanted}",
+            out.stdout
+        );
+    }
+    assert!(
+        !out.stdout.contains("not consistent with replica"),
+        "check --data blames a replica: {}",
+        out.stdout
+    );
+    assert!(out.stderr.contains("--source N"), "{}", out.stderr);
+    let json = poolsync(&["check", "--data", "--json", pool.set()]);
+    let doc: serde_json::Value = serde_json::from_str(&json.stdout).expect("json");
+    assert!(doc["fix"].is_null(), "a tie has no command that fixes it");
+    assert_eq!(
+        doc["findings"]["tie"]["replicas"],
+        serde_json::json!([0, 1])
+    );
+    assert_eq!(doc["findings"]["replicas"][1]["undecided_bytes"], 16);
+
+    // sync --verify refuses and writes nothing, in text and in JSON.
+    let dir = pool.files.set.parent().expect("dir").to_path_buf();
+    let before = snapshot(&dir);
+    let out = poolsync(&["sync", "--verify", "-vv", pool.set()]);
+    assert_eq!(out.code, Some(1), "{}", out.describe());
+    for wanted in [
+        format!("replicas 0 and 1 differ at {range}"),
+        owner.clone(),
+        "nothing tells which one is right".to_string(),
+        "nothing was written".to_string(),
+        "--source N".to_string(),
+        "--force-source".to_string(),
+    ] {
+        assert!(
+            out.stderr.contains(&wanted),
+            "{}\nwanted {wanted}",
+            out.stderr
+        );
+    }
+    let out = poolsync(&["sync", "--verify", "--json", pool.set()]);
+    assert_eq!(out.code, Some(1), "{}", out.describe());
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+    let refusal = &doc["verify"]["refusal"];
+    assert_eq!(refusal["kind"], "tie");
+    assert_eq!(refusal["replicas"], serde_json::json!([0, 1]));
+    assert_eq!(refusal["offset"], at);
+    assert_eq!(
+        before,
+        snapshot(&dir),
+        "a refused sync --verify wrote something"
+    );
+
+    // The dry run with a choice says what the undo file will hold.
+    let dry = poolsync(&[
+        "sync",
+        "--verify",
+        "--source",
+        "1",
+        "-d",
+        "--json",
+        pool.set(),
+    ]);
+    assert_eq!(dry.code, Some(0), "{}", dry.describe());
+    let doc: serde_json::Value = serde_json::from_str(&dry.stdout).expect("json");
+    assert_eq!(doc["plan"]["undo"]["bytes"], 4096, "{}", dry.stdout);
+    assert_eq!(before, snapshot(&dir), "the dry run wrote something");
+
+    // The administrator chooses replica 1.
+    let damaged = parts(&pool);
     let out = poolsync(&["sync", "--verify", "--source", "1", pool.set()]);
     assert_eq!(out.code, Some(0), "{}", out.describe());
     assert!(
         out.stdout
-            .contains("replica 0: 1 range(s), 1 bytes repaired"),
+            .contains("replica 0: 1 range(s), 16 bytes repaired"),
         "{}",
         out.stdout
     );
-    pool.assert_quiet("after repairing the master from replica 1");
-    pool.assert_every_replica_readable("after repairing the master");
+    pool.assert_quiet("after --source 1");
+    pool.assert_every_replica_readable("after --source 1");
+    let repaired = parts(&pool);
+    let undo_file = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("undo file "))
+        .and_then(|l| l.split(": ").next())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("no undo file named: {}", out.stdout));
+    assert!(undo_file.is_file(), "{}", undo_file.display());
+    let undo_arg = undo_file.to_str().expect("utf-8 path");
+
+    // undo -d checks and writes nothing; undo puts every byte back.
+    let out = poolsync(&["undo", "-d", "-v", undo_arg]);
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+    assert!(out.stdout.contains("would be restored"), "{}", out.stdout);
+    assert_eq!(parts(&pool), repaired, "undo -d wrote");
+    let out = poolsync(&["undo", undo_arg]);
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+    assert!(
+        out.stdout.contains("4096 bytes in 1 range(s) restored"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        parts(&pool) == damaged,
+        "undo did not restore every part byte for byte"
+    );
+    // Again: nothing to do.
+    let out = poolsync(&["undo", "--json", undo_arg]);
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+    assert_eq!(doc["report"]["bytes_restored"], 0);
+    assert_eq!(doc["report"]["ranges"][0]["fate"], "already_old");
+
+    // A pool that changed since the repair is refused, and kept as it is.
+    pool.flip(0, at + 200, 1);
+    let now = parts(&pool);
+    let out = poolsync(&["undo", undo_arg]);
+    assert_eq!(out.code, Some(1), "{}", out.describe());
+    assert!(
+        out.stderr.contains("the pool changed since the repair")
+            && out.stderr.contains("nothing was restored"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(parts(&pool), now, "a refused undo wrote");
+
+    // --no-undo: the repair saves nothing.
+    let undo_files = || {
+        fs::read_dir(&dir)
+            .expect("read dir")
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().contains(".poolsync-undo-"))
+            })
+            .count()
+    };
+    assert_eq!(undo_files(), 1);
+    let out = poolsync(&["sync", "--verify", "--source", "1", "--no-undo", pool.set()]);
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+    assert!(!out.stdout.contains("undo file"), "{}", out.stdout);
+    assert_eq!(undo_files(), 1, "--no-undo wrote an undo file");
+    pool.assert_quiet("after --no-undo");
 }
 
 #[test]
