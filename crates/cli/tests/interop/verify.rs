@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use poolsync_header::heap::zone_offset;
-use poolsync_header::{ObjDescriptor, OBJ_DESC_LEN, OBJ_DESC_OFF};
+use poolsync_header::{HeapHeader, ObjDescriptor, OBJ_DESC_LEN, OBJ_DESC_OFF};
 
 use crate::support::{
     objclient, pmempool, poolsync, read_at, snapshot, temp_dir, write_set, SetFiles, Shape, SET_3R,
@@ -396,6 +396,69 @@ fn heap_metadata_damage_is_found_and_repaired_and_the_heap_decides_which_copy_is
         );
     }
     assert_eq!(before, snapshot(&dir), "a refused verify wrote something");
+}
+
+#[test]
+fn a_master_descriptor_or_heap_header_pointing_outside_the_pool_loses_to_the_replica() {
+    require_pmdk!();
+    let pool = used_pool(&SET_2R, "2", "1");
+    // root_offset (descriptor offset 0x800, outside the descriptor's
+    // checksum) far outside the pool; then, separately, a chunk size of 2^63
+    // in the heap header, with its checksum made valid again.
+    let desc_at = OBJ_DESC_OFF;
+    let root_field = desc_at + 0x800;
+    let heap_at = pool.heap_offset;
+    let mut heap = HeapHeader::decode(&pool.read(0, heap_at, 1024)).expect("heap header");
+    heap.chunksize = 1 << 63;
+    let bad_heap = heap.encode().to_vec();
+    let cases: [(&str, u64, Vec<u8>, &str); 2] = [
+        (
+            "root_offset",
+            root_field,
+            0xffff_ffff_ffff_fff0u64.to_le_bytes().to_vec(),
+            "pool descriptor",
+        ),
+        ("chunksize", heap_at, bad_heap, "heap header"),
+    ];
+    for (what, at, bytes, owner) in cases {
+        write_logical(&pool.files, pool.shape, 0, at, &bytes);
+        let out = poolsync(&["check", "--data", pool.set()]);
+        assert_eq!(out.code, Some(1), "{what}: {}", out.describe());
+        for wanted in [
+            "replica 0's heap fails the structural checks".to_string(),
+            owner.to_string(),
+            "replica 1's passes".to_string(),
+        ] {
+            assert!(
+                out.stdout.contains(&wanted),
+                "{what}: {}\nwanted {wanted}",
+                out.stdout
+            );
+        }
+        assert!(
+            out.stdout.contains(what),
+            "{what}: the report does not name the field\n{}",
+            out.stdout
+        );
+        let json = poolsync(&["check", "--data", "--json", pool.set()]);
+        let doc: serde_json::Value = serde_json::from_str(&json.stdout).expect("json");
+        let first = &doc["findings"]["replicas"][0]["divergences"][0];
+        let start = first["offset"].as_u64().expect("offset");
+        assert!(
+            (at..at + bytes.len() as u64).contains(&start),
+            "{what}: the damaged range starts at {start:#x}"
+        );
+        assert_eq!(first["verdict"]["kind"], "heap", "{what}");
+        let out = poolsync(&["sync", "--verify", pool.set()]);
+        assert_eq!(out.code, Some(0), "{what}: {}", out.describe());
+        assert!(
+            out.stdout.contains("replica 0: 1 range(s)"),
+            "{what}: {}",
+            out.stdout
+        );
+        pool.assert_quiet(what);
+        pool.assert_every_replica_readable(what);
+    }
 }
 
 /// The part files' bytes, replica by replica (not the undo files).

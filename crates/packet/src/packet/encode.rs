@@ -195,7 +195,10 @@ impl<'k> PacketEncoder<'k> {
         let bs = u64::from(self.meta.block_size);
         let end = offset.checked_add(u64::from(blocks) * bs);
         let range = &self.meta.range;
-        if !offset.is_multiple_of(bs) || offset < range.start || !matches!(end, Some(e) if e <= range.end) {
+        if !offset.is_multiple_of(bs)
+            || offset < range.start
+            || !matches!(end, Some(e) if e <= range.end)
+        {
             return Err(Error::encode(
                 "record",
                 format!(
