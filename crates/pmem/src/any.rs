@@ -54,6 +54,7 @@ pub enum AnyFile {
 
 impl Storage for AnyStorage {
     type File = AnyFile;
+    type Aux = FsFile;
 
     fn stat(&self, path: &Path) -> Result<Option<Meta>, Error> {
         match self {
@@ -88,6 +89,19 @@ impl Storage for AnyStorage {
             AnyStorage::PageCache(s) => s.set_mode(path, mode),
             AnyStorage::Dax(s) => s.set_mode(path, mode),
         }
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> Result<(), Error> {
+        // Entries are the file system's, whichever path persists data.
+        FsStorage.rename(from, to)
+    }
+
+    fn create_aux(&self, path: &Path, mode: u32) -> Result<FsFile, Error> {
+        FsStorage.create_aux(path, mode)
+    }
+
+    fn open_aux(&self, path: &Path, access: Access) -> Result<FsFile, Error> {
+        FsStorage.open_aux(path, access)
     }
 
     fn fsync_dir(&self, dir: &Path) -> Result<(), Error> {
@@ -159,6 +173,13 @@ impl PartFile for AnyFile {
         match self {
             AnyFile::PageCache(f) => f.ctime(),
             AnyFile::Dax(f) => f.ctime(),
+        }
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), Error> {
+        match self {
+            AnyFile::PageCache(f) => f.set_len(len),
+            AnyFile::Dax(f) => f.set_len(len),
         }
     }
 }

@@ -296,6 +296,7 @@ impl DaxStorage {
 
 impl Storage for DaxStorage {
     type File = DaxFile;
+    type Aux = FsFile;
 
     fn stat(&self, path: &Path) -> Result<Option<Meta>, Error> {
         FsStorage.stat(path)
@@ -322,6 +323,18 @@ impl Storage for DaxStorage {
 
     fn set_mode(&self, path: &Path, mode: u32) -> Result<(), Error> {
         FsStorage.set_mode(path, mode)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> Result<(), Error> {
+        FsStorage.rename(from, to)
+    }
+
+    fn create_aux(&self, path: &Path, mode: u32) -> Result<FsFile, Error> {
+        FsStorage.create_aux(path, mode)
+    }
+
+    fn open_aux(&self, path: &Path, access: Access) -> Result<FsFile, Error> {
+        FsStorage.open_aux(path, access)
     }
 
     fn fsync_dir(&self, dir: &Path) -> Result<(), Error> {
@@ -698,6 +711,19 @@ impl PartFile for DaxFile {
 
     fn ctime(&self) -> Result<u64, Error> {
         self.file.ctime()
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), Error> {
+        // The windows map the length the file had at open; a mapped part
+        // never changes length (auxiliary files are never mapped).
+        Err(Error::Io {
+            op: "ftruncate",
+            path: self.file.path().to_path_buf(),
+            source: std::io::Error::other(format!(
+                "a mapped part keeps its length ({} bytes), refusing {len}",
+                self.cfg.map_len
+            )),
+        })
     }
 }
 

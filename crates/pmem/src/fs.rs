@@ -25,6 +25,7 @@ pub struct FsStorage;
 
 impl Storage for FsStorage {
     type File = FsFile;
+    type Aux = FsFile;
 
     fn stat(&self, path: &Path) -> Result<Option<Meta>, Error> {
         match std::fs::metadata(path) {
@@ -117,6 +118,45 @@ impl Storage for FsStorage {
                 source,
             }
         })
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> Result<(), Error> {
+        std::fs::rename(from, to).map_err(|source| Error::Io {
+            op: "rename",
+            path: from.to_path_buf(),
+            source,
+        })
+    }
+
+    fn create_aux(&self, path: &Path, mode: u32) -> Result<FsFile, Error> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(mode & 0o7777)
+            .open(path)
+            .map_err(|source| {
+                if source.kind() == io::ErrorKind::AlreadyExists {
+                    Error::Exists {
+                        path: path.to_path_buf(),
+                    }
+                } else {
+                    Error::Io {
+                        op: "open",
+                        path: path.to_path_buf(),
+                        source,
+                    }
+                }
+            })?;
+        let file = match lock(path, file) {
+            Ok(file) => file,
+            Err((file, err)) => return Err(remove_created(path, &file, err)),
+        };
+        Ok(FsFile::new(path, file, SyncState::dirty()))
+    }
+
+    fn open_aux(&self, path: &Path, access: Access) -> Result<FsFile, Error> {
+        self.open(path, access)
     }
 
     fn clock(&self) -> &dyn crate::Clock {
@@ -512,6 +552,17 @@ impl PartFile for FsFile {
 
     fn ctime(&self) -> Result<u64, Error> {
         Ok(ctime_of(&self.fstat()?))
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), Error> {
+        self.shared.file.set_len(len).map_err(|source| Error::Io {
+            op: "ftruncate",
+            path: self.path.clone(),
+            source,
+        })?;
+        // The new length reaches the disk with the next fence.
+        self.shared.sync.note_flush();
+        Ok(())
     }
 }
 

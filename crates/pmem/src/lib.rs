@@ -155,12 +155,20 @@ pub trait PartFile: Send + Sync + std::fmt::Debug {
     fn fence(&self) -> Result<(), Error>;
     /// `st_ctime` seconds now (PMDK writes it as crtime).
     fn ctime(&self) -> Result<u64, Error>;
+    /// Sets the length (`ftruncate`): cuts the file, or extends it with
+    /// zeros. The new length is durable after the next
+    /// [`PartFile::fence`]. Meant for auxiliary files
+    /// ([`Storage::create_aux`]); the engine never changes the length of a
+    /// part, and a mapped part (the DAX backend's) refuses.
+    fn set_len(&self, len: u64) -> Result<(), Error>;
 }
 
 /// A file system as the engine sees it.
 pub trait Storage: Send + Sync + std::fmt::Debug {
     /// The open-file type.
     type File: PartFile;
+    /// The type of auxiliary files ([`Storage::create_aux`]).
+    type Aux: PartFile;
     /// `stat` following symlinks; `Ok(None)` when the path does not exist.
     fn stat(&self, path: &Path) -> Result<Option<Meta>, Error>;
     /// Opens an existing file and takes `flock(LOCK_EX|LOCK_NB)` on it.
@@ -178,6 +186,22 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn remove(&self, path: &Path) -> Result<(), Error>;
     /// `chmod`.
     fn set_mode(&self, path: &Path, mode: u32) -> Result<(), Error>;
+    /// Renames `from` to `to`, atomically replacing a file at `to`
+    /// (`rename(2)`). Both entries are durable only after
+    /// [`Storage::fsync_dir`] of their directories.
+    fn rename(&self, from: &Path, to: &Path) -> Result<(), Error>;
+
+    /// Creates an *auxiliary* file: one that lives beside a pool but holds
+    /// none of its data (a state file, an update packet, a rewind request).
+    /// `O_CREAT|O_EXCL`, empty, with permission bits `mode`, flocked,
+    /// read-write. It grows with [`PartFile::set_len`], and it goes through
+    /// the page cache on every backend, since it is neither mapped nor
+    /// fallocated. An existing file is never touched ([`Error::Exists`]);
+    /// the new entry is durable only after [`Storage::fsync_dir`].
+    fn create_aux(&self, path: &Path, mode: u32) -> Result<Self::Aux, Error>;
+    /// Opens an existing auxiliary file and takes its lock, as
+    /// [`Storage::open`] does for parts.
+    fn open_aux(&self, path: &Path, access: Access) -> Result<Self::Aux, Error>;
 
     /// The clock the engine measures and waits with: the real one for
     /// real file systems, a logical one for the simulated backend (see

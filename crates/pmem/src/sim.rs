@@ -258,6 +258,10 @@ struct Inode {
     mode: u32,
     durable_mode: u32,
     ctime: u64,
+    /// The shortest length `set_len` gave the file since its last fence:
+    /// from there on, the next fence persists the written image whole
+    /// (a cut and regrown file reads zeros there, durably).
+    cut_at: Option<usize>,
 }
 
 #[derive(Clone)]
@@ -448,6 +452,7 @@ impl SimStorage {
                 mode,
                 durable_mode: mode,
                 ctime,
+                cut_at: None,
             },
         );
         st.live.insert(key.clone(), ino);
@@ -583,6 +588,7 @@ impl SimStorage {
                     mode,
                     durable_mode: mode,
                     ctime: inode.ctime,
+                    cut_at: None,
                 },
             );
             new.live.insert(path.clone(), ino);
@@ -609,7 +615,10 @@ fn surviving_inode(inode: &Inode, ino: u64, survival: Survival) -> (Vec<u8>, u32
             let mut data = if inode.persisted.len() == inode.data.len() {
                 inode.persisted.clone()
             } else if coin(seed, &[TAG_ALLOC, ino]) {
-                vec![0; inode.data.len()]
+                // The new length (an allocation, or a set_len) made it.
+                let mut resized = inode.persisted.clone();
+                resized.resize(inode.data.len(), 0);
+                resized
             } else {
                 return (inode.persisted.clone(), mode);
             };
@@ -767,6 +776,7 @@ impl State {
             mode: 0,
             durable_mode: 0,
             ctime: 0,
+            cut_at: None,
         };
         self.inodes.get(&ino).unwrap_or(&EMPTY)
     }
@@ -855,6 +865,7 @@ fn span(offset: u64, len: u64, file_len: usize) -> Option<Range<usize>> {
 
 impl Storage for SimStorage {
     type File = SimFile;
+    type Aux = SimFile;
 
     fn stat(&self, path: &Path) -> Result<Option<Meta>, Error> {
         let st = self.lock();
@@ -949,6 +960,7 @@ impl Storage for SimStorage {
                 mode: 0,
                 durable_mode: 0,
                 ctime,
+                cut_at: None,
             },
         );
         st.live.insert(key, ino);
@@ -992,6 +1004,50 @@ impl Storage for SimStorage {
             Ok(Node::Missing { .. }) => Err(io_err("chmod", path, libc::ENOENT)),
             Err(errno) => Err(io_err("chmod", path, errno)),
         }
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> Result<(), Error> {
+        let (mut st, src) = self.entry("rename", from)?;
+        let dst = normalize(to);
+        if dst.as_os_str().is_empty() {
+            return Err(io_err("rename", to, libc::ENOENT));
+        }
+        let ino = match st.lookup(&src) {
+            Ok(Node::File(ino)) => ino,
+            Ok(Node::Dir(_)) => return Err(io_err("rename", from, libc::EISDIR)),
+            Ok(Node::Missing { .. }) => return Err(io_err("rename", from, libc::ENOENT)),
+            Err(errno) => return Err(io_err("rename", from, errno)),
+        };
+        match st.lookup(&dst) {
+            Ok(Node::File(_) | Node::Missing { parent_ok: true }) => {}
+            Ok(Node::Dir(_)) => return Err(io_err("rename", to, libc::EISDIR)),
+            Ok(Node::Missing { parent_ok: false }) => {
+                return Err(io_err("rename", to, libc::ENOENT))
+            }
+            Err(errno) => return Err(io_err("rename", to, errno)),
+        }
+        if src == dst {
+            return Ok(());
+        }
+        st.live.remove(&src);
+        st.live.insert(dst, ino);
+        st.tick();
+        st.collect_garbage();
+        Ok(())
+    }
+
+    fn create_aux(&self, path: &Path, mode: u32) -> Result<SimFile, Error> {
+        let file = self.create(path, 0)?;
+        let (mut st, _) = self.entry("chmod", path)?;
+        if let Some(inode) = st.inodes.get_mut(&file.ino) {
+            inode.mode = mode & 0o7777;
+        }
+        drop(st);
+        Ok(file)
+    }
+
+    fn open_aux(&self, path: &Path, access: Access) -> Result<SimFile, Error> {
+        self.open(path, access)
     }
 
     fn free_space(&self, dir: &Path) -> Result<Option<u64>, Error> {
@@ -1149,8 +1205,16 @@ impl PartFile for SimFile {
             return Ok(());
         };
         if inode.persisted.len() != inode.data.len() {
-            // The first fence makes the allocation durable.
-            inode.persisted = vec![0; inode.data.len()];
+            // The first fence makes the allocation durable, and so does a
+            // fence after set_len make the new length (the bytes kept are
+            // kept, new ones read as zeros until their flush is fenced).
+            inode.persisted.resize(inode.data.len(), 0);
+        }
+        if let Some(cut) = inode.cut_at.take() {
+            if let (Some(dst), Some(src)) = (inode.persisted.get_mut(cut..), inode.data.get(cut..))
+            {
+                dst.copy_from_slice(src);
+            }
         }
         for (start, end) in pending.0 {
             let Some(range) = span(start, end - start, inode.data.len()) else {
@@ -1170,6 +1234,43 @@ impl PartFile for SimFile {
         let st = self.lock();
         st.alive()?;
         Ok(st.inode(self.ino).ctime)
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), Error> {
+        let mut st = self.lock();
+        st.alive()?;
+        if self.access == Access::ReadOnly {
+            return Err(Error::Io {
+                op: "ftruncate",
+                path: self.path.clone(),
+                source: io::Error::from_raw_os_error(libc::EINVAL),
+            });
+        }
+        let refuse = |errno| Error::Io {
+            op: "ftruncate",
+            path: self.path.clone(),
+            source: io::Error::from_raw_os_error(errno),
+        };
+        if len > st.max_file_len {
+            return Err(refuse(libc::EFBIG));
+        }
+        let old = st.inode(self.ino).data.len() as u64;
+        if len > old && st.free().is_some_and(|free| len - old > free) {
+            return Err(refuse(libc::ENOSPC));
+        }
+        let new_len = usize::try_from(len).map_err(|_| refuse(libc::EFBIG))?;
+        let ctime = st.tick();
+        if let Some(inode) = st.inodes.get_mut(&self.ino) {
+            let cut = new_len.min(inode.data.len());
+            inode.cut_at = Some(inode.cut_at.map_or(cut, |c| c.min(cut)));
+            if new_len < inode.data.len() {
+                inode.data.truncate(new_len);
+            } else {
+                zero_fill(&mut inode.data, new_len);
+            }
+            inode.ctime = ctime;
+        }
+        Ok(())
     }
 }
 

@@ -491,3 +491,42 @@ proptest! {
         prop_assert_eq!(back, model);
     }
 }
+
+#[test]
+fn auxiliary_files_are_exclusive_resizable_and_renamed_in_place() {
+    let dir = tmp();
+    let fs = FsStorage;
+    let path = dir.path().join("state.tmp");
+    let f = fs.create_aux(&path, 0o600).expect("create aux");
+    assert!(matches!(
+        fs.create_aux(&path, 0o600),
+        Err(Error::Exists { .. })
+    ));
+    // (A umask takes bits away, never the owner's here.)
+    assert_eq!(
+        std::fs::metadata(&path).expect("stat").mode() & 0o777,
+        0o600
+    );
+    f.set_len(10).expect("grow");
+    f.write_at(0, b"0123456789").expect("write");
+    f.flush(0, 10).expect("flush");
+    f.set_len(4).expect("shrink");
+    f.fence().expect("fence");
+    assert_eq!(std::fs::read(&path).expect("read"), b"0123");
+    drop(f);
+    let target = dir.path().join("state");
+    write_file(&target, b"old");
+    fs.rename(&path, &target).expect("rename");
+    fs.fsync_dir(dir.path()).expect("fsync dir");
+    assert_eq!(std::fs::read(&target).expect("read"), b"0123");
+    assert!(!path.exists());
+    let again = fs.open_aux(&target, Access::ReadOnly).expect("open aux");
+    assert!(matches!(
+        fs.open_aux(&target, Access::ReadOnly),
+        Err(Error::Locked { .. })
+    ));
+    assert!(
+        again.set_len(0).is_err(),
+        "read-only handles cannot truncate"
+    );
+}

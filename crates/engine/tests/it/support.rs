@@ -294,6 +294,8 @@ pub enum Op {
     Flush { path: PathBuf, off: u64, len: u64 },
     Fence { path: PathBuf },
     DirSync { dir: PathBuf },
+    Rename { path: PathBuf, to: PathBuf },
+    SetLen { path: PathBuf, len: u64 },
 }
 
 impl Op {
@@ -314,7 +316,9 @@ impl Op {
             | Op::SetMode { path, .. }
             | Op::Write { path, .. }
             | Op::Flush { path, .. }
-            | Op::Fence { path } => path,
+            | Op::Fence { path }
+            | Op::Rename { path, .. }
+            | Op::SetLen { path, .. } => path,
             Op::DirSync { dir } => dir,
         }
     }
@@ -331,6 +335,8 @@ impl std::fmt::Display for Op {
             Op::Flush { off, len, .. } => write!(f, "flush {p} [{off:#x}, +{len:#x})"),
             Op::Fence { .. } => write!(f, "fence {p}"),
             Op::DirSync { .. } => write!(f, "dir sync {p}"),
+            Op::Rename { to, .. } => write!(f, "rename {p} to {}", to.display()),
+            Op::SetLen { len, .. } => write!(f, "set length of {p} to {len}"),
         }
     }
 }
@@ -422,6 +428,7 @@ fn logged<T>(
 
 impl Storage for Wrapped {
     type File = WrappedFile;
+    type Aux = WrappedFile;
     fn stat(&self, path: &Path) -> Result<Option<Meta>, PmemError> {
         self.sim.stat(path)
     }
@@ -448,6 +455,24 @@ impl Storage for Wrapped {
             mode,
         };
         logged(&self.log, entry, || self.sim.set_mode(path, mode))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> Result<(), PmemError> {
+        let entry = || Op::Rename {
+            path: from.to_path_buf(),
+            to: to.to_path_buf(),
+        };
+        logged(&self.log, entry, || self.sim.rename(from, to))
+    }
+    fn create_aux(&self, path: &Path, mode: u32) -> Result<WrappedFile, PmemError> {
+        let entry = || Op::Create {
+            path: path.to_path_buf(),
+            len: 0,
+        };
+        let file = logged(&self.log, entry, || self.sim.create_aux(path, mode))?;
+        Ok(self.wrap(file))
+    }
+    fn open_aux(&self, path: &Path, access: Access) -> Result<WrappedFile, PmemError> {
+        Ok(self.wrap(self.sim.open_aux(path, access)?))
     }
     fn clock(&self) -> &dyn poolsync_pmem::Clock {
         self.sim.clock()
@@ -514,5 +539,12 @@ impl PartFile for WrappedFile {
     }
     fn ctime(&self) -> Result<u64, PmemError> {
         self.inner.ctime()
+    }
+    fn set_len(&self, len: u64) -> Result<(), PmemError> {
+        let entry = || Op::SetLen {
+            path: self.inner.path().to_path_buf(),
+            len,
+        };
+        logged(&self.log, entry, || self.inner.set_len(len))
     }
 }

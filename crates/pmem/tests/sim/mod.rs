@@ -474,6 +474,75 @@ fn torn_outcomes_mix_blocks_of_both_images_and_are_reproducible() {
 }
 
 #[test]
+fn a_rename_needs_a_directory_sync_and_replaces_the_target() {
+    let s = fresh();
+    let old = s.create_aux(p("/pool/old"), 0o640).expect("create old");
+    old.set_len(4).expect("grow");
+    old.write_at(0, b"old!").expect("write");
+    old.flush(0, 4).expect("flush");
+    old.fence().expect("fence");
+    drop(old);
+    let new = s.create_aux(p("/pool/new"), 0o600).expect("create new");
+    new.set_len(4).expect("grow");
+    new.write_at(0, b"new!").expect("write");
+    new.flush(0, 4).expect("flush");
+    new.fence().expect("fence");
+    drop(new);
+    s.fsync_dir(p(DIR)).expect("fsync dir");
+    s.rename(p("/pool/new"), p("/pool/old")).expect("rename");
+    assert_eq!(s.written_bytes(p("/pool/old")), Some(b"new!".to_vec()));
+    assert_eq!(s.written_bytes(p("/pool/new")), None);
+    // Not synced: a power failure brings back both names.
+    let lost = s.after_crash();
+    assert_eq!(lost.written_bytes(p("/pool/old")), Some(b"old!".to_vec()));
+    assert_eq!(lost.written_bytes(p("/pool/new")), Some(b"new!".to_vec()));
+    s.fsync_dir(p(DIR)).expect("fsync dir");
+    let kept = s.after_crash();
+    assert_eq!(kept.written_bytes(p("/pool/old")), Some(b"new!".to_vec()));
+    assert_eq!(kept.written_bytes(p("/pool/new")), None);
+    assert_eq!(
+        kept.image().get(p("/pool/old")).map(|f| f.mode),
+        Some(0o600)
+    );
+    // Missing source, missing target directory.
+    assert!(s.rename(p("/pool/none"), p("/pool/x")).is_err());
+    assert!(s.rename(p("/pool/old"), p("/nodir/x")).is_err());
+}
+
+#[test]
+fn set_len_is_durable_at_the_next_fence_and_keeps_what_was_persisted() {
+    let s = fresh();
+    let f = s.create_aux(p("/pool/aux"), 0o600).expect("create");
+    s.fsync_dir(p(DIR)).expect("fsync dir");
+    assert!(matches!(
+        s.create_aux(p("/pool/aux"), 0o600),
+        Err(Error::Exists { .. })
+    ));
+    f.set_len(8).expect("grow");
+    f.write_at(0, b"abcdefgh").expect("write");
+    f.flush(0, 8).expect("flush");
+    f.fence().expect("fence");
+    f.set_len(4).expect("shrink");
+    assert_eq!(s.written_bytes(p("/pool/aux")), Some(b"abcd".to_vec()));
+    // Not fenced yet: the old length survives a power failure.
+    assert_eq!(
+        s.after_crash().written_bytes(p("/pool/aux")),
+        Some(b"abcdefgh".to_vec())
+    );
+    f.set_len(6).expect("grow again");
+    f.fence().expect("fence");
+    assert_eq!(
+        s.after_crash().written_bytes(p("/pool/aux")),
+        Some(b"abcd\0\0".to_vec())
+    );
+    let ro = {
+        drop(f);
+        s.open_aux(p("/pool/aux"), Access::ReadOnly).expect("open")
+    };
+    assert!(ro.set_len(0).is_err(), "a read-only handle cannot truncate");
+}
+
+#[test]
 fn locks_conflict_until_the_handle_is_dropped() {
     let s = fresh();
     s.insert_file(p(PART), &[1; 64], 0o644).expect("seed");
@@ -820,6 +889,14 @@ enum Op {
         path: usize,
     },
     FsyncDir,
+    Rename {
+        from: usize,
+        to: usize,
+    },
+    SetLen {
+        slot: usize,
+        len: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -853,8 +930,10 @@ fn op() -> impl Strategy<Value = Op> {
         (slot.clone(), off, 0u64..400).prop_map(|(slot, off, len)| Op::Read { slot, off, len }),
         path.clone().prop_map(|path| Op::Remove { path }),
         (path.clone(), 0u32..0o1000).prop_map(|(path, mode)| Op::Chmod { path, mode }),
-        path.prop_map(|path| Op::Stat { path }),
+        path.clone().prop_map(|path| Op::Stat { path }),
         Just(Op::FsyncDir),
+        (path.clone(), path).prop_map(|(from, to)| Op::Rename { from, to }),
+        (slot, 0..MAX_LEN).prop_map(|(slot, len)| Op::SetLen { slot, len }),
     ]
 }
 
@@ -889,6 +968,10 @@ fn outcome_of_err(err: &Error) -> Outcome {
             Outcome::NotFound
         }
         Error::IoAt { source, .. } if source.raw_os_error() == Some(libc::EBADF) => {
+            Outcome::ReadOnly
+        }
+        // ftruncate through a read-only descriptor.
+        Error::Io { source, .. } if source.raw_os_error() == Some(libc::EINVAL) => {
             Outcome::ReadOnly
         }
         Error::IoAt { .. } | Error::ShortRead { .. } => Outcome::OutOfRange,
@@ -996,6 +1079,27 @@ impl Model {
                     .map(|id| (self.files[id].0.len() as u64, self.files[id].1)),
             ),
             Op::FsyncDir => Outcome::Ok,
+            Op::Rename { from, to } => {
+                let Some(&id) = self.paths.get(&from) else {
+                    return Outcome::NotFound;
+                };
+                if to == 3 {
+                    return Outcome::NotFound;
+                }
+                self.paths.remove(&from);
+                self.paths.insert(to, id);
+                Outcome::Ok
+            }
+            Op::SetLen { slot, len } => match self.slots[slot] {
+                None => Outcome::NoHandle,
+                Some((_, false)) => Outcome::ReadOnly,
+                Some((id, true)) => {
+                    if let Some((d, _)) = self.files.get_mut(&id) {
+                        d.resize(len as usize, 0);
+                    }
+                    Outcome::Ok
+                }
+            },
         }
     }
 
@@ -1067,6 +1171,11 @@ fn apply_sim(
             Outcome::Meta(m.map(|m| (m.len, m.mode)))
         }),
         Op::FsyncDir => result(s.fsync_dir(p(DIR)), |()| Outcome::Ok),
+        Op::Rename { from, to } => result(s.rename(p(PATHS[from]), p(PATHS[to])), |()| Outcome::Ok),
+        Op::SetLen { slot, len } => match &slots[slot] {
+            None => Outcome::NoHandle,
+            Some(f) => result(f.set_len(len), |()| Outcome::Ok),
+        },
     }
 }
 
