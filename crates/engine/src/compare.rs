@@ -39,6 +39,7 @@ use serde::Serialize;
 
 use crate::endpoint::{digest, Digest, Endpoint};
 use crate::open::OpenSet;
+pub use crate::range::LogicalRange;
 use crate::Error;
 
 /// The unit in which differences are reported and copied: one page.
@@ -50,48 +51,6 @@ pub const MAX_STRIDE: usize = 64 << 20;
 /// Largest piece of a range one worker takes at a time in
 /// [`compare_replicas`]; larger ranges are split so that workers share them.
 pub const JOB_LEN: u64 = 16 << 20;
-
-/// A half-open range `[offset, offset + len)` of a replica's logical
-/// address space.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct LogicalRange {
-    /// First logical offset.
-    pub offset: u64,
-    /// Length in bytes.
-    pub len: u64,
-}
-
-impl LogicalRange {
-    /// `[offset, offset + len)`.
-    pub const fn new(offset: u64, len: u64) -> Self {
-        LogicalRange { offset, len }
-    }
-
-    /// `[start, end)`; empty when `end <= start`.
-    pub fn from_bounds(start: u64, end: u64) -> Self {
-        LogicalRange {
-            offset: start,
-            len: end.saturating_sub(start),
-        }
-    }
-
-    /// One past the last byte (saturating at `u64::MAX`).
-    pub fn end(&self) -> u64 {
-        self.offset.saturating_add(self.len)
-    }
-
-    /// Whether the range holds no byte.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The overlap of two ranges, if any.
-    pub fn intersect(&self, other: &LogicalRange) -> Option<LogicalRange> {
-        let start = self.offset.max(other.offset);
-        let end = self.end().min(other.end());
-        (start < end).then(|| LogicalRange::from_bounds(start, end))
-    }
-}
 
 /// What a comparison counted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

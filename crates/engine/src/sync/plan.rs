@@ -59,6 +59,7 @@ use poolsync_pmem::PartFile;
 use poolsync_poolset::{map_range, Extent, PAGE};
 use serde::Serialize;
 
+use crate::badblocks::{BadBlockOrigin, BadBlockScan};
 use crate::compare::{split_at_boundaries, LogicalRange};
 use crate::endpoint::Endpoint;
 use crate::exec::{data_steps, ser_mode, totals};
@@ -66,7 +67,6 @@ pub use crate::exec::{DataPurpose, DataStep, HeaderAction, HeaderStep, Step, Tot
 use crate::inspect::{choose_source, Health, Inconsistency, ReplicaHealth, SourceRefusal};
 use crate::open::{OpenSet, PartStatus};
 use crate::ring::{assign, plan_headers, OnDisk, PartView, Planned, Rules, UuidSource};
-use crate::sync::badblocks::{BadBlockOrigin, BadBlockScan};
 use crate::sync::{Survey, SyncOptions};
 use crate::Error;
 
@@ -971,7 +971,7 @@ fn choose_good(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::badblocks::BadBlock;
+    use crate::badblocks::BadBlock;
 
     #[test]
     fn ring_distance_goes_the_short_way() {

@@ -32,6 +32,7 @@
 
 mod decide;
 mod find;
+mod live;
 mod repair;
 
 use std::path::{Path, PathBuf};
@@ -48,7 +49,7 @@ use crate::sync::{
 };
 use crate::Error;
 pub use decide::{HeapCheck, SourceChoice, Verdict};
-pub use find::walk_source;
+pub use live::walk_source;
 pub use repair::repair;
 
 /// Divergences listed per replica; more are counted but not listed.
