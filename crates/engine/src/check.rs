@@ -830,13 +830,8 @@ impl Run<'_> {
             ask,
             fix: value,
         }]);
-        for (answer, value) in answers {
-            if answer != Answer::Yes {
-                return ControlFlow::Break(
-                    self.fail(State::NotConsistent, CANNOT_COMPLETE.to_string()),
-                );
-            }
-            self.info(format!(
+        self.apply_fixes(answers, (r, p), |check, value| {
+            check.info(format!(
                 "{prefix}setting {name} to {}",
                 value.to_canonical()
             ));
@@ -844,8 +839,30 @@ impl Run<'_> {
                 set(h, value);
                 *valid = hdr_valid(h);
             }
-            self.mark_modified(r, p);
-            self.state = State::Repaired;
+            true
+        })
+    }
+
+    /// Carries out the fixes the user agreed to: `apply` makes each one
+    /// (returning `false` when there was nothing to change after all), and
+    /// part (r, p) is then written back. Any answer but yes ends the check
+    /// as not consistent, as pmempool does.
+    fn apply_fixes<T>(
+        &mut self,
+        answers: Vec<(Answer, T)>,
+        (r, p): (usize, usize),
+        mut apply: impl FnMut(&mut Self, T) -> bool,
+    ) -> ControlFlow<Flow> {
+        for (answer, fix) in answers {
+            if answer != Answer::Yes {
+                return ControlFlow::Break(
+                    self.fail(State::NotConsistent, CANNOT_COMPLETE.to_string()),
+                );
+            }
+            if apply(self, fix) {
+                self.mark_modified(r, p);
+                self.state = State::Repaired;
+            }
         }
         ControlFlow::Continue(())
     }
@@ -960,16 +977,11 @@ impl Run<'_> {
             });
         }
         let answers = self.ask_all(questions);
-        for (answer, (link, at)) in answers {
-            if answer != Answer::Yes {
-                return ControlFlow::Break(
-                    self.fail(State::NotConsistent, CANNOT_COMPLETE.to_string()),
-                );
-            }
+        self.apply_fixes(answers, (r, p), |check, (link, at)| {
             let Some(target) = hdr_at(hdrs, at).map(|x| x.uuid) else {
-                continue;
+                return false;
             };
-            self.info(format!(
+            check.info(format!(
                 "{prefix}setting {} to {}",
                 link.field(),
                 target.to_canonical()
@@ -978,11 +990,8 @@ impl Run<'_> {
                 link.set(h, target);
                 *valid = hdr_valid(h);
             }
-            self.mark_modified(r, p);
-            self.state = State::Repaired;
-        }
-
-        ControlFlow::Continue(())
+            true
+        })
     }
 
     /// pool_hdr_checksum: the checksum.
@@ -1007,21 +1016,14 @@ impl Run<'_> {
             ask: "Do you want to regenerate checksum?".to_string(),
             fix: (),
         }]);
-        for (answer, ()) in answers {
-            if answer != Answer::Yes {
-                return ControlFlow::Break(
-                    self.fail(State::NotConsistent, CANNOT_COMPLETE.to_string()),
-                );
-            }
+        self.apply_fixes(answers, (r, p), |check, ()| {
             if let Some(h) = hdrs.get_mut(r).and_then(|v| v.get_mut(p)) {
                 h.checksum = h.compute_checksum();
                 let sum = h.checksum;
-                self.info(format!("{prefix}setting pool_hdr.checksum to {sum:#x}"));
+                check.info(format!("{prefix}setting pool_hdr.checksum to {sum:#x}"));
             }
-            self.mark_modified(r, p);
-            self.state = State::Repaired;
-        }
-        ControlFlow::Continue(())
+            true
+        })
     }
 
     /// The poolset UUID every valid header must carry (looked up at replica 0
