@@ -39,6 +39,7 @@ use serde::Serialize;
 
 use crate::endpoint::{digest, Digest, Endpoint};
 use crate::open::OpenSet;
+use crate::progress::{NoProgress, Progress};
 pub use crate::range::LogicalRange;
 use crate::Error;
 
@@ -184,7 +185,7 @@ pub fn compare_replicas<F: PartFile>(
                 reason: "no such replica".to_string(),
             })
     };
-    let mut outcomes = compare_many(side(left)?, &[side(right)?], ranges, options)?;
+    let mut outcomes = compare_many(side(left)?, &[side(right)?], ranges, options, &NoProgress)?;
     Ok(outcomes.pop().unwrap_or_default())
 }
 
@@ -351,6 +352,7 @@ pub fn compare_many(
     others: &[&dyn Endpoint],
     ranges: &[LogicalRange],
     options: &CompareOptions,
+    progress: &dyn Progress,
 ) -> Result<Vec<CompareOutcome>, Error> {
     let ends: Vec<u64> = others.iter().map(|o| o.end()).collect();
     let src_end = source.end();
@@ -375,7 +377,11 @@ pub fn compare_many(
         exact: &exact,
         stride,
     };
-    let run = |buffers: &mut Buffers, job: &LogicalRange| sides.compare(*job, buffers);
+    let run = |buffers: &mut Buffers, job: &LogicalRange| {
+        let found = sides.compare(*job, buffers)?;
+        progress.advance(found.iter().map(|(n, _)| n).sum());
+        Ok(found)
+    };
     let results: Vec<Result<JobFound, Error>> = if options.threads <= 1 {
         let mut buffers = Buffers::new(cap);
         jobs.iter().map(|job| run(&mut buffers, job)).collect()
@@ -758,7 +764,7 @@ mod tests {
                 bytes: right.to_vec(),
                 digests,
             };
-            let mut out = compare_many(&l, &[&r], &[range], &options).unwrap();
+            let mut out = compare_many(&l, &[&r], &[range], &options, &NoProgress).unwrap();
             found.push(out.pop().unwrap().differing);
         }
         assert_eq!(found[0], found[1], "bytes and digests disagree");
@@ -975,7 +981,7 @@ mod tests {
                     let options = CompareOptions { stride, threads };
                     let r0: &dyn Endpoint = &set.replicas[0];
                     let others: [&dyn Endpoint; 2] = [&set.replicas[1], &set.replicas[2]];
-                    let got = compare_many(r0, &others, &ranges, &options).unwrap();
+                    let got = compare_many(r0, &others, &ranges, &options, &NoProgress).unwrap();
                     assert_eq!(got.len(), 2);
                     for (k, r) in [1usize, 2].into_iter().enumerate() {
                         let end = logical[0].len().min(logical[r].len()) as u64;

@@ -47,31 +47,11 @@ use crate::endpoint::{Endpoint, HeaderWrite};
 use crate::open::{HeaderState, OpenSet, PartStatus};
 use crate::Error;
 
+pub use crate::progress::{NoProgress, Progress};
 pub use crate::undo::Overwrite;
 pub(crate) use steps::{data_steps, ser_mode};
 pub use steps::{totals, DataPurpose, DataStep, HeaderAction, HeaderStep, Step, Totals};
 use write_behind::{Queue, Repair};
-
-/// Receives progress of a long run; every method may be called from
-/// worker threads.
-pub trait Progress: Send + Sync {
-    /// The run starts and will copy or compare `total` bytes.
-    fn start(&self, total: u64) {
-        let _ = total;
-    }
-    /// `bytes` more bytes were copied or compared.
-    fn advance(&self, bytes: u64) {
-        let _ = bytes;
-    }
-    /// The run is over.
-    fn finish(&self) {}
-}
-
-/// A [`Progress`] that ignores everything.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoProgress;
-
-impl Progress for NoProgress {}
 
 /// A range read from another endpoint because reading the source failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -48,6 +48,7 @@ pub mod inspect;
 pub mod load;
 pub mod open;
 mod ownership;
+pub mod progress;
 pub mod range;
 pub mod ring;
 pub mod rm;

@@ -15,6 +15,7 @@ use crate::compare::{compare_many, push_merged, LogicalRange, BLOCK};
 use crate::endpoint::{Endpoint, Location};
 use crate::inspect::read_descriptor;
 use crate::open::OpenSet;
+use crate::progress::Progress;
 use crate::Error;
 
 /// Differing bytes of one owner closer than this are reported as one range.
@@ -65,6 +66,8 @@ pub(super) struct Request<'a> {
     pub pool_size: u64,
     /// Why each replica neither the source nor compared was left out.
     pub skipped_note: &'a dyn Fn(usize) -> String,
+    /// Told the bytes to compare, then each stretch compared.
+    pub progress: &'a dyn Progress,
 }
 
 /// Compares the replicas `req.compared` of `set` with `req.source` over
@@ -87,7 +90,16 @@ pub(super) fn find<F: PartFile>(
         .filter(|&r| r != source && compared.contains(&r))
         .collect();
     let eps = endpoints(set, &others)?;
-    let outcomes = compare_many(endpoint(set, source)?, &eps, &spans, &options.compare)?;
+    let live_bytes: u64 = spans.iter().map(|r| r.len).sum();
+    req.progress
+        .start(live_bytes.saturating_mul(others.len() as u64));
+    let outcomes = compare_many(
+        endpoint(set, source)?,
+        &eps,
+        &spans,
+        &options.compare,
+        req.progress,
+    )?;
     for (&r, outcome) in others.iter().zip(outcomes) {
         bytes_compared += outcome.stats.bytes_compared;
         raw.insert(r, outcome.differing);
