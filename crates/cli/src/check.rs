@@ -22,7 +22,7 @@ use poolsync_engine::verify::{self, Divergence, Findings, SourceChoice, Verdict,
 use poolsync_pmem::{Access, FsStorage};
 use serde::Serialize;
 
-use crate::diagnose::{explain, shell_quote, sync_fix, Waiting};
+use crate::diagnose::{explain, new_replica_note, shell_quote, sync_fix, Waiting};
 use crate::output::{emit_json, out, outln};
 use crate::settings::Settings;
 
@@ -265,6 +265,11 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             );
             if let Some((advice, _)) = &fix {
                 message.push_str(&format!("; {advice}"));
+            } else if let Some(note) = health
+                .as_ref()
+                .and_then(|h| new_replica_note(h, &args.file))
+            {
+                message.push_str(&format!("; {note}"));
             }
             if args.json {
                 emit_json(

@@ -374,6 +374,34 @@ impl Health {
         }
     }
 
+    /// Replicas the pool does not have yet: none of their parts exists,
+    /// and the UUID ring of the others does not close through them (one of
+    /// the ring inconsistencies), as when REPLICA lines are added to a pool
+    /// set file by hand. Sync cannot rebuild them; transform adds them.
+    pub fn new_replicas(&self) -> Vec<usize> {
+        let ring = self.inconsistencies.iter().any(|i| {
+            matches!(
+                i,
+                Inconsistency::AlienReplica { .. }
+                    | Inconsistency::BorderUuids { .. }
+                    | Inconsistency::ReplicaUuids { .. }
+            )
+        });
+        if !ring {
+            return Vec::new();
+        }
+        self.replicas
+            .iter()
+            .filter(|r| {
+                !r.parts.is_empty()
+                    && r.parts
+                        .iter()
+                        .all(|p| matches!(p.fault, Some(PartFault::Missing)))
+            })
+            .map(|r| r.replica)
+            .collect()
+    }
+
     /// `true` when part `part` of replica `replica` must be rebuilt: its own
     /// fault or its replica's (PMDK's `replica_is_part_broken`).
     pub fn part_broken(&self, replica: usize, part: usize) -> bool {

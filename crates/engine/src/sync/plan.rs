@@ -766,7 +766,30 @@ fn describe_inconsistency<F: PartFile>(
         Inconsistency::ReplicasTooSmall { replica: r, .. }
         | Inconsistency::PoolSizesDiffer { replica: r, .. } => replica(*r),
     };
-    format!("{inc}: {detail}")
+    match health.new_replicas() {
+        fresh if !fresh.is_empty() => {
+            format!("{inc}: {detail}; {}", new_replica_hint(&set.path, &fresh))
+        }
+        _ => format!("{inc}: {detail}"),
+    }
+}
+
+/// What to do about replicas that are new to the pool: sync rebuilds only
+/// replicas the pool's headers already name (docs/format.md §17), and
+/// transform adds replicas (§19).
+pub fn new_replica_hint(set: &std::path::Path, fresh: &[usize]) -> String {
+    let list = fresh
+        .iter()
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "replica(s) {list} look new: none of their parts exists and the pool's headers name \
+         a ring without them, as when REPLICA lines are added to a pool set file by hand; \
+         sync rebuilds only the replicas a pool already has. To add replicas, put the pool \
+         set file back as it was (say as OLD.set) and run `poolsync transform OLD.set {}`",
+        set.display()
+    )
 }
 
 /// Why a replica is not healthy: its own fault, or its first part's.
