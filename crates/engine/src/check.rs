@@ -204,10 +204,21 @@ pub fn check_open<F: PartFile>(
 ) -> Result<CheckReport, Error> {
     opts.validate()?;
     let mut hdrs = working_headers(set)?;
-    let pool_type = hdrs
+    let master = hdrs
         .first()
         .and_then(|r| r.first())
         .and_then(|h| h.pool_type());
+    // The master's type, as pmempool takes it; but a master that says blk
+    // or log among obj replicas is one damaged obj header, which the
+    // header step reports.
+    let any_obj = hdrs
+        .iter()
+        .flatten()
+        .any(|h| hdr_valid(h) && h.pool_type() == Some(PoolType::Obj));
+    let pool_type = match master {
+        Some(PoolType::Blk | PoolType::Log) if any_obj => Some(PoolType::Obj),
+        other => other,
+    };
     if let Some(ty @ (PoolType::Blk | PoolType::Log)) = pool_type {
         return Err(Error::UnsupportedPoolType {
             path: set.path.clone(),
@@ -675,6 +686,16 @@ impl Run<'_> {
                     }
                 } else if h.checksum_ok() {
                     if h.pool_type().is_some() {
+                        if let Some(problem) = crate::inspect::open_refusal(h) {
+                            // libpmemobj would refuse it; a healthy replica's
+                            // header replaces it (sync).
+                            return self.fail(
+                                State::NotConsistent,
+                                format!(
+                                    "{prefix}libpmemobj refuses to open the pool with this header: {problem}"
+                                ),
+                            );
+                        }
                         self.info(format!("{prefix}pool header correct"));
                         continue;
                     }
