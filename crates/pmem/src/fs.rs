@@ -40,15 +40,36 @@ impl Storage for FsStorage {
     }
 
     fn open(&self, path: &Path, access: Access) -> Result<FsFile, Error> {
+        // O_NONBLOCK: opening a FIFO must not wait for a writer; what is
+        // not a regular file or a character device is refused right after.
+        // (On those two the flag changes nothing.)
         let file = OpenOptions::new()
             .read(true)
             .write(access == Access::ReadWrite)
+            .custom_flags(libc::O_NONBLOCK)
             .open(path)
             .map_err(|source| Error::Io {
                 op: "open",
                 path: path.to_path_buf(),
                 source,
             })?;
+        let kind = file
+            .metadata()
+            .map(|m| meta_of(&m).kind)
+            .map_err(|source| Error::Io {
+                op: "fstat",
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if !matches!(kind, FileKind::Regular | FileKind::CharDevice) {
+            return Err(Error::NotAFile {
+                path: path.to_path_buf(),
+                kind: match kind {
+                    FileKind::Directory => "a directory",
+                    _ => "a FIFO, socket or block device",
+                },
+            });
+        }
         let file = lock(path, file).map_err(|(_, err)| err)?;
         Ok(FsFile::new(path, file, SyncState::clean()))
     }
