@@ -51,7 +51,7 @@ pub use journal::{
     JOURNAL_VERSION, TEMP_SUFFIX,
 };
 pub use types::{
-    DataFrom, NewPart, Operation, RemovedPart, Staging, TempCopy, TransformOptions,
+    DataFrom, JournalPlan, NewPart, Operation, RemovedPart, Staging, TempCopy, TransformOptions,
     TransformOutcome, TransformPlan, TransformReport, TransformTotals,
 };
 
