@@ -19,6 +19,7 @@ mod ci;
 mod demo;
 mod fixtures;
 mod fuzz;
+mod kill_loop;
 mod test;
 mod util;
 
@@ -60,6 +61,13 @@ Commands:
                              `pmempool transform` adding a replica (two parts)
                              to a used one-replica pool of SIZE (default 1G);
                              see docs/performance.md.
+  kill-loop [--rounds N] [--dir DIR]
+                             The long transform kill loops, in release: kill -9
+                             at N moments (default 200) of an add of a replica
+                             and of SINGLEHDR, and strace kills at every system
+                             call of an add of a replica and of adding and
+                             removing SINGLEHDR; no kill may need a manual step.
+                             DIR holds the pools (a tmpfs widens the windows).
   help                       Print this text.
 
 Environment:
@@ -109,6 +117,7 @@ fn run(args: Vec<String>) -> Result<()> {
             fixtures::run(&root).context("regenerating fixtures/pmdk/")
         }
         "bench" => bench::command(&root, &rest),
+        "kill-loop" => kill_loop::run(&root, &rest),
         other => bail!("unknown command `{other}`; `cargo xtask help` lists the commands"),
     }
 }
