@@ -29,12 +29,11 @@
 //! creates nothing and writes none.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 
 use poolsync_header::{ring_links, PoolType, RawUuid};
 use poolsync_pmem::{Access, PartFile, Storage};
 use poolsync_poolset::PAGE;
-
-use std::path::PathBuf;
 
 use super::journal::{journal_path, stale_files, Found};
 use super::request::{broken, refuse, Request};
