@@ -11,7 +11,7 @@
 //! them in order, which the crash-point tests rely on), each with stride
 //! sized buffers, so memory stays bounded whatever the pool size. A copy
 //! writes what it reads; a compare-and-copy compares each stride through
-//! [`diff_stride`] (bytes, or digests when a side is far away) and hands
+//! `diff_stride` (bytes, or digests when a side is far away) and hands
 //! the differing runs to one writer thread through a bounded queue (see
 //! `write_behind`). After a batch, once the writer is done, every endpoint
 //! it wrote is fenced, so data is durable before any header that follows
@@ -301,7 +301,7 @@ pub fn survey<S: Storage>(
     Ok(prepared)
 }
 
-/// Writes the undo file of `prepared` ([`crate::undo::save`]) before the
+/// Writes the undo file of `prepared` (`crate::undo::save`) before the
 /// run writes anything: the new bytes are read as the run will read them,
 /// falling back to the run's alternates.
 pub fn save_undo<S: Storage>(

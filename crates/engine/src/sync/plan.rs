@@ -202,10 +202,10 @@ pub fn check_shape<F: PartFile>(set: &OpenSet<F>) -> Result<(), Error> {
 /// shape it checked) from what [`crate::sync::survey`] found.
 ///
 /// The planner works in phases, each on the result of the one before:
-/// [`classify`] which parts are broken, choose the source once, learn the
-/// facts every header needs, [`decide`] each part's data and header from
-/// one table (UUIDs assigned once), [`emit`] the steps in crash-safe order,
-/// and [`summarise`] them.
+/// `classify` which parts are broken, choose the source once, learn the
+/// facts every header needs, `decide` each part's data and header from
+/// one table (UUIDs assigned once), `emit` the steps in crash-safe order,
+/// and `summarise` them.
 pub fn plan<F: PartFile>(
     set: &OpenSet<F>,
     survey: &Survey,

@@ -4,7 +4,7 @@
 //! A repair that writes over data a replica already holds (`sync`'s
 //! block-level repair of a part that exists, `sync --verify`) first learns
 //! exactly which ranges it will overwrite ([`crate::exec::survey`]), then
-//! [`save`] writes, for each range, the bytes there now and digests of the
+//! `save` writes, for each range, the bytes there now and digests of the
 //! old and the new bytes into `<set>.poolsync-undo-<time>`, makes the file
 //! durable, and only then does the repair write anything. So a crash at
 //! any point leaves either the old bytes in place, or the new bytes with a
