@@ -763,6 +763,31 @@ fn describe_inconsistency<F: PartFile>(
             )
         }
         Inconsistency::AlienReplica { replica: r } => replica(*r),
+        Inconsistency::FeaturesDiffer {
+            first_replica,
+            first_part,
+            replica: r,
+            part: p,
+            feature,
+        } => {
+            let parts = format!("{} and {}", part(*r, *p), part(*first_replica, *first_part));
+            match feature {
+                Some(f) => format!(
+                    "{parts}; {}, then run the sync again",
+                    crate::feature::finish_hint(&set.path, *f)
+                ),
+                None => parts,
+            }
+        }
+        Inconsistency::FeatureChangeTorn {
+            replica: r,
+            part: p,
+            feature,
+        } => format!(
+            "{}; {}, then run the sync again",
+            part(*r, *p),
+            crate::feature::finish_hint(&set.path, *feature)
+        ),
         Inconsistency::ReplicasTooSmall { replica: r, .. }
         | Inconsistency::PoolSizesDiffer { replica: r, .. } => replica(*r),
     };
