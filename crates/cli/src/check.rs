@@ -22,7 +22,7 @@ use poolsync_engine::verify::{self, Divergence, Findings, SourceChoice, Verdict,
 use poolsync_pmem::{Access, FsStorage};
 use serde::Serialize;
 
-use crate::diagnose::{explain, new_replica_note, shell_quote, sync_fix, Waiting};
+use crate::diagnose::{explain, feature_note, new_replica_note, shell_quote, sync_fix, Waiting};
 use crate::output::{emit_json, out, outln};
 use crate::settings::Settings;
 
@@ -313,6 +313,12 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         }
         if let (Some((advice, _)), true) = (&fix, level >= 1) {
             eprintln!("note: {advice}");
+        } else if let (Some(note), true, false) = (
+            feature_note(&report.health, &args.file),
+            level >= 1,
+            report.result.is_success(),
+        ) {
+            eprintln!("note: {note}");
         }
     }
     Ok(ExitCode::from(code))

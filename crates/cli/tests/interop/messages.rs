@@ -672,3 +672,166 @@ fn a_replica_added_by_hand_is_new_and_transform_adds_it() {
         "#]],
     );
 }
+
+/// `"checksum": "0x…"` as `"checksum": "<CSUM>"`: header checksums cover
+/// the random UUIDs.
+fn mask_checksums(text: &str) -> String {
+    let key = "\"checksum\": \"0x";
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(key) {
+        out.push_str(&rest[..i]);
+        out.push_str("\"checksum\": \"<CSUM>");
+        let tail = &rest[i + key.len()..];
+        rest = tail.trim_start_matches(|c: char| c.is_ascii_hexdigit());
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn feature_names_its_rules_and_how_to_finish_an_interrupted_change() {
+    let s = Scene::new();
+    s.pool_set(2);
+    s.check(
+        &[
+            &["feature", "-q", "CHECKSUM_2K", "pool.set"],
+            &["feature", "-e", "SINGLEHDR", "pool.set"],
+            &["feature", "-d", "CKSUM_2K", "pool.set"],
+            &["feature", "-v", "-d", "CHECK_BAD_BLOCKS", "pool.set"],
+            &["feature", "-v", "-d", "CHECK_BAD_BLOCKS", "pool.set"],
+            &["feature", "-q", "CHECK_BAD_BLOCKS", "missing.set"],
+        ],
+        expect![[r#"
+            $ poolsync feature -q CHECKSUM_2K pool.set
+            exit: 1
+            --- stderr
+            error: invalid value 'CHECKSUM_2K' for '--query <FEATURE>'
+              [possible values: SINGLEHDR, CKSUM_2K, SHUTDOWN_STATE, CHECK_BAD_BLOCKS]
+
+              tip: a similar value exists: 'CKSUM_2K'
+
+            For more information, try '--help'.
+
+            $ poolsync feature -e SINGLEHDR pool.set
+            exit: 1
+            --- stderr
+            error: pool.set: unsupported feature: SINGLEHDR cannot be enabled or disabled, it follows OPTION SINGLEHDR of the pool set file (`poolsync transform OLD.set NEW.set` adds or removes the option); nothing was written
+
+            $ poolsync feature -d CKSUM_2K pool.set
+            exit: 1
+            --- stderr
+            error: pool.set: disable SHUTDOWN_STATE prior to disabling CKSUM_2K (run `poolsync feature -d SHUTDOWN_STATE pool.set` first); nothing was written
+
+            $ poolsync feature -v -d CHECK_BAD_BLOCKS pool.set
+            exit: 0
+            --- stdout
+            pool.set: CHECK_BAD_BLOCKS disabled (2 of 2 pool header(s) written)
+
+            $ poolsync feature -v -d CHECK_BAD_BLOCKS pool.set
+            exit: 0
+            --- stdout
+            pool.set: CHECK_BAD_BLOCKS already disabled
+
+            $ poolsync feature -q CHECK_BAD_BLOCKS missing.set
+            exit: 1
+            --- stderr
+            error: missing.set: no such file or directory
+        "#]],
+    );
+    // An interrupted `-d SHUTDOWN_STATE`: replica 0 changed, replica 1 not.
+    let old = fs::read(s.path("r1.part")).expect("read part");
+    let done = s.run(&["feature", "-d", "SHUTDOWN_STATE", "pool.set"]);
+    assert!(done.contains("exit: 0"), "{done}");
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(s.path("r1.part"))
+        .expect("open part");
+    std::os::unix::fs::FileExt::write_all_at(&f, &old[..4096], 0).expect("write header");
+    drop(f);
+    s.check(
+        &[
+            &["feature", "-q", "SHUTDOWN_STATE", "pool.set"],
+            &["feature", "-e", "CHECK_BAD_BLOCKS", "pool.set"],
+            &["check", "pool.set"],
+            &["sync", "pool.set"],
+            &["feature", "-v", "-d", "SHUTDOWN_STATE", "pool.set"],
+        ],
+        expect![[r#"
+            $ poolsync feature -q SHUTDOWN_STATE pool.set
+            exit: 1
+            --- stderr
+            error: pool.set: the pool headers disagree on SHUTDOWN_STATE (set in: replica 1 part 0; clear in: replica 0 part 0): a change of SHUTDOWN_STATE was interrupted; finish it with `poolsync feature -e SHUTDOWN_STATE pool.set` or undo it with `poolsync feature -d SHUTDOWN_STATE pool.set`
+
+            $ poolsync feature -e CHECK_BAD_BLOCKS pool.set
+            exit: 1
+            --- stderr
+            error: pool.set: the pool headers disagree on SHUTDOWN_STATE (set in: replica 1 part 0; clear in: replica 0 part 0): a change of SHUTDOWN_STATE was interrupted; finish it with `poolsync feature -e SHUTDOWN_STATE pool.set` or undo it with `poolsync feature -d SHUTDOWN_STATE pool.set`
+
+            $ poolsync check pool.set
+            exit: 1
+            --- stdout
+            replica 1 part 0: pool header features differ from replica 0 part 0's in SHUTDOWN_STATE: an interrupted feature change
+            pool.set: not consistent
+            --- stderr
+            note: a change of SHUTDOWN_STATE was interrupted: finish it with `poolsync feature -e SHUTDOWN_STATE pool.set` or undo it with `poolsync feature -d SHUTDOWN_STATE pool.set`
+
+            $ poolsync sync pool.set
+            exit: 1
+            --- stderr
+            error: failed to synchronize: pool.set: replica 1 part 0 and replica 0 part 0 disagree on SHUTDOWN_STATE (pool header offsets 12..24), as an interrupted feature change leaves them - cannot synchronize: replica 1 part 0 (<DIR>/r1.part) and replica 0 part 0 (<DIR>/r0.part); a change of SHUTDOWN_STATE was interrupted: finish it with `poolsync feature -e SHUTDOWN_STATE pool.set` or undo it with `poolsync feature -d SHUTDOWN_STATE pool.set`, then run the sync again
+
+            $ poolsync feature -v -d SHUTDOWN_STATE pool.set
+            exit: 0
+            --- stdout
+            pool.set: SHUTDOWN_STATE disabled (1 of 2 pool header(s) written, finishing an interrupted change)
+        "#]],
+    );
+    let json = mask_checksums(&s.run(&["feature", "--json", "-e", "SHUTDOWN_STATE", "pool.set"]));
+    expect![[r#"
+        $ poolsync feature --json -e SHUTDOWN_STATE pool.set
+        exit: 0
+        --- stdout
+        {
+          "before": "disabled",
+          "changed": true,
+          "command": "feature",
+          "enabled": true,
+          "exit_code": 0,
+          "feature": "SHUTDOWN_STATE",
+          "format": 1,
+          "operation": "enable",
+          "path": "pool.set",
+          "report": {
+            "before": "disabled",
+            "changed": true,
+            "enabled": true,
+            "feature": "SHUTDOWN_STATE",
+            "headers": [
+              {
+                "checksum": "<CSUM>",
+                "enabled": false,
+                "part": 0,
+                "path": "<DIR>/r0.part",
+                "replica": 0,
+                "torn": false,
+                "written": true
+              },
+              {
+                "checksum": "<CSUM>",
+                "enabled": false,
+                "part": 0,
+                "path": "<DIR>/r1.part",
+                "replica": 1,
+                "torn": false,
+                "written": true
+              }
+            ],
+            "op": "enable",
+            "path": "pool.set"
+          },
+          "result": "enabled"
+        }
+    "#]]
+    .assert_eq(&json);
+}
