@@ -279,6 +279,23 @@ pub enum Error {
         #[source]
         source: poolsync_pmem::Error,
     },
+    // --- Device DAX ---
+    /// A pool set whose Device DAX parts break one of PMDK's rules.
+    #[error("{}: {reason}", at(set, *line))]
+    DeviceDaxSet {
+        set: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    /// Something a Device DAX part cannot do (be created, resized or
+    /// removed), or an option that does not apply to one.
+    #[error("{}: {reason}", part_at(set, *line, part))]
+    DeviceDaxPart {
+        set: PathBuf,
+        line: usize,
+        part: PathBuf,
+        reason: String,
+    },
     // --- feature ---
     /// `feature -e|-d SINGLEHDR`: the bit follows the pool set file's option.
     #[error("{path}: unsupported feature: {feature} cannot be enabled or disabled, it follows OPTION SINGLEHDR of the pool set file (`poolsync transform OLD.set NEW.set` adds or removes the option); nothing was written", path = path.display())]

@@ -40,6 +40,7 @@ pub mod badblocks;
 pub mod check;
 pub mod compare;
 pub mod create;
+pub mod devdax;
 mod durable;
 pub mod endpoint;
 mod error;

@@ -403,6 +403,19 @@ fn decide<F: PartFile>(
             } else {
                 DataAction::Repair
             });
+            // A Device DAX is never recreated (docs/format.md §25.3): its
+            // size is the device's, and it cannot be unlinked or allocated.
+            if let (Some(DataAction::Recreate), Some(dev)) = (cell.data, part.device) {
+                return Err(refuse(
+                    set,
+                    format!(
+                        "{}: a Device DAX cannot be recreated ({}); fix the part's size in the pool set file (the device holds {} bytes, or write AUTO), then run the sync again",
+                        crate::sync::part_name(set, rep.index, part.index),
+                        part.status,
+                        dev.size
+                    ),
+                ));
+            }
         }
         // A header that still looks valid but covers data about to change
         // is invalidated until its replica is finished.

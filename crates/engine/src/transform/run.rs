@@ -47,12 +47,18 @@ pub fn execute<S: Storage>(
                 path: plan.target.clone(),
                 reason: format!("replica {} part {}: not in the pool set", c.replica, c.part),
             })?;
-        if c.replace {
-            storage.remove(&c.path)?;
-        }
         slot.file = None;
-        let file = storage.create(&c.path, c.size)?;
-        file.fence()?;
+        let file = if c.device {
+            // A device is overwritten in place (docs/format.md §25.3).
+            storage.open(&c.path, Access::ReadWrite)?
+        } else {
+            if c.replace {
+                storage.remove(&c.path)?;
+            }
+            let file = storage.create(&c.path, c.size)?;
+            file.fence()?;
+            file
+        };
         if let Some(hdr) = &c.header {
             // The future header, marked as unfinished: proof that the file
             // is ours if this run is interrupted.
@@ -61,7 +67,9 @@ pub fn execute<S: Storage>(
             mark.checksum = !mark.compute_checksum();
             durable::write_header(&file, &mark)?;
         }
-        storage.set_mode(&c.path, plan.mode)?;
+        if !c.device {
+            storage.set_mode(&c.path, plan.mode)?;
+        }
         slot.file = Some(file);
         slot.status = PartStatus::Ok;
         if !matches!(slot.header, HeaderState::None) {
@@ -115,7 +123,7 @@ fn remove_all<S: Storage>(storage: &S, paths: &[&Path]) -> Result<Vec<bool>, Err
     let mut removed = Vec::with_capacity(paths.len());
     let mut dirs = BTreeSet::new();
     for path in paths {
-        removed.push(durable::remove_if_exists(storage, path)?);
+        removed.push(durable::remove_part(storage, path)?);
         dirs.insert(path.parent().map(Path::to_path_buf).unwrap_or_default());
     }
     for dir in &dirs {

@@ -644,6 +644,17 @@ fn data_source<S: Storage>(
         .next()
         .and_then(|parts| parts.into_iter().next())
         .ok_or_else(|| refuse(src, dst, "the source has no master part"))?;
+    if storage.device_dax(&master_part0)?.is_some() {
+        // The copy would be a pool-sized file in the device's directory.
+        return Err(refuse(
+            src,
+            dst,
+            format!(
+                "this transform needs a temporary copy of the pool beside replica 0's part 0, which is a Device DAX ({}); add a replica on files first and make it the master, or transform in two steps that each keep a replica as it is",
+                master_part0.display()
+            ),
+        ));
+    }
     let path = journal
         .and_then(Found::temporary)
         .filter(|_| resumed)

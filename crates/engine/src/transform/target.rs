@@ -10,7 +10,7 @@ use poolsync_pmem::{PartFile, Storage};
 use super::request::{refuse, Request};
 use super::types::NewPart;
 use crate::exec::{HeaderAction, HeaderStep};
-use crate::open::{OpenPart, OpenSet, PartStatus};
+use crate::open::{HeaderState, OpenPart, OpenSet, PartStatus};
 use crate::ownership::{prove, Claim, Rules};
 use crate::ring::{assign, plan_headers, OnDisk, PartView, Rules as UuidRules, UuidSource};
 use crate::space::{self, NewFile};
@@ -65,9 +65,31 @@ pub(super) fn parts_to_create<F: PartFile>(
         .filter(|r| replicas.contains(&r.index))
     {
         for part in &rep.parts {
-            let replace = part.meta.is_some();
-            if replace {
-                check(part)?;
+            let device = part.device.is_some();
+            // A device always exists: as for create, one whose header page
+            // is zero is taken (pmempool takes any); one with a header must
+            // be proved left by an interrupted run, as a file must.
+            let blank = device && matches!(&part.header, HeaderState::Read(h) if h.hdr.is_zero());
+            let replace = part.meta.is_some() && !device;
+            if (replace || device) && !blank {
+                check(part).map_err(|e| match e {
+                    Error::PartExists {
+                        set,
+                        line,
+                        path,
+                        what,
+                        expected,
+                    } if device => Error::DeviceDaxPart {
+                        set,
+                        line,
+                        reason: format!(
+                            "some parts being added already exist: the Device DAX {what}, not this pool set's uuid {expected}; if the pool on it is not needed, zero its header with `poolsync rm {}` and run again",
+                            path.display()
+                        ),
+                        part: path,
+                    },
+                    other => other,
+                })?;
             }
             create.push(NewPart {
                 replica: rep.index,
@@ -75,6 +97,7 @@ pub(super) fn parts_to_create<F: PartFile>(
                 path: part.path.clone(),
                 size: part.configured_size,
                 replace,
+                device,
                 header: None,
             });
         }
@@ -182,6 +205,7 @@ pub(super) fn check_space<S: Storage>(
 pub(super) fn new_files(create: &[NewPart]) -> Vec<NewFile<'_>> {
     create
         .iter()
+        .filter(|c| !c.device)
         .map(|c| NewFile {
             path: &c.path,
             size: c.size,
