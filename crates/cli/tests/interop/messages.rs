@@ -835,3 +835,73 @@ fn feature_names_its_rules_and_how_to_finish_an_interrupted_change() {
     "#]]
     .assert_eq(&json);
 }
+
+#[test]
+fn device_dax_refusals_name_the_line_and_the_fix() {
+    let s = Scene::new();
+    let sysfs = s.path("sys");
+    let mut fake = poolsync_pmem::dax::FakeSysfs::new(&sysfs).expect("fake sysfs");
+    for (name, align) in [("dax0.0", 2 << 20), ("dax1.0", 4096)] {
+        let path = s.path(name);
+        File::create(&path)
+            .and_then(|f| f.set_len(16 << 20))
+            .expect("stand-in");
+        fake.device(&path, 16 << 20, align).expect("device");
+    }
+    s.write("concat.set", "PMEMPOOLSET\nAUTO {DIR}/dax0.0\nAUTO {DIR}/dax1.0\n");
+    s.write("mixed.set", "PMEMPOOLSET\nAUTO {DIR}/dax1.0\n16M {DIR}/file\n");
+    s.write("auto.set", "PMEMPOOLSET\nAUTO {DIR}/concat.set\n");
+    s.write("ok.set", "PMEMPOOLSET\nAUTO {DIR}/dax0.0\nREPLICA\nAUTO {DIR}/dax1.0\n");
+    let sys = sysfs.to_str().expect("utf-8").to_string();
+    let env = [("POOLSYNC_SYSFS", sys.as_str())];
+    let runs: [&[&str]; 7] = [
+        &["create", "obj", "concat.set"],
+        &["create", "obj", "mixed.set"],
+        &["info", "auto.set"],
+        &["create", "obj", "ok.set"],
+        &["create", "obj", "ok.set"],
+        &["create", "-s", "16M", "obj", "dax0.0"],
+        &["rm", "-v", "ok.set"],
+    ];
+    let text: Vec<String> = runs.iter().map(|args| s.run_env(args, &env)).collect();
+    expect![[r#"
+        $ poolsync create obj concat.set
+        exit: 1
+        --- stderr
+        error: concat.set:2: replica 0: Multiple DAX devices with alignment other than 4KB. Use the SINGLEHDR poolset option. (<DIR>/dax0.0 has an alignment of 2097152 bytes; without SINGLEHDR every part after the first is mapped from its byte 4096)
+        error: creating pool file failed
+
+        $ poolsync create obj mixed.set
+        exit: 1
+        --- stderr
+        error: mixed.set:3: replica 0: either all the parts must be Device DAX or none (<DIR>/dax1.0 is a Device DAX, <DIR>/file is not)
+        error: creating pool file failed
+
+        $ poolsync info auto.set
+        exit: 1
+        --- stderr
+        error: auto.set:2: cannot determine size of a part: AUTO takes the size of a Device DAX, and <DIR>/concat.set is not a Device DAX
+
+        $ poolsync create obj ok.set
+        exit: 0
+
+        $ poolsync create obj ok.set
+        exit: 1
+        --- stderr
+        error: ok.set:2: <DIR>/dax0.0: non-empty Device DAX detected: its pool header area (bytes 0..4096) is not zero; if the pool on it is not needed, zero it with `poolsync rm <DIR>/dax0.0`, or use -f
+        error: creating pool file failed
+
+        $ poolsync create -s 16M obj dax0.0
+        exit: 1
+        --- stderr
+        error: dax0.0: -s|--size cannot be used with a Device DAX, whose pool takes the whole device (16777216 bytes)
+        error: creating pool file failed
+
+        $ poolsync rm -v ok.set
+        exit: 0
+        --- stdout
+        removed '<DIR>/dax0.0' (a Device DAX: its pool header was zeroed)
+        removed '<DIR>/dax1.0' (a Device DAX: its pool header was zeroed)
+    "#]]
+    .assert_eq(&text.join("\n"));
+}
