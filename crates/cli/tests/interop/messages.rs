@@ -848,10 +848,19 @@ fn device_dax_refusals_name_the_line_and_the_fix() {
             .expect("stand-in");
         fake.device(&path, 16 << 20, align).expect("device");
     }
-    s.write("concat.set", "PMEMPOOLSET\nAUTO {DIR}/dax0.0\nAUTO {DIR}/dax1.0\n");
-    s.write("mixed.set", "PMEMPOOLSET\nAUTO {DIR}/dax1.0\n16M {DIR}/file\n");
+    s.write(
+        "concat.set",
+        "PMEMPOOLSET\nAUTO {DIR}/dax0.0\nAUTO {DIR}/dax1.0\n",
+    );
+    s.write(
+        "mixed.set",
+        "PMEMPOOLSET\nAUTO {DIR}/dax1.0\n16M {DIR}/file\n",
+    );
     s.write("auto.set", "PMEMPOOLSET\nAUTO {DIR}/concat.set\n");
-    s.write("ok.set", "PMEMPOOLSET\nAUTO {DIR}/dax0.0\nREPLICA\nAUTO {DIR}/dax1.0\n");
+    s.write(
+        "ok.set",
+        "PMEMPOOLSET\nAUTO {DIR}/dax0.0\nREPLICA\nAUTO {DIR}/dax1.0\n",
+    );
     let sys = sysfs.to_str().expect("utf-8").to_string();
     let env = [("POOLSYNC_SYSFS", sys.as_str())];
     let runs: [&[&str]; 7] = [
