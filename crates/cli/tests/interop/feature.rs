@@ -288,6 +288,14 @@ fn refusals_exit_1_and_write_nothing() {
         "{}",
         o.describe()
     );
+    // Remote replicas.
+    let (p, o) = refused(&SET_1X3, &["-q", "CKSUM_2K"], |f| {
+        let mut text = fs::read_to_string(&f.set).expect("read set");
+        text.push_str("REPLICA user@host remote.set\n");
+        fs::write(&f.set, text).expect("write set");
+    });
+    assert_eq!(p.code, Some(1), "{}", p.describe());
+    assert!(o.stderr.contains("remote replicas"), "{}", o.describe());
     // A pool in use.
     let dir = temp_dir();
     let files = pmempool_set(dir.path(), "u", &SET_1X3);
