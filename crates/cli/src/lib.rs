@@ -27,6 +27,7 @@ mod completions;
 mod config;
 mod create;
 mod diagnose;
+mod feature;
 mod info;
 mod output;
 mod progress;
@@ -67,6 +68,8 @@ enum Command {
     Transform(transform::Args),
     /// Put back the bytes a repair overwrote, from the undo file it saved.
     Undo(undo::Args),
+    /// Query, enable or disable a pool feature (CKSUM_2K, SHUTDOWN_STATE, ...).
+    Feature(feature::Args),
     /// Show the settings (jobs, wait_lock) and where each one comes from.
     Config(config::Args),
     /// Print shell completions for bash, zsh or fish.
@@ -84,6 +87,7 @@ impl Command {
             Command::Sync(_) => "sync",
             Command::Transform(_) => "transform",
             Command::Undo(_) => "undo",
+            Command::Feature(_) => "feature",
             Command::Config(_) => "config",
             Command::Completions(_) => "completions",
         }
@@ -98,6 +102,7 @@ impl Command {
             Command::Sync(a) => Some(a.path().to_path_buf()),
             Command::Transform(a) => Some(a.path().to_path_buf()),
             Command::Undo(a) => Some(a.path().to_path_buf()),
+            Command::Feature(a) => Some(a.path().to_path_buf()),
             Command::Rm(_) | Command::Config(_) | Command::Completions(_) => None,
         }
     }
@@ -112,6 +117,7 @@ impl Command {
             Command::Sync(a) => a.json(),
             Command::Transform(a) => a.json(),
             Command::Undo(a) => a.json(),
+            Command::Feature(a) => a.json(),
             Command::Config(a) => a.json(),
             Command::Completions(_) => false,
         }
@@ -170,6 +176,7 @@ fn dispatch(command: Command, settings: &settings::Settings) -> anyhow::Result<E
         Command::Sync(args) => sync::run(args, settings),
         Command::Transform(args) => transform::run(args, settings),
         Command::Undo(args) => undo::run(args),
+        Command::Feature(args) => feature::run(args),
         Command::Config(args) => config::run(args, settings),
         Command::Completions(args) => completions::run(args),
     }

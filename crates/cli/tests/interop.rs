@@ -30,6 +30,10 @@ mod checksum;
 mod create;
 #[path = "interop/damage.rs"]
 mod damage;
+#[path = "interop/devdax.rs"]
+mod devdax;
+#[path = "interop/feature.rs"]
+mod feature;
 #[path = "interop/info_check.rs"]
 mod info_check;
 #[path = "interop/kill_loop.rs"]

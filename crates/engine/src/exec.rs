@@ -400,16 +400,23 @@ fn run_step<S: Storage>(
                 .get_mut(*replica)
                 .and_then(|r| r.parts.get_mut(*part))
                 .ok_or_else(|| no_part(plan_path, *replica, *part))?;
-            if *replace {
-                // Unlinked while our lock is held, as libpmempool does (a
-                // transform may have deleted it already, as a stale
-                // leftover of an interrupted run).
-                durable::remove_if_exists(storage, path)?;
-            }
             slot.file = None;
-            let file = storage.create(path, *size)?;
-            // The first fence makes the allocation durable.
-            file.fence()?;
+            let file = if storage.device_dax(path)?.is_some() {
+                // A Device DAX is never unlinked or allocated: it is
+                // overwritten in place (docs/format.md §25.3).
+                storage.open(path, poolsync_pmem::Access::ReadWrite)?
+            } else {
+                if *replace {
+                    // Unlinked while our lock is held, as libpmempool does (a
+                    // transform may have deleted it already, as a stale
+                    // leftover of an interrupted run).
+                    durable::remove_if_exists(storage, path)?;
+                }
+                let file = storage.create(path, *size)?;
+                // The first fence makes the allocation durable.
+                file.fence()?;
+                file
+            };
             slot.file = Some(file);
             slot.status = PartStatus::Ok;
             // A new file's header page is zero until its header is written.
@@ -419,8 +426,11 @@ fn run_step<S: Storage>(
             report.parts_created += 1;
         }
         Step::SetMode { path, mode, .. } => {
-            storage.set_mode(path, *mode)?;
-            report.modes_set += 1;
+            // A device node keeps its mode: it was not created here.
+            if storage.device_dax(path)?.is_none() {
+                storage.set_mode(path, *mode)?;
+                report.modes_set += 1;
+            }
         }
         Step::SyncDirectory { path } => storage.fsync_dir(path)?,
         Step::WriteHeader(h) => {

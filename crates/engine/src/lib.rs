@@ -5,10 +5,11 @@
 //! [`open`] read a `*.set` file and lock every part, [`inspect`] judges
 //! each part and replica as `pmempool sync` does without writing anything,
 //! and the commands build on that verdict: [`check`], [`info`], [`sync`]
-//! (plan, then execute the same plan a dry run prints), [`transform`] and
-//! [`verify`]. [`compare`] is the block comparer they share. The engine
-//! reaches storage only through `poolsync_pmem`'s `Storage` trait, so the
-//! same code runs on real files and on the simulated crash backend.
+//! (plan, then execute the same plan a dry run prints), [`transform`],
+//! [`verify`] and [`feature`]. [`compare`] is the block comparer they
+//! share. The engine reaches storage only through `poolsync_pmem`'s
+//! `Storage` trait, so the same code runs on real files and on the
+//! simulated crash backend.
 //!
 //! ```
 //! use std::path::Path;
@@ -39,10 +40,12 @@ pub mod badblocks;
 pub mod check;
 pub mod compare;
 pub mod create;
+pub mod devdax;
 mod durable;
 pub mod endpoint;
 mod error;
 pub mod exec;
+pub mod feature;
 pub mod info;
 pub mod inspect;
 pub mod load;

@@ -403,6 +403,19 @@ fn decide<F: PartFile>(
             } else {
                 DataAction::Repair
             });
+            // A Device DAX is never recreated (docs/format.md §25.3): its
+            // size is the device's, and it cannot be unlinked or allocated.
+            if let (Some(DataAction::Recreate), Some(dev)) = (cell.data, part.device) {
+                return Err(refuse(
+                    set,
+                    format!(
+                        "{}: a Device DAX cannot be recreated ({}); fix the part's size in the pool set file (the device holds {} bytes, or write AUTO), then run the sync again",
+                        crate::sync::part_name(set, rep.index, part.index),
+                        part.status,
+                        dev.size
+                    ),
+                ));
+            }
         }
         // A header that still looks valid but covers data about to change
         // is invalidated until its replica is finished.
@@ -765,6 +778,31 @@ fn describe_inconsistency<F: PartFile>(
             )
         }
         Inconsistency::AlienReplica { replica: r } => replica(*r),
+        Inconsistency::FeaturesDiffer {
+            first_replica,
+            first_part,
+            replica: r,
+            part: p,
+            feature,
+        } => {
+            let parts = format!("{} and {}", part(*r, *p), part(*first_replica, *first_part));
+            match feature {
+                Some(f) => format!(
+                    "{parts}; {}, then run the sync again",
+                    crate::feature::finish_hint(&set.path, *f)
+                ),
+                None => parts,
+            }
+        }
+        Inconsistency::FeatureChangeTorn {
+            replica: r,
+            part: p,
+            feature,
+        } => format!(
+            "{}; {}, then run the sync again",
+            part(*r, *p),
+            crate::feature::finish_hint(&set.path, *feature)
+        ),
         Inconsistency::ReplicasTooSmall { replica: r, .. }
         | Inconsistency::PoolSizesDiffer { replica: r, .. } => replica(*r),
     };

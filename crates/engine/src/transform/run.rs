@@ -53,12 +53,18 @@ pub fn execute<S: Storage>(
                 reason: format!("replica {} part {}: not in the pool set", c.replica, c.part),
             })?;
         slot.file = None;
-        if c.replace {
-            // Gone already when the plan discarded it as a stale leftover.
-            durable::remove_if_exists(storage, &c.path)?;
-        }
-        let file = storage.create(&c.path, c.size)?;
-        file.fence()?;
+        let file = if c.device {
+            // A device is overwritten in place (docs/format.md §25.3).
+            storage.open(&c.path, Access::ReadWrite)?
+        } else {
+            if c.replace {
+                // Gone already when the plan discarded it as a stale leftover.
+                durable::remove_if_exists(storage, &c.path)?;
+            }
+            let file = storage.create(&c.path, c.size)?;
+            file.fence()?;
+            file
+        };
         if let Some(hdr) = &c.header {
             // The future header, marked as unfinished: proof that the file
             // is ours if this run is interrupted.
@@ -67,7 +73,9 @@ pub fn execute<S: Storage>(
             mark.checksum = !mark.compute_checksum();
             durable::write_header(&file, &mark)?;
         }
-        storage.set_mode(&c.path, plan.mode)?;
+        if !c.device {
+            storage.set_mode(&c.path, plan.mode)?;
+        }
         slot.file = Some(file);
         slot.status = PartStatus::Ok;
         if !matches!(slot.header, HeaderState::None) {
@@ -133,7 +141,7 @@ fn run_steps<S: Storage>(
 fn remove_in_order<S: Storage>(storage: &S, paths: &[&Path]) -> Result<Vec<bool>, Error> {
     let mut removed = Vec::with_capacity(paths.len());
     for path in paths {
-        let was = durable::remove_if_exists(storage, path)?;
+        let was = durable::remove_part(storage, path)?;
         if was {
             storage.fsync_parent(path)?;
         }
