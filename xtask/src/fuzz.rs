@@ -10,6 +10,13 @@
 //! keeps what it learns in `fuzz/corpus/<target>/` (ignored by git); the
 //! smoke run starts from the seeds alone each time, with a fixed libFuzzer
 //! seed, so that CI does the same work on every run.
+//!
+//! `fuzz long` is the reliability run (`docs/reliability.md`): it builds
+//! every target once, in release, and then runs the built binaries one
+//! after the other (never in parallel: the machines it runs on are small)
+//! for a number of executions each, and prints a table of executions,
+//! time, corpus size and findings. Running the binaries rather than `cargo
+//! fuzz run` keeps a source change made while it runs out of the figures.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,11 +34,14 @@ pub const SMOKE_SECONDS: u64 = 30;
 /// The longest a smoke run may take per target (CI budget).
 const SMOKE_SECONDS_MAX: u64 = 60;
 
+/// Executions per target of `fuzz long` unless `--runs` says otherwise.
+pub const LONG_RUNS: u64 = 10_000_000;
+
 /// `cargo xtask fuzz ...`.
 pub fn command(root: &Path, args: &[String]) -> Result<()> {
     let Some((first, rest)) = args.split_first() else {
         bail!(
-            "usage: cargo xtask fuzz <target> [--seconds N] | fuzz smoke [--seconds N] | fuzz list"
+            "usage: cargo xtask fuzz <target> [--seconds N] | fuzz smoke [--seconds N] | fuzz long [--runs N] [--only T,..] | fuzz list"
         );
     };
     match first.as_str() {
@@ -51,6 +61,7 @@ pub fn command(root: &Path, args: &[String]) -> Result<()> {
             }
             smoke(root, seconds)
         }
+        "long" => long(root, &parse_long(rest)?),
         target => run_target(root, target, parse_seconds(rest)?),
     }
 }
@@ -207,4 +218,235 @@ pub fn ensure_cargo_fuzz() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// What `fuzz long` is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LongArgs {
+    runs: u64,
+    only: Option<Vec<String>>,
+}
+
+fn parse_long(args: &[String]) -> Result<LongArgs> {
+    let mut out = LongArgs {
+        runs: LONG_RUNS,
+        only: None,
+    };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--runs" => {
+                let n = args.next().context("--runs needs a number")?;
+                out.runs = n
+                    .parse()
+                    .with_context(|| format!("--runs wants a whole number, got `{n}`"))?;
+                if out.runs == 0 {
+                    bail!("--runs must be at least 1");
+                }
+            }
+            "--only" => {
+                let list = args.next().context("--only needs target names")?;
+                out.only = Some(list.split(',').map(str::to_string).collect());
+            }
+            other => {
+                bail!("fuzz long: unknown argument `{other}`; expected --runs N or --only T,..")
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The figures of one target's long run, from libFuzzer's final stats.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct LongFigures {
+    executions: u64,
+    seconds: f64,
+    corpus: u64,
+    peak_rss_mb: u64,
+    /// `None` when the run ended cleanly; else what libFuzzer reported.
+    finding: Option<String>,
+}
+
+/// Reads libFuzzer's `stat::` lines and its crash reports from its stderr.
+fn parse_figures(stderr: &str) -> LongFigures {
+    let mut f = LongFigures::default();
+    let stat = |line: &str, key: &str| -> Option<u64> {
+        line.strip_prefix(key)?
+            .trim()
+            .trim_start_matches(':')
+            .trim()
+            .parse()
+            .ok()
+    };
+    for line in stderr.lines() {
+        if let Some(n) = stat(line, "stat::number_of_executed_units") {
+            f.executions = n;
+        } else if let Some(n) = stat(line, "stat::peak_rss_mb") {
+            f.peak_rss_mb = n;
+        } else if line.contains("ERROR: libFuzzer")
+            || line.contains("==ERROR:")
+            || line.contains("panicked at")
+        {
+            f.finding.get_or_insert_with(|| line.trim().to_string());
+        }
+        // `#123 DONE cov: .. corp: 45/3Kb ..` and the pulse lines carry the corpus size.
+        if let Some(rest) = line.split("corp: ").nth(1) {
+            if let Some(n) = rest.split('/').next().and_then(|n| n.parse().ok()) {
+                f.corpus = n;
+            }
+        }
+    }
+    f
+}
+
+/// `cargo xtask fuzz long`: every target (or those `--only` names), one
+/// at a time, for `--runs` executions each, from its seeds and the corpus
+/// earlier long runs grew; prints the figures and fails when any target
+/// found something (its input is in `fuzz/artifacts/<target>/`).
+fn long(root: &Path, args: &LongArgs) -> Result<()> {
+    ensure_cargo_fuzz()?;
+    let target_dir = fuzz_target_dir(root)?;
+    let mut targets = targets(root)?;
+    if let Some(only) = &args.only {
+        for t in only {
+            if !targets.contains(t) {
+                bail!(
+                    "no fuzz target `{t}`; the targets are: {}",
+                    targets.join(", ")
+                );
+            }
+        }
+        targets.retain(|t| only.contains(t));
+    }
+    util::step("building every fuzz target (release, once)");
+    util::run(
+        cargo_fuzz(root)
+            .args(["build", "--release", "--target-dir"])
+            .arg(&target_dir),
+    )?;
+    let bin_dir = target_dir.join(host_triple()?).join("release");
+    let mut rows: Vec<(String, LongFigures)> = Vec::new();
+    for target in &targets {
+        util::step(&format!("fuzz long: {target}, {} executions", args.runs));
+        let corpus = root.join("fuzz").join("corpus").join(target);
+        let artifacts = root.join("fuzz").join("artifacts").join(target);
+        for dir in [&corpus, &artifacts] {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let mut cmd = Command::new(bin_dir.join(target));
+        cmd.arg(format!("-runs={}", args.runs))
+            .args(libfuzzer_args(None))
+            .args(["-print_final_stats=1", "-verbosity=0"])
+            .arg(format!("-artifact_prefix={}/", artifacts.display()))
+            .arg(&corpus);
+        let seeds = seeds_dir(root, target);
+        if seeds.is_dir() {
+            cmd.arg(&seeds);
+        }
+        eprintln!("$ {}", util::display(&cmd));
+        let started = std::time::Instant::now();
+        let output = cmd
+            .output()
+            .with_context(|| format!("running the fuzz binary of {target}"))?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let mut figures = parse_figures(&stderr);
+        figures.seconds = started.elapsed().as_secs_f64();
+        if !output.status.success() && figures.finding.is_none() {
+            figures.finding = Some(format!("exit status {}", output.status));
+        }
+        let tail: Vec<&str> = stderr.lines().rev().take(25).collect();
+        for line in tail.into_iter().rev() {
+            eprintln!("  {line}");
+        }
+        eprintln!(
+            "{target}: {} executions in {:.0} s, corpus {}, {}",
+            figures.executions,
+            figures.seconds,
+            figures.corpus,
+            figures.finding.as_deref().unwrap_or("no finding")
+        );
+        rows.push((target.clone(), figures));
+    }
+    println!("\n| target | executions | time | exec/s | corpus | peak RSS | findings |");
+    println!("|---|---:|---:|---:|---:|---:|---|");
+    for (target, f) in &rows {
+        let rate = if f.seconds > 0.0 {
+            f.executions as f64 / f.seconds
+        } else {
+            0.0
+        };
+        println!(
+            "| `{target}` | {} | {:.0} s | {:.0} | {} | {} MB | {} |",
+            f.executions,
+            f.seconds,
+            rate,
+            f.corpus,
+            f.peak_rss_mb,
+            f.finding.as_deref().unwrap_or("none")
+        );
+    }
+    let failed: Vec<&str> = rows
+        .iter()
+        .filter(|(_, f)| f.finding.is_some())
+        .map(|(t, _)| t.as_str())
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "fuzz targets found something: {}; the inputs are in fuzz/artifacts/<target>/",
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The host's target triple (`rustc -vV`), under which cargo-fuzz puts
+/// its binaries.
+fn host_triple() -> Result<String> {
+    let out = Command::new(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()))
+        .arg("-vV")
+        .output()
+        .context("running `rustc -vV`")?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .context("`rustc -vV` printed no host line")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_arguments_parse() {
+        assert_eq!(parse_long(&[]).unwrap().runs, LONG_RUNS);
+        let args: Vec<String> = ["--runs", "5", "--only", "a,b"].map(String::from).to_vec();
+        assert_eq!(
+            parse_long(&args).unwrap(),
+            LongArgs {
+                runs: 5,
+                only: Some(vec!["a".into(), "b".into()])
+            }
+        );
+        assert!(parse_long(&["--runs".to_string(), "0".to_string()]).is_err());
+        assert!(parse_long(&["--bogus".to_string()]).is_err());
+    }
+
+    #[test]
+    fn figures_come_from_the_final_stats() {
+        let stderr = "#1048576 pulse  cov: 10 ft: 20 corp: 33/1024b lim: 4 exec/s: 5 rss: 40Mb\n\
+                      Done 10000000 runs in 300 second(s)\n\
+                      stat::number_of_executed_units: 10000000\n\
+                      stat::average_exec_per_sec:     33333\n\
+                      stat::new_units_added:          12\n\
+                      stat::peak_rss_mb:              87\n";
+        let f = parse_figures(stderr);
+        assert_eq!(f.executions, 10_000_000);
+        assert_eq!(f.corpus, 33);
+        assert_eq!(f.peak_rss_mb, 87);
+        assert_eq!(f.finding, None);
+        let crash = parse_figures(
+            "thread '<unnamed>' panicked at src/x.rs:1:1:\n==1==ERROR: libFuzzer: deadly signal\n",
+        );
+        assert!(crash.finding.is_some());
+    }
 }

@@ -48,6 +48,12 @@ Commands:
                              or for N seconds).
   fuzz smoke [--seconds N]   Build every fuzz target and run each one on its
                              seeds for N seconds (default 30).
+  fuzz long [--runs N] [--only T,..]
+                             Build every fuzz target in release, then run them
+                             one at a time for N executions each (default
+                             10000000) from their seeds and fuzz/corpus/, and
+                             print executions, time, corpus and findings
+                             (docs/reliability.md).
   fuzz list                  List the fuzz targets.
   fixtures                   Regenerate fixtures/pmdk/ with the real pmempool.
   man [--out DIR]            Write the man pages of poolsync and of each
