@@ -34,6 +34,8 @@ mod damage;
 mod devdax;
 #[path = "interop/feature.rs"]
 mod feature;
+#[path = "interop/foreign.rs"]
+mod foreign;
 #[path = "interop/info_check.rs"]
 mod info_check;
 #[path = "interop/kill_loop.rs"]

@@ -129,32 +129,85 @@ pub(crate) fn prove(claim: Claim<'_>, rules: &Rules<'_>) -> Result<(), String> {
 }
 
 /// Whether the part files of a pool set belong to it, for `rm
-/// --verify-owner`: the pool set's UUID is the one in the first valid
-/// header in set order (replica 0 part 0 unless it is damaged).
+/// --verify-owner`: the pool set's UUID is the one the replicas' headers
+/// agree on (`identity`), never simply the first part's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ownership {
-    /// The pool set UUID, when any header is valid.
+    /// The pool set UUID, when the replicas' headers agree on one.
     pub poolset_uuid: Option<String>,
-    /// Each existing part file: `Ok` when its header (for a SINGLEHDR part
-    /// after the first, its replica's part 0) carries that UUID, otherwise
-    /// what it carries instead.
+    /// Each existing part file: `Ok` when its header carries that UUID,
+    /// otherwise what it carries instead. A part without a header of its
+    /// own (SINGLEHDR, parts after the first) carries no proof: it is `Ok`
+    /// only when `trust_headerless` was asked for and its replica's part 0
+    /// carries the UUID.
     pub parts: BTreeMap<PathBuf, Result<(), String>>,
+}
+
+/// The pool set UUID the headers of `replicas` agree on, or why none can
+/// be told. Each replica votes for the UUID that most of its valid headers
+/// carry (a replica whose headers are split evenly does not vote); the
+/// UUID with most votes wins, and a tie decides nothing. A foreign pool's
+/// part listed first thus never passes for the pool.
+pub(crate) fn identity<'a>(
+    replicas: impl IntoIterator<Item = Vec<Option<&'a PoolHdr>>>,
+) -> Result<RawUuid, String> {
+    let mut votes: BTreeMap<RawUuid, usize> = BTreeMap::new();
+    for headers in replicas {
+        let mut counts: BTreeMap<RawUuid, usize> = BTreeMap::new();
+        for h in headers {
+            if let Claim::Valid(h) = Claim::of(h) {
+                *counts.entry(h.poolset_uuid).or_default() += 1;
+            }
+        }
+        if let Some(uuid) = sole_max(&counts) {
+            *votes.entry(uuid).or_default() += 1;
+        }
+    }
+    if votes.is_empty() {
+        return Err("no replica has valid pool headers that agree on a pool set uuid".to_string());
+    }
+    sole_max(&votes).ok_or_else(|| {
+        let named: Vec<String> = votes.keys().map(|u| u.to_canonical()).collect();
+        format!(
+            "the replicas' headers do not agree on a pool set uuid ({} have as many replicas each)",
+            named.join(" and ")
+        )
+    })
+}
+
+/// The key with the highest count, when no other key has as many.
+fn sole_max(counts: &BTreeMap<RawUuid, usize>) -> Option<RawUuid> {
+    let top = counts.values().copied().max()?;
+    let mut at_top = counts.iter().filter(|(_, &n)| n == top);
+    let first = at_top.next().map(|(u, _)| *u);
+    match at_top.next() {
+        Some(_) => None,
+        None => first,
+    }
 }
 
 /// Reads the headers of the pool set at `path` (`None` when it is a
 /// single-file pool, which has no set to belong to) and judges who owns
-/// each part file.
-pub fn ownership<S: Storage>(storage: &S, path: &Path) -> Result<Option<Ownership>, Error> {
+/// each part file. With `trust_headerless` (`rm --force`), a part without
+/// a header of its own is taken on the word of its replica's part 0.
+pub fn ownership<S: Storage>(
+    storage: &S,
+    path: &Path,
+    trust_headerless: bool,
+) -> Result<Option<Ownership>, Error> {
     let set = open(storage, path, Access::ReadOnly)?;
     if !set.is_poolset {
         return Ok(None);
     }
-    let uuid = set.parts().find_map(|p| match Claim::of(p.header()) {
-        Claim::Valid(h) => Some(h.poolset_uuid),
-        _ => None,
-    });
+    let uuid = identity(set.replicas.iter().map(|rep| {
+        rep.parts
+            .iter()
+            .take(rep.nhdrs)
+            .map(|p| p.header())
+            .collect::<Vec<_>>()
+    }));
     let mut out = Ownership {
-        poolset_uuid: uuid.map(|u| u.to_canonical()),
+        poolset_uuid: uuid.as_ref().ok().map(|u| u.to_canonical()),
         parts: BTreeMap::new(),
     };
     for rep in &set.replicas {
@@ -162,10 +215,21 @@ pub fn ownership<S: Storage>(storage: &S, path: &Path) -> Result<Option<Ownershi
             if part.meta.is_none() {
                 continue;
             }
-            let owner = if part.index < rep.nhdrs {
-                part
-            } else {
+            let headerless = part.index >= rep.nhdrs;
+            if headerless && !trust_headerless {
+                out.parts.insert(
+                    part.path.clone(),
+                    Err(format!(
+                        "carries no pool header of its own (OPTION SINGLEHDR), so nothing proves it is the pool's (--force removes it on the word of {})",
+                        rep.parts.first().map_or(part.path.as_path(), |p| p.path.as_path()).display()
+                    )),
+                );
+                continue;
+            }
+            let owner = if headerless {
                 rep.parts.first().unwrap_or(part)
+            } else {
+                part
             };
             // A valid header only: an invalidated one is a run in progress,
             // which `rm` must not take for a finished pool's part.
@@ -173,9 +237,9 @@ pub fn ownership<S: Storage>(storage: &S, path: &Path) -> Result<Option<Ownershi
                 Claim::Invalidated(h) => Claim::Damaged(h),
                 other => other,
             };
-            let verdict = match uuid {
-                Some(u) => prove(claim, &Rules::strict(u)),
-                None => Err(claim.describe()),
+            let verdict = match &uuid {
+                Ok(u) => prove(claim, &Rules::strict(*u)),
+                Err(why) => Err(format!("{}; {why}", claim.describe())),
             };
             let verdict = verdict.map_err(|what| {
                 if owner.index == part.index {
@@ -251,5 +315,24 @@ mod tests {
             .unwrap_err()
             .starts_with("is a copy of a part of the source"));
         assert!(prove(Claim::of(Some(&hdr(1, 5))), &rules).is_ok());
+    }
+
+    #[test]
+    fn the_replicas_decide_the_identity_not_the_first_part() {
+        let (foreign, ours_a, ours_b) = (hdr(9, 9), hdr(1, 2), hdr(1, 3));
+        // A foreign part first in replica 0 (split evenly: no vote),
+        // replica 1 all ours.
+        let id = identity([vec![Some(&foreign), Some(&ours_a)], vec![Some(&ours_b)]]);
+        assert_eq!(id, Ok(RawUuid([1; 16])));
+        // Two replicas that disagree decide nothing.
+        assert!(identity([vec![Some(&foreign)], vec![Some(&ours_a)]]).is_err());
+        // A damaged header does not vote.
+        let mut damaged = foreign.clone();
+        damaged.checksum ^= 1;
+        assert_eq!(
+            identity([vec![Some(&damaged)], vec![Some(&ours_a)]]),
+            Ok(RawUuid([1; 16]))
+        );
+        assert!(identity([vec![None], vec![]]).is_err());
     }
 }

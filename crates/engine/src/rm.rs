@@ -206,7 +206,7 @@ pub fn rm<S: Storage>(
         });
     }
     let owners = if options.verify_owner {
-        crate::ownership::ownership(storage, target)?
+        crate::ownership::ownership(storage, target, options.force)?
     } else {
         None
     };

@@ -36,3 +36,6 @@ mod transform_staged;
 
 #[path = "it/verify.rs"]
 mod verify;
+
+#[path = "it/foreign.rs"]
+mod foreign;
