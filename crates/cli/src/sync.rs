@@ -374,6 +374,12 @@ fn finish_verify(
         emit_document(args, jobs, done, Some(verify))?;
         return Ok(ExitCode::SUCCESS);
     }
+    if let Some(report) = &outcome.sync.report {
+        // Files moved aside and unreadable sources are worth knowing about at once.
+        for line in report_text(report).lines().skip(1) {
+            eprintln!("warning: {line}");
+        }
+    }
     let mut text = String::new();
     if args.dry_run || args.verbose >= 3 {
         text.push_str(&plan_text(&outcome.sync.plan, args.dry_run, true));
@@ -532,6 +538,12 @@ pub fn plan_text(plan: &Plan, dry_run: bool, verify: bool) -> String {
         t.headers_to_invalidate,
         t.modes_to_set
     ));
+    if t.parts_to_displace > 0 {
+        out.push_str(&format!(
+            "{} file(s) in a part's place do not carry this pool set's uuid: moved aside, not deleted\n",
+            t.parts_to_displace
+        ));
+    }
     if t.recovery_files_to_save + t.recovery_files_to_remove > 0 {
         out.push_str(&format!(
             "bad block recovery files: {} to save, {} to remove\n",
@@ -574,6 +586,17 @@ pub(crate) fn step_text(step: &Step) -> String {
         } => format!(
             "invalidate the header checksum of replica {replica} part {part} ({}) until the repair is done",
             path.display()
+        ),
+        Step::DisplacePart {
+            replica,
+            part,
+            path,
+            to,
+            reason,
+        } => format!(
+            "move {} aside to {} (replica {replica} part {part}): the file {reason}, not this pool set's uuid, so it is kept, never deleted",
+            path.display(),
+            to.display()
         ),
         Step::CreatePart {
             replica,
@@ -647,6 +670,13 @@ pub fn report_text(r: &SyncReport) -> String {
         r.bytes_written,
         r.headers_written
     );
+    for d in &r.parts_displaced {
+        out.push_str(&format!(
+            "moved {} aside to {}: it does not carry this pool set's uuid\n",
+            d.path.display(),
+            d.to.display()
+        ));
+    }
     for f in &r.read_fallbacks {
         out.push_str(&format!(
             "read error in replica {} at logical [{:#x}, {:#x}): read from replica {} instead\n",

@@ -28,7 +28,7 @@ mod steps;
 mod write_behind;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -66,11 +66,23 @@ pub struct ReadFallback {
     pub from_replica: usize,
 }
 
+/// A file moved out of a part's place ([`Step::DisplacePart`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Displaced {
+    /// Where it was: the part's path.
+    pub path: PathBuf,
+    /// Where it is now.
+    pub to: PathBuf,
+}
+
 /// What [`run`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ExecReport {
     /// Parts created anew.
     pub parts_created: u64,
+    /// Files moved aside from a part's place (they did not carry the
+    /// pool set's UUID), in the order they were moved.
+    pub parts_displaced: Vec<Displaced>,
     /// Bytes copied in full (rebuilt parts and bad blocks).
     pub bytes_copied: u64,
     /// Bytes compared with the source.
@@ -386,6 +398,38 @@ fn run_step<S: Storage>(
             };
             ep.write_header(*part, &HeaderWrite::Checksum { value: !stored })?;
             report.headers_invalidated += 1;
+        }
+        Step::DisplacePart {
+            replica,
+            part,
+            path,
+            to,
+            ..
+        } => {
+            let slot = endpoints
+                .set
+                .replicas
+                .get_mut(*replica)
+                .and_then(|r| r.parts.get_mut(*part))
+                .ok_or_else(|| no_part(plan_path, *replica, *part))?;
+            // rename(2) would replace a file at `to`: never.
+            if storage.stat(to)?.is_some() {
+                return Err(Error::InvalidRequest {
+                    path: plan_path.to_path_buf(),
+                    reason: format!(
+                        "cannot move {} aside: {} exists (it appeared after the plan was made); run the sync again",
+                        path.display(),
+                        to.display()
+                    ),
+                });
+            }
+            slot.file = None;
+            storage.rename(path, to)?;
+            storage.fsync_parent(path)?;
+            report.parts_displaced.push(Displaced {
+                path: path.clone(),
+                to: to.clone(),
+            });
         }
         Step::CreatePart {
             replica,

@@ -144,6 +144,10 @@ pub struct Survey {
     pub health: Health,
     /// Recovery files and bad blocks.
     pub bad_blocks: BadBlockScan,
+    /// The storage clock's time of the survey (Unix seconds): the
+    /// `<time>` of the names a sync gives files it moves aside, formatted
+    /// as undo files' are.
+    pub now: u64,
 }
 
 /// The plan and, for a real run, what was done.
@@ -211,6 +215,7 @@ pub fn prepare<S: Storage>(
     options: &SyncOptions,
     progress: &dyn Progress,
 ) -> Result<Option<Prepared>, Error> {
+    settle_displaced_names(storage, plan)?;
     let overwrites = |s: &Step| {
         matches!(s, Step::CompareAndCopy(_))
             || matches!(s, Step::CopyRange(d) if d.purpose == DataPurpose::Verify)
@@ -240,6 +245,25 @@ pub fn prepare<S: Storage>(
     )?);
     prepared.target = Some(target);
     Ok(Some(prepared))
+}
+
+/// Gives every file the plan moves aside a name nothing has yet:
+/// `<name>.poolsync-displaced-<time>`, with `-2`, `-3`, … added when that
+/// is taken (as undo files' names are).
+fn settle_displaced_names<S: Storage>(storage: &S, plan: &mut Plan) -> Result<(), Error> {
+    for step in &mut plan.steps {
+        if let Step::DisplacePart { to, .. } = step {
+            let base = to.as_os_str().to_owned();
+            let mut n = 2;
+            while storage.stat(to)?.is_some() {
+                let mut name = base.clone();
+                name.push(format!("-{n}"));
+                *to = name.into();
+                n += 1;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Where the undo file of a sync of `set` goes, and the pool it belongs to.
@@ -429,7 +453,11 @@ pub fn survey<S: Storage>(
             query: options.bad_block_query.as_ref(),
         },
     )?;
-    Ok(Survey { health, bad_blocks })
+    Ok(Survey {
+        health,
+        bad_blocks,
+        now: storage.clock().unix_seconds(),
+    })
 }
 
 /// Pool size and parts of `set` in one line, for messages: `replica R part

@@ -107,6 +107,23 @@ pub enum Step {
         /// The part file.
         path: PathBuf,
     },
+    /// Move a file that does not provably carry the pool set's UUID out
+    /// of a part's place, by renaming it to `to` (beside it,
+    /// `<name>.poolsync-displaced-<time>`), so that the part can be
+    /// created anew without destroying it. Never replaces a file at `to`.
+    DisplacePart {
+        /// Replica index.
+        replica: usize,
+        /// Part index.
+        part: usize,
+        /// The part file.
+        path: PathBuf,
+        /// The name it gets.
+        to: PathBuf,
+        /// Why it is moved aside: what the file carries instead of the
+        /// pool set's UUID.
+        reason: String,
+    },
     /// Unlink the part (when it exists) and create it anew, fully allocated.
     CreatePart {
         /// Replica index.
@@ -221,6 +238,8 @@ pub(crate) fn data_steps(
 pub struct Totals {
     /// Parts created anew.
     pub parts_to_create: u64,
+    /// Files moved aside from a part's place (see [`Step::DisplacePart`]).
+    pub parts_to_displace: u64,
     /// Bytes copied in full.
     pub bytes_to_copy: u64,
     /// Bytes compared; at most this many more are written.
@@ -250,6 +269,7 @@ pub fn totals(steps: &[Step]) -> Totals {
             Step::RemoveRecoveryFiles { paths } => t.recovery_files_to_remove += paths.len() as u64,
             Step::SaveRecoveryFiles { files } => t.recovery_files_to_save += files.len() as u64,
             Step::InvalidateHeader { .. } => t.headers_to_invalidate += 1,
+            Step::DisplacePart { .. } => t.parts_to_displace += 1,
             Step::CreatePart { .. } => t.parts_to_create += 1,
             Step::SetMode { .. } => t.modes_to_set += 1,
             Step::SyncDirectory { .. } => {}

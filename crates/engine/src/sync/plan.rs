@@ -217,7 +217,8 @@ pub fn plan<F: PartFile>(
     }
     let mut table = classify(set, health, bad);
     let source = choose(set, health, &table, options.source)?;
-    let facts = Facts::of(set, health, source)?;
+    let mut facts = Facts::of(set, health, source)?;
+    facts.now = survey.now;
     decide(set, health, &mut table, &facts, &options.uuids)?;
     let steps = emit(set, health, bad, &table, &facts)?;
     Ok(summarise(set, health, bad, &table, &facts, steps))
@@ -354,6 +355,8 @@ struct Facts {
     /// Mode of rebuilt parts (the source part 0's).
     mode: u32,
     single_hdr: bool,
+    /// The survey's time: names files moved aside.
+    now: u64,
 }
 
 impl Facts {
@@ -377,8 +380,44 @@ impl Facts {
             master,
             mode,
             single_hdr: set.set.options.single_hdr,
+            now: 0,
         })
     }
+}
+
+/// What the name of a file moved aside from a part's place adds to the
+/// part's: `<name>.poolsync-displaced-<time>`, the time as undo files'
+/// names have it (Unix seconds of the storage clock).
+pub const DISPLACED_INFIX: &str = ".poolsync-displaced-";
+
+/// The name a file moved aside from `path` at `now` gets (a sync that
+/// finds it taken adds `-2`, `-3`, …: see [`crate::sync::prepare`]).
+pub fn displaced_name(path: &Path, now: u64) -> PathBuf {
+    PathBuf::from(format!("{}{DISPLACED_INFIX}{now}", path.display()))
+}
+
+/// Why an existing file in the place of a part that is to be created anew
+/// may not be deleted: `None` when it provably belongs to the pool set
+/// (its own header carries the pool set's UUID, valid or invalidated by an
+/// interrupted sync) or holds no byte at all; otherwise what it carries
+/// instead. A part without a header of its own (SINGLEHDR, parts after
+/// the first) proves nothing.
+fn not_provably_ours<F: PartFile>(
+    nhdrs: usize,
+    part: &crate::open::OpenPart<F>,
+    facts: &Facts,
+) -> Option<String> {
+    if part.meta.is_some_and(|m| m.len == 0) {
+        return None;
+    }
+    if part.index >= nhdrs {
+        return Some(
+            "carries no pool header of its own (OPTION SINGLEHDR), so nothing proves it is the pool's"
+                .to_string(),
+        );
+    }
+    let rules = crate::ownership::Rules::strict(facts.master.poolset_uuid);
+    crate::ownership::prove(crate::ownership::Claim::of_state(&part.header), &rules).err()
 }
 
 /// Phase 3: per part, what happens to its data and to its header, with
@@ -603,12 +642,27 @@ fn emit_target<F: PartFile>(
             Some(DataAction::Recreate) => {
                 // Through a symbolic link to nothing: the file it names.
                 let path = part.link_target.as_ref().unwrap_or(&part.path);
+                let exists = part.status != PartStatus::Missing;
+                let foreign = if exists {
+                    not_provably_ours(rep.nhdrs, part, facts)
+                } else {
+                    None
+                };
+                if let Some(reason) = &foreign {
+                    steps.push(Step::DisplacePart {
+                        replica: r,
+                        part: part.index,
+                        path: path.clone(),
+                        to: displaced_name(path, facts.now),
+                        reason: reason.clone(),
+                    });
+                }
                 steps.push(Step::CreatePart {
                     replica: r,
                     part: part.index,
                     path: path.clone(),
                     size: part.configured_size,
-                    replace: part.status != PartStatus::Missing,
+                    replace: exists && foreign.is_none(),
                 });
                 steps.push(set_mode);
                 touched_dirs.push(path.clone());
