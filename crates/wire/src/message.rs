@@ -190,6 +190,9 @@ pub struct PartReport {
     pub reason: String,
     /// Its header page.
     pub header: HeaderPage,
+    /// The server's health check found it broken (its own fault, or its
+    /// replica's): it must be rebuilt.
+    pub broken: bool,
 }
 
 /// `Opened`: the remote pool set as the server found it.
@@ -205,6 +208,9 @@ pub struct Opened {
     pub parts: Vec<PartReport>,
     /// The server's health check found every part healthy.
     pub healthy: bool,
+    /// `heap_offset + heap_size` from the remote pool's descriptor, when
+    /// its header and descriptor are healthy; 0 otherwise.
+    pub pool_size: u64,
     /// The health check's verdicts, one line each.
     pub verdicts: Vec<String>,
 }
@@ -266,16 +272,22 @@ pub enum Message {
         write: HeaderWrite,
     },
     /// Request: create a part of the remote set, fully allocated, with
-    /// permission bits `mode`, durably (file and directory entry); with
-    /// `replace`, an existing file is removed first. Answer: `Done` or
-    /// `Failed`.
+    /// mode 0 (as PMDK creates parts), durably (file and directory entry);
+    /// with `replace`, an existing file is removed first. Answer: `Done`
+    /// or `Failed`.
     CreatePart {
+        /// The part, counted over every replica in set order.
+        part: u32,
+        /// Remove an existing file first.
+        replace: bool,
+    },
+    /// Request: set a part's permission bits, durably. Answer: `Done` or
+    /// `Failed`.
+    SetMode {
         /// The part, counted over every replica in set order.
         part: u32,
         /// Permission bits (at most `0o7777`).
         mode: u32,
-        /// Remove an existing file first.
-        replace: bool,
     },
     /// Request: remove the remote set's part files (and with `set_file`,
     /// the pool set file too), durably. Answer: `Removed` or `Failed`.
@@ -332,6 +344,8 @@ pub mod kind {
     pub const INSPECT: u8 = 0x0A;
     /// `Close`.
     pub const CLOSE: u8 = 0x0B;
+    /// `SetMode`.
+    pub const SET_MODE: u8 = 0x0C;
     /// `Done`.
     pub const DONE: u8 = 0x80;
     /// `Failed`.
@@ -361,6 +375,7 @@ impl Message {
             Message::Remove { .. } => kind::REMOVE,
             Message::Inspect => kind::INSPECT,
             Message::Close => kind::CLOSE,
+            Message::SetMode { .. } => kind::SET_MODE,
             Message::Done => kind::DONE,
             Message::Failed(_) => kind::FAILED,
             Message::Opened(_) => kind::OPENED,
@@ -451,14 +466,16 @@ impl Message {
                     }
                 }
             }
-            Message::CreatePart {
-                part,
-                mode,
-                replace,
-            } => {
+            Message::CreatePart { part, replace } => {
+                w.u32(*part);
+                w.u8(u8::from(*replace));
+            }
+            Message::SetMode { part, mode } => {
+                if *mode > 0o7777 {
+                    return Err(w.fail(format!("{mode:#o} is not a file mode")));
+                }
                 w.u32(*part);
                 w.u32(*mode);
-                w.u8(u8::from(*replace));
             }
             Message::Remove { set_file } => w.u8(u8::from(*set_file)),
             Message::Fence | Message::Inspect | Message::Close | Message::Done => {}
@@ -565,18 +582,17 @@ impl Message {
                 };
                 Message::WriteHeader { part, write }
             }
-            kind::CREATE_PART => {
+            kind::CREATE_PART => Message::CreatePart {
+                part: r.u32("part")?,
+                replace: r.bool("replace")?,
+            },
+            kind::SET_MODE => {
                 let part = r.u32("part")?;
                 let mode = r.u32("mode")?;
                 if mode > 0o7777 {
                     return Err(r.field_back(4, "mode", format!("{mode:#o} is not a file mode")));
                 }
-                let replace = r.bool("replace")?;
-                Message::CreatePart {
-                    part,
-                    mode,
-                    replace,
-                }
+                Message::SetMode { part, mode }
             }
             kind::REMOVE => Message::Remove {
                 set_file: r.bool("set file")?,
@@ -643,6 +659,7 @@ pub fn name_of(kind: u8) -> Option<&'static str> {
         kind::REMOVE => "remove",
         kind::INSPECT => "inspect",
         kind::CLOSE => "close",
+        kind::SET_MODE => "set mode",
         kind::DONE => "done",
         kind::FAILED => "failed",
         kind::OPENED => "opened",
@@ -735,8 +752,10 @@ fn encode_opened(w: &mut Writer, o: &Opened) -> Result<(), Error> {
                 w.bytes(bytes);
             }
         }
+        w.u8(u8::from(p.broken));
     }
     w.u8(u8::from(o.healthy));
+    w.u64(o.pool_size);
     w.count(o.verdicts.len(), MAX_VERDICTS, "verdicts")?;
     for v in &o.verdicts {
         w.str(v, MAX_TEXT, "verdict")?;
@@ -772,15 +791,18 @@ fn decode_opened(r: &mut Reader<'_>) -> Result<Opened, Error> {
             },
             k => return Err(r.field_back(1, "header kind", format!("{k} is not 0 to 3"))),
         };
+        let broken = r.bool("broken")?;
         parts.push(PartReport {
             status,
             size,
             mode,
             reason,
             header,
+            broken,
         });
     }
     let healthy = r.bool("healthy")?;
+    let pool_size = r.u64("pool size")?;
     let n = r.count(MAX_VERDICTS, "verdicts")?;
     let mut verdicts = Vec::with_capacity(n);
     for _ in 0..n {
@@ -792,6 +814,7 @@ fn decode_opened(r: &mut Reader<'_>) -> Result<Opened, Error> {
         server,
         parts,
         healthy,
+        pool_size,
         verdicts,
     })
 }

@@ -35,8 +35,15 @@ fn header_page() -> impl Strategy<Value = HeaderPage> {
 }
 
 fn part() -> impl Strategy<Value = PartReport> {
-    (0u8..4, any::<u64>(), 0u32..0o10000, text(30), header_page()).prop_map(
-        |(s, size, mode, reason, header)| PartReport {
+    (
+        0u8..4,
+        any::<u64>(),
+        0u32..0o10000,
+        text(30),
+        header_page(),
+        any::<bool>(),
+    )
+        .prop_map(|(s, size, mode, reason, header, broken)| PartReport {
             status: match s {
                 0 => PartStatus::Ok,
                 1 => PartStatus::Missing,
@@ -47,8 +54,8 @@ fn part() -> impl Strategy<Value = PartReport> {
             mode,
             reason,
             header,
-        },
-    )
+            broken,
+        })
 }
 
 fn offset_len() -> impl Strategy<Value = (u64, u64)> {
@@ -94,13 +101,9 @@ fn message() -> impl Strategy<Value = Message> {
             part,
             write: HeaderWrite::Checksum { value }
         }),
-        (any::<u32>(), 0u32..0o10000, any::<bool>()).prop_map(|(part, mode, replace)| {
-            Message::CreatePart {
-                part,
-                mode,
-                replace,
-            }
-        }),
+        (any::<u32>(), any::<bool>())
+            .prop_map(|(part, replace)| Message::CreatePart { part, replace }),
+        (any::<u32>(), 0u32..0o10000).prop_map(|(part, mode)| Message::SetMode { part, mode }),
         any::<bool>().prop_map(|set_file| Message::Remove { set_file }),
         Just(Message::Inspect),
         Just(Message::Close),
@@ -124,19 +127,22 @@ fn message() -> impl Strategy<Value = Message> {
             text(300),
             text(20),
             proptest::collection::vec(part(), 0..5),
-            any::<bool>(),
+            (any::<bool>(), any::<u64>()),
             proptest::collection::vec(text(50), 0..4)
         )
-            .prop_map(|(set_path, set_text, server, parts, healthy, verdicts)| {
-                Message::Opened(Box::new(Opened {
-                    set_path,
-                    set_text,
-                    server,
-                    parts,
-                    healthy,
-                    verdicts,
-                }))
-            }),
+            .prop_map(
+                |(set_path, set_text, server, parts, (healthy, pool_size), verdicts)| {
+                    Message::Opened(Box::new(Opened {
+                        set_path,
+                        set_text,
+                        server,
+                        parts,
+                        healthy,
+                        pool_size,
+                        verdicts,
+                    }))
+                }
+            ),
         proptest::collection::vec(any::<u128>(), 0..300).prop_map(Message::DigestList),
         proptest::collection::vec((text(40), any::<bool>()), 0..6).prop_map(|files| {
             Message::Removed(
@@ -221,6 +227,7 @@ fn a_frame_larger_than_the_limit_is_not_sealed() {
         server: "test".into(),
         parts: vec![],
         healthy: true,
+        pool_size: 0,
         verdicts: vec!["x".repeat(1000)],
     }));
     match codec.seal(&m, MIN_PAYLOAD) {

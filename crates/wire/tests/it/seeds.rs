@@ -74,8 +74,11 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         },
         Message::CreatePart {
             part: 1,
-            mode: 0o664,
             replace: false,
+        },
+        Message::SetMode {
+            part: 1,
+            mode: 0o664,
         },
         Message::Read {
             offset: 4096,
@@ -98,6 +101,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                     mode: 0o664,
                     reason: String::new(),
                     header: HeaderPage::Read { bytes: page(1) },
+                    broken: false,
                 },
                 PartReport {
                     status: PartStatus::Missing,
@@ -105,9 +109,11 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                     mode: 0,
                     reason: String::new(),
                     header: HeaderPage::NotRead,
+                    broken: true,
                 },
             ],
             healthy: false,
+            pool_size: 0,
             verdicts: vec!["replica 0 part 1: no such file or directory".into()],
         })),
         Message::DigestList(vec![1, 2, u128::MAX]),
