@@ -417,6 +417,25 @@ fn run_step<S: Storage>(
             ep.write_header(*part, &HeaderWrite::Checksum { value: !stored })?;
             report.headers_invalidated += 1;
         }
+        Step::CreatePart { replica, part, .. } if *replica >= endpoints.set.replicas.len() => {
+            // An endpoint with files of its own (a remote replica).
+            let Step::CreatePart { replace, .. } = step else {
+                return Ok(());
+            };
+            let table = endpoints.table();
+            endpoint(&table, plan_path, *replica)?.create_part(*part, *replace)?;
+            report.parts_created += 1;
+        }
+        Step::SetMode {
+            replica,
+            part,
+            mode,
+            ..
+        } if *replica >= endpoints.set.replicas.len() => {
+            let table = endpoints.table();
+            endpoint(&table, plan_path, *replica)?.set_mode(*part, *mode)?;
+            report.modes_set += 1;
+        }
         Step::CreatePart {
             replica,
             part,

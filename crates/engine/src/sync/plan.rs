@@ -178,7 +178,8 @@ pub fn check_shape<F: PartFile>(set: &OpenSet<F>) -> Result<(), Error> {
             path: set.path.clone(),
         });
     }
-    if set.replicas.len() < 2 {
+    // One local replica is enough when remote replicas are to be synced.
+    if set.replicas.len() < 2 && set.remotes.is_empty() {
         return Err(Error::NoReplicas {
             path: set.path.clone(),
         });

@@ -1,0 +1,186 @@
+//! `sync` of a pool set with remote replicas: the local replicas are
+//! repaired as by [`crate::sync::sync`], then every remote replica is
+//! brought up to date from the local source ([`update`](super::update)).
+//!
+//! Each remote replica is reached over its own connection, opened
+//! read-write with the pool's pool set UUID (the server refuses a remote
+//! pool of another pool), planned (its digests compared, nothing
+//! written), and, unless a dry run, updated. A remote replica that fails
+//! does not stop the others; its error is in its outcome.
+
+use std::path::Path;
+
+use poolsync_pmem::Storage;
+use serde::Serialize;
+
+use super::replica::{RemoteRef, RemoteReplica};
+use super::session::{Session, WireStats};
+use super::update::{plan_update, run_update, RemotePlan, SourceFacts, UpdateOptions};
+use super::Connector;
+use crate::exec::{ExecReport, NoProgress, Progress};
+use crate::inspect::inspect;
+use crate::open::OpenSet;
+use crate::sync::{open_for_sync, SyncOptions, SyncOutcome};
+use crate::Error;
+
+/// What happened to one remote replica.
+#[derive(Debug, Serialize)]
+pub struct RemoteOutcome {
+    /// `host:set`.
+    pub remote: String,
+    /// Line of its `REPLICA` line.
+    pub line: usize,
+    /// Its plan, once made.
+    pub plan: Option<RemotePlan>,
+    /// What the update did (a real run that had something to do).
+    pub report: Option<ExecReport>,
+    /// Bytes and frames on the wire, both ways, for the whole session.
+    pub wire: WireStats,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+}
+
+/// The outcome of a sync with remote replicas.
+#[derive(Debug, Serialize)]
+pub struct SyncAllOutcome {
+    /// The local replicas' sync.
+    pub local: SyncOutcome,
+    /// Each remote replica, in set order.
+    pub remotes: Vec<RemoteOutcome>,
+}
+
+impl SyncAllOutcome {
+    /// The first remote replica that failed, if any.
+    pub fn first_failure(&self) -> Option<&RemoteOutcome> {
+        self.remotes.iter().find(|r| r.error.is_some())
+    }
+}
+
+/// Syncs the local replicas of the pool set at `path`, then brings every
+/// remote replica up to date, reaching the hosts through `connector`.
+pub fn sync_all<S: Storage>(
+    storage: &S,
+    path: &Path,
+    options: &SyncOptions,
+    connector: &dyn Connector,
+    progress: &dyn Progress,
+) -> Result<SyncAllOutcome, Error> {
+    let mut set = open_for_sync(storage, path, options)?;
+    let survey = crate::sync::survey(storage, &set, options)?;
+    let mut plan = crate::sync::plan(&set, &survey, options)?;
+    let local = if options.dry_run {
+        crate::sync::prepare(storage, &set, &mut plan, &[], options, &NoProgress)?;
+        SyncOutcome { plan, report: None }
+    } else {
+        let prepared = crate::sync::prepare(storage, &set, &mut plan, &[], options, progress)?;
+        let report = crate::sync::execute(
+            storage,
+            &mut set,
+            &plan,
+            prepared.as_ref(),
+            options,
+            progress,
+        )?;
+        SyncOutcome {
+            plan,
+            report: Some(report),
+        }
+    };
+    if set.remotes.is_empty() {
+        return Ok(SyncAllOutcome {
+            local,
+            remotes: Vec::new(),
+        });
+    }
+    // The source as it stands now: in a real run every local replica is
+    // healthy again; in a dry run the plan's source is.
+    crate::open::reread_headers(&mut set);
+    let health = inspect(&set);
+    let facts = SourceFacts::of(&set, &health, local.plan.source)?;
+    let mut remotes = Vec::new();
+    for line in set.remotes.clone() {
+        let at = RemoteRef {
+            set: set.path.clone(),
+            line: line.line,
+            node: line.node.clone(),
+            descriptor: line.descriptor.clone(),
+        };
+        remotes.push(update_one(
+            storage, &mut set, &facts, connector, at, options, progress,
+        ));
+    }
+    Ok(SyncAllOutcome { local, remotes })
+}
+
+/// Connects to one remote replica, plans its update and (unless a dry
+/// run) carries it out.
+fn update_one<S: Storage>(
+    storage: &S,
+    set: &mut OpenSet<S::File>,
+    facts: &SourceFacts,
+    connector: &dyn Connector,
+    at: RemoteRef,
+    options: &SyncOptions,
+    progress: &dyn Progress,
+) -> RemoteOutcome {
+    let mut outcome = RemoteOutcome {
+        remote: at.name(),
+        line: at.line,
+        plan: None,
+        report: None,
+        wire: WireStats::default(),
+        error: None,
+    };
+    let remote = match connect(connector, at, set.replicas.len(), !options.dry_run, facts) {
+        Ok(r) => r,
+        Err(e) => {
+            outcome.error = Some(e.to_string());
+            return outcome;
+        }
+    };
+    let result = (|| {
+        let update = UpdateOptions {
+            tuning: options.tuning(),
+            uuids: &options.uuids,
+        };
+        let plan = plan_update(storage, set, facts, &remote, update, progress)?;
+        let report = if options.dry_run || plan.current {
+            None
+        } else {
+            Some(run_update(
+                storage,
+                set,
+                &plan,
+                &remote,
+                options.tuning(),
+                progress,
+            )?)
+        };
+        Ok::<_, Error>((plan, report))
+    })();
+    outcome.wire = remote.stats();
+    match result {
+        Ok((plan, report)) => {
+            outcome.plan = Some(plan);
+            outcome.report = report;
+            // The work is durable on both ends; a failed goodbye changes
+            // nothing.
+            let _ = remote.close();
+        }
+        Err(e) => outcome.error = Some(e.to_string()),
+    }
+    outcome
+}
+
+/// Starts a session with the remote replica `at` and opens its pool set.
+pub fn connect(
+    connector: &dyn Connector,
+    at: RemoteRef,
+    index: usize,
+    write: bool,
+    facts: &SourceFacts,
+) -> Result<RemoteReplica, Error> {
+    let transport = connector.connect(&at.node)?;
+    let session = Session::start(&at.node, transport)?;
+    RemoteReplica::open(session, at, index, write, Some(facts.master.poolset_uuid.0))
+}

@@ -1,0 +1,281 @@
+//! Remote replicas in one process: both ends of the protocol on the
+//! simulated storage, the remote pool set in a tree of its own (`/srv/b`,
+//! the server's root), reached through `remote::pipe::LocalConnector`.
+//!
+//! Seeding, incremental updates that send only the blocks that differ, a
+//! remote changed on its host, refusals of the server's path rules and of
+//! another pool, connections cut at every frame and crashes at every
+//! persistence event of either end, each followed by a run that converges.
+
+use std::path::{Path, PathBuf};
+
+use poolsync_engine::inspect::inspect;
+use poolsync_engine::open::open;
+use poolsync_engine::remote::pipe::LocalConnector;
+use poolsync_engine::remote::serve::ServeOptions;
+use poolsync_engine::remote::sync::{sync_all, SyncAllOutcome};
+use poolsync_engine::sync::{NoProgress, SyncOptions, UuidSource};
+use poolsync_engine::Error;
+use poolsync_pmem::sim::SimStorage;
+use poolsync_pmem::{Access, Storage};
+
+use crate::support::{write_file, Fixture};
+
+const M: u64 = 1 << 20;
+
+/// The server's root and the remote pool set file under it.
+pub const ROOT: &str = "/srv/b";
+pub const REMOTE_SET: &str = "pools/standby.set";
+
+/// The administrator's set: the fixture's local replicas and one remote.
+pub fn admin_set(fx: &Fixture, s: &SimStorage) -> PathBuf {
+    let local = s
+        .written_bytes(&fx.set_path)
+        .expect("the fixture's set file");
+    let mut text = String::from_utf8(local).expect("text");
+    text.push_str(&format!("REPLICA b.example.org {REMOTE_SET}\n"));
+    let path = PathBuf::from("/pool/admin.set");
+    if s.stat(&path).unwrap().is_some() {
+        s.remove(&path).unwrap();
+    }
+    s.insert_file(&path, text.as_bytes(), 0o644).unwrap();
+    path
+}
+
+/// The remote pool set file, with parts of the given sizes in MiB (not
+/// created).
+pub fn remote_tree(s: &SimStorage, sizes: &[u64]) -> Vec<PathBuf> {
+    let dir = Path::new(ROOT).join("pools");
+    s.add_dir(&dir).unwrap();
+    let mut text = String::from("PMEMPOOLSET\n");
+    let mut parts = Vec::new();
+    for (i, mib) in sizes.iter().enumerate() {
+        let p = dir.join(format!("standby.part{i}"));
+        text.push_str(&format!("{mib}M {}\n", p.display()));
+        parts.push(p);
+    }
+    s.insert_file(&dir.join("standby.set"), text.as_bytes(), 0o644)
+        .unwrap();
+    parts
+}
+
+pub fn connector<S: Storage + Clone>(s: &S) -> LocalConnector<S> {
+    LocalConnector::new(
+        s.clone(),
+        ServeOptions {
+            root: PathBuf::from(ROOT),
+            server: "poolsync test".to_string(),
+        },
+    )
+}
+
+pub fn options() -> SyncOptions {
+    SyncOptions {
+        threads: 1,
+        stride: 1 << 20,
+        uuids: UuidSource::Derived { seed: 7 },
+        ..SyncOptions::default()
+    }
+}
+
+/// A two-replica local pool of 16 MiB, its admin set with a remote replica
+/// of parts 9 MiB + 9 MiB, nothing created on the remote side yet.
+pub fn setup() -> (Fixture, SimStorage, PathBuf) {
+    let fx = Fixture::new(&[&[16], &[8, 9]], false);
+    let s = fx.copy();
+    let admin = admin_set(&fx, &s);
+    remote_tree(&s, &[9, 9]);
+    (fx, s, admin)
+}
+
+pub fn run<S: Storage + Clone + 'static>(s: &S, admin: &Path) -> SyncAllOutcome {
+    sync_all(s, admin, &options(), &connector(s), &NoProgress).expect("sync")
+}
+
+/// The replicated range of the local master and of the remote replica
+/// are equal, and the remote pool set is healthy on its own.
+pub fn assert_in_sync(s: &SimStorage, local_set: &Path) {
+    let local = open(s, local_set, Access::ReadOnly).expect("open local");
+    let health = inspect(&local);
+    let pool = health.pool_size.expect("pool size");
+    let remote_path = Path::new(ROOT).join(REMOTE_SET);
+    let remote = open(s, &remote_path, Access::ReadOnly).expect("open remote");
+    let rh = inspect(&remote);
+    assert!(rh.is_healthy(), "remote health: {rh:#?}");
+    let a = local.replicas[0].parts[0].header().unwrap().poolset_uuid;
+    let b = remote.replicas[0].parts[0].header().unwrap().poolset_uuid;
+    assert_eq!(a, b, "one pool set UUID");
+    let mut x = vec![0u8; M as usize];
+    let mut y = vec![0u8; M as usize];
+    let mut at = 4096;
+    while at < pool {
+        let n = (pool - at).min(M) as usize;
+        local.read_logical(0, at, &mut x[..n]).unwrap();
+        remote.read_logical(0, at, &mut y[..n]).unwrap();
+        assert!(x[..n] == y[..n], "logical {at}: the remote differs");
+        at += n as u64;
+    }
+}
+
+fn remote_outcome(o: &SyncAllOutcome) -> &poolsync_engine::remote::sync::RemoteOutcome {
+    let r = &o.remotes[0];
+    assert!(r.error.is_none(), "remote: {:?}", r.error);
+    r
+}
+
+#[test]
+fn a_missing_remote_replica_is_seeded_and_then_kept_current() {
+    let (fx, s, admin) = setup();
+    let first = run(&s, &admin);
+    let r = remote_outcome(&first);
+    let plan = r.plan.as_ref().unwrap();
+    assert_eq!(plan.totals.parts_to_create, 2);
+    assert_eq!(plan.totals.bytes_compared, 0);
+    assert!(plan.totals.bytes_to_copy > 15 * M);
+    assert_in_sync(&s, &fx.set_path);
+    // Unchanged: current, nothing written, only digests on the wire.
+    let again = run(&s, &admin);
+    let r = remote_outcome(&again);
+    let plan = r.plan.as_ref().unwrap();
+    assert!(plan.current, "{plan:#?}");
+    assert!(r.report.is_none());
+    assert!(
+        r.wire.bytes_sent + r.wire.bytes_received < 64 << 10,
+        "{:?}",
+        r.wire
+    );
+    // Three scattered blocks change locally (in both replicas, as
+    // libpmemobj writes them): exactly those travel.
+    for (i, off) in [5 * M, 9 * M + 8192, 13 * M].into_iter().enumerate() {
+        let bytes = vec![0xa0 + i as u8; 4096];
+        fx.write_logical(&s, 0, off, &bytes);
+        fx.write_logical(&s, 1, off, &bytes);
+    }
+    let third = run(&s, &admin);
+    let r = remote_outcome(&third);
+    let plan = r.plan.as_ref().unwrap();
+    assert_eq!(plan.totals.bytes_differing, 3 * 4096, "{plan:#?}");
+    assert_eq!(plan.totals.headers_to_invalidate, 2);
+    assert_eq!(plan.totals.headers_to_write, 2);
+    assert_in_sync(&s, &fx.set_path);
+    let report = r.report.as_ref().unwrap();
+    assert_eq!(report.bytes_written, 3 * 4096);
+}
+
+#[test]
+fn a_dry_run_writes_nothing_and_counts_what_a_run_sends() {
+    let (fx, s, admin) = setup();
+    run(&s, &admin);
+    fx.write_logical(&s, 0, 6 * M, &[7u8; 8192]);
+    fx.write_logical(&s, 1, 6 * M, &[7u8; 8192]);
+    let before = s.image();
+    let opts = SyncOptions {
+        dry_run: true,
+        ..options()
+    };
+    let dry = sync_all(&s, &admin, &opts, &connector(&s), &NoProgress).unwrap();
+    assert!(s.image() == before, "a dry run wrote");
+    let plan = dry.remotes[0].plan.as_ref().unwrap();
+    assert_eq!(plan.totals.bytes_differing, 8192);
+    assert!(dry.remotes[0].report.is_none());
+    let real = run(&s, &admin);
+    let done = real.remotes[0].plan.as_ref().unwrap();
+    assert_eq!(done.totals, plan.totals);
+}
+
+#[test]
+fn a_remote_changed_on_its_host_is_rewound() {
+    let (fx, s, admin) = setup();
+    run(&s, &admin);
+    // An application opened the standby and wrote: the remote differs.
+    let remote_part = Path::new(ROOT).join("pools/standby.part1");
+    write_file(&s, &remote_part, 3 * M, &[0x55; 4096]);
+    let out = run(&s, &admin);
+    let plan = out.remotes[0].plan.as_ref().unwrap();
+    assert_eq!(plan.totals.bytes_differing, 4096);
+    assert_in_sync(&s, &fx.set_path);
+}
+
+#[test]
+fn the_server_refuses_another_pool_and_paths_outside_its_root() {
+    let (fx, s, admin) = setup();
+    run(&s, &admin);
+    // Another pool's parts behind the remote set file: refused, untouched.
+    let other = Fixture::new(&[&[16], &[16]], false);
+    let theirs = other.base.written_bytes(other.part(0, 0)).unwrap();
+    let part0 = Path::new(ROOT).join("pools/standby.part0");
+    s.remove(&part0).unwrap();
+    let mut alien = theirs.clone();
+    alien.resize(9 * M as usize, 0);
+    s.insert_file(&part0, &alien, 0o644).unwrap();
+    let before = s.image();
+    let out = run(&s, &admin);
+    let e = out.remotes[0].error.as_deref().expect("refused");
+    assert!(e.contains("belongs to the pool"), "{e}");
+    assert!(s.image() == before);
+    let _ = fx;
+    // A descriptor with "..": refused by the server, naming the rule.
+    let text = String::from_utf8(s.written_bytes(&admin).unwrap())
+        .unwrap()
+        .replace(REMOTE_SET, "../escape.set");
+    s.remove(&admin).unwrap();
+    s.insert_file(&admin, text.as_bytes(), 0o644).unwrap();
+    let out = run(&s, &admin);
+    let e = out.remotes[0].error.as_deref().expect("refused");
+    assert!(e.contains("\"..\" is refused"), "{e}");
+}
+
+#[test]
+fn an_update_cut_at_any_byte_converges_when_run_again() {
+    let (fx, base, admin) = setup();
+    run(&base, &admin);
+    for off in [5 * M, 11 * M] {
+        fx.write_logical(&base, 0, off, &[0x3c; 12288]);
+        fx.write_logical(&base, 1, off, &[0x3c; 12288]);
+    }
+    // Find how many bytes a whole update sends, then cut it everywhere.
+    let s = base.after_crash_with(poolsync_pmem::sim::Survival::Everything);
+    let whole = run(&s, &admin);
+    let sent = whole.remotes[0].wire.bytes_sent;
+    let mut cuts: Vec<u64> = (0..sent).step_by((sent / 16).max(1) as usize).collect();
+    cuts.extend([1, 31, 32, 33, sent - 1]);
+    for cut in cuts {
+        let s = base.after_crash_with(poolsync_pmem::sim::Survival::Everything);
+        let mut c = connector(&s);
+        c.cut_requests = Some(cut);
+        let out = sync_all(&s, &admin, &options(), &c, &NoProgress).unwrap();
+        let e = out.remotes[0].error.as_deref();
+        assert!(e.is_some(), "cut at {cut} of {sent}: no error");
+        // Either the remote was never touched, or its headers say broken.
+        let remote = open(&s, &Path::new(ROOT).join(REMOTE_SET), Access::ReadOnly).unwrap();
+        let healthy = inspect(&remote).is_healthy();
+        drop(remote);
+        let again = run(&s, &admin);
+        assert!(
+            again.remotes[0].error.is_none(),
+            "cut at {cut}: {:?}",
+            again.remotes[0].error
+        );
+        assert_in_sync(&s, &fx.set_path);
+        if healthy {
+            // Untouched: the re-run found the same differences.
+            let p = again.remotes[0].plan.as_ref().unwrap();
+            assert!(p.totals.bytes_differing > 0 || p.current, "cut at {cut}");
+        }
+    }
+}
+
+#[test]
+fn errors_from_the_server_name_the_remote_and_the_file() {
+    let (fx, s, admin) = setup();
+    let _ = fx;
+    s.remove(&Path::new(ROOT).join(REMOTE_SET)).unwrap();
+    let out = run(&s, &admin);
+    let e = out.remotes[0].error.as_deref().unwrap();
+    assert!(
+        e.contains("b.example.org:pools/standby.set")
+            && e.contains("no such pool set file under the server's root"),
+        "{e}"
+    );
+    let _: Option<Error> = None;
+}
