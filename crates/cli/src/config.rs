@@ -236,7 +236,7 @@ mod tests {
             &text(&file, &effective),
         )
         .expect("the output is a valid config file");
-        let values: Vec<(&str, Value)> = read.iter().map(|s| (s.name, s.value)).collect();
+        let values: Vec<(&str, Value)> = read.iter().map(|s| (s.name, s.value.clone())).collect();
         assert_eq!(
             values,
             vec![

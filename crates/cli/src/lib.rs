@@ -30,10 +30,13 @@ mod diagnose;
 mod info;
 mod output;
 mod progress;
+mod remotes;
 mod rm;
+mod serve;
 pub mod settings;
 mod sync;
 mod transform;
+mod transport;
 mod undo;
 mod wait;
 
@@ -67,6 +70,9 @@ enum Command {
     Transform(transform::Args),
     /// Put back the bytes a repair overwrote, from the undo file it saved.
     Undo(undo::Args),
+    /// The remote end of remote replicas, run over ssh by the other
+    /// commands (nobody runs it by hand).
+    Serve(serve::Args),
     /// Show the settings (jobs, wait_lock) and where each one comes from.
     Config(config::Args),
     /// Print shell completions for bash, zsh or fish.
@@ -84,6 +90,7 @@ impl Command {
             Command::Sync(_) => "sync",
             Command::Transform(_) => "transform",
             Command::Undo(_) => "undo",
+            Command::Serve(_) => "serve",
             Command::Config(_) => "config",
             Command::Completions(_) => "completions",
         }
@@ -98,7 +105,9 @@ impl Command {
             Command::Sync(a) => Some(a.path().to_path_buf()),
             Command::Transform(a) => Some(a.path().to_path_buf()),
             Command::Undo(a) => Some(a.path().to_path_buf()),
-            Command::Rm(_) | Command::Config(_) | Command::Completions(_) => None,
+            Command::Rm(_) | Command::Config(_) | Command::Completions(_) | Command::Serve(_) => {
+                None
+            }
         }
     }
 
@@ -113,7 +122,7 @@ impl Command {
             Command::Transform(a) => a.json(),
             Command::Undo(a) => a.json(),
             Command::Config(a) => a.json(),
-            Command::Completions(_) => false,
+            Command::Completions(_) | Command::Serve(_) => false,
         }
     }
 }
@@ -170,6 +179,7 @@ fn dispatch(command: Command, settings: &settings::Settings) -> anyhow::Result<E
         Command::Sync(args) => sync::run(args, settings),
         Command::Transform(args) => transform::run(args, settings),
         Command::Undo(args) => undo::run(args),
+        Command::Serve(args) => serve::run(args, settings),
         Command::Config(args) => config::run(args, settings),
         Command::Completions(args) => completions::run(args),
     }

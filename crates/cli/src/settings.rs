@@ -46,6 +46,11 @@ pub enum Kind {
     Threads,
     /// A number of seconds, 0 to [`MAX_WAIT_SECONDS`], whole or not.
     Seconds,
+    /// A command line, split into words as a shell would (quotes group
+    /// words): the remote shell (`ssh -p 2222`) or the remote poolsync.
+    Command,
+    /// A directory; a leading `~` is the user's home directory.
+    Directory,
 }
 
 impl Kind {
@@ -54,6 +59,8 @@ impl Kind {
         match self {
             Kind::Threads => format!("a whole number of threads from 1 to {MAX_JOBS}"),
             Kind::Seconds => format!("a number of seconds from 0 to {MAX_WAIT_SECONDS}"),
+            Kind::Command => "a command (words, with quotes balanced)".to_string(),
+            Kind::Directory => "a directory".to_string(),
         }
     }
 
@@ -62,6 +69,8 @@ impl Kind {
         match self {
             Kind::Threads => "N",
             Kind::Seconds => "SECONDS",
+            Kind::Command => "CMD",
+            Kind::Directory => "DIR",
         }
     }
 
@@ -80,6 +89,9 @@ impl Kind {
 
     /// Parses the text of a flag or an environment variable.
     fn parse_text(self, text: &str) -> Option<Value> {
+        if matches!(self, Kind::Command | Kind::Directory) {
+            return self.check_text(text);
+        }
         let text = text.trim();
         match self {
             Kind::Threads => text
@@ -90,11 +102,28 @@ impl Kind {
                 .parse::<f64>()
                 .ok()
                 .and_then(|n| self.check_number(n, false)),
+            Kind::Command | Kind::Directory => None,
+        }
+    }
+
+    /// Checks a text value, from whichever source.
+    fn check_text(self, text: &str) -> Option<Value> {
+        match self {
+            Kind::Command => split_words(text)
+                .filter(|w| !w.is_empty())
+                .map(|_| Value::Text(text.to_string())),
+            Kind::Directory if !text.trim().is_empty() => Some(Value::Text(text.to_string())),
+            _ => None,
         }
     }
 
     /// Converts a TOML value, or says what is wrong with it.
     fn read_toml(self, value: &toml_edit::Value) -> Result<Value, String> {
+        if let (Kind::Command | Kind::Directory, toml_edit::Value::String(s)) = (self, value) {
+            return self
+                .check_text(s.value())
+                .ok_or_else(|| format!("expected {}, found {:?}", self.expected(), s.value()));
+        }
         let found = match value {
             toml_edit::Value::Integer(i) => {
                 let n = *i.value();
@@ -120,22 +149,106 @@ impl Kind {
 }
 
 /// A setting's value.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Value {
     /// [`Kind::Threads`].
     Threads(u64),
     /// [`Kind::Seconds`].
     Seconds(f64),
+    /// [`Kind::Command`] and [`Kind::Directory`].
+    Text(String),
 }
 
+impl Value {
+    /// The value as a flag or environment variable would give it.
+    pub fn flag_text(&self) -> String {
+        match self {
+            Value::Text(t) => t.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Its TOML form, so that `poolsync config` prints a valid config file.
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Value::Threads(n) => write!(f, "{n}"),
             Value::Seconds(s) => write!(f, "{s}"),
+            Value::Text(t) => {
+                f.write_str("\"")?;
+                for c in t.chars() {
+                    match c {
+                        '"' => f.write_str("\\\"")?,
+                        '\\' => f.write_str("\\\\")?,
+                        c if c.is_control() => write!(f, "\\u{:04X}", u32::from(c))?,
+                        c => write!(f, "{c}")?,
+                    }
+                }
+                f.write_str("\"")
+            }
         }
     }
+}
+
+/// Splits a command line into words as a POSIX shell would, for the
+/// common cases: blanks separate words, single quotes keep everything,
+/// double quotes keep everything but `\"` and `\\`, a backslash
+/// outside quotes keeps the next character. `None` when a quote is not
+/// closed.
+pub fn split_words(text: &str) -> Option<Vec<String>> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            ' ' | '\t' | '\n' => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next()? {
+                        '\'' => break,
+                        c => word.push(c),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next()? {
+                        '"' => break,
+                        '\\' => match chars.next()? {
+                            c @ ('"' | '\\') => word.push(c),
+                            c => {
+                                word.push('\\');
+                                word.push(c);
+                            }
+                        },
+                        c => word.push(c),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                word.push(chars.next()?);
+            }
+            c => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    Some(words)
 }
 
 /// One setting: a row of the schema.
@@ -177,6 +290,33 @@ pub const KEYS: &[Key] = &[
         help: "seconds that info, check and sync wait while another process has the pool open; 0: fail at once",
         default_text: "0, fail at once",
         default: || Value::Seconds(0.0),
+    },
+    Key {
+        name: "rsh",
+        kind: Kind::Command,
+        flag: "--rsh",
+        env: "POOLSYNC_RSH",
+        help: "the remote shell that reaches the hosts of remote replicas (REPLICA host set), run as CMD [user@]host REMOTE_PATH serve, as rsync's -e",
+        default_text: "ssh",
+        default: || Value::Text("ssh".to_string()),
+    },
+    Key {
+        name: "remote_path",
+        kind: Kind::Command,
+        flag: "--remote-path",
+        env: "POOLSYNC_REMOTE_PATH",
+        help: "poolsync on the hosts of remote replicas: the command (with any leading words, such as sudo) the remote shell runs with serve",
+        default_text: "poolsync",
+        default: || Value::Text("poolsync".to_string()),
+    },
+    Key {
+        name: "serve.root",
+        kind: Kind::Directory,
+        flag: "--root",
+        env: "POOLSYNC_SERVE_ROOT",
+        help: "poolsync serve: the directory remote pool set files are named relative to; nothing outside it is touched",
+        default_text: "the user's home directory (~)",
+        default: || Value::Text("~".to_string()),
     },
 ];
 
@@ -408,6 +548,40 @@ impl Settings {
             Value::Seconds(s) if s > 0.0 => Ok(Some(Duration::try_from_secs_f64(s)?)),
             Value::Seconds(_) => Ok(None),
             other => bail!("wait_lock holds {other}, not a number of seconds"),
+        }
+    }
+
+    /// A command setting (`rsh`, `remote_path`) split into words, with its
+    /// flag's text.
+    pub fn command(&self, name: &str, flag: Option<&str>) -> anyhow::Result<Vec<String>> {
+        let setting = self.with_flag(name, flag)?;
+        match &setting.value {
+            Value::Text(t) => split_words(t)
+                .filter(|w| !w.is_empty())
+                .ok_or_else(|| anyhow!("{name} ({}): {t:?} is not a command", setting.source)),
+            other => bail!("{name} holds {other}, not a command"),
+        }
+    }
+
+    /// `serve.root`, with its flag's text; a leading `~` is `home`.
+    pub fn serve_root(&self, flag: Option<&str>, home: Option<&Path>) -> anyhow::Result<PathBuf> {
+        let setting = self.with_flag("serve.root", flag)?;
+        let Value::Text(text) = &setting.value else {
+            bail!("serve.root holds {}, not a directory", setting.value);
+        };
+        let tilde = |rest: &str| -> anyhow::Result<PathBuf> {
+            let home = home.ok_or_else(|| {
+                anyhow!(
+                    "serve.root ({}) is {text:?}, but HOME is not set: give --root DIR",
+                    setting.source
+                )
+            })?;
+            Ok(home.join(rest))
+        };
+        match text.strip_prefix('~') {
+            Some("") => tilde(""),
+            Some(rest) if rest.starts_with('/') => tilde(rest.trim_start_matches('/')),
+            _ => Ok(PathBuf::from(text)),
         }
     }
 }
@@ -702,7 +876,7 @@ mod tests {
                 assert_ne!(a.env, b.env);
             }
             // The default passes the key's own check.
-            let default = (a.default)().to_string();
+            let default = (a.default)().flag_text();
             assert!(
                 a.kind.parse_text(&default).is_some(),
                 "{}: {default}",
@@ -828,9 +1002,12 @@ mod tests {
 
     #[test]
     fn errors_name_the_file_the_line_and_the_key() {
-        let cases: [(&str, &str); 9] = [
-            ("\n\njob = 3\n", ":3: unknown key \"job\" (did you mean \"jobs\"?); the known keys are jobs, wait_lock"),
-            ("jobs = 2\n[serve]\nroot = \"/x\"\n", ":2: unknown key \"serve\"; the known keys are jobs, wait_lock"),
+        let cases: [(&str, &str); 12] = [
+            ("\n\njob = 3\n", ":3: unknown key \"job\" (did you mean \"jobs\"?); the known keys are jobs, wait_lock, rsh, remote_path, serve.root"),
+            ("jobs = 2\n[serve]\nrot = \"/x\"\n", ":3: unknown key \"serve.rot\" (did you mean \"serve.root\"?)"),
+            ("[serve]\nroot = 3\n", ":2: serve.root: expected a directory, found 3"),
+            ("rsh = \"ssh -o 'x\"\n", ":1: rsh: expected a command (words, with quotes balanced), found \"ssh -o 'x\""),
+            ("remote_path = \"\"\n", ":1: remote_path: expected a command (words, with quotes balanced), found \"\""),
             ("# a comment\njobs = \"four\"\n", ":2: jobs: expected a whole number of threads from 1 to 256, found the string \"four\""),
             ("jobs = 0\n", ":1: jobs: expected a whole number of threads from 1 to 256, found 0"),
             ("jobs = 2.5\n", ":1: jobs: expected a whole number of threads from 1 to 256, found the number 2.5"),
@@ -849,6 +1026,44 @@ mod tests {
                 "{text:?}:\n  got {message}\n  not {expected}"
             );
         }
+    }
+
+    #[test]
+    fn commands_split_as_a_shell_would_and_the_root_expands_tilde() {
+        let w = |t: &str| split_words(t).map(|v| v.join("|"));
+        assert_eq!(w("ssh -p 2222"), Some("ssh|-p|2222".into()));
+        assert_eq!(
+            w(r#"ssh -o "UserKnownHostsFile=/a b" -i 'k y'"#),
+            Some("ssh|-o|UserKnownHostsFile=/a b|-i|k y".into())
+        );
+        assert_eq!(
+            w(r#"sh -c 'shift; exec "$@"' sh"#),
+            Some(r#"sh|-c|shift; exec "$@"|sh"#.into())
+        );
+        assert_eq!(w(r"a\ b"), Some("a b".into()));
+        assert_eq!(w("ssh 'x"), None);
+        let dir = dir_with(&[]);
+        let none = dir.path().join("none.toml");
+        let set = load(
+            None,
+            &[("POOLSYNC_RSH", "ssh -p 2222"), ("HOME", s(dir.path()))],
+            &none,
+        )
+        .unwrap();
+        assert_eq!(set.command("rsh", None).unwrap(), ["ssh", "-p", "2222"]);
+        assert_eq!(set.command("rsh", Some("rsh")).unwrap(), ["rsh"]);
+        assert_eq!(set.command("remote_path", None).unwrap(), ["poolsync"]);
+        let home = Path::new("/home/u");
+        assert_eq!(set.serve_root(None, Some(home)).unwrap(), home);
+        assert_eq!(
+            set.serve_root(Some("~/pools"), Some(home)).unwrap(),
+            home.join("pools")
+        );
+        assert_eq!(
+            set.serve_root(Some("/srv"), None).unwrap(),
+            PathBuf::from("/srv")
+        );
+        assert!(set.serve_root(None, None).is_err());
     }
 
     #[test]

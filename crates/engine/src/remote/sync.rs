@@ -86,17 +86,63 @@ pub fn sync_all<S: Storage>(
             report: Some(report),
         }
     };
+    let remotes = update_remotes(
+        storage,
+        &mut set,
+        Some(local.plan.source),
+        options,
+        connector,
+        progress,
+    )?;
+    Ok(SyncAllOutcome { local, remotes })
+}
+
+/// Brings every remote replica of the pool set at `path` up to date from
+/// its local source, the local replicas as they are (after `sync
+/// --verify`, say): the set is opened as for a sync.
+pub fn update_remotes_at<S: Storage>(
+    storage: &S,
+    path: &Path,
+    options: &SyncOptions,
+    connector: &dyn Connector,
+    progress: &dyn Progress,
+) -> Result<Vec<RemoteOutcome>, Error> {
+    let mut set = open_for_sync(storage, path, options)?;
+    update_remotes(
+        storage,
+        &mut set,
+        options.source,
+        options,
+        connector,
+        progress,
+    )
+}
+
+/// Brings every remote replica of `set` up to date from replica `source`
+/// (by default the first healthy one).
+pub fn update_remotes<S: Storage>(
+    storage: &S,
+    set: &mut OpenSet<S::File>,
+    source: Option<usize>,
+    options: &SyncOptions,
+    connector: &dyn Connector,
+    progress: &dyn Progress,
+) -> Result<Vec<RemoteOutcome>, Error> {
     if set.remotes.is_empty() {
-        return Ok(SyncAllOutcome {
-            local,
-            remotes: Vec::new(),
-        });
+        return Ok(Vec::new());
     }
     // The source as it stands now: in a real run every local replica is
     // healthy again; in a dry run the plan's source is.
-    crate::open::reread_headers(&mut set);
-    let health = inspect(&set);
-    let facts = SourceFacts::of(&set, &health, local.plan.source)?;
+    crate::open::reread_headers(set);
+    let health = inspect(set);
+    let source = source
+        .or(health.sync_source())
+        .ok_or_else(|| Error::CannotSync {
+            set: set.path.clone(),
+            reason: "no local replica is healthy to bring the remote replicas up to date from"
+                .to_string(),
+        })?;
+    let facts = SourceFacts::of(set, &health, source)?;
     let mut remotes = Vec::new();
     for line in set.remotes.clone() {
         let at = RemoteRef {
@@ -106,10 +152,10 @@ pub fn sync_all<S: Storage>(
             descriptor: line.descriptor.clone(),
         };
         remotes.push(update_one(
-            storage, &mut set, &facts, connector, at, options, progress,
+            storage, set, &facts, connector, at, options, progress,
         ));
     }
-    Ok(SyncAllOutcome { local, remotes })
+    Ok(remotes)
 }
 
 /// Connects to one remote replica, plans its update and (unless a dry
