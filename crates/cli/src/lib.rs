@@ -172,7 +172,7 @@ pub fn main() -> ExitCode {
 /// Runs one command with the settings read.
 fn dispatch(command: Command, settings: &settings::Settings) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Create(args) => create::run(args),
+        Command::Create(args) => create::run(args, settings),
         Command::Info(args) => info::run(args, settings),
         Command::Check(args) => check::run(args, settings),
         Command::Rm(args) => rm::run(args),

@@ -23,6 +23,7 @@
 //! * [`serve`]: the server side, `poolsync serve`, over any [`Storage`](poolsync_pmem::Storage).
 //! * [`rules`]: which paths the server may touch.
 
+pub mod create;
 pub mod pipe;
 pub mod replica;
 pub mod rules;

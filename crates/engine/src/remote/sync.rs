@@ -160,13 +160,28 @@ pub fn update_remotes<S: Storage>(
 
 /// Connects to one remote replica, plans its update and (unless a dry
 /// run) carries it out.
-fn update_one<S: Storage>(
+pub(crate) fn update_one<S: Storage>(
     storage: &S,
     set: &mut OpenSet<S::File>,
     facts: &SourceFacts,
     connector: &dyn Connector,
     at: RemoteRef,
     options: &SyncOptions,
+    progress: &dyn Progress,
+) -> RemoteOutcome {
+    update_one_with(storage, set, facts, connector, at, options, false, progress)
+}
+
+/// [`update_one`], replacing the remote parts that exist with `recreate`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn update_one_with<S: Storage>(
+    storage: &S,
+    set: &mut OpenSet<S::File>,
+    facts: &SourceFacts,
+    connector: &dyn Connector,
+    at: RemoteRef,
+    options: &SyncOptions,
+    recreate: bool,
     progress: &dyn Progress,
 ) -> RemoteOutcome {
     let mut outcome = RemoteOutcome {
@@ -188,6 +203,7 @@ fn update_one<S: Storage>(
         let update = UpdateOptions {
             tuning: options.tuning(),
             uuids: &options.uuids,
+            recreate,
         };
         let plan = plan_update(storage, set, facts, &remote, update, progress)?;
         let report = if options.dry_run || plan.current {

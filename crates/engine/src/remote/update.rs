@@ -202,6 +202,9 @@ pub struct UpdateOptions<'a> {
     pub tuning: Tuning,
     /// Where fresh UUIDs come from.
     pub uuids: &'a UuidSource,
+    /// Replace the parts that exist rather than compare them (`create
+    /// -f`).
+    pub recreate: bool,
 }
 
 /// How one remote part's header stands.
@@ -274,6 +277,7 @@ pub fn plan_update<S: Storage>(
         let action = match report.status {
             WireStatus::Missing => RemotePartAction::Create,
             WireStatus::SizeMismatch => RemotePartAction::Recreate,
+            WireStatus::Ok if options.recreate => RemotePartAction::Recreate,
             WireStatus::Ok => RemotePartAction::Compare,
             WireStatus::Inaccessible => {
                 return Err(remote.at.refuse(format!(
