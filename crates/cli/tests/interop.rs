@@ -36,8 +36,12 @@ mod info_check;
 mod kill_loop;
 #[path = "interop/messages.rs"]
 mod messages;
+#[path = "interop/remote.rs"]
+mod remote;
 #[path = "interop/rm.rs"]
 mod rm;
+#[path = "interop/sshd.rs"]
+mod sshd;
 #[path = "interop/support.rs"]
 mod support;
 #[path = "interop/sync.rs"]
