@@ -22,7 +22,7 @@ use poolsync_engine::verify::{self, Divergence, Findings, SourceChoice, Verdict,
 use poolsync_pmem::{Access, FsStorage};
 use serde::Serialize;
 
-use crate::diagnose::{explain, shell_quote, sync_fix, Waiting};
+use crate::diagnose::{explain, new_replica_note, shell_quote, sync_fix, Waiting};
 use crate::output::{emit_json, out, outln};
 use crate::settings::Settings;
 
@@ -63,6 +63,12 @@ pub struct Args {
     /// With --data: compare with replica N instead of the first healthy replica
     #[arg(long = "source", value_name = "N", requires = "data")]
     source: Option<usize>,
+    /// With --data: show progress on stderr (default when stderr is a terminal)
+    #[arg(long = "progress", overrides_with = "no_progress", requires = "data")]
+    progress: bool,
+    /// With --data: never show progress
+    #[arg(long = "no-progress", overrides_with = "progress", requires = "data")]
+    no_progress: bool,
     /// With --data: worker threads that compare (default: the jobs setting, else
     /// the machine's parallelism, at most 8)
     #[arg(short = 'j', long = "jobs", value_name = "N", requires = "data", value_parser = crate::settings::jobs_flag)]
@@ -259,6 +265,11 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             );
             if let Some((advice, _)) = &fix {
                 message.push_str(&format!("; {advice}"));
+            } else if let Some(note) = health
+                .as_ref()
+                .and_then(|h| new_replica_note(h, &args.file))
+            {
+                message.push_str(&format!("; {note}"));
             }
             if args.json {
                 emit_json(
@@ -336,8 +347,9 @@ fn run_data(args: &Args, threads: usize, wait: Option<Duration>) -> anyhow::Resu
     };
     let what = "checking data failed";
     // check --data only reads, so retrying the whole call is safe.
+    let progress = crate::progress::reporter("check --data", args.no_progress, args.progress);
     let checked = crate::wait::retry(wait, || {
-        verify::check_data(&FsStorage, &args.file, &options)
+        verify::check_data(&FsStorage, &args.file, &options, progress.as_ref())
     });
     let findings = match checked {
         Ok(f) => f,

@@ -133,6 +133,16 @@ pub fn sync_fix(health: &Health, poolset: &Path) -> Option<(String, String)> {
     Some((advice, command))
 }
 
+/// When the pool set file names replicas the pool does not have yet
+/// (added by hand), how to add them: the advice, with no command to run
+/// as it is (the old pool set file must be put back first).
+pub fn new_replica_note(health: &Health, poolset: &Path) -> Option<String> {
+    let fresh = health.new_replicas();
+    (!fresh.is_empty()).then(|| {
+        poolsync_engine::sync::plan::new_replica_hint(Path::new(&shell_quote(poolset)), &fresh)
+    })
+}
+
 /// `path` as one shell word.
 pub fn shell_quote(path: &Path) -> String {
     let text = path.to_string_lossy();

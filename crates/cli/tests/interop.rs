@@ -36,6 +36,8 @@ mod info_check;
 mod kill_loop;
 #[path = "interop/messages.rs"]
 mod messages;
+#[path = "interop/refused_headers.rs"]
+mod refused_headers;
 #[path = "interop/remote.rs"]
 mod remote;
 #[path = "interop/rm.rs"]

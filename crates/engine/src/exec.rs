@@ -37,6 +37,7 @@ use poolsync_pmem::{PartFile, Storage};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::badblocks::save_recovery_files;
 use crate::compare::{
     diff_stride, effective_stride, AlignedBuf, Counter, LogicalRange, Mode, Scratch, Seen, Stride,
     BLOCK, JOB_LEN,
@@ -44,33 +45,13 @@ use crate::compare::{
 use crate::durable;
 use crate::endpoint::{Endpoint, HeaderWrite};
 use crate::open::{HeaderState, OpenSet, PartStatus};
-use crate::sync::badblocks::save_recovery_files;
 use crate::Error;
 
+pub use crate::progress::{NoProgress, Progress};
+pub use crate::undo::Overwrite;
 pub(crate) use steps::{data_steps, ser_mode};
 pub use steps::{totals, DataPurpose, DataStep, HeaderAction, HeaderStep, Step, Totals};
 use write_behind::{Queue, Repair};
-
-/// Receives progress of a long run; every method may be called from
-/// worker threads.
-pub trait Progress: Send + Sync {
-    /// The run starts and will copy or compare `total` bytes.
-    fn start(&self, total: u64) {
-        let _ = total;
-    }
-    /// `bytes` more bytes were copied or compared.
-    fn advance(&self, bytes: u64) {
-        let _ = bytes;
-    }
-    /// The run is over.
-    fn finish(&self) {}
-}
-
-/// A [`Progress`] that ignores everything.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoProgress;
-
-impl Progress for NoProgress {}
 
 /// A range read from another endpoint because reading the source failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -174,17 +155,6 @@ pub struct RunOptions<'a> {
     /// What [`survey`] learnt before the run: its compare-and-copy steps
     /// then copy the differing runs found, without comparing again.
     pub prepared: Option<&'a Prepared>,
-}
-
-/// A range a run writes over bytes an endpoint already holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Overwrite {
-    /// The endpoint written.
-    pub target: usize,
-    /// The endpoint its new bytes are read from.
-    pub source: usize,
-    /// The range.
-    pub range: LogicalRange,
 }
 
 /// What a run will overwrite, learnt before it writes anything

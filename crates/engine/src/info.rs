@@ -384,6 +384,10 @@ pub fn validate_open<F: PartFile>(set: &OpenSet<F>) -> Result<(), String> {
     };
     let name = |r: usize, p: usize| set.part(r, p).map(OpenPart::name).unwrap_or_default();
     let attr = hdr(0, 0)?;
+    // What libpmemobj expects of every header: obj's signature and major
+    // version, not whatever the master happens to hold, so that a damaged
+    // master is the part named.
+    let (signature, major) = (PoolType::Obj.signature(), PoolType::Obj.major());
     let arch = ArchFlags::current();
     let nrep = set.replicas.len();
     // Each header on its own.
@@ -394,22 +398,28 @@ pub fn validate_open<F: PartFile>(set: &OpenSet<F>) -> Result<(), String> {
             if h.major == 0 {
                 return fail("invalid major version (0) (offset 8)".to_string());
             }
-            if h.signature != attr.signature {
+            if h.signature != signature {
                 return fail(format!(
                     "wrong pool type: \"{}\" (offset 0)",
                     signature_text(&h.signature)
                 ));
             }
-            if h.major != attr.major {
+            if h.major != major {
                 return fail(format!(
-                    "pool version {} (library expects {}) (offset 8)",
-                    h.major, attr.major
+                    "pool version {} (library expects {major}) (offset 8)",
+                    h.major
                 ));
             }
-            let unknown = h.features.incompat & !attr.features.incompat;
+            let unknown = h.features.unknown().incompat;
             if unknown != 0 {
                 return fail(format!(
                     "unsafe to continue due to unknown incompat features: {unknown:#x} (offset 16)"
+                ));
+            }
+            let read_only = h.features.unknown().ro_compat;
+            if read_only != 0 {
+                return fail(format!(
+                    "read-only mode is not supported: unknown ro_compat features {read_only:#x} (offset 20)"
                 ));
             }
             if !h.checksum_ok() {

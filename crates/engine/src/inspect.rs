@@ -18,8 +18,8 @@ use std::fmt;
 use std::path::PathBuf;
 
 use poolsync_header::{
-    Features, ObjDescriptor, PoolHdr, PoolType, Sds, SdsVerdict, FEAT_CHECK_BAD_BLOCKS, FEAT_SDS,
-    FEAT_SINGLEHDR, OBJ_DESC_LEN, OBJ_DESC_OFF,
+    ArchFlags, Features, ObjDescriptor, PoolHdr, PoolType, Sds, SdsVerdict, FEAT_CHECK_BAD_BLOCKS,
+    FEAT_SDS, FEAT_SINGLEHDR, OBJ_DESC_LEN, OBJ_DESC_OFF,
 };
 use poolsync_pmem::PartFile;
 use serde::Serialize;
@@ -72,6 +72,14 @@ pub enum PartFault {
         /// The 8 signature bytes, printable ASCII or `\xNN`.
         signature: String,
     },
+    /// The header has a valid checksum, but libpmemobj refuses to open a
+    /// pool with it (docs/format.md §16.2, checks 1 to 5): a major version
+    /// other than obj's, another pool type, unknown incompat or ro_compat
+    /// bits, another machine's architecture flags.
+    Refused {
+        /// What libpmemobj refuses, with the field's offset.
+        problem: String,
+    },
     /// Step 7: the header's SINGLEHDR bit disagrees with the pool set's option.
     SingleHdrMismatch {
         /// Whether the header has incompat SINGLEHDR.
@@ -97,6 +105,9 @@ impl fmt::Display for PartFault {
             PartFault::ZeroHeader => f.write_str("the pool header is all zero"),
             PartFault::UnknownSignature { signature } => {
                 write!(f, "invalid signature \"{signature}\" in the pool header (offset 0)")
+            }
+            PartFault::Refused { problem } => {
+                write!(f, "libpmemobj refuses to open the pool with this header: {problem}")
             }
             PartFault::SingleHdrMismatch { header, poolset } => write!(
                 f,
@@ -372,6 +383,34 @@ impl Health {
         } else {
             None
         }
+    }
+
+    /// Replicas the pool does not have yet: none of their parts exists,
+    /// and the UUID ring of the others does not close through them (one of
+    /// the ring inconsistencies), as when REPLICA lines are added to a pool
+    /// set file by hand. Sync cannot rebuild them; transform adds them.
+    pub fn new_replicas(&self) -> Vec<usize> {
+        let ring = self.inconsistencies.iter().any(|i| {
+            matches!(
+                i,
+                Inconsistency::AlienReplica { .. }
+                    | Inconsistency::BorderUuids { .. }
+                    | Inconsistency::ReplicaUuids { .. }
+            )
+        });
+        if !ring {
+            return Vec::new();
+        }
+        self.replicas
+            .iter()
+            .filter(|r| {
+                !r.parts.is_empty()
+                    && r.parts
+                        .iter()
+                        .all(|p| matches!(p.fault, Some(PartFault::Missing)))
+            })
+            .map(|r| r.replica)
+            .collect()
     }
 
     /// `true` when part `part` of replica `replica` must be rebuilt: its own
@@ -834,6 +873,20 @@ impl<F: PartFile> Judge<'_, F> {
     }
 }
 
+/// Why libpmemobj 1.12 would refuse to open an obj pool with `hdr` on
+/// this machine, beyond a zero header and a bad checksum (docs/format.md
+/// §16.2, checks 1 to 5, in libpmemobj's order): the one judgement `check`
+/// and `sync` share, so that a header libpmemobj refuses is never called
+/// healthy.
+pub fn open_refusal(hdr: &PoolHdr) -> Option<poolsync_header::Error> {
+    hdr.check_major_nonzero()
+        .and_then(|()| hdr.check_signature(PoolType::Obj))
+        .and_then(|()| hdr.check_major(PoolType::Obj))
+        .and_then(|()| hdr.check_features())
+        .and_then(|()| hdr.check_arch(&ArchFlags::current()))
+        .err()
+}
+
 /// Steps 6 and 7 for one readable header.
 fn header_fault(hdr: &PoolHdr, single_hdr: bool) -> Option<PartFault> {
     if !hdr.checksum_ok() {
@@ -848,6 +901,11 @@ fn header_fault(hdr: &PoolHdr, single_hdr: bool) -> Option<PartFault> {
     if hdr.pool_type().is_none() {
         return Some(PartFault::UnknownSignature {
             signature: signature_text(&hdr.signature),
+        });
+    }
+    if let Some(problem) = open_refusal(hdr) {
+        return Some(PartFault::Refused {
+            problem: problem.to_string(),
         });
     }
     let header = hdr.features.incompat & FEAT_SINGLEHDR != 0;

@@ -35,6 +35,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod badblocks;
 pub mod check;
 pub mod compare;
 pub mod create;
@@ -47,6 +48,8 @@ pub mod inspect;
 pub mod load;
 pub mod open;
 mod ownership;
+pub mod progress;
+pub mod range;
 pub mod remote;
 pub mod ring;
 pub mod rm;

@@ -48,7 +48,7 @@ pub struct OpenSet<F> {
     set_file: Option<F>,
 }
 
-/// One local replica: also the local [`crate::endpoint::Endpoint`].
+/// One local replica: also the local endpoint (`crate::endpoint`).
 #[derive(Debug)]
 pub struct OpenReplica<F> {
     /// Replica index (0 = master), or the endpoint's number in a plan.
@@ -542,24 +542,6 @@ impl<F: PartFile> OpenSet<F> {
     /// local replicas (docs/format.md §14.1).
     pub fn set_pool_size(&self) -> u64 {
         self.replicas.iter().map(|r| r.net_size).min().unwrap_or(0)
-    }
-
-    /// Reads `buf.len()` bytes of replica `replica` starting at logical
-    /// `offset`, splitting the range at part boundaries (docs/format.md §15.1).
-    ///
-    /// Fails when the range reaches beyond the replica's address space or a
-    /// part it touches is not open.
-    pub fn read_logical(&self, replica: usize, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
-        let rep = self
-            .replicas
-            .get(replica)
-            .ok_or_else(|| Error::LogicalRead {
-                replica,
-                offset,
-                end: offset.saturating_add(buf.len() as u64),
-                reason: "no such replica".to_string(),
-            })?;
-        crate::endpoint::Endpoint::read(rep, offset, buf)
     }
 
     /// Closes every part and the pool set file, releasing their locks (the

@@ -44,8 +44,6 @@ use std::fmt;
 use poolsync_header::{ring_links, HeaderLinks, PoolHdr, PoolType, RawUuid, Sds, FEAT_SINGLEHDR};
 use serde::Serialize;
 
-use crate::exec::HeaderAction;
-
 /// Where fresh UUIDs come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum UuidSource {
@@ -91,6 +89,23 @@ fn splitmix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// What a sync does with one part's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeaderAction {
+    /// The part carries no header (SINGLEHDR, part ≥ 1).
+    None,
+    /// Left as it is.
+    Keep,
+    /// Its links change: rewritten with everything else kept.
+    Relink,
+    /// A new header (the part is broken).
+    New,
+    /// Invalidated while its replica is repaired, then written back as it
+    /// was (with current links).
+    Restore,
 }
 
 /// Which rule gave a part its UUID.

@@ -52,7 +52,7 @@
 //! # }
 //! ```
 
-pub mod badblocks;
+pub use crate::badblocks;
 pub mod plan;
 /// The UUID rules, now shared with transform in [`crate::ring`].
 pub mod uuids {
@@ -408,7 +408,15 @@ pub fn survey<S: Storage>(
         }
     }
     let health = inspect(set);
-    let bad_blocks = badblocks::scan(storage, set, &health, options)?;
+    let bad_blocks = badblocks::scan(
+        storage,
+        set,
+        &health,
+        badblocks::ScanOptions {
+            bad_blocks: options.bad_blocks,
+            query: options.bad_block_query.as_ref(),
+        },
+    )?;
     Ok(Survey { health, bad_blocks })
 }
 

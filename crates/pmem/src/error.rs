@@ -69,6 +69,15 @@ pub enum Error {
         /// Length of the range.
         len: u64,
     },
+    /// `open` of something that is neither a regular file nor a character
+    /// device (a FIFO would block the open; a directory cannot be read).
+    #[error("open \"{path}\": {kind}, not a regular file")]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
     /// `create` found a file at the path; existing files are never overwritten.
     #[error("create \"{path}\": file already exists (an existing file is never overwritten)")]
     Exists {

@@ -648,3 +648,27 @@ fn the_config_file_defaults_to_xdg_then_etc() {
         assert_eq!(doc["settings"]["wait_lock"]["source"]["kind"], "default");
     }
 }
+
+#[test]
+fn a_replica_added_by_hand_is_new_and_transform_adds_it() {
+    let s = Scene::new();
+    s.pool_set(1);
+    s.write(
+        "pool.set",
+        "PMEMPOOLSET\n16M {DIR}/r0.part\nREPLICA\n16M {DIR}/r1.part\n",
+    );
+    s.check(
+        &[&["sync", "pool.set"], &["check", "pool.set"]],
+        expect![[r#"
+            $ poolsync sync pool.set
+            exit: 1
+            --- stderr
+            error: failed to synchronize: pool.set: alien replica found (probably coming from a different poolset): healthy replicas up to replica 0 form a ring of their own: replica 0 (<DIR>/r0.part); replica(s) 1 look new: none of their parts exists and the pool's headers name a ring without them, as when REPLICA lines are added to a pool set file by hand; sync rebuilds only the replicas a pool already has. To add replicas, put the pool set file back as it was (say as OLD.set) and run `poolsync transform OLD.set pool.set`
+
+            $ poolsync check pool.set
+            exit: 1
+            --- stderr
+            error: checking consistency failed: pool.set: replica 1 part 0 (<DIR>/r1.part): no such file or directory; replica(s) 1 look new: none of their parts exists and the pool's headers name a ring without them, as when REPLICA lines are added to a pool set file by hand; sync rebuilds only the replicas a pool already has. To add replicas, put the pool set file back as it was (say as OLD.set) and run `poolsync transform OLD.set pool.set`
+        "#]],
+    );
+}

@@ -59,6 +59,7 @@ use poolsync_pmem::PartFile;
 use poolsync_poolset::{map_range, Extent, PAGE};
 use serde::Serialize;
 
+use crate::badblocks::{BadBlockOrigin, BadBlockScan};
 use crate::compare::{split_at_boundaries, LogicalRange};
 use crate::endpoint::Endpoint;
 use crate::exec::{data_steps, ser_mode, totals};
@@ -66,7 +67,6 @@ pub use crate::exec::{DataPurpose, DataStep, HeaderAction, HeaderStep, Step, Tot
 use crate::inspect::{choose_source, Health, Inconsistency, ReplicaHealth, SourceRefusal};
 use crate::open::{OpenSet, PartStatus};
 use crate::ring::{assign, plan_headers, OnDisk, PartView, Planned, Rules, UuidSource};
-use crate::sync::badblocks::{BadBlockOrigin, BadBlockScan};
 use crate::sync::{Survey, SyncOptions};
 use crate::Error;
 
@@ -767,7 +767,30 @@ fn describe_inconsistency<F: PartFile>(
         Inconsistency::ReplicasTooSmall { replica: r, .. }
         | Inconsistency::PoolSizesDiffer { replica: r, .. } => replica(*r),
     };
-    format!("{inc}: {detail}")
+    match health.new_replicas() {
+        fresh if !fresh.is_empty() => {
+            format!("{inc}: {detail}; {}", new_replica_hint(&set.path, &fresh))
+        }
+        _ => format!("{inc}: {detail}"),
+    }
+}
+
+/// What to do about replicas that are new to the pool: sync rebuilds only
+/// replicas the pool's headers already name (docs/format.md §17), and
+/// transform adds replicas (§19).
+pub fn new_replica_hint(set: &std::path::Path, fresh: &[usize]) -> String {
+    let list = fresh
+        .iter()
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "replica(s) {list} look new: none of their parts exists and the pool's headers name \
+         a ring without them, as when REPLICA lines are added to a pool set file by hand; \
+         sync rebuilds only the replicas a pool already has. To add replicas, put the pool \
+         set file back as it was (say as OLD.set) and run `poolsync transform OLD.set {}`",
+        set.display()
+    )
 }
 
 /// Why a replica is not healthy: its own fault, or its first part's.
@@ -972,7 +995,7 @@ fn choose_good(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::badblocks::BadBlock;
+    use crate::badblocks::BadBlock;
 
     #[test]
     fn ring_distance_goes_the_short_way() {

@@ -13,13 +13,13 @@ use super::journal::{temp_header, write_journal};
 use super::types::{
     DataFrom, Operation, Staging, TempCopy, TransformOptions, TransformPlan, TransformReport,
 };
-use crate::compare::LogicalRange;
 use crate::durable;
 use crate::endpoint::Endpoint;
 use crate::exec::{
     self, data_steps, DataPurpose, Endpoints, ExecReport, Progress, RunOptions, Step,
 };
 use crate::open::{open, HeaderState, OpenReplica, OpenSet, PartStatus};
+use crate::range::LogicalRange;
 use crate::Error;
 
 /// Carries out `plan` on `target` (the set [`super::plan()`] returned,

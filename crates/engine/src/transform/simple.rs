@@ -32,10 +32,10 @@ use super::request::{broken, refuse, Request};
 use super::source::SourceInfo;
 use super::target::{check_space, new_files, parts_to_create, prove_left_by_us, ring_header_steps};
 use super::types::{assemble, Operation, Parts, TransformOptions, TransformPlan};
-use crate::compare::LogicalRange;
 use crate::endpoint::Endpoint;
 use crate::exec::{data_steps, DataPurpose, Step};
 use crate::open::{open, OpenSet, PartStatus};
+use crate::range::LogicalRange;
 use crate::sync::plan::push_dir_syncs;
 use crate::Error;
 

@@ -63,11 +63,11 @@ use super::types::{
     assemble, DataFrom, NewPart, Operation, Parts, Staging, TempCopy, TransformOptions,
     TransformPlan,
 };
-use crate::compare::LogicalRange;
 use crate::endpoint::Endpoint;
 use crate::exec::{data_steps, DataPurpose, Step};
 use crate::inspect::inspect;
 use crate::open::{open, OpenReplica, OpenSet};
+use crate::range::LogicalRange;
 use crate::space::NewFile;
 use crate::sync::plan::push_dir_syncs;
 use crate::Error;

@@ -24,10 +24,9 @@ use poolsync_header::RawUuid;
 use poolsync_pmem::{Access, PartFile, Storage};
 use serde::Serialize;
 
-use crate::compare::LogicalRange;
 use crate::endpoint::{digest, Endpoint};
-use crate::exec::Overwrite;
 use crate::open::OpenSet;
+use crate::range::LogicalRange;
 use crate::space::{self, NewFile};
 use crate::Error;
 use format::{
@@ -58,6 +57,17 @@ pub struct UndoSummary {
     pub bytes: u64,
     /// The file's size.
     pub file_size: u64,
+}
+
+/// A range a run writes over bytes an endpoint already holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overwrite {
+    /// The endpoint written.
+    pub target: usize,
+    /// The endpoint its new bytes are read from.
+    pub source: usize,
+    /// The range.
+    pub range: LogicalRange,
 }
 
 /// One record to write: a range of one part of one endpoint.

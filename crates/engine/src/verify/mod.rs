@@ -32,6 +32,7 @@
 
 mod decide;
 mod find;
+mod live;
 mod repair;
 
 use std::path::{Path, PathBuf};
@@ -48,7 +49,7 @@ use crate::sync::{
 };
 use crate::Error;
 pub use decide::{HeapCheck, SourceChoice, Verdict};
-pub use find::walk_source;
+pub use live::walk_source;
 pub use repair::repair;
 
 /// Divergences listed per replica; more are counted but not listed.
@@ -227,6 +228,7 @@ pub fn check_data<S: Storage>(
     storage: &S,
     path: &Path,
     options: &VerifyOptions,
+    progress: &dyn Progress,
 ) -> Result<Findings, Error> {
     let set = open(storage, path, Access::ReadOnly)?;
     let health = inspect(&set);
@@ -275,8 +277,11 @@ pub fn check_data<S: Storage>(
         compared: &compared,
         pool_size,
         skipped_note: &note,
+        progress,
     };
-    find::find(&set, req, options)
+    let findings = find::find(&set, req, options);
+    progress.finish();
+    findings
 }
 
 /// `sync --verify`: plans the sync, verifies the replicas the sync leaves
@@ -318,6 +323,11 @@ pub fn sync_verify<S: Storage>(
         compared: &compared,
         pool_size: plan.pool_size,
         skipped_note: &note,
+        progress: if sync_options.dry_run {
+            &crate::sync::NoProgress
+        } else {
+            progress
+        },
     };
     let findings = find::find(&set, req, verify)?;
     match &findings.outvoted {
