@@ -270,6 +270,17 @@ pub enum Error {
         part: usize,
         dir: PathBuf,
     },
+    /// `sync`: a missing part is a symbolic link to a file in a directory
+    /// that does not exist, so it cannot be created.
+    #[error("{}: part {part} in replica {replica} is missing, and {link} is a symbolic link to {target}, whose directory does not exist: create the directory, or point the link elsewhere", at(set, *line), link = link.display(), target = target.display())]
+    LinkDirectory {
+        set: PathBuf,
+        line: usize,
+        replica: usize,
+        part: usize,
+        link: PathBuf,
+        target: PathBuf,
+    },
     /// `sync`: the health check found the set impossible to synchronize
     /// (the reason names the replica, part or field).
     #[error("{set}: {reason}", set = set.display())]

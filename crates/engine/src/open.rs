@@ -88,6 +88,10 @@ pub struct OpenPart<F> {
     pub header: HeaderState,
     /// Something was flushed through this handle since its last fence.
     pub(crate) flushed: std::sync::atomic::AtomicBool,
+    /// For a missing part whose path is a symbolic link to nothing: the
+    /// file the link names (relative targets resolved against the link's
+    /// directory), which is where the part is created.
+    pub link_target: Option<PathBuf>,
 }
 
 /// What opening one part found.
@@ -234,6 +238,7 @@ pub fn open<S: Storage>(
                     meta,
                     status: PartStatus::Ok,
                     file: set_file.take(),
+                    link_target: None,
                 }
             };
             if let (PartStatus::Ok, Some(meta)) = (&open_part.status, &open_part.meta) {
@@ -263,6 +268,7 @@ pub fn open<S: Storage>(
                 file: open_part.file,
                 header,
                 flushed: Default::default(),
+                link_target: open_part.link_target,
             });
         }
         replicas.push(OpenReplica {
@@ -290,6 +296,7 @@ struct Opened<F> {
     meta: Option<poolsync_pmem::Meta>,
     status: PartStatus,
     file: Option<F>,
+    link_target: Option<PathBuf>,
 }
 
 fn open_part<S: Storage>(
@@ -302,11 +309,19 @@ fn open_part<S: Storage>(
     let meta = match storage.stat(path) {
         Ok(Some(meta)) => meta,
         Ok(None) => {
+            // A symbolic link to nothing is missing too; the part is
+            // created where the link points.
+            let link_target = storage
+                .read_link(path)
+                .ok()
+                .flatten()
+                .map(|t| path.parent().map_or_else(|| t.clone(), |dir| dir.join(&t)));
             return Ok(Opened {
                 meta: None,
                 status: PartStatus::Missing,
                 file: None,
-            })
+                link_target,
+            });
         }
         Err(e) => {
             return Ok(Opened {
@@ -315,6 +330,7 @@ fn open_part<S: Storage>(
                     reason: storage_reason(&e),
                 },
                 file: None,
+                link_target: None,
             })
         }
     };
@@ -344,6 +360,7 @@ fn open_part<S: Storage>(
                     reason: "not a regular file".to_string(),
                 },
                 file: None,
+                link_target: None,
             })
         }
     }
@@ -352,6 +369,7 @@ fn open_part<S: Storage>(
             meta: Some(meta),
             status: PartStatus::Ok,
             file: Some(file),
+            link_target: None,
         }),
         Err(e @ poolsync_pmem::Error::Locked { .. }) => Err(Error::Storage(e)),
         Err(e) => Ok(Opened {
@@ -360,6 +378,7 @@ fn open_part<S: Storage>(
                 reason: storage_reason(&e),
             },
             file: None,
+            link_target: None,
         }),
     }
 }
@@ -475,6 +494,7 @@ impl<F> OpenReplica<F> {
                 file,
                 header: HeaderState::NotRead,
                 flushed: Default::default(),
+                link_target: None,
             }],
         }
     }
@@ -501,6 +521,7 @@ impl<F> OpenReplica<F> {
                     file: None,
                     header: HeaderState::NotRead,
                     flushed: Default::default(),
+                    link_target: None,
                 })
                 .collect(),
             _ => Vec::new(),

@@ -386,24 +386,36 @@ pub fn survey<S: Storage>(
     options: &SyncOptions,
 ) -> Result<Survey, Error> {
     for part in set.parts() {
-        let dir: PathBuf = part
-            .path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        let ok = dir.as_os_str().is_empty()
-            || storage
-                .stat(&dir)
-                .ok()
-                .flatten()
-                .is_some_and(|m| m.kind == FileKind::Directory);
-        if !ok {
-            return Err(Error::PartDirectory {
+        // The directory of the part, and of the file a symbolic link to
+        // nothing names, which is where a missing part is created.
+        let paths = std::iter::once(&part.path).chain(part.link_target.as_ref());
+        for path in paths {
+            let dir: PathBuf = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            let ok = dir.as_os_str().is_empty()
+                || storage
+                    .stat(&dir)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|m| m.kind == FileKind::Directory);
+            if ok {
+                continue;
+            }
+            if path == &part.path {
+                return Err(Error::PartDirectory {
+                    set: set.path.clone(),
+                    line: part.line,
+                    replica: part.replica,
+                    part: part.index,
+                    dir,
+                });
+            }
+            return Err(Error::LinkDirectory {
                 set: set.path.clone(),
                 line: part.line,
                 replica: part.replica,
                 part: part.index,
-                dir,
+                link: part.path.clone(),
+                target: path.clone(),
             });
         }
     }

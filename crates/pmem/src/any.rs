@@ -91,6 +91,10 @@ impl Storage for AnyStorage {
         }
     }
 
+    fn read_link(&self, path: &Path) -> Result<Option<std::path::PathBuf>, Error> {
+        FsStorage.read_link(path)
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> Result<(), Error> {
         // Entries are the file system's, whichever path persists data.
         FsStorage.rename(from, to)

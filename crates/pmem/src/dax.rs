@@ -325,6 +325,10 @@ impl Storage for DaxStorage {
         FsStorage.set_mode(path, mode)
     }
 
+    fn read_link(&self, path: &Path) -> Result<Option<std::path::PathBuf>, Error> {
+        FsStorage.read_link(path)
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> Result<(), Error> {
         FsStorage.rename(from, to)
     }

@@ -118,6 +118,22 @@ impl Storage for FsStorage {
         })
     }
 
+    fn read_link(&self, path: &Path) -> Result<Option<PathBuf>, Error> {
+        let io_err = |op, source| Error::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        };
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_symlink() => std::fs::read_link(path)
+                .map(Some)
+                .map_err(|e| io_err("readlink", e)),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("lstat", e)),
+        }
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> Result<(), Error> {
         std::fs::rename(from, to).map_err(|source| Error::Io {
             op: "rename",

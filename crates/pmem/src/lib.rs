@@ -186,6 +186,14 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn remove(&self, path: &Path) -> Result<(), Error>;
     /// `chmod`.
     fn set_mode(&self, path: &Path, mode: u32) -> Result<(), Error>;
+    /// The target of the symbolic link at `path` as stored in the link
+    /// (`readlink`), or `None` when `path` is not a symbolic link or does
+    /// not exist. The default says `None`: storage without symbolic links
+    /// (the simulated backend).
+    fn read_link(&self, path: &Path) -> Result<Option<PathBuf>, Error> {
+        let _ = path;
+        Ok(None)
+    }
     /// Renames `from` to `to`, atomically replacing a file at `to`
     /// (`rename(2)`). Both entries are durable only after
     /// [`Storage::fsync_dir`] of their directories.

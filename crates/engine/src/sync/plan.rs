@@ -589,15 +589,17 @@ fn emit_target<F: PartFile>(
         };
         match cell.data {
             Some(DataAction::Recreate) => {
+                // Through a symbolic link to nothing: the file it names.
+                let path = part.link_target.as_ref().unwrap_or(&part.path);
                 steps.push(Step::CreatePart {
                     replica: r,
                     part: part.index,
-                    path: part.path.clone(),
+                    path: path.clone(),
                     size: part.configured_size,
                     replace: part.status != PartStatus::Missing,
                 });
                 steps.push(set_mode);
-                touched_dirs.push(part.path.clone());
+                touched_dirs.push(path.clone());
             }
             // A part repaired in place keeps its mode, unless it has
             // none: mode 0 is what a creation that never finished
