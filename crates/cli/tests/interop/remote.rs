@@ -160,14 +160,14 @@ fn a_remote_replica_is_seeded_kept_current_and_opens_with_libpmemobj() {
 
     // A dry run prints the plan with the bytes for the wire and each side.
     objclient(&["write", s(&r.app), "remote", "another change"]).assert_success();
-    let before = snapshot(&r.remote_set.parent().unwrap().to_path_buf());
+    let before = snapshot(r.remote_set.parent().unwrap());
     let out = r.run(&sshd, &["sync", "-d"]);
     out.assert_success();
     assert!(out.stdout.contains("wire: "), "{}", out.describe());
     assert!(out.stdout.contains("remote host: "), "{}", out.describe());
     crate::support::assert_unchanged(
         &before,
-        &snapshot(&r.remote_set.parent().unwrap().to_path_buf()),
+        &snapshot(r.remote_set.parent().unwrap()),
         "dry run",
     );
 

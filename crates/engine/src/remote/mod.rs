@@ -29,6 +29,7 @@ pub mod replica;
 pub mod rules;
 pub mod serve;
 pub mod session;
+pub mod status;
 pub mod sync;
 pub mod update;
 
