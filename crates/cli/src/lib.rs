@@ -175,7 +175,7 @@ fn dispatch(command: Command, settings: &settings::Settings) -> anyhow::Result<E
         Command::Create(args) => create::run(args, settings),
         Command::Info(args) => info::run(args, settings),
         Command::Check(args) => check::run(args, settings),
-        Command::Rm(args) => rm::run(args),
+        Command::Rm(args) => rm::run(args, settings),
         Command::Sync(args) => sync::run(args, settings),
         Command::Transform(args) => transform::run(args, settings),
         Command::Undo(args) => undo::run(args),

@@ -11,7 +11,7 @@
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use poolsync_pmem::{Access, FileKind, Storage};
+use poolsync_pmem::{Access, FileKind, PartFile, Storage};
 use poolsync_poolset::Replica;
 use serde::Serialize;
 
@@ -37,6 +37,9 @@ pub struct RmOptions {
     pub force: bool,
     /// Also remove the pool set file once all its parts are gone (`-l`).
     pub remove_set_file: bool,
+    /// Also remove the pool set files of remote replicas on their hosts,
+    /// with their parts (`-r`; `-a` is `-l` and `-r`).
+    pub remove_remote_set_files: bool,
     /// When to ask.
     pub ask: Ask,
     /// `--verify-owner`: remove only part files that provably belong to
@@ -82,7 +85,8 @@ pub enum Outcome {
     Declined,
     /// The file did not exist; ignored because of `force`.
     Missing,
-    /// A remote replica, left alone because of `force`.
+    /// Not removed, and not asked to be (kept for documents that name
+    /// this outcome).
     Skipped,
     /// `--verify-owner`: the file does not provably belong to the pool
     /// set, so it is kept.
@@ -176,6 +180,27 @@ pub fn rm<S: Storage>(
     options: &RmOptions,
     observer: &mut dyn RmObserver,
 ) -> Result<RmReport, Error> {
+    rm_with(
+        storage,
+        target,
+        options,
+        observer,
+        &crate::remote::NoRemotes,
+    )
+}
+
+/// [`rm`], reaching the hosts of remote replicas through `connector`:
+/// their parts are removed there (and, with
+/// [`RmOptions::remove_remote_set_files`], their pool set files), by
+/// `poolsync serve`, which locks them first and refuses parts of another
+/// pool.
+pub fn rm_with<S: Storage>(
+    storage: &S,
+    target: &Path,
+    options: &RmOptions,
+    observer: &mut dyn RmObserver,
+    connector: &dyn crate::remote::Connector,
+) -> Result<RmReport, Error> {
     let mut report = RmReport {
         target: target.to_path_buf(),
         is_poolset: false,
@@ -218,6 +243,9 @@ pub fn rm<S: Storage>(
         return Ok(report);
     }
 
+    // The pool the remote replicas must belong to: the first intact local
+    // header's (read before any local part goes).
+    let uuid = first_poolset_uuid(storage, &loaded.set);
     for (r, replica) in loaded.set.replicas.iter().enumerate() {
         match replica {
             Replica::Local { parts, .. } => {
@@ -258,33 +286,49 @@ pub fn rm<S: Storage>(
                     node: node.clone(),
                     descriptor: descriptor.clone(),
                 };
-                let path = PathBuf::from(format!("{node}:{descriptor}"));
-                observer.visiting(&path, &role);
-                let outcome = if options.force {
-                    Outcome::Skipped
-                } else {
-                    Outcome::Failed(Error::Unsupported {
-                        set: target.to_path_buf(),
-                        line: *line,
-                        what: format!(
-                            "removing remote replica {descriptor} on {node}: remote replicas are"
-                        ),
-                    })
+                let at = crate::remote::replica::RemoteRef {
+                    set: target.to_path_buf(),
+                    line: *line,
+                    node: node.clone(),
+                    descriptor: descriptor.clone(),
                 };
-                let file = RmFile {
-                    path,
-                    role,
-                    outcome,
+                let name = PathBuf::from(format!("{node}:{descriptor}"));
+                observer.visiting(&name, &role);
+                let removed = remove_remote(connector, at, options.remove_remote_set_files, uuid);
+                let files = match removed {
+                    Ok(files) => files
+                        .into_iter()
+                        .map(|(path, existed)| RmFile {
+                            path: PathBuf::from(format!("{node}:{path}")),
+                            role: role.clone(),
+                            outcome: if existed {
+                                Outcome::Removed
+                            } else if options.force {
+                                Outcome::Missing
+                            } else {
+                                Outcome::Failed(Error::NotFound {
+                                    path: PathBuf::from(format!("{node}:{path}")),
+                                })
+                            },
+                        })
+                        .collect(),
+                    Err(e) => vec![RmFile {
+                        path: name,
+                        role,
+                        outcome: Outcome::Failed(e),
+                    }],
                 };
-                observer.done(&file);
-                report.files.push(file);
+                for file in files {
+                    observer.done(&file);
+                    report.files.push(file);
+                }
             }
         }
     }
     let dirs: std::collections::BTreeSet<PathBuf> = report
         .files
         .iter()
-        .filter(|f| matches!(f.outcome, Outcome::Removed))
+        .filter(|f| matches!(f.outcome, Outcome::Removed) && !matches!(f.role, Role::Remote { .. }))
         .map(|f| f.path.parent().map(Path::to_path_buf).unwrap_or_default())
         .collect();
     for dir in dirs {
@@ -312,6 +356,39 @@ pub fn rm<S: Storage>(
         ));
     }
     Ok(report)
+}
+
+/// The pool set UUID of the first local part whose header is intact.
+fn first_poolset_uuid<S: Storage>(
+    storage: &S,
+    set: &poolsync_poolset::PoolSet,
+) -> Option<[u8; 16]> {
+    set.replicas
+        .iter()
+        .flat_map(Replica::parts)
+        .find_map(|part| {
+            let file = storage.open(Path::new(&part.path), Access::ReadOnly).ok()?;
+            let mut page = vec![0u8; poolsync_header::POOL_HDR_SIZE];
+            file.read_at(0, &mut page).ok()?;
+            let hdr = poolsync_header::PoolHdr::decode(&page).ok()?;
+            (hdr.checksum == hdr.compute_checksum() && page.iter().any(|&b| b != 0))
+                .then_some(hdr.poolset_uuid.0)
+        })
+}
+
+/// Removes a remote replica's parts (and its set file) on its host.
+fn remove_remote(
+    connector: &dyn crate::remote::Connector,
+    at: crate::remote::replica::RemoteRef,
+    set_file: bool,
+    uuid: Option<[u8; 16]>,
+) -> Result<Vec<(String, bool)>, Error> {
+    let transport = connector.connect(&at.node)?;
+    let session = crate::remote::Session::start(&at.node, transport)?;
+    let remote = crate::remote::RemoteReplica::open(session, at, 0, true, uuid)?;
+    let files = remote.remove(set_file)?;
+    let _ = remote.close();
+    Ok(files)
 }
 
 /// Removes one local file: lock it, ask if asked to, unlink it.

@@ -1177,7 +1177,9 @@ fn rm_targets_that_are_not_pools() {
     let err = rm(&FsStorage, dir.path(), &forced, &mut Script::default()).expect_err("directory");
     assert!(matches!(err, Error::IsDirectory { .. }));
 
-    // A remote replica: an error, or skipped with -f (and the set file goes).
+    // A remote replica that cannot be reached (`rm` reaches no host): an
+    // error even with -f, which ignores missing files only, and the set
+    // file stays while it names parts that may exist.
     let remote = dir.path().join("remote.set");
     fs::write(
         &remote,
@@ -1204,8 +1206,8 @@ fn rm_targets_that_are_not_pools() {
         ..RmOptions::default()
     };
     let report = rm(&FsStorage, &remote, &opts, &mut Script::default()).unwrap();
-    assert_eq!(outcomes(&report), ["removed", "skipped", "removed"]);
-    assert!(names(dir.path()) == ["bad.set"]);
+    assert_eq!(outcomes(&report), ["removed", "failed"]);
+    assert!(names(dir.path()) == ["bad.set", "remote.set"]);
 }
 
 /// Stops `rm -l` of a pool set whose parts lie in two directories at

@@ -279,3 +279,26 @@ fn errors_from_the_server_name_the_remote_and_the_file() {
     );
     let _: Option<Error> = None;
 }
+
+#[test]
+fn rm_removes_the_remote_parts_and_with_r_the_remote_set_file() {
+    use poolsync_engine::rm::{rm_with, AlwaysYes, Ask, RmOptions};
+    let (_fx, s, admin) = setup();
+    run(&s, &admin);
+    let pools = Path::new(ROOT).join("pools");
+    let opts = RmOptions {
+        ask: Ask::Never,
+        remove_remote_set_files: true,
+        ..RmOptions::default()
+    };
+    let report = rm_with(&s, &admin, &opts, &mut AlwaysYes, &connector(&s)).unwrap();
+    assert!(report.ok(), "{report:?}");
+    for name in ["standby.part0", "standby.part1", "standby.set"] {
+        assert!(s.stat(&pools.join(name)).unwrap().is_none(), "{name}");
+    }
+    // Removed files are reported with their host.
+    assert!(report
+        .files
+        .iter()
+        .any(|f| f.path == Path::new("b.example.org:/srv/b/pools/standby.set")));
+}
