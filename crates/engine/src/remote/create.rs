@@ -114,7 +114,7 @@ fn remote_lines<S: Storage>(storage: &S, target: &Path) -> Result<Vec<RemoteLine
 
 /// Reaches a remote replica before anything is created and checks that it
 /// can take the pool.
-fn precheck(
+pub(crate) fn precheck(
     connector: &dyn Connector,
     at: RemoteRef,
     pool_size: u64,

@@ -31,6 +31,7 @@ pub mod serve;
 pub mod session;
 pub mod status;
 pub mod sync;
+pub mod transform;
 pub mod update;
 
 use std::io::{Read, Write};

@@ -302,3 +302,66 @@ fn rm_removes_the_remote_parts_and_with_r_the_remote_set_file() {
         .iter()
         .any(|f| f.path == Path::new("b.example.org:/srv/b/pools/standby.set")));
 }
+
+#[test]
+fn transform_adds_and_removes_a_remote_replica() {
+    use poolsync_engine::remote::transform::{transform_all, TransformAll};
+    use poolsync_engine::transform::TransformOptions;
+    let (fx, s, admin) = setup();
+    let app = fx.set_path.clone();
+    let opts = TransformOptions {
+        threads: 1,
+        ..TransformOptions::default()
+    };
+    let out = transform_all(
+        &s,
+        &app,
+        &admin,
+        &opts,
+        &connector(&s),
+        &options(),
+        &NoProgress,
+    )
+    .unwrap();
+    let TransformAll::Remote(added) = out else {
+        panic!("a remote transform")
+    };
+    assert!(added.first_failure().is_none(), "{added:?}");
+    assert_eq!(added.added.len(), 1);
+    assert_in_sync(&s, &fx.set_path);
+    // Back: the remote parts go, the remote set file stays.
+    let out = transform_all(
+        &s,
+        &admin,
+        &app,
+        &opts,
+        &connector(&s),
+        &options(),
+        &NoProgress,
+    )
+    .unwrap();
+    let TransformAll::Remote(removed) = out else {
+        panic!("a remote transform")
+    };
+    assert_eq!(removed.removed[0].files.len(), 2);
+    let pools = Path::new(ROOT).join("pools");
+    assert!(s.stat(&pools.join("standby.part0")).unwrap().is_none());
+    assert!(s.stat(&pools.join("standby.set")).unwrap().is_some());
+    // Local and remote replicas changing together: refused.
+    let text = String::from_utf8(s.written_bytes(&admin).unwrap()).unwrap();
+    let both = Path::new("/pool/both.set");
+    let local_changed = text.replace("REPLICA\n", "REPLICA\n8M /pool/extra\n");
+    s.insert_file(both, local_changed.as_bytes(), 0o644)
+        .unwrap();
+    let e = transform_all(
+        &s,
+        &app,
+        both,
+        &opts,
+        &connector(&s),
+        &options(),
+        &NoProgress,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("one thing at a time"), "{e}");
+}
