@@ -118,7 +118,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     );
     progress.finish();
     let outcome = match result {
-        Ok(TransformAll::Local(outcome)) => outcome,
+        Ok(TransformAll::Local(outcome)) => *outcome,
         Ok(TransformAll::Remote(remote)) => return finish_remote(&args, &options, &what, &remote),
         Err(e) => {
             // The engine's refusal already names both files.

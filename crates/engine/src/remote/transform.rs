@@ -63,7 +63,7 @@ impl RemoteTransform {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TransformAll {
     /// The local replicas changed.
-    Local(TransformOutcome),
+    Local(Box<TransformOutcome>),
     /// Remote replicas were added or removed.
     Remote(RemoteTransform),
 }
@@ -101,7 +101,7 @@ pub fn transform_all<S: Storage>(
         .collect();
     if added.is_empty() && removed.is_empty() {
         return crate::transform::transform(storage, src, dst, options, progress)
-            .map(TransformAll::Local);
+            .map(|o| TransformAll::Local(Box::new(o)));
     }
     if local_view(storage, src)? != local_view(storage, dst)? {
         return Err(Error::CannotTransform {
