@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use poolsync_engine::remote::sync::{sync_all, update_remotes_at, RemoteOutcome};
+use poolsync_engine::remote::sync::{sync_all, update_remotes_at, RemoteOutcome, RestoreOutcome};
 use poolsync_engine::sync::plan::{DataStep, HeaderAction, Plan, Role, Step};
 use poolsync_engine::sync::{self, SyncOptions, SyncReport};
 use poolsync_engine::undo::UndoSummary;
@@ -98,6 +98,10 @@ struct Document<'a> {
     /// Each remote replica's update (absent without remote replicas).
     #[serde(skip_serializing_if = "<[RemoteOutcome]>::is_empty")]
     remotes: &'a [RemoteOutcome],
+    /// The local replicas restored from a remote replica (absent unless no
+    /// local replica was healthy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restored: Option<&'a RestoreOutcome>,
 }
 
 /// The `verify` field of the `--json` document.
@@ -238,12 +242,19 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         progress.as_ref(),
     );
     progress.finish();
-    let (outcome, remotes) = match outcome {
-        Ok(all) => (all.local, all.remotes),
+    let (local, remotes, restored) = match outcome {
+        Ok(all) => (all.local, all.remotes, all.restored),
         Err(e) => {
             let message = failure(e, &args, &options);
             if args.json {
-                emit_document(&args, options.threads, Err(message.clone()), None, &[])?;
+                emit_document(
+                    &args,
+                    options.threads,
+                    Err(message.clone()),
+                    None,
+                    &[],
+                    None,
+                )?;
             }
             transform_hint(&storage, &args.poolset);
             return Err(anyhow::anyhow!(message));
@@ -252,22 +263,39 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     let remote_failure = remote_failure(&remotes);
     if args.json {
         let done = match &remote_failure {
-            None => Ok((&outcome.plan, outcome.report.as_ref())),
+            None => Ok((
+                local.as_ref().map(|l| &l.plan),
+                local.as_ref().and_then(|l| l.report.as_ref()),
+            )),
             Some(message) => Err(message.clone()),
         };
-        emit_document(&args, options.threads, done, None, &remotes)?;
+        emit_document(
+            &args,
+            options.threads,
+            done,
+            None,
+            &remotes,
+            restored.as_ref(),
+        )?;
         return match remote_failure {
             None => Ok(ExitCode::SUCCESS),
             Some(message) => Err(anyhow::anyhow!(message)),
         };
     }
+    let mut text = String::new();
+    if let Some(r) = &restored {
+        text.push_str(&restore_text(r, args.dry_run, args.verbose));
+    }
+    let Some(outcome) = local else {
+        emit(&text)?;
+        return Ok(ExitCode::SUCCESS);
+    };
     if let Some(report) = &outcome.report {
         // A source that could not be read is worth knowing about at once.
         for line in report_text(report).lines().skip(1) {
             eprintln!("warning: {line}");
         }
     }
-    let mut text = String::new();
     if args.dry_run || args.verbose >= 3 {
         text.push_str(&plan_text(&outcome.plan, args.dry_run, false));
         if !outcome.plan.is_noop() {
@@ -297,6 +325,53 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     }
     emit(&text)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What restoring the local replicas from a remote replica did, or (a dry
+/// run) will do. Always said: the local replicas were all broken.
+fn restore_text(r: &RestoreOutcome, dry_run: bool, verbose: u8) -> String {
+    let p = &r.plan;
+    let mut text = String::new();
+    if dry_run || verbose >= 3 {
+        text.push_str(&format!(
+            "restore plan for the local replicas from remote replica {}{} (no local replica is healthy)\n",
+            p.remote,
+            if dry_run { " (dry run: nothing is changed)" } else { "" }
+        ));
+        text.push_str(&format!(
+            "source: remote replica {}, pool size {} bytes, pool set uuid {}\n",
+            p.remote, p.pool_size, p.poolset_uuid
+        ));
+        for (i, step) in p.steps.iter().enumerate() {
+            text.push_str(&format!("  {:>3}. {}\n", i + 1, step_text(step)));
+        }
+        text.push_str(&format!(
+            "total: {} part(s) to create, {} bytes to fetch whole, {} bytes compared by digests of which {} differ and are fetched, {} header(s) to write\n",
+            p.parts_to_create, p.bytes_to_copy, p.bytes_compared, p.bytes_differing, p.headers_to_write
+        ));
+        if let Some(u) = &p.undo {
+            text.push_str(&format!(
+                "undo file: {} will save the {} bytes overwritten\n",
+                u.path.display(),
+                u.bytes
+            ));
+        }
+    }
+    if let Some(report) = &r.report {
+        text.push_str(&format!(
+            "restored the local replicas from remote replica {}: {} part(s) created, {} bytes copied, {} bytes differed; {} bytes received on the wire\n",
+            p.remote,
+            report.parts_created,
+            report.bytes_copied,
+            report.bytes_differing,
+            r.wire.bytes_received
+        ));
+        if let Some(undo) = &report.undo {
+            text.push_str(&undo_saved_line(undo));
+            text.push('\n');
+        }
+    }
+    text
 }
 
 /// The error line of the first remote replica that failed, if one did.
@@ -375,12 +450,13 @@ fn failure(e: poolsync_engine::Error, args: &Args, options: &SyncOptions) -> Str
 fn emit_document(
     args: &Args,
     jobs: usize,
-    outcome: Result<(&Plan, Option<&SyncReport>), String>,
+    outcome: Result<(Option<&Plan>, Option<&SyncReport>), String>,
     verify: Option<VerifyDoc<'_>>,
     remotes: &[RemoteOutcome],
+    restored: Option<&RestoreOutcome>,
 ) -> anyhow::Result<()> {
     let (result, exit_code, plan, report, error) = match outcome {
-        Ok((plan, report)) => ("synchronized", 0, Some(plan), report, None),
+        Ok((plan, report)) => ("synchronized", 0, plan, report, None),
         Err(message) => ("error", 1, None, None, Some(message)),
     };
     let doc = Document {
@@ -394,6 +470,7 @@ fn emit_document(
         jobs,
         verify,
         remotes,
+        restored,
     };
     emit_json("sync", &doc)
 }
@@ -424,7 +501,7 @@ fn finish_verify(
         Err(e) => {
             let message = failure(e, args, options);
             if args.json {
-                emit_document(args, jobs, Err(message.clone()), None, &[])?;
+                emit_document(args, jobs, Err(message.clone()), None, &[], None)?;
             }
             return Err(anyhow::anyhow!(message));
         }
@@ -441,7 +518,7 @@ fn finish_verify(
                     repair: None,
                     refusal,
                 };
-                emit_document(args, jobs, Err(message.clone()), Some(verify), &[])?;
+                emit_document(args, jobs, Err(message.clone()), Some(verify), &[], None)?;
             }
             return Err(anyhow::anyhow!(message));
         }
@@ -453,10 +530,10 @@ fn finish_verify(
             refusal: None,
         };
         let done = match &remote_failure {
-            None => Ok((&outcome.sync.plan, outcome.sync.report.as_ref())),
+            None => Ok((Some(&outcome.sync.plan), outcome.sync.report.as_ref())),
             Some(message) => Err(message.clone()),
         };
-        emit_document(args, jobs, done, Some(verify), &remotes)?;
+        emit_document(args, jobs, done, Some(verify), &remotes, None)?;
         return match remote_failure {
             None => Ok(ExitCode::SUCCESS),
             Some(message) => Err(anyhow::anyhow!(message)),

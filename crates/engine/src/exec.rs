@@ -641,6 +641,9 @@ impl Batch<'_> {
         }
         let dst = self.endpoint(d.replica)?;
         let src = self.endpoint(d.from_replica)?;
+        if job.compare && src.prefers_digests() && !dst.prefers_digests() {
+            return self.pull(job, src, dst);
+        }
         let mode = Mode::for_sides(src, dst);
         let cap = usize::try_from(job.len.min(self.stride as u64)).unwrap_or(self.stride);
         // Page-aligned buffers: `pread` copies into them much faster on some
@@ -684,6 +687,64 @@ impl Batch<'_> {
                 dst.flush(logical, n as u64)?;
                 self.tally.copied.add(n as u64);
             }
+            self.options.progress.advance(n as u64);
+            pos += n as u64;
+        }
+        Ok(())
+    }
+
+    /// A compare-and-copy job whose source is far away (a remote replica
+    /// restoring a local one): the target's own bytes are read here and
+    /// compared with the source's digests, and only the runs that differ
+    /// are read from the source. A target range that cannot be read is
+    /// replaced whole.
+    fn pull(&self, job: &Job<'_>, src: &dyn Endpoint, dst: &dyn Endpoint) -> Result<(), Error> {
+        let d = job.step;
+        let cap = usize::try_from(job.len.min(self.stride as u64)).unwrap_or(self.stride);
+        let mut ours = AlignedBuf::new(cap);
+        let mut theirs = AlignedBuf::new(cap);
+        let mut scratch = Scratch::new(0);
+        let mut pos = job.at;
+        let end = job.at + job.len;
+        while pos < end {
+            let n = usize::try_from((end - pos).min(cap as u64)).unwrap_or(cap);
+            let logical = d.logical + pos;
+            let bytes = ours.get_mut(n);
+            let mut runs: Vec<LogicalRange> = Vec::new();
+            match dst.read(logical, bytes) {
+                Ok(()) => {
+                    let stride = Stride {
+                        pos: logical,
+                        bytes,
+                        live: &[(0, n)],
+                    };
+                    let seen =
+                        diff_stride(stride, src, Mode::Digests, &mut scratch, |at, lo, hi| {
+                            runs.push(LogicalRange::new(at, (hi - lo) as u64));
+                            Ok(())
+                        })?;
+                    if let Seen::Unreadable(e) = seen {
+                        return Err(e);
+                    }
+                }
+                Err(e) if e.is_eio() => runs.push(LogicalRange::new(logical, n as u64)),
+                Err(e) => return Err(e),
+            }
+            self.tally.compared.add(n as u64);
+            let mut repair = Repair::new(d.replica);
+            for run in runs {
+                if self.survey.is_some() {
+                    self.note(d, run);
+                    self.tally.differing.add(run.len);
+                    continue;
+                }
+                let len = usize::try_from(run.len).unwrap_or(0);
+                let buf = theirs.get_mut(len);
+                self.read_source(d, run.offset, buf)?;
+                repair.push(run.offset, buf);
+            }
+            self.tally.differing.add(repair.len());
+            self.queue.send(repair)?;
             self.options.progress.advance(n as u64);
             pos += n as u64;
         }

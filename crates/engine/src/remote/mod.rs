@@ -26,6 +26,7 @@
 pub mod create;
 pub mod pipe;
 pub mod replica;
+pub mod restore;
 pub mod rules;
 pub mod serve;
 pub mod session;

@@ -14,6 +14,7 @@ use poolsync_pmem::Storage;
 use serde::Serialize;
 
 use super::replica::{RemoteRef, RemoteReplica};
+use super::restore::{plan_restore, run_restore, RestoreOptions, RestorePlan};
 use super::session::{Session, WireStats};
 use super::update::{plan_update, run_update, RemotePlan, SourceFacts, UpdateOptions};
 use super::Connector;
@@ -40,11 +41,27 @@ pub struct RemoteOutcome {
     pub error: Option<String>,
 }
 
+/// A restore of the local replicas from a remote replica.
+#[derive(Debug, Serialize)]
+pub struct RestoreOutcome {
+    /// Its plan.
+    pub plan: RestorePlan,
+    /// What was done (a real run).
+    pub report: Option<ExecReport>,
+    /// Bytes and frames on the wire.
+    pub wire: WireStats,
+}
+
 /// The outcome of a sync with remote replicas.
 #[derive(Debug, Serialize)]
 pub struct SyncAllOutcome {
-    /// The local replicas' sync.
-    pub local: SyncOutcome,
+    /// The local replicas restored from a remote replica, when none was
+    /// healthy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restored: Option<RestoreOutcome>,
+    /// The local replicas' sync (`None` for the dry run of a restore: the
+    /// local replicas are planned after it).
+    pub local: Option<SyncOutcome>,
     /// Each remote replica, in set order.
     pub remotes: Vec<RemoteOutcome>,
 }
@@ -66,7 +83,28 @@ pub fn sync_all<S: Storage>(
     progress: &dyn Progress,
 ) -> Result<SyncAllOutcome, Error> {
     let mut set = open_for_sync(storage, path, options)?;
-    let survey = crate::sync::survey(storage, &set, options)?;
+    let mut survey = crate::sync::survey(storage, &set, options)?;
+    let mut restored = None;
+    if survey.health.source.is_none() && !set.remotes.is_empty() {
+        let outcome = restore(
+            storage,
+            &mut set,
+            &survey.health,
+            options,
+            connector,
+            progress,
+        )?;
+        if options.dry_run {
+            return Ok(SyncAllOutcome {
+                restored: Some(outcome),
+                local: None,
+                remotes: Vec::new(),
+            });
+        }
+        restored = Some(outcome);
+        crate::open::reread_headers(&mut set);
+        survey = crate::sync::survey(storage, &set, options)?;
+    }
     let mut plan = crate::sync::plan(&set, &survey, options)?;
     let local = if options.dry_run {
         crate::sync::prepare(storage, &set, &mut plan, &[], options, &NoProgress)?;
@@ -94,7 +132,83 @@ pub fn sync_all<S: Storage>(
         connector,
         progress,
     )?;
-    Ok(SyncAllOutcome { local, remotes })
+    Ok(SyncAllOutcome {
+        restored,
+        local: Some(local),
+        remotes,
+    })
+}
+
+/// No local replica is healthy: restores them all from the first remote
+/// replica that is healthy on its host.
+fn restore<S: Storage>(
+    storage: &S,
+    set: &mut OpenSet<S::File>,
+    health: &crate::inspect::Health,
+    options: &SyncOptions,
+    connector: &dyn Connector,
+    progress: &dyn Progress,
+) -> Result<RestoreOutcome, Error> {
+    // The pool the remote must belong to, when a local header still says.
+    let uuid = set
+        .parts()
+        .filter_map(|p| p.header())
+        .find(|h| h.checksum == h.compute_checksum() && h.pool_type().is_some())
+        .map(|h| h.poolset_uuid.0);
+    let mut reasons = Vec::new();
+    for line in set.remotes.clone() {
+        let at = RemoteRef {
+            set: set.path.clone(),
+            line: line.line,
+            node: line.node.clone(),
+            descriptor: line.descriptor.clone(),
+        };
+        let name = at.name();
+        let remote = match connector
+            .connect(&at.node)
+            .and_then(|t| Session::start(&at.node, t))
+            .and_then(|s| RemoteReplica::open(s, at, set.replicas.len(), false, uuid))
+        {
+            Ok(r) => r,
+            Err(e) => {
+                reasons.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        if !remote.view().opened.healthy {
+            reasons.push(format!("{name}: not healthy on its host"));
+            continue;
+        }
+        let restore_options = RestoreOptions {
+            tuning: options.tuning(),
+            uuids: &options.uuids,
+            undo: options.undo,
+        };
+        let plan = plan_restore(storage, set, health, &remote, restore_options, progress)?;
+        let report = if options.dry_run {
+            None
+        } else {
+            Some(run_restore(
+                storage,
+                set,
+                &plan,
+                &remote,
+                options.tuning(),
+                progress,
+            )?)
+        };
+        let wire = remote.stats();
+        let _ = remote.close();
+        return Ok(RestoreOutcome { plan, report, wire });
+    }
+    Err(Error::CannotSync {
+        set: set.path.clone(),
+        reason: format!(
+            "no local replica is healthy ({}), and no remote replica can restore them: {}",
+            crate::sync::plan::replica_reasons(health),
+            reasons.join("; ")
+        ),
+    })
 }
 
 /// Brings every remote replica of the pool set at `path` up to date from

@@ -803,7 +803,7 @@ fn replica_reason(r: &ReplicaHealth) -> Option<String> {
 }
 
 /// Why each replica is not healthy: `replica R: reason; ...`.
-fn replica_reasons(health: &Health) -> String {
+pub(crate) fn replica_reasons(health: &Health) -> String {
     health
         .replicas
         .iter()

@@ -365,3 +365,38 @@ fn transform_adds_and_removes_a_remote_replica() {
     .unwrap_err();
     assert!(e.to_string().contains("one thing at a time"), "{e}");
 }
+
+#[test]
+fn with_no_local_replica_healthy_sync_restores_from_the_remote() {
+    let (fx, s, admin) = setup();
+    run(&s, &admin);
+    // Both local replicas broken: replica 0's part 1 is gone, replica 1's
+    // header is damaged and a block of its data too.
+    crate::support::remove(&s, fx.part(0, 0));
+    crate::support::flip(&s, fx.part(1, 0), 100);
+    fx.write_logical(&s, 1, 6 * M, &[0x77; 4096]);
+    let dry = sync_all(
+        &s,
+        &admin,
+        &SyncOptions {
+            dry_run: true,
+            ..options()
+        },
+        &connector(&s),
+        &NoProgress,
+    )
+    .unwrap();
+    let plan = &dry.restored.as_ref().expect("a restore").plan;
+    assert_eq!(plan.parts_to_create, 1);
+    assert!(plan.bytes_differing >= 4096, "{plan:#?}");
+    assert!(dry.local.is_none());
+    let done = run(&s, &admin);
+    let restored = done.restored.as_ref().expect("restored");
+    let report = restored.report.as_ref().unwrap();
+    assert_eq!(report.parts_created, 1);
+    assert!(report.undo.is_some(), "what was overwritten is saved");
+    assert!(crate::support::healthy(&s, &fx.set_path));
+    assert_in_sync(&s, &fx.set_path);
+    // The remote, the source of the restore, is current.
+    assert!(done.remotes[0].plan.as_ref().unwrap().current);
+}
