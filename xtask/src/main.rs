@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 
 mod bench;
+mod bench_remote;
 mod bench_sync;
 mod bench_transform;
 mod bench_verify;
@@ -73,6 +74,13 @@ Commands:
                              `pmempool transform` adding a replica (two parts)
                              to a used one-replica pool of SIZE (default 1G);
                              see docs/performance.md.
+  bench remote [--size SIZE] [--reps N] [--changed PERCENT] [--dir DIR]
+                             A remote replica over ssh on loopback (a private
+                             sshd): seeding against `cat | ssh`, updates of
+                             PERCENT (default 1) of the blocks against
+                             `rsync --inplace --no-whole-file`: bytes on the
+                             wire, time, peak RSS on both hosts; see
+                             docs/performance.md.
   help                       Print this text.
 
 Environment:
