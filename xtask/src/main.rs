@@ -20,6 +20,7 @@ mod ci;
 mod demo;
 mod fixtures;
 mod fuzz;
+mod kill_loop;
 mod man;
 mod package;
 mod test;
@@ -81,6 +82,13 @@ Commands:
                              `rsync --inplace --no-whole-file`: bytes on the
                              wire, time, peak RSS on both hosts; see
                              docs/performance.md.
+  kill-loop [--rounds N] [--dir DIR]
+                             The long transform kill loops, in release: kill -9
+                             at N moments (default 200) of an add of a replica
+                             and of SINGLEHDR, and strace kills at every system
+                             call of an add of a replica and of adding and
+                             removing SINGLEHDR; no kill may need a manual step.
+                             DIR holds the pools (a tmpfs widens the windows).
   help                       Print this text.
 
 Environment:
@@ -140,6 +148,7 @@ fn run(args: Vec<String>) -> Result<()> {
         "bench" => bench::command(&root, &rest),
         "man" => man::command(&root, &rest),
         "completions" => man::completions_command(&root, &rest),
+        "kill-loop" => kill_loop::run(&root, &rest),
         other => bail!("unknown command `{other}`; `cargo xtask help` lists the commands"),
     }
 }

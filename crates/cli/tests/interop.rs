@@ -50,5 +50,7 @@ mod support;
 mod sync;
 #[path = "interop/transform.rs"]
 mod transform;
+#[path = "interop/transform_kill.rs"]
+mod transform_kill;
 #[path = "interop/verify.rs"]
 mod verify;

@@ -34,7 +34,9 @@ pub(crate) fn write_header<F: PartFile>(file: &F, hdr: &PoolHdr) -> Result<(), E
 pub(crate) fn remove_if_exists<S: Storage>(storage: &S, path: &Path) -> Result<bool, Error> {
     match storage.remove(path) {
         Ok(()) => Ok(true),
-        Err(e) if storage.stat(path).ok().flatten().is_none() => {
+        // Gone only when a stat says so: a stat that fails too (the storage
+        // itself is failing) leaves the removal's error standing.
+        Err(e) if matches!(storage.stat(path), Ok(None)) => {
             drop(e);
             Ok(false)
         }

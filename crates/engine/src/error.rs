@@ -270,6 +270,24 @@ pub enum Error {
         part: usize,
         dir: PathBuf,
     },
+    /// The pool set file lists a replica smaller than the pool its
+    /// descriptor describes.
+    #[error("{set}: replica {replica} is too small for the pool: the pool set file lists {listed} bytes for it (without part headers), and the pool is {pool} bytes (heap_offset + heap_size of the descriptor); was the pool set file edited? `poolsync transform` reshapes replicas", set = set.display())]
+    ReplicaTooSmall {
+        set: PathBuf,
+        replica: usize,
+        listed: u64,
+        pool: u64,
+    },
+    /// A pool set names one file twice (`first_line` 0: the pool set file).
+    #[error("{}", same_file_text(set, *line, path, *first_line, first))]
+    SameFileTwice {
+        set: PathBuf,
+        line: usize,
+        path: PathBuf,
+        first_line: usize,
+        first: PathBuf,
+    },
     /// `sync`: a missing part is a symbolic link to a file in a directory
     /// that does not exist, so it cannot be created.
     #[error("{}: part {part} in replica {replica} is missing, and {link} is a symbolic link to {target}, whose directory does not exist: create the directory, or point the link elsewhere", at(set, *line), link = link.display(), target = target.display())]
@@ -460,6 +478,30 @@ pub(crate) fn storage_is_eio(e: &poolsync_pmem::Error) -> bool {
 }
 
 /// `set` or `set:line` (line 0: the whole file, or a single-file pool).
+/// The message of [`Error::SameFileTwice`].
+fn same_file_text(
+    set: &std::path::Path,
+    line: usize,
+    path: &std::path::Path,
+    first_line: usize,
+    first: &std::path::Path,
+) -> String {
+    if first_line == 0 {
+        format!(
+            "{}: {} is the pool set file itself (or a link to it); a part must be a file of its own",
+            at(set, line),
+            path.display()
+        )
+    } else {
+        format!(
+            "{}: {} is the same file as {} on line {first_line} (listed twice, or a hard or symbolic link to it); a pool set names each part once",
+            at(set, line),
+            path.display(),
+            first.display()
+        )
+    }
+}
+
 /// Replica indexes as `1, 2`.
 fn list(replicas: &[usize]) -> String {
     replicas

@@ -420,8 +420,10 @@ fn run_step<S: Storage>(
                 .and_then(|r| r.parts.get_mut(*part))
                 .ok_or_else(|| no_part(plan_path, *replica, *part))?;
             if *replace {
-                // Unlinked while our lock is held, as libpmempool does.
-                storage.remove(path)?;
+                // Unlinked while our lock is held, as libpmempool does (a
+                // transform may have deleted it already, as a stale
+                // leftover of an interrupted run).
+                durable::remove_if_exists(storage, path)?;
             }
             slot.file = None;
             let file = storage.create(path, *size)?;

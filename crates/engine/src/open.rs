@@ -210,6 +210,9 @@ pub fn open<S: Storage>(
     } = load(storage, path, access)?;
     let (set, remotes) = set.split_remote();
     refuse_unsupported(&path, &set)?;
+    if is_poolset {
+        refuse_aliases(storage, &path, &set)?;
+    }
     let mut set_file = Some(file);
     let mut replicas = Vec::with_capacity(set.replicas.len());
     for (r, replica) in set.replicas.iter().enumerate() {
@@ -289,6 +292,39 @@ pub fn open<S: Storage>(
         remotes,
         set_file,
     })
+}
+
+/// Refuses a pool set that names one file twice: a part listed twice, a
+/// hard or symbolic link to another part, or the pool set file itself
+/// (each would otherwise fail as "in use", its own lock held by us).
+fn refuse_aliases<S: Storage>(storage: &S, path: &Path, set: &PoolSet) -> Result<(), Error> {
+    let mut seen: Vec<((u64, u64), usize, PathBuf)> = Vec::new();
+    if let Ok(Some(meta)) = storage.stat(path) {
+        seen.push(((meta.dev, meta.ino), 0, path.to_path_buf()));
+    }
+    for replica in &set.replicas {
+        let Replica::Local { parts, .. } = replica else {
+            continue;
+        };
+        for part in parts {
+            let part_path = PathBuf::from(&part.path);
+            let Ok(Some(meta)) = storage.stat(&part_path) else {
+                continue;
+            };
+            let id = (meta.dev, meta.ino);
+            if let Some((_, line, first)) = seen.iter().find(|(other, _, _)| *other == id) {
+                return Err(Error::SameFileTwice {
+                    set: path.to_path_buf(),
+                    line: part.line,
+                    path: part_path,
+                    first_line: *line,
+                    first: first.clone(),
+                });
+            }
+            seen.push((id, part.line, part_path));
+        }
+    }
+    Ok(())
 }
 
 /// What opening one part produced, before the size check.

@@ -672,3 +672,61 @@ fn a_replica_added_by_hand_is_new_and_transform_adds_it() {
         "#]],
     );
 }
+
+#[test]
+fn one_file_named_twice_is_named_so_not_in_use() {
+    let s = Scene::new();
+    s.pool_set(2);
+    s.write(
+        "twice.set",
+        "PMEMPOOLSET\n16M {DIR}/r0.part\nREPLICA\n16M {DIR}/r0.part\n",
+    );
+    s.write(
+        "itself.set",
+        "PMEMPOOLSET\n16M {DIR}/r0.part\nREPLICA\n16M {DIR}/itself.set\n",
+    );
+    s.check(
+        &[
+            &["info", "twice.set"],
+            &["sync", "twice.set"],
+            &["check", "itself.set"],
+        ],
+        expect![[r#"
+            $ poolsync info twice.set
+            exit: 1
+            --- stderr
+            error: twice.set:4: <DIR>/r0.part is the same file as <DIR>/r0.part on line 2 (listed twice, or a hard or symbolic link to it); a pool set names each part once
+
+            $ poolsync sync twice.set
+            exit: 1
+            --- stderr
+            error: failed to synchronize: twice.set:4: <DIR>/r0.part is the same file as <DIR>/r0.part on line 2 (listed twice, or a hard or symbolic link to it); a pool set names each part once
+
+            $ poolsync check itself.set
+            exit: 1
+            --- stderr
+            error: checking consistency failed: itself.set:4: <DIR>/itself.set is the pool set file itself (or a link to it); a part must be a file of its own
+        "#]],
+    );
+}
+
+#[test]
+fn a_replica_listed_smaller_than_the_pool_is_named_too_small() {
+    let s = Scene::new();
+    s.write(
+        "pool.set",
+        "PMEMPOOLSET\n32M {DIR}/r0.part\nREPLICA\n32M {DIR}/r1.part\n",
+    );
+    let created = s.run(&["create", "obj", "pool.set"]);
+    assert!(created.contains("exit: 0"), "{created}");
+    s.write(
+        "pool.set",
+        "PMEMPOOLSET\n16M {DIR}/r0.part\nREPLICA\n32M {DIR}/r1.part\n",
+    );
+    s.check(&[&["check", "--data", "pool.set"]], expect![[r#"
+        $ poolsync check --data pool.set
+        exit: 1
+        --- stderr
+        error: checking data failed: pool.set: replica 0 is too small for the pool: the pool set file lists 16777216 bytes for it (without part headers), and the pool is 33554432 bytes (heap_offset + heap_size of the descriptor); was the pool set file edited? `poolsync transform` reshapes replicas
+    "#]]);
+}

@@ -72,6 +72,23 @@ pub fn require_pmdk(test: &str) -> bool {
     false
 }
 
+/// Returns true when `strace` (fault injection for the kill loops) is on
+/// `PATH`. Otherwise, as [`require_pmdk`]: under `CI=true` it panics, and
+/// elsewhere it records a skip and returns false.
+pub fn require_strace(test: &str) -> bool {
+    if find_on_path("strace").is_some() {
+        return true;
+    }
+    let what = "strace not on PATH (package strace)";
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!(
+            "{test}: {what}, which CI requires. Install it with: sudo apt-get install -y strace"
+        );
+    }
+    log_skip(test, what);
+    false
+}
+
 /// Records that `test` skipped because of `what`: a line on stderr and one
 /// in the file named by `POOLSYNC_SKIP_LOG` (which `cargo xtask test`
 /// reports, and treats as an error under `CI=true`).

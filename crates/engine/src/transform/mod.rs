@@ -52,7 +52,7 @@ pub use journal::{
 };
 pub use run::execute;
 pub use types::{
-    DataFrom, NewPart, Operation, RemovedPart, Staging, TempCopy, TransformOptions,
+    DataFrom, JournalPlan, NewPart, Operation, RemovedPart, Staging, TempCopy, TransformOptions,
     TransformOutcome, TransformPlan, TransformReport, TransformTotals,
 };
 

@@ -32,6 +32,20 @@ pub fn walk_source<F: PartFile>(
         reason,
         others: others_text(set, source),
     })?;
+    // A pool that fits in some replica as listed but not in the smallest:
+    // the pool set file lists a replica too small (edited by hand, say),
+    // which is no damage in the heap.
+    let pool_end = desc.heap_offset.saturating_add(desc.heap_size);
+    if pool_end > pool_size && set.replicas.iter().any(|r| r.net_size >= pool_end) {
+        if let Some(small) = set.replicas.iter().find(|r| r.net_size < pool_end) {
+            return Err(Error::ReplicaTooSmall {
+                set: set.path.clone(),
+                replica: small.index,
+                listed: small.net_size,
+                pool: pool_end,
+            });
+        }
+    }
     walk_visit(
         &desc,
         pool_size,
