@@ -33,3 +33,6 @@ mod verify;
 
 #[path = "it/remote.rs"]
 mod remote;
+
+#[path = "it/remote_crash.rs"]
+mod remote_crash;

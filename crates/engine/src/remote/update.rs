@@ -373,7 +373,12 @@ pub fn plan_update<S: Storage>(
         .iter()
         .filter(|h| h.kind != HeaderAction::Keep)
         .collect();
-    let current = !data_work && writes.is_empty();
+    let mode_fix = facts.mode != 0
+        && actions
+            .iter()
+            .zip(&view.opened.parts)
+            .any(|(a, r)| *a == RemotePartAction::Compare && r.mode == 0);
+    let current = !data_work && writes.is_empty() && !mode_fix;
     let mut steps = Vec::new();
     if !current {
         for &p in &invalidate {
@@ -384,10 +389,20 @@ pub fn plan_update<S: Storage>(
             });
         }
         for (p, action) in actions.iter().enumerate() {
+            let path = view.paths.get(p).cloned().unwrap_or_default();
             if *action == RemotePartAction::Compare {
+                // Mode 0 is what a creation that never finished leaves
+                // behind (PMDK's, or an interrupted seeding's).
+                if view.opened.parts.get(p).is_some_and(|r| r.mode == 0) && facts.mode != 0 {
+                    steps.push(Step::SetMode {
+                        replica: id,
+                        part: p,
+                        path,
+                        mode: facts.mode,
+                    });
+                }
                 continue;
             }
-            let path = view.paths.get(p).cloned().unwrap_or_default();
             steps.push(Step::CreatePart {
                 replica: id,
                 part: p,
