@@ -46,9 +46,10 @@ impl Shared {
 #[derive(Debug)]
 pub struct PipeReader(Arc<Shared>);
 
-/// The writing end of an in-memory pipe.
+/// The writing end of an in-memory pipe, with what it wrote copied to a
+/// tap when it has one (`true`: the client to server direction).
 #[derive(Debug)]
-pub struct PipeWriter(Arc<Shared>);
+pub struct PipeWriter(Arc<Shared>, Option<(Tap, bool)>);
 
 /// An in-memory pipe; with `budget`, it breaks (as a dropped connection
 /// does: the reader sees the end, the writer an error) once that many
@@ -56,8 +57,12 @@ pub struct PipeWriter(Arc<Shared>);
 pub fn pipe(budget: Option<u64>) -> (PipeReader, PipeWriter) {
     let shared = Arc::new(Shared::default());
     shared.lock().budget = budget;
-    (PipeReader(Arc::clone(&shared)), PipeWriter(shared))
+    (PipeReader(Arc::clone(&shared)), PipeWriter(shared, None))
 }
+
+/// Every byte that went through the pipes of a connector's connections
+/// that tap them, per direction (client to server, server to client).
+pub type Tap = Arc<Mutex<(Vec<u8>, Vec<u8>)>>;
 
 impl Read for PipeReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
@@ -122,7 +127,12 @@ impl Write for PipeWriter {
             n = n.min(allowed);
             st.budget = Some(budget - n as u64);
         }
-        st.buf.extend(data.get(..n).unwrap_or_default());
+        let passed = data.get(..n).unwrap_or_default();
+        st.buf.extend(passed);
+        if let Some((tap, up)) = &self.1 {
+            let mut t = tap.lock().unwrap_or_else(PoisonError::into_inner);
+            if *up { &mut t.0 } else { &mut t.1 }.extend_from_slice(passed);
+        }
         self.0.changed.notify_all();
         Ok(n)
     }
@@ -149,6 +159,8 @@ pub struct LocalConnector<S> {
     pub cut_requests: Option<u64>,
     /// Bytes from the server after which connections break.
     pub cut_answers: Option<u64>,
+    /// Where the bytes of every connection are copied, if anywhere.
+    pub tap: Option<Tap>,
 }
 
 impl<S> LocalConnector<S> {
@@ -159,14 +171,19 @@ impl<S> LocalConnector<S> {
             options,
             cut_requests: None,
             cut_answers: None,
+            tap: None,
         }
     }
 }
 
 impl<S: Storage + Clone + 'static> Connector for LocalConnector<S> {
     fn connect(&self, node: &str) -> Result<Transport, Error> {
-        let (client_reader, server_writer) = pipe(self.cut_answers);
-        let (server_reader, client_writer) = pipe(self.cut_requests);
+        let (client_reader, mut server_writer) = pipe(self.cut_answers);
+        let (server_reader, mut client_writer) = pipe(self.cut_requests);
+        if let Some(tap) = &self.tap {
+            client_writer.1 = Some((Arc::clone(tap), true));
+            server_writer.1 = Some((Arc::clone(tap), false));
+        }
         let storage = self.storage.clone();
         let options = self.options.clone();
         let outcome = Arc::new(Mutex::new(String::new()));

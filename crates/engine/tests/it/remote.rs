@@ -225,42 +225,149 @@ fn the_server_refuses_another_pool_and_paths_outside_its_root() {
     assert!(e.contains("\"..\" is refused"), "{e}");
 }
 
+/// One frame of a recorded stream: its kind, its payload's length once
+/// decompressed, and the offset at which it ends.
+struct Frame {
+    kind: u8,
+    raw_len: u32,
+    end: u64,
+}
+
+/// The frames of a recorded stream (after the 32-byte greeting), each
+/// header decoded with the largest limit a peer may announce: a frame
+/// above it fails the test.
+fn frames(stream: &[u8]) -> Vec<Frame> {
+    use poolsync_wire::{decode_header, FRAME_HEADER_LEN, HELLO_LEN, MAX_PAYLOAD};
+    let mut out = Vec::new();
+    let mut at = HELLO_LEN;
+    while at < stream.len() {
+        let head: &[u8; FRAME_HEADER_LEN] = stream
+            .get(at..at + FRAME_HEADER_LEN)
+            .and_then(|b| b.try_into().ok())
+            .unwrap_or_else(|| panic!("a torn frame header at {at}"));
+        let h = decode_header(head, MAX_PAYLOAD).unwrap_or_else(|e| panic!("frame at {at}: {e}"));
+        at += FRAME_HEADER_LEN + h.stored_len as usize;
+        assert!(at <= stream.len(), "a torn frame ending at {at}");
+        out.push(Frame {
+            kind: h.kind,
+            raw_len: h.raw_len,
+            end: at as u64,
+        });
+    }
+    out
+}
+
+/// The remote replica's bytes at the logical ranges an update changes.
+fn remote_ranges(s: &SimStorage, ranges: &[(u64, usize)]) -> Vec<Vec<u8>> {
+    let remote = open(s, &Path::new(ROOT).join(REMOTE_SET), Access::ReadOnly).unwrap();
+    ranges
+        .iter()
+        .map(|&(off, len)| {
+            let mut b = vec![0u8; len];
+            remote.read_logical(0, off, &mut b).unwrap();
+            b
+        })
+        .collect()
+}
+
 #[test]
-fn an_update_cut_at_any_byte_converges_when_run_again() {
+fn an_update_cut_at_every_frame_converges_when_run_again() {
+    use poolsync_wire::message::kind;
     let (fx, base, admin) = setup();
     run(&base, &admin);
-    for off in [5 * M, 11 * M] {
-        fx.write_logical(&base, 0, off, &[0x3c; 12288]);
-        fx.write_logical(&base, 1, off, &[0x3c; 12288]);
+    let ranges = [(5 * M, 12288usize), (11 * M, 12288usize)];
+    let old = remote_ranges(&base, &ranges);
+    for &(off, len) in &ranges {
+        fx.write_logical(&base, 0, off, &vec![0x3c; len]);
+        fx.write_logical(&base, 1, off, &vec![0x3c; len]);
     }
-    // Find how many bytes a whole update sends, then cut it everywhere.
+    let new: Vec<Vec<u8>> = ranges.iter().map(|&(_, len)| vec![0x3c; len]).collect();
+    assert!(old != new);
+    let opts = SyncOptions {
+        stride: 4 << 20,
+        ..options()
+    };
+    // A whole update, tapped: every frame in either direction.
     let s = base.after_crash_with(poolsync_pmem::sim::Survival::Everything);
-    let whole = run(&s, &admin);
-    let sent = whole.remotes[0].wire.bytes_sent;
-    let mut cuts: Vec<u64> = (0..sent).step_by((sent / 16).max(1) as usize).collect();
-    cuts.extend([1, 31, 32, 33, sent - 1]);
-    for cut in cuts {
+    let mut c = connector(&s);
+    let tap = poolsync_engine::remote::pipe::Tap::default();
+    c.tap = Some(tap.clone());
+    let whole = sync_all(&s, &admin, &opts, &c, &NoProgress).unwrap();
+    let r = remote_outcome(&whole);
+    let differing = r.plan.as_ref().unwrap().totals.bytes_differing;
+    assert_eq!(differing, 24576);
+    assert_eq!(remote_ranges(&s, &ranges), new);
+    let (up, down) = tap.lock().unwrap().clone();
+    let (up, down) = (frames(&up), frames(&down));
+    // Only the blocks that differ travel as data: each write carries an
+    // 8-byte offset and its bytes, nothing is read back.
+    let written: u64 = up
+        .iter()
+        .filter(|f| f.kind == kind::WRITE)
+        .map(|f| u64::from(f.raw_len) - 8)
+        .sum();
+    assert_eq!(written, differing);
+    assert!(!up.iter().any(|f| f.kind == kind::READ));
+    // The client's last frame is its goodbye and the server's last the
+    // answer to it; losing those loses nothing, so no error is expected
+    // there. Every other frame is cut at its end and (requests, which
+    // carry the data) 7 bytes into the next one.
+    assert_eq!(up.last().map(|f| f.kind), Some(kind::CLOSE));
+    assert_eq!(down.last().map(|f| f.kind), Some(kind::DONE));
+    let start_of_last = |f: &[Frame]| match f {
+        [.., before, _] => before.end,
+        _ => poolsync_wire::HELLO_LEN as u64,
+    };
+    let (last_up, last_down) = (start_of_last(&up), start_of_last(&down));
+    // What the outcome counts on the wire is what went through the pipes
+    // (before the goodbye).
+    assert_eq!(r.wire.bytes_sent, last_up, "{:?}", r.wire);
+    assert_eq!(r.wire.bytes_received, last_down, "{:?}", r.wire);
+    let mut cuts: Vec<(bool, u64)> = vec![(true, 0), (true, 31), (false, 0), (false, 31)];
+    for f in &up[..up.len() - 1] {
+        cuts.extend([(true, f.end), (true, f.end + 7)]);
+    }
+    for f in &down[..down.len() - 1] {
+        cuts.push((false, f.end));
+    }
+    cuts.retain(|&(requests, at)| at < if requests { last_up } else { last_down });
+    assert!(cuts.len() > 20, "{} cuts", cuts.len());
+    for (requests, cut) in cuts {
         let s = base.after_crash_with(poolsync_pmem::sim::Survival::Everything);
         let mut c = connector(&s);
-        c.cut_requests = Some(cut);
-        let out = sync_all(&s, &admin, &options(), &c, &NoProgress).unwrap();
+        if requests {
+            c.cut_requests = Some(cut);
+        } else {
+            c.cut_answers = Some(cut);
+        }
+        let out = sync_all(&s, &admin, &opts, &c, &NoProgress).unwrap();
         let e = out.remotes[0].error.as_deref();
-        assert!(e.is_some(), "cut at {cut} of {sent}: no error");
-        // Either the remote was never touched, or its headers say broken.
+        assert!(e.is_some(), "cut at {cut} (requests: {requests}): no error");
+        // Untouched, complete, or marked broken: never healthy and half
+        // done.
         let remote = open(&s, &Path::new(ROOT).join(REMOTE_SET), Access::ReadOnly).unwrap();
         let healthy = inspect(&remote).is_healthy();
         drop(remote);
-        let again = run(&s, &admin);
+        if healthy {
+            let now = remote_ranges(&s, &ranges);
+            assert!(
+                now == old || now == new,
+                "cut at {cut} (requests: {requests}): healthy, yet half updated"
+            );
+        }
+        let again = sync_all(&s, &admin, &opts, &connector(&s), &NoProgress).unwrap();
         assert!(
             again.remotes[0].error.is_none(),
-            "cut at {cut}: {:?}",
+            "cut at {cut} (requests: {requests}): {:?}",
             again.remotes[0].error
         );
         assert_in_sync(&s, &fx.set_path);
-        if healthy {
-            // Untouched: the re-run found the same differences.
+        if !healthy {
             let p = again.remotes[0].plan.as_ref().unwrap();
-            assert!(p.totals.bytes_differing > 0 || p.current, "cut at {cut}");
+            assert!(
+                p.totals.headers_to_write > 0,
+                "cut at {cut} (requests: {requests}): broken, yet not rewritten"
+            );
         }
     }
 }
