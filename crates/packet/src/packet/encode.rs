@@ -87,7 +87,7 @@ impl<'k> PacketEncoder<'k> {
         if let Some((field, _, problem)) = meta_problem(&meta) {
             return Err(Error::encode(field, problem));
         }
-        let (_, _, _, tag_off) = var_offsets(&meta);
+        let tag_off = var_offsets(&meta).tag;
         Ok(PacketEncoder {
             digest: ContentDigest::new(&meta),
             next_offset: meta.range.start,

@@ -52,8 +52,16 @@ fn packet_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let (_, _, zstd) = sample_packet(None, Compression::Zstd, 1);
     let (_, _, lz4) = sample_packet(Some(&KEY), Compression::Lz4, 2);
     let (_, _, none) = sample_packet(None, Compression::None, 3);
+    // A packet that honours a rewind request.
+    let (mut m, records, _) = sample_packet(None, Compression::Lz4, 4);
+    m.rewind = Some(Position {
+        timeline: 1,
+        epoch: 7,
+    });
+    let (rewind, _) = crate::common::build(&m, None, &records, 1200);
     vec![
         ("unsigned-zstd.bin", frame_packet(0, &zstd)),
+        ("rewind-lz4.bin", frame_packet(0, &rewind)),
         ("signed-lz4.bin", frame_packet(1, &lz4)),
         ("unsigned-stored.bin", frame_packet(0, &none)),
         ("resealed-zstd.bin", frame_packet(2, &zstd)),
@@ -64,6 +72,7 @@ fn state_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let mut state: State = full_state(512, 40 * 512);
     state.destinations.truncate(3);
     state.applied.truncate(2);
+    state.follower = true;
     let (mut file, layout) = state.encode_head().unwrap();
     let entries: Vec<Entry> = (0..40u32)
         .map(|i| Entry::from_xxh3_128(u128::from(i) * 0x0123_4567_89ab_cdef, i * 20))
