@@ -375,7 +375,12 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("poolsync-pmem", &[]),
     (
         "poolsync-engine",
-        &["poolsync-poolset", "poolsync-header", "poolsync-pmem"],
+        &[
+            "poolsync-poolset",
+            "poolsync-header",
+            "poolsync-packet",
+            "poolsync-pmem",
+        ],
     ),
     (
         "poolsync",

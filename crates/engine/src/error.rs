@@ -312,6 +312,33 @@ pub enum Error {
         what: String,
         expected: String,
     },
+    // --- update packets ---
+    /// A state file that cannot be read or written.
+    #[error("{path}: {reason}", path = path.display())]
+    StateFile { path: PathBuf, reason: String },
+    /// A key file that cannot be used.
+    #[error("{path}: key file: {reason}", path = path.display())]
+    KeyFile { path: PathBuf, reason: String },
+    /// A packet file that is refused: damaged, truncated, missing parts,
+    /// foreign, or not made for this pool. The reason names the offset.
+    #[error("{path}: {reason}", path = path.display())]
+    PacketFile {
+        path: PathBuf,
+        offset: Option<u64>,
+        reason: String,
+    },
+    /// A rewind request that cannot be used.
+    #[error("{path}: rewind request: {reason}", path = path.display())]
+    RewindRequest { path: PathBuf, reason: String },
+    /// `export` refuses (the reason says why and what to do).
+    #[error("{set}: {reason}", set = set.display())]
+    CannotExport { set: PathBuf, reason: String },
+    /// `import` refuses (the reason names the packet and why).
+    #[error("{set}: {reason}", set = set.display())]
+    CannotImport { set: PathBuf, reason: String },
+    /// `epoch` refuses.
+    #[error("{set}: {reason}", set = set.display())]
+    CannotChangeEpoch { set: PathBuf, reason: String },
 }
 
 /// Linux's `EIO`: what a read of a bad block of persistent memory, or of a

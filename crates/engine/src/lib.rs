@@ -47,6 +47,7 @@ pub mod inspect;
 pub mod load;
 pub mod open;
 mod ownership;
+pub mod packets;
 pub mod ring;
 pub mod rm;
 mod space;

@@ -108,6 +108,11 @@ impl<'k> PacketEncoder<'k> {
         &self.meta
     }
 
+    /// Files started so far: the part index the next file gets.
+    pub fn file_count(&self) -> u32 {
+        self.next_part
+    }
+
     /// Bytes of each file's header (the same for every file).
     pub fn header_len(&self) -> usize {
         self.header_len
