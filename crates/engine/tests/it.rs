@@ -30,3 +30,6 @@ mod transform_staged;
 
 #[path = "it/verify.rs"]
 mod verify;
+
+#[path = "it/packets.rs"]
+mod packets;

@@ -42,7 +42,18 @@ pub trait RecordSource {
 
 impl<S: poolsync_pmem::Storage> RecordSource for RecordStream<'_, S> {
     fn next_record(&mut self) -> Result<Option<(RecordBody, &[u8])>, Error> {
-        self.next()
+        self.read_next()
+    }
+}
+
+/// A source without records: checking against it finds every block that
+/// differs from the state.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoRecords;
+
+impl RecordSource for NoRecords {
+    fn next_record(&mut self) -> Result<Option<(RecordBody, &[u8])>, Error> {
+        Ok(None)
     }
 }
 
@@ -99,16 +110,21 @@ impl CheckReport {
 }
 
 /// Reads `range` of every replica and compares it with the state entries
-/// and the packet's records (see the module documentation).
+/// and the packet's records (see the module documentation). With
+/// `after_fork`, a block the packet does not carry whose stamp is after
+/// that epoch counts as kept too: the destination changed it on a
+/// timeline the packet's history does not have.
 pub fn check_destination(
     replicas: &[&dyn Endpoint],
     range: Range<u64>,
     block_size: u32,
+    after_fork: Option<u32>,
     old: &mut dyn OldEntries,
     records: &mut dyn RecordSource,
     progress: &dyn Progress,
 ) -> Result<CheckReport, Error> {
     let mut c = Checker {
+        after_fork,
         replicas,
         bs: u64::from(block_size),
         first_block: range.start / u64::from(block_size),
@@ -132,6 +148,7 @@ pub fn check_destination(
 const CHECK_STRIDE: u64 = 1 << 20;
 
 struct Checker<'a> {
+    after_fork: Option<u32>,
     replicas: &'a [&'a dyn Endpoint],
     bs: u64,
     first_block: u64,
@@ -157,7 +174,10 @@ impl Checker<'_> {
             let blocks = n / self.bs;
             let mut olds = Vec::with_capacity(blocks as usize);
             for b in 0..blocks {
-                olds.push(self.old.entry((pos + b * self.bs) / self.bs - self.first_block)?);
+                olds.push(
+                    self.old
+                        .entry((pos + b * self.bs) / self.bs - self.first_block)?,
+                );
             }
             for rep in self.replicas {
                 self.buf.resize(n as usize, 0);
@@ -176,8 +196,10 @@ impl Checker<'_> {
 
     fn uncarried(&mut self, start: u64, end: u64) -> Result<(), Error> {
         let bs = self.bs;
+        let fork = self.after_fork;
         self.walk(start, end, |at, bytes, old, report| match old {
-            Some(e) if entry_of(bytes, 0).digest == e.digest => {}
+            Some(e)
+                if entry_of(bytes, 0).digest == e.digest && fork.is_none_or(|f| e.stamp <= f) => {}
             _ => report.kept.push(at, bs),
         })
     }

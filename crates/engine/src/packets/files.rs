@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use poolsync_packet::{
-    check_parts, decode_file_header, decode_trailer, file_header_len, FileHeader, Key,
-    PacketMeta, PacketReader, PacketSummary, Part, PartProblem, RecordBody, Trailer,
-    FILE_HEADER_FIXED_LEN, MAX_RECORD_DATA, RECORD_HEADER_LEN, TRAILER_LEN,
+    check_parts, decode_file_header, decode_trailer, file_header_len, FileHeader, Key, PacketMeta,
+    PacketReader, PacketSummary, Part, PartProblem, RecordBody, Trailer, FILE_HEADER_FIXED_LEN,
+    MAX_RECORD_DATA, RECORD_HEADER_LEN, TRAILER_LEN,
 };
 use poolsync_pmem::{Access, PartFile, Storage};
 
@@ -222,7 +222,11 @@ fn describe_problem(problem: &PartProblem, group: &[PacketFile]) -> String {
             base.display(),
             base.display()
         ),
-        PartProblem::Duplicate { part, first, second } => format!(
+        PartProblem::Duplicate {
+            part,
+            first,
+            second,
+        } => format!(
             "{} and {} are both part index {part} of one packet (offset 68)",
             name(*first),
             name(*second)
@@ -252,7 +256,7 @@ pub fn base_name(path: &Path, part: u32) -> PathBuf {
 }
 
 /// The records of a logical packet, verified one by one as they are read
-/// (`PacketReader`); [`RecordStream::next`] gives the next record and its
+/// (`PacketReader`); [`RecordStream::read_next`] gives the next record and its
 /// uncompressed bytes (empty for a zero run).
 pub struct RecordStream<'a, S: Storage> {
     storage: &'a S,
@@ -302,7 +306,7 @@ impl<'a, S: Storage> RecordStream<'a, S> {
 
     /// The next record, or `None` after the last one (then
     /// [`RecordStream::finish`]).
-    pub fn next(&mut self) -> Result<Option<(RecordBody, &[u8])>, Error> {
+    pub fn read_next(&mut self) -> Result<Option<(RecordBody, &[u8])>, Error> {
         loop {
             if self.current.is_none() {
                 let Some(f) = self.packet.files.get(self.index) else {
@@ -379,7 +383,7 @@ pub fn read_records<S: Storage>(
     mut visit: impl FnMut(&RecordBody, &[u8]) -> Result<(), Error>,
 ) -> Result<PacketSummary, Error> {
     let mut stream = RecordStream::new(storage, packet, key);
-    while let Some((body, data)) = stream.next()? {
+    while let Some((body, data)) = stream.read_next()? {
         visit(&body, data)?;
     }
     stream.finish()

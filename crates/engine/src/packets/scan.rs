@@ -242,7 +242,10 @@ mod tests {
         }
     }
 
-    fn source() -> (poolsync_pmem::sim::SimStorage, OpenReplica<poolsync_pmem::sim::SimFile>) {
+    fn source() -> (
+        poolsync_pmem::sim::SimStorage,
+        OpenReplica<poolsync_pmem::sim::SimFile>,
+    ) {
         use poolsync_pmem::Storage;
         let s = poolsync_pmem::sim::SimStorage::new();
         s.add_dir(std::path::Path::new("/p")).unwrap();
@@ -250,7 +253,10 @@ mod tests {
         s.insert_file(std::path::Path::new("/p/f"), &bytes, 0o644)
             .unwrap();
         let f = s
-            .open(std::path::Path::new("/p/f"), poolsync_pmem::Access::ReadOnly)
+            .open(
+                std::path::Path::new("/p/f"),
+                poolsync_pmem::Access::ReadOnly,
+            )
             .unwrap();
         let rep = OpenReplica::single_file(0, "src".into(), "/p/f".into(), 64 * 4096, Some(f));
         (s, rep)

@@ -84,7 +84,12 @@ pub struct RecordWriter<'k, S> {
 impl<'k, S: PacketSink> RecordWriter<'k, S> {
     /// A writer of the packet `meta`, signed with `key` when given, into
     /// files of at most `max_size` bytes.
-    pub fn new(meta: PacketMeta, key: Option<&'k Key>, max_size: u64, sink: S) -> Result<Self, Error> {
+    pub fn new(
+        meta: PacketMeta,
+        key: Option<&'k Key>,
+        max_size: u64,
+        sink: S,
+    ) -> Result<Self, Error> {
         let block = meta.block_size as usize;
         let enc = PacketEncoder::new(meta, key).map_err(|e| Error::InvalidRequest {
             path: PathBuf::new(),
@@ -222,6 +227,11 @@ impl<'k, S: PacketSink> RecordWriter<'k, S> {
         Ok(())
     }
 
+    /// Gives up: the sink, with whatever reached it.
+    pub fn into_sink(self) -> S {
+        self.sink
+    }
+
     /// Ends the packet (a packet without records is one file holding a
     /// header and a trailer) and returns its summary, the uncompressed
     /// data bytes, and the sink.
@@ -319,8 +329,7 @@ impl<'s, S: Storage> FileSink<'s, S> {
 
     /// Whether more files were needed than `limit` allows.
     pub fn over_limit(&self) -> bool {
-        self.limit
-            .is_some_and(|l| self.sizes.len() > l as usize)
+        self.limit.is_some_and(|l| self.sizes.len() > l as usize)
     }
 
     fn write_out(&mut self) -> Result<(), Error> {

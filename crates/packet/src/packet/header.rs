@@ -1,8 +1,8 @@
 //! The file header at offset 0 of every physical packet file (`docs/packet.md`, section 2).
 
 use super::{
-    Compression, PacketMeta, MAX_BLOCK_SIZE, MAX_COMMENT, MAX_DESTINATIONS, MAX_NAME,
-    MAX_SOURCE, MIN_BLOCK_SIZE,
+    Compression, PacketMeta, MAX_BLOCK_SIZE, MAX_COMMENT, MAX_DESTINATIONS, MAX_NAME, MAX_SOURCE,
+    MIN_BLOCK_SIZE,
 };
 use crate::bytes::{
     array_at, at, check_magic, check_zero, need, put, put_u16, put_u32, put_u64, u16_at, u32_at,

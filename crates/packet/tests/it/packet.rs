@@ -702,7 +702,11 @@ fn forged_unsigned_packets_are_still_judged_field_by_field() {
             &[1],
             ("rewind position (no rewind flag)", 120),
         ),
-        (FILE_HDR_SOURCE_LEN_OFF, &[0xff, 0xff], ("source length", 114)),
+        (
+            FILE_HDR_SOURCE_LEN_OFF,
+            &[0xff, 0xff],
+            ("source length", 114),
+        ),
         (FILE_HDR_COMPRESSION_OFF, &[9], ("compression", 11)),
         (FILE_HDR_RESERVED_OFF + 3, &[1], ("reserved", 127)),
         (
