@@ -33,3 +33,6 @@ mod verify;
 
 #[path = "it/packets.rs"]
 mod packets;
+
+#[path = "it/packets_crash.rs"]
+mod packets_crash;

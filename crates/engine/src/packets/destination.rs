@@ -108,6 +108,8 @@ pub fn open_destination<S: Storage>(
     };
     let mut blank_or_missing = 0usize;
     let mut headed = 0usize;
+    let mut valid = 0usize;
+    let mut garbage: Option<String> = None;
     let mut headers = Vec::new();
     let mut interrupted = false;
     let mut uuid: Option<RawUuid> = None;
@@ -131,11 +133,13 @@ pub fn open_destination<S: Storage>(
                     if hdr.checksum == !good {
                         interrupted = true;
                         hdr.checksum = good;
-                    } else if hdr.checksum != good {
-                        return Err(refuse(format!(
-                            "{}: the pool header's checksum (offset 4088) is wrong; repair the set with `poolsync sync` first, or remove the pool to seed it anew",
-                            part.name()
-                        )));
+                    } else if hdr.checksum == good {
+                        valid += 1;
+                    } else {
+                        // A header torn while a seed wrote it, or damage:
+                        // which one, the other parts tell.
+                        garbage.get_or_insert_with(|| part.name());
+                        continue;
                     }
                     if *uuid.get_or_insert(hdr.poolset_uuid) != hdr.poolset_uuid {
                         return Err(refuse(format!(
@@ -162,8 +166,17 @@ pub fn open_destination<S: Storage>(
         }
         headers.push(rep_headers);
     }
+    if let (Some(name), true) = (&garbage, valid > 0) {
+        return Err(refuse(format!(
+            "{name}: the pool header's checksum (offset 4088) is wrong; repair the set with `poolsync sync` first, or remove the pool to seed it anew"
+        )));
+    }
     let shape = match (headed, blank_or_missing) {
         (0, _) => Shape::Seed,
+        // No header verifies, and some part has none, or one that does
+        // not even verify inverted: a seed that stopped while it wrote its
+        // headers (they are all written marked broken first).
+        (_, _) if valid == 0 && (blank_or_missing > 0 || garbage.is_some()) => Shape::Seed,
         (_, 0) => Shape::Existing,
         _ => {
             let first = set
@@ -304,9 +317,9 @@ pub const PART_MODE: u32 = crate::create::DEFAULT_MODE;
 /// Writes the headers of a seeded destination, as `create` writes them
 /// but with the source's pool set UUID: one UUID per header-carrying part
 /// from `uuids`, linked in rings, default features (SINGLEHDR as the set
-/// says), a clean shutdown state; then gives parts left without
-/// permissions (created by this run, or by an interrupted one) the mode
-/// `create` gives, and makes it all durable.
+/// says), a clean shutdown state. All are written with their checksums
+/// inverted, the parts get their mode ([`finish_modes`]), and only then
+/// are the checksums made valid.
 pub fn write_seed_headers<S: Storage>(
     storage: &S,
     dest: &Destination<S::File>,
@@ -328,6 +341,10 @@ pub fn write_seed_headers<S: Storage>(
     if set.set.options.single_hdr {
         features.incompat |= FEAT_SINGLEHDR;
     }
+    // All headers first with their checksums inverted, then all made
+    // valid: a crash in between leaves no valid header next to a part
+    // without one, which the next run takes for the seed it is.
+    let mut written: Vec<(usize, usize, u64)> = Vec::new();
     for (r, rep) in set.replicas.iter().enumerate() {
         for p in 0..rep.nhdrs {
             let (Some(uuid), Some(l)) = (
@@ -336,20 +353,52 @@ pub fn write_seed_headers<S: Storage>(
             ) else {
                 continue;
             };
-            let hdr = PoolHdr::new(PoolType::Obj, features, RawUuid(poolset_uuid), *uuid, l, 0);
+            // crtime is the part's ctime when its header is written, as
+            // PMDK takes it (docs/format.md §16.3).
+            let crtime = rep.part_file(p)?.ctime()?;
+            let mut hdr = PoolHdr::new(
+                PoolType::Obj,
+                features,
+                RawUuid(poolset_uuid),
+                *uuid,
+                l,
+                crtime,
+            );
+            let good = hdr.compute_checksum();
+            hdr.checksum = !good;
             rep.write_header(
                 p,
                 &HeaderWrite::Whole {
                     header: Box::new(hdr),
-                    stamp_crtime: true,
+                    stamp_crtime: false,
                 },
             )?;
+            written.push((r, p, good));
         }
     }
+    finish_modes(storage, set)?;
+    for (r, p, good) in written {
+        if let Some(rep) = set.replicas.get(r) {
+            rep.write_header(p, &HeaderWrite::Checksum { value: good })?;
+        }
+    }
+    Ok(())
+}
+
+/// Gives the parts left without permissions (created by this run, or by
+/// an interrupted one, with mode 0 as PMDK creates them) the mode
+/// `create` gives, durably; called before any header of the set
+/// verifies.
+pub fn finish_modes<S: Storage>(storage: &S, set: &OpenSet<S::File>) -> Result<(), Error> {
+    let mut any = false;
     for part in set.parts() {
         if storage.stat(&part.path)?.is_some_and(|m| m.mode == 0) {
             storage.set_mode(&part.path, PART_MODE)?;
+            any = true;
         }
     }
-    sync_dirs(storage, set.parts().map(|p| p.path.as_path()))
+    if any {
+        sync_dirs(storage, set.parts().map(|p| p.path.as_path()))?;
+    }
+    Ok(())
 }

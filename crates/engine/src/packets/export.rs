@@ -732,7 +732,7 @@ fn run<S: Storage>(
     }
     if !needs_packet(plan, &totals, start, report) {
         state.abandon(storage)?;
-        packet.finish()?.2.discard()?;
+        packet.into_sink().discard()?;
         return Ok(());
     }
     let (summary, data_bytes, mut sink) = match packet.finish() {

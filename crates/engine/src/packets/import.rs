@@ -40,7 +40,9 @@ use poolsync_pmem::{PartFile, Storage};
 use serde::Serialize;
 
 use super::apply::{check_destination, write_records, CheckReport, NoRecords, Writer};
-use super::destination::{create_parts, open_destination, write_seed_headers, Destination, Shape};
+use super::destination::{
+    create_parts, finish_modes, open_destination, write_seed_headers, Destination, Shape,
+};
 use super::files::{group, open_packet_file, read_records, LogicalPacket, RecordStream};
 use super::state::{self, EntryCursor, Loaded, StateFile, StateWriter};
 use super::{lineage_text, uuid_text, Spans};
@@ -244,6 +246,12 @@ pub struct ImportReport {
     pub rewind_request: Option<RewindWritten>,
     /// Files deleted.
     pub deleted: Vec<PathBuf>,
+    /// Files given that do not exist (ignored: a gap they leave is
+    /// refused as a gap).
+    pub missing: Vec<PathBuf>,
+    /// The destination's headers are still marked broken by an import
+    /// that was interrupted and not finished by this run.
+    pub interrupted: bool,
     /// The state file could not be used as it was, and why.
     pub state_note: Option<String>,
     /// Blocks written (all replicas count once).
@@ -315,6 +323,8 @@ pub fn import<S: Storage>(
         suggestions: Vec::new(),
         rewind_request: None,
         deleted: Vec::new(),
+        missing: Vec::new(),
+        interrupted: false,
         state_note,
         bytes_written: 0,
     };
@@ -336,7 +346,8 @@ pub fn import<S: Storage>(
                 } else {
                     checked_once = true;
                     let check = check_only(storage, &dest, state.as_ref(), packet, key, fork)?;
-                    let verdict = judge_check(&check, packet, held.as_ref(), fork);
+                    let verdict =
+                        judge_check(&check, packet, held.as_ref(), fork, dest.interrupted);
                     report.check = Some(check);
                     verdict
                 };
@@ -372,6 +383,8 @@ pub fn import<S: Storage>(
         report.packets[i].verdict = verdict;
     }
     report.after = held.as_ref().map(|h| (h.timeline, h.epoch));
+    report.interrupted =
+        dest.interrupted && !report.packets.iter().any(|p| p.verdict == Verdict::Applied);
     if options.diagnose {
         finish_diagnosis(
             storage,
@@ -436,11 +449,32 @@ fn read_all<S: Storage>(
     let mut files = Vec::new();
     let mut damaged = Vec::new();
     for p in paths {
+        // A file that is not there may have been applied and deleted by a
+        // run that stopped before it was done; a packet that is really
+        // missing leaves a gap that the epochs reveal.
+        if storage.stat(p)?.is_none() {
+            report.missing.push(p.clone());
+            continue;
+        }
         match open_packet_file(storage, p, key) {
             Ok(f) => files.push(f),
             Err(e @ Error::PacketFile { .. }) => damaged.push((p.clone(), e)),
             Err(e) => return Err(e),
         }
+    }
+    if files.is_empty() && damaged.is_empty() && !report.missing.is_empty() {
+        return Err(Error::CannotImport {
+            set: dest.set.path.clone(),
+            reason: format!(
+                "none of the packet files exists: {}",
+                report
+                    .missing
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
     }
     let (logical, refusals) = group(files);
     for r in refusals {
@@ -767,9 +801,15 @@ fn judge_check(
     packet: &LogicalPacket,
     held: Option<&Held>,
     fork: Option<u32>,
+    interrupted: bool,
 ) -> Verdict {
     let m = packet.meta();
-    let ours = held.is_some_and(|h| m.rewind == Some(h.position()));
+    // A rewind packet made for this destination overwrites its changes;
+    // so does any packet after an interrupted import, whose writes (torn
+    // or whole) are all the carried blocks can differ by: the import
+    // proved the destination clean before it marked the headers broken,
+    // and nothing opens a pool whose headers are.
+    let ours = interrupted || held.is_some_and(|h| m.rewind == Some(h.position()));
     let refuse = |ranges: Spans, what: &str| {
         let message = format!(
             "{}: the destination was changed locally since it received its epoch{}: {what} {} bytes at {}; applying the packet over them would mix two histories: write a rewind request (`--diagnose --rewind-request FILE`) and have the source export with `--request FILE`",
@@ -815,7 +855,7 @@ fn apply_one<S: Storage>(
 ) -> Result<Verdict, Error> {
     let held = state.map(|s| Held::of(&s.head));
     let check = check_only(storage, dest, state, packet, key, fork)?;
-    let verdict = judge_check(&check, packet, held.as_ref(), fork);
+    let verdict = judge_check(&check, packet, held.as_ref(), fork, dest.interrupted);
     report.check = Some(check);
     if verdict != Verdict::WouldApply {
         return Ok(verdict);
@@ -867,6 +907,7 @@ fn apply_one<S: Storage>(
     if seeding {
         write_seed_headers(storage, dest, m.poolset_uuid, &options.uuids)?;
     } else {
+        finish_modes(storage, &dest.set)?;
         dest.restore_headers()?;
     }
     writer_state.finish(storage)?;
@@ -1106,6 +1147,7 @@ fn write_aside<S: Storage>(storage: &S, path: &Path, bytes: &[u8]) -> Result<(),
     file.flush(0, bytes.len() as u64)?;
     file.fence()?;
     drop(file);
+    storage.fsync_parent(&tmp)?;
     storage.rename(&tmp, path)?;
     storage.fsync_parent(path)?;
     Ok(())

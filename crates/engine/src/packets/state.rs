@@ -309,6 +309,9 @@ impl<F: PartFile> StateWriter<F> {
         }
         self.file.fence()?;
         drop(self.file);
+        // The new file's entry and mode are durable before it takes the
+        // old one's name.
+        storage.fsync_parent(&self.tmp)?;
         storage.rename(&self.tmp, &self.path)?;
         storage.fsync_parent(&self.path)?;
         Ok(self.path)
