@@ -27,8 +27,12 @@ mod completions;
 mod config;
 mod create;
 mod diagnose;
+mod epoch;
+mod export;
+mod import;
 mod info;
 mod output;
+mod packet;
 mod progress;
 mod rm;
 pub mod settings;
@@ -67,6 +71,14 @@ enum Command {
     Transform(transform::Args),
     /// Put back the bytes a repair overwrote, from the undo file it saved.
     Undo(undo::Args),
+    /// Write an update packet of a pool's changes for offline copies.
+    Export(export::Args),
+    /// Apply update packets to a copy, or seed a new one.
+    Import(import::Args),
+    /// Show a site's epochs and destinations, roll one back, or promote.
+    Epoch(epoch::Args),
+    /// Describe update packets and verify every checksum.
+    Packet(packet::Args),
     /// Show the settings (jobs, wait_lock) and where each one comes from.
     Config(config::Args),
     /// Print shell completions for bash, zsh or fish.
@@ -84,6 +96,10 @@ impl Command {
             Command::Sync(_) => "sync",
             Command::Transform(_) => "transform",
             Command::Undo(_) => "undo",
+            Command::Export(_) => "export",
+            Command::Import(_) => "import",
+            Command::Epoch(_) => "epoch",
+            Command::Packet(_) => "packet",
             Command::Config(_) => "config",
             Command::Completions(_) => "completions",
         }
@@ -98,6 +114,10 @@ impl Command {
             Command::Sync(a) => Some(a.path().to_path_buf()),
             Command::Transform(a) => Some(a.path().to_path_buf()),
             Command::Undo(a) => Some(a.path().to_path_buf()),
+            Command::Export(a) => Some(a.path().to_path_buf()),
+            Command::Import(a) => Some(a.path().to_path_buf()),
+            Command::Epoch(a) => Some(a.path().to_path_buf()),
+            Command::Packet(a) => a.path().map(std::path::Path::to_path_buf),
             Command::Rm(_) | Command::Config(_) | Command::Completions(_) => None,
         }
     }
@@ -112,6 +132,10 @@ impl Command {
             Command::Sync(a) => a.json(),
             Command::Transform(a) => a.json(),
             Command::Undo(a) => a.json(),
+            Command::Export(a) => a.json(),
+            Command::Import(a) => a.json(),
+            Command::Epoch(a) => a.json(),
+            Command::Packet(a) => a.json(),
             Command::Config(a) => a.json(),
             Command::Completions(_) => false,
         }
@@ -170,6 +194,10 @@ fn dispatch(command: Command, settings: &settings::Settings) -> anyhow::Result<E
         Command::Sync(args) => sync::run(args, settings),
         Command::Transform(args) => transform::run(args, settings),
         Command::Undo(args) => undo::run(args),
+        Command::Export(args) => export::run(args, settings),
+        Command::Import(args) => import::run(args, settings),
+        Command::Epoch(args) => epoch::run(args, settings),
+        Command::Packet(args) => packet::run(args, settings),
         Command::Config(args) => config::run(args, settings),
         Command::Completions(args) => completions::run(args),
     }

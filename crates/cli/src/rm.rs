@@ -193,11 +193,12 @@ struct TargetDoc {
 #[derive(Debug, Serialize)]
 struct FileDoc {
     path: PathBuf,
-    /// `pool`, `part`, `remote` or `poolset_file`.
+    /// `pool`, `part`, `remote`, `poolset_file` or `state_file`.
     role: &'static str,
     replica: Option<usize>,
     part: Option<usize>,
-    /// `removed`, `declined`, `missing`, `skipped`, `not_owned` or `failed`.
+    /// `removed`, `declined`, `missing`, `skipped`, `not_owned`, `kept`
+    /// or `failed`.
     outcome: &'static str,
     error: Option<String>,
 }
@@ -209,6 +210,7 @@ impl FileDoc {
             Role::Part { replica, part, .. } => ("part", Some(*replica), Some(*part)),
             Role::Remote { replica, .. } => ("remote", Some(*replica), None),
             Role::SetFile => ("poolset_file", None, None),
+            Role::StateFile => ("state_file", None, None),
         };
         let (outcome, error) = match &file.outcome {
             Outcome::NotOwned { .. } => ("not_owned", Some(not_owned_message(file))),
@@ -217,6 +219,7 @@ impl FileDoc {
             Outcome::Missing => ("missing", None),
             Outcome::Skipped => ("skipped", None),
             Outcome::Failed(e) => ("failed", Some(e.to_string())),
+            Outcome::Kept { why } => ("kept", Some(why.clone())),
         };
         FileDoc {
             path: file.path.clone(),
@@ -389,6 +392,9 @@ impl RmObserver for CliObserver {
             }
             (Outcome::NotOwned { .. }, _) => {
                 eprintln!("error: {}", not_owned_message(file));
+            }
+            (Outcome::Kept { why }, _) => {
+                eprintln!("warning: not removing '{}': {why}", file.path.display());
             }
             (Outcome::Declined | Outcome::Missing | Outcome::Skipped, _) => {}
         }

@@ -36,6 +36,8 @@ mod info_check;
 mod kill_loop;
 #[path = "interop/messages.rs"]
 mod messages;
+#[path = "interop/packets.rs"]
+mod packets;
 #[path = "interop/rm.rs"]
 mod rm;
 #[path = "interop/support.rs"]

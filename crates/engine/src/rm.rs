@@ -11,7 +11,7 @@
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use poolsync_pmem::{Access, FileKind, Storage};
+use poolsync_pmem::{Access, FileKind, PartFile, Storage};
 use poolsync_poolset::Replica;
 use serde::Serialize;
 
@@ -71,6 +71,8 @@ pub enum Role {
     },
     /// The pool set file itself.
     SetFile,
+    /// The pool's update-packet state file (`<set>.poolsync-state`).
+    StateFile,
 }
 
 /// What happened to one file.
@@ -91,6 +93,11 @@ pub enum Outcome {
         what: String,
         /// The pool set's UUID, when one is known.
         expected: Option<String>,
+    },
+    /// Not removed, on purpose: the file is not the pool's.
+    Kept {
+        /// Why it is not the pool's.
+        why: String,
     },
     /// Not removed.
     Failed(Error),
@@ -209,12 +216,18 @@ pub fn rm<S: Storage>(
     let loaded = load::load(storage, target, Access::ReadOnly)?;
     report.is_poolset = loaded.is_poolset;
     observer.classified(target, loaded.is_poolset);
+    let uuid = pool_uuid(storage, &loaded);
     if !loaded.is_poolset {
         // Our lock on the pool would make the removal's own lock fail.
         drop(loaded);
-        report
-            .files
-            .push(remove_one(storage, target, Role::Pool, options, observer));
+        let file = remove_one(storage, target, Role::Pool, options, observer);
+        let gone = matches!(file.outcome, Outcome::Removed | Outcome::Missing);
+        report.files.push(file);
+        if gone {
+            report
+                .files
+                .extend(remove_state(storage, target, uuid, options, observer));
+        }
         return Ok(report);
     }
 
@@ -302,6 +315,11 @@ pub fn rm<S: Storage>(
             Outcome::Failed(_) | Outcome::Declined | Outcome::NotOwned { .. }
         )
     });
+    if parts_gone {
+        report
+            .files
+            .extend(remove_state(storage, target, uuid, options, observer));
+    }
     if options.remove_set_file && parts_gone {
         report.files.push(remove_one(
             storage,
@@ -312,6 +330,100 @@ pub fn rm<S: Storage>(
         ));
     }
     Ok(report)
+}
+
+/// The pool set UUID in the header of replica 0's part 0 (or of a
+/// single-file pool), when it can be read.
+fn pool_uuid<S: Storage>(storage: &S, loaded: &load::Loaded<S::File>) -> Option<[u8; 16]> {
+    let read = |file: &S::File| {
+        let mut page = vec![0u8; poolsync_header::POOL_HDR_SIZE];
+        file.read_at(0, &mut page).ok()?;
+        poolsync_header::PoolHdr::decode(&page)
+            .ok()
+            .filter(|h| h.checksum_ok())
+            .map(|h| h.poolset_uuid.0)
+    };
+    if !loaded.is_poolset {
+        return read(&loaded.file);
+    }
+    let first = loaded.set.replicas.first()?.parts().first()?;
+    let file = storage
+        .open(Path::new(&first.path), Access::ReadOnly)
+        .ok()?;
+    read(&file)
+}
+
+/// Removes the pool's update-packet state file (and a temporary one left
+/// by an interrupted write) once the pool is gone, unless it is not the
+/// pool's: a file that is not a state file, or one of another pool, is
+/// kept and said so.
+fn remove_state<S: Storage>(
+    storage: &S,
+    target: &Path,
+    uuid: Option<[u8; 16]>,
+    options: &RmOptions,
+    observer: &mut dyn RmObserver,
+) -> Vec<RmFile> {
+    use crate::packets::state::{self, Loaded};
+    let path = crate::packets::state_path(target);
+    let mut out = Vec::new();
+    let verdict = match state::load(storage, target) {
+        Ok(Loaded::Missing) => return out,
+        Ok(Loaded::Ready(f)) => match uuid {
+            Some(u) if u != f.head.poolset_uuid => Some(format!(
+                "it is the state of pool set UUID {}, not this pool's {}",
+                crate::packets::uuid_text(&f.head.poolset_uuid),
+                crate::packets::uuid_text(&u)
+            )),
+            _ => None,
+        },
+        Ok(Loaded::Unusable { .. }) | Err(_) if is_state_file(storage, &path) => None,
+        Ok(Loaded::Unusable { .. }) | Err(_) => {
+            Some("it is not a poolsync state file (no PSYNCSTA magic)".to_string())
+        }
+    };
+    match verdict {
+        Some(why) => {
+            observer.visiting(&path, &Role::StateFile);
+            let file = RmFile {
+                path,
+                role: Role::StateFile,
+                outcome: Outcome::Kept { why },
+            };
+            observer.done(&file);
+            out.push(file);
+        }
+        None => {
+            out.push(remove_one(
+                storage,
+                &path,
+                Role::StateFile,
+                options,
+                observer,
+            ));
+            let tmp = state::tmp_path(&path);
+            if is_state_file(storage, &tmp) {
+                out.push(remove_one(
+                    storage,
+                    &tmp,
+                    Role::StateFile,
+                    options,
+                    observer,
+                ));
+            }
+            let _ = storage.fsync_parent(&path);
+        }
+    }
+    out
+}
+
+/// Whether `path` starts with a state file's magic number.
+fn is_state_file<S: Storage>(storage: &S, path: &Path) -> bool {
+    let Ok(file) = storage.open_aux(path, Access::ReadOnly) else {
+        return false;
+    };
+    let mut magic = [0u8; 8];
+    file.read_at(0, &mut magic).is_ok() && &magic == poolsync_packet::state::STATE_MAGIC
 }
 
 /// Removes one local file: lock it, ask if asked to, unlink it.

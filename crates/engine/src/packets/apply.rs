@@ -6,13 +6,15 @@
 //! write to any [`Endpoint`]s (the destination's replicas), so they know
 //! nothing about files.
 //!
-//! [`check_destination`] reads every block of the replicated range of
-//! every replica and compares its digest with the state's entry. A block
+//! [`check_destination`] reads every block of the replicated range of the
+//! replicas it is given (the import gives the master: libpmemobj never
+//! makes the others byte-identical to it) and compares each block's digest
+//! with the state's entry. A block
 //! that differs is *explained* when the packet carries it with exactly
 //! these bytes (an import of this packet was interrupted after writing
 //! it); otherwise it is a local change: *carried* when the packet would
 //! overwrite it, *kept* when it would not. What that costs: one read of
-//! every replica's replicated range, hashed with XXH3 block by block
+//! the master replica's replicated range, hashed with XXH3 block by block
 //! (about as long as reading it), and one read of the state file (0.4 %
 //! of the pool); the packet's records are read alongside.
 //!

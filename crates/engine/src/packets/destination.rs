@@ -210,6 +210,21 @@ impl<F: PartFile> Destination<F> {
             .collect()
     }
 
+    /// The master replica (replica 0) as the one endpoint checked against
+    /// the state. libpmemobj reads only the master, and it never makes the
+    /// other replicas byte-identical to it (the descriptor's volatile area,
+    /// free heap space and chunk footers differ, docs/format.md §15.2), so
+    /// they are not compared; an application that opened the pool shows
+    /// in the master (its `run_id`, at least).
+    pub fn master(&self) -> Vec<&dyn Endpoint> {
+        self.set
+            .replicas
+            .first()
+            .map(|r| r as &dyn Endpoint)
+            .into_iter()
+            .collect()
+    }
+
     /// The pool size the set's parts give (the smallest replica's).
     pub fn pool_size(&self) -> u64 {
         self.set.set_pool_size()

@@ -382,6 +382,35 @@ pub fn import<S: Storage>(
         };
         report.packets[i].verdict = verdict;
     }
+    // A packet refused before a later one brought the destination past it
+    // (a gap the later packet covered, or the changes a rewind packet
+    // overwrote) is held now, and skipped as such.
+    if let Some(h) = &held {
+        for (packet, r) in logical.iter().zip(report.packets.iter_mut()) {
+            let m = packet.meta();
+            let superseded = matches!(r.verdict, Verdict::Refused { ref refusal, .. }
+                if matches!(refusal, Refusal::Gap { .. } | Refusal::LocalChanges { .. } | Refusal::Diverged { .. }))
+                && matches!(
+                    applicability(
+                        &h.history,
+                        h.position(),
+                        &m.history,
+                        m.timeline,
+                        m.base_epoch,
+                        m.new_epoch
+                    ),
+                    Ok(Applicability::AlreadyHeld)
+                );
+            if superseded {
+                r.verdict = Verdict::Skipped {
+                    reason: format!(
+                        "the destination holds epoch {} of timeline {} now, past the packet's {} (a later packet brought it there)",
+                        h.epoch, h.timeline, m.new_epoch
+                    ),
+                };
+            }
+        }
+    }
     report.after = held.as_ref().map(|h| (h.timeline, h.epoch));
     report.interrupted =
         dest.interrupted && !report.packets.iter().any(|p| p.verdict == Verdict::Applied);
@@ -780,7 +809,7 @@ fn check_only<S: Storage>(
     };
     let mut cursor = s.cursor();
     let mut records = RecordStream::new(storage, packet, key);
-    let replicas = dest.endpoints();
+    let replicas = dest.master();
     let m = packet.meta();
     let check = check_destination(
         &replicas,
@@ -1075,7 +1104,7 @@ fn write_request<S: Storage>(
         )
     })?;
     let h = &state.head;
-    let replicas = dest.endpoints();
+    let replicas = dest.master();
     let mut cursor = state.cursor();
     let check = check_destination(
         &replicas,

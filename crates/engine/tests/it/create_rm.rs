@@ -997,6 +997,7 @@ fn outcomes(report: &RmReport) -> Vec<&'static str> {
             Outcome::Skipped => "skipped",
             Outcome::Failed(_) => "failed",
             Outcome::NotOwned { .. } => "not owned",
+            Outcome::Kept { .. } => "kept",
         })
         .collect()
 }

@@ -537,3 +537,31 @@ fn epoch_set_rolls_an_estimate_back_after_a_lost_packet() {
     assert!(!imp(&s, &b, &["/out/p4"]).refused());
     assert_same(&s, &fx, &b);
 }
+
+#[test]
+fn a_replayed_packet_with_altered_content_is_refused() {
+    let (fx, s) = sites();
+    let b = dest_set(&s, "/b", &[&[32]]);
+    exp(&s, &fx.set_path, &opts(&["b"], "/out/p1"));
+    imp(&s, &b, &["/out/p1"]);
+    let state = state_path(&fx.set_path);
+    let saved = s.written_bytes(&state).unwrap();
+    change(&s, &fx, 5 * M, 2, 31);
+    let first = exp(&s, &fx.set_path, &opts(&["b"], "/out/p2"));
+    imp(&s, &b, &["/out/p2"]);
+    // The exporter's state is put back and the source changes otherwise:
+    // the same packet id (derived ids) with other content.
+    s.remove(&state).unwrap();
+    s.insert_file(&state, &saved, 0o644).unwrap();
+    change(&s, &fx, 5 * M, 2, 32);
+    let second = exp(&s, &fx.set_path, &opts(&["b"], "/out/p2x"));
+    assert_eq!(first.packet_id, second.packet_id);
+    let before = image(&s, &b, 0, pool_end(&fx));
+    let keep = ImportOptions {
+        keep: true,
+        ..ImportOptions::default()
+    };
+    let r = imp_with(&s, &b, &["/out/p2x"], &keep);
+    assert_eq!(refusal(&r), Some(&Refusal::Altered), "{r:?}");
+    assert!(image(&s, &b, 0, pool_end(&fx)) == before);
+}
