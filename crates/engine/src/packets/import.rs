@@ -757,8 +757,12 @@ fn decide<F: PartFile, A: PartFile>(
                 base_epoch,
             },
             format!(
-                "{at}: gap: the destination holds epoch {dest_epoch}, the packet starts at epoch {base_epoch} (offset 72): the changes of epochs {} to {base_epoch} are missing; ask the source for `export --since {dest_epoch}`",
-                dest_epoch + 1
+                "{at}: gap: the destination holds epoch {dest_epoch}, the packet starts at epoch {base_epoch} (offset 72): the changes of {} are missing; ask the source for `export --since {dest_epoch}`",
+                if dest_epoch + 1 == base_epoch {
+                    format!("epoch {base_epoch}")
+                } else {
+                    format!("epochs {} to {base_epoch}", dest_epoch + 1)
+                }
             ),
         ),
         Ok(Applicability::Diverged { fork_epoch }) => {
