@@ -53,6 +53,9 @@ impl Scene {
             .env_remove("XDG_CONFIG_HOME")
             .env_remove("RAYON_NUM_THREADS")
             .env_remove("POOLSYNC_WAIT_LOCK")
+            .env_remove("POOLSYNC_KEY_FILE")
+            .env_remove("POOLSYNC_COMPRESSION")
+            .env_remove("POOLSYNC_MAX_SIZE")
             .env_remove("POOLSYNC_PERSIST")
             .env_remove("PMEM_IS_PMEM_FORCE")
             .env("HOME", self.dir.path())
@@ -607,29 +610,38 @@ fn settings_show_where_they_come_from() {
         --- stdout
         # poolsync settings: flag > environment > config file > default
         # config file: <DIR>/config.toml
-        jobs = 3         # file <DIR>/config.toml:2
-        wait_lock = 2.5  # file <DIR>/config.toml:4
+        jobs = 3               # file <DIR>/config.toml:2
+        wait_lock = 2.5        # file <DIR>/config.toml:4
+        # key_file (not set)   # default: none: packets carry checksums, which catch damage but not forgery
+        compression = "none"   # default: none
+        max_size = 2147482624  # default: 2097151k, just under 2 GiB
 
         $ poolsync config --jobs 5
         exit: 0
         --- stdout
         # poolsync settings: flag > environment > config file > default
         # config file: <DIR>/config.toml
-        jobs = 5         # flag --jobs
-        wait_lock = 2.5  # file <DIR>/config.toml:4
+        jobs = 5               # flag --jobs
+        wait_lock = 2.5        # file <DIR>/config.toml:4
+        # key_file (not set)   # default: none: packets carry checksums, which catch damage but not forgery
+        compression = "none"   # default: none
+        max_size = 2147482624  # default: 2097151k, just under 2 GiB
 
         $ poolsync config
         exit: 0
         --- stdout
         # poolsync settings: flag > environment > config file > default
         # config file: <DIR>/config.toml
-        jobs = 3       # file <DIR>/config.toml:2
-        wait_lock = 1  # env POOLSYNC_WAIT_LOCK
+        jobs = 3               # file <DIR>/config.toml:2
+        wait_lock = 1          # env POOLSYNC_WAIT_LOCK
+        # key_file (not set)   # default: none: packets carry checksums, which catch damage but not forgery
+        compression = "none"   # default: none
+        max_size = 2147482624  # default: 2097151k, just under 2 GiB
 
         $ poolsync config --config typo.toml
         exit: 1
         --- stderr
-        error: typo.toml:2: unknown key "job" (did you mean "jobs"?); the known keys are jobs, wait_lock
+        error: typo.toml:2: unknown key "job" (did you mean "jobs"?); the known keys are jobs, wait_lock, key_file, compression, max_size
 
         $ poolsync info --config missing.toml pool.set
         exit: 1
