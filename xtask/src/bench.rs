@@ -1,4 +1,6 @@
 //! `cargo xtask bench [NAME]`: the criterion benchmarks of `benches/`;
+//! `cargo xtask bench packets [...]`: update packets against `cat` and
+//! `rsync --only-write-batch` (`bench_packets`);
 //! `cargo xtask bench sync [...]`: poolsync against `pmempool sync`
 //! (`bench_sync`); `cargo xtask bench verify [...]`: the throughput of
 //! `check --data` and `sync --verify` (`bench_verify`); `cargo xtask bench
@@ -9,7 +11,7 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 
-use crate::{bench_sync, bench_transform, bench_verify, util};
+use crate::{bench_packets, bench_sync, bench_transform, bench_verify, util};
 
 /// `cargo xtask bench ARGS`: `sync [OPTIONS]` compares poolsync with
 /// pmempool, `verify [OPTIONS]` measures heap-aware verification,
@@ -20,6 +22,7 @@ pub fn command(root: &Path, args: &[String]) -> Result<()> {
         Some((first, rest)) if first == "sync" => bench_sync::run(root, rest),
         Some((first, rest)) if first == "verify" => bench_verify::run(root, rest),
         Some((first, rest)) if first == "transform" => bench_transform::run(root, rest),
+        Some((first, rest)) if first == "packets" => bench_packets::run(root, rest),
         // The measuring wrapper `bench sync` runs each tool under.
         Some((first, rest)) if first == bench_sync::MEASURE => bench_sync::measure(rest),
         _ if args.len() > 1 => {

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 
 mod bench;
+mod bench_packets;
 mod bench_sync;
 mod bench_transform;
 mod bench_verify;
@@ -73,6 +74,13 @@ Commands:
                              `pmempool transform` adding a replica (two parts)
                              to a used one-replica pool of SIZE (default 1G);
                              see docs/performance.md.
+  bench packets [--size SIZE] [--reps N] [--dir DIR]
+                             Update packets on a pool of SIZE (default 1G) of
+                             libpmemobj data, 1% of the blocks changed
+                             scattered, then 10% clustered: packet bytes
+                             against the change and `rsync --only-write-batch`,
+                             export and import time against `cat` of the
+                             source, peak RSS; see docs/performance.md.
   help                       Print this text.
 
 Environment:

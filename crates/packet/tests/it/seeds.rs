@@ -140,6 +140,7 @@ fn fuzz_seeds_are_current() {
     let update = std::env::var_os("POOLSYNC_UPDATE_SEEDS").is_some();
     for (target, seeds) in [
         ("packet_decode", packet_seeds()),
+        ("packet_files", packet_seeds()),
         ("state_decode", state_seeds()),
     ] {
         let dir = seeds_dir(target);
@@ -152,7 +153,7 @@ fn fuzz_seeds_are_current() {
             let committed = std::fs::read(&path).unwrap_or_else(|e| {
                 panic!("fuzz/seeds/{target}/{name}: {e}; run with POOLSYNC_UPDATE_SEEDS=1")
             });
-            let verdict = if target == "packet_decode" {
+            let verdict = if target != "state_decode" {
                 accepted_packet(&committed)
             } else {
                 accepted_state(&committed).map_err(|e| e.to_string())
