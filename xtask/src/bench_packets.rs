@@ -15,8 +15,8 @@
 //! * `cat` of the source's part to `/dev/null` (one read pass);
 //! * `poolsync export` (uncompressed, and once with zstd, for the record);
 //! * `rsync --only-write-batch` of the same change against the
-//!   destination's part (the delta rsync would ship; `--no-whole-file`, as
-//!   over a network);
+//!   destination's part (the delta rsync would ship; `--ignore-times
+//!   --no-whole-file`, as over a network);
 //! * `poolsync import`, which checks the destination against its state.
 //!
 //! Every tool runs under `bench __measure` (see `bench_sync`): wall time,
@@ -136,7 +136,11 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     )?;
     let target = util::target_dir(root)?;
     let poolsync = target.join("release").join("poolsync");
-    ensure!(poolsync.is_file(), "no release binary at {}", poolsync.display());
+    ensure!(
+        poolsync.is_file(),
+        "no release binary at {}",
+        poolsync.display()
+    );
     let base = options.dir.clone().unwrap_or(target);
     fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
     let need = 3 * options.size + 256 * MIB;
@@ -234,7 +238,11 @@ fn make_sites(dir: &Path, size: u64, poolsync: &Path, objclient: &Path) -> Resul
         &source_set,
         format!("PMEMPOOLSET\n{}M {}\n", size / MIB, source_part.display()).as_bytes(),
     )?;
-    quiet(Command::new("pmempool").args(["create", "obj"]).arg(&source_set))?;
+    quiet(
+        Command::new("pmempool")
+            .args(["create", "obj"])
+            .arg(&source_set),
+    )?;
     let pool = pool_size(poolsync, &source_set)?;
     let root_len = size / 1000 * ROOT_PER_MILLE / BLOCK * BLOCK;
     let root_data = fill(objclient, &source_set, root_len, SEED)?;
@@ -304,6 +312,9 @@ fn run_rep(s: &Sites, poolsync: &Path, scenario: Scenario, epoch: u64) -> Result
     let batch = s.dir.join(format!("rsync-{epoch}.batch"));
     quiet(
         Command::new("rsync")
+            // Compare the contents whatever the sizes and times say, and
+            // compute a delta, as over a network.
+            .arg("--ignore-times")
             .arg("--no-whole-file")
             .arg(format!("--only-write-batch={}", batch.display()))
             .arg(&s.source_part)
@@ -354,7 +365,10 @@ fn change(s: &Sites, scenario: Scenario, epoch: u64) -> Result<u64> {
     let end = (s.root_data + s.root_len) / BLOCK;
     let runs = count / run;
     let span = (end - first) / runs.max(1);
-    ensure!(span >= run, "the root object is too small for {count} changed blocks");
+    ensure!(
+        span >= run,
+        "the root object is too small for {count} changed blocks"
+    );
     let file = OpenOptions::new()
         .write(true)
         .open(&s.source_part)
@@ -400,9 +414,14 @@ fn same_range(s: &Sites) -> Result<()> {
     let mut pos = BLOCK;
     while pos < s.pool_size {
         let n = ((s.pool_size - pos).min(4 * MIB)) as usize;
-        a.read_exact_at(&mut x[..n], pos).context("reading the source")?;
-        b.read_exact_at(&mut y[..n], pos).context("reading the destination")?;
-        ensure!(x[..n] == y[..n], "the destination differs from the source near {pos:#x}");
+        a.read_exact_at(&mut x[..n], pos)
+            .context("reading the source")?;
+        b.read_exact_at(&mut y[..n], pos)
+            .context("reading the destination")?;
+        ensure!(
+            x[..n] == y[..n],
+            "the destination differs from the source near {pos:#x}"
+        );
         pos += n as u64;
     }
     Ok(())

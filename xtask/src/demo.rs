@@ -5,7 +5,9 @@
 //! behave, rather than printing a story the binary did not tell. It creates
 //! a pool set, stores data in it through libpmemobj when a C compiler and
 //! libpmemobj are there (and says so when they are not), damages two
-//! replicas, shows the sync plan, syncs, and checks the result.
+//! replicas, shows the sync plan, syncs, and checks the result. Then it
+//! keeps an offline copy: an update packet seeds a standby of another
+//! layout, and an incremental packet brings it the next change.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,6 +31,13 @@ const DAMAGED_PART: &str = "r0-p1.part";
 const CORRUPTED_PART: &str = "r2-p1.part";
 /// What the demo stores in the pool's root object.
 const MESSAGE: &str = "hello from the demo: this text lives in the pool's root object";
+/// What it stores later, to be shipped in an incremental packet.
+const MESSAGE_2: &str = "the second message: it reaches the standby in an incremental packet";
+/// The standby's replicas, split otherwise than the source's.
+const STANDBY: &[&[(&str, u64)]] = &[
+    &[("sb-r0-p0.part", 20), ("sb-r0-p1.part", 13)],
+    &[("sb-r1-p0.part", 33)],
+];
 
 /// `cargo xtask demo`.
 pub fn run(root: &Path) -> Result<()> {
@@ -129,10 +138,74 @@ pub fn run(root: &Path) -> Result<()> {
         say("And libpmemobj reads the data back from the rebuilt master.");
         demo.client(client, &["read", "pool.set", "-", MESSAGE], 0)?;
     }
+    offline_copy(&demo, client.as_deref())?;
     say(
-        "The next `cargo xtask demo` starts afresh; `poolsync rm pool.set` removes the\n\
-         parts by hand.",
+        "The next `cargo xtask demo` starts afresh; `poolsync rm pool.set` and\n\
+         `poolsync rm standby.set` remove the parts (and the state files) by hand.",
     );
+    Ok(())
+}
+
+/// Update packets: seed a standby of another layout, then ship a change.
+fn offline_copy(demo: &Demo, client: Option<&Path>) -> Result<()> {
+    let standby = set_text(&demo.dir, STANDBY);
+    std::fs::write(demo.dir.join("standby.set"), &standby).context("writing standby.set")?;
+    say(
+        "Offline copies: a standby at another site, kept current by update packets\n\
+         carried by any means. Its pool set file names its own parts, split otherwise;\n\
+         they do not exist yet.",
+    );
+    println!("$ cat standby.set");
+    print!("{standby}");
+    say(
+        "Export a packet for the standby, site-b. The first one carries every block\n\
+         (zero runs without their bytes); the state file beside pool.set now knows\n\
+         each block's digest and epoch, and that site-b holds epoch 1.",
+    );
+    demo.expect(
+        &["export", "--out", "site-b-1.pkt", "pool.set", "site-b"],
+        0,
+    )?;
+    say("`packet` describes it and verifies every checksum.");
+    demo.expect(&["packet", "site-b-1.pkt"], 0)?;
+    say(
+        "Import it at the standby: its parts are created from standby.set, with the\n\
+         source's pool set UUID, and every replica receives the data. The packet is\n\
+         deleted once applied.",
+    );
+    demo.expect(&["import", "-v", "standby.set", "site-b-1.pkt"], 0)?;
+    demo.expect(&["check", "-v", "standby.set"], 0)?;
+    match client {
+        Some(client) => {
+            say("The application writes again at the source ...");
+            demo.client(client, &["write", "pool.set", "-", MESSAGE_2], 0)?;
+        }
+        None => say("(Without libpmemobj the source does not change: the next export says so.)"),
+    }
+    say(
+        "... and the next export carries only the blocks that changed since site-b's\n\
+         epoch (-v lists the files).",
+    );
+    demo.expect(
+        &[
+            "export",
+            "-v",
+            "--out",
+            "site-b-2.pkt",
+            "pool.set",
+            "site-b",
+        ],
+        0,
+    )?;
+    if client.is_some() {
+        demo.expect(&["import", "-v", "standby.set", "site-b-2.pkt"], 0)?;
+    }
+    say("`epoch` shows what the source believes each destination holds.");
+    demo.expect(&["epoch", "pool.set"], 0)?;
+    if let Some(client) = client {
+        say("libpmemobj opens the standby on its own and reads the second message.");
+        demo.client(client, &["read", "standby.set", "-", MESSAGE_2], 0)?;
+    }
     Ok(())
 }
 
@@ -249,8 +322,13 @@ impl Demo {
 }
 
 fn set_file(dir: &Path) -> String {
+    set_text(dir, REPLICAS)
+}
+
+/// The text of a pool set file whose replicas have the given parts.
+fn set_text(dir: &Path, replicas: &[&[(&str, u64)]]) -> String {
     let mut text = String::from("PMEMPOOLSET\n");
-    for (i, parts) in REPLICAS.iter().enumerate() {
+    for (i, parts) in replicas.iter().enumerate() {
         if i > 0 {
             text.push_str("REPLICA\n");
         }

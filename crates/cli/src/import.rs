@@ -301,7 +301,7 @@ fn text(args: &Args, r: &ImportReport) -> String {
                 args.poolset.display()
             ));
         }
-        if let Some(c) = &r.check {
+        if let Some(c) = r.check.as_ref().filter(|c| c.bytes_read > 0) {
             out.push_str(&format!(
                 "checked against its state: {} bytes read, {} block(s) compared\n",
                 c.bytes_read, c.blocks
