@@ -5,10 +5,11 @@
 //! [`open`] read a `*.set` file and lock every part, [`inspect`] judges
 //! each part and replica as `pmempool sync` does without writing anything,
 //! and the commands build on that verdict: [`check`], [`info`], [`sync`]
-//! (plan, then execute the same plan a dry run prints), [`transform`] and
-//! [`verify`]. [`compare`] is the block comparer they share. The engine
-//! reaches storage only through `poolsync_pmem`'s `Storage` trait, so the
-//! same code runs on real files and on the simulated crash backend.
+//! (plan, then execute the same plan a dry run prints), [`transform`],
+//! [`verify`] and [`packets`] (update packets for offline copies).
+//! [`compare`] is the block comparer they share. The engine reaches
+//! storage only through `poolsync_pmem`'s `Storage` trait, so the same
+//! code runs on real files and on the simulated crash backend.
 //!
 //! ```
 //! use std::path::Path;

@@ -241,6 +241,15 @@ pub fn export<S: Storage>(
                 ),
             })
         }
+        Some(s) if head.follower && s >= head.epoch => {
+            return Err(Error::CannotExport {
+                set: path.to_path_buf(),
+                reason: format!(
+                    "--since {s}: this site follows another and holds epoch {}; it forwards epochs up to its own, so --since must be below it",
+                    head.epoch
+                ),
+            })
+        }
         Some(s) => s,
         None => bases.iter().map(|d| d.base).min().unwrap_or(0),
     };
@@ -276,6 +285,12 @@ pub fn export<S: Storage>(
     if head.follower && !behind {
         // A follower makes no epochs: nothing it could ship is new.
         return Ok(report);
+    }
+    if behind {
+        // A packet is certain: refuse before the scan. Otherwise only a
+        // scan tells, and `run` asks again (a re-run after a crash that
+        // followed the renames finds its own packet there, and is current).
+        out_is_free(storage, options)?;
     }
     let plan = Plan {
         source,
@@ -704,6 +719,7 @@ fn run<S: Storage>(
         if !needs_packet(plan, &totals, start, report) {
             return Ok(());
         }
+        out_is_free(storage, options)?;
         let (summary, data_bytes, sink) = v.packet.finish()?;
         report.packet = Some(written(&options.out, &summary, data_bytes, &sink.files));
         report.outcome = ExportOutcome::WouldWrite;
@@ -734,6 +750,11 @@ fn run<S: Storage>(
         state.abandon(storage)?;
         packet.into_sink().discard()?;
         return Ok(());
+    }
+    if let Err(e) = out_is_free(storage, options) {
+        state.abandon(storage)?;
+        packet.into_sink().discard()?;
+        return Err(e);
     }
     let (summary, data_bytes, mut sink) = match packet.finish() {
         Ok(x) => x,
@@ -783,6 +804,21 @@ fn follower_changed(path: &Path, spans: &Spans) -> Error {
 
 /// Whether a packet is due: a destination is behind, `--since` or a
 /// request asks for one, or something changed.
+/// Refuses an `--out` whose first file exists: packets never overwrite a
+/// file.
+fn out_is_free<S: Storage>(storage: &S, options: &ExportOptions) -> Result<(), Error> {
+    let first = part_path(&options.out, 0);
+    if storage.stat(&first)?.is_some() {
+        return Err(Error::CannotExport {
+            set: first,
+            reason:
+                "the file exists; packets never overwrite a file: remove it or choose another --out"
+                    .to_string(),
+        });
+    }
+    Ok(())
+}
+
 fn needs_packet<F>(
     plan: &Plan<'_>,
     totals: &super::scan::ScanTotals,

@@ -264,10 +264,15 @@ pub struct RecordStream<'a, S: Storage> {
     reader: PacketReader<'a>,
     index: usize,
     current: Option<S::Aux>,
-    header: Vec<u8>,
-    payload: Vec<u8>,
+    /// Bytes of the current file read ahead, from file offset `buf_at`.
+    buf: Vec<u8>,
+    buf_at: u64,
     out: Vec<u8>,
 }
+
+/// Bytes of a packet file read at a time: a record header and the largest
+/// payload fit.
+const READ_AHEAD: usize = 2 << 20;
 
 impl<S: Storage> std::fmt::Debug for RecordStream<'_, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -287,10 +292,29 @@ impl<'a, S: Storage> RecordStream<'a, S> {
             reader: PacketReader::new(key),
             index: 0,
             current: None,
-            header: vec![0; RECORD_HEADER_LEN],
-            payload: Vec::new(),
+            buf: Vec::new(),
+            buf_at: 0,
             out: vec![0; MAX_RECORD_DATA],
         }
+    }
+
+    /// Makes `[at, at + n)` of the current file (of length `len`) lie in
+    /// the read-ahead buffer, reading it (and what follows, up to
+    /// [`READ_AHEAD`] bytes) when it does not; returns its position in the
+    /// buffer.
+    fn fill(&mut self, at: u64, n: usize, len: u64) -> Result<usize, Error> {
+        let end = at.saturating_add(n as u64);
+        let held = self.buf_at..self.buf_at + self.buf.len() as u64;
+        if at >= held.start && end <= held.end {
+            return Ok((at - held.start) as usize);
+        }
+        let want = (len.saturating_sub(at)).min(READ_AHEAD.max(n) as u64) as usize;
+        self.buf.resize(want, 0);
+        if let Some(file) = &self.current {
+            file.read_at(at, &mut self.buf)?;
+        }
+        self.buf_at = at;
+        Ok(0)
     }
 
     fn path(&self) -> &Path {
@@ -328,6 +352,8 @@ impl<'a, S: Storage> RecordStream<'a, S> {
                     .begin_file(f.header.clone(), f.trailer.clone(), f.len)
                     .map_err(|e| self.fail(&e))?;
                 self.current = Some(file);
+                self.buf.clear();
+                self.buf_at = 0;
             }
             let Some(at) = self.reader.next_record_at() else {
                 self.reader.end_file().map_err(|e| self.fail(&e))?;
@@ -337,22 +363,22 @@ impl<'a, S: Storage> RecordStream<'a, S> {
             };
             let len = self.packet.files[self.index].len;
             let n = (len - at).min(RECORD_HEADER_LEN as u64) as usize;
-            self.header.resize(n, 0);
-            if let Some(file) = &self.current {
-                file.read_at(at, &mut self.header)?;
-            }
+            let i = self.fill(at, n, len)?;
             let record = self
                 .reader
-                .record_header(&self.header)
+                .record_header(self.buf.get(i..i + n).unwrap_or_default())
                 .map_err(|e| self.fail(&e))?;
-            self.payload.resize(record.payload_len(), 0);
-            if let Some(file) = &self.current {
-                file.read_at(record.payload_offset(), &mut self.payload)?;
-            }
-            let body = self
-                .reader
-                .record_payload(&self.payload, &mut self.out)
-                .map_err(|e| self.fail(&e))?;
+            // `record_header` checked that the payload ends before the
+            // trailer.
+            let p = self.fill(record.payload_offset(), record.payload_len(), len)?;
+            let payload = self
+                .buf
+                .get(p..p + record.payload_len())
+                .unwrap_or_default();
+            let body = match self.reader.record_payload(payload, &mut self.out) {
+                Ok(body) => body,
+                Err(e) => return Err(self.fail(&e)),
+            };
             let data = match body {
                 RecordBody::Data { len, .. } => self.out.get(..len).unwrap_or_default(),
                 RecordBody::Zero { .. } => &[],

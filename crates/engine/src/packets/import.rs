@@ -710,6 +710,24 @@ fn decide<F: PartFile, A: PartFile>(
         };
         return Decision::Refuse(Refusal::NoState, format!("{at}: {why}"));
     };
+    // The state may have changed since the packets were read (an earlier
+    // packet of this run seeded it): another lineage is refused here too.
+    if let Some(s) = state.filter(|s| s.head.lineage != m.lineage) {
+        return Decision::Refuse(
+            Refusal::OtherLineage {
+                packet: lineage_text(&m.lineage),
+                destination: lineage_text(&s.head.lineage),
+            },
+            format!(
+                "{at}: the packet belongs to another lineage: {} (offset 48), the destination's is {}",
+                lineage_text(&m.lineage),
+                lineage_text(&s.head.lineage)
+            ),
+        );
+    }
+    // The very packet applied before (its id and content digest are in the
+    // applied log of this lineage, and the destination holds its epoch) is
+    // skipped: the log proves it, where epochs alone could not.
     if let Some(s) = state {
         let digest = packet
             .summary()

@@ -245,8 +245,9 @@ impl<F: PartFile> StateWriter<F> {
         crate::durable::remove_if_exists(storage, &tmp)?;
         let file = storage.create_aux(&tmp, 0o644)?;
         file.set_len(layout.file_len())?;
+        // Flushed once, whole, by `finish`: one `fdatasync` rather than
+        // one per chunk.
         file.write_at(0, &bytes)?;
-        file.flush(0, bytes.len() as u64)?;
         Ok(StateWriter {
             tmp,
             path,
@@ -289,7 +290,6 @@ impl<F: PartFile> StateWriter<F> {
             })?;
         let at = self.layout.chunk_offset(self.chunk);
         self.file.write_at(at, &bytes)?;
-        self.file.flush(at, bytes.len() as u64)?;
         self.pending.clear();
         self.chunk += 1;
         Ok(())
@@ -307,6 +307,7 @@ impl<F: PartFile> StateWriter<F> {
                 ),
             });
         }
+        self.file.flush(0, self.layout.file_len())?;
         self.file.fence()?;
         drop(self.file);
         // The new file's entry and mode are durable before it takes the

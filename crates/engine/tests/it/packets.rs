@@ -565,3 +565,100 @@ fn a_replayed_packet_with_altered_content_is_refused() {
     assert_eq!(refusal(&r), Some(&Refusal::Altered), "{r:?}");
     assert!(image(&s, &b, 0, pool_end(&fx)) == before);
 }
+
+#[test]
+fn the_same_packet_imported_twice_is_skipped_as_already_applied() {
+    let (fx, s) = sites();
+    let b = dest_set(&s, "/b", &[&[32]]);
+    let keep = ImportOptions {
+        keep: true,
+        ..ImportOptions::default()
+    };
+    exp(&s, &fx.set_path, &opts(&["b"], "/out/p1"));
+    imp_with(&s, &b, &["/out/p1"], &keep);
+    change(&s, &fx, 5 * M, 2, 21);
+    exp(&s, &fx.set_path, &opts(&["b"], "/out/p2"));
+    let r = imp_with(&s, &b, &["/out/p2"], &keep);
+    assert!(!r.refused(), "{r:?}");
+    assert_eq!(r.after, Some((1, 2)));
+    let after = image(&s, &b, 0, pool_end(&fx));
+    for (packet, epoch) in [("/out/p2", 2), ("/out/p1", 1)] {
+        let r = imp_with(&s, &b, &[packet], &keep);
+        assert_eq!(r.packets.len(), 1, "{r:?}");
+        match &r.packets[0].verdict {
+            Verdict::Skipped { reason } => assert_eq!(
+                reason,
+                &format!("already applied (epoch {epoch})"),
+                "{packet}"
+            ),
+            other => panic!("{packet}: {other:?}"),
+        }
+    }
+    assert!(image(&s, &b, 0, pool_end(&fx)) == after);
+    assert_same(&s, &fx, &b);
+}
+
+#[test]
+fn a_packet_of_another_lineage_is_refused_with_nothing_applied() {
+    let (fx, s) = sites();
+    let b = dest_set(&s, "/b", &[&[32]]);
+    let keep = ImportOptions {
+        keep: true,
+        ..ImportOptions::default()
+    };
+    exp(&s, &fx.set_path, &opts(&["b"], "/out/p1"));
+    imp_with(&s, &b, &["/out/p1"], &keep);
+    // The exporter loses its state and starts a new lineage (another seed
+    // stands for other random ids): its full packet is refused by b.
+    s.remove(&state_path(&fx.set_path)).unwrap();
+    change(&s, &fx, 5 * M, 2, 22);
+    let mut o = opts(&["b"], "/out/q1");
+    o.ids = IdSource::Derived { seed: 8 };
+    let rep = exp(&s, &fx.set_path, &o);
+    assert!(rep.state_note.is_some(), "{rep:?}");
+    let before = image(&s, &b, 0, pool_end(&fx));
+    let r = imp_with(&s, &b, &["/out/q1"], &keep);
+    assert!(
+        matches!(refusal(&r), Some(Refusal::OtherLineage { .. })),
+        "{r:?}"
+    );
+    assert!(image(&s, &b, 0, pool_end(&fx)) == before);
+    assert!(s.stat(Path::new("/out/q1")).unwrap().is_some());
+
+    // A new destination given a full packet of each lineage in one run:
+    // the first seeds it, the other is refused by the state just written.
+    let mut o = opts(&["c"], "/out/q2");
+    o.ids = IdSource::Derived { seed: 8 };
+    exp(&s, &fx.set_path, &o);
+    let c = dest_set(&s, "/c", &[&[32]]);
+    let r = imp_with(&s, &c, &["/out/q2", "/out/p1"], &keep);
+    let applied = r
+        .packets
+        .iter()
+        .filter(|p| matches!(p.verdict, Verdict::Applied))
+        .count();
+    assert_eq!(applied, 1, "{r:?}");
+    assert!(
+        matches!(refusal(&r), Some(Refusal::OtherLineage { .. })),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn an_export_never_overwrites_a_file_and_records_nothing_then() {
+    let (fx, s) = sites();
+    s.insert_file(Path::new("/out/p1"), b"someone's file", 0o644)
+        .unwrap();
+    let e = export(&s, &fx.set_path, &opts(&["b"], "/out/p1"), &NoProgress).unwrap_err();
+    assert!(
+        e.to_string().contains("packets never overwrite a file"),
+        "{e}"
+    );
+    assert_eq!(
+        s.written_bytes(Path::new("/out/p1")).unwrap(),
+        b"someone's file"
+    );
+    assert!(s.stat(&state_path(&fx.set_path)).unwrap().is_none());
+    let r = exp(&s, &fx.set_path, &opts(&["b"], "/out/p2"));
+    assert_eq!((r.base_epoch, r.new_epoch), (0, 1));
+}
