@@ -810,6 +810,9 @@ struct Report {
     data_micros: u64,
     /// Wall time of the fences that made them durable.
     persist_micros: u64,
+    /// Size of the undo file that saved the bytes the sync overwrote (0:
+    /// none, or a poolsync that writes none).
+    undo: u64,
 }
 
 fn run_tool(variant: Variant, bins: &Binaries, set: &Path, scratch: &Path) -> Result<Sample> {
@@ -877,6 +880,7 @@ fn parse_report(stdout: &[u8]) -> Result<Report> {
         written: field("bytes_written")?,
         data_micros: field("data_micros")?,
         persist_micros: field("persist_micros")?,
+        undo: doc["report"]["undo"]["file_size"].as_u64().unwrap_or(0),
     })
 }
 
@@ -1164,19 +1168,25 @@ fn judge(results: &[CaseResult]) -> Vec<Verdict> {
                 None,
             );
             let damaged = r.differing_blocks.unwrap_or(0) * BLOCK;
+            // The undo file saves the bytes the repair overwrites: as many
+            // as the damaged blocks, written to a file of its own.
+            let into_pool = ps.written.saturating_sub(report.undo);
             verdict(
                 Scenario::Scattered,
-                "writes only the damaged blocks".to_string(),
+                "writes only the damaged blocks (and their undo file)".to_string(),
                 format!(
-                    "{} differing found, {} damaged; {} written by syscalls (headers included)",
+                    "{} differing found, {} damaged; {} written by syscalls: {} into the pool \
+                     (headers included), {} into the undo file",
                     fmt_size(report.differing),
                     fmt_size(damaged),
-                    fmt_size(ps.written)
+                    fmt_size(ps.written),
+                    fmt_size(into_pool),
+                    fmt_size(report.undo)
                 ),
                 Some(
                     report.differing == damaged
                         && report.copied == 0
-                        && ps.written <= damaged + HEADER_ALLOWANCE,
+                        && into_pool <= damaged + HEADER_ALLOWANCE,
                 ),
             );
         }
@@ -1263,12 +1273,16 @@ fn case_text(r: &CaseResult) -> String {
         ));
         if let Some(rep) = s.report {
             out.push_str(&format!(
-                "{:<19} report: {} compared, {} differing, {} copied, {} written\n",
+                "{:<19} report: {} compared, {} differing, {} copied, {} written, \
+                 undo file {}; data phase {:.3} s, fences {:.3} s\n",
                 "",
                 fmt_size(rep.compared),
                 fmt_size(rep.differing),
                 fmt_size(rep.copied),
-                fmt_size(rep.written)
+                fmt_size(rep.written),
+                fmt_size(rep.undo),
+                rep.data_micros as f64 / 1e6,
+                rep.persist_micros as f64 / 1e6
             ));
         }
         if s.cancelled > 0 {
