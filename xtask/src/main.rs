@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 
 mod bench;
+mod bench_baseline;
 mod bench_sync;
 mod bench_transform;
 mod bench_verify;
@@ -58,22 +59,26 @@ Commands:
                              benches/benches/ (hot, copy_flush), or those whose
                              id contains NAME.
   bench sync [--size SIZE] [--reps N] [--scenario NAME] [--dir DIR]
+             [--baseline BIN]
                              Time `poolsync sync` against `pmempool sync` on
                              damaged two-replica pool sets (scenarios rebuild,
                              header, scattered, parallel; SIZE per replica,
                              default 1G; 3 repetitions); see
                              docs/performance.md.
-  bench verify [--size SIZE] [--reps N] [--dir DIR]
+  bench verify [--size SIZE] [--reps N] [--dir DIR] [--baseline BIN]
                              Throughput and peak RSS of `poolsync check --data`
                              and `sync --verify` on a used three-replica set
                              with 0.1% of one replica's live bytes damaged,
                              beside `cmp`; warm and cold cache; see
                              docs/performance.md.
-  bench transform [--size SIZE] [--reps N] [--dir DIR]
+  bench transform [--size SIZE] [--reps N] [--dir DIR] [--baseline BIN]
                              Time and peak RSS of `poolsync transform` against
                              `pmempool transform` adding a replica (two parts)
                              to a used one-replica pool of SIZE (default 1G);
                              see docs/performance.md.
+                             --baseline BIN (all three): also run BIN, an
+                             older poolsync binary, as one more variant, and
+                             add the ratios new/baseline to the summary.
   kill-loop [--rounds N] [--dir DIR]
                              The long transform kill loops, in release: kill -9
                              at N moments (default 200) of an add of a replica

@@ -93,6 +93,8 @@ pub struct ExecReport {
     pub read_fallbacks: Vec<ReadFallback>,
     /// Wall time of the data steps' copies and comparisons (reading,
     /// comparing, writing), in microseconds: how fast the comparer ran.
+    /// A sync that wrote an undo file adds its survey's comparing
+    /// ([`Prepared::data_micros`]).
     pub data_micros: u64,
     /// Wall time of making the data steps durable (the fences that follow
     /// them), in microseconds.
@@ -169,6 +171,9 @@ pub struct Prepared {
     pub overwrites: Vec<Overwrite>,
     /// Bytes compared to find them.
     pub bytes_compared: u64,
+    /// Wall time of comparing them, in microseconds: the run, which then
+    /// only copies, adds it to its `data_micros`.
+    pub data_micros: u64,
     /// Where the undo file that saves the overwritten bytes goes.
     pub target: Option<crate::undo::UndoTarget>,
 }
@@ -185,6 +190,7 @@ impl Prepared {
         self.overwrites.extend(other.overwrites);
         self.overwrites.sort_by_key(|o| (o.target, o.range.offset));
         self.bytes_compared += other.bytes_compared;
+        self.data_micros += other.data_micros;
         self.target = self.target.take().or(other.target);
     }
 }
@@ -278,6 +284,7 @@ pub fn survey<S: Storage>(
     found.sort_by_key(|f: &Found| (f.target, f.step, f.range.offset));
     let mut prepared = Prepared {
         bytes_compared: report.bytes_compared,
+        data_micros: report.data_micros,
         ..Prepared::default()
     };
     for f in found {
