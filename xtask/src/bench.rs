@@ -5,7 +5,9 @@
 //! (`bench_sync`); `cargo xtask bench verify [...]`: the throughput of
 //! `check --data` and `sync --verify` (`bench_verify`); `cargo xtask bench
 //! transform [...]`: adding a replica, poolsync against `pmempool
-//! transform` (`bench_transform`).
+//! transform` (`bench_transform`). The last three build poolsync and can
+//! run an older binary beside it (`--baseline BIN`) through
+//! `bench_baseline`.
 
 use std::path::Path;
 

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 
 mod bench;
+mod bench_baseline;
 mod bench_packets;
 mod bench_sync;
 mod bench_transform;
@@ -20,6 +21,7 @@ mod ci;
 mod demo;
 mod fixtures;
 mod fuzz;
+mod kill_loop;
 mod man;
 mod package;
 mod test;
@@ -58,22 +60,27 @@ Commands:
                              benches/benches/ (hot, copy_flush), or those whose
                              id contains NAME.
   bench sync [--size SIZE] [--reps N] [--scenario NAME] [--dir DIR]
+             [--baseline BIN]
                              Time `poolsync sync` against `pmempool sync` on
                              damaged two-replica pool sets (scenarios rebuild,
                              header, scattered, parallel; SIZE per replica,
                              default 1G; 3 repetitions); see
                              docs/performance.md.
-  bench verify [--size SIZE] [--reps N] [--dir DIR]
+  bench verify [--size SIZE] [--reps N] [--dir DIR] [--baseline BIN]
                              Throughput and peak RSS of `poolsync check --data`
                              and `sync --verify` on a used three-replica set
                              with 0.1% of one replica's live bytes damaged,
                              beside `cmp`; warm and cold cache; see
                              docs/performance.md.
-  bench transform [--size SIZE] [--reps N] [--dir DIR]
+  bench transform [--size SIZE] [--reps N] [--dir DIR] [--baseline BIN]
                              Time and peak RSS of `poolsync transform` against
                              `pmempool transform` adding a replica (two parts)
                              to a used one-replica pool of SIZE (default 1G);
                              see docs/performance.md.
+                             --baseline BIN (sync, verify and transform): also
+                             run BIN, an older poolsync binary, as one more
+                             variant, and add the ratios new/baseline to the
+                             summary.
   bench packets [--size SIZE] [--reps N] [--dir DIR]
                              Update packets on a pool of SIZE (default 1G) of
                              libpmemobj data, 1% of the blocks changed
@@ -81,6 +88,13 @@ Commands:
                              against the change and `rsync --only-write-batch`,
                              export and import time against `cat` of the
                              source, peak RSS; see docs/performance.md.
+  kill-loop [--rounds N] [--dir DIR]
+                             The long transform kill loops, in release: kill -9
+                             at N moments (default 200) of an add of a replica
+                             and of SINGLEHDR, and strace kills at every system
+                             call of an add of a replica and of adding and
+                             removing SINGLEHDR; no kill may need a manual step.
+                             DIR holds the pools (a tmpfs widens the windows).
   help                       Print this text.
 
 Environment:
@@ -140,6 +154,7 @@ fn run(args: Vec<String>) -> Result<()> {
         "bench" => bench::command(&root, &rest),
         "man" => man::command(&root, &rest),
         "completions" => man::completions_command(&root, &rest),
+        "kill-loop" => kill_loop::run(&root, &rest),
         other => bail!("unknown command `{other}`; `cargo xtask help` lists the commands"),
     }
 }

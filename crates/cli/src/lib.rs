@@ -29,6 +29,7 @@ mod create;
 mod diagnose;
 mod epoch;
 mod export;
+mod feature;
 mod import;
 mod info;
 mod output;
@@ -79,6 +80,8 @@ enum Command {
     Epoch(epoch::Args),
     /// Describe update packets and verify every checksum.
     Packet(packet::Args),
+    /// Query, enable or disable a pool feature (CKSUM_2K, SHUTDOWN_STATE, ...).
+    Feature(feature::Args),
     /// Show the settings (jobs, wait_lock) and where each one comes from.
     Config(config::Args),
     /// Print shell completions for bash, zsh or fish.
@@ -100,6 +103,7 @@ impl Command {
             Command::Import(_) => "import",
             Command::Epoch(_) => "epoch",
             Command::Packet(_) => "packet",
+            Command::Feature(_) => "feature",
             Command::Config(_) => "config",
             Command::Completions(_) => "completions",
         }
@@ -118,6 +122,7 @@ impl Command {
             Command::Import(a) => Some(a.path().to_path_buf()),
             Command::Epoch(a) => Some(a.path().to_path_buf()),
             Command::Packet(a) => a.path().map(std::path::Path::to_path_buf),
+            Command::Feature(a) => Some(a.path().to_path_buf()),
             Command::Rm(_) | Command::Config(_) | Command::Completions(_) => None,
         }
     }
@@ -136,6 +141,7 @@ impl Command {
             Command::Import(a) => a.json(),
             Command::Epoch(a) => a.json(),
             Command::Packet(a) => a.json(),
+            Command::Feature(a) => a.json(),
             Command::Config(a) => a.json(),
             Command::Completions(_) => false,
         }
@@ -198,6 +204,7 @@ fn dispatch(command: Command, settings: &settings::Settings) -> anyhow::Result<E
         Command::Import(args) => import::run(args, settings),
         Command::Epoch(args) => epoch::run(args, settings),
         Command::Packet(args) => packet::run(args, settings),
+        Command::Feature(args) => feature::run(args),
         Command::Config(args) => config::run(args, settings),
         Command::Completions(args) => completions::run(args),
     }

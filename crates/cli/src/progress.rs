@@ -30,6 +30,8 @@ pub struct Bar(ProgressBar);
 impl Progress for Bar {
     fn start(&self, total: u64) {
         self.0.set_length(total);
+        self.0.set_position(0);
+        self.0.reset_eta();
         self.0.reset_elapsed();
     }
 
@@ -110,6 +112,8 @@ impl Progress for Lines {
     fn start(&self, total: u64) {
         if let Ok(mut st) = self.state.lock() {
             st.total = total;
+            st.done = 0;
+            st.finished = false;
             st.started = Instant::now();
             st.last = st.started;
         }

@@ -14,7 +14,7 @@ use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use poolsync_engine::rm::{self, Ask, Outcome, RmFile, RmObserver, RmOptions, Role};
 use poolsync_engine::Error;
-use poolsync_pmem::FsStorage;
+use poolsync_pmem::{AnyStorage, PersistMode};
 use serde::Serialize;
 
 use crate::output::{emit_json, out, outln};
@@ -215,6 +215,7 @@ impl FileDoc {
         let (outcome, error) = match &file.outcome {
             Outcome::NotOwned { .. } => ("not_owned", Some(not_owned_message(file))),
             Outcome::Removed => ("removed", None),
+            Outcome::Zeroed => ("zeroed", None),
             Outcome::Declined => ("declined", None),
             Outcome::Missing => ("missing", None),
             Outcome::Skipped => ("skipped", None),
@@ -234,7 +235,7 @@ impl FileDoc {
 
 /// Runs the command; `Ok` carries the exit code.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let storage = FsStorage;
+    let storage = AnyStorage::new(PersistMode::PageCache);
     let mut observer = CliObserver {
         // With --json, stdout carries the document only.
         verbose: if args.json { 0 } else { args.verbose },
@@ -359,6 +360,14 @@ impl RmObserver for CliObserver {
             (Outcome::Removed, _) => {
                 if self.verbose >= 1 {
                     outln!("removed '{}'", file.path.display());
+                }
+            }
+            (Outcome::Zeroed, _) => {
+                if self.verbose >= 1 {
+                    outln!(
+                        "removed '{}' (a Device DAX: its pool header was zeroed)",
+                        file.path.display()
+                    );
                 }
             }
             (

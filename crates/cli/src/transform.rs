@@ -206,8 +206,10 @@ pub fn plan_text(plan: &TransformPlan, dry_run: bool) -> String {
         .as_ref()
         .filter(|st| matches!(st.data_from, DataFrom::Temporary | DataFrom::Source))
         .map(|_| plan.steps.source);
+    if let Some(j) = &plan.journal {
+        out.push_str(&format!("journal: {}\n", j.path.display()));
+    }
     if let Some(st) = &plan.staging {
-        out.push_str(&format!("journal: {}\n", st.journal.display()));
         if st.resumed {
             out.push_str("resuming an interrupted run of this transform\n");
         }
@@ -254,13 +256,17 @@ pub fn plan_text(plan: &TransformPlan, dry_run: bool) -> String {
             ),
         );
     }
+    if let Some(j) = plan.journal.as_ref().filter(|j| j.write) {
+        line(
+            &mut out,
+            format!(
+                "write the journal {}, naming the {} part file(s) to create",
+                j.path.display(),
+                j.new_parts.len()
+            ),
+        );
+    }
     if let Some(st) = &plan.staging {
-        if !matches!(plan.operation, Operation::Finish) && !st.resumed {
-            line(
-                &mut out,
-                format!("write the journal {}", st.journal.display()),
-            );
-        }
         if let Some(t) = st.temporary.as_ref().filter(|t| !t.complete) {
             line(
                 &mut out,
@@ -356,17 +362,14 @@ pub fn plan_text(plan: &TransformPlan, dry_run: bool) -> String {
             ),
         );
     }
-    if let Some(st) = &plan.staging {
-        if let Some(t) = &st.temporary {
-            line(
-                &mut out,
-                format!("delete the temporary copy {}", t.path.display()),
-            );
-        }
+    if let Some(t) = plan.staging.as_ref().and_then(|st| st.temporary.as_ref()) {
         line(
             &mut out,
-            format!("delete the journal {}", st.journal.display()),
+            format!("delete the temporary copy {}", t.path.display()),
         );
+    }
+    if let Some(j) = &plan.journal {
+        line(&mut out, format!("delete the journal {}", j.path.display()));
     }
     let t = &plan.totals;
     if t.bytes_to_stage > 0 {

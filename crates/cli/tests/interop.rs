@@ -30,6 +30,10 @@ mod checksum;
 mod create;
 #[path = "interop/damage.rs"]
 mod damage;
+#[path = "interop/devdax.rs"]
+mod devdax;
+#[path = "interop/feature.rs"]
+mod feature;
 #[path = "interop/info_check.rs"]
 mod info_check;
 #[path = "interop/kill_loop.rs"]
@@ -38,6 +42,8 @@ mod kill_loop;
 mod messages;
 #[path = "interop/packets.rs"]
 mod packets;
+#[path = "interop/refused_headers.rs"]
+mod refused_headers;
 #[path = "interop/rm.rs"]
 mod rm;
 #[path = "interop/support.rs"]
@@ -46,5 +52,7 @@ mod support;
 mod sync;
 #[path = "interop/transform.rs"]
 mod transform;
+#[path = "interop/transform_kill.rs"]
+mod transform_kill;
 #[path = "interop/verify.rs"]
 mod verify;

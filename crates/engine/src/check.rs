@@ -33,7 +33,7 @@ use poolsync_header::{PoolHdr, PoolType, RawUuid, Sds, FEAT_SDS};
 use poolsync_pmem::{Access, PartFile, Storage};
 use serde::Serialize;
 
-use crate::inspect::{inspect, sds_adr_failure, ser_hex, Health};
+use crate::inspect::{inspect, sds_adr_failure, ser_hex, Health, Inconsistency};
 use crate::open::{open, HeaderState, OpenSet, PartStatus};
 use crate::Error;
 
@@ -204,10 +204,21 @@ pub fn check_open<F: PartFile>(
 ) -> Result<CheckReport, Error> {
     opts.validate()?;
     let mut hdrs = working_headers(set)?;
-    let pool_type = hdrs
+    let master = hdrs
         .first()
         .and_then(|r| r.first())
         .and_then(|h| h.pool_type());
+    // The master's type, as pmempool takes it; but a master that says blk
+    // or log among obj replicas is one damaged obj header, which the
+    // header step reports.
+    let any_obj = hdrs
+        .iter()
+        .flatten()
+        .any(|h| hdr_valid(h) && h.pool_type() == Some(PoolType::Obj));
+    let pool_type = match master {
+        Some(PoolType::Blk | PoolType::Log) if any_obj => Some(PoolType::Obj),
+        other => other,
+    };
     if let Some(ty @ (PoolType::Blk | PoolType::Log)) = pool_type {
         return Err(Error::UnsupportedPoolType {
             path: set.path.clone(),
@@ -245,6 +256,7 @@ pub fn check_open<F: PartFile>(
     };
     if let Flow::Continue = flow {
         run.check_uuids(&mut hdrs);
+        run.check_features(&health);
     }
     let result = match run.state {
         State::Consistent if run.sync_required => CheckResult::SyncRequired,
@@ -566,6 +578,42 @@ impl Run<'_> {
         }
     }
 
+    /// poolsync's own last step (docs/format.md §21, §24.3): headers whose
+    /// feature masks differ, as an interrupted `feature -e|-d` leaves them.
+    /// pmempool calls such a pool consistent although libpmemobj refuses a
+    /// replica whose parts disagree; `feature` finishes the change, so
+    /// check neither repairs it nor writes anything else.
+    fn check_features(&mut self, health: &Health) {
+        for i in &health.inconsistencies {
+            let Inconsistency::FeaturesDiffer {
+                first_replica,
+                first_part,
+                replica,
+                part,
+                feature,
+            } = i
+            else {
+                continue;
+            };
+            let prefix = self.part_prefix(*replica, *part);
+            let what = match feature {
+                Some(f) => format!(
+                    "{prefix}pool header features differ from replica {first_replica} part {first_part}'s in {f}: an interrupted feature change"
+                ),
+                None => format!(
+                    "{prefix}pool header features differ from replica {first_replica} part {first_part}'s"
+                ),
+            };
+            let state = if self.opts.repair {
+                State::CannotRepair
+            } else {
+                State::NotConsistent
+            };
+            self.fail(state, what);
+            return;
+        }
+    }
+
     /// The shutdown-state step (`check_sds.c`).
     fn check_sds(&mut self, hdrs: &mut [Vec<PoolHdr>]) -> Flow {
         let nrep = hdrs.len();
@@ -675,6 +723,16 @@ impl Run<'_> {
                     }
                 } else if h.checksum_ok() {
                     if h.pool_type().is_some() {
+                        if let Some(problem) = crate::inspect::open_refusal(h) {
+                            // libpmemobj would refuse it; a healthy replica's
+                            // header replaces it (sync).
+                            return self.fail(
+                                State::NotConsistent,
+                                format!(
+                                    "{prefix}libpmemobj refuses to open the pool with this header: {problem}"
+                                ),
+                            );
+                        }
                         self.info(format!("{prefix}pool header correct"));
                         continue;
                     }
@@ -830,13 +888,8 @@ impl Run<'_> {
             ask,
             fix: value,
         }]);
-        for (answer, value) in answers {
-            if answer != Answer::Yes {
-                return ControlFlow::Break(
-                    self.fail(State::NotConsistent, CANNOT_COMPLETE.to_string()),
-                );
-            }
-            self.info(format!(
+        self.apply_fixes(answers, (r, p), |check, value| {
+            check.info(format!(
                 "{prefix}setting {name} to {}",
                 value.to_canonical()
             ));
@@ -844,8 +897,30 @@ impl Run<'_> {
                 set(h, value);
                 *valid = hdr_valid(h);
             }
-            self.mark_modified(r, p);
-            self.state = State::Repaired;
+            true
+        })
+    }
+
+    /// Carries out the fixes the user agreed to: `apply` makes each one
+    /// (returning `false` when there was nothing to change after all), and
+    /// part (r, p) is then written back. Any answer but yes ends the check
+    /// as not consistent, as pmempool does.
+    fn apply_fixes<T>(
+        &mut self,
+        answers: Vec<(Answer, T)>,
+        (r, p): (usize, usize),
+        mut apply: impl FnMut(&mut Self, T) -> bool,
+    ) -> ControlFlow<Flow> {
+        for (answer, fix) in answers {
+            if answer != Answer::Yes {
+                return ControlFlow::Break(
+                    self.fail(State::NotConsistent, CANNOT_COMPLETE.to_string()),
+                );
+            }
+            if apply(self, fix) {
+                self.mark_modified(r, p);
+                self.state = State::Repaired;
+            }
         }
         ControlFlow::Continue(())
     }
@@ -960,16 +1035,11 @@ impl Run<'_> {
             });
         }
         let answers = self.ask_all(questions);
-        for (answer, (link, at)) in answers {
-            if answer != Answer::Yes {
-                return ControlFlow::Break(
-                    self.fail(State::NotConsistent, CANNOT_COMPLETE.to_string()),
-                );
-            }
+        self.apply_fixes(answers, (r, p), |check, (link, at)| {
             let Some(target) = hdr_at(hdrs, at).map(|x| x.uuid) else {
-                continue;
+                return false;
             };
-            self.info(format!(
+            check.info(format!(
                 "{prefix}setting {} to {}",
                 link.field(),
                 target.to_canonical()
@@ -978,11 +1048,8 @@ impl Run<'_> {
                 link.set(h, target);
                 *valid = hdr_valid(h);
             }
-            self.mark_modified(r, p);
-            self.state = State::Repaired;
-        }
-
-        ControlFlow::Continue(())
+            true
+        })
     }
 
     /// pool_hdr_checksum: the checksum.
@@ -1007,21 +1074,14 @@ impl Run<'_> {
             ask: "Do you want to regenerate checksum?".to_string(),
             fix: (),
         }]);
-        for (answer, ()) in answers {
-            if answer != Answer::Yes {
-                return ControlFlow::Break(
-                    self.fail(State::NotConsistent, CANNOT_COMPLETE.to_string()),
-                );
-            }
+        self.apply_fixes(answers, (r, p), |check, ()| {
             if let Some(h) = hdrs.get_mut(r).and_then(|v| v.get_mut(p)) {
                 h.checksum = h.compute_checksum();
                 let sum = h.checksum;
-                self.info(format!("{prefix}setting pool_hdr.checksum to {sum:#x}"));
+                check.info(format!("{prefix}setting pool_hdr.checksum to {sum:#x}"));
             }
-            self.mark_modified(r, p);
-            self.state = State::Repaired;
-        }
-        ControlFlow::Continue(())
+            true
+        })
     }
 
     /// The poolset UUID every valid header must carry (looked up at replica 0

@@ -11,7 +11,7 @@
 //! of the page cache up to three times faster on some CPUs than into a
 //! plain heap allocation.
 //!
-//! Every comparison goes through one step, [`diff_stride`]: one stride of
+//! Every comparison goes through one step, `diff_stride`: one stride of
 //! the source, whose bytes the caller holds, against another
 //! [`Endpoint`], over the stride's live pieces. In [`Mode::Bytes`] the
 //! other side's bytes are read; in [`Mode::Digests`] only their digests
@@ -39,6 +39,8 @@ use serde::Serialize;
 
 use crate::endpoint::{digest, Digest, Endpoint};
 use crate::open::OpenSet;
+use crate::progress::{NoProgress, Progress};
+pub use crate::range::LogicalRange;
 use crate::Error;
 
 /// The unit in which differences are reported and copied: one page.
@@ -50,48 +52,6 @@ pub const MAX_STRIDE: usize = 64 << 20;
 /// Largest piece of a range one worker takes at a time in
 /// [`compare_replicas`]; larger ranges are split so that workers share them.
 pub const JOB_LEN: u64 = 16 << 20;
-
-/// A half-open range `[offset, offset + len)` of a replica's logical
-/// address space.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct LogicalRange {
-    /// First logical offset.
-    pub offset: u64,
-    /// Length in bytes.
-    pub len: u64,
-}
-
-impl LogicalRange {
-    /// `[offset, offset + len)`.
-    pub const fn new(offset: u64, len: u64) -> Self {
-        LogicalRange { offset, len }
-    }
-
-    /// `[start, end)`; empty when `end <= start`.
-    pub fn from_bounds(start: u64, end: u64) -> Self {
-        LogicalRange {
-            offset: start,
-            len: end.saturating_sub(start),
-        }
-    }
-
-    /// One past the last byte (saturating at `u64::MAX`).
-    pub fn end(&self) -> u64 {
-        self.offset.saturating_add(self.len)
-    }
-
-    /// Whether the range holds no byte.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The overlap of two ranges, if any.
-    pub fn intersect(&self, other: &LogicalRange) -> Option<LogicalRange> {
-        let start = self.offset.max(other.offset);
-        let end = self.end().min(other.end());
-        (start < end).then(|| LogicalRange::from_bounds(start, end))
-    }
-}
 
 /// What a comparison counted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -225,7 +185,7 @@ pub fn compare_replicas<F: PartFile>(
                 reason: "no such replica".to_string(),
             })
     };
-    let mut outcomes = compare_many(side(left)?, &[side(right)?], ranges, options)?;
+    let mut outcomes = compare_many(side(left)?, &[side(right)?], ranges, options, &NoProgress)?;
     Ok(outcomes.pop().unwrap_or_default())
 }
 
@@ -392,6 +352,7 @@ pub fn compare_many(
     others: &[&dyn Endpoint],
     ranges: &[LogicalRange],
     options: &CompareOptions,
+    progress: &dyn Progress,
 ) -> Result<Vec<CompareOutcome>, Error> {
     let ends: Vec<u64> = others.iter().map(|o| o.end()).collect();
     let src_end = source.end();
@@ -416,7 +377,11 @@ pub fn compare_many(
         exact: &exact,
         stride,
     };
-    let run = |buffers: &mut Buffers, job: &LogicalRange| sides.compare(*job, buffers);
+    let run = |buffers: &mut Buffers, job: &LogicalRange| {
+        let found = sides.compare(*job, buffers)?;
+        progress.advance(found.iter().map(|(n, _)| n).sum());
+        Ok(found)
+    };
     let results: Vec<Result<JobFound, Error>> = if options.threads <= 1 {
         let mut buffers = Buffers::new(cap);
         jobs.iter().map(|job| run(&mut buffers, job)).collect()
@@ -799,7 +764,7 @@ mod tests {
                 bytes: right.to_vec(),
                 digests,
             };
-            let mut out = compare_many(&l, &[&r], &[range], &options).unwrap();
+            let mut out = compare_many(&l, &[&r], &[range], &options, &NoProgress).unwrap();
             found.push(out.pop().unwrap().differing);
         }
         assert_eq!(found[0], found[1], "bytes and digests disagree");
@@ -1016,7 +981,7 @@ mod tests {
                     let options = CompareOptions { stride, threads };
                     let r0: &dyn Endpoint = &set.replicas[0];
                     let others: [&dyn Endpoint; 2] = [&set.replicas[1], &set.replicas[2]];
-                    let got = compare_many(r0, &others, &ranges, &options).unwrap();
+                    let got = compare_many(r0, &others, &ranges, &options, &NoProgress).unwrap();
                     assert_eq!(got.len(), 2);
                     for (k, r) in [1usize, 2].into_iter().enumerate() {
                         let end = logical[0].len().min(logical[r].len()) as u64;

@@ -34,11 +34,28 @@ pub(crate) fn write_header<F: PartFile>(file: &F, hdr: &PoolHdr) -> Result<(), E
 pub(crate) fn remove_if_exists<S: Storage>(storage: &S, path: &Path) -> Result<bool, Error> {
     match storage.remove(path) {
         Ok(()) => Ok(true),
-        Err(e) if storage.stat(path).ok().flatten().is_none() => {
+        // Gone only when a stat says so: a stat that fails too (the storage
+        // itself is failing) leaves the removal's error standing.
+        Err(e) if matches!(storage.stat(path), Ok(None)) => {
             drop(e);
             Ok(false)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Removes the part file `path` if it exists, as [`remove_if_exists`]
+/// does; a Device DAX, which is never unlinked, has its head zeroed
+/// instead (`crate::devdax::zero_head`, durable when this returns).
+/// `Ok(false)` when there was nothing to remove.
+pub(crate) fn remove_part<S: Storage>(storage: &S, path: &Path) -> Result<bool, Error> {
+    match storage.device_dax(path)? {
+        Some(dev) => {
+            let file = storage.open(path, poolsync_pmem::Access::ReadWrite)?;
+            crate::devdax::zero_head(&file, dev.size)?;
+            Ok(true)
+        }
+        None => remove_if_exists(storage, path),
     }
 }
 

@@ -25,9 +25,9 @@ use poolsync_header::{PoolHdr, POOL_HDR_CSUM_OFF};
 use poolsync_pmem::PartFile;
 use serde::{Deserialize, Serialize};
 
-use crate::compare::LogicalRange;
 use crate::durable;
-use crate::open::{HeaderState, OpenReplica, ReadHeader};
+use crate::open::{HeaderState, OpenReplica, OpenSet, ReadHeader};
+use crate::range::LogicalRange;
 use crate::Error;
 
 /// The digest of a range of bytes: a 128-bit XXH3. It tells changed blocks
@@ -208,6 +208,26 @@ fn piece_slice(base: u64, piece: &poolsync_poolset::Piece, len: usize) -> Option
     let n = usize::try_from(piece.len).ok()?;
     let end = start.checked_add(n)?;
     (end <= len).then_some((start, end))
+}
+
+impl<F: PartFile> OpenSet<F> {
+    /// Reads `buf.len()` bytes of replica `replica` starting at logical
+    /// `offset`, splitting the range at part boundaries (docs/format.md §15.1).
+    ///
+    /// Fails when the range reaches beyond the replica's address space or a
+    /// part it touches is not open.
+    pub fn read_logical(&self, replica: usize, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
+        let rep = self
+            .replicas
+            .get(replica)
+            .ok_or_else(|| Error::LogicalRead {
+                replica,
+                offset,
+                end: offset.saturating_add(buf.len() as u64),
+                reason: "no such replica".to_string(),
+            })?;
+        Endpoint::read(rep, offset, buf)
+    }
 }
 
 impl<F: PartFile> Endpoint for OpenReplica<F> {

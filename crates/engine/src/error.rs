@@ -191,6 +191,35 @@ pub enum Error {
         part: usize,
         dir: PathBuf,
     },
+    /// The pool set file lists a replica smaller than the pool its
+    /// descriptor describes.
+    #[error("{set}: replica {replica} is too small for the pool: the pool set file lists {listed} bytes for it (without part headers), and the pool is {pool} bytes (heap_offset + heap_size of the descriptor); was the pool set file edited? `poolsync transform` reshapes replicas", set = set.display())]
+    ReplicaTooSmall {
+        set: PathBuf,
+        replica: usize,
+        listed: u64,
+        pool: u64,
+    },
+    /// A pool set names one file twice (`first_line` 0: the pool set file).
+    #[error("{}", same_file_text(set, *line, path, *first_line, first))]
+    SameFileTwice {
+        set: PathBuf,
+        line: usize,
+        path: PathBuf,
+        first_line: usize,
+        first: PathBuf,
+    },
+    /// `sync`: a missing part is a symbolic link to a file in a directory
+    /// that does not exist, so it cannot be created.
+    #[error("{}: part {part} in replica {replica} is missing, and {link} is a symbolic link to {target}, whose directory does not exist: create the directory, or point the link elsewhere", at(set, *line), link = link.display(), target = target.display())]
+    LinkDirectory {
+        set: PathBuf,
+        line: usize,
+        replica: usize,
+        part: usize,
+        link: PathBuf,
+        target: PathBuf,
+    },
     /// `sync`: the health check found the set impossible to synchronize
     /// (the reason names the replica, part or field).
     #[error("{set}: {reason}", set = set.display())]
@@ -278,6 +307,58 @@ pub enum Error {
         seconds: u64,
         #[source]
         source: poolsync_pmem::Error,
+    },
+    // --- Device DAX ---
+    /// A pool set whose Device DAX parts break one of PMDK's rules.
+    #[error("{}: {reason}", at(set, *line))]
+    DeviceDaxSet {
+        set: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    /// Something a Device DAX part cannot do (be created, resized or
+    /// removed), or an option that does not apply to one.
+    #[error("{}: {reason}", part_at(set, *line, part))]
+    DeviceDaxPart {
+        set: PathBuf,
+        line: usize,
+        part: PathBuf,
+        reason: String,
+    },
+    // --- feature ---
+    /// `feature -e|-d SINGLEHDR`: the bit follows the pool set file's option.
+    #[error("{path}: unsupported feature: {feature} cannot be enabled or disabled, it follows OPTION SINGLEHDR of the pool set file (`poolsync transform OLD.set NEW.set` adds or removes the option); nothing was written", path = path.display())]
+    FeatureUnchangeable {
+        path: PathBuf,
+        feature: poolsync_header::Feature,
+    },
+    /// `feature`: a header's masks cannot be used (unknown bits, or masks
+    /// that differ from the other headers' in more than one feature).
+    #[error("{set}: replica {replica} part {part} ({path}): {reason}; nothing was written", set = set.display(), path = path.display())]
+    FeatureMismatch {
+        set: PathBuf,
+        replica: usize,
+        part: usize,
+        path: PathBuf,
+        reason: String,
+    },
+    /// `feature -e|-d`: a feature another one depends on is in the way.
+    #[error("{path}: {} prior to {} {feature} (run `poolsync feature {} {other} {path}` first); nothing was written", if *enable { format!("enable {other}") } else { format!("disable {other}") }, if *enable { "enabling" } else { "disabling" }, if *enable { "-e" } else { "-d" }, path = path.display())]
+    FeatureDependency {
+        path: PathBuf,
+        feature: poolsync_header::Feature,
+        other: poolsync_header::Feature,
+        enable: bool,
+    },
+    /// `feature`: the headers disagree on one feature only, as an
+    /// interrupted `feature -e|-d` leaves them (docs/format.md §24.3).
+    #[error("{path}: the pool headers disagree on {feature} (set in: {enabled}; clear in: {disabled}{torn}): a change of {feature} was interrupted; finish it with `poolsync feature -e {feature} {path}` or undo it with `poolsync feature -d {feature} {path}`", path = path.display())]
+    FeatureInterrupted {
+        path: PathBuf,
+        feature: poolsync_header::Feature,
+        enabled: String,
+        disabled: String,
+        torn: String,
     },
     // --- transform ---
     /// `transform` refuses the pair of pool sets.
@@ -379,6 +460,30 @@ pub(crate) fn storage_is_eio(e: &poolsync_pmem::Error) -> bool {
 }
 
 /// `set` or `set:line` (line 0: the whole file, or a single-file pool).
+/// The message of [`Error::SameFileTwice`].
+fn same_file_text(
+    set: &std::path::Path,
+    line: usize,
+    path: &std::path::Path,
+    first_line: usize,
+    first: &std::path::Path,
+) -> String {
+    if first_line == 0 {
+        format!(
+            "{}: {} is the pool set file itself (or a link to it); a part must be a file of its own",
+            at(set, line),
+            path.display()
+        )
+    } else {
+        format!(
+            "{}: {} is the same file as {} on line {first_line} (listed twice, or a hard or symbolic link to it); a pool set names each part once",
+            at(set, line),
+            path.display(),
+            first.display()
+        )
+    }
+}
+
 /// Replica indexes as `1, 2`.
 fn list(replicas: &[usize]) -> String {
     replicas

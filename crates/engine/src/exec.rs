@@ -11,7 +11,7 @@
 //! them in order, which the crash-point tests rely on), each with stride
 //! sized buffers, so memory stays bounded whatever the pool size. A copy
 //! writes what it reads; a compare-and-copy compares each stride through
-//! [`diff_stride`] (bytes, or digests when a side is far away) and hands
+//! `diff_stride` (bytes, or digests when a side is far away) and hands
 //! the differing runs to one writer thread through a bounded queue (see
 //! `write_behind`). After a batch, once the writer is done, every endpoint
 //! it wrote is fenced, so data is durable before any header that follows
@@ -37,6 +37,7 @@ use poolsync_pmem::{PartFile, Storage};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::badblocks::save_recovery_files;
 use crate::compare::{
     diff_stride, effective_stride, AlignedBuf, Counter, LogicalRange, Mode, Scratch, Seen, Stride,
     BLOCK, JOB_LEN,
@@ -44,33 +45,13 @@ use crate::compare::{
 use crate::durable;
 use crate::endpoint::{Endpoint, HeaderWrite};
 use crate::open::{HeaderState, OpenSet, PartStatus};
-use crate::sync::badblocks::save_recovery_files;
 use crate::Error;
 
+pub use crate::progress::{NoProgress, Progress};
+pub use crate::undo::Overwrite;
 pub(crate) use steps::{data_steps, ser_mode};
 pub use steps::{totals, DataPurpose, DataStep, HeaderAction, HeaderStep, Step, Totals};
 use write_behind::{Queue, Repair};
-
-/// Receives progress of a long run; every method may be called from
-/// worker threads.
-pub trait Progress: Send + Sync {
-    /// The run starts and will copy or compare `total` bytes.
-    fn start(&self, total: u64) {
-        let _ = total;
-    }
-    /// `bytes` more bytes were copied or compared.
-    fn advance(&self, bytes: u64) {
-        let _ = bytes;
-    }
-    /// The run is over.
-    fn finish(&self) {}
-}
-
-/// A [`Progress`] that ignores everything.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoProgress;
-
-impl Progress for NoProgress {}
 
 /// A range read from another endpoint because reading the source failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -112,6 +93,8 @@ pub struct ExecReport {
     pub read_fallbacks: Vec<ReadFallback>,
     /// Wall time of the data steps' copies and comparisons (reading,
     /// comparing, writing), in microseconds: how fast the comparer ran.
+    /// A sync that wrote an undo file adds its survey's comparing
+    /// ([`Prepared::data_micros`]).
     pub data_micros: u64,
     /// Wall time of making the data steps durable (the fences that follow
     /// them), in microseconds.
@@ -176,17 +159,6 @@ pub struct RunOptions<'a> {
     pub prepared: Option<&'a Prepared>,
 }
 
-/// A range a run writes over bytes an endpoint already holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Overwrite {
-    /// The endpoint written.
-    pub target: usize,
-    /// The endpoint its new bytes are read from.
-    pub source: usize,
-    /// The range.
-    pub range: LogicalRange,
-}
-
 /// What a run will overwrite, learnt before it writes anything
 /// ([`survey`]): an undo file saves the old bytes, and the run then copies
 /// exactly these ranges.
@@ -199,6 +171,9 @@ pub struct Prepared {
     pub overwrites: Vec<Overwrite>,
     /// Bytes compared to find them.
     pub bytes_compared: u64,
+    /// Wall time of comparing them, in microseconds: the run, which then
+    /// only copies, adds it to its `data_micros`.
+    pub data_micros: u64,
     /// Where the undo file that saves the overwritten bytes goes.
     pub target: Option<crate::undo::UndoTarget>,
 }
@@ -215,6 +190,7 @@ impl Prepared {
         self.overwrites.extend(other.overwrites);
         self.overwrites.sort_by_key(|o| (o.target, o.range.offset));
         self.bytes_compared += other.bytes_compared;
+        self.data_micros += other.data_micros;
         self.target = self.target.take().or(other.target);
     }
 }
@@ -308,6 +284,7 @@ pub fn survey<S: Storage>(
     found.sort_by_key(|f: &Found| (f.target, f.step, f.range.offset));
     let mut prepared = Prepared {
         bytes_compared: report.bytes_compared,
+        data_micros: report.data_micros,
         ..Prepared::default()
     };
     for f in found {
@@ -331,7 +308,7 @@ pub fn survey<S: Storage>(
     Ok(prepared)
 }
 
-/// Writes the undo file of `prepared` ([`crate::undo::save`]) before the
+/// Writes the undo file of `prepared` (`crate::undo::save`) before the
 /// run writes anything: the new bytes are read as the run will read them,
 /// falling back to the run's alternates.
 pub fn save_undo<S: Storage>(
@@ -430,14 +407,23 @@ fn run_step<S: Storage>(
                 .get_mut(*replica)
                 .and_then(|r| r.parts.get_mut(*part))
                 .ok_or_else(|| no_part(plan_path, *replica, *part))?;
-            if *replace {
-                // Unlinked while our lock is held, as libpmempool does.
-                storage.remove(path)?;
-            }
             slot.file = None;
-            let file = storage.create(path, *size)?;
-            // The first fence makes the allocation durable.
-            file.fence()?;
+            let file = if storage.device_dax(path)?.is_some() {
+                // A Device DAX is never unlinked or allocated: it is
+                // overwritten in place (docs/format.md §25.3).
+                storage.open(path, poolsync_pmem::Access::ReadWrite)?
+            } else {
+                if *replace {
+                    // Unlinked while our lock is held, as libpmempool does (a
+                    // transform may have deleted it already, as a stale
+                    // leftover of an interrupted run).
+                    durable::remove_if_exists(storage, path)?;
+                }
+                let file = storage.create(path, *size)?;
+                // The first fence makes the allocation durable.
+                file.fence()?;
+                file
+            };
             slot.file = Some(file);
             slot.status = PartStatus::Ok;
             // A new file's header page is zero until its header is written.
@@ -447,8 +433,11 @@ fn run_step<S: Storage>(
             report.parts_created += 1;
         }
         Step::SetMode { path, mode, .. } => {
-            storage.set_mode(path, *mode)?;
-            report.modes_set += 1;
+            // A device node keeps its mode: it was not created here.
+            if storage.device_dax(path)?.is_none() {
+                storage.set_mode(path, *mode)?;
+                report.modes_set += 1;
+            }
         }
         Step::SyncDirectory { path } => storage.fsync_dir(path)?,
         Step::WriteHeader(h) => {

@@ -14,7 +14,7 @@ use poolsync_header::{
     ArchFlags, Features, ObjDescriptor, PoolHdr, PoolType, RawUuid, FEAT_SINGLEHDR, OBJ_DESC_LEN,
     OBJ_DESC_OFF,
 };
-use poolsync_pmem::{Access, FileKind, PartFile, Storage};
+use poolsync_pmem::{Access, PartFile, Storage};
 use serde::Serialize;
 
 use crate::inspect::{ser_hex, signature_text};
@@ -38,8 +38,12 @@ pub struct PartInfo {
     /// `regular file` or `device dax`.
     #[serde(rename = "type")]
     pub kind: &'static str,
-    /// The file's actual size in bytes.
+    /// The file's actual size in bytes (a Device DAX's, as sysfs reports it).
     pub size: u64,
+    /// A Device DAX's mapping alignment in bytes (`pmempool info` prints
+    /// it); `None` for a file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alignment: Option<u64>,
 }
 
 /// One replica as `info` lists it.
@@ -294,14 +298,15 @@ pub fn info_open<F: PartFile>(set: &OpenSet<F>, opts: &InfoOptions) -> Result<In
 }
 
 fn part_info<F>(part: &OpenPart<F>) -> PartInfo {
-    let kind = match part.meta.map(|m| m.kind) {
-        Some(FileKind::CharDevice) => "device dax",
-        _ => "regular file",
+    let kind = match part.device {
+        Some(_) => "device dax",
+        None => "regular file",
     };
     PartInfo {
         path: part.path.clone(),
         kind,
-        size: part.meta.map_or(0, |m| m.len),
+        size: part.actual_size().unwrap_or(0),
+        alignment: part.device.map(|d| d.align),
     }
 }
 
@@ -384,6 +389,10 @@ pub fn validate_open<F: PartFile>(set: &OpenSet<F>) -> Result<(), String> {
     };
     let name = |r: usize, p: usize| set.part(r, p).map(OpenPart::name).unwrap_or_default();
     let attr = hdr(0, 0)?;
+    // What libpmemobj expects of every header: obj's signature and major
+    // version, not whatever the master happens to hold, so that a damaged
+    // master is the part named.
+    let (signature, major) = (PoolType::Obj.signature(), PoolType::Obj.major());
     let arch = ArchFlags::current();
     let nrep = set.replicas.len();
     // Each header on its own.
@@ -394,22 +403,28 @@ pub fn validate_open<F: PartFile>(set: &OpenSet<F>) -> Result<(), String> {
             if h.major == 0 {
                 return fail("invalid major version (0) (offset 8)".to_string());
             }
-            if h.signature != attr.signature {
+            if h.signature != signature {
                 return fail(format!(
                     "wrong pool type: \"{}\" (offset 0)",
                     signature_text(&h.signature)
                 ));
             }
-            if h.major != attr.major {
+            if h.major != major {
                 return fail(format!(
-                    "pool version {} (library expects {}) (offset 8)",
-                    h.major, attr.major
+                    "pool version {} (library expects {major}) (offset 8)",
+                    h.major
                 ));
             }
-            let unknown = h.features.incompat & !attr.features.incompat;
+            let unknown = h.features.unknown().incompat;
             if unknown != 0 {
                 return fail(format!(
                     "unsafe to continue due to unknown incompat features: {unknown:#x} (offset 16)"
+                ));
+            }
+            let read_only = h.features.unknown().ro_compat;
+            if read_only != 0 {
+                return fail(format!(
+                    "read-only mode is not supported: unknown ro_compat features {read_only:#x} (offset 20)"
                 ));
             }
             if !h.checksum_ok() {

@@ -18,8 +18,8 @@ use std::fmt;
 use std::path::PathBuf;
 
 use poolsync_header::{
-    Features, ObjDescriptor, PoolHdr, PoolType, Sds, SdsVerdict, FEAT_CHECK_BAD_BLOCKS, FEAT_SDS,
-    FEAT_SINGLEHDR, OBJ_DESC_LEN, OBJ_DESC_OFF,
+    ArchFlags, Feature, Features, ObjDescriptor, PoolHdr, PoolType, Sds, SdsVerdict,
+    FEAT_CHECK_BAD_BLOCKS, FEAT_SDS, FEAT_SINGLEHDR, OBJ_DESC_LEN, OBJ_DESC_OFF,
 };
 use poolsync_pmem::PartFile;
 use serde::Serialize;
@@ -72,6 +72,14 @@ pub enum PartFault {
         /// The 8 signature bytes, printable ASCII or `\xNN`.
         signature: String,
     },
+    /// The header has a valid checksum, but libpmemobj refuses to open a
+    /// pool with it (docs/format.md §16.2, checks 1 to 5): a major version
+    /// other than obj's, another pool type, unknown incompat or ro_compat
+    /// bits, another machine's architecture flags.
+    Refused {
+        /// What libpmemobj refuses, with the field's offset.
+        problem: String,
+    },
     /// Step 7: the header's SINGLEHDR bit disagrees with the pool set's option.
     SingleHdrMismatch {
         /// Whether the header has incompat SINGLEHDR.
@@ -97,6 +105,9 @@ impl fmt::Display for PartFault {
             PartFault::ZeroHeader => f.write_str("the pool header is all zero"),
             PartFault::UnknownSignature { signature } => {
                 write!(f, "invalid signature \"{signature}\" in the pool header (offset 0)")
+            }
+            PartFault::Refused { problem } => {
+                write!(f, "libpmemobj refuses to open the pool with this header: {problem}")
             }
             PartFault::SingleHdrMismatch { header, poolset } => write!(
                 f,
@@ -206,6 +217,34 @@ pub enum Inconsistency {
         /// The next part in the ring.
         next_part: usize,
     },
+    /// poolsync's step 9a: unbroken headers carry different feature masks,
+    /// as an interrupted `feature -e|-d` leaves them (docs/format.md §24.3).
+    /// libpmemobj refuses a replica whose parts disagree, and a sync would
+    /// give rebuilt parts the source's masks, mixing them further.
+    FeaturesDiffer {
+        /// The first unbroken header-carrying part of the pool.
+        first_replica: usize,
+        /// Its part index.
+        first_part: usize,
+        /// The part whose masks differ from it.
+        replica: usize,
+        /// Its part index.
+        part: usize,
+        /// The one feature whose bit differs, when only one does.
+        feature: Option<Feature>,
+    },
+    /// poolsync's step 9a: a header whose checksum is wrong only because a
+    /// change of `feature` was interrupted while it was written (its
+    /// checksum is right with the feature's bit changed, docs/format.md
+    /// §24.3). Rebuilding it would undo half a change.
+    FeatureChangeTorn {
+        /// The replica.
+        replica: usize,
+        /// The part.
+        part: usize,
+        /// The feature being changed.
+        feature: Feature,
+    },
     /// Step 10: no replica has a healthy header.
     NoHealthyReplica,
     /// Step 10: a replica carries another poolset UUID than the first healthy one.
@@ -271,6 +310,18 @@ impl fmt::Display for Inconsistency {
             Inconsistency::PartsNotLinked { replica, part, next_part } => write!(
                 f,
                 "two consecutive unbroken parts are not linked to each other (repn {replica}, parts {part} and {next_part}) - cannot synchronize"
+            ),
+            Inconsistency::FeaturesDiffer { first_replica, first_part, replica, part, feature: Some(feature) } => write!(
+                f,
+                "replica {replica} part {part} and replica {first_replica} part {first_part} disagree on {feature} (pool header offsets 12..24), as an interrupted feature change leaves them - cannot synchronize"
+            ),
+            Inconsistency::FeaturesDiffer { first_replica, first_part, replica, part, feature: None } => write!(
+                f,
+                "features mismatch detected between replica {first_replica} part {first_part} and replica {replica} part {part} (pool header offsets 12..24) - cannot synchronize"
+            ),
+            Inconsistency::FeatureChangeTorn { replica, part, feature } => write!(
+                f,
+                "the pool header of replica {replica} part {part} was torn while a change of {feature} was written (its checksum is right with {feature} changed back) - cannot synchronize"
             ),
             Inconsistency::NoHealthyReplica => f.write_str("no healthy replica found"),
             Inconsistency::ReplicasPoolsetUuid { healthy_replica, replica } => write!(
@@ -372,6 +423,34 @@ impl Health {
         } else {
             None
         }
+    }
+
+    /// Replicas the pool does not have yet: none of their parts exists,
+    /// and the UUID ring of the others does not close through them (one of
+    /// the ring inconsistencies), as when REPLICA lines are added to a pool
+    /// set file by hand. Sync cannot rebuild them; transform adds them.
+    pub fn new_replicas(&self) -> Vec<usize> {
+        let ring = self.inconsistencies.iter().any(|i| {
+            matches!(
+                i,
+                Inconsistency::AlienReplica { .. }
+                    | Inconsistency::BorderUuids { .. }
+                    | Inconsistency::ReplicaUuids { .. }
+            )
+        });
+        if !ring {
+            return Vec::new();
+        }
+        self.replicas
+            .iter()
+            .filter(|r| {
+                !r.parts.is_empty()
+                    && r.parts
+                        .iter()
+                        .all(|p| matches!(p.fault, Some(PartFault::Missing)))
+            })
+            .map(|r| r.replica)
+            .collect()
     }
 
     /// `true` when part `part` of replica `replica` must be rebuilt: its own
@@ -566,6 +645,8 @@ pub fn inspect<F: PartFile>(set: &OpenSet<F>) -> Health {
     for r in 0..nrep {
         check_uuids_between_parts(&j, r, &mut inconsistencies);
     }
+    // Step 9a (poolsync's): feature masks, and headers torn by a feature change.
+    check_features(&j, &mut inconsistencies);
     j.poolset_uuids(&mut inconsistencies);
     // Step 11: links between adjacent replicas.
     check_uuids_between_replicas(&j, &mut inconsistencies);
@@ -834,6 +915,20 @@ impl<F: PartFile> Judge<'_, F> {
     }
 }
 
+/// Why libpmemobj 1.12 would refuse to open an obj pool with `hdr` on
+/// this machine, beyond a zero header and a bad checksum (docs/format.md
+/// §16.2, checks 1 to 5, in libpmemobj's order): the one judgement `check`
+/// and `sync` share, so that a header libpmemobj refuses is never called
+/// healthy.
+pub fn open_refusal(hdr: &PoolHdr) -> Option<poolsync_header::Error> {
+    hdr.check_major_nonzero()
+        .and_then(|()| hdr.check_signature(PoolType::Obj))
+        .and_then(|()| hdr.check_major(PoolType::Obj))
+        .and_then(|()| hdr.check_features())
+        .and_then(|()| hdr.check_arch(&ArchFlags::current()))
+        .err()
+}
+
 /// Steps 6 and 7 for one readable header.
 fn header_fault(hdr: &PoolHdr, single_hdr: bool) -> Option<PartFault> {
     if !hdr.checksum_ok() {
@@ -850,6 +945,11 @@ fn header_fault(hdr: &PoolHdr, single_hdr: bool) -> Option<PartFault> {
             signature: signature_text(&hdr.signature),
         });
     }
+    if let Some(problem) = open_refusal(hdr) {
+        return Some(PartFault::Refused {
+            problem: problem.to_string(),
+        });
+    }
     let header = hdr.features.incompat & FEAT_SINGLEHDR != 0;
     if header != single_hdr {
         return Some(PartFault::SingleHdrMismatch {
@@ -858,6 +958,54 @@ fn header_fault(hdr: &PoolHdr, single_hdr: bool) -> Option<PartFault> {
         });
     }
     None
+}
+
+/// Step 9a, poolsync's own (docs/format.md §24.3): every unbroken header
+/// carries the masks of the first one, and no header is broken only by an
+/// interrupted feature change.
+fn check_features<F: PartFile>(j: &Judge<'_, F>, out: &mut Vec<Inconsistency>) {
+    let mut first: Option<(usize, usize, Features)> = None;
+    for r in 0..j.set.replicas.len() {
+        for p in 0..j.nhdrs(r) {
+            let Some(hdr) = j.hdr(r, p) else {
+                continue;
+            };
+            if j.part_broken(r, p) {
+                let torn = matches!(
+                    j.part_faults.get(r).and_then(|f| f.get(p)),
+                    Some(Some(PartFault::BadChecksum { .. }))
+                );
+                if let (true, Some((feature, _))) = (torn, hdr.torn_feature_change()) {
+                    out.push(Inconsistency::FeatureChangeTorn {
+                        replica: r,
+                        part: p,
+                        feature,
+                    });
+                }
+                continue;
+            }
+            match first {
+                None => first = Some((r, p, hdr.features)),
+                Some((fr, fp, base)) if base != hdr.features => {
+                    let diff = Features {
+                        compat: base.compat ^ hdr.features.compat,
+                        incompat: base.incompat ^ hdr.features.incompat,
+                        ro_compat: base.ro_compat ^ hdr.features.ro_compat,
+                    };
+                    out.push(Inconsistency::FeaturesDiffer {
+                        first_replica: fr,
+                        first_part: fp,
+                        replica: r,
+                        part: p,
+                        feature: Feature::ALL
+                            .into_iter()
+                            .find(|f| f.is_changeable() && f.mask() == diff),
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+    }
 }
 
 /// Step 9 for replica `r` (`check_uuids_between_parts`).

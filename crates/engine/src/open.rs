@@ -6,7 +6,9 @@
 //! [`crate::check`] must judge them. Three things are refused at once:
 //! a part locked by another process (the pool is in use, as libpmemobj
 //! refuses it), and pool set shapes poolsync does not handle yet (remote
-//! replicas, directory pool sets, Device DAX and `AUTO` sizes).
+//! replicas, directory pool sets). Device DAX parts (docs/format.md §25)
+//! are opened like files; [`crate::load`] has resolved their `AUTO` sizes,
+//! and a part's size is its device's.
 //!
 //! [`OpenSet::read_logical`] is the one place that maps a replica's logical
 //! offsets onto part files (through [`poolsync_poolset::map_range`]).
@@ -43,7 +45,7 @@ pub struct OpenSet<F> {
     set_file: Option<F>,
 }
 
-/// One local replica: also the local [`crate::endpoint::Endpoint`].
+/// One local replica: also the local endpoint (`crate::endpoint`).
 #[derive(Debug)]
 pub struct OpenReplica<F> {
     /// Replica index (0 = master), or the endpoint's number in a plan.
@@ -81,8 +83,15 @@ pub struct OpenPart<F> {
     pub file: Option<F>,
     /// The pool header of a header-carrying part.
     pub header: HeaderState,
+    /// The Device DAX the part is, with the size and alignment sysfs
+    /// reports (docs/format.md §25); `None` for a file.
+    pub device: Option<poolsync_pmem::DevDax>,
     /// Something was flushed through this handle since its last fence.
     pub(crate) flushed: std::sync::atomic::AtomicBool,
+    /// For a missing part whose path is a symbolic link to nothing: the
+    /// file the link names (relative targets resolved against the link's
+    /// directory), which is where the part is created.
+    pub link_target: Option<PathBuf>,
 }
 
 /// What opening one part found.
@@ -154,6 +163,15 @@ impl<F> OpenPart<F> {
         self.status == PartStatus::Ok
     }
 
+    /// The part's size on storage: the device's for a Device DAX (whose
+    /// `st_size` is 0), else the file's, when it could be stat-ed.
+    pub fn actual_size(&self) -> Option<u64> {
+        match self.device {
+            Some(dev) => Some(dev.size),
+            None => self.meta.map(|m| m.len),
+        }
+    }
+
     /// The decoded header, when it could be read.
     pub fn header(&self) -> Option<&PoolHdr> {
         match &self.header {
@@ -198,8 +216,12 @@ pub fn open<S: Storage>(
         set,
         is_poolset,
         file,
+        devices,
     } = load(storage, path, access)?;
     refuse_unsupported(&path, &set)?;
+    if is_poolset {
+        refuse_aliases(storage, &path, &set)?;
+    }
     let mut set_file = Some(file);
     let mut replicas = Vec::with_capacity(set.replicas.len());
     for (r, replica) in set.replicas.iter().enumerate() {
@@ -218,8 +240,9 @@ pub fn open<S: Storage>(
                 return Err(auto_unsupported(&path, part.line));
             };
             let part_path = PathBuf::from(&part.path);
+            let device = devices.get(r).and_then(|d| d.get(p)).copied().flatten();
             let mut open_part = if is_poolset {
-                open_part(storage, &path, part.line, &part_path, access)?
+                open_part(storage, &path, part.line, &part_path, device, access)?
             } else {
                 // The single file is already open and locked by `load`; a
                 // second flock on it from this process would fail.
@@ -228,12 +251,14 @@ pub fn open<S: Storage>(
                     meta,
                     status: PartStatus::Ok,
                     file: set_file.take(),
+                    link_target: None,
                 }
             };
             if let (PartStatus::Ok, Some(meta)) = (&open_part.status, &open_part.meta) {
-                if meta.len != configured_size {
+                let actual = device.map_or(meta.len, |d| d.size);
+                if actual != configured_size {
                     open_part.status = PartStatus::SizeMismatch {
-                        actual: meta.len,
+                        actual,
                         configured: configured_size,
                     };
                 }
@@ -256,7 +281,9 @@ pub fn open<S: Storage>(
                 status: open_part.status,
                 file: open_part.file,
                 header,
+                device,
                 flushed: Default::default(),
+                link_target: open_part.link_target,
             });
         }
         replicas.push(OpenReplica {
@@ -278,11 +305,45 @@ pub fn open<S: Storage>(
     })
 }
 
+/// Refuses a pool set that names one file twice: a part listed twice, a
+/// hard or symbolic link to another part, or the pool set file itself
+/// (each would otherwise fail as "in use", its own lock held by us).
+fn refuse_aliases<S: Storage>(storage: &S, path: &Path, set: &PoolSet) -> Result<(), Error> {
+    let mut seen: Vec<((u64, u64), usize, PathBuf)> = Vec::new();
+    if let Ok(Some(meta)) = storage.stat(path) {
+        seen.push(((meta.dev, meta.ino), 0, path.to_path_buf()));
+    }
+    for replica in &set.replicas {
+        let Replica::Local { parts, .. } = replica else {
+            continue;
+        };
+        for part in parts {
+            let part_path = PathBuf::from(&part.path);
+            let Ok(Some(meta)) = storage.stat(&part_path) else {
+                continue;
+            };
+            let id = (meta.dev, meta.ino);
+            if let Some((_, line, first)) = seen.iter().find(|(other, _, _)| *other == id) {
+                return Err(Error::SameFileTwice {
+                    set: path.to_path_buf(),
+                    line: part.line,
+                    path: part_path,
+                    first_line: *line,
+                    first: first.clone(),
+                });
+            }
+            seen.push((id, part.line, part_path));
+        }
+    }
+    Ok(())
+}
+
 /// What opening one part produced, before the size check.
 struct Opened<F> {
     meta: Option<poolsync_pmem::Meta>,
     status: PartStatus,
     file: Option<F>,
+    link_target: Option<PathBuf>,
 }
 
 fn open_part<S: Storage>(
@@ -290,16 +351,25 @@ fn open_part<S: Storage>(
     set_path: &Path,
     line: usize,
     path: &Path,
+    device: Option<poolsync_pmem::DevDax>,
     access: Access,
 ) -> Result<Opened<S::File>, Error> {
     let meta = match storage.stat(path) {
         Ok(Some(meta)) => meta,
         Ok(None) => {
+            // A symbolic link to nothing is missing too; the part is
+            // created where the link points.
+            let link_target = storage
+                .read_link(path)
+                .ok()
+                .flatten()
+                .map(|t| path.parent().map_or_else(|| t.clone(), |dir| dir.join(&t)));
             return Ok(Opened {
                 meta: None,
                 status: PartStatus::Missing,
                 file: None,
-            })
+                link_target,
+            });
         }
         Err(e) => {
             return Ok(Opened {
@@ -308,6 +378,7 @@ fn open_part<S: Storage>(
                     reason: storage_reason(&e),
                 },
                 file: None,
+                link_target: None,
             })
         }
     };
@@ -320,14 +391,13 @@ fn open_part<S: Storage>(
                 what: format!("{} is a directory: directory pool sets are", path.display()),
             })
         }
+        FileKind::CharDevice if device.is_some() => {}
         FileKind::CharDevice => {
-            return Err(Error::Unsupported {
+            return Err(Error::DeviceDaxPart {
                 set: set_path.to_path_buf(),
                 line,
-                what: format!(
-                    "{} is a character device: Device DAX parts are",
-                    path.display()
-                ),
+                part: path.to_path_buf(),
+                reason: "a character device that is not a Device DAX cannot be a part".to_string(),
             })
         }
         FileKind::Other => {
@@ -337,6 +407,7 @@ fn open_part<S: Storage>(
                     reason: "not a regular file".to_string(),
                 },
                 file: None,
+                link_target: None,
             })
         }
     }
@@ -345,6 +416,7 @@ fn open_part<S: Storage>(
             meta: Some(meta),
             status: PartStatus::Ok,
             file: Some(file),
+            link_target: None,
         }),
         Err(e @ poolsync_pmem::Error::Locked { .. }) => Err(Error::Storage(e)),
         Err(e) => Ok(Opened {
@@ -353,6 +425,7 @@ fn open_part<S: Storage>(
                 reason: storage_reason(&e),
             },
             file: None,
+            link_target: None,
         }),
     }
 }
@@ -467,7 +540,9 @@ impl<F> OpenReplica<F> {
                 status: PartStatus::Ok,
                 file,
                 header: HeaderState::NotRead,
+                device: None,
                 flushed: Default::default(),
+                link_target: None,
             }],
         }
     }
@@ -493,7 +568,9 @@ impl<F> OpenReplica<F> {
                     status: PartStatus::Ok,
                     file: None,
                     header: HeaderState::NotRead,
+                    device: None,
                     flushed: Default::default(),
+                    link_target: None,
                 })
                 .collect(),
             _ => Vec::new(),
@@ -535,24 +612,6 @@ impl<F: PartFile> OpenSet<F> {
     /// local replicas (docs/format.md §14.1).
     pub fn set_pool_size(&self) -> u64 {
         self.replicas.iter().map(|r| r.net_size).min().unwrap_or(0)
-    }
-
-    /// Reads `buf.len()` bytes of replica `replica` starting at logical
-    /// `offset`, splitting the range at part boundaries (docs/format.md §15.1).
-    ///
-    /// Fails when the range reaches beyond the replica's address space or a
-    /// part it touches is not open.
-    pub fn read_logical(&self, replica: usize, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
-        let rep = self
-            .replicas
-            .get(replica)
-            .ok_or_else(|| Error::LogicalRead {
-                replica,
-                offset,
-                end: offset.saturating_add(buf.len() as u64),
-                reason: "no such replica".to_string(),
-            })?;
-        crate::endpoint::Endpoint::read(rep, offset, buf)
     }
 
     /// Closes every part and the pool set file, releasing their locks (the

@@ -97,9 +97,6 @@ pub(crate) struct Rules<'a> {
     /// The UUIDs of the source's parts: a file that carries one is a copy
     /// of a part (a backup), never something to replace.
     pub copies_of: Option<&'a BTreeSet<RawUuid>>,
-    /// A blank header page (zero or unreadable) is accepted: a journal
-    /// proves the run was creating this very file.
-    pub accept_blank: bool,
 }
 
 impl<'a> Rules<'a> {
@@ -108,7 +105,6 @@ impl<'a> Rules<'a> {
         Rules {
             poolset_uuid,
             copies_of: None,
-            accept_blank: false,
         }
     }
 }
@@ -116,9 +112,6 @@ impl<'a> Rules<'a> {
 /// Proves that a file whose header page makes `claim` belongs to the pool
 /// set; `Err` says what it carries instead.
 pub(crate) fn prove(claim: Claim<'_>, rules: &Rules<'_>) -> Result<(), String> {
-    if rules.accept_blank && matches!(claim, Claim::Zero | Claim::Unreadable) {
-        return Ok(());
-    }
     if let (Some(copies), Some(h)) = (rules.copies_of, claim.header()) {
         if copies.contains(&h.uuid) {
             return Err(format!(
@@ -244,16 +237,15 @@ mod tests {
     }
 
     #[test]
-    fn blank_pages_and_copies_follow_the_rules() {
+    fn copies_follow_the_rules() {
         let copies: BTreeSet<RawUuid> = [RawUuid([2; 16])].into();
         let rules = Rules {
             poolset_uuid: RawUuid([1; 16]),
             copies_of: Some(&copies),
-            accept_blank: true,
         };
         let zero = PoolHdr::decode(&[0; 4096]).unwrap();
-        assert!(prove(Claim::of(Some(&zero)), &rules).is_ok());
-        assert!(prove(Claim::Unreadable, &rules).is_ok());
+        assert!(prove(Claim::of(Some(&zero)), &rules).is_err());
+        assert!(prove(Claim::Unreadable, &rules).is_err());
         let copy = hdr(1, 2);
         assert!(prove(Claim::of(Some(&copy)), &rules)
             .unwrap_err()

@@ -3,8 +3,8 @@
 //! builds new replicas (docs/format.md §5, §17.6).
 //!
 //! One mechanism serves both. [`assign`] gives every part its UUID under
-//! [`Rules`]; [`plan_headers`] then gives every part its header: a new
-//! one, made from the master's attributes ([`new_header`]), for a part
+//! [`Rules`]; `plan_headers` then gives every part its header: a new
+//! one, made from the master's attributes (`new_header`), for a part
 //! that is rebuilt, and its own header with the new links for a part that
 //! is kept, written only when its bytes change.
 //!
@@ -43,8 +43,6 @@ use std::fmt;
 
 use poolsync_header::{ring_links, HeaderLinks, PoolHdr, PoolType, RawUuid, Sds, FEAT_SINGLEHDR};
 use serde::Serialize;
-
-use crate::exec::HeaderAction;
 
 /// Where fresh UUIDs come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -91,6 +89,23 @@ fn splitmix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// What a sync does with one part's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeaderAction {
+    /// The part carries no header (SINGLEHDR, part ≥ 1).
+    None,
+    /// Left as it is.
+    Keep,
+    /// Its links change: rewritten with everything else kept.
+    Relink,
+    /// A new header (the part is broken).
+    New,
+    /// Invalidated while its replica is repaired, then written back as it
+    /// was (with current links).
+    Restore,
 }
 
 /// Which rule gave a part its UUID.

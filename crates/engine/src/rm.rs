@@ -80,6 +80,10 @@ pub enum Role {
 pub enum Outcome {
     /// Unlinked.
     Removed,
+    /// A Device DAX, which is never unlinked: its first bytes (the pool
+    /// header and the obj metadata after it) were zeroed instead, as
+    /// `pmempool rm` does (docs/format.md §25.4).
+    Zeroed,
     /// The observer answered no; the file is kept.
     Declined,
     /// The file did not exist; ignored because of `force`.
@@ -309,6 +313,7 @@ pub fn rm<S: Storage>(
     drop(loaded);
     // The set file goes only when its parts are gone: after a failure, or a
     // part the user chose to keep, it still describes files that exist.
+    // (Zeroed devices count as gone: they no longer hold a pool.)
     let parts_gone = report.files.iter().all(|f| {
         !matches!(
             f.outcome,
@@ -426,7 +431,8 @@ fn is_state_file<S: Storage>(storage: &S, path: &Path) -> bool {
     file.read_at(0, &mut magic).is_ok() && &magic == poolsync_packet::state::STATE_MAGIC
 }
 
-/// Removes one local file: lock it, ask if asked to, unlink it.
+/// Removes one local file: lock it, ask if asked to, unlink it (or, for a
+/// Device DAX, zero its head).
 fn remove_one<S: Storage>(
     storage: &S,
     path: &Path,
@@ -472,12 +478,19 @@ fn remove_outcome<S: Storage>(
                 path: path.to_path_buf(),
             })
         }
-        FileKind::CharDevice => return Outcome::Failed(Error::Unsupported {
+        FileKind::CharDevice => {}
+    }
+    let device = match storage.device_dax(path) {
+        Ok(device) => device,
+        Err(e) => return Outcome::Failed(e.into()),
+    };
+    if meta.kind == FileKind::CharDevice && device.is_none() {
+        return Outcome::Failed(Error::DeviceDaxPart {
             set: path.to_path_buf(),
             line: 0,
-            what: "removing a Device DAX part (PMDK zeroes it instead of unlinking): Device DAX is"
-                .to_string(),
-        }),
+            part: path.to_path_buf(),
+            reason: "a character device that is not a Device DAX is not removed".to_string(),
+        });
     }
     // Opening read-write both takes the lock and tells whether the file is
     // write-protected for us (as access(W_OK) would); a write-protected
@@ -499,6 +512,23 @@ fn remove_outcome<S: Storage>(
     };
     if ask && !observer.confirm(path, write_protected) {
         return Outcome::Declined;
+    }
+    if let Some(dev) = device {
+        // Never unlinked: the header and what follows are zeroed, through
+        // the lock (docs/format.md §25.4).
+        if write_protected {
+            return Outcome::Failed(Error::DeviceDaxPart {
+                set: path.to_path_buf(),
+                line: 0,
+                part: path.to_path_buf(),
+                reason: "the Device DAX is write-protected, so its pool header cannot be zeroed"
+                    .to_string(),
+            });
+        }
+        return match crate::devdax::zero_head(&lock, dev.size) {
+            Ok(()) => Outcome::Zeroed,
+            Err(e) => Outcome::Failed(e),
+        };
     }
     let outcome = match storage.remove(path) {
         Ok(()) => Outcome::Removed,

@@ -52,7 +52,7 @@
 //! # }
 //! ```
 
-pub mod badblocks;
+pub use crate::badblocks;
 pub mod plan;
 /// The UUID rules, now shared with transform in [`crate::ring`].
 pub mod uuids {
@@ -298,6 +298,8 @@ pub fn execute<S: Storage>(
         None => None,
     };
     let mut report = crate::exec::run(storage, &plan.path, &plan.steps, &mut endpoints, options)?;
+    // The comparing was done before the undo file was written.
+    report.data_micros += prepared.map_or(0, |p| p.data_micros);
     report.undo = undo;
     progress.finish();
     Ok(report)
@@ -386,29 +388,49 @@ pub fn survey<S: Storage>(
     options: &SyncOptions,
 ) -> Result<Survey, Error> {
     for part in set.parts() {
-        let dir: PathBuf = part
-            .path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        let ok = dir.as_os_str().is_empty()
-            || storage
-                .stat(&dir)
-                .ok()
-                .flatten()
-                .is_some_and(|m| m.kind == FileKind::Directory);
-        if !ok {
-            return Err(Error::PartDirectory {
+        // The directory of the part, and of the file a symbolic link to
+        // nothing names, which is where a missing part is created.
+        let paths = std::iter::once(&part.path).chain(part.link_target.as_ref());
+        for path in paths {
+            let dir: PathBuf = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            let ok = dir.as_os_str().is_empty()
+                || storage
+                    .stat(&dir)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|m| m.kind == FileKind::Directory);
+            if ok {
+                continue;
+            }
+            if path == &part.path {
+                return Err(Error::PartDirectory {
+                    set: set.path.clone(),
+                    line: part.line,
+                    replica: part.replica,
+                    part: part.index,
+                    dir,
+                });
+            }
+            return Err(Error::LinkDirectory {
                 set: set.path.clone(),
                 line: part.line,
                 replica: part.replica,
                 part: part.index,
-                dir,
+                link: part.path.clone(),
+                target: path.clone(),
             });
         }
     }
     let health = inspect(set);
-    let bad_blocks = badblocks::scan(storage, set, &health, options)?;
+    let bad_blocks = badblocks::scan(
+        storage,
+        set,
+        &health,
+        badblocks::ScanOptions {
+            bad_blocks: options.bad_blocks,
+            query: options.bad_block_query.as_ref(),
+        },
+    )?;
     Ok(Survey { health, bad_blocks })
 }
 

@@ -13,6 +13,12 @@ mod crash;
 #[path = "it/create_rm.rs"]
 mod create_rm;
 
+#[path = "it/devdax.rs"]
+mod devdax;
+
+#[path = "it/feature.rs"]
+mod feature;
+
 #[path = "it/health.rs"]
 mod health;
 

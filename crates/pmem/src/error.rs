@@ -69,6 +69,15 @@ pub enum Error {
         /// Length of the range.
         len: u64,
     },
+    /// `open` of something that is neither a regular file nor a character
+    /// device (a FIFO would block the open; a directory cannot be read).
+    #[error("open \"{path}\": {kind}, not a regular file")]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
     /// `create` found a file at the path; existing files are never overwritten.
     #[error("create \"{path}\": file already exists (an existing file is never overwritten)")]
     Exists {
@@ -171,6 +180,15 @@ pub enum Error {
     /// A character device that is not a Device DAX was to be mapped.
     #[error("mmap \"{path}\": a character device that is not a Device DAX (/dev/daxX.Y)")]
     NotDevDax {
+        /// The device.
+        path: PathBuf,
+    },
+    /// An operation no Device DAX takes: it is never unlinked, truncated or
+    /// allocated (its header is zeroed or overwritten instead).
+    #[error("{op} \"{path}\": refused on a Device DAX, which is never unlinked, truncated or allocated (its pool header is zeroed or overwritten instead)")]
+    DeviceDax {
+        /// `unlink`, `ftruncate` or `posix_fallocate`.
+        op: &'static str,
         /// The device.
         path: PathBuf,
     },

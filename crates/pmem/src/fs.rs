@@ -40,15 +40,36 @@ impl Storage for FsStorage {
     }
 
     fn open(&self, path: &Path, access: Access) -> Result<FsFile, Error> {
+        // O_NONBLOCK: opening a FIFO must not wait for a writer; what is
+        // not a regular file or a character device is refused right after.
+        // (On those two the flag changes nothing.)
         let file = OpenOptions::new()
             .read(true)
             .write(access == Access::ReadWrite)
+            .custom_flags(libc::O_NONBLOCK)
             .open(path)
             .map_err(|source| Error::Io {
                 op: "open",
                 path: path.to_path_buf(),
                 source,
             })?;
+        let kind = file
+            .metadata()
+            .map(|m| meta_of(&m).kind)
+            .map_err(|source| Error::Io {
+                op: "fstat",
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if !matches!(kind, FileKind::Regular | FileKind::CharDevice) {
+            return Err(Error::NotAFile {
+                path: path.to_path_buf(),
+                kind: match kind {
+                    FileKind::Directory => "a directory",
+                    _ => "a FIFO, socket or block device",
+                },
+            });
+        }
         let file = lock(path, file).map_err(|(_, err)| err)?;
         Ok(FsFile::new(path, file, SyncState::clean()))
     }
@@ -62,32 +83,9 @@ impl Storage for FsStorage {
                 source: io::Error::from_raw_os_error(libc::EFBIG),
             });
         };
-        // O_CREAT|O_EXCL: a file that already exists is never opened, so it
-        // cannot be touched. Mode 0 keeps anybody from opening the part
-        // before it is complete; the caller chmods at the end, as PMDK does.
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o000)
-            .open(path)
-            .map_err(|source| {
-                if source.kind() == io::ErrorKind::AlreadyExists {
-                    Error::Exists {
-                        path: path.to_path_buf(),
-                    }
-                } else {
-                    Error::Io {
-                        op: "open",
-                        path: path.to_path_buf(),
-                        source,
-                    }
-                }
-            })?;
-        let file = match lock(path, file) {
-            Ok(file) => file,
-            Err((file, err)) => return Err(remove_created(path, &file, err)),
-        };
+        // Mode 0 keeps anybody from opening the part before it is complete;
+        // the caller chmods at the end, as PMDK does.
+        let file = create_locked(path, 0o000)?;
         if size > 0 {
             if let Err(errno) = allocate(&file, alloc_len) {
                 let err = Error::Allocate {
@@ -103,11 +101,24 @@ impl Storage for FsStorage {
     }
 
     fn remove(&self, path: &Path) -> Result<(), Error> {
+        // The engine zeroes a device's header instead; this is the guard
+        // that no mistake of a caller unlinks a device node (or a file
+        // standing in for one).
+        if self.device_dax(path)?.is_some() {
+            return Err(Error::DeviceDax {
+                op: "unlink",
+                path: path.to_path_buf(),
+            });
+        }
         std::fs::remove_file(path).map_err(|source| Error::Io {
             op: "unlink",
             path: path.to_path_buf(),
             source,
         })
+    }
+
+    fn device_dax(&self, path: &Path) -> Result<Option<crate::DevDax>, Error> {
+        crate::dax::env_probe()?.probe(path)
     }
 
     fn set_mode(&self, path: &Path, mode: u32) -> Result<(), Error> {
@@ -120,6 +131,22 @@ impl Storage for FsStorage {
         })
     }
 
+    fn read_link(&self, path: &Path) -> Result<Option<PathBuf>, Error> {
+        let io_err = |op, source| Error::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        };
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_symlink() => std::fs::read_link(path)
+                .map(Some)
+                .map_err(|e| io_err("readlink", e)),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("lstat", e)),
+        }
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> Result<(), Error> {
         std::fs::rename(from, to).map_err(|source| Error::Io {
             op: "rename",
@@ -129,29 +156,7 @@ impl Storage for FsStorage {
     }
 
     fn create_aux(&self, path: &Path, mode: u32) -> Result<FsFile, Error> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(mode & 0o7777)
-            .open(path)
-            .map_err(|source| {
-                if source.kind() == io::ErrorKind::AlreadyExists {
-                    Error::Exists {
-                        path: path.to_path_buf(),
-                    }
-                } else {
-                    Error::Io {
-                        op: "open",
-                        path: path.to_path_buf(),
-                        source,
-                    }
-                }
-            })?;
-        let file = match lock(path, file) {
-            Ok(file) => file,
-            Err((file, err)) => return Err(remove_created(path, &file, err)),
-        };
+        let file = create_locked(path, mode & 0o7777)?;
         Ok(FsFile::new(path, file, SyncState::dirty()))
     }
 
@@ -202,6 +207,32 @@ impl Storage for FsStorage {
 /// mapping of it) goes away. nix's `Flock` wrapper is not used because it
 /// unlocks in `Drop`, which would end the lock under a live mapping, and
 /// panics there if the unlock fails.
+/// Creates `path` read-write with `O_CREAT|O_EXCL` (a file that already
+/// exists is never opened, so it cannot be touched) and permission bits
+/// `mode`, and locks it; a file that cannot be locked is removed again.
+fn create_locked(path: &Path, mode: u32) -> Result<File, Error> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|source| {
+            if source.kind() == io::ErrorKind::AlreadyExists {
+                Error::Exists {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                Error::Io {
+                    op: "open",
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+        })?;
+    lock(path, file).map_err(|(file, err)| remove_created(path, &file, err))
+}
+
 fn lock(path: &Path, file: File) -> Result<File, (File, Error)> {
     loop {
         // SAFETY: `flock` only operates on the descriptor number it is given

@@ -53,7 +53,15 @@
 //! Every call of [`PartFile::flush`], [`PartFile::fence`] and
 //! [`Storage::fsync_dir`] that passes its argument checks is one
 //! *persistence event*, numbered from 0
-//! across all files and handles of one storage. Calls that fail their own
+//! across all files and handles of one storage. With
+//! [`EventScope::EveryChange`] ([`SimStorage::set_event_scope`]) every call
+//! that changes something is an event too, so that a writer can be stopped
+//! between any two of its system calls, as `kill -9` stops a process:
+//! [`Storage::create`] (two events: before the file exists, and once it
+//! exists, empty and of mode 0, before it is allocated, as between
+//! `open(O_CREAT)` and `posix_fallocate`), [`PartFile::write_at`],
+//! [`Storage::remove`], [`Storage::set_mode`], [`Storage::rename`] and
+//! [`PartFile::set_len`], each before it takes effect. Calls that fail their own
 //! argument checks (a range past the end, a missing directory) are not
 //! events. [`SimStorage::events`] counts the events that completed, so a
 //! test runs the writer once to learn the count `n` and then, for every
@@ -153,6 +161,18 @@ const DIR_MODE: u32 = 0o755;
 /// `st_size` reported for a directory.
 const DIR_LEN: u64 = 4096;
 
+/// Which calls are crash points ([`SimStorage::set_event_scope`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum EventScope {
+    /// Flushes, fences and directory syncs (the default).
+    #[default]
+    Persistence,
+    /// Those, and every call that changes something: creates (twice: before
+    /// the file exists, and before it is allocated), writes, removes, mode
+    /// changes, renames and length changes.
+    EveryChange,
+}
+
 /// What survives a crash, chosen at reboot ([`SimStorage::after_crash_with`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Survival {
@@ -228,6 +248,8 @@ struct State {
     next_handle: u64,
     /// Persistence events completed.
     events: u64,
+    /// Which calls count as events.
+    scope: EventScope,
     /// The event index at which to crash.
     crash_at: Option<u64>,
     /// The event index at which the crash happened.
@@ -521,6 +543,13 @@ impl SimStorage {
         SimImage { files }
     }
 
+    /// Makes every change a crash point ([`EventScope::EveryChange`]) or
+    /// only the persistence calls (the default). A storage rebooted with
+    /// [`SimStorage::after_crash_with`] keeps the scope.
+    pub fn set_event_scope(&self, scope: EventScope) {
+        self.lock().scope = scope;
+    }
+
     /// Arms a crash at persistence event `n` (0-based): events `0..n`
     /// complete and the first event whose index is `n` or more fails with
     /// [`Error::SimulatedCrash`], as does every operation after it.
@@ -552,6 +581,7 @@ impl SimStorage {
         let st = self.lock();
         let mut new = State::new(st.max_file_len);
         new.capacity = st.capacity;
+        new.scope = st.scope;
         new.cwd = st.cwd.clone();
         new.clock = st.clock;
         new.next_ino = st.next_ino;
@@ -697,6 +727,7 @@ impl State {
             next_ino: 3,
             next_handle: 0,
             events: 0,
+            scope: EventScope::Persistence,
             crash_at: None,
             crashed: None,
             dirs,
@@ -724,6 +755,15 @@ impl State {
         match self.crashed {
             Some(event) => Err(Error::SimulatedCrash { event }),
             None => Ok(()),
+        }
+    }
+
+    /// Counts one event of a call that changes something, when the scope
+    /// makes those crash points.
+    fn change(&mut self) -> Result<(), Error> {
+        match self.scope {
+            EventScope::Persistence => Ok(()),
+            EventScope::EveryChange => self.event(),
         }
     }
 
@@ -949,13 +989,14 @@ impl Storage for SimStorage {
         let mut data = Vec::new();
         data.try_reserve_exact(len)
             .map_err(|_| refuse(io::Error::from_raw_os_error(libc::ENOMEM)))?;
-        zero_fill(&mut data, len);
+        st.change()?;
+        // The file exists, empty and of mode 0, before it is allocated.
         let ino = st.new_ino();
         let ctime = st.tick();
         st.inodes.insert(
             ino,
             Inode {
-                data,
+                data: Vec::new(),
                 persisted: Vec::new(),
                 mode: 0,
                 durable_mode: 0,
@@ -964,6 +1005,11 @@ impl Storage for SimStorage {
             },
         );
         st.live.insert(key, ino);
+        st.change()?;
+        zero_fill(&mut data, len);
+        if let Some(inode) = st.inodes.get_mut(&ino) {
+            inode.data = data;
+        }
         Ok(st.open_handle(ino, path, Access::ReadWrite, &self.state))
     }
 
@@ -971,6 +1017,7 @@ impl Storage for SimStorage {
         let (mut st, key) = self.entry("unlink", path)?;
         match st.lookup(&key) {
             Ok(Node::File(_)) => {
+                st.change()?;
                 st.live.remove(&key);
                 st.collect_garbage();
                 Ok(())
@@ -986,6 +1033,7 @@ impl Storage for SimStorage {
         let mode = mode & 0o7777;
         match st.lookup(&key) {
             Ok(Node::File(ino)) => {
+                st.change()?;
                 let ctime = st.tick();
                 if let Some(inode) = st.inodes.get_mut(&ino) {
                     inode.mode = mode;
@@ -1029,6 +1077,7 @@ impl Storage for SimStorage {
         if src == dst {
             return Ok(());
         }
+        st.change()?;
         st.live.remove(&src);
         st.live.insert(dst, ino);
         st.tick();
@@ -1167,6 +1216,7 @@ impl PartFile for SimFile {
         let Some(range) = span(offset, len, file_len) else {
             return Err(self.past_end("write", offset, len, file_len));
         };
+        st.change()?;
         let ctime = st.tick();
         if let Some(inode) = st.inodes.get_mut(&self.ino) {
             if let Some(dst) = inode.data.get_mut(range) {
@@ -1259,6 +1309,7 @@ impl PartFile for SimFile {
             return Err(refuse(libc::ENOSPC));
         }
         let new_len = usize::try_from(len).map_err(|_| refuse(libc::EFBIG))?;
+        st.change()?;
         let ctime = st.tick();
         if let Some(inode) = st.inodes.get_mut(&self.ino) {
             let cut = new_len.min(inode.data.len());

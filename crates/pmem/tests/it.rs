@@ -530,3 +530,25 @@ fn auxiliary_files_are_exclusive_resizable_and_renamed_in_place() {
         "read-only handles cannot truncate"
     );
 }
+
+#[test]
+fn fifos_and_directories_are_refused_without_blocking() {
+    let dir = tmp();
+    let fifo = dir.path().join("pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "test premise: mkfifo");
+    // Opening a FIFO for reading would wait for a writer: this returns.
+    for access in [Access::ReadOnly, Access::ReadWrite] {
+        assert!(matches!(
+            FsStorage.open(&fifo, access),
+            Err(Error::NotAFile { .. })
+        ));
+    }
+    assert!(matches!(
+        FsStorage.open(dir.path(), Access::ReadOnly),
+        Err(Error::NotAFile { .. })
+    ));
+}

@@ -495,3 +495,54 @@ fn pool_held_open_by_libpmemobj() {
     );
     drop(holder);
 }
+
+/// Runs poolsync under `timeout`, so that a command that blocks fails the
+/// test instead of hanging it.
+fn poolsync_bounded(args: &[&str]) -> crate::support::Out {
+    let mut words = vec!["20", env!("CARGO_BIN_EXE_poolsync")];
+    words.extend_from_slice(args);
+    crate::support::run(std::ffi::OsStr::new("timeout"), &words, None)
+}
+
+#[test]
+fn a_fifo_is_refused_at_once_never_waited_on() {
+    let dir = temp_dir();
+    let fifo = dir.path().join("pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "test premise: mkfifo");
+    let set = dir.path().join("pipe.set");
+    std::fs::write(&set, format!("PMEMPOOLSET\n16M {}\n", s(&fifo))).expect("write set");
+    let cases: [(&[&str], &Path); 11] = [
+        (&["info"], &fifo),
+        (&["check"], &fifo),
+        (&["sync"], &fifo),
+        (&["rm"], &fifo),
+        (&["create", "obj"], &fifo),
+        (&["info"], &set),
+        (&["check"], &set),
+        (&["check", "--data"], &set),
+        (&["rm"], &set),
+        (&["rm", "-f"], &set),
+        (&["create", "obj"], &set),
+    ];
+    for (args, target) in cases {
+        let mut words = args.to_vec();
+        words.push(s(target));
+        let out = poolsync_bounded(&words);
+        assert_eq!(
+            out.code,
+            Some(1),
+            "{words:?} must fail at once (124 means it blocked)\n{}",
+            out.describe()
+        );
+        assert!(
+            out.stderr.contains(s(&fifo)) && !out.stderr.contains("panicked"),
+            "{words:?}: the error does not name the FIFO\n{}",
+            out.describe()
+        );
+    }
+    assert!(fifo.exists(), "a FIFO that is not the pool's was removed");
+}

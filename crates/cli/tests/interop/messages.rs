@@ -861,3 +861,327 @@ fn update_packets_say_what_they_carry_and_why_they_are_refused() {
         "#]],
     );
 }
+
+#[test]
+fn a_replica_added_by_hand_is_new_and_transform_adds_it() {
+    let s = Scene::new();
+    s.pool_set(1);
+    s.write(
+        "pool.set",
+        "PMEMPOOLSET\n16M {DIR}/r0.part\nREPLICA\n16M {DIR}/r1.part\n",
+    );
+    s.check(
+        &[&["sync", "pool.set"], &["check", "pool.set"]],
+        expect![[r#"
+            $ poolsync sync pool.set
+            exit: 1
+            --- stderr
+            error: failed to synchronize: pool.set: alien replica found (probably coming from a different poolset): healthy replicas up to replica 0 form a ring of their own: replica 0 (<DIR>/r0.part); replica(s) 1 look new: none of their parts exists and the pool's headers name a ring without them, as when REPLICA lines are added to a pool set file by hand; sync rebuilds only the replicas a pool already has. To add replicas, put the pool set file back as it was (say as OLD.set) and run `poolsync transform OLD.set pool.set`
+
+            $ poolsync check pool.set
+            exit: 1
+            --- stderr
+            error: checking consistency failed: pool.set: replica 1 part 0 (<DIR>/r1.part): no such file or directory; replica(s) 1 look new: none of their parts exists and the pool's headers name a ring without them, as when REPLICA lines are added to a pool set file by hand; sync rebuilds only the replicas a pool already has. To add replicas, put the pool set file back as it was (say as OLD.set) and run `poolsync transform OLD.set pool.set`
+        "#]],
+    );
+}
+
+#[test]
+fn one_file_named_twice_is_named_so_not_in_use() {
+    let s = Scene::new();
+    s.pool_set(2);
+    s.write(
+        "twice.set",
+        "PMEMPOOLSET\n16M {DIR}/r0.part\nREPLICA\n16M {DIR}/r0.part\n",
+    );
+    s.write(
+        "itself.set",
+        "PMEMPOOLSET\n16M {DIR}/r0.part\nREPLICA\n16M {DIR}/itself.set\n",
+    );
+    s.check(
+        &[
+            &["info", "twice.set"],
+            &["sync", "twice.set"],
+            &["check", "itself.set"],
+        ],
+        expect![[r#"
+            $ poolsync info twice.set
+            exit: 1
+            --- stderr
+            error: twice.set:4: <DIR>/r0.part is the same file as <DIR>/r0.part on line 2 (listed twice, or a hard or symbolic link to it); a pool set names each part once
+
+            $ poolsync sync twice.set
+            exit: 1
+            --- stderr
+            error: failed to synchronize: twice.set:4: <DIR>/r0.part is the same file as <DIR>/r0.part on line 2 (listed twice, or a hard or symbolic link to it); a pool set names each part once
+
+            $ poolsync check itself.set
+            exit: 1
+            --- stderr
+            error: checking consistency failed: itself.set:4: <DIR>/itself.set is the pool set file itself (or a link to it); a part must be a file of its own
+        "#]],
+    );
+}
+
+#[test]
+fn a_replica_listed_smaller_than_the_pool_is_named_too_small() {
+    let s = Scene::new();
+    s.write(
+        "pool.set",
+        "PMEMPOOLSET\n32M {DIR}/r0.part\nREPLICA\n32M {DIR}/r1.part\n",
+    );
+    let created = s.run(&["create", "obj", "pool.set"]);
+    assert!(created.contains("exit: 0"), "{created}");
+    s.write(
+        "pool.set",
+        "PMEMPOOLSET\n16M {DIR}/r0.part\nREPLICA\n32M {DIR}/r1.part\n",
+    );
+    s.check(&[&["check", "--data", "pool.set"]], expect![[r#"
+        $ poolsync check --data pool.set
+        exit: 1
+        --- stderr
+        error: checking data failed: pool.set: replica 0 is too small for the pool: the pool set file lists 16777216 bytes for it (without part headers), and the pool is 33554432 bytes (heap_offset + heap_size of the descriptor); was the pool set file edited? `poolsync transform` reshapes replicas
+    "#]]);
+}
+
+/// `"checksum": "0x…"` as `"checksum": "<CSUM>"`: header checksums cover
+/// the random UUIDs.
+fn mask_checksums(text: &str) -> String {
+    let key = "\"checksum\": \"0x";
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(key) {
+        out.push_str(&rest[..i]);
+        out.push_str("\"checksum\": \"<CSUM>");
+        let tail = &rest[i + key.len()..];
+        rest = tail.trim_start_matches(|c: char| c.is_ascii_hexdigit());
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn feature_names_its_rules_and_how_to_finish_an_interrupted_change() {
+    let s = Scene::new();
+    s.pool_set(2);
+    s.check(
+        &[
+            &["feature", "-q", "CHECKSUM_2K", "pool.set"],
+            &["feature", "-e", "SINGLEHDR", "pool.set"],
+            &["feature", "-d", "CKSUM_2K", "pool.set"],
+            &["feature", "-v", "-d", "CHECK_BAD_BLOCKS", "pool.set"],
+            &["feature", "-v", "-d", "CHECK_BAD_BLOCKS", "pool.set"],
+            &["feature", "-q", "CHECK_BAD_BLOCKS", "missing.set"],
+        ],
+        expect![[r#"
+            $ poolsync feature -q CHECKSUM_2K pool.set
+            exit: 1
+            --- stderr
+            error: invalid value 'CHECKSUM_2K' for '--query <FEATURE>'
+              [possible values: SINGLEHDR, CKSUM_2K, SHUTDOWN_STATE, CHECK_BAD_BLOCKS]
+
+              tip: a similar value exists: 'CKSUM_2K'
+
+            For more information, try '--help'.
+
+            $ poolsync feature -e SINGLEHDR pool.set
+            exit: 1
+            --- stderr
+            error: pool.set: unsupported feature: SINGLEHDR cannot be enabled or disabled, it follows OPTION SINGLEHDR of the pool set file (`poolsync transform OLD.set NEW.set` adds or removes the option); nothing was written
+
+            $ poolsync feature -d CKSUM_2K pool.set
+            exit: 1
+            --- stderr
+            error: pool.set: disable SHUTDOWN_STATE prior to disabling CKSUM_2K (run `poolsync feature -d SHUTDOWN_STATE pool.set` first); nothing was written
+
+            $ poolsync feature -v -d CHECK_BAD_BLOCKS pool.set
+            exit: 0
+            --- stdout
+            pool.set: CHECK_BAD_BLOCKS disabled (2 of 2 pool header(s) written)
+
+            $ poolsync feature -v -d CHECK_BAD_BLOCKS pool.set
+            exit: 0
+            --- stdout
+            pool.set: CHECK_BAD_BLOCKS already disabled
+
+            $ poolsync feature -q CHECK_BAD_BLOCKS missing.set
+            exit: 1
+            --- stderr
+            error: missing.set: no such file or directory
+        "#]],
+    );
+    // An interrupted `-d SHUTDOWN_STATE`: replica 0 changed, replica 1 not.
+    let old = fs::read(s.path("r1.part")).expect("read part");
+    let done = s.run(&["feature", "-d", "SHUTDOWN_STATE", "pool.set"]);
+    assert!(done.contains("exit: 0"), "{done}");
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(s.path("r1.part"))
+        .expect("open part");
+    std::os::unix::fs::FileExt::write_all_at(&f, &old[..4096], 0).expect("write header");
+    drop(f);
+    s.check(
+        &[
+            &["feature", "-q", "SHUTDOWN_STATE", "pool.set"],
+            &["feature", "-e", "CHECK_BAD_BLOCKS", "pool.set"],
+            &["check", "pool.set"],
+            &["sync", "pool.set"],
+            &["feature", "-v", "-d", "SHUTDOWN_STATE", "pool.set"],
+        ],
+        expect![[r#"
+            $ poolsync feature -q SHUTDOWN_STATE pool.set
+            exit: 1
+            --- stderr
+            error: pool.set: the pool headers disagree on SHUTDOWN_STATE (set in: replica 1 part 0; clear in: replica 0 part 0): a change of SHUTDOWN_STATE was interrupted; finish it with `poolsync feature -e SHUTDOWN_STATE pool.set` or undo it with `poolsync feature -d SHUTDOWN_STATE pool.set`
+
+            $ poolsync feature -e CHECK_BAD_BLOCKS pool.set
+            exit: 1
+            --- stderr
+            error: pool.set: the pool headers disagree on SHUTDOWN_STATE (set in: replica 1 part 0; clear in: replica 0 part 0): a change of SHUTDOWN_STATE was interrupted; finish it with `poolsync feature -e SHUTDOWN_STATE pool.set` or undo it with `poolsync feature -d SHUTDOWN_STATE pool.set`
+
+            $ poolsync check pool.set
+            exit: 1
+            --- stdout
+            replica 1 part 0: pool header features differ from replica 0 part 0's in SHUTDOWN_STATE: an interrupted feature change
+            pool.set: not consistent
+            --- stderr
+            note: a change of SHUTDOWN_STATE was interrupted: finish it with `poolsync feature -e SHUTDOWN_STATE pool.set` or undo it with `poolsync feature -d SHUTDOWN_STATE pool.set`
+
+            $ poolsync sync pool.set
+            exit: 1
+            --- stderr
+            error: failed to synchronize: pool.set: replica 1 part 0 and replica 0 part 0 disagree on SHUTDOWN_STATE (pool header offsets 12..24), as an interrupted feature change leaves them - cannot synchronize: replica 1 part 0 (<DIR>/r1.part) and replica 0 part 0 (<DIR>/r0.part); a change of SHUTDOWN_STATE was interrupted: finish it with `poolsync feature -e SHUTDOWN_STATE pool.set` or undo it with `poolsync feature -d SHUTDOWN_STATE pool.set`, then run the sync again
+
+            $ poolsync feature -v -d SHUTDOWN_STATE pool.set
+            exit: 0
+            --- stdout
+            pool.set: SHUTDOWN_STATE disabled (1 of 2 pool header(s) written, finishing an interrupted change)
+        "#]],
+    );
+    let json = mask_checksums(&s.run(&["feature", "--json", "-e", "SHUTDOWN_STATE", "pool.set"]));
+    expect![[r#"
+        $ poolsync feature --json -e SHUTDOWN_STATE pool.set
+        exit: 0
+        --- stdout
+        {
+          "before": "disabled",
+          "changed": true,
+          "command": "feature",
+          "enabled": true,
+          "exit_code": 0,
+          "feature": "SHUTDOWN_STATE",
+          "format": 1,
+          "operation": "enable",
+          "path": "pool.set",
+          "report": {
+            "before": "disabled",
+            "changed": true,
+            "enabled": true,
+            "feature": "SHUTDOWN_STATE",
+            "headers": [
+              {
+                "checksum": "<CSUM>",
+                "enabled": false,
+                "part": 0,
+                "path": "<DIR>/r0.part",
+                "replica": 0,
+                "torn": false,
+                "written": true
+              },
+              {
+                "checksum": "<CSUM>",
+                "enabled": false,
+                "part": 0,
+                "path": "<DIR>/r1.part",
+                "replica": 1,
+                "torn": false,
+                "written": true
+              }
+            ],
+            "op": "enable",
+            "path": "pool.set"
+          },
+          "result": "enabled"
+        }
+    "#]]
+    .assert_eq(&json);
+}
+
+#[test]
+fn device_dax_refusals_name_the_line_and_the_fix() {
+    let s = Scene::new();
+    let sysfs = s.path("sys");
+    let mut fake = poolsync_pmem::dax::FakeSysfs::new(&sysfs).expect("fake sysfs");
+    for (name, align) in [("dax0.0", 2 << 20), ("dax1.0", 4096)] {
+        let path = s.path(name);
+        File::create(&path)
+            .and_then(|f| f.set_len(16 << 20))
+            .expect("stand-in");
+        fake.device(&path, 16 << 20, align).expect("device");
+    }
+    s.write(
+        "concat.set",
+        "PMEMPOOLSET\nAUTO {DIR}/dax0.0\nAUTO {DIR}/dax1.0\n",
+    );
+    s.write(
+        "mixed.set",
+        "PMEMPOOLSET\nAUTO {DIR}/dax1.0\n16M {DIR}/file\n",
+    );
+    s.write("auto.set", "PMEMPOOLSET\nAUTO {DIR}/concat.set\n");
+    s.write(
+        "ok.set",
+        "PMEMPOOLSET\nAUTO {DIR}/dax0.0\nREPLICA\nAUTO {DIR}/dax1.0\n",
+    );
+    let sys = sysfs.to_str().expect("utf-8").to_string();
+    let env = [("POOLSYNC_SYSFS", sys.as_str())];
+    let runs: [&[&str]; 7] = [
+        &["create", "obj", "concat.set"],
+        &["create", "obj", "mixed.set"],
+        &["info", "auto.set"],
+        &["create", "obj", "ok.set"],
+        &["create", "obj", "ok.set"],
+        &["create", "-s", "16M", "obj", "dax0.0"],
+        &["rm", "-v", "ok.set"],
+    ];
+    let text: Vec<String> = runs.iter().map(|args| s.run_env(args, &env)).collect();
+    expect![[r#"
+        $ poolsync create obj concat.set
+        exit: 1
+        --- stderr
+        error: concat.set:2: replica 0: Multiple DAX devices with alignment other than 4KB. Use the SINGLEHDR poolset option. (<DIR>/dax0.0 has an alignment of 2097152 bytes; without SINGLEHDR every part after the first is mapped from its byte 4096)
+        error: creating pool file failed
+
+        $ poolsync create obj mixed.set
+        exit: 1
+        --- stderr
+        error: mixed.set:3: replica 0: either all the parts must be Device DAX or none (<DIR>/dax1.0 is a Device DAX, <DIR>/file is not)
+        error: creating pool file failed
+
+        $ poolsync info auto.set
+        exit: 1
+        --- stderr
+        error: auto.set:2: cannot determine size of a part: AUTO takes the size of a Device DAX, and <DIR>/concat.set is not a Device DAX
+
+        $ poolsync create obj ok.set
+        exit: 0
+
+        $ poolsync create obj ok.set
+        exit: 1
+        --- stderr
+        error: ok.set:2: <DIR>/dax0.0: non-empty Device DAX detected: its pool header area (bytes 0..4096) is not zero; if the pool on it is not needed, zero it with `poolsync rm <DIR>/dax0.0`, or use -f
+        error: creating pool file failed
+
+        $ poolsync create -s 16M obj dax0.0
+        exit: 1
+        --- stderr
+        error: dax0.0: -s|--size cannot be used with a Device DAX, whose pool takes the whole device (16777216 bytes)
+        error: creating pool file failed
+
+        $ poolsync rm -v ok.set
+        exit: 0
+        --- stdout
+        removed '<DIR>/dax0.0' (a Device DAX: its pool header was zeroed)
+        removed '<DIR>/dax1.0' (a Device DAX: its pool header was zeroed)
+    "#]]
+    .assert_eq(&text.join("\n"));
+}

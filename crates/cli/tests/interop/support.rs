@@ -72,6 +72,23 @@ pub fn require_pmdk(test: &str) -> bool {
     false
 }
 
+/// Returns true when `strace` (fault injection for the kill loops) is on
+/// `PATH`. Otherwise, as [`require_pmdk`]: under `CI=true` it panics, and
+/// elsewhere it records a skip and returns false.
+pub fn require_strace(test: &str) -> bool {
+    if find_on_path("strace").is_some() {
+        return true;
+    }
+    let what = "strace not on PATH (package strace)";
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!(
+            "{test}: {what}, which CI requires. Install it with: sudo apt-get install -y strace"
+        );
+    }
+    log_skip(test, what);
+    false
+}
+
 /// Records that `test` skipped because of `what`: a line on stderr and one
 /// in the file named by `POOLSYNC_SKIP_LOG` (which `cargo xtask test`
 /// reports, and treats as an error under `CI=true`).
@@ -149,6 +166,16 @@ impl Out {
 /// `info` prints in local time, so the comparison does not depend on the
 /// machine's time zone (both tools get the same environment).
 pub fn run(program: &OsStr, args: &[&str], stdin: Option<&[u8]>) -> Out {
+    run_with_env(program, args, stdin, &[])
+}
+
+/// [`run`] with extra environment variables.
+pub fn run_with_env(
+    program: &OsStr,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+    env: &[(&str, &str)],
+) -> Out {
     let cmdline = std::iter::once(program.to_string_lossy().into_owned())
         .chain(args.iter().map(|a| (*a).to_owned()))
         .collect::<Vec<_>>()
@@ -166,6 +193,7 @@ pub fn run(program: &OsStr, args: &[&str], stdin: Option<&[u8]>) -> Out {
     };
     let mut child = Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .env("TZ", "UTC")
         .stdin(stdin_stdio)
         .stdout(Stdio::from(out_file.try_clone().expect("dup stdout file")))
@@ -203,6 +231,12 @@ pub fn run(program: &OsStr, args: &[&str], stdin: Option<&[u8]>) -> Out {
 /// Runs the `poolsync` binary under test.
 pub fn poolsync(args: &[&str]) -> Out {
     run(OsStr::new(env!("CARGO_BIN_EXE_poolsync")), args, None)
+}
+
+/// Runs `poolsync` with extra environment variables (such as
+/// `POOLSYNC_SYSFS`, to point it at a fake sysfs tree).
+pub fn poolsync_env(args: &[&str], env: &[(&str, &str)]) -> Out {
+    run_with_env(OsStr::new(env!("CARGO_BIN_EXE_poolsync")), args, None, env)
 }
 
 /// Runs `poolsync` with bytes on stdin.

@@ -1382,3 +1382,52 @@ fn block_level_repair_saves_an_undo_file_that_puts_the_old_bytes_back() {
         "undo did not put the old data back byte for byte"
     );
 }
+
+#[test]
+fn a_part_that_is_a_symbolic_link_to_nothing_is_created_where_it_points() {
+    require_pmdk!();
+    // Issue 15, defect 6: the plan is what runs.
+    let pool = Pool::new(&SET_2X2);
+    let part = pool.files.part(1, 1).to_path_buf();
+    let dir = part.parent().expect("dir").to_path_buf();
+    fs::remove_file(&part).expect("remove part");
+    // A link into a directory that does not exist: -d and the real run
+    // refuse alike, and nothing changes.
+    std::os::unix::fs::symlink("nowhere/part", &part).expect("symlink");
+    let set = pool.files.set_str();
+    for args in [&["sync", "-d", set][..], &["sync", set][..]] {
+        let out = poolsync(args);
+        assert_eq!(out.code, Some(1), "{}", out.describe());
+        assert!(
+            out.stderr.contains("symbolic link") && out.stderr.contains("nowhere"),
+            "{}",
+            out.describe()
+        );
+    }
+    assert!(fs::symlink_metadata(&part).is_ok() && !dir.join("nowhere").exists());
+    // A link to a missing file in an existing directory: the plan creates
+    // the file it names, and so does the run.
+    fs::remove_file(&part).expect("remove link");
+    std::os::unix::fs::symlink("elsewhere.part", &part).expect("symlink");
+    let plan = poolsync(&["sync", "-d", set]);
+    plan.assert_success();
+    assert!(
+        plan.stdout
+            .contains(&format!("({})", dir.join("elsewhere.part").display())),
+        "{}",
+        plan.describe()
+    );
+    poolsync(&["sync", set]).assert_success();
+    assert!(fs::symlink_metadata(&part)
+        .expect("link")
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        fs::metadata(dir.join("elsewhere.part"))
+            .expect("created")
+            .len(),
+        8 * MIB
+    );
+    assert_consistent(pmempool, &pool.files, "after creating through the link");
+    assert_every_replica_readable(&pool, &pool.files, "after creating through the link");
+}

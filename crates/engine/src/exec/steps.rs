@@ -10,27 +10,11 @@ use std::path::PathBuf;
 use poolsync_header::PoolHdr;
 use serde::Serialize;
 
-use crate::compare::LogicalRange;
+use crate::badblocks::RecoveryFilePlan;
 use crate::endpoint::{Endpoint, Location};
-use crate::sync::badblocks::RecoveryFilePlan;
-use crate::sync::uuids::UuidOrigin;
-
-/// What a sync does with one part's header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HeaderAction {
-    /// The part carries no header (SINGLEHDR, part ≥ 1).
-    None,
-    /// Left as it is.
-    Keep,
-    /// Its links change: rewritten with everything else kept.
-    Relink,
-    /// A new header (the part is broken).
-    New,
-    /// Invalidated while its replica is repaired, then written back as it
-    /// was (with current links).
-    Restore,
-}
+use crate::range::LogicalRange;
+pub use crate::ring::HeaderAction;
+use crate::ring::UuidOrigin;
 
 /// Why a data step copies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

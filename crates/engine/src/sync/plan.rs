@@ -59,6 +59,7 @@ use poolsync_pmem::PartFile;
 use poolsync_poolset::{map_range, Extent, PAGE};
 use serde::Serialize;
 
+use crate::badblocks::{BadBlockOrigin, BadBlockScan};
 use crate::compare::{split_at_boundaries, LogicalRange};
 use crate::endpoint::Endpoint;
 use crate::exec::{data_steps, ser_mode, totals};
@@ -66,7 +67,6 @@ pub use crate::exec::{DataPurpose, DataStep, HeaderAction, HeaderStep, Step, Tot
 use crate::inspect::{choose_source, Health, Inconsistency, ReplicaHealth, SourceRefusal};
 use crate::open::{OpenSet, PartStatus};
 use crate::ring::{assign, plan_headers, OnDisk, PartView, Planned, Rules, UuidSource};
-use crate::sync::badblocks::{BadBlockOrigin, BadBlockScan};
 use crate::sync::{Survey, SyncOptions};
 use crate::Error;
 
@@ -202,10 +202,10 @@ pub fn check_shape<F: PartFile>(set: &OpenSet<F>) -> Result<(), Error> {
 /// shape it checked) from what [`crate::sync::survey`] found.
 ///
 /// The planner works in phases, each on the result of the one before:
-/// [`classify`] which parts are broken, choose the source once, learn the
-/// facts every header needs, [`decide`] each part's data and header from
-/// one table (UUIDs assigned once), [`emit`] the steps in crash-safe order,
-/// and [`summarise`] them.
+/// `classify` which parts are broken, choose the source once, learn the
+/// facts every header needs, `decide` each part's data and header from
+/// one table (UUIDs assigned once), `emit` the steps in crash-safe order,
+/// and `summarise` them.
 pub fn plan<F: PartFile>(
     set: &OpenSet<F>,
     survey: &Survey,
@@ -403,6 +403,19 @@ fn decide<F: PartFile>(
             } else {
                 DataAction::Repair
             });
+            // A Device DAX is never recreated (docs/format.md §25.3): its
+            // size is the device's, and it cannot be unlinked or allocated.
+            if let (Some(DataAction::Recreate), Some(dev)) = (cell.data, part.device) {
+                return Err(refuse(
+                    set,
+                    format!(
+                        "{}: a Device DAX cannot be recreated ({}); fix the part's size in the pool set file (the device holds {} bytes, or write AUTO), then run the sync again",
+                        crate::sync::part_name(set, rep.index, part.index),
+                        part.status,
+                        dev.size
+                    ),
+                ));
+            }
         }
         // A header that still looks valid but covers data about to change
         // is invalidated until its replica is finished.
@@ -588,15 +601,17 @@ fn emit_target<F: PartFile>(
         };
         match cell.data {
             Some(DataAction::Recreate) => {
+                // Through a symbolic link to nothing: the file it names.
+                let path = part.link_target.as_ref().unwrap_or(&part.path);
                 steps.push(Step::CreatePart {
                     replica: r,
                     part: part.index,
-                    path: part.path.clone(),
+                    path: path.clone(),
                     size: part.configured_size,
                     replace: part.status != PartStatus::Missing,
                 });
                 steps.push(set_mode);
-                touched_dirs.push(part.path.clone());
+                touched_dirs.push(path.clone());
             }
             // A part repaired in place keeps its mode, unless it has
             // none: mode 0 is what a creation that never finished
@@ -763,10 +778,58 @@ fn describe_inconsistency<F: PartFile>(
             )
         }
         Inconsistency::AlienReplica { replica: r } => replica(*r),
+        Inconsistency::FeaturesDiffer {
+            first_replica,
+            first_part,
+            replica: r,
+            part: p,
+            feature,
+        } => {
+            let parts = format!("{} and {}", part(*r, *p), part(*first_replica, *first_part));
+            match feature {
+                Some(f) => format!(
+                    "{parts}; {}, then run the sync again",
+                    crate::feature::finish_hint(&set.path, *f)
+                ),
+                None => parts,
+            }
+        }
+        Inconsistency::FeatureChangeTorn {
+            replica: r,
+            part: p,
+            feature,
+        } => format!(
+            "{}; {}, then run the sync again",
+            part(*r, *p),
+            crate::feature::finish_hint(&set.path, *feature)
+        ),
         Inconsistency::ReplicasTooSmall { replica: r, .. }
         | Inconsistency::PoolSizesDiffer { replica: r, .. } => replica(*r),
     };
-    format!("{inc}: {detail}")
+    match health.new_replicas() {
+        fresh if !fresh.is_empty() => {
+            format!("{inc}: {detail}; {}", new_replica_hint(&set.path, &fresh))
+        }
+        _ => format!("{inc}: {detail}"),
+    }
+}
+
+/// What to do about replicas that are new to the pool: sync rebuilds only
+/// replicas the pool's headers already name (docs/format.md §17), and
+/// transform adds replicas (§19).
+pub fn new_replica_hint(set: &std::path::Path, fresh: &[usize]) -> String {
+    let list = fresh
+        .iter()
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "replica(s) {list} look new: none of their parts exists and the pool's headers name \
+         a ring without them, as when REPLICA lines are added to a pool set file by hand; \
+         sync rebuilds only the replicas a pool already has. To add replicas, put the pool \
+         set file back as it was (say as OLD.set) and run `poolsync transform OLD.set {}`",
+        set.display()
+    )
 }
 
 /// Why a replica is not healthy: its own fault, or its first part's.
@@ -971,7 +1034,7 @@ fn choose_good(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::badblocks::BadBlock;
+    use crate::badblocks::BadBlock;
 
     #[test]
     fn ring_distance_goes_the_short_way() {

@@ -1,8 +1,8 @@
-//! Carrying out a transform plan: create the new parts, run the data and
-//! header steps through the executor, delete what the plan deletes; for a
-//! staged plan, first the journal and the temporary copy.
+//! Carrying out a transform plan: delete what a stale run left, write the
+//! journal, create the new parts, run the data and header steps through the
+//! executor, delete what the plan deletes and the journal last; for a
+//! staged plan, the temporary copy comes before the parts.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use poolsync_header::{PoolHdr, POOL_HDR_CSUM_OFF, POOL_HDR_SIZE};
@@ -11,15 +11,16 @@ use poolsync_poolset::PAGE;
 
 use super::journal::{temp_header, write_journal};
 use super::types::{
-    DataFrom, Operation, Staging, TempCopy, TransformOptions, TransformPlan, TransformReport,
+    DataFrom, JournalPlan, Operation, Staging, TempCopy, TransformOptions, TransformPlan,
+    TransformReport,
 };
-use crate::compare::LogicalRange;
 use crate::durable;
 use crate::endpoint::Endpoint;
 use crate::exec::{
     self, data_steps, DataPurpose, Endpoints, ExecReport, Progress, RunOptions, Step,
 };
 use crate::open::{open, HeaderState, OpenReplica, OpenSet, PartStatus};
+use crate::range::LogicalRange;
 use crate::Error;
 
 /// Carries out `plan` on `target` (the set [`super::plan()`] returned,
@@ -33,7 +34,19 @@ pub fn execute<S: Storage>(
     progress: &dyn Progress,
 ) -> Result<TransformReport, Error> {
     let discard: Vec<&Path> = plan.discard.iter().map(PathBuf::as_path).collect();
-    remove_all(storage, &discard)?;
+    // A stale device is zeroed through a descriptor of its own, which its
+    // lock as a target part would refuse: the target lets it go (creating
+    // the part opens it again).
+    for part in target.replicas.iter_mut().flat_map(|r| r.parts.iter_mut()) {
+        if part.device.is_some() && discard.contains(&part.path.as_path()) {
+            part.file = None;
+        }
+    }
+    remove_in_order(storage, &discard)?;
+    // Before anything is created, the journal names it.
+    if let Some(journal) = plan.journal.as_ref().filter(|j| j.write) {
+        write_journal(storage, plan, journal, &target.set)?;
+    }
     if let Some(staging) = &plan.staging {
         return execute_staged(storage, target, plan, staging, options, progress);
     }
@@ -47,12 +60,19 @@ pub fn execute<S: Storage>(
                 path: plan.target.clone(),
                 reason: format!("replica {} part {}: not in the pool set", c.replica, c.part),
             })?;
-        if c.replace {
-            storage.remove(&c.path)?;
-        }
         slot.file = None;
-        let file = storage.create(&c.path, c.size)?;
-        file.fence()?;
+        let file = if c.device {
+            // A device is overwritten in place (docs/format.md §25.3).
+            storage.open(&c.path, Access::ReadWrite)?
+        } else {
+            if c.replace {
+                // Gone already when the plan discarded it as a stale leftover.
+                durable::remove_if_exists(storage, &c.path)?;
+            }
+            let file = storage.create(&c.path, c.size)?;
+            file.fence()?;
+            file
+        };
         if let Some(hdr) = &c.header {
             // The future header, marked as unfinished: proof that the file
             // is ours if this run is interrupted.
@@ -61,7 +81,9 @@ pub fn execute<S: Storage>(
             mark.checksum = !mark.compute_checksum();
             durable::write_header(&file, &mark)?;
         }
-        storage.set_mode(&c.path, plan.mode)?;
+        if !c.device {
+            storage.set_mode(&c.path, plan.mode)?;
+        }
         slot.file = Some(file);
         slot.status = PartStatus::Ok;
         if !matches!(slot.header, HeaderState::None) {
@@ -78,8 +100,18 @@ pub fn execute<S: Storage>(
         progress,
     )?;
     let remove: Vec<&Path> = plan.remove.iter().map(|r| r.path.as_path()).collect();
-    report.parts_removed = count(&remove_all(storage, &remove)?);
+    report.parts_removed = count(&remove_in_order(storage, &remove)?);
+    remove_journal(storage, plan.journal.as_ref())?;
     Ok(report)
+}
+
+/// Deletes the journal, last: until it is gone a re-run knows what to do.
+fn remove_journal<S: Storage>(storage: &S, journal: Option<&JournalPlan>) -> Result<(), Error> {
+    if let Some(journal) = journal {
+        durable::remove_if_exists(storage, &journal.path)?;
+        storage.fsync_parent(&journal.path)?;
+    }
+    Ok(())
 }
 
 /// Runs `steps` with progress over their bytes.
@@ -109,22 +141,24 @@ fn run_steps<S: Storage>(
     Ok(report)
 }
 
-/// Removes every one of `paths` that exists, then syncs their
-/// directories; says for each whether it was there to remove.
-fn remove_all<S: Storage>(storage: &S, paths: &[&Path]) -> Result<Vec<bool>, Error> {
+/// Removes every one of `paths` that exists, in order, each durably (its
+/// directory synced) before the next: a file that proves another one ours
+/// (a part 0 for the parts without a header, a journal for what it names)
+/// comes after it, so that a crash never leaves a file whose proof is
+/// gone. Says for each whether it was there to remove.
+fn remove_in_order<S: Storage>(storage: &S, paths: &[&Path]) -> Result<Vec<bool>, Error> {
     let mut removed = Vec::with_capacity(paths.len());
-    let mut dirs = BTreeSet::new();
     for path in paths {
-        removed.push(durable::remove_if_exists(storage, path)?);
-        dirs.insert(path.parent().map(Path::to_path_buf).unwrap_or_default());
-    }
-    for dir in &dirs {
-        storage.fsync_dir(dir)?;
+        let was = durable::remove_part(storage, path)?;
+        if was {
+            storage.fsync_parent(path)?;
+        }
+        removed.push(was);
     }
     Ok(removed)
 }
 
-/// How many of [`remove_all`]'s paths were removed.
+/// How many of [`remove_in_order`]'s paths were removed.
 fn count(removed: &[bool]) -> u64 {
     removed.iter().filter(|&&r| r).count() as u64
 }
@@ -142,12 +176,8 @@ fn execute_staged<S: Storage>(
 ) -> Result<TransformReport, Error> {
     let mut report = TransformReport::default();
     if !matches!(plan.operation, Operation::Finish) {
-        // Let go of the target: the source opens some of its parts, and
-        // the journal reads both pool set files.
+        // Let go of the target: the source opens some of its parts.
         target.release();
-        if !staging.resumed {
-            write_journal(storage, plan, staging)?;
-        }
         if let Some(temp) = staging.temporary.as_ref().filter(|t| !t.complete) {
             stage(storage, plan, temp, options, progress)?;
         }
@@ -199,11 +229,9 @@ fn execute_staged<S: Storage>(
     let mut doomed: Vec<&Path> = plan.remove.iter().map(|r| r.path.as_path()).collect();
     let parts = doomed.len();
     doomed.extend(staging.temporary.iter().map(|t| t.path.as_path()));
-    let removed = remove_all(storage, &doomed)?;
+    let removed = remove_in_order(storage, &doomed)?;
     report.parts_removed = count(removed.get(..parts).unwrap_or_default());
-    // The journal goes last: until it is gone a re-run knows what to do.
-    durable::remove_if_exists(storage, &staging.journal)?;
-    storage.fsync_parent(&staging.journal)?;
+    remove_journal(storage, plan.journal.as_ref())?;
     Ok(report)
 }
 

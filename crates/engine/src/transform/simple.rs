@@ -20,22 +20,34 @@
 //! set file's health check accepts. Running the same transform again
 //! recognises that state ([`plan_finish`]) and finishes the relinking and
 //! the deletions. A re-run after a completed transform finds nothing to do.
+//!
+//! *The journal*: a transform that creates parts first writes a journal
+//! ([`super::journal`]) that names them, so that a re-run recognises the
+//! files a crash left in any state of their creation (even empty, of mode
+//! 0, before they carry a header) and deletes them before it starts again;
+//! the journal is deleted last. A transform that only removes replicas
+//! creates nothing and writes none.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 
 use poolsync_header::{ring_links, PoolType, RawUuid};
 use poolsync_pmem::{Access, PartFile, Storage};
 use poolsync_poolset::PAGE;
 
-use super::journal::{stale_files, Found};
+use super::journal::{journal_path, stale_files, Found};
 use super::request::{broken, refuse, Request};
 use super::source::SourceInfo;
-use super::target::{check_space, new_files, parts_to_create, prove_left_by_us, ring_header_steps};
-use super::types::{assemble, Operation, Parts, TransformOptions, TransformPlan};
-use crate::compare::LogicalRange;
+use super::target::{
+    check_space, device_refusal, device_state, new_files, prove_left_by_us, ring_header_steps,
+};
+use super::types::{
+    assemble, JournalPlan, NewPart, Operation, Parts, TransformOptions, TransformPlan,
+};
 use crate::endpoint::Endpoint;
 use crate::exec::{data_steps, DataPurpose, Step};
 use crate::open::{open, OpenSet, PartStatus};
+use crate::range::LogicalRange;
 use crate::sync::plan::push_dir_syncs;
 use crate::Error;
 
@@ -48,35 +60,36 @@ pub(super) fn plan<S: Storage>(
 ) -> Result<(TransformPlan, OpenSet<S::File>), Error> {
     let (src, dst) = (req.src, req.dst);
     let info = SourceInfo::survey(storage, src)?;
-    if let (Some(found), Err(_)) = (&journal, &info.healthy) {
-        return Err(refuse(
-            src,
-            dst,
-            format!(
-                "an interrupted transform left {}; finish it first with `{}`",
-                found.path.display(),
-                found.command()
-            ),
-        ));
-    }
     if let Err(why) = &info.healthy {
-        return plan_finish(storage, req, &info, why, options);
+        let Some(found) = &journal else {
+            return plan_finish(storage, req, &info, why, None, options);
+        };
+        if !found.is_for(src, dst) {
+            return Err(refuse(
+                src,
+                dst,
+                format!(
+                    "an interrupted transform left {}; finish it first with `{}`",
+                    found.path.display(),
+                    found.command()
+                ),
+            ));
+        }
+        if !found.records(req) {
+            return Err(found.changed_since(req));
+        }
+        return plan_finish(storage, req, &info, why, Some(found), options);
     }
     let (master, pool_size) = info.facts(req)?;
     let poolset_uuid = master.poolset_uuid;
     let discard = match &journal {
-        Some(found) => stale_files(storage, req, found, poolset_uuid)?,
+        Some(found) => stale_files(storage, req, found, poolset_uuid, &info.part_uuids())?,
         None => Vec::new(),
     };
     // Every file that will be deleted must carry this pool set's UUID.
     let remove = info.removed_parts(req, &BTreeSet::new(), poolset_uuid)?;
     let target = open(storage, dst, access(options))?;
-    // A file already where a new part goes must be one an interrupted run
-    // of this transform left.
-    let source_uuids = info.part_uuids();
-    let create = parts_to_create(&target, &req.added, |part| {
-        prove_left_by_us(req.dst, part, poolset_uuid, &source_uuids, false)
-    })?;
+    let create = new_parts(req, &info, &target, poolset_uuid, &discard)?;
     check_space(storage, req, &new_files(&create))?;
 
     // Data is read from the first source replica that stays.
@@ -131,6 +144,13 @@ pub(super) fn plan<S: Storage>(
             removed: req.removed.clone(),
         }
     };
+    // The journal names the new parts before any is created.
+    let journal = (!create.is_empty()).then(|| JournalPlan {
+        path: journal_path(src),
+        write: true,
+        new_parts: create.iter().map(|c| c.path.clone()).collect(),
+        master_header: master.encode_raw().to_vec(),
+    });
     let mut plan = assemble(
         src,
         dst,
@@ -146,6 +166,7 @@ pub(super) fn plan<S: Storage>(
         },
     );
     plan.discard = discard;
+    plan.journal = journal;
     Ok((plan, target))
 }
 
@@ -158,17 +179,63 @@ pub(super) fn access(options: &TransformOptions) -> Access {
     }
 }
 
+/// The parts of the added replicas; a file already there must be one an
+/// interrupted run of this transform left: one its journal names, proven
+/// and deleted first (in `discard`), or one that carries its marks.
+fn new_parts<F: PartFile>(
+    req: &Request<'_>,
+    info: &SourceInfo,
+    target: &OpenSet<F>,
+    poolset_uuid: RawUuid,
+    discard: &[PathBuf],
+) -> Result<Vec<NewPart>, Error> {
+    let source_uuids = info.part_uuids();
+    let mut create = Vec::new();
+    for rep in target
+        .replicas
+        .iter()
+        .filter(|r| req.added.contains(&r.index))
+    {
+        for part in &rep.parts {
+            let (device, blank) = device_state(part);
+            let exists = part.meta.is_some() && !blank;
+            if exists && !discard.contains(&part.path) {
+                prove_left_by_us(req.dst, part, poolset_uuid, &source_uuids).map_err(|e| {
+                    if device {
+                        device_refusal(e)
+                    } else {
+                        e
+                    }
+                })?;
+            }
+            create.push(NewPart {
+                replica: rep.index,
+                part: part.index,
+                path: part.path.clone(),
+                size: part.configured_size,
+                // A device is overwritten in place, never replaced.
+                replace: exists && !device,
+                device,
+                header: None,
+            });
+        }
+    }
+    Ok(create)
+}
+
 /// The source is not healthy: this may be a transform that was
 /// interrupted while relinking or deleting. It is finished when every
 /// header of the target set is valid and carries the target master's pool
 /// set UUID, each replica's part ring is intact, and the removed replicas'
 /// files that remain are provably ours; otherwise the source is broken, as
-/// pmempool says, and `sync` is the way out.
+/// pmempool says, and `sync` is the way out. The journal of the
+/// interrupted run, `found`, is deleted at the end.
 fn plan_finish<S: Storage>(
     storage: &S,
     req: &Request<'_>,
     info: &SourceInfo,
     why: &str,
+    found: Option<&Found>,
     options: &TransformOptions,
 ) -> Result<(TransformPlan, OpenSet<S::File>), Error> {
     let (src, dst) = (req.src, req.dst);
@@ -204,7 +271,7 @@ fn plan_finish<S: Storage>(
     let remove = info.removed_parts(req, &BTreeSet::new(), poolset_uuid)?;
     let headers = ring_header_steps(&target, &[], &Default::default(), &master, &options.uuids)
         .map_err(|e| refuse(src, dst, e))?;
-    let plan = assemble(
+    let mut plan = assemble(
         src,
         dst,
         Parts {
@@ -218,6 +285,12 @@ fn plan_finish<S: Storage>(
             remove,
         },
     );
+    plan.journal = found.map(|f| JournalPlan {
+        path: f.path.clone(),
+        write: false,
+        new_parts: Vec::new(),
+        master_header: Vec::new(),
+    });
     Ok((plan, target))
 }
 

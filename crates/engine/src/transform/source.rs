@@ -129,7 +129,9 @@ impl SourceInfo {
     /// The parts of source replica `r` as files to delete, each proven to
     /// belong to the pool set (header-less SINGLEHDR parts belong with
     /// their replica's part 0), except those in `keep` (reused by the
-    /// target). Files that no longer exist are left out.
+    /// target). Files that no longer exist are left out. They are listed
+    /// last part first, the order they are deleted in: a part 0 goes after
+    /// the parts whose proof it is.
     pub(super) fn removals(
         &self,
         req: &Request<'_>,
@@ -143,7 +145,7 @@ impl SourceInfo {
         };
         let nhdrs = s.nhdrs(r);
         let mut out = Vec::new();
-        for (p, part) in parts.iter().enumerate() {
+        for (p, part) in parts.iter().enumerate().rev() {
             let path = PathBuf::from(&part.path);
             let exists = self
                 .exists

@@ -32,7 +32,8 @@
 //!
 //! # Order, for crash safety
 //!
-//! 1. Journal written and made durable.
+//! 1. Journal written and made durable: it names the temporary copy and
+//!    every part created at a path the source does not use.
 //! 2. Temporary copy (when needed): created, filled, fenced; then its
 //!    header, fenced. Until here the source is untouched.
 //! 3. Source headers that would otherwise pass for a healthy replica's are
@@ -52,22 +53,25 @@ use poolsync_pmem::{PartFile, Storage};
 use poolsync_poolset::PAGE;
 
 use super::journal::{
-    journal_path, prove_temp_ours, read_temp_header, set_crc, stale_files, temp_header, temp_path,
-    unhex, Found, Journal, JOURNAL_RESERVE,
+    journal_path, judge_leftover, owner_in, prove_temp_ours, read_temp_header, set_crc,
+    stale_files, temp_header, temp_path, unhex, Found, Journal, Start, JOURNAL_RESERVE,
 };
 use super::request::{broken, header_paths, part_paths, part_paths_by_replica, refuse, Request};
 use super::simple::access;
 use super::source::SourceInfo;
-use super::target::{check_space, new_files, parts_to_create, prove_left_by_us, ring_header_steps};
-use super::types::{
-    assemble, DataFrom, NewPart, Operation, Parts, Staging, TempCopy, TransformOptions,
-    TransformPlan,
+use super::target::{
+    check_space, device_refusal, device_state, new_files, part_exists, prove_left_by_us,
+    ring_header_steps,
 };
-use crate::compare::LogicalRange;
+use super::types::{
+    assemble, DataFrom, JournalPlan, NewPart, Operation, Parts, Staging, TempCopy,
+    TransformOptions, TransformPlan,
+};
 use crate::endpoint::Endpoint;
 use crate::exec::{data_steps, DataPurpose, Step};
 use crate::inspect::inspect;
 use crate::open::{open, OpenReplica, OpenSet};
+use crate::range::LogicalRange;
 use crate::space::NewFile;
 use crate::sync::plan::push_dir_syncs;
 use crate::Error;
@@ -223,7 +227,7 @@ fn plan_fresh<S: Storage>(
         kept_headers,
     };
     let discard = match journal {
-        Some(found) => stale_files(storage, req, found, poolset_uuid)?,
+        Some(found) => stale_files(storage, req, found, poolset_uuid, &info.part_uuids())?,
         None => Vec::new(),
     };
     build(
@@ -251,14 +255,7 @@ fn plan_resume<S: Storage>(
         .as_ref()
         .ok_or_else(|| jerr("it does not parse".to_string()))?;
     if j.source_crc != set_crc(&req.s) || j.target_crc != set_crc(&req.d) {
-        return Err(refuse(
-            src,
-            dst,
-            format!(
-                "{} records an interrupted transform of these pool set files, but they have changed since it began; put back the pool set files it was started with and run the same transform again",
-                found.path.display()
-            ),
-        ));
+        return Err(found.changed_since(req));
     }
     let master = j
         .master()
@@ -362,9 +359,14 @@ fn plan_cleanup<S: Storage>(
         data_from: DataFrom::Temporary,
         rewritten: Vec::new(),
         resumed: true,
-        master_header: master.encode_raw().to_vec(),
         kept_headers: BTreeMap::new(),
         invalidate: Vec::new(),
+    });
+    plan.journal = Some(JournalPlan {
+        path: found.path.clone(),
+        write: false,
+        new_parts: Vec::new(),
+        master_header: master.encode_raw().to_vec(),
     });
     Ok((plan, target))
 }
@@ -391,14 +393,15 @@ fn build<S: Storage>(
 ) -> Result<Planned<S::File>, Error> {
     let (src, dst) = (req.src, req.dst);
     let remove = info.removed_parts(req, &reused(req), facts.poolset_uuid)?;
-    // A journal of this very transform (of these pool set files) proves
-    // which files it was creating, whether this run resumes it or, the
-    // source being healthy, starts afresh.
-    let journaled = resumed || journal.is_some_and(|f| f.records(req));
     // Planned read-only: the parts are shared with the source, which the
     // execution opens (and locks) on its own first.
     let target = open(storage, dst, poolsync_pmem::Access::ReadOnly)?;
-    let create = recreated_parts(req, info, shape, &target, facts.poolset_uuid, journaled)?;
+    let leftovers = Leftovers {
+        journal: journal.filter(|_| resumed),
+        discard: &discard,
+        poolset_uuid: facts.poolset_uuid,
+    };
+    let create = recreated_parts(req, info, shape, &target, &leftovers)?;
     if let Some(stable) = shape.stable {
         let intact = target
             .replica(stable)
@@ -503,13 +506,23 @@ fn build<S: Storage>(
         data_from,
         rewritten: shape.rewritten.clone(),
         resumed,
-        master_header: facts.master.encode_raw().to_vec(),
         kept_headers: facts
             .kept_headers
             .iter()
             .map(|(&r, h)| (r, h.encode_raw().to_vec()))
             .collect(),
         invalidate: to_invalidate(req, info, &create),
+    });
+    let source_paths: BTreeSet<PathBuf> = part_paths(&req.s).into_iter().collect();
+    plan.journal = Some(JournalPlan {
+        path: journal_path(src),
+        write: !resumed,
+        new_parts: create
+            .iter()
+            .filter(|c| !source_paths.contains(&c.path))
+            .map(|c| c.path.clone())
+            .collect(),
+        master_header: facts.master.encode_raw().to_vec(),
     });
     Ok((plan, target))
 }
@@ -587,25 +600,83 @@ fn rewrite_steps<F: PartFile>(
     steps
 }
 
+/// What tells a file an interrupted run left at a recreated part's path
+/// from one in the way.
+struct Leftovers<'a> {
+    /// The journal of the interrupted run this one resumes.
+    journal: Option<&'a Found>,
+    /// Stale leftovers this run deletes first (already proven).
+    discard: &'a [PathBuf],
+    poolset_uuid: RawUuid,
+}
+
 /// Every part of every rewritten replica, recreated. A file at such a
 /// path that is not a source part must be one a run of this transform
-/// left (see [`prove_left_by_us`]).
+/// left: discarded as stale, named by the journal of the run this one
+/// resumes (and provably its, see [`judge_leftover`]), or carrying its
+/// header (see [`prove_left_by_us`]).
 fn recreated_parts<F: PartFile>(
     req: &Request<'_>,
     info: &SourceInfo,
     shape: &Shape,
     target: &OpenSet<F>,
-    poolset_uuid: RawUuid,
-    journaled: bool,
+    leftovers: &Leftovers<'_>,
 ) -> Result<Vec<NewPart>, Error> {
     let source_paths: BTreeSet<PathBuf> = part_paths(&req.s).into_iter().collect();
     let source_uuids = info.part_uuids();
-    parts_to_create(target, &shape.rewritten, |part| {
-        if source_paths.contains(&part.path) {
-            return Ok(());
+    let poolset_uuid = leftovers.poolset_uuid;
+    let mut create = Vec::new();
+    for rep in target
+        .replicas
+        .iter()
+        .filter(|r| shape.rewritten.contains(&r.index))
+    {
+        for part in &rep.parts {
+            let (device, blank) = device_state(part);
+            let exists = part.meta.is_some() && !blank;
+            let named = leftovers
+                .journal
+                .is_some_and(|found| found.names(req, &part.path));
+            if !exists
+                || source_paths.contains(&part.path)
+                || leftovers.discard.contains(&part.path)
+            {
+                // Nothing there, a part of the source, or proven already.
+            } else if named {
+                let start = Start::of_part(part)?.unwrap_or(Start::Blank);
+                let owner = match owner_in(&req.d, &part.path) {
+                    Some(path) => {
+                        let owner = rep.parts.first().map(Start::of_part).transpose()?.flatten();
+                        Some((path, owner))
+                    }
+                    None => None,
+                };
+                let owner = owner.as_ref().map(|(p, s)| (p.as_path(), s.as_ref()));
+                judge_leftover(&start, owner, poolset_uuid, Some(&source_uuids))
+                    .map_err(|what| part_exists(req.dst, part, poolset_uuid, what))
+                    .map_err(|e| if device { device_refusal(e) } else { e })?;
+            } else {
+                prove_left_by_us(req.dst, part, poolset_uuid, &source_uuids).map_err(|e| {
+                    if device {
+                        device_refusal(e)
+                    } else {
+                        e
+                    }
+                })?;
+            }
+            create.push(NewPart {
+                replica: rep.index,
+                part: part.index,
+                path: part.path.clone(),
+                size: part.configured_size,
+                // A device is overwritten in place, never replaced.
+                replace: exists && !device,
+                device,
+                header: None,
+            });
         }
-        prove_left_by_us(req.dst, part, poolset_uuid, &source_uuids, journaled)
-    })
+    }
+    Ok(create)
 }
 
 /// Where the rewritten replicas' data is read, and the temporary copy
@@ -644,6 +715,17 @@ fn data_source<S: Storage>(
         .next()
         .and_then(|parts| parts.into_iter().next())
         .ok_or_else(|| refuse(src, dst, "the source has no master part"))?;
+    if storage.device_dax(&master_part0)?.is_some() {
+        // The copy would be a pool-sized file in the device's directory.
+        return Err(refuse(
+            src,
+            dst,
+            format!(
+                "this transform needs a temporary copy of the pool beside replica 0's part 0, which is a Device DAX ({}); add a replica on files first and make it the master, or transform in two steps that each keep a replica as it is",
+                master_part0.display()
+            ),
+        ));
+    }
     let path = journal
         .and_then(Found::temporary)
         .filter(|_| resumed)

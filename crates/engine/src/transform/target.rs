@@ -10,76 +10,83 @@ use poolsync_pmem::{PartFile, Storage};
 use super::request::{refuse, Request};
 use super::types::NewPart;
 use crate::exec::{HeaderAction, HeaderStep};
-use crate::open::{OpenPart, OpenSet, PartStatus};
+use crate::open::{HeaderState, OpenPart, OpenSet, PartStatus};
 use crate::ownership::{prove, Claim, Rules};
 use crate::ring::{assign, plan_headers, OnDisk, PartView, Rules as UuidRules, UuidSource};
 use crate::space::{self, NewFile};
 use crate::Error;
 
-/// A part of a replica the transform creates already exists: it may be
-/// replaced only if an interrupted run of this transform left it (its
-/// header carries the pool set UUID, valid or invalidated, and it is not a
-/// copy of a source part, whose UUID it would carry). With `journaled`,
-/// a journal of this very transform proves the run was creating the file,
-/// so a blank header page (its allocation or first write did not survive)
-/// is accepted too. Otherwise pmempool's refusal, naming the file and what
-/// it carries.
+/// A part of a replica the transform creates already exists, and no
+/// journal names it: it may be replaced only if an interrupted run of this
+/// transform left it, which its header proves (it carries the pool set
+/// UUID, valid or invalidated, and it is not a copy of a source part,
+/// whose UUID it would carry). Otherwise pmempool's refusal, naming the
+/// file and what it carries.
 pub(super) fn prove_left_by_us<F: PartFile>(
     dst: &Path,
     part: &OpenPart<F>,
     poolset_uuid: RawUuid,
     source_uuids: &BTreeSet<RawUuid>,
-    journaled: bool,
 ) -> Result<(), Error> {
     let rules = Rules {
         poolset_uuid,
         copies_of: Some(source_uuids),
-        accept_blank: journaled,
     };
     let what = match prove(Claim::of_state(&part.header), &rules) {
-        Ok(()) if journaled || part.status == PartStatus::Ok => return Ok(()),
+        Ok(()) if part.status == PartStatus::Ok => return Ok(()),
         Ok(()) => part.status.to_string(),
         Err(what) => what,
     };
-    Err(Error::PartExists {
+    Err(part_exists(dst, part, poolset_uuid, what))
+}
+
+/// pmempool's refusal of a part being added that exists, naming the file
+/// and what it is (`what`).
+pub(super) fn part_exists<F: PartFile>(
+    dst: &Path,
+    part: &OpenPart<F>,
+    poolset_uuid: RawUuid,
+    what: String,
+) -> Error {
+    Error::PartExists {
         set: dst.to_path_buf(),
         line: part.line,
         path: part.path.clone(),
         what,
         expected: poolset_uuid.to_canonical(),
-    })
+    }
 }
 
-/// Every part of the replicas `replicas` of `target`, to be created
-/// (fully allocated); `check` is asked about each file already there and
-/// must prove it may be replaced.
-pub(super) fn parts_to_create<F: PartFile>(
-    target: &OpenSet<F>,
-    replicas: &[usize],
-    mut check: impl FnMut(&OpenPart<F>) -> Result<(), Error>,
-) -> Result<Vec<NewPart>, Error> {
-    let mut create = Vec::new();
-    for rep in target
-        .replicas
-        .iter()
-        .filter(|r| replicas.contains(&r.index))
-    {
-        for part in &rep.parts {
-            let replace = part.meta.is_some();
-            if replace {
-                check(part)?;
-            }
-            create.push(NewPart {
-                replica: rep.index,
-                part: part.index,
-                path: part.path.clone(),
-                size: part.configured_size,
-                replace,
-                header: None,
-            });
-        }
+/// Whether a part being added is a Device DAX, and whether its header
+/// page is blank. A device always exists: as for create, one whose
+/// header page is zero is taken as it is (pmempool takes any); one with a
+/// header must be proved left by an interrupted run, as a file must.
+pub(super) fn device_state<F: PartFile>(part: &OpenPart<F>) -> (bool, bool) {
+    let device = part.device.is_some();
+    let blank = device && matches!(&part.header, HeaderState::Read(h) if h.hdr.is_zero());
+    (device, blank)
+}
+
+/// A refusal of a part being added (`PartExists`), said of a Device DAX.
+pub(super) fn device_refusal(e: Error) -> Error {
+    match e {
+        Error::PartExists {
+            set,
+            line,
+            path,
+            what,
+            expected,
+        } => Error::DeviceDaxPart {
+            set,
+            line,
+            reason: format!(
+                "some parts being added already exist: the Device DAX {what}, not this pool set's uuid {expected}; if the pool on it is not needed, zero its header with `poolsync rm {}` and run again",
+                path.display()
+            ),
+            part: path,
+        },
+        other => other,
     }
-    Ok(create)
 }
 
 /// The header writes that link `target` into its rings: the headers of the
@@ -182,6 +189,7 @@ pub(super) fn check_space<S: Storage>(
 pub(super) fn new_files(create: &[NewPart]) -> Vec<NewFile<'_>> {
     create
         .iter()
+        .filter(|c| !c.device)
         .map(|c| NewFile {
             path: &c.path,
             size: c.size,

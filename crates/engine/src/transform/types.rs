@@ -82,6 +82,10 @@ pub struct NewPart {
     pub size: u64,
     /// A file left by an interrupted run of this transform is replaced.
     pub replace: bool,
+    /// The part is a Device DAX (docs/format.md §25.3): opened and
+    /// overwritten, never unlinked, allocated or given a mode, and it
+    /// needs no room in a file system.
+    pub device: bool,
     /// The header it gets (written with an inverted checksum at creation).
     #[serde(skip)]
     pub header: Option<PoolHdr>,
@@ -142,10 +146,14 @@ pub struct TransformPlan {
     pub steps: Plan,
     /// Part files deleted at the end.
     pub remove: Vec<RemovedPart>,
-    /// Files a stale, interrupted run left (its journal and temporary
-    /// copy), deleted first: the source is healthy, so they hold nothing
-    /// it needs.
+    /// Files a stale, interrupted run left (the parts and temporary copy
+    /// its journal names, then the journal), deleted first, in this order:
+    /// the source is healthy, so they hold nothing it needs.
     pub discard: Vec<PathBuf>,
+    /// The journal this run writes before its first other change (or
+    /// keeps, finishing an interrupted run) and deletes at the end; `None`
+    /// for a run that creates nothing and found no journal.
+    pub journal: Option<JournalPlan>,
     /// How replicas that are rewritten onto their own files are rebuilt
     /// (`SINGLEHDR` changes, reshapes in place); `None` for transforms that
     /// only create and delete files.
@@ -162,7 +170,26 @@ impl TransformPlan {
             && self.remove.is_empty()
             && self.discard.is_empty()
             && self.staging.is_none()
+            && self.journal.is_none()
     }
+}
+
+/// The journal of a transform (docs/format.md §20).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JournalPlan {
+    /// The file: the source pool set file's path with
+    /// [`super::JOURNAL_SUFFIX`] appended.
+    pub path: PathBuf,
+    /// This run writes it before its first other change; `false` when the
+    /// run finishes an interrupted one and keeps the journal that one wrote.
+    pub write: bool,
+    /// The part files the run creates at paths that are not parts of the
+    /// source, in the order it creates them: what the journal names, so
+    /// that a later run recognises them as its own.
+    pub new_parts: Vec<PathBuf>,
+    /// The source master's header page, recorded in the journal.
+    #[serde(skip)]
+    pub master_header: Vec<u8>,
 }
 
 /// What [`super::execute`] did.
@@ -199,9 +226,6 @@ pub struct Staging {
     /// `true` when this run finishes an interrupted one (the journal
     /// exists and the source is no longer healthy).
     pub resumed: bool,
-    /// The source master's header page, recorded in the journal.
-    #[serde(skip)]
-    pub master_header: Vec<u8>,
     /// The source part 0 header page that each rewritten replica keeps
     /// (by target replica index), recorded in the journal so that a
     /// resumed run keeps their UUIDs too.
@@ -333,6 +357,7 @@ pub(super) fn assemble(src: &Path, dst: &Path, parts: Parts) -> TransformPlan {
         },
         remove,
         discard: Vec::new(),
+        journal: None,
         staging: None,
         totals: plan_totals,
     }

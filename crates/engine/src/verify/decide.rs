@@ -30,7 +30,7 @@ use poolsync_header::heap::Owner;
 use poolsync_pmem::PartFile;
 use serde::Serialize;
 
-use super::find::{walk_source, Owners};
+use super::live::{walk_source, Owners};
 use crate::compare::{compare_replicas, pieces_between, CompareOptions, LogicalRange};
 use crate::open::OpenSet;
 use crate::Error;

@@ -4,104 +4,24 @@
 
 use std::collections::BTreeMap;
 
-use poolsync_header::heap::{walk_visit, HeapStats, LiveRange, Owner, Place, WalkError};
+use poolsync_header::heap::{LiveRange, Owner, Place};
 use poolsync_header::{CHUNK_HEADER_SIZE, LANE_SIZE};
 use poolsync_pmem::PartFile;
 
 use super::decide::{decide, Decisions, HeapCheck, SourceChoice, Verdict, Votes};
+use super::live::{walk_source, Owners};
 use super::{Divergence, Findings, Outvoted, ReplicaFindings, Tie, VerifyOptions, MAX_LISTED};
 use crate::compare::{compare_many, push_merged, LogicalRange, BLOCK};
 use crate::endpoint::{Endpoint, Location};
 use crate::inspect::read_descriptor;
 use crate::open::OpenSet;
+use crate::progress::Progress;
 use crate::Error;
 
 /// Differing bytes of one owner closer than this are reported as one range.
 const GAP: u64 = BLOCK;
 /// Bytes read from each side at once when narrowing a differing range.
 const NARROW_CHUNK: u64 = 1 << 20;
-
-/// Walks the obj metadata of replica `source` of `set` (a pool of
-/// `pool_size` bytes) and hands every live range, in ascending order, to
-/// `visit`; memory does not grow with the number of objects. A heap the
-/// walker refuses is [`Error::SourceHeap`].
-pub fn walk_source<F: PartFile>(
-    set: &OpenSet<F>,
-    source: usize,
-    pool_size: u64,
-    mut visit: impl FnMut(&LiveRange),
-) -> Result<HeapStats, Error> {
-    let heap_error = |source_err: poolsync_header::Error| Error::SourceHeap {
-        set: set.path.clone(),
-        replica: source,
-        others: others_text(set, source),
-        source: Box::new(source_err),
-    };
-    let desc = read_descriptor(set, source).map_err(|reason| Error::SourceDescriptor {
-        set: set.path.clone(),
-        replica: source,
-        reason,
-        others: others_text(set, source),
-    })?;
-    walk_visit(
-        &desc,
-        pool_size,
-        |off, buf: &mut [u8]| set.read_logical(source, off, buf),
-        |r: &LiveRange| {
-            visit(r);
-            Ok(())
-        },
-    )
-    .map_err(|e| match e {
-        WalkError::Invalid(h) => heap_error(h),
-        WalkError::Read { source, .. } | WalkError::Visit { source, .. } => source,
-        other => Error::InvalidRequest {
-            path: set.path.clone(),
-            reason: other.to_string(),
-        },
-    })
-}
-
-/// The live ranges that overlap the ranges verification looks at closely,
-/// with their owners (a second walk collects only these, so memory follows
-/// the damage, not the number of objects).
-pub(super) struct Owners {
-    ranges: Vec<LiveRange>,
-}
-
-impl Owners {
-    /// Walks the source again and keeps the live ranges overlapping
-    /// `wanted` (sorted, non-overlapping).
-    pub(super) fn collect<F: PartFile>(
-        set: &OpenSet<F>,
-        source: usize,
-        pool_size: u64,
-        wanted: &[LogicalRange],
-    ) -> Result<Owners, Error> {
-        let mut ranges = Vec::new();
-        if wanted.is_empty() {
-            return Ok(Owners { ranges });
-        }
-        let mut i = 0usize;
-        walk_source(set, source, pool_size, |lr| {
-            while wanted.get(i).is_some_and(|w| w.end() <= lr.offset) {
-                i += 1;
-            }
-            if wanted.get(i).is_some_and(|w| w.offset < lr.end()) {
-                ranges.push(*lr);
-            }
-        })?;
-        Ok(Owners { ranges })
-    }
-
-    /// The ranges overlapping `[offset, offset + len)`.
-    pub(super) fn overlapping(&self, offset: u64, len: u64) -> &[LiveRange] {
-        let end = offset.saturating_add(len);
-        let first = self.ranges.partition_point(|r| r.end() <= offset);
-        let last = self.ranges.partition_point(|r| r.offset < end);
-        self.ranges.get(first..last.max(first)).unwrap_or_default()
-    }
-}
 
 /// Sorted union of sorted, non-overlapping lists.
 fn union(lists: &[&[LogicalRange]]) -> Vec<LogicalRange> {
@@ -132,19 +52,6 @@ fn endpoints<'s, F: PartFile>(
     list.iter().map(|&r| endpoint(set, r)).collect()
 }
 
-/// `1, 2`: the replicas other than `source`, for hints.
-pub(super) fn others_text<F>(set: &OpenSet<F>, source: usize) -> String {
-    let list: Vec<String> = (0..set.replicas.len())
-        .filter(|&r| r != source)
-        .map(|r| r.to_string())
-        .collect();
-    if list.is_empty() {
-        "none".to_string()
-    } else {
-        list.join(", ")
-    }
-}
-
 /// What [`find`] is asked to compare.
 pub(super) struct Request<'a> {
     /// The replica compared with.
@@ -159,6 +66,8 @@ pub(super) struct Request<'a> {
     pub pool_size: u64,
     /// Why each replica neither the source nor compared was left out.
     pub skipped_note: &'a dyn Fn(usize) -> String,
+    /// Told the bytes to compare, then each stretch compared.
+    pub progress: &'a dyn Progress,
 }
 
 /// Compares the replicas `req.compared` of `set` with `req.source` over
@@ -181,7 +90,16 @@ pub(super) fn find<F: PartFile>(
         .filter(|&r| r != source && compared.contains(&r))
         .collect();
     let eps = endpoints(set, &others)?;
-    let outcomes = compare_many(endpoint(set, source)?, &eps, &spans, &options.compare)?;
+    let live_bytes: u64 = spans.iter().map(|r| r.len).sum();
+    req.progress
+        .start(live_bytes.saturating_mul(others.len() as u64));
+    let outcomes = compare_many(
+        endpoint(set, source)?,
+        &eps,
+        &spans,
+        &options.compare,
+        req.progress,
+    )?;
     for (&r, outcome) in others.iter().zip(outcomes) {
         bytes_compared += outcome.stats.bytes_compared;
         raw.insert(r, outcome.differing);

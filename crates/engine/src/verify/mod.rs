@@ -6,15 +6,15 @@
 //! never replicates (the descriptor's volatile area, free heap space, chunk
 //! footers), so only *live* ranges are compared. The path:
 //!
-//! 1. The heap of every healthy replica is walked ([`decide`]): a default
+//! 1. The heap of every healthy replica is walked (`decide`): a default
 //!    source whose heap fails the structural checks gives way to the first
 //!    replica whose heap passes.
-//! 2. [`find`] walks the source's heap into live spans, compares every
+//! 2. `find` walks the source's heap into live spans, compares every
 //!    other healthy replica with it over them (each stretch of the source
 //!    read once for all replicas), narrows every differing block down to
 //!    the differing bytes of each owner (object, chunk header, lane, ...),
 //!    and lists them as [`Divergence`]s with their part files.
-//! 3. [`decide`] says, for each, which copy is right: the heap (metadata
+//! 3. `decide` says, for each, which copy is right: the heap (metadata
 //!    whose walk fails in one replica and passes in the source), a
 //!    majority, or nobody (a [`Tie`]); the administrator decides ties with
 //!    `--source N` or `--force-source`.
@@ -32,6 +32,7 @@
 
 mod decide;
 mod find;
+mod live;
 mod repair;
 
 use std::path::{Path, PathBuf};
@@ -48,7 +49,7 @@ use crate::sync::{
 };
 use crate::Error;
 pub use decide::{HeapCheck, SourceChoice, Verdict};
-pub use find::walk_source;
+pub use live::walk_source;
 pub use repair::repair;
 
 /// Divergences listed per replica; more are counted but not listed.
@@ -227,6 +228,7 @@ pub fn check_data<S: Storage>(
     storage: &S,
     path: &Path,
     options: &VerifyOptions,
+    progress: &dyn Progress,
 ) -> Result<Findings, Error> {
     let set = open(storage, path, Access::ReadOnly)?;
     let health = inspect(&set);
@@ -275,8 +277,11 @@ pub fn check_data<S: Storage>(
         compared: &compared,
         pool_size,
         skipped_note: &note,
+        progress,
     };
-    find::find(&set, req, options)
+    let findings = find::find(&set, req, options);
+    progress.finish();
+    findings
 }
 
 /// `sync --verify`: plans the sync, verifies the replicas the sync leaves
@@ -318,6 +323,11 @@ pub fn sync_verify<S: Storage>(
         compared: &compared,
         pool_size: plan.pool_size,
         skipped_note: &note,
+        progress: if sync_options.dry_run {
+            &crate::sync::NoProgress
+        } else {
+            progress
+        },
     };
     let findings = find::find(&set, req, verify)?;
     match &findings.outvoted {

@@ -992,6 +992,7 @@ fn outcomes(report: &RmReport) -> Vec<&'static str> {
         .iter()
         .map(|f| match f.outcome {
             Outcome::Removed => "removed",
+            Outcome::Zeroed => "zeroed",
             Outcome::Declined => "declined",
             Outcome::Missing => "missing",
             Outcome::Skipped => "skipped",

@@ -299,15 +299,6 @@ pub enum Op {
 }
 
 impl Op {
-    /// Whether the simulation counts it as a persistence event (one that
-    /// `SimStorage::crash_after` can stop at).
-    pub fn is_event(&self) -> bool {
-        matches!(
-            self,
-            Op::Flush { .. } | Op::Fence { .. } | Op::DirSync { .. }
-        )
-    }
-
     /// The file or directory it acted on.
     pub fn path(&self) -> &Path {
         match self {
@@ -341,9 +332,12 @@ impl std::fmt::Display for Op {
     }
 }
 
-type OpLog = Arc<Mutex<Vec<Op>>>;
+/// Every logged operation, with the number of events the simulation
+/// counted for it (0 for a change outside `EventScope::EveryChange`; 2 for
+/// a create within it; fewer for an operation a crash stopped).
+type OpLog = Arc<Mutex<Vec<(Op, u64)>>>;
 
-fn lock(log: &OpLog) -> MutexGuard<'_, Vec<Op>> {
+fn lock(log: &OpLog) -> MutexGuard<'_, Vec<(Op, u64)>> {
     log.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -363,6 +357,7 @@ pub struct Wrapped {
 #[derive(Debug)]
 pub struct WrappedFile {
     inner: SimFile,
+    sim: SimStorage,
     log: OpLog,
     eio_reads: Arc<Vec<(PathBuf, u64, u64)>>,
 }
@@ -390,40 +385,49 @@ impl Wrapped {
         &self.sim
     }
 
-    /// Every operation logged so far.
+    /// Every operation logged so far that succeeded or counted an event.
     pub fn log(&self) -> Vec<Op> {
-        lock(&self.log).clone()
+        lock(&self.log).iter().map(|(op, _)| op.clone()).collect()
     }
 
-    /// The persistence events logged so far: event `k` is `events()[k]`.
+    /// The events the simulation counted, each named by its operation (a
+    /// create under `EventScope::EveryChange` twice): event `k` is
+    /// `events()[k]`.
     pub fn events(&self) -> Vec<Op> {
         lock(&self.log)
             .iter()
-            .filter(|op| op.is_event())
-            .cloned()
+            .flat_map(|(op, n)| std::iter::repeat_n(op.clone(), *n as usize))
             .collect()
     }
 
     fn wrap(&self, inner: SimFile) -> WrappedFile {
         WrappedFile {
             inner,
+            sim: self.sim.clone(),
             log: Arc::clone(&self.log),
             eio_reads: Arc::clone(&self.eio_reads),
         }
     }
 }
 
-/// Runs `op` and logs `entry` if it succeeds, holding the log for both so
-/// that the log's order is the simulation's.
+/// Runs `op` on `sim` and logs `entry` with the events it made, holding
+/// the log for both so that the log's order (and its event numbering) is
+/// the simulation's. An operation that failed is logged only if it made
+/// an event before failing (a crash inside a create).
 fn logged<T>(
+    sim: &SimStorage,
     log: &OpLog,
     entry: impl FnOnce() -> Op,
     op: impl FnOnce() -> Result<T, PmemError>,
 ) -> Result<T, PmemError> {
     let mut log = lock(log);
-    let value = op()?;
-    log.push(entry());
-    Ok(value)
+    let before = sim.events();
+    let result = op();
+    let made = sim.events().saturating_sub(before);
+    if result.is_ok() || made > 0 {
+        log.push((entry(), made));
+    }
+    result
 }
 
 impl Storage for Wrapped {
@@ -440,35 +444,39 @@ impl Storage for Wrapped {
             path: path.to_path_buf(),
             len: size,
         };
-        let file = logged(&self.log, entry, || self.sim.create(path, size))?;
+        let file = logged(&self.sim, &self.log, entry, || self.sim.create(path, size))?;
         Ok(self.wrap(file))
     }
     fn remove(&self, path: &Path) -> Result<(), PmemError> {
         let entry = || Op::Remove {
             path: path.to_path_buf(),
         };
-        logged(&self.log, entry, || self.sim.remove(path))
+        logged(&self.sim, &self.log, entry, || self.sim.remove(path))
     }
     fn set_mode(&self, path: &Path, mode: u32) -> Result<(), PmemError> {
         let entry = || Op::SetMode {
             path: path.to_path_buf(),
             mode,
         };
-        logged(&self.log, entry, || self.sim.set_mode(path, mode))
+        logged(&self.sim, &self.log, entry, || {
+            self.sim.set_mode(path, mode)
+        })
     }
     fn rename(&self, from: &Path, to: &Path) -> Result<(), PmemError> {
         let entry = || Op::Rename {
             path: from.to_path_buf(),
             to: to.to_path_buf(),
         };
-        logged(&self.log, entry, || self.sim.rename(from, to))
+        logged(&self.sim, &self.log, entry, || self.sim.rename(from, to))
     }
     fn create_aux(&self, path: &Path, mode: u32) -> Result<WrappedFile, PmemError> {
         let entry = || Op::Create {
             path: path.to_path_buf(),
             len: 0,
         };
-        let file = logged(&self.log, entry, || self.sim.create_aux(path, mode))?;
+        let file = logged(&self.sim, &self.log, entry, || {
+            self.sim.create_aux(path, mode)
+        })?;
         Ok(self.wrap(file))
     }
     fn open_aux(&self, path: &Path, access: Access) -> Result<WrappedFile, PmemError> {
@@ -484,7 +492,7 @@ impl Storage for Wrapped {
         let entry = || Op::DirSync {
             dir: dir.to_path_buf(),
         };
-        logged(&self.log, entry, || self.sim.fsync_dir(dir))
+        logged(&self.sim, &self.log, entry, || self.sim.fsync_dir(dir))
     }
     fn free_space(&self, dir: &Path) -> Result<Option<u64>, PmemError> {
         self.sim.free_space(dir)
@@ -521,7 +529,9 @@ impl PartFile for WrappedFile {
             off,
             len: data.len() as u64,
         };
-        logged(&self.log, entry, || self.inner.write_at(off, data))
+        logged(&self.sim, &self.log, entry, || {
+            self.inner.write_at(off, data)
+        })
     }
     fn flush(&self, off: u64, len: u64) -> Result<(), PmemError> {
         let entry = || Op::Flush {
@@ -529,13 +539,13 @@ impl PartFile for WrappedFile {
             off,
             len,
         };
-        logged(&self.log, entry, || self.inner.flush(off, len))
+        logged(&self.sim, &self.log, entry, || self.inner.flush(off, len))
     }
     fn fence(&self) -> Result<(), PmemError> {
         let entry = || Op::Fence {
             path: self.inner.path().to_path_buf(),
         };
-        logged(&self.log, entry, || self.inner.fence())
+        logged(&self.sim, &self.log, entry, || self.inner.fence())
     }
     fn ctime(&self) -> Result<u64, PmemError> {
         self.inner.ctime()
@@ -545,6 +555,6 @@ impl PartFile for WrappedFile {
             path: self.inner.path().to_path_buf(),
             len,
         };
-        logged(&self.log, entry, || self.inner.set_len(len))
+        logged(&self.sim, &self.log, entry, || self.inner.set_len(len))
     }
 }

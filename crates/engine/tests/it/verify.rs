@@ -105,7 +105,7 @@ fn sync_options() -> SyncOptions {
 }
 
 fn check(fx: &Fixture, s: &SimStorage) -> Findings {
-    check_data(s, &fx.set_path, &options()).expect("check --data")
+    check_data(s, &fx.set_path, &options(), &NoProgress).expect("check --data")
 }
 
 #[test]
@@ -285,7 +285,7 @@ fn the_majority_rule_refuses_and_names_the_ways_on() {
         "{text}"
     );
     assert_eq!(s2.image(), before, "the refusal wrote");
-    let f = check_data(&s2, &two.set_path, &options()).expect("check --data");
+    let f = check_data(&s2, &two.set_path, &options(), &NoProgress).expect("check --data");
     assert_eq!(f.replicas[1].divergences[0].verdict, Verdict::Tie);
     assert!(f.tie.is_some());
     // --source 1 says replica 1 is right: the master is repaired.
@@ -314,7 +314,7 @@ fn the_heap_decides_where_one_replica_fails_its_structural_checks() {
     let heap = used_heap(&fx);
     // A chunk type libpmemobj never writes, in the master.
     fx.write_logical(&fx.base, 0, heap.zone + 64, &[0x77, 0]);
-    let f = check_data(&fx.base, &fx.set_path, &options()).expect("check --data");
+    let f = check_data(&fx.base, &fx.set_path, &options(), &NoProgress).expect("check --data");
     // The master's heap fails; replica 1's passes and is compared against.
     assert_eq!(f.source, 1);
     assert!(
@@ -338,7 +338,7 @@ fn the_heap_decides_where_one_replica_fails_its_structural_checks() {
     );
     // Both heaps broken: nothing passes, which is refused.
     fx.write_logical(&fx.base, 1, heap.zone + 64, &[0x66, 0]);
-    let err = check_data(&fx.base, &fx.set_path, &options()).expect_err("refused");
+    let err = check_data(&fx.base, &fx.set_path, &options(), &NoProgress).expect_err("refused");
     assert!(matches!(err, Error::SourceHeap { replica: 0, .. }), "{err}");
     assert!(err.to_string().contains("--source N (replicas 1)"), "{err}");
 }

@@ -404,13 +404,16 @@ fn errors_name_path_offset_and_range() {
     drop(rw);
     assert_eq!(std::fs::read(&path).expect("read"), vec![7u8; 100]);
 
-    // A directory cannot be mapped.
+    // A directory is refused before anything tries to map it.
     let err = dax
         .open(dir.path(), Access::ReadOnly)
         .expect_err("a directory");
     assert_eq!(
         err.to_string(),
-        format!("mmap \"{}\": No such device", dir.path().display())
+        format!(
+            "open \"{}\": a directory, not a regular file",
+            dir.path().display()
+        )
     );
 }
 

@@ -1216,3 +1216,55 @@ proptest! {
         prop_assert_eq!(s.after_crash().image(), model.image());
     }
 }
+
+#[test]
+fn every_change_is_a_crash_point_in_the_every_change_scope() {
+    use poolsync_pmem::sim::EventScope;
+    // create (2 events), write, flush, fence, chmod, fsync_dir, remove.
+    let writer = |s: &SimStorage| -> Result<(), Error> {
+        let part = s.create(p(PART), 8192)?;
+        part.write_at(0, b"data")?;
+        part.flush(0, 4)?;
+        part.fence()?;
+        drop(part);
+        s.set_mode(p(PART), 0o644)?;
+        s.fsync_dir(p(DIR))?;
+        s.remove(p(PART))
+    };
+    let full = fresh();
+    writer(&full).expect("complete run");
+    assert_eq!(full.events(), 3, "only persistence events by default");
+    let full = fresh();
+    full.set_event_scope(EventScope::EveryChange);
+    writer(&full).expect("complete run");
+    assert_eq!(full.events(), 8);
+
+    let killed = |k: u64| {
+        let s = fresh();
+        s.set_event_scope(EventScope::EveryChange);
+        s.crash_after(k);
+        let err = writer(&s).expect_err("the writer must stop at the crash");
+        assert!(is_crash(&err, k), "event {k}: {err:?}");
+        s.after_crash_with(Survival::Everything)
+    };
+    // Before the create: no file.
+    assert_eq!(killed(0).written_bytes(p(PART)), None);
+    // Between open(O_CREAT) and the allocation: an empty file of mode 0.
+    let s = killed(1);
+    assert_eq!(s.written_bytes(p(PART)), Some(Vec::new()));
+    assert_eq!(s.stat(p(PART)).expect("stat").expect("file").mode, 0);
+    // Before the write: allocated, zero.
+    assert_eq!(killed(2).written_bytes(p(PART)), Some(vec![0; 8192]));
+    // Before the chmod: written, mode 0.
+    let s = killed(5);
+    assert_eq!(s.stat(p(PART)).expect("stat").expect("file").mode, 0);
+    assert_eq!(
+        s.written_bytes(p(PART)).expect("file").get(..4),
+        Some(&b"data"[..])
+    );
+    // Before the remove: still there; the scope survives the reboot.
+    let s = killed(7);
+    assert!(s.written_bytes(p(PART)).is_some());
+    s.crash_after(0);
+    assert!(s.set_mode(p(PART), 0o600).is_err(), "the scope is kept");
+}

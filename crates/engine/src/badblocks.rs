@@ -37,7 +37,6 @@ use serde::Serialize;
 
 use crate::inspect::Health;
 use crate::open::{OpenSet, PartStatus};
-use crate::sync::SyncOptions;
 use crate::Error;
 
 /// The line that ends a complete recovery file.
@@ -202,13 +201,23 @@ impl BadBlockScan {
     }
 }
 
+/// What [`scan`] is asked to do.
+#[derive(Debug, Clone, Copy)]
+pub struct ScanOptions<'a> {
+    /// `--bad-blocks`: bad blocks are to be repaired (else finding any is
+    /// an error).
+    pub bad_blocks: bool,
+    /// The bad-block query of the part files' devices.
+    pub query: &'a dyn BadBlockQuery,
+}
+
 /// Looks for recovery files and bad blocks as libpmempool's health check
 /// does (step 3). Writes nothing: removals and saves become plan steps.
 pub fn scan<S: Storage>(
     storage: &S,
     set: &OpenSet<S::File>,
     health: &Health,
-    options: &SyncOptions,
+    options: ScanOptions<'_>,
 ) -> Result<BadBlockScan, Error> {
     let mut scan = BadBlockScan {
         blocks: set
@@ -283,7 +292,7 @@ pub fn scan<S: Storage>(
         let Some(part) = set.part(*r, *p) else {
             continue;
         };
-        let mut blocks = options.bad_block_query.query(&part.path)?;
+        let mut blocks = options.query.query(&part.path)?;
         blocks.sort();
         if let Some(slot) = scan.blocks.get_mut(*r).and_then(|v| v.get_mut(*p)) {
             *slot = blocks;
