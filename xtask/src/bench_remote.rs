@@ -24,10 +24,9 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -37,6 +36,7 @@ use crate::bench_sync::{
     Scratch,
 };
 use crate::bench_verify::{build_objclient, fill};
+use crate::sshd::Sshd;
 use crate::util;
 
 const MIB: u64 = 1 << 20;
@@ -170,128 +170,6 @@ fn counted(path: &Path) -> Result<(u64, u64)> {
         }
     }
     Ok((up, down))
-}
-
-/// A private sshd on 127.0.0.1, stopped (by its pid) when dropped.
-struct Sshd {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-    user: String,
-}
-
-impl Sshd {
-    fn start(dir: &Path) -> Result<Sshd> {
-        fs::create_dir_all(dir)?;
-        for key in ["host_key", "user_key"] {
-            let path = dir.join(key);
-            let _ = fs::remove_file(&path);
-            util::run(
-                Command::new("ssh-keygen")
-                    .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-                    .arg(&path),
-            )?;
-        }
-        fs::copy(dir.join("user_key.pub"), dir.join("authorized_keys"))?;
-        if util::is_root() && !Path::new("/run/sshd").is_dir() {
-            let _ = fs::create_dir_all("/run/sshd");
-        }
-        let user = String::from_utf8(Command::new("id").arg("-un").output()?.stdout)?
-            .trim()
-            .to_string();
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let config = dir.join("sshd_config");
-        fs::write(
-            &config,
-            format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\n\
-                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
-                 PermitRootLogin prohibit-password\nAllowUsers {user}\nLogLevel ERROR\n",
-                dir.join("host_key").display(),
-                dir.join("sshd.pid").display(),
-                dir.join("authorized_keys").display()
-            ),
-        )?;
-        let host = fs::read_to_string(dir.join("host_key.pub"))?;
-        let key: Vec<&str> = host.split_whitespace().take(2).collect();
-        fs::write(
-            dir.join("known_hosts"),
-            format!("[127.0.0.1]:{port} {}\n", key.join(" ")),
-        )?;
-        let child = Command::new("/usr/sbin/sshd")
-            .args(["-D", "-e", "-f"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting /usr/sbin/sshd")?;
-        let sshd = Sshd {
-            child,
-            port,
-            dir: dir.to_path_buf(),
-            user,
-        };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let mut cmd = Command::new("ssh");
-            cmd.args(sshd.ssh_args()).arg(sshd.node()).arg("true");
-            if cmd
-                .stdin(Stdio::null())
-                .stderr(Stdio::null())
-                .status()?
-                .success()
-            {
-                return Ok(sshd);
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "the private sshd on port {port} accepts no login"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn ssh_args(&self) -> Vec<String> {
-        vec![
-            "-F".into(),
-            "/dev/null".into(),
-            "-p".into(),
-            self.port.to_string(),
-            "-i".into(),
-            self.dir.join("user_key").display().to_string(),
-            "-o".into(),
-            "IdentitiesOnly=yes".into(),
-            "-o".into(),
-            format!(
-                "UserKnownHostsFile={}",
-                self.dir.join("known_hosts").display()
-            ),
-            "-o".into(),
-            "StrictHostKeyChecking=yes".into(),
-            "-o".into(),
-            "BatchMode=yes".into(),
-        ]
-    }
-
-    /// ssh with its options, as one command line.
-    fn ssh_line(&self) -> String {
-        std::iter::once("ssh".to_string())
-            .chain(self.ssh_args())
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-
-    fn node(&self) -> String {
-        format!("{}@127.0.0.1", self.user)
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// What one measured run used.

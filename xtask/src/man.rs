@@ -144,6 +144,11 @@ fn top_level_sections(roff: &mut Roff, cmd: &clap::Command) {
         "PMEM_IS_PMEM_FORCE",
         "PMDK's variable: 1 forces the DAX code path, as POOLSYNC_PERSIST=dax does.".to_string(),
     );
+    var(
+        "POOLSYNC_SYSFS",
+        "For tests: the root of a sysfs tree to read Device DAX sizes and alignments from          instead of /sys; its poolsync-stand-ins file may name regular files that stand in          for devices."
+            .to_string(),
+    );
     roff.control("SH", ["FILES"]);
     roff.control("TP", [])
         .text([bold("$XDG_CONFIG_HOME/poolsync/config.toml")])

@@ -379,6 +379,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &[
             "poolsync-poolset",
             "poolsync-header",
+            "poolsync-packet",
             "poolsync-pmem",
             "poolsync-wire",
         ],

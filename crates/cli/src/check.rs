@@ -19,10 +19,10 @@ use poolsync_engine::compare::CompareOptions;
 use poolsync_engine::inspect::{self, Health};
 use poolsync_engine::open;
 use poolsync_engine::verify::{self, Divergence, Findings, SourceChoice, Verdict, VerifyOptions};
-use poolsync_pmem::{Access, FsStorage};
+use poolsync_pmem::{Access, AnyStorage, PersistMode};
 use serde::Serialize;
 
-use crate::diagnose::{explain, new_replica_note, shell_quote, sync_fix, Waiting};
+use crate::diagnose::{explain, feature_note, new_replica_note, shell_quote, sync_fix, Waiting};
 use crate::output::{emit_json, out, outln};
 use crate::settings::Settings;
 use poolsync_engine::exec::Tuning;
@@ -256,14 +256,14 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     } else {
         Access::ReadOnly
     };
-    let checked = crate::wait::open(&FsStorage, &args.file, access, wait)
+    let checked = crate::wait::open(&page_cache(), &args.file, access, wait)
         .and_then(|set| check::check_open(&set, &opts, &mut ui));
     let report = match checked {
         Ok(report) => report,
         Err(e) => {
             // A part missing or of the wrong size stops check, but sync
             // knows what to do with it: judge the set as sync does.
-            let health = open::open(&FsStorage, &args.file, Access::ReadOnly)
+            let health = open::open(&page_cache(), &args.file, Access::ReadOnly)
                 .ok()
                 .map(|set| inspect::inspect(&set));
             let fix = health.as_ref().and_then(|h| sync_fix(h, &args.file));
@@ -328,6 +328,12 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         }
         if let (Some((advice, _)), true) = (&fix, level >= 1) {
             eprintln!("note: {advice}");
+        } else if let (Some(note), true, false) = (
+            feature_note(&report.health, &args.file),
+            level >= 1,
+            report.result.is_success(),
+        ) {
+            eprintln!("note: {note}");
         }
         if level >= 1 {
             out!("{remote_text}");
@@ -376,7 +382,7 @@ fn remotes_of(
     };
     let progress = crate::progress::reporter("check", args.no_progress, args.progress);
     let found = remote_status(
-        &FsStorage,
+        &page_cache(),
         &args.file,
         &connector,
         &options,
@@ -459,7 +465,7 @@ fn run_data(
     // check --data only reads, so retrying the whole call is safe.
     let progress = crate::progress::reporter("check --data", args.no_progress, args.progress);
     let checked = crate::wait::retry(wait, || {
-        verify::check_data(&FsStorage, &args.file, &options, progress.as_ref())
+        verify::check_data(&page_cache(), &args.file, &options, progress.as_ref())
     });
     let findings = match checked {
         Ok(f) => f,
@@ -784,6 +790,12 @@ pub fn summary_text(f: &Findings) -> String {
         ));
     }
     text
+}
+
+/// The storage `check` reads (and `check -r` writes) through: the page
+/// cache for files, a mapping for a Device DAX, which has no page cache.
+fn page_cache() -> AnyStorage {
+    AnyStorage::new(PersistMode::PageCache)
 }
 
 #[cfg(test)]

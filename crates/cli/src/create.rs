@@ -9,7 +9,7 @@ use poolsync_engine::create::{self, CreateOptions};
 use poolsync_engine::remote::create::create_all;
 use poolsync_engine::remote::sync::RemoteOutcome;
 use poolsync_engine::sync::{NoProgress, SyncOptions};
-use poolsync_pmem::{FsStorage, Storage};
+use poolsync_pmem::{AnyStorage, PersistMode, Storage};
 use serde::Serialize;
 
 use crate::diagnose::{explain, Waiting};
@@ -149,7 +149,8 @@ pub fn run(args: Args, settings: &crate::settings::Settings) -> anyhow::Result<E
     }
     let layout = args.layout.unwrap_or_default();
 
-    let storage = FsStorage;
+    // The page cache for files; a Device DAX is mapped (it has no page cache).
+    let storage = AnyStorage::new(PersistMode::PageCache);
     // With --json, stdout carries the document only.
     if args.verbose > 0 && !args.json {
         let exists = storage.stat(&file).map(|m| m.is_some()).unwrap_or(false);

@@ -133,6 +133,16 @@ pub fn sync_fix(health: &Health, poolset: &Path) -> Option<(String, String)> {
     Some((advice, command))
 }
 
+/// When a `feature -e|-d` was interrupted (headers that disagree on one
+/// feature, or one torn mid-write), how to finish it.
+pub fn feature_note(health: &Health, pool: &Path) -> Option<String> {
+    let feature = poolsync_engine::feature::interrupted_change(health)?;
+    Some(poolsync_engine::feature::finish_hint(
+        Path::new(&shell_quote(pool)),
+        feature,
+    ))
+}
+
 /// When the pool set file names replicas the pool does not have yet
 /// (added by hand), how to add them: the advice, with no command to run
 /// as it is (the old pool set file must be put back first).

@@ -11,7 +11,7 @@ use poolsync_header::{
     format_incompat, format_ro_compat, last_shutdown_name, machine_class_name, machine_name,
     ALIGNMENT_TYPES,
 };
-use poolsync_pmem::{Access, FsStorage};
+use poolsync_pmem::{Access, AnyStorage, PersistMode};
 
 use crate::diagnose::{explain, Waiting};
 use crate::output::{emit_json, field, hexdump, local_time, out, size};
@@ -184,9 +184,14 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         replica: args.replica.unwrap_or(0),
         force,
     };
-    let info = crate::wait::open(&FsStorage, &args.file, Access::ReadOnly, wait)
-        .and_then(|set| info::info_open(&set, &opts))
-        .map_err(|e| anyhow::anyhow!(explain(e, &args.file, Waiting::Supported(wait))))?;
+    let info = crate::wait::open(
+        &AnyStorage::new(PersistMode::PageCache),
+        &args.file,
+        Access::ReadOnly,
+        wait,
+    )
+    .and_then(|set| info::info_open(&set, &opts))
+    .map_err(|e| anyhow::anyhow!(explain(e, &args.file, Waiting::Supported(wait))))?;
     let connector = args.remote.connector(settings)?;
     let status = StatusOptions {
         compare: true,
@@ -196,8 +201,14 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             threads: settings.jobs(None)?,
         },
     };
-    let remotes =
-        remote_status(&FsStorage, &args.file, &connector, &status, &NoProgress).unwrap_or_default();
+    let remotes = remote_status(
+        &AnyStorage::new(PersistMode::PageCache),
+        &args.file,
+        &connector,
+        &status,
+        &NoProgress,
+    )
+    .unwrap_or_default();
     if args.json {
         emit_json(
             "info",
@@ -312,6 +323,9 @@ fn part_fields(out: &mut String, part: &PartInfo, human: bool) {
     field(out, "path", part.path.display());
     field(out, "type", part.kind);
     field(out, "size", size(part.size, human));
+    if let Some(alignment) = part.alignment {
+        field(out, "alignment", size(alignment, human));
+    }
 }
 
 fn pool_header(out: &mut String, h: &HeaderInfo, is_part: bool, verbose: bool, hex: bool) {

@@ -14,7 +14,7 @@ use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use poolsync_engine::rm::{self, Ask, Outcome, RmFile, RmObserver, RmOptions, Role};
 use poolsync_engine::Error;
-use poolsync_pmem::FsStorage;
+use poolsync_pmem::{AnyStorage, PersistMode};
 use serde::Serialize;
 
 use crate::output::{emit_json, out, outln};
@@ -205,11 +205,12 @@ struct TargetDoc {
 #[derive(Debug, Serialize)]
 struct FileDoc {
     path: PathBuf,
-    /// `pool`, `part`, `remote` or `poolset_file`.
+    /// `pool`, `part`, `remote`, `poolset_file` or `state_file`.
     role: &'static str,
     replica: Option<usize>,
     part: Option<usize>,
-    /// `removed`, `declined`, `missing`, `skipped`, `not_owned` or `failed`.
+    /// `removed`, `declined`, `missing`, `skipped`, `not_owned`, `kept`
+    /// or `failed`.
     outcome: &'static str,
     error: Option<String>,
 }
@@ -221,14 +222,17 @@ impl FileDoc {
             Role::Part { replica, part, .. } => ("part", Some(*replica), Some(*part)),
             Role::Remote { replica, .. } => ("remote", Some(*replica), None),
             Role::SetFile => ("poolset_file", None, None),
+            Role::StateFile => ("state_file", None, None),
         };
         let (outcome, error) = match &file.outcome {
             Outcome::NotOwned { .. } => ("not_owned", Some(not_owned_message(file))),
             Outcome::Removed => ("removed", None),
+            Outcome::Zeroed => ("zeroed", None),
             Outcome::Declined => ("declined", None),
             Outcome::Missing => ("missing", None),
             Outcome::Skipped => ("skipped", None),
             Outcome::Failed(e) => ("failed", Some(e.to_string())),
+            Outcome::Kept { why } => ("kept", Some(why.clone())),
         };
         FileDoc {
             path: file.path.clone(),
@@ -244,7 +248,7 @@ impl FileDoc {
 /// Runs the command; `Ok` carries the exit code.
 pub fn run(args: Args, settings: &crate::settings::Settings) -> anyhow::Result<ExitCode> {
     let connector = args.remote.connector(settings)?;
-    let storage = FsStorage;
+    let storage = AnyStorage::new(PersistMode::PageCache);
     let mut observer = CliObserver {
         // With --json, stdout carries the document only.
         verbose: if args.json { 0 } else { args.verbose },
@@ -371,6 +375,14 @@ impl RmObserver for CliObserver {
                     outln!("removed '{}'", file.path.display());
                 }
             }
+            (Outcome::Zeroed, _) => {
+                if self.verbose >= 1 {
+                    outln!(
+                        "removed '{}' (a Device DAX: its pool header was zeroed)",
+                        file.path.display()
+                    );
+                }
+            }
             (
                 Outcome::Failed(e),
                 Role::Remote {
@@ -392,6 +404,9 @@ impl RmObserver for CliObserver {
             }
             (Outcome::NotOwned { .. }, _) => {
                 eprintln!("error: {}", not_owned_message(file));
+            }
+            (Outcome::Kept { why }, _) => {
+                eprintln!("warning: not removing '{}': {why}", file.path.display());
             }
             (Outcome::Declined | Outcome::Missing | Outcome::Skipped, _) => {}
         }

@@ -51,7 +51,17 @@ pub enum Kind {
     Command,
     /// A directory; a leading `~` is the user's home directory.
     Directory,
+    /// A file's path (unset by default).
+    Path,
+    /// How packets are compressed: `none`, `zstd` or `lz4`.
+    Compression,
+    /// A size of a packet file, as `--max-size` takes it (`500k`, `20m`,
+    /// `1.5g`), or a number of bytes.
+    Size,
 }
+
+/// The names of the compressions `--compress` takes.
+pub const COMPRESSIONS: [&str; 3] = ["none", "zstd", "lz4"];
 
 impl Kind {
     /// What a valid value looks like, for error messages.
@@ -61,6 +71,12 @@ impl Kind {
             Kind::Seconds => format!("a number of seconds from 0 to {MAX_WAIT_SECONDS}"),
             Kind::Command => "a command (words, with quotes balanced)".to_string(),
             Kind::Directory => "a directory".to_string(),
+            Kind::Path => "the path of a file".to_string(),
+            Kind::Compression => "one of none, zstd, lz4".to_string(),
+            Kind::Size => {
+                "a size such as 500k, 20m or 1.5g (from 64k to 1024g), or a number of bytes"
+                    .to_string()
+            }
         }
     }
 
@@ -71,6 +87,9 @@ impl Kind {
             Kind::Seconds => "SECONDS",
             Kind::Command => "CMD",
             Kind::Directory => "DIR",
+            Kind::Path => "FILE",
+            Kind::Compression => "KIND",
+            Kind::Size => "SIZE",
         }
     }
 
@@ -83,6 +102,29 @@ impl Kind {
             Kind::Seconds if n.is_finite() && (0.0..=MAX_WAIT_SECONDS).contains(&n) => {
                 Some(Value::Seconds(n))
             }
+            Kind::Size
+                if whole
+                    && (poolsync_engine::packets::codec::MIN_MAX_SIZE as f64
+                        ..=poolsync_engine::packets::codec::MAX_MAX_SIZE as f64)
+                        .contains(&n) =>
+            {
+                Some(Value::Size(n as u64))
+            }
+            _ => None,
+        }
+    }
+
+    /// Checks a string value, from whichever source.
+    fn check_string(self, text: &str) -> Option<Value> {
+        match self {
+            Kind::Path if !text.is_empty() => Some(Value::Text(text.to_string())),
+            Kind::Compression => COMPRESSIONS
+                .iter()
+                .find(|c| **c == text)
+                .map(|c| Value::Compression(c)),
+            Kind::Size => poolsync_engine::packets::codec::parse_max_size(text)
+                .ok()
+                .map(Value::Size),
             _ => None,
         }
     }
@@ -102,6 +144,11 @@ impl Kind {
                 .parse::<f64>()
                 .ok()
                 .and_then(|n| self.check_number(n, false)),
+            Kind::Size => match text.parse::<u64>() {
+                Ok(n) => self.check_number(n as f64, true),
+                Err(_) => self.check_string(text),
+            },
+            Kind::Path | Kind::Compression => self.check_string(text),
             Kind::Command | Kind::Directory => None,
         }
     }
@@ -138,6 +185,13 @@ impl Kind {
                     .ok_or_else(|| format!("expected {}, found {n}", self.expected()));
             }
             toml_edit::Value::Float(f) => format!("the number {}", f.value()),
+            toml_edit::Value::String(s)
+                if matches!(self, Kind::Path | Kind::Compression | Kind::Size) =>
+            {
+                return self
+                    .check_string(s.value())
+                    .ok_or_else(|| format!("expected {}, found {:?}", self.expected(), s.value()));
+            }
             toml_edit::Value::String(s) => format!("the string {:?}", s.value()),
             toml_edit::Value::Boolean(b) => format!("the boolean {}", b.value()),
             toml_edit::Value::Datetime(_) => "a date".to_string(),
@@ -156,8 +210,14 @@ pub enum Value {
     Threads(u64),
     /// [`Kind::Seconds`].
     Seconds(f64),
-    /// [`Kind::Command`] and [`Kind::Directory`].
+    /// [`Kind::Command`], [`Kind::Directory`] and [`Kind::Path`].
     Text(String),
+    /// [`Kind::Compression`].
+    Compression(&'static str),
+    /// [`Kind::Size`], in bytes.
+    Size(u64),
+    /// No value: the setting is off (a [`Kind::Path`] by default).
+    Unset,
 }
 
 impl Value {
@@ -172,22 +232,16 @@ impl Value {
 
 /// Its TOML form, so that `poolsync config` prints a valid config file.
 impl fmt::Display for Value {
+    /// The value as TOML writes it (so that `poolsync config` prints a
+    /// config file).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Value::Threads(n) => write!(f, "{n}"),
             Value::Seconds(s) => write!(f, "{s}"),
-            Value::Text(t) => {
-                f.write_str("\"")?;
-                for c in t.chars() {
-                    match c {
-                        '"' => f.write_str("\\\"")?,
-                        '\\' => f.write_str("\\\\")?,
-                        c if c.is_control() => write!(f, "\\u{:04X}", u32::from(c))?,
-                        c => write!(f, "{c}")?,
-                    }
-                }
-                f.write_str("\"")
-            }
+            Value::Text(t) => write!(f, "{}", toml_edit::Value::from(t.as_str())),
+            Value::Compression(c) => write!(f, "{}", toml_edit::Value::from(*c)),
+            Value::Size(n) => write!(f, "{n}"),
+            Value::Unset => f.write_str("\"\""),
         }
     }
 }
@@ -287,7 +341,7 @@ pub const KEYS: &[Key] = &[
         kind: Kind::Seconds,
         flag: "--wait-lock",
         env: "POOLSYNC_WAIT_LOCK",
-        help: "seconds that info, check and sync wait while another process has the pool open; 0: fail at once",
+        help: "seconds that info, check, sync, export, import and epoch wait while another process has the pool open; 0: fail at once",
         default_text: "0, fail at once",
         default: || Value::Seconds(0.0),
     },
@@ -318,6 +372,33 @@ pub const KEYS: &[Key] = &[
         default_text: "the user's home directory (~)",
         default: || Value::Text("~".to_string()),
     },
+    Key {
+        name: "key_file",
+        kind: Kind::Path,
+        flag: "--key-file",
+        env: "POOLSYNC_KEY_FILE",
+        help: "a file of 16 bytes to 64 KiB of secret shared by the sites: export signs packets with a MAC derived from it, import and packet accept only packets signed with it",
+        default_text: "none: packets carry checksums, which catch damage but not forgery",
+        default: || Value::Unset,
+    },
+    Key {
+        name: "compression",
+        kind: Kind::Compression,
+        flag: "--compress",
+        env: "POOLSYNC_COMPRESSION",
+        help: "how export compresses packets: none, zstd or lz4",
+        default_text: "none",
+        default: || Value::Compression("none"),
+    },
+    Key {
+        name: "max_size",
+        kind: Kind::Size,
+        flag: "--max-size",
+        env: "POOLSYNC_MAX_SIZE",
+        help: "the largest physical packet file export writes (500k, 20m, 1.5g; 64k to 1024g)",
+        default_text: "2097151k, just under 2 GiB",
+        default: || Value::Size(poolsync_engine::packets::codec::DEFAULT_MAX_SIZE),
+    },
 ];
 
 /// The schema row of `name`.
@@ -343,6 +424,18 @@ pub fn jobs_flag(text: &str) -> Result<String, String> {
 /// clap's value parser of `--wait-lock`.
 pub fn wait_lock_flag(text: &str) -> Result<String, String> {
     check_flag("wait_lock", text)
+}
+
+/// clap's value parser of `--max-size`.
+pub fn max_size_flag(text: &str) -> Result<String, String> {
+    poolsync_engine::packets::codec::parse_max_size(text)
+        .map(|_| text.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// clap's value parser of `--compress`.
+pub fn compress_flag(text: &str) -> Result<String, String> {
+    check_flag("compression", text)
 }
 
 /// Where a setting's value came from.
@@ -538,6 +631,38 @@ impl Settings {
         match self.with_flag("jobs", flag)?.value {
             Value::Threads(n) => Ok(usize::try_from(n)?),
             other => bail!("jobs holds {other}, not a number of threads"),
+        }
+    }
+
+    /// The key file, with the `--key-file` flag's text; `None` when unset.
+    pub fn key_file(&self, flag: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
+        let text = flag.map(|p| p.to_string_lossy().into_owned());
+        match self.with_flag("key_file", text.as_deref())?.value {
+            Value::Text(t) => Ok(Some(PathBuf::from(t))),
+            Value::Unset => Ok(None),
+            other => bail!("key_file holds {other}, not a path"),
+        }
+    }
+
+    /// The compression, with the `--compress` flag's text.
+    pub fn compression(
+        &self,
+        flag: Option<&str>,
+    ) -> anyhow::Result<poolsync_engine::packets::Compression> {
+        use poolsync_engine::packets::Compression;
+        match self.with_flag("compression", flag)?.value {
+            Value::Compression("zstd") => Ok(Compression::Zstd),
+            Value::Compression("lz4") => Ok(Compression::Lz4),
+            Value::Compression(_) => Ok(Compression::None),
+            other => bail!("compression holds {other}, not a compression"),
+        }
+    }
+
+    /// The largest packet file, with the `--max-size` flag's text.
+    pub fn max_size(&self, flag: Option<&str>) -> anyhow::Result<u64> {
+        match self.with_flag("max_size", flag)?.value {
+            Value::Size(n) => Ok(n),
+            other => bail!("max_size holds {other}, not a size"),
         }
     }
 
@@ -875,13 +1000,16 @@ mod tests {
                 assert_ne!(a.flag, b.flag);
                 assert_ne!(a.env, b.env);
             }
-            // The default passes the key's own check.
-            let default = (a.default)().flag_text();
-            assert!(
-                a.kind.parse_text(&default).is_some(),
-                "{}: {default}",
-                a.name
-            );
+            // The default passes the key's own check (or is no value).
+            let default = (a.default)();
+            if default != Value::Unset {
+                let text = match &default {
+                    Value::Text(t) => t.clone(),
+                    Value::Compression(c) => c.to_string(),
+                    other => other.to_string(),
+                };
+                assert!(a.kind.parse_text(&text).is_some(), "{}: {text}", a.name);
+            }
         }
     }
 

@@ -30,12 +30,18 @@ mod checksum;
 mod create;
 #[path = "interop/damage.rs"]
 mod damage;
+#[path = "interop/devdax.rs"]
+mod devdax;
+#[path = "interop/feature.rs"]
+mod feature;
 #[path = "interop/info_check.rs"]
 mod info_check;
 #[path = "interop/kill_loop.rs"]
 mod kill_loop;
 #[path = "interop/messages.rs"]
 mod messages;
+#[path = "interop/packets.rs"]
+mod packets;
 #[path = "interop/refused_headers.rs"]
 mod refused_headers;
 #[path = "interop/remote.rs"]

@@ -33,7 +33,7 @@ use poolsync_header::{PoolHdr, PoolType, RawUuid, Sds, FEAT_SDS};
 use poolsync_pmem::{Access, PartFile, Storage};
 use serde::Serialize;
 
-use crate::inspect::{inspect, sds_adr_failure, ser_hex, Health};
+use crate::inspect::{inspect, sds_adr_failure, ser_hex, Health, Inconsistency};
 use crate::open::{open, HeaderState, OpenSet, PartStatus};
 use crate::Error;
 
@@ -256,6 +256,7 @@ pub fn check_open<F: PartFile>(
     };
     if let Flow::Continue = flow {
         run.check_uuids(&mut hdrs);
+        run.check_features(&health);
     }
     let result = match run.state {
         State::Consistent if run.sync_required => CheckResult::SyncRequired,
@@ -574,6 +575,42 @@ impl Run<'_> {
             format!("replica {r} part {p}: ")
         } else {
             String::new()
+        }
+    }
+
+    /// poolsync's own last step (docs/format.md §21, §24.3): headers whose
+    /// feature masks differ, as an interrupted `feature -e|-d` leaves them.
+    /// pmempool calls such a pool consistent although libpmemobj refuses a
+    /// replica whose parts disagree; `feature` finishes the change, so
+    /// check neither repairs it nor writes anything else.
+    fn check_features(&mut self, health: &Health) {
+        for i in &health.inconsistencies {
+            let Inconsistency::FeaturesDiffer {
+                first_replica,
+                first_part,
+                replica,
+                part,
+                feature,
+            } = i
+            else {
+                continue;
+            };
+            let prefix = self.part_prefix(*replica, *part);
+            let what = match feature {
+                Some(f) => format!(
+                    "{prefix}pool header features differ from replica {first_replica} part {first_part}'s in {f}: an interrupted feature change"
+                ),
+                None => format!(
+                    "{prefix}pool header features differ from replica {first_replica} part {first_part}'s"
+                ),
+            };
+            let state = if self.opts.repair {
+                State::CannotRepair
+            } else {
+                State::NotConsistent
+            };
+            self.fail(state, what);
+            return;
         }
     }
 

@@ -11,7 +11,7 @@
 //! of the page cache up to three times faster on some CPUs than into a
 //! plain heap allocation.
 //!
-//! Every comparison goes through one step, [`diff_stride`]: one stride of
+//! Every comparison goes through one step, `diff_stride`: one stride of
 //! the source, whose bytes the caller holds, against another
 //! [`Endpoint`], over the stride's live pieces. In [`Mode::Bytes`] the
 //! other side's bytes are read; in [`Mode::Digests`] only their digests

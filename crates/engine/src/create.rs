@@ -134,11 +134,6 @@ fn create_inner<S: Storage>(
         Some(meta) if meta.kind == FileKind::Directory => Err(Error::IsDirectory {
             path: target.to_path_buf(),
         }),
-        Some(meta) if meta.kind == FileKind::CharDevice => Err(Error::Unsupported {
-            set: target.to_path_buf(),
-            line: 0,
-            what: "pools on a character device (Device DAX) are".to_string(),
-        }),
         Some(_) => {
             let loaded = load::load(storage, target, Access::ReadOnly)?;
             if loaded.is_poolset {
@@ -158,7 +153,25 @@ fn create_inner<S: Storage>(
                 result
             } else {
                 // The single-file pool is locked again below, read-write.
+                let device = loaded
+                    .devices
+                    .first()
+                    .and_then(|d| d.first())
+                    .copied()
+                    .flatten();
                 drop(loaded);
+                if let (Some(dev), Some(_)) = (device, options.size) {
+                    // PMDK: "size must be zero for device dax".
+                    return Err(Error::DeviceDaxPart {
+                        set: target.to_path_buf(),
+                        line: 0,
+                        part: target.to_path_buf(),
+                        reason: format!(
+                            "-s|--size cannot be used with a Device DAX, whose pool takes the whole device ({} bytes)",
+                            dev.size
+                        ),
+                    });
+                }
                 check_size()?;
                 let size = match options.size {
                     // With a size, an existing file is only ever replaced.
@@ -174,14 +187,15 @@ fn create_inner<S: Storage>(
                         let meta = storage.stat(target)?.ok_or_else(|| Error::NotFound {
                             path: target.to_path_buf(),
                         })?;
-                        if meta.len < poolset::OBJ_MIN_POOL {
+                        let len = device.map_or(meta.len, |d| d.size);
+                        if len < poolset::OBJ_MIN_POOL {
                             return Err(Error::FileTooSmall {
                                 path: target.to_path_buf(),
-                                size: meta.len,
+                                size: len,
                                 min: poolset::OBJ_MIN_POOL,
                             });
                         }
-                        meta.len
+                        len
                     }
                 };
                 let set = load::single_file_set(target, size);
@@ -224,6 +238,9 @@ struct PartPlan {
     has_header: bool,
     /// `stat` of the file when it existed at planning time.
     existing: Option<Meta>,
+    /// The Device DAX the part is (docs/format.md §25): reused, never
+    /// created or removed.
+    device: Option<poolsync_pmem::DevDax>,
 }
 
 /// A part during execution: its open, locked file and whether we made it.
@@ -325,9 +342,17 @@ fn plan_parts<S: Storage>(
                 });
             };
             let existing = storage.stat(&path)?;
+            let device = storage
+                .device_dax(&path)
+                .map_err(|source| Error::PartStorage {
+                    set: target.to_path_buf(),
+                    line: part.line,
+                    source,
+                })?;
             if let Some(meta) = existing {
                 match meta.kind {
                     FileKind::Regular => {}
+                    FileKind::CharDevice if device.is_some() => {}
                     FileKind::Directory => {
                         return Err(Error::Unsupported {
                             set: target.to_path_buf(),
@@ -339,13 +364,12 @@ fn plan_parts<S: Storage>(
                         })
                     }
                     FileKind::CharDevice => {
-                        return Err(Error::Unsupported {
+                        return Err(Error::DeviceDaxPart {
                             set: target.to_path_buf(),
                             line: part.line,
-                            what: format!(
-                                "{} is a character device: Device DAX parts are",
-                                path.display()
-                            ),
+                            part: path.clone(),
+                            reason: "a character device that is not a Device DAX cannot be a part"
+                                .to_string(),
                         })
                     }
                     FileKind::Other => {
@@ -368,6 +392,7 @@ fn plan_parts<S: Storage>(
                 size,
                 has_header: p < nhdrs,
                 existing,
+                device,
             };
             if let Some(other) = plans.iter().find(|o| same_file(o, &plan)) {
                 return Err(Error::DuplicatePart {
@@ -413,11 +438,12 @@ fn check_set(target: &Path, set: &PoolSet) -> Result<u64, Error> {
                 what: "remote replicas are".to_string(),
             });
         }
+        // Loading the pool set file resolved AUTO sizes (docs/format.md §25.1).
         if let Some(part) = replica.parts().iter().find(|p| p.size == PartSize::Auto) {
-            return Err(Error::Unsupported {
-                set: target.to_path_buf(),
+            return Err(Error::PoolSet {
+                path: target.to_path_buf(),
                 line: part.line,
-                what: "AUTO part sizes (Device DAX parts) are".to_string(),
+                reason: "cannot determine size of a part".to_string(),
             });
         }
     }
@@ -476,24 +502,38 @@ fn remove_existing<S: Storage>(
 ) -> Result<Vec<PathBuf>, Error> {
     let mut locks = Vec::new();
     for plan in plans.iter().filter(|p| p.existing.is_some()) {
+        // A device is written through its lock (a second lock from this
+        // process would fail), so it is opened read-write.
+        let access = match plan.device {
+            Some(_) => Access::ReadWrite,
+            None => Access::ReadOnly,
+        };
         let lock = storage
-            .open(&plan.path, Access::ReadOnly)
+            .open(&plan.path, access)
             .map_err(|e| part_error(target, plan, e))?;
         locks.push((plan, lock));
     }
     let mut removed = Vec::new();
-    for (plan, _lock) in &locks {
-        storage
-            .remove(&plan.path)
-            .map_err(|e| part_error(target, plan, e))?;
+    let mut unlinked = Vec::new();
+    for (plan, lock) in &locks {
+        match plan.device {
+            // A device is zeroed, as pmempool rm leaves it, and then reused.
+            Some(dev) => crate::devdax::zero_head(lock, dev.size)?,
+            None => {
+                storage
+                    .remove(&plan.path)
+                    .map_err(|e| part_error(target, plan, e))?;
+                unlinked.push(plan.path.clone());
+            }
+        }
         removed.push(plan.path.clone());
     }
     drop(locks);
-    let dirs: BTreeSet<PathBuf> = removed.iter().map(|p| parent_of(p)).collect();
+    let dirs: BTreeSet<PathBuf> = unlinked.iter().map(|p| parent_of(p)).collect();
     for dir in dirs {
         storage.fsync_dir(&dir)?;
     }
-    for plan in plans.iter_mut() {
+    for plan in plans.iter_mut().filter(|p| p.device.is_none()) {
         plan.existing = None;
     }
     Ok(removed)
@@ -512,7 +552,10 @@ fn part_error(target: &Path, plan: &PartPlan, source: poolsync_pmem::Error) -> E
 /// and (for a header-carrying part) a zeroed header page
 /// (docs/format.md §16.4).
 fn check_reusable<F: PartFile>(target: &Path, plan: &PartPlan, file: &F) -> Result<(), Error> {
-    let actual = file.len().map_err(|e| part_error(target, plan, e))?;
+    let actual = match plan.device {
+        Some(dev) => dev.size,
+        None => file.len().map_err(|e| part_error(target, plan, e))?,
+    };
     if actual != plan.size {
         return Err(Error::PartSizeMismatch {
             set: target.to_path_buf(),
@@ -526,6 +569,17 @@ fn check_reusable<F: PartFile>(target: &Path, plan: &PartPlan, file: &F) -> Resu
         let mut page = vec![0u8; header::POOL_HDR_SIZE];
         file.read_at(0, &mut page)
             .map_err(|e| part_error(target, plan, e))?;
+        if page.iter().any(|&b| b != 0) && plan.device.is_some() {
+            return Err(Error::DeviceDaxPart {
+                set: target.to_path_buf(),
+                line: plan.line,
+                part: plan.path.clone(),
+                reason: format!(
+                    "non-empty Device DAX detected: its pool header area (bytes 0..4096) is not zero; if the pool on it is not needed, zero it with `poolsync rm {}`, or use -f",
+                    plan.path.display()
+                ),
+            });
+        }
         if page.iter().any(|&b| b != 0) {
             return Err(Error::NonEmpty {
                 set: target.to_path_buf(),

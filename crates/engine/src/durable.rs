@@ -44,6 +44,21 @@ pub(crate) fn remove_if_exists<S: Storage>(storage: &S, path: &Path) -> Result<b
     }
 }
 
+/// Removes the part file `path` if it exists, as [`remove_if_exists`]
+/// does; a Device DAX, which is never unlinked, has its head zeroed
+/// instead (`crate::devdax::zero_head`, durable when this returns).
+/// `Ok(false)` when there was nothing to remove.
+pub(crate) fn remove_part<S: Storage>(storage: &S, path: &Path) -> Result<bool, Error> {
+    match storage.device_dax(path)? {
+        Some(dev) => {
+            let file = storage.open(path, poolsync_pmem::Access::ReadWrite)?;
+            crate::devdax::zero_head(&file, dev.size)?;
+            Ok(true)
+        }
+        None => remove_if_exists(storage, path),
+    }
+}
+
 /// Creates `path` (which must not exist) holding `bytes`, with mode
 /// `mode`, and makes the data, the mode and the directory entry durable.
 /// A crash before the end leaves no file, or a file whose tail may be

@@ -387,6 +387,58 @@ pub enum Error {
         #[source]
         source: poolsync_pmem::Error,
     },
+    // --- Device DAX ---
+    /// A pool set whose Device DAX parts break one of PMDK's rules.
+    #[error("{}: {reason}", at(set, *line))]
+    DeviceDaxSet {
+        set: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    /// Something a Device DAX part cannot do (be created, resized or
+    /// removed), or an option that does not apply to one.
+    #[error("{}: {reason}", part_at(set, *line, part))]
+    DeviceDaxPart {
+        set: PathBuf,
+        line: usize,
+        part: PathBuf,
+        reason: String,
+    },
+    // --- feature ---
+    /// `feature -e|-d SINGLEHDR`: the bit follows the pool set file's option.
+    #[error("{path}: unsupported feature: {feature} cannot be enabled or disabled, it follows OPTION SINGLEHDR of the pool set file (`poolsync transform OLD.set NEW.set` adds or removes the option); nothing was written", path = path.display())]
+    FeatureUnchangeable {
+        path: PathBuf,
+        feature: poolsync_header::Feature,
+    },
+    /// `feature`: a header's masks cannot be used (unknown bits, or masks
+    /// that differ from the other headers' in more than one feature).
+    #[error("{set}: replica {replica} part {part} ({path}): {reason}; nothing was written", set = set.display(), path = path.display())]
+    FeatureMismatch {
+        set: PathBuf,
+        replica: usize,
+        part: usize,
+        path: PathBuf,
+        reason: String,
+    },
+    /// `feature -e|-d`: a feature another one depends on is in the way.
+    #[error("{path}: {} prior to {} {feature} (run `poolsync feature {} {other} {path}` first); nothing was written", if *enable { format!("enable {other}") } else { format!("disable {other}") }, if *enable { "enabling" } else { "disabling" }, if *enable { "-e" } else { "-d" }, path = path.display())]
+    FeatureDependency {
+        path: PathBuf,
+        feature: poolsync_header::Feature,
+        other: poolsync_header::Feature,
+        enable: bool,
+    },
+    /// `feature`: the headers disagree on one feature only, as an
+    /// interrupted `feature -e|-d` leaves them (docs/format.md §24.3).
+    #[error("{path}: the pool headers disagree on {feature} (set in: {enabled}; clear in: {disabled}{torn}): a change of {feature} was interrupted; finish it with `poolsync feature -e {feature} {path}` or undo it with `poolsync feature -d {feature} {path}`", path = path.display())]
+    FeatureInterrupted {
+        path: PathBuf,
+        feature: poolsync_header::Feature,
+        enabled: String,
+        disabled: String,
+        torn: String,
+    },
     // --- transform ---
     /// `transform` refuses the pair of pool sets.
     #[error("failed to transform {source_set} -> {target_set}: {reason}", source_set = source_set.display(), target_set = target_set.display())]
@@ -420,6 +472,33 @@ pub enum Error {
         what: String,
         expected: String,
     },
+    // --- update packets ---
+    /// A state file that cannot be read or written.
+    #[error("{path}: {reason}", path = path.display())]
+    StateFile { path: PathBuf, reason: String },
+    /// A key file that cannot be used.
+    #[error("{path}: key file: {reason}", path = path.display())]
+    KeyFile { path: PathBuf, reason: String },
+    /// A packet file that is refused: damaged, truncated, missing parts,
+    /// foreign, or not made for this pool. The reason names the offset.
+    #[error("{path}: {reason}", path = path.display())]
+    PacketFile {
+        path: PathBuf,
+        offset: Option<u64>,
+        reason: String,
+    },
+    /// A rewind request that cannot be used.
+    #[error("{path}: rewind request: {reason}", path = path.display())]
+    RewindRequest { path: PathBuf, reason: String },
+    /// `export` refuses (the reason says why and what to do).
+    #[error("{set}: {reason}", set = set.display())]
+    CannotExport { set: PathBuf, reason: String },
+    /// `import` refuses (the reason names the packet and why).
+    #[error("{set}: {reason}", set = set.display())]
+    CannotImport { set: PathBuf, reason: String },
+    /// `epoch` refuses.
+    #[error("{set}: {reason}", set = set.display())]
+    CannotChangeEpoch { set: PathBuf, reason: String },
 }
 
 /// Linux's `EIO`: what a read of a bad block of persistent memory, or of a

@@ -11,7 +11,7 @@
 //! them in order, which the crash-point tests rely on), each with stride
 //! sized buffers, so memory stays bounded whatever the pool size. A copy
 //! writes what it reads; a compare-and-copy compares each stride through
-//! [`diff_stride`] (bytes, or digests when a side is far away) and hands
+//! `diff_stride` (bytes, or digests when a side is far away) and hands
 //! the differing runs to one writer thread through a bounded queue (see
 //! `write_behind`). After a batch, once the writer is done, every endpoint
 //! it wrote is fenced, so data is durable before any header that follows
@@ -93,6 +93,8 @@ pub struct ExecReport {
     pub read_fallbacks: Vec<ReadFallback>,
     /// Wall time of the data steps' copies and comparisons (reading,
     /// comparing, writing), in microseconds: how fast the comparer ran.
+    /// A sync that wrote an undo file adds its survey's comparing
+    /// ([`Prepared::data_micros`]).
     pub data_micros: u64,
     /// Wall time of making the data steps durable (the fences that follow
     /// them), in microseconds.
@@ -169,6 +171,9 @@ pub struct Prepared {
     pub overwrites: Vec<Overwrite>,
     /// Bytes compared to find them.
     pub bytes_compared: u64,
+    /// Wall time of comparing them, in microseconds: the run, which then
+    /// only copies, adds it to its `data_micros`.
+    pub data_micros: u64,
     /// Where the undo file that saves the overwritten bytes goes.
     pub target: Option<crate::undo::UndoTarget>,
 }
@@ -185,6 +190,7 @@ impl Prepared {
         self.overwrites.extend(other.overwrites);
         self.overwrites.sort_by_key(|o| (o.target, o.range.offset));
         self.bytes_compared += other.bytes_compared;
+        self.data_micros += other.data_micros;
         self.target = self.target.take().or(other.target);
     }
 }
@@ -278,6 +284,7 @@ pub fn survey<S: Storage>(
     found.sort_by_key(|f: &Found| (f.target, f.step, f.range.offset));
     let mut prepared = Prepared {
         bytes_compared: report.bytes_compared,
+        data_micros: report.data_micros,
         ..Prepared::default()
     };
     for f in found {
@@ -301,7 +308,7 @@ pub fn survey<S: Storage>(
     Ok(prepared)
 }
 
-/// Writes the undo file of `prepared` ([`crate::undo::save`]) before the
+/// Writes the undo file of `prepared` (`crate::undo::save`) before the
 /// run writes anything: the new bytes are read as the run will read them,
 /// falling back to the run's alternates.
 pub fn save_undo<S: Storage>(
@@ -419,16 +426,23 @@ fn run_step<S: Storage>(
                 .get_mut(*replica)
                 .and_then(|r| r.parts.get_mut(*part))
                 .ok_or_else(|| no_part(plan_path, *replica, *part))?;
-            if *replace {
-                // Unlinked while our lock is held, as libpmempool does (a
-                // transform may have deleted it already, as a stale
-                // leftover of an interrupted run).
-                durable::remove_if_exists(storage, path)?;
-            }
             slot.file = None;
-            let file = storage.create(path, *size)?;
-            // The first fence makes the allocation durable.
-            file.fence()?;
+            let file = if storage.device_dax(path)?.is_some() {
+                // A Device DAX is never unlinked or allocated: it is
+                // overwritten in place (docs/format.md §25.3).
+                storage.open(path, poolsync_pmem::Access::ReadWrite)?
+            } else {
+                if *replace {
+                    // Unlinked while our lock is held, as libpmempool does (a
+                    // transform may have deleted it already, as a stale
+                    // leftover of an interrupted run).
+                    durable::remove_if_exists(storage, path)?;
+                }
+                let file = storage.create(path, *size)?;
+                // The first fence makes the allocation durable.
+                file.fence()?;
+                file
+            };
             slot.file = Some(file);
             slot.status = PartStatus::Ok;
             // A new file's header page is zero until its header is written.
@@ -438,8 +452,11 @@ fn run_step<S: Storage>(
             report.parts_created += 1;
         }
         Step::SetMode { path, mode, .. } => {
-            storage.set_mode(path, *mode)?;
-            report.modes_set += 1;
+            // A device node keeps its mode: it was not created here.
+            if storage.device_dax(path)?.is_none() {
+                storage.set_mode(path, *mode)?;
+                report.modes_set += 1;
+            }
         }
         Step::SyncDirectory { path } => storage.fsync_dir(path)?,
         Step::WriteHeader(h) => {

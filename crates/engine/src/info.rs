@@ -14,7 +14,7 @@ use poolsync_header::{
     ArchFlags, Features, ObjDescriptor, PoolHdr, PoolType, RawUuid, FEAT_SINGLEHDR, OBJ_DESC_LEN,
     OBJ_DESC_OFF,
 };
-use poolsync_pmem::{Access, FileKind, PartFile, Storage};
+use poolsync_pmem::{Access, PartFile, Storage};
 use serde::Serialize;
 
 use crate::inspect::{ser_hex, signature_text};
@@ -38,8 +38,12 @@ pub struct PartInfo {
     /// `regular file` or `device dax`.
     #[serde(rename = "type")]
     pub kind: &'static str,
-    /// The file's actual size in bytes.
+    /// The file's actual size in bytes (a Device DAX's, as sysfs reports it).
     pub size: u64,
+    /// A Device DAX's mapping alignment in bytes (`pmempool info` prints
+    /// it); `None` for a file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alignment: Option<u64>,
 }
 
 /// One replica as `info` lists it.
@@ -294,14 +298,15 @@ pub fn info_open<F: PartFile>(set: &OpenSet<F>, opts: &InfoOptions) -> Result<In
 }
 
 fn part_info<F>(part: &OpenPart<F>) -> PartInfo {
-    let kind = match part.meta.map(|m| m.kind) {
-        Some(FileKind::CharDevice) => "device dax",
-        _ => "regular file",
+    let kind = match part.device {
+        Some(_) => "device dax",
+        None => "regular file",
     };
     PartInfo {
         path: part.path.clone(),
         kind,
-        size: part.meta.map_or(0, |m| m.len),
+        size: part.actual_size().unwrap_or(0),
+        alignment: part.device.map(|d| d.align),
     }
 }
 

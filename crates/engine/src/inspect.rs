@@ -18,8 +18,8 @@ use std::fmt;
 use std::path::PathBuf;
 
 use poolsync_header::{
-    ArchFlags, Features, ObjDescriptor, PoolHdr, PoolType, Sds, SdsVerdict, FEAT_CHECK_BAD_BLOCKS,
-    FEAT_SDS, FEAT_SINGLEHDR, OBJ_DESC_LEN, OBJ_DESC_OFF,
+    ArchFlags, Feature, Features, ObjDescriptor, PoolHdr, PoolType, Sds, SdsVerdict,
+    FEAT_CHECK_BAD_BLOCKS, FEAT_SDS, FEAT_SINGLEHDR, OBJ_DESC_LEN, OBJ_DESC_OFF,
 };
 use poolsync_pmem::PartFile;
 use serde::Serialize;
@@ -217,6 +217,34 @@ pub enum Inconsistency {
         /// The next part in the ring.
         next_part: usize,
     },
+    /// poolsync's step 9a: unbroken headers carry different feature masks,
+    /// as an interrupted `feature -e|-d` leaves them (docs/format.md §24.3).
+    /// libpmemobj refuses a replica whose parts disagree, and a sync would
+    /// give rebuilt parts the source's masks, mixing them further.
+    FeaturesDiffer {
+        /// The first unbroken header-carrying part of the pool.
+        first_replica: usize,
+        /// Its part index.
+        first_part: usize,
+        /// The part whose masks differ from it.
+        replica: usize,
+        /// Its part index.
+        part: usize,
+        /// The one feature whose bit differs, when only one does.
+        feature: Option<Feature>,
+    },
+    /// poolsync's step 9a: a header whose checksum is wrong only because a
+    /// change of `feature` was interrupted while it was written (its
+    /// checksum is right with the feature's bit changed, docs/format.md
+    /// §24.3). Rebuilding it would undo half a change.
+    FeatureChangeTorn {
+        /// The replica.
+        replica: usize,
+        /// The part.
+        part: usize,
+        /// The feature being changed.
+        feature: Feature,
+    },
     /// Step 10: no replica has a healthy header.
     NoHealthyReplica,
     /// Step 10: a replica carries another poolset UUID than the first healthy one.
@@ -282,6 +310,18 @@ impl fmt::Display for Inconsistency {
             Inconsistency::PartsNotLinked { replica, part, next_part } => write!(
                 f,
                 "two consecutive unbroken parts are not linked to each other (repn {replica}, parts {part} and {next_part}) - cannot synchronize"
+            ),
+            Inconsistency::FeaturesDiffer { first_replica, first_part, replica, part, feature: Some(feature) } => write!(
+                f,
+                "replica {replica} part {part} and replica {first_replica} part {first_part} disagree on {feature} (pool header offsets 12..24), as an interrupted feature change leaves them - cannot synchronize"
+            ),
+            Inconsistency::FeaturesDiffer { first_replica, first_part, replica, part, feature: None } => write!(
+                f,
+                "features mismatch detected between replica {first_replica} part {first_part} and replica {replica} part {part} (pool header offsets 12..24) - cannot synchronize"
+            ),
+            Inconsistency::FeatureChangeTorn { replica, part, feature } => write!(
+                f,
+                "the pool header of replica {replica} part {part} was torn while a change of {feature} was written (its checksum is right with {feature} changed back) - cannot synchronize"
             ),
             Inconsistency::NoHealthyReplica => f.write_str("no healthy replica found"),
             Inconsistency::ReplicasPoolsetUuid { healthy_replica, replica } => write!(
@@ -605,6 +645,8 @@ pub fn inspect<F: PartFile>(set: &OpenSet<F>) -> Health {
     for r in 0..nrep {
         check_uuids_between_parts(&j, r, &mut inconsistencies);
     }
+    // Step 9a (poolsync's): feature masks, and headers torn by a feature change.
+    check_features(&j, &mut inconsistencies);
     j.poolset_uuids(&mut inconsistencies);
     // Step 11: links between adjacent replicas.
     check_uuids_between_replicas(&j, &mut inconsistencies);
@@ -916,6 +958,54 @@ fn header_fault(hdr: &PoolHdr, single_hdr: bool) -> Option<PartFault> {
         });
     }
     None
+}
+
+/// Step 9a, poolsync's own (docs/format.md §24.3): every unbroken header
+/// carries the masks of the first one, and no header is broken only by an
+/// interrupted feature change.
+fn check_features<F: PartFile>(j: &Judge<'_, F>, out: &mut Vec<Inconsistency>) {
+    let mut first: Option<(usize, usize, Features)> = None;
+    for r in 0..j.set.replicas.len() {
+        for p in 0..j.nhdrs(r) {
+            let Some(hdr) = j.hdr(r, p) else {
+                continue;
+            };
+            if j.part_broken(r, p) {
+                let torn = matches!(
+                    j.part_faults.get(r).and_then(|f| f.get(p)),
+                    Some(Some(PartFault::BadChecksum { .. }))
+                );
+                if let (true, Some((feature, _))) = (torn, hdr.torn_feature_change()) {
+                    out.push(Inconsistency::FeatureChangeTorn {
+                        replica: r,
+                        part: p,
+                        feature,
+                    });
+                }
+                continue;
+            }
+            match first {
+                None => first = Some((r, p, hdr.features)),
+                Some((fr, fp, base)) if base != hdr.features => {
+                    let diff = Features {
+                        compat: base.compat ^ hdr.features.compat,
+                        incompat: base.incompat ^ hdr.features.incompat,
+                        ro_compat: base.ro_compat ^ hdr.features.ro_compat,
+                    };
+                    out.push(Inconsistency::FeaturesDiffer {
+                        first_replica: fr,
+                        first_part: fp,
+                        replica: r,
+                        part: p,
+                        feature: Feature::ALL
+                            .into_iter()
+                            .find(|f| f.is_changeable() && f.mask() == diff),
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+    }
 }
 
 /// Step 9 for replica `r` (`check_uuids_between_parts`).

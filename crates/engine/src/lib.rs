@@ -5,8 +5,9 @@
 //! [`open`] read a `*.set` file and lock every part, [`inspect`] judges
 //! each part and replica as `pmempool sync` does without writing anything,
 //! and the commands build on that verdict: [`check`], [`info`], [`sync`]
-//! (plan, then execute the same plan a dry run prints), [`transform`] and
-//! [`verify`]. [`compare`] is the block comparer they share. The engine
+//! (plan, then execute the same plan a dry run prints), [`transform`],
+//! [`verify`], [`feature`] and [`packets`] (update packets for offline
+//! copies). [`compare`] is the block comparer they share. The engine
 //! reaches storage only through `poolsync_pmem`'s `Storage` trait, so the
 //! same code runs on real files and on the simulated crash backend.
 //!
@@ -39,15 +40,18 @@ pub mod badblocks;
 pub mod check;
 pub mod compare;
 pub mod create;
+pub mod devdax;
 mod durable;
 pub mod endpoint;
 mod error;
 pub mod exec;
+pub mod feature;
 pub mod info;
 pub mod inspect;
 pub mod load;
 pub mod open;
 mod ownership;
+pub mod packets;
 pub mod progress;
 pub mod range;
 pub mod remote;

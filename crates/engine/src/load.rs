@@ -24,13 +24,18 @@ pub struct Loaded<F> {
     /// The open, flocked pool set file (kept open to hold the lock), or the
     /// single-file pool itself.
     pub file: F,
+    /// The Device DAX of every part (`devices[r][p]`; docs/format.md §25).
+    pub devices: crate::devdax::Devices,
 }
 
 /// Opens `path`, takes its lock and classifies it (docs/format.md §13.1,
 /// §13.9).
 ///
 /// A file whose first 11 bytes are `PMEMPOOLSET` is parsed as a pool set;
-/// anything else is a single-file pool.
+/// anything else is a single-file pool, and so is a Device DAX, whatever it
+/// holds. The parts of a pool set are probed for Device DAX as PMDK's
+/// parser does: `AUTO` sizes become the devices' sizes, and the rules of
+/// docs/format.md §25.2 are checked ([`crate::devdax::resolve`]).
 pub fn load<S: Storage>(
     storage: &S,
     path: &Path,
@@ -44,10 +49,14 @@ pub fn load<S: Storage>(
             path: path.to_path_buf(),
         });
     }
+    let device = storage.device_dax(path)?;
     let file = storage.open(path, access)?;
-    let len = file.len()?;
+    let len = match device {
+        Some(dev) => dev.size,
+        None => file.len()?,
+    };
     let mut head = [0u8; 11];
-    let is_poolset = len >= head.len() as u64 && {
+    let is_poolset = device.is_none() && len >= head.len() as u64 && {
         file.read_at(0, &mut head)?;
         poolsync_poolset::is_poolset(&head)
     };
@@ -73,11 +82,17 @@ pub fn load<S: Storage>(
     } else {
         single_file_set(path, len)
     };
+    let (set, devices) = if is_poolset {
+        crate::devdax::resolve(storage, path, &set)?
+    } else {
+        (set, vec![vec![device]])
+    };
     Ok(Loaded {
         path: path.to_path_buf(),
         set,
         is_poolset,
         file,
+        devices,
     })
 }
 

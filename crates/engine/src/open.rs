@@ -6,7 +6,9 @@
 //! [`crate::check`] must judge them. Three things are refused at once:
 //! a part locked by another process (the pool is in use, as libpmemobj
 //! refuses it), and pool set shapes poolsync does not handle yet (remote
-//! replicas, directory pool sets, Device DAX and `AUTO` sizes).
+//! replicas, directory pool sets). Device DAX parts (docs/format.md §25)
+//! are opened like files; [`crate::load`] has resolved their `AUTO` sizes,
+//! and a part's size is its device's.
 //!
 //! [`OpenSet::read_logical`] is the one place that maps a replica's logical
 //! offsets onto part files (through [`poolsync_poolset::map_range`]).
@@ -86,6 +88,9 @@ pub struct OpenPart<F> {
     pub file: Option<F>,
     /// The pool header of a header-carrying part.
     pub header: HeaderState,
+    /// The Device DAX the part is, with the size and alignment sysfs
+    /// reports (docs/format.md §25); `None` for a file.
+    pub device: Option<poolsync_pmem::DevDax>,
     /// Something was flushed through this handle since its last fence.
     pub(crate) flushed: std::sync::atomic::AtomicBool,
     /// For a missing part whose path is a symbolic link to nothing: the
@@ -163,6 +168,15 @@ impl<F> OpenPart<F> {
         self.status == PartStatus::Ok
     }
 
+    /// The part's size on storage: the device's for a Device DAX (whose
+    /// `st_size` is 0), else the file's, when it could be stat-ed.
+    pub fn actual_size(&self) -> Option<u64> {
+        match self.device {
+            Some(dev) => Some(dev.size),
+            None => self.meta.map(|m| m.len),
+        }
+    }
+
     /// The decoded header, when it could be read.
     pub fn header(&self) -> Option<&PoolHdr> {
         match &self.header {
@@ -207,6 +221,7 @@ pub fn open<S: Storage>(
         set,
         is_poolset,
         file,
+        devices,
     } = load(storage, path, access)?;
     let (set, remotes) = set.split_remote();
     refuse_unsupported(&path, &set)?;
@@ -231,8 +246,9 @@ pub fn open<S: Storage>(
                 return Err(auto_unsupported(&path, part.line));
             };
             let part_path = PathBuf::from(&part.path);
+            let device = devices.get(r).and_then(|d| d.get(p)).copied().flatten();
             let mut open_part = if is_poolset {
-                open_part(storage, &path, part.line, &part_path, access)?
+                open_part(storage, &path, part.line, &part_path, device, access)?
             } else {
                 // The single file is already open and locked by `load`; a
                 // second flock on it from this process would fail.
@@ -245,9 +261,10 @@ pub fn open<S: Storage>(
                 }
             };
             if let (PartStatus::Ok, Some(meta)) = (&open_part.status, &open_part.meta) {
-                if meta.len != configured_size {
+                let actual = device.map_or(meta.len, |d| d.size);
+                if actual != configured_size {
                     open_part.status = PartStatus::SizeMismatch {
-                        actual: meta.len,
+                        actual,
                         configured: configured_size,
                     };
                 }
@@ -270,6 +287,7 @@ pub fn open<S: Storage>(
                 status: open_part.status,
                 file: open_part.file,
                 header,
+                device,
                 flushed: Default::default(),
                 link_target: open_part.link_target,
             });
@@ -340,6 +358,7 @@ fn open_part<S: Storage>(
     set_path: &Path,
     line: usize,
     path: &Path,
+    device: Option<poolsync_pmem::DevDax>,
     access: Access,
 ) -> Result<Opened<S::File>, Error> {
     let meta = match storage.stat(path) {
@@ -379,14 +398,13 @@ fn open_part<S: Storage>(
                 what: format!("{} is a directory: directory pool sets are", path.display()),
             })
         }
+        FileKind::CharDevice if device.is_some() => {}
         FileKind::CharDevice => {
-            return Err(Error::Unsupported {
+            return Err(Error::DeviceDaxPart {
                 set: set_path.to_path_buf(),
                 line,
-                what: format!(
-                    "{} is a character device: Device DAX parts are",
-                    path.display()
-                ),
+                part: path.to_path_buf(),
+                reason: "a character device that is not a Device DAX cannot be a part".to_string(),
             })
         }
         FileKind::Other => {
@@ -529,6 +547,7 @@ impl<F> OpenReplica<F> {
                 status: PartStatus::Ok,
                 file,
                 header: HeaderState::NotRead,
+                device: None,
                 flushed: Default::default(),
                 link_target: None,
             }],
@@ -556,6 +575,7 @@ impl<F> OpenReplica<F> {
                     status: PartStatus::Ok,
                     file: None,
                     header: HeaderState::NotRead,
+                    device: None,
                     flushed: Default::default(),
                     link_target: None,
                 })

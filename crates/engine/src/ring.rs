@@ -3,8 +3,8 @@
 //! builds new replicas (docs/format.md §5, §17.6).
 //!
 //! One mechanism serves both. [`assign`] gives every part its UUID under
-//! [`Rules`]; [`plan_headers`] then gives every part its header: a new
-//! one, made from the master's attributes ([`new_header`]), for a part
+//! [`Rules`]; `plan_headers` then gives every part its header: a new
+//! one, made from the master's attributes (`new_header`), for a part
 //! that is rebuilt, and its own header with the new links for a part that
 //! is kept, written only when its bytes change.
 //!

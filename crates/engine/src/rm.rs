@@ -74,6 +74,8 @@ pub enum Role {
     },
     /// The pool set file itself.
     SetFile,
+    /// The pool's update-packet state file (`<set>.poolsync-state`).
+    StateFile,
 }
 
 /// What happened to one file.
@@ -81,6 +83,10 @@ pub enum Role {
 pub enum Outcome {
     /// Unlinked.
     Removed,
+    /// A Device DAX, which is never unlinked: its first bytes (the pool
+    /// header and the obj metadata after it) were zeroed instead, as
+    /// `pmempool rm` does (docs/format.md §25.4).
+    Zeroed,
     /// The observer answered no; the file is kept.
     Declined,
     /// The file did not exist; ignored because of `force`.
@@ -95,6 +101,11 @@ pub enum Outcome {
         what: String,
         /// The pool set's UUID, when one is known.
         expected: Option<String>,
+    },
+    /// Not removed, on purpose: the file is not the pool's.
+    Kept {
+        /// Why it is not the pool's.
+        why: String,
     },
     /// Not removed.
     Failed(Error),
@@ -234,12 +245,18 @@ pub fn rm_with<S: Storage>(
     let loaded = load::load(storage, target, Access::ReadOnly)?;
     report.is_poolset = loaded.is_poolset;
     observer.classified(target, loaded.is_poolset);
+    let uuid = pool_uuid(storage, &loaded);
     if !loaded.is_poolset {
         // Our lock on the pool would make the removal's own lock fail.
         drop(loaded);
-        report
-            .files
-            .push(remove_one(storage, target, Role::Pool, options, observer));
+        let file = remove_one(storage, target, Role::Pool, options, observer);
+        let gone = matches!(file.outcome, Outcome::Removed | Outcome::Missing);
+        report.files.push(file);
+        if gone {
+            report
+                .files
+                .extend(remove_state(storage, target, uuid, options, observer));
+        }
         return Ok(report);
     }
 
@@ -340,12 +357,18 @@ pub fn rm_with<S: Storage>(
     drop(loaded);
     // The set file goes only when its parts are gone: after a failure, or a
     // part the user chose to keep, it still describes files that exist.
+    // (Zeroed devices count as gone: they no longer hold a pool.)
     let parts_gone = report.files.iter().all(|f| {
         !matches!(
             f.outcome,
             Outcome::Failed(_) | Outcome::Declined | Outcome::NotOwned { .. }
         )
     });
+    if parts_gone {
+        report
+            .files
+            .extend(remove_state(storage, target, uuid, options, observer));
+    }
     if options.remove_set_file && parts_gone {
         report.files.push(remove_one(
             storage,
@@ -391,7 +414,102 @@ fn remove_remote(
     Ok(files)
 }
 
-/// Removes one local file: lock it, ask if asked to, unlink it.
+/// The pool set UUID in the header of replica 0's part 0 (or of a
+/// single-file pool), when it can be read.
+fn pool_uuid<S: Storage>(storage: &S, loaded: &load::Loaded<S::File>) -> Option<[u8; 16]> {
+    let read = |file: &S::File| {
+        let mut page = vec![0u8; poolsync_header::POOL_HDR_SIZE];
+        file.read_at(0, &mut page).ok()?;
+        poolsync_header::PoolHdr::decode(&page)
+            .ok()
+            .filter(|h| h.checksum_ok())
+            .map(|h| h.poolset_uuid.0)
+    };
+    if !loaded.is_poolset {
+        return read(&loaded.file);
+    }
+    let first = loaded.set.replicas.first()?.parts().first()?;
+    let file = storage
+        .open(Path::new(&first.path), Access::ReadOnly)
+        .ok()?;
+    read(&file)
+}
+
+/// Removes the pool's update-packet state file (and a temporary one left
+/// by an interrupted write) once the pool is gone, unless it is not the
+/// pool's: a file that is not a state file, or one of another pool, is
+/// kept and said so.
+fn remove_state<S: Storage>(
+    storage: &S,
+    target: &Path,
+    uuid: Option<[u8; 16]>,
+    options: &RmOptions,
+    observer: &mut dyn RmObserver,
+) -> Vec<RmFile> {
+    use crate::packets::state::{self, Loaded};
+    let path = crate::packets::state_path(target);
+    let mut out = Vec::new();
+    let verdict = match state::load(storage, target) {
+        Ok(Loaded::Missing) => return out,
+        Ok(Loaded::Ready(f)) => match uuid {
+            Some(u) if u != f.head.poolset_uuid => Some(format!(
+                "it is the state of pool set UUID {}, not this pool's {}",
+                crate::packets::uuid_text(&f.head.poolset_uuid),
+                crate::packets::uuid_text(&u)
+            )),
+            _ => None,
+        },
+        Ok(Loaded::Unusable { .. }) | Err(_) if is_state_file(storage, &path) => None,
+        Ok(Loaded::Unusable { .. }) | Err(_) => {
+            Some("it is not a poolsync state file (no PSYNCSTA magic)".to_string())
+        }
+    };
+    match verdict {
+        Some(why) => {
+            observer.visiting(&path, &Role::StateFile);
+            let file = RmFile {
+                path,
+                role: Role::StateFile,
+                outcome: Outcome::Kept { why },
+            };
+            observer.done(&file);
+            out.push(file);
+        }
+        None => {
+            out.push(remove_one(
+                storage,
+                &path,
+                Role::StateFile,
+                options,
+                observer,
+            ));
+            let tmp = state::tmp_path(&path);
+            if is_state_file(storage, &tmp) {
+                out.push(remove_one(
+                    storage,
+                    &tmp,
+                    Role::StateFile,
+                    options,
+                    observer,
+                ));
+            }
+            let _ = storage.fsync_parent(&path);
+        }
+    }
+    out
+}
+
+/// Whether `path` starts with a state file's magic number.
+fn is_state_file<S: Storage>(storage: &S, path: &Path) -> bool {
+    let Ok(file) = storage.open_aux(path, Access::ReadOnly) else {
+        return false;
+    };
+    let mut magic = [0u8; 8];
+    file.read_at(0, &mut magic).is_ok() && &magic == poolsync_packet::state::STATE_MAGIC
+}
+
+/// Removes one local file: lock it, ask if asked to, unlink it (or, for a
+/// Device DAX, zero its head).
 fn remove_one<S: Storage>(
     storage: &S,
     path: &Path,
@@ -437,12 +555,19 @@ fn remove_outcome<S: Storage>(
                 path: path.to_path_buf(),
             })
         }
-        FileKind::CharDevice => return Outcome::Failed(Error::Unsupported {
+        FileKind::CharDevice => {}
+    }
+    let device = match storage.device_dax(path) {
+        Ok(device) => device,
+        Err(e) => return Outcome::Failed(e.into()),
+    };
+    if meta.kind == FileKind::CharDevice && device.is_none() {
+        return Outcome::Failed(Error::DeviceDaxPart {
             set: path.to_path_buf(),
             line: 0,
-            what: "removing a Device DAX part (PMDK zeroes it instead of unlinking): Device DAX is"
-                .to_string(),
-        }),
+            part: path.to_path_buf(),
+            reason: "a character device that is not a Device DAX is not removed".to_string(),
+        });
     }
     // Opening read-write both takes the lock and tells whether the file is
     // write-protected for us (as access(W_OK) would); a write-protected
@@ -464,6 +589,23 @@ fn remove_outcome<S: Storage>(
     };
     if ask && !observer.confirm(path, write_protected) {
         return Outcome::Declined;
+    }
+    if let Some(dev) = device {
+        // Never unlinked: the header and what follows are zeroed, through
+        // the lock (docs/format.md §25.4).
+        if write_protected {
+            return Outcome::Failed(Error::DeviceDaxPart {
+                set: path.to_path_buf(),
+                line: 0,
+                part: path.to_path_buf(),
+                reason: "the Device DAX is write-protected, so its pool header cannot be zeroed"
+                    .to_string(),
+            });
+        }
+        return match crate::devdax::zero_head(&lock, dev.size) {
+            Ok(()) => Outcome::Zeroed,
+            Err(e) => Outcome::Failed(e),
+        };
     }
     let outcome = match storage.remove(path) {
         Ok(()) => Outcome::Removed,

@@ -13,6 +13,12 @@ mod crash;
 #[path = "it/create_rm.rs"]
 mod create_rm;
 
+#[path = "it/devdax.rs"]
+mod devdax;
+
+#[path = "it/feature.rs"]
+mod feature;
+
 #[path = "it/health.rs"]
 mod health;
 
@@ -34,5 +40,10 @@ mod verify;
 #[path = "it/remote.rs"]
 mod remote;
 
+#[path = "it/packets.rs"]
+mod packets;
 #[path = "it/remote_crash.rs"]
 mod remote_crash;
+
+#[path = "it/packets_crash.rs"]
+mod packets_crash;

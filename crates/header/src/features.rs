@@ -65,6 +65,132 @@ impl Features {
     }
 }
 
+/// A feature `pmempool feature` names (docs/format.md §3, §24): one bit of
+/// one of the three masks. It serializes as its name (`"CKSUM_2K"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Feature {
+    /// incompat `SINGLEHDR`: can only be queried (transform changes it).
+    SingleHdr,
+    /// incompat `CKSUM_2K`: the header checksum stops at byte 2048.
+    Cksum2k,
+    /// incompat `SHUTDOWN_STATE` (`SDS`): the shutdown state is maintained.
+    ShutdownState,
+    /// compat `CHECK_BAD_BLOCKS`: bad blocks are looked for.
+    CheckBadBlocks,
+}
+
+impl Feature {
+    /// Every feature, in pmempool's order.
+    pub const ALL: [Feature; 4] = [
+        Feature::SingleHdr,
+        Feature::Cksum2k,
+        Feature::ShutdownState,
+        Feature::CheckBadBlocks,
+    ];
+
+    /// The name `pmempool feature` accepts and prints, e.g. `CKSUM_2K`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Feature::SingleHdr => "SINGLEHDR",
+            Feature::Cksum2k => "CKSUM_2K",
+            Feature::ShutdownState => "SHUTDOWN_STATE",
+            Feature::CheckBadBlocks => "CHECK_BAD_BLOCKS",
+        }
+    }
+
+    /// The feature named exactly `name`, as pmempool 1.12.1 matches it:
+    /// case matters, and `CHECKSUM_2K` (the manual page's spelling) is not
+    /// a name (docs/format.md §24.1).
+    pub fn from_name(name: &str) -> Option<Feature> {
+        Feature::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// The feature masks with only this feature's bit set.
+    pub fn mask(self) -> Features {
+        let (compat, incompat) = match self {
+            Feature::SingleHdr => (0, FEAT_SINGLEHDR),
+            Feature::Cksum2k => (0, FEAT_CKSUM_2K),
+            Feature::ShutdownState => (0, FEAT_SDS),
+            Feature::CheckBadBlocks => (FEAT_CHECK_BAD_BLOCKS, 0),
+        };
+        Features {
+            compat,
+            incompat,
+            ro_compat: 0,
+        }
+    }
+
+    /// Whether `features` has this feature.
+    pub fn is_set(self, features: &Features) -> bool {
+        let m = self.mask();
+        features.compat & m.compat != 0 || features.incompat & m.incompat != 0
+    }
+
+    /// `features` with this feature's bit set to `on`, the other bits as they are.
+    pub fn apply(self, features: Features, on: bool) -> Features {
+        let m = self.mask();
+        if on {
+            Features {
+                compat: features.compat | m.compat,
+                incompat: features.incompat | m.incompat,
+                ro_compat: features.ro_compat,
+            }
+        } else {
+            Features {
+                compat: features.compat & !m.compat,
+                incompat: features.incompat & !m.incompat,
+                ro_compat: features.ro_compat,
+            }
+        }
+    }
+
+    /// Whether `pmempool feature` can enable and disable it: all but
+    /// `SINGLEHDR`, which only a transform changes.
+    pub fn is_changeable(self) -> bool {
+        self != Feature::SingleHdr
+    }
+
+    /// The feature that must be enabled before this one is enabled
+    /// (`SHUTDOWN_STATE` needs `CKSUM_2K`: the shutdown state lies outside
+    /// the 2K checksum range, so that updating it never invalidates the
+    /// header).
+    pub fn requires(self) -> Option<Feature> {
+        match self {
+            Feature::ShutdownState => Some(Feature::Cksum2k),
+            _ => None,
+        }
+    }
+
+    /// The feature that must be disabled before this one is disabled (the
+    /// reverse of [`Feature::requires`]).
+    pub fn required_by(self) -> Option<Feature> {
+        Feature::ALL
+            .into_iter()
+            .find(|f| f.requires() == Some(self))
+    }
+}
+
+impl Serialize for Feature {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl std::fmt::Display for Feature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The three masks as libpmempool prints them:
+/// `{compat 0x1, incompat 0x6, ro_compat 0x0}`.
+pub fn format_features(f: &Features) -> String {
+    format!(
+        "{{compat {:#x}, incompat {:#x}, ro_compat {:#x}}}",
+        f.compat, f.incompat, f.ro_compat
+    )
+}
+
 /// pmempool's feature names in its own order (`SINGLEHDR` first).
 const INCOMPAT_NAMES: [(u32, &str); 3] = [
     (FEAT_SINGLEHDR, "SINGLEHDR"),
@@ -140,6 +266,48 @@ mod tests {
         assert_eq!(format_ro_compat(0x10), "0x10");
         assert_eq!(compat_names(0x3), ["CHECK_BAD_BLOCKS"]);
         assert_eq!(incompat_names(0x5), ["SINGLEHDR", "SHUTDOWN_STATE"]);
+    }
+
+    #[test]
+    fn feature_names_are_pmempools() {
+        let names: Vec<&str> = Feature::ALL.iter().map(|f| f.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "SINGLEHDR",
+                "CKSUM_2K",
+                "SHUTDOWN_STATE",
+                "CHECK_BAD_BLOCKS"
+            ]
+        );
+        for f in Feature::ALL {
+            assert_eq!(Feature::from_name(f.name()), Some(f));
+        }
+        for bad in ["CHECKSUM_2K", "cksum_2k", "SDS", "", " CKSUM_2K"] {
+            assert_eq!(Feature::from_name(bad), None, "{bad:?}");
+        }
+        assert_eq!(Feature::ShutdownState.requires(), Some(Feature::Cksum2k));
+        assert_eq!(Feature::Cksum2k.required_by(), Some(Feature::ShutdownState));
+        assert_eq!(Feature::CheckBadBlocks.requires(), None);
+        assert!(!Feature::SingleHdr.is_changeable());
+    }
+
+    #[test]
+    fn features_toggle_one_bit() {
+        let f = Features::DEFAULT;
+        assert!(Feature::ShutdownState.is_set(&f));
+        assert!(Feature::CheckBadBlocks.is_set(&f));
+        assert!(!Feature::SingleHdr.is_set(&f));
+        let off = Feature::ShutdownState.apply(f, false);
+        assert_eq!(off.incompat, FEAT_CKSUM_2K);
+        assert_eq!(off.compat, f.compat);
+        let bb = Feature::CheckBadBlocks.apply(f, false);
+        assert_eq!((bb.compat, bb.incompat), (0, f.incompat));
+        assert_eq!(Feature::CheckBadBlocks.apply(bb, true), f);
+        assert_eq!(
+            format_features(&f),
+            "{compat 0x1, incompat 0x6, ro_compat 0x0}"
+        );
     }
 
     #[test]

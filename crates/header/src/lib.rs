@@ -75,9 +75,9 @@ pub use arch::{
 };
 pub use checksum::fletcher64;
 pub use features::{
-    compat_names, format_compat, format_incompat, format_ro_compat, incompat_names, Features,
-    FEAT_CHECK_BAD_BLOCKS, FEAT_CKSUM_2K, FEAT_SDS, FEAT_SINGLEHDR, KNOWN_COMPAT, KNOWN_INCOMPAT,
-    KNOWN_RO_COMPAT,
+    compat_names, format_compat, format_features, format_incompat, format_ro_compat,
+    incompat_names, Feature, Features, FEAT_CHECK_BAD_BLOCKS, FEAT_CKSUM_2K, FEAT_SDS,
+    FEAT_SINGLEHDR, KNOWN_COMPAT, KNOWN_INCOMPAT, KNOWN_RO_COMPAT,
 };
 pub use links::{ring_links, HeaderLinks};
 pub use obj::{

@@ -10,7 +10,7 @@ use crate::bytes::{
     array, first_nonzero, put, put_u16, put_u32, put_u64, u16_le, u32_le, u64_le, u8_at,
 };
 use crate::checksum::fletcher64;
-use crate::features::Features;
+use crate::features::{Feature, Features};
 use crate::links::HeaderLinks;
 use crate::raw_uuid::RawUuid;
 use crate::sds::{Sds, SDS_SIZE};
@@ -620,6 +620,47 @@ impl PoolHdr {
         }
     }
 
+    /// The header as `pmempool feature` leaves it after setting `feature`
+    /// to `on` (docs/format.md §24.2): the feature's bit changed, every other
+    /// field as it is, and a fresh checksum over the range the new incompat
+    /// selects. Disabling `SHUTDOWN_STATE` also zeroes the shutdown state,
+    /// as libpmempool does; enabling it leaves the shutdown state as it is.
+    pub fn with_feature(&self, feature: Feature, on: bool) -> PoolHdr {
+        let mut hdr = self.clone();
+        hdr.features = feature.apply(hdr.features, on);
+        if feature == Feature::ShutdownState && !on {
+            hdr.sds = Sds::ZERO;
+        }
+        hdr.checksum = hdr.compute_checksum();
+        hdr
+    }
+
+    /// For a header whose checksum is wrong: the feature whose interrupted
+    /// change explains it (docs/format.md §24.3), and the value of the
+    /// feature under which the checksum is right.
+    ///
+    /// `pmempool feature` and `poolsync feature` rewrite a header's
+    /// feature masks (bytes 12..24) and its checksum (4088..4096) with one
+    /// write; a crash can persist one of the two ends and not the other.
+    /// Such a header is right again with the feature's bit changed back
+    /// (or forward); nothing else is changed for the test, so a header
+    /// damaged in any other way is not taken for one. `None` when the
+    /// checksum is right, or no single feature's bit explains it.
+    pub fn torn_feature_change(&self) -> Option<(Feature, bool)> {
+        if self.checksum_ok() || self.is_zero() {
+            return None;
+        }
+        Feature::ALL
+            .into_iter()
+            .filter(|f| f.is_changeable())
+            .find_map(|f| {
+                let on = !f.is_set(&self.features);
+                let mut candidate = self.clone();
+                candidate.features = f.apply(candidate.features, on);
+                candidate.checksum_ok().then_some((f, on))
+            })
+    }
+
     fn unknown_signature(&self) -> Error {
         Error::UnknownSignature {
             offset: POOL_HDR_SIGNATURE_OFF,
@@ -856,6 +897,85 @@ mod tests {
         assert_eq!(h.validate(PoolType::Obj), Ok(()));
         assert_eq!(h.check_unused_zero(), Ok(()));
         assert_eq!(PoolHdr::decode(&h.encode_raw()), Ok(h));
+    }
+
+    #[test]
+    fn a_feature_change_rewrites_the_masks_and_the_checksum_only() {
+        let base = PoolHdr::decode(&reference_vector()).unwrap();
+        let off = base.with_feature(Feature::ShutdownState, false);
+        assert!(off.checksum_ok());
+        assert_eq!(off.features.incompat, crate::FEAT_CKSUM_2K);
+        let (a, b) = (base.encode_raw(), off.encode_raw());
+        let differ: Vec<usize> = (0..POOL_HDR_SIZE).filter(|&i| a[i] != b[i]).collect();
+        assert!(
+            differ
+                .iter()
+                .all(|&i| i == POOL_HDR_INCOMPAT_OFF || i >= POOL_HDR_CSUM_OFF),
+            "{differ:?}"
+        );
+        // Back on: the very bytes of the original (its SDS was zero).
+        assert_eq!(off.with_feature(Feature::ShutdownState, true), base);
+
+        // Disabling SHUTDOWN_STATE zeroes a dirty shutdown state.
+        let mut dirty = base.clone();
+        dirty.sds.set_dirty();
+        dirty.encode();
+        assert_eq!(
+            dirty.with_feature(Feature::ShutdownState, false).sds,
+            Sds::ZERO
+        );
+        // CKSUM_2K off: the checksum covers 4K from then on.
+        let four_k = off.with_feature(Feature::Cksum2k, false);
+        assert_eq!(four_k.checksum_range(), ChecksumRange::FourK);
+        assert!(four_k.checksum_ok());
+        assert_eq!(
+            four_k.with_feature(Feature::CheckBadBlocks, false).features,
+            Features::default()
+        );
+    }
+
+    #[test]
+    fn a_torn_feature_change_is_recognised_from_either_end() {
+        let base = PoolHdr::decode(&reference_vector()).unwrap();
+        assert_eq!(base.torn_feature_change(), None);
+        for (feature, on, from) in [
+            (Feature::ShutdownState, false, base.clone()),
+            (Feature::CheckBadBlocks, false, base.clone()),
+            (
+                Feature::Cksum2k,
+                false,
+                base.with_feature(Feature::ShutdownState, false),
+            ),
+            (
+                Feature::Cksum2k,
+                true,
+                base.with_feature(Feature::ShutdownState, false)
+                    .with_feature(Feature::Cksum2k, false),
+            ),
+        ] {
+            let new = from.with_feature(feature, on);
+            let (old_b, new_b) = (from.encode_raw(), new.encode_raw());
+            // The first 512-byte sector of one, the rest of the other.
+            for (head, tail) in [(&new_b, &old_b), (&old_b, &new_b)] {
+                let mut torn = tail.to_vec();
+                torn[..512].copy_from_slice(&head[..512]);
+                let h = PoolHdr::decode(&torn).unwrap();
+                assert!(!h.checksum_ok(), "{feature} {on}");
+                let (f, value) = h.torn_feature_change().expect("recognised");
+                assert_eq!(f, feature);
+                // The value under which the checksum is right is that of
+                // the half holding the checksum.
+                let tail_hdr = PoolHdr::decode(tail.as_slice()).unwrap();
+                assert_eq!(value, feature.is_set(&tail_hdr.features));
+            }
+        }
+        // Other damage is not taken for a torn feature change.
+        let mut h = base.clone();
+        h.uuid.0[0] ^= 1;
+        assert_eq!(h.torn_feature_change(), None);
+        let mut h = base;
+        h.features.incompat ^= 0x8;
+        assert_eq!(h.torn_feature_change(), None);
     }
 
     #[test]

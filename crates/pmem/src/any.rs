@@ -43,6 +43,15 @@ impl AnyStorage {
     }
 }
 
+/// Whether `path` is a character device that is a Device DAX (not a
+/// regular file standing in for one).
+fn is_device_node(s: &FsStorage, path: &Path) -> Result<bool, Error> {
+    Ok(
+        matches!(s.stat(path)?, Some(m) if m.kind == crate::FileKind::CharDevice)
+            && s.device_dax(path)?.is_some(),
+    )
+}
+
 /// A file of an [`AnyStorage`].
 #[derive(Debug)]
 pub enum AnyFile {
@@ -65,6 +74,12 @@ impl Storage for AnyStorage {
 
     fn open(&self, path: &Path, access: Access) -> Result<AnyFile, Error> {
         match self {
+            // A Device DAX has no page cache (read(2) and write(2) do not
+            // work on it): it is always mapped, with MAP_SYNC, as PMDK maps
+            // it. A regular file standing in for one in tests is not.
+            AnyStorage::PageCache(s) if is_device_node(s, path)? => {
+                DaxStorage::new().open(path, access).map(AnyFile::Dax)
+            }
             AnyStorage::PageCache(s) => s.open(path, access).map(AnyFile::PageCache),
             AnyStorage::Dax(s) => s.open(path, access).map(AnyFile::Dax),
         }
@@ -81,6 +96,13 @@ impl Storage for AnyStorage {
         match self {
             AnyStorage::PageCache(s) => s.remove(path),
             AnyStorage::Dax(s) => s.remove(path),
+        }
+    }
+
+    fn device_dax(&self, path: &Path) -> Result<Option<crate::DevDax>, Error> {
+        match self {
+            AnyStorage::PageCache(s) => s.device_dax(path),
+            AnyStorage::Dax(s) => s.device_dax(path),
         }
     }
 

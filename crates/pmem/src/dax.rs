@@ -47,12 +47,12 @@ mod window;
 
 use std::fmt;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 pub use cpu::{choose_flush, CpuFeatures, FlushKind, CACHE_LINE};
-pub use devdax::DevDax;
+pub use devdax::{DevDax, DevDaxProbe, FakeSysfs, STAND_INS_FILE, SYSFS_VAR};
 pub use window::Mapping;
 
 use crate::fs::{allocate, remove_created};
@@ -82,7 +82,17 @@ const STRIPE_SHIFT: u32 = 20;
 const MAX_WINDOW: u64 = 1 << 40;
 
 /// Where sysfs is mounted.
-const SYSFS: &str = "/sys";
+pub(crate) const SYSFS: &str = "/sys";
+
+/// The [`DevDaxProbe`] the environment selects ([`SYSFS_VAR`]), read once.
+pub(crate) fn env_probe() -> Result<&'static DevDaxProbe, Error> {
+    static PROBE: std::sync::OnceLock<DevDaxProbe> = std::sync::OnceLock::new();
+    if let Some(probe) = PROBE.get() {
+        return Ok(probe);
+    }
+    let probe = DevDaxProbe::from_env()?;
+    Ok(PROBE.get_or_init(|| probe))
+}
 
 /// How [`DaxStorage`] maps and persists files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,9 +208,9 @@ impl DaxStorage {
         let device = if kind.is_file() {
             None
         } else if kind.is_char_device() {
-            let rdev = meta.rdev();
-            let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
-            Some(devdax::read(Path::new(SYSFS), major, minor, path)?)
+            Some(env_probe()?.probe(path)?.ok_or_else(|| Error::NotDevDax {
+                path: path.to_path_buf(),
+            })?)
         } else {
             // Directories, block devices, FIFOs: mmap would refuse them the
             // same way.
@@ -319,6 +329,10 @@ impl Storage for DaxStorage {
 
     fn remove(&self, path: &Path) -> Result<(), Error> {
         FsStorage.remove(path)
+    }
+
+    fn device_dax(&self, path: &Path) -> Result<Option<DevDax>, Error> {
+        FsStorage.device_dax(path)
     }
 
     fn set_mode(&self, path: &Path, mode: u32) -> Result<(), Error> {

@@ -183,6 +183,15 @@ pub enum Error {
         /// The device.
         path: PathBuf,
     },
+    /// An operation no Device DAX takes: it is never unlinked, truncated or
+    /// allocated (its header is zeroed or overwritten instead).
+    #[error("{op} \"{path}\": refused on a Device DAX, which is never unlinked, truncated or allocated (its pool header is zeroed or overwritten instead)")]
+    DeviceDax {
+        /// `unlink`, `ftruncate` or `posix_fallocate`.
+        op: &'static str,
+        /// The device.
+        path: PathBuf,
+    },
     /// A sysfs attribute of a Device DAX holds something unexpected.
     #[error("sysfs \"{path}\": {value:?}: {reason}")]
     Sysfs {

@@ -101,11 +101,24 @@ impl Storage for FsStorage {
     }
 
     fn remove(&self, path: &Path) -> Result<(), Error> {
+        // The engine zeroes a device's header instead; this is the guard
+        // that no mistake of a caller unlinks a device node (or a file
+        // standing in for one).
+        if self.device_dax(path)?.is_some() {
+            return Err(Error::DeviceDax {
+                op: "unlink",
+                path: path.to_path_buf(),
+            });
+        }
         std::fs::remove_file(path).map_err(|source| Error::Io {
             op: "unlink",
             path: path.to_path_buf(),
             source,
         })
+    }
+
+    fn device_dax(&self, path: &Path) -> Result<Option<crate::DevDax>, Error> {
+        crate::dax::env_probe()?.probe(path)
     }
 
     fn set_mode(&self, path: &Path, mode: u32) -> Result<(), Error> {

@@ -89,7 +89,10 @@ use std::path::{Path, PathBuf};
 
 pub use any::{AnyFile, AnyStorage};
 pub use clock::{Clock, LogicalClock, SystemClock, LOGICAL_CLOCK_START};
-pub use dax::{choose_flush, CpuFeatures, DaxFile, DaxOptions, DaxStorage, FlushKind, Mapping};
+pub use dax::{
+    choose_flush, CpuFeatures, DaxFile, DaxOptions, DaxStorage, DevDax, DevDaxProbe, FlushKind,
+    Mapping,
+};
 pub use error::Error;
 pub use fs::{FsFile, FsStorage};
 pub use persist::{
@@ -210,6 +213,19 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Opens an existing auxiliary file and takes its lock, as
     /// [`Storage::open`] does for parts.
     fn open_aux(&self, path: &Path, access: Access) -> Result<Self::Aux, Error>;
+
+    /// `Some` with the size and mapping alignment of the Device DAX that
+    /// `path` names, `None` when it names none (a regular file, a
+    /// directory, nothing). Every backend that stores real files answers
+    /// through the one probe, [`dax::DevDaxProbe`], so that tests can say
+    /// "this path is a Device DAX" with a fake sysfs tree
+    /// (`POOLSYNC_SYSFS`). The default, for storage that holds no devices
+    /// (the simulated one), is `None`; a wrapper may answer otherwise to
+    /// test the engine with Device DAX parts.
+    fn device_dax(&self, path: &Path) -> Result<Option<DevDax>, Error> {
+        let _ = path;
+        Ok(None)
+    }
 
     /// The clock the engine measures and waits with: the real one for
     /// real file systems, a logical one for the simulated backend (see

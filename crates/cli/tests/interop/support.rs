@@ -166,6 +166,16 @@ impl Out {
 /// `info` prints in local time, so the comparison does not depend on the
 /// machine's time zone (both tools get the same environment).
 pub fn run(program: &OsStr, args: &[&str], stdin: Option<&[u8]>) -> Out {
+    run_with_env(program, args, stdin, &[])
+}
+
+/// [`run`] with extra environment variables.
+pub fn run_with_env(
+    program: &OsStr,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+    env: &[(&str, &str)],
+) -> Out {
     let cmdline = std::iter::once(program.to_string_lossy().into_owned())
         .chain(args.iter().map(|a| (*a).to_owned()))
         .collect::<Vec<_>>()
@@ -183,6 +193,7 @@ pub fn run(program: &OsStr, args: &[&str], stdin: Option<&[u8]>) -> Out {
     };
     let mut child = Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .env("TZ", "UTC")
         .stdin(stdin_stdio)
         .stdout(Stdio::from(out_file.try_clone().expect("dup stdout file")))
@@ -220,6 +231,12 @@ pub fn run(program: &OsStr, args: &[&str], stdin: Option<&[u8]>) -> Out {
 /// Runs the `poolsync` binary under test.
 pub fn poolsync(args: &[&str]) -> Out {
     run(OsStr::new(env!("CARGO_BIN_EXE_poolsync")), args, None)
+}
+
+/// Runs `poolsync` with extra environment variables (such as
+/// `POOLSYNC_SYSFS`, to point it at a fake sysfs tree).
+pub fn poolsync_env(args: &[&str], env: &[(&str, &str)]) -> Out {
+    run_with_env(OsStr::new(env!("CARGO_BIN_EXE_poolsync")), args, None, env)
 }
 
 /// Runs `poolsync` with bytes on stdin.

@@ -203,10 +203,10 @@ pub fn check_shape<F: PartFile>(set: &OpenSet<F>) -> Result<(), Error> {
 /// shape it checked) from what [`crate::sync::survey`] found.
 ///
 /// The planner works in phases, each on the result of the one before:
-/// [`classify`] which parts are broken, choose the source once, learn the
-/// facts every header needs, [`decide`] each part's data and header from
-/// one table (UUIDs assigned once), [`emit`] the steps in crash-safe order,
-/// and [`summarise`] them.
+/// `classify` which parts are broken, choose the source once, learn the
+/// facts every header needs, `decide` each part's data and header from
+/// one table (UUIDs assigned once), `emit` the steps in crash-safe order,
+/// and `summarise` them.
 pub fn plan<F: PartFile>(
     set: &OpenSet<F>,
     survey: &Survey,
@@ -404,6 +404,19 @@ fn decide<F: PartFile>(
             } else {
                 DataAction::Repair
             });
+            // A Device DAX is never recreated (docs/format.md §25.3): its
+            // size is the device's, and it cannot be unlinked or allocated.
+            if let (Some(DataAction::Recreate), Some(dev)) = (cell.data, part.device) {
+                return Err(refuse(
+                    set,
+                    format!(
+                        "{}: a Device DAX cannot be recreated ({}); fix the part's size in the pool set file (the device holds {} bytes, or write AUTO), then run the sync again",
+                        crate::sync::part_name(set, rep.index, part.index),
+                        part.status,
+                        dev.size
+                    ),
+                ));
+            }
         }
         // A header that still looks valid but covers data about to change
         // is invalidated until its replica is finished.
@@ -766,6 +779,31 @@ fn describe_inconsistency<F: PartFile>(
             )
         }
         Inconsistency::AlienReplica { replica: r } => replica(*r),
+        Inconsistency::FeaturesDiffer {
+            first_replica,
+            first_part,
+            replica: r,
+            part: p,
+            feature,
+        } => {
+            let parts = format!("{} and {}", part(*r, *p), part(*first_replica, *first_part));
+            match feature {
+                Some(f) => format!(
+                    "{parts}; {}, then run the sync again",
+                    crate::feature::finish_hint(&set.path, *f)
+                ),
+                None => parts,
+            }
+        }
+        Inconsistency::FeatureChangeTorn {
+            replica: r,
+            part: p,
+            feature,
+        } => format!(
+            "{}; {}, then run the sync again",
+            part(*r, *p),
+            crate::feature::finish_hint(&set.path, *feature)
+        ),
         Inconsistency::ReplicasTooSmall { replica: r, .. }
         | Inconsistency::PoolSizesDiffer { replica: r, .. } => replica(*r),
     };

@@ -7,21 +7,21 @@
 //! The path from two pool set files to a transformed pool set runs down
 //! through this module's files, each using only those below it:
 //!
-//! 1. [`request`] reads both pool set files, matches their replicas (same
+//! 1. `request` reads both pool set files, matches their replicas (same
 //!    part path strings and sizes, in order; replica order does not
 //!    matter), decides the one change the pair describes and refuses
 //!    everything else as pmempool does.
-//! 2. [`source`] surveys the source: its health, its headers, and which of
+//! 2. `source` surveys the source: its health, its headers, and which of
 //!    its files may be deleted (each proven to belong to the pool set).
-//! 3. [`journal`] finds, reads and writes the journal of a staged
+//! 3. `journal` finds, reads and writes the journal of a staged
 //!    transform and judges its temporary copy.
-//! 4. [`target`] proves that files about to be replaced are ours, builds
+//! 4. `target` proves that files about to be replaced are ours, builds
 //!    the headers of the target's rings and checks the free space.
-//! 5. [`simple`] plans transforms that only create and delete files, as
-//!    pmempool does; [`staged`] plans those that rewrite replicas onto
+//! 5. `simple` plans transforms that only create and delete files, as
+//!    pmempool does; `staged` plans those that rewrite replicas onto
 //!    their own files. Both build a [`TransformPlan`] whose data and header
 //!    steps are the executor's steps on the target set.
-//! 6. [`run`] carries the plan out through the executor
+//! 6. `run` carries the plan out through the executor
 //!    ([`crate::exec::run`]), with the temporary copy or the source as one
 //!    more endpoint where the data comes from there.
 //!

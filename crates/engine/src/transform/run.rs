@@ -34,6 +34,14 @@ pub fn execute<S: Storage>(
     progress: &dyn Progress,
 ) -> Result<TransformReport, Error> {
     let discard: Vec<&Path> = plan.discard.iter().map(PathBuf::as_path).collect();
+    // A stale device is zeroed through a descriptor of its own, which its
+    // lock as a target part would refuse: the target lets it go (creating
+    // the part opens it again).
+    for part in target.replicas.iter_mut().flat_map(|r| r.parts.iter_mut()) {
+        if part.device.is_some() && discard.contains(&part.path.as_path()) {
+            part.file = None;
+        }
+    }
     remove_in_order(storage, &discard)?;
     // Before anything is created, the journal names it.
     if let Some(journal) = plan.journal.as_ref().filter(|j| j.write) {
@@ -53,12 +61,18 @@ pub fn execute<S: Storage>(
                 reason: format!("replica {} part {}: not in the pool set", c.replica, c.part),
             })?;
         slot.file = None;
-        if c.replace {
-            // Gone already when the plan discarded it as a stale leftover.
-            durable::remove_if_exists(storage, &c.path)?;
-        }
-        let file = storage.create(&c.path, c.size)?;
-        file.fence()?;
+        let file = if c.device {
+            // A device is overwritten in place (docs/format.md §25.3).
+            storage.open(&c.path, Access::ReadWrite)?
+        } else {
+            if c.replace {
+                // Gone already when the plan discarded it as a stale leftover.
+                durable::remove_if_exists(storage, &c.path)?;
+            }
+            let file = storage.create(&c.path, c.size)?;
+            file.fence()?;
+            file
+        };
         if let Some(hdr) = &c.header {
             // The future header, marked as unfinished: proof that the file
             // is ours if this run is interrupted.
@@ -67,7 +81,9 @@ pub fn execute<S: Storage>(
             mark.checksum = !mark.compute_checksum();
             durable::write_header(&file, &mark)?;
         }
-        storage.set_mode(&c.path, plan.mode)?;
+        if !c.device {
+            storage.set_mode(&c.path, plan.mode)?;
+        }
         slot.file = Some(file);
         slot.status = PartStatus::Ok;
         if !matches!(slot.header, HeaderState::None) {
@@ -133,7 +149,7 @@ fn run_steps<S: Storage>(
 fn remove_in_order<S: Storage>(storage: &S, paths: &[&Path]) -> Result<Vec<bool>, Error> {
     let mut removed = Vec::with_capacity(paths.len());
     for path in paths {
-        let was = durable::remove_if_exists(storage, path)?;
+        let was = durable::remove_part(storage, path)?;
         if was {
             storage.fsync_parent(path)?;
         }

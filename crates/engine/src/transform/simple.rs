@@ -38,7 +38,9 @@ use poolsync_poolset::PAGE;
 use super::journal::{journal_path, stale_files, Found};
 use super::request::{broken, refuse, Request};
 use super::source::SourceInfo;
-use super::target::{check_space, new_files, prove_left_by_us, ring_header_steps};
+use super::target::{
+    check_space, device_refusal, device_state, new_files, prove_left_by_us, ring_header_steps,
+};
 use super::types::{
     assemble, JournalPlan, NewPart, Operation, Parts, TransformOptions, TransformPlan,
 };
@@ -195,16 +197,25 @@ fn new_parts<F: PartFile>(
         .filter(|r| req.added.contains(&r.index))
     {
         for part in &rep.parts {
-            let replace = part.meta.is_some();
-            if replace && !discard.contains(&part.path) {
-                prove_left_by_us(req.dst, part, poolset_uuid, &source_uuids)?;
+            let (device, blank) = device_state(part);
+            let exists = part.meta.is_some() && !blank;
+            if exists && !discard.contains(&part.path) {
+                prove_left_by_us(req.dst, part, poolset_uuid, &source_uuids).map_err(|e| {
+                    if device {
+                        device_refusal(e)
+                    } else {
+                        e
+                    }
+                })?;
             }
             create.push(NewPart {
                 replica: rep.index,
                 part: part.index,
                 path: part.path.clone(),
                 size: part.configured_size,
-                replace,
+                // A device is overwritten in place, never replaced.
+                replace: exists && !device,
+                device,
                 header: None,
             });
         }

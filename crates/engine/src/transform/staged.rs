@@ -59,7 +59,10 @@ use super::journal::{
 use super::request::{broken, header_paths, part_paths, part_paths_by_replica, refuse, Request};
 use super::simple::access;
 use super::source::SourceInfo;
-use super::target::{check_space, new_files, part_exists, prove_left_by_us, ring_header_steps};
+use super::target::{
+    check_space, device_refusal, device_state, new_files, part_exists, prove_left_by_us,
+    ring_header_steps,
+};
 use super::types::{
     assemble, DataFrom, JournalPlan, NewPart, Operation, Parts, Staging, TempCopy,
     TransformOptions, TransformPlan,
@@ -629,7 +632,8 @@ fn recreated_parts<F: PartFile>(
         .filter(|r| shape.rewritten.contains(&r.index))
     {
         for part in &rep.parts {
-            let exists = part.meta.is_some();
+            let (device, blank) = device_state(part);
+            let exists = part.meta.is_some() && !blank;
             let named = leftovers
                 .journal
                 .is_some_and(|found| found.names(req, &part.path));
@@ -649,16 +653,25 @@ fn recreated_parts<F: PartFile>(
                 };
                 let owner = owner.as_ref().map(|(p, s)| (p.as_path(), s.as_ref()));
                 judge_leftover(&start, owner, poolset_uuid, Some(&source_uuids))
-                    .map_err(|what| part_exists(req.dst, part, poolset_uuid, what))?;
+                    .map_err(|what| part_exists(req.dst, part, poolset_uuid, what))
+                    .map_err(|e| if device { device_refusal(e) } else { e })?;
             } else {
-                prove_left_by_us(req.dst, part, poolset_uuid, &source_uuids)?;
+                prove_left_by_us(req.dst, part, poolset_uuid, &source_uuids).map_err(|e| {
+                    if device {
+                        device_refusal(e)
+                    } else {
+                        e
+                    }
+                })?;
             }
             create.push(NewPart {
                 replica: rep.index,
                 part: part.index,
                 path: part.path.clone(),
                 size: part.configured_size,
-                replace: exists,
+                // A device is overwritten in place, never replaced.
+                replace: exists && !device,
+                device,
                 header: None,
             });
         }
@@ -702,6 +715,17 @@ fn data_source<S: Storage>(
         .next()
         .and_then(|parts| parts.into_iter().next())
         .ok_or_else(|| refuse(src, dst, "the source has no master part"))?;
+    if storage.device_dax(&master_part0)?.is_some() {
+        // The copy would be a pool-sized file in the device's directory.
+        return Err(refuse(
+            src,
+            dst,
+            format!(
+                "this transform needs a temporary copy of the pool beside replica 0's part 0, which is a Device DAX ({}); add a replica on files first and make it the master, or transform in two steps that each keep a replica as it is",
+                master_part0.display()
+            ),
+        ));
+    }
     let path = journal
         .and_then(Found::temporary)
         .filter(|_| resumed)

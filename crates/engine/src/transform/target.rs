@@ -10,7 +10,7 @@ use poolsync_pmem::{PartFile, Storage};
 use super::request::{refuse, Request};
 use super::types::NewPart;
 use crate::exec::{HeaderAction, HeaderStep};
-use crate::open::{OpenPart, OpenSet, PartStatus};
+use crate::open::{HeaderState, OpenPart, OpenSet, PartStatus};
 use crate::ownership::{prove, Claim, Rules};
 use crate::ring::{assign, plan_headers, OnDisk, PartView, Rules as UuidRules, UuidSource};
 use crate::space::{self, NewFile};
@@ -54,6 +54,38 @@ pub(super) fn part_exists<F: PartFile>(
         path: part.path.clone(),
         what,
         expected: poolset_uuid.to_canonical(),
+    }
+}
+
+/// Whether a part being added is a Device DAX, and whether its header
+/// page is blank. A device always exists: as for create, one whose
+/// header page is zero is taken as it is (pmempool takes any); one with a
+/// header must be proved left by an interrupted run, as a file must.
+pub(super) fn device_state<F: PartFile>(part: &OpenPart<F>) -> (bool, bool) {
+    let device = part.device.is_some();
+    let blank = device && matches!(&part.header, HeaderState::Read(h) if h.hdr.is_zero());
+    (device, blank)
+}
+
+/// A refusal of a part being added (`PartExists`), said of a Device DAX.
+pub(super) fn device_refusal(e: Error) -> Error {
+    match e {
+        Error::PartExists {
+            set,
+            line,
+            path,
+            what,
+            expected,
+        } => Error::DeviceDaxPart {
+            set,
+            line,
+            reason: format!(
+                "some parts being added already exist: the Device DAX {what}, not this pool set's uuid {expected}; if the pool on it is not needed, zero its header with `poolsync rm {}` and run again",
+                path.display()
+            ),
+            part: path,
+        },
+        other => other,
     }
 }
 
@@ -157,6 +189,7 @@ pub(super) fn check_space<S: Storage>(
 pub(super) fn new_files(create: &[NewPart]) -> Vec<NewFile<'_>> {
     create
         .iter()
+        .filter(|c| !c.device)
         .map(|c| NewFile {
             path: &c.path,
             size: c.size,

@@ -82,6 +82,10 @@ pub struct NewPart {
     pub size: u64,
     /// A file left by an interrupted run of this transform is replaced.
     pub replace: bool,
+    /// The part is a Device DAX (docs/format.md §25.3): opened and
+    /// overwritten, never unlinked, allocated or given a mode, and it
+    /// needs no room in a file system.
+    pub device: bool,
     /// The header it gets (written with an inverted checksum at creation).
     #[serde(skip)]
     pub header: Option<PoolHdr>,

@@ -6,15 +6,15 @@
 //! never replicates (the descriptor's volatile area, free heap space, chunk
 //! footers), so only *live* ranges are compared. The path:
 //!
-//! 1. The heap of every healthy replica is walked ([`decide`]): a default
+//! 1. The heap of every healthy replica is walked (`decide`): a default
 //!    source whose heap fails the structural checks gives way to the first
 //!    replica whose heap passes.
-//! 2. [`find`] walks the source's heap into live spans, compares every
+//! 2. `find` walks the source's heap into live spans, compares every
 //!    other healthy replica with it over them (each stretch of the source
 //!    read once for all replicas), narrows every differing block down to
 //!    the differing bytes of each owner (object, chunk header, lane, ...),
 //!    and lists them as [`Divergence`]s with their part files.
-//! 3. [`decide`] says, for each, which copy is right: the heap (metadata
+//! 3. `decide` says, for each, which copy is right: the heap (metadata
 //!    whose walk fails in one replica and passes in the source), a
 //!    majority, or nobody (a [`Tie`]); the administrator decides ties with
 //!    `--source N` or `--force-source`.

@@ -39,7 +39,7 @@ pub(super) fn bytes(findings: &Findings) -> u64 {
 }
 
 /// Copies the source's bytes of every block `findings` says the source is
-/// right about over each compared replica: `steps` (from [`steps`]) run
+/// right about over each compared replica: `steps` (from `steps`) run
 /// through the executor, flushed as written, fenced per replica, with
 /// progress, and with a block the source cannot read (`EIO`) taken from a
 /// replica that agrees with the source there. `set` must be open

@@ -992,11 +992,13 @@ fn outcomes(report: &RmReport) -> Vec<&'static str> {
         .iter()
         .map(|f| match f.outcome {
             Outcome::Removed => "removed",
+            Outcome::Zeroed => "zeroed",
             Outcome::Declined => "declined",
             Outcome::Missing => "missing",
             Outcome::Skipped => "skipped",
             Outcome::Failed(_) => "failed",
             Outcome::NotOwned { .. } => "not owned",
+            Outcome::Kept { .. } => "kept",
         })
         .collect()
 }

@@ -14,11 +14,16 @@
 //!   hexadecimal without a prefix, so a decimal reading that is not a power
 //!   of two is read again as hexadecimal, as libpmem does.
 //!
-//! The parsers are pure functions; the reader takes the sysfs root as a
-//! parameter so that tests can build a fake tree. No machine this crate is
-//! tested on has a Device DAX, so mapping one is untested.
+//! [`DevDaxProbe`] is the one place poolsync asks these questions (is this
+//! path a Device DAX, of what size and alignment); every storage answers
+//! [`crate::Storage::device_dax`] through it. Its sysfs root can be moved
+//! (`POOLSYNC_SYSFS`), and a fake tree can name regular files that stand in
+//! for devices ([`FakeSysfs`] writes one), so that every command can be
+//! tested with Device DAX parts on a machine without one. No machine this
+//! crate is tested on has a Device DAX, so mapping a real one is untested.
 
 use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::Error;
@@ -151,6 +156,240 @@ pub(crate) fn read(sysfs: &Path, major: u64, minor: u64, path: &Path) -> Result<
     })
 }
 
+/// The environment variable that moves the sysfs root [`DevDaxProbe`]
+/// reads (for tests; unset on a real system, where it is `/sys`).
+pub const SYSFS_VAR: &str = "POOLSYNC_SYSFS";
+
+/// The file in a sysfs root that lists regular files standing in for
+/// Device DAX character devices: lines `<major>:<minor> <absolute path>`,
+/// blank lines and `#` comments ignored. Real sysfs has no such file.
+pub const STAND_INS_FILE: &str = "poolsync-stand-ins";
+
+/// Whether a path is a Device DAX, and its size and alignment: the one
+/// probe every storage backend asks ([`crate::Storage::device_dax`]).
+///
+/// A character device is looked up in sysfs by its device number; a
+/// regular file is a Device DAX only when the sysfs root's
+/// [`STAND_INS_FILE`] names it (with the device number to look up), which
+/// only a fake tree does. Anything else is no Device DAX.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevDaxProbe {
+    sysfs: PathBuf,
+    stand_ins: Vec<(PathBuf, u64, u64)>,
+}
+
+impl Default for DevDaxProbe {
+    fn default() -> Self {
+        DevDaxProbe::system()
+    }
+}
+
+impl DevDaxProbe {
+    /// The real system's: sysfs at `/sys`, no stand-ins.
+    pub fn system() -> Self {
+        DevDaxProbe {
+            sysfs: PathBuf::from(super::SYSFS),
+            stand_ins: Vec::new(),
+        }
+    }
+
+    /// A probe of the sysfs tree at `root`, with the stand-ins its
+    /// [`STAND_INS_FILE`] lists (paths made canonical).
+    pub fn with_sysfs(root: &Path) -> Result<Self, Error> {
+        let list = root.join(STAND_INS_FILE);
+        let text = match std::fs::read_to_string(&list) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+            Err(source) => {
+                return Err(Error::Io {
+                    op: "read",
+                    path: list,
+                    source,
+                })
+            }
+        };
+        let mut stand_ins = Vec::new();
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let bad = || Error::Sysfs {
+                path: list.clone(),
+                value: line.to_string(),
+                reason: "expected <major>:<minor> <absolute path>",
+            };
+            let (number, path) = line.split_once(' ').ok_or_else(bad)?;
+            let (major, minor) = number.split_once(':').ok_or_else(bad)?;
+            let (major, minor) = (
+                parse_digits(major, 10).ok_or_else(bad)?,
+                parse_digits(minor, 10).ok_or_else(bad)?,
+            );
+            let path = Path::new(path.trim());
+            if !path.is_absolute() {
+                return Err(bad());
+            }
+            let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+            stand_ins.push((path, major, minor));
+        }
+        Ok(DevDaxProbe {
+            sysfs: root.to_path_buf(),
+            stand_ins,
+        })
+    }
+
+    /// The probe the environment selects: [`SYSFS_VAR`]'s tree when it is
+    /// set and not empty, else the real system's.
+    pub fn from_env() -> Result<Self, Error> {
+        match std::env::var_os(SYSFS_VAR) {
+            Some(root) if !root.is_empty() => {
+                let root = PathBuf::from(root);
+                if !root.is_absolute() {
+                    return Err(Error::Env {
+                        var: SYSFS_VAR,
+                        value: root.to_string_lossy().into_owned(),
+                        reason: "expected an absolute path (the root of a sysfs tree)",
+                    });
+                }
+                DevDaxProbe::with_sysfs(&root)
+            }
+            _ => Ok(DevDaxProbe::system()),
+        }
+    }
+
+    /// The sysfs root this probe reads.
+    pub fn sysfs(&self) -> &Path {
+        &self.sysfs
+    }
+
+    /// `Some` with the size and alignment sysfs reports when `path` is a
+    /// Device DAX (or a stand-in for one); `None` for a regular file, a
+    /// directory or a path that does not exist. A character device that is
+    /// not a Device DAX is an error ([`Error::NotDevDax`]), as PMDK refuses
+    /// it; so is a sysfs entry that cannot be read.
+    pub fn probe(&self, path: &Path) -> Result<Option<DevDax>, Error> {
+        let meta = match std::fs::metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(Error::Io {
+                    op: "stat",
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        let number = if meta.file_type().is_char_device() {
+            let rdev = meta.rdev();
+            Some((nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev)))
+        } else if meta.is_file() && !self.stand_ins.is_empty() {
+            let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+            self.stand_ins
+                .iter()
+                .find(|(p, _, _)| *p == canonical)
+                .map(|(_, major, minor)| (*major, *minor))
+        } else {
+            None
+        };
+        match number {
+            Some((major, minor)) => read(&self.sysfs, major, minor, path).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Writes a fake sysfs tree in which regular files stand in for Device DAX
+/// devices of a given size and alignment, for tests of programs built on
+/// this crate (point [`SYSFS_VAR`] at [`FakeSysfs::root`], or use
+/// [`DevDaxProbe::with_sysfs`]). The tree has the `bus/dax` layout of
+/// kernels 5.10 and later, with the alignment in the device's own `align`
+/// file or, with [`FakeSysfs::device_in_region`], in its region's
+/// `dax_region/align`.
+#[derive(Debug)]
+pub struct FakeSysfs {
+    root: PathBuf,
+    next_minor: u64,
+}
+
+impl FakeSysfs {
+    /// The device major number the fake tree uses.
+    pub const MAJOR: u64 = 252;
+
+    /// An empty tree at `root` (created when missing).
+    pub fn new(root: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(root.join("bus/dax"))?;
+        std::fs::create_dir_all(root.join("dev/char"))?;
+        Ok(FakeSysfs {
+            root: root.to_path_buf(),
+            next_minor: 0,
+        })
+    }
+
+    /// The tree's root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Makes `stand_in` (a regular file, usually of `size` bytes) a Device
+    /// DAX of `size` bytes and alignment `align`, with the alignment in the
+    /// device's own `align` attribute.
+    pub fn device(&mut self, stand_in: &Path, size: u64, align: u64) -> io::Result<()> {
+        self.add(stand_in, &size.to_string(), Some(&align.to_string()), None)
+    }
+
+    /// Like [`FakeSysfs::device`], with the alignment only in the region's
+    /// `dax_region/align`, as older kernels show it.
+    pub fn device_in_region(&mut self, stand_in: &Path, size: u64, align: u64) -> io::Result<()> {
+        self.add(stand_in, &size.to_string(), None, Some(&align.to_string()))
+    }
+
+    /// A stand-in whose attributes hold the given raw text (`None`: the
+    /// attribute is missing), to test what a broken sysfs tree does.
+    pub fn raw_device(
+        &mut self,
+        stand_in: &Path,
+        size: &str,
+        align: Option<&str>,
+    ) -> io::Result<()> {
+        self.add(stand_in, size, align, None)
+    }
+
+    fn add(
+        &mut self,
+        stand_in: &Path,
+        size: &str,
+        align: Option<&str>,
+        region_align: Option<&str>,
+    ) -> io::Result<()> {
+        let minor = self.next_minor;
+        self.next_minor += 1;
+        let region = self
+            .root
+            .join(format!("devices/platform/fake/region{minor}"));
+        let dev = region.join(format!("dax{minor}.0"));
+        std::fs::create_dir_all(&dev)?;
+        std::fs::write(dev.join("size"), format!("{size}\n"))?;
+        if let Some(align) = align {
+            std::fs::write(dev.join("align"), format!("{align}\n"))?;
+        }
+        if let Some(align) = region_align {
+            std::fs::create_dir_all(region.join("dax_region"))?;
+            std::fs::write(region.join("dax_region/align"), format!("{align}\n"))?;
+        }
+        std::os::unix::fs::symlink(self.root.join("bus/dax"), dev.join("subsystem"))?;
+        let number = format!("{}:{minor}", Self::MAJOR);
+        std::os::unix::fs::symlink(&dev, self.root.join("dev/char").join(&number))?;
+        let mut list = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.join(STAND_INS_FILE))?;
+        std::io::Write::write_all(
+            &mut list,
+            format!("{number} {}\n", stand_in.display()).as_bytes(),
+        )
+    }
+}
+
 /// Reads a small sysfs attribute as text.
 fn read_attr(path: &Path) -> Result<String, Error> {
     std::fs::read_to_string(path).map_err(|source| Error::Io {
@@ -273,6 +512,57 @@ mod tests {
         std::fs::write(dev_dir.join("align"), "1073741824\n").expect("write");
         let dev = read(sys.path(), 252, 0, Path::new("/dev/dax0.0")).expect("device dax");
         assert_eq!(dev.align, 1 << 30);
+    }
+
+    #[test]
+    fn the_probe_knows_stand_ins_and_nothing_else() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sys = dir.path().join("sys");
+        let mut fake = FakeSysfs::new(&sys).expect("fake sysfs");
+        let dax = dir.path().join("dax0.0");
+        let other = dir.path().join("other");
+        std::fs::write(&dax, b"").expect("stand-in");
+        std::fs::write(&other, b"").expect("file");
+        fake.device(&dax, 16 << 20, 2 << 20).expect("device");
+        let region = dir.path().join("dax1.0");
+        std::fs::write(&region, b"").expect("stand-in");
+        fake.device_in_region(&region, 1 << 30, 1 << 30)
+            .expect("device");
+        let probe = DevDaxProbe::with_sysfs(&sys).expect("probe");
+        assert_eq!(
+            probe.probe(&dax).expect("probe"),
+            Some(DevDax {
+                size: 16 << 20,
+                align: 2 << 20
+            })
+        );
+        assert_eq!(
+            probe.probe(&region).expect("probe").map(|d| d.align),
+            Some(1 << 30)
+        );
+        assert_eq!(probe.probe(&other).expect("probe"), None);
+        assert_eq!(
+            probe.probe(&dir.path().join("nothing")).expect("probe"),
+            None
+        );
+        assert_eq!(probe.probe(dir.path()).expect("probe"), None);
+        // The real system's probe has no stand-ins.
+        assert_eq!(DevDaxProbe::system().probe(&dax).expect("probe"), None);
+
+        let broken = dir.path().join("dax2.0");
+        std::fs::write(&broken, b"").expect("stand-in");
+        fake.raw_device(&broken, "12 MiB", Some("4096"))
+            .expect("device");
+        let probe = DevDaxProbe::with_sysfs(&sys).expect("probe");
+        let e = probe.probe(&broken).expect_err("bad size");
+        assert!(
+            e.to_string().contains("expected a decimal number of bytes"),
+            "{e}"
+        );
+
+        std::fs::write(sys.join(STAND_INS_FILE), "252:x /a\n").expect("write list");
+        let e = DevDaxProbe::with_sysfs(&sys).expect_err("bad list");
+        assert!(e.to_string().contains(STAND_INS_FILE), "{e}");
     }
 
     #[test]
