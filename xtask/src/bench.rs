@@ -1,15 +1,20 @@
 //! `cargo xtask bench [NAME]`: the criterion benchmarks of `benches/`;
+//! `cargo xtask bench packets [...]`: update packets against `cat` and
+//! `rsync --only-write-batch` (`bench_packets`);
 //! `cargo xtask bench sync [...]`: poolsync against `pmempool sync`
 //! (`bench_sync`); `cargo xtask bench verify [...]`: the throughput of
 //! `check --data` and `sync --verify` (`bench_verify`); `cargo xtask bench
 //! transform [...]`: adding a replica, poolsync against `pmempool
-//! transform` (`bench_transform`).
+//! transform` (`bench_transform`); `cargo xtask bench remote [...]`: a
+//! remote replica over ssh against rsync (`bench_remote`). Sync, verify
+//! and transform build poolsync and can run an older binary beside it
+//! (`--baseline BIN`) through `bench_baseline`.
 
 use std::path::Path;
 
 use anyhow::{bail, Result};
 
-use crate::{bench_sync, bench_transform, bench_verify, util};
+use crate::{bench_packets, bench_remote, bench_sync, bench_transform, bench_verify, util};
 
 /// `cargo xtask bench ARGS`: `sync [OPTIONS]` compares poolsync with
 /// pmempool, `verify [OPTIONS]` measures heap-aware verification,
@@ -20,6 +25,10 @@ pub fn command(root: &Path, args: &[String]) -> Result<()> {
         Some((first, rest)) if first == "sync" => bench_sync::run(root, rest),
         Some((first, rest)) if first == "verify" => bench_verify::run(root, rest),
         Some((first, rest)) if first == "transform" => bench_transform::run(root, rest),
+        Some((first, rest)) if first == "remote" => bench_remote::run(root, rest),
+        // The counting wrapper `bench remote` runs ssh under.
+        Some((first, rest)) if first == bench_remote::COUNT => bench_remote::count(rest),
+        Some((first, rest)) if first == "packets" => bench_packets::run(root, rest),
         // The measuring wrapper `bench sync` runs each tool under.
         Some((first, rest)) if first == bench_sync::MEASURE => bench_sync::measure(rest),
         _ if args.len() > 1 => {

@@ -10,6 +10,10 @@
 //! warm-cache figures. The tools take turns going first from one
 //! repetition to the next, and every run is checked afterwards: both
 //! replicas hold the same data and `pmempool check` says consistent.
+//! With `--baseline BIN`, every case also runs that older poolsync binary,
+//! `poolsync (baseline)`, in the same way (see `bench_baseline`), and the
+//! summary ends with the ratios new/baseline, the engine's own timings of
+//! its data phase and of its fences (`sync --json`) among them.
 //!
 //! Measurement: each tool runs under a small wrapper, this program again
 //! (`bench __measure`), whose only child is the tool. Once it has waited
@@ -30,6 +34,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use nix::sys::resource::{getrusage, UsageWho};
 
+use crate::bench_baseline::{
+    byte_ratio, markdown_table, micros_ratio, ratio, take_turns, wall_ratio, Binaries,
+    BASELINE_LABEL, RATIO_NOTE,
+};
 use crate::{test, util};
 
 /// The hidden `bench` sub-command that runs one tool and records its usage.
@@ -74,6 +82,8 @@ struct Options {
     scenarios: Vec<Scenario>,
     /// Where the pool sets go (default: the target directory).
     dir: Option<PathBuf>,
+    /// `--baseline BIN`: an older poolsync to run beside the new one.
+    baseline: Option<PathBuf>,
 }
 
 fn parse_options(args: &[String]) -> Result<Options> {
@@ -82,6 +92,7 @@ fn parse_options(args: &[String]) -> Result<Options> {
         reps: DEFAULT_REPS,
         scenarios: Scenario::ALL.to_vec(),
         dir: None,
+        baseline: None,
     };
     for_each_flag(args, |flag, value| {
         match flag {
@@ -89,9 +100,10 @@ fn parse_options(args: &[String]) -> Result<Options> {
             "--reps" => options.reps = parse_reps(&value()?)?,
             "--scenario" => options.scenarios = vec![Scenario::from_name(&value()?)?],
             "--dir" => options.dir = Some(PathBuf::from(value()?)),
+            "--baseline" => options.baseline = Some(PathBuf::from(value()?)),
             other => bail!(
                 "`bench sync`: unknown option `{other}`; expected --size SIZE, --reps N, \
-                 --scenario NAME or --dir DIR"
+                 --scenario NAME, --dir DIR or --baseline BIN"
             ),
         }
         Ok(())
@@ -106,13 +118,15 @@ fn parse_options(args: &[String]) -> Result<Options> {
 }
 
 /// The flags `bench verify` and `bench transform` share: `--size SIZE`
-/// (each replica; a multiple of 8 MiB of at least 64 MiB), `--reps N` and
-/// `--dir DIR` (where the pool sets go; default: the target directory).
+/// (each replica; a multiple of 8 MiB of at least 64 MiB), `--reps N`,
+/// `--dir DIR` (where the pool sets go; default: the target directory) and
+/// `--baseline BIN` (an older poolsync binary to run beside the new one).
 #[derive(Debug)]
 pub(crate) struct SizeOptions {
     pub(crate) size: u64,
     pub(crate) reps: usize,
     pub(crate) dir: Option<PathBuf>,
+    pub(crate) baseline: Option<PathBuf>,
 }
 
 /// Reads [`SizeOptions`] for `bench NAME`.
@@ -121,15 +135,17 @@ pub(crate) fn parse_size_options(name: &str, args: &[String]) -> Result<SizeOpti
         size: DEFAULT_SIZE,
         reps: DEFAULT_REPS,
         dir: None,
+        baseline: None,
     };
     for_each_flag(args, |flag, value| {
         match flag {
             "--size" => options.size = parse_size(&value()?)?,
             "--reps" => options.reps = parse_reps(&value()?)?,
             "--dir" => options.dir = Some(PathBuf::from(value()?)),
+            "--baseline" => options.baseline = Some(PathBuf::from(value()?)),
             other => bail!(
-                "`bench {name}`: unknown option `{other}`; expected --size SIZE, --reps N \
-                 or --dir DIR"
+                "`bench {name}`: unknown option `{other}`; expected --size SIZE, --reps N, \
+                 --dir DIR or --baseline BIN"
             ),
         }
         Ok(())
@@ -249,14 +265,20 @@ impl Scenario {
         }
     }
 
-    /// The cases the scenario runs for replicas of `size` bytes.
-    fn cases(self, size: u64) -> Vec<Case> {
-        let case = |size: u64, parts: Vec<u64>, damage, variants: Vec<Variant>| Case {
-            scenario: self,
-            size,
-            parts,
-            damage,
-            variants,
+    /// The cases the scenario runs for replicas of `size` bytes; with a
+    /// `baseline`, each case also runs it, after the new build.
+    fn cases(self, size: u64, baseline: bool) -> Vec<Case> {
+        let case = |size: u64, parts: Vec<u64>, damage, mut variants: Vec<Variant>| {
+            if baseline {
+                variants.insert(1, Variant::Baseline);
+            }
+            Case {
+                scenario: self,
+                size,
+                parts,
+                damage,
+                variants,
+            }
         };
         let both = || vec![Variant::Poolsync, Variant::Pmempool];
         match self {
@@ -331,6 +353,8 @@ enum Variant {
     /// pool from the CPUs it may use (`RAYON_NUM_THREADS` does not change
     /// it), so this is poolsync with one worker.
     PoolsyncOneCpu,
+    /// The `--baseline` binary, run as [`Variant::Poolsync`] is.
+    Baseline,
     Pmempool,
 }
 
@@ -339,22 +363,24 @@ impl Variant {
         match self {
             Variant::Poolsync => "poolsync",
             Variant::PoolsyncOneCpu => "poolsync, 1 CPU",
+            Variant::Baseline => BASELINE_LABEL,
             Variant::Pmempool => "pmempool",
         }
     }
 
     /// Program and arguments that synchronize `set`.
-    fn command(self, poolsync: &Path, set: &Path) -> Vec<OsString> {
-        let poolsync_args = |prefix: &[&str]| {
+    fn command(self, bins: &Binaries, set: &Path) -> Vec<OsString> {
+        let poolsync_args = |prefix: &[&str], baseline: bool| {
             let mut words: Vec<OsString> = prefix.iter().map(OsString::from).collect();
-            words.push(poolsync.into());
+            words.push(bins.binary(baseline).into());
             words.extend(["sync", "--json", "--no-progress"].map(OsString::from));
             words.push(set.into());
             words
         };
         match self {
-            Variant::Poolsync => poolsync_args(&[]),
-            Variant::PoolsyncOneCpu => poolsync_args(&["taskset", "--cpu-list", "0"]),
+            Variant::Poolsync => poolsync_args(&[], false),
+            Variant::PoolsyncOneCpu => poolsync_args(&["taskset", "--cpu-list", "0"], false),
+            Variant::Baseline => poolsync_args(&[], true),
             Variant::Pmempool => vec!["pmempool".into(), "sync".into(), set.into()],
         }
     }
@@ -363,31 +389,19 @@ impl Variant {
 // ---------------------------------------------------------------------------
 // Entry points
 
-/// `cargo xtask bench sync [--size SIZE] [--reps N] [--scenario NAME] [--dir DIR]`.
+/// `cargo xtask bench sync [--size SIZE] [--reps N] [--scenario NAME]
+/// [--dir DIR] [--baseline BIN]`.
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let options = parse_options(args)?;
     check_tools(&options)?;
-
-    util::step("building poolsync (release)");
-    util::run(
-        util::cargo()
-            .args(["build", "--release", "--package", "poolsync"])
-            .current_dir(root),
-    )?;
-    let target = util::target_dir(root)?;
-    let poolsync = target.join("release").join("poolsync");
-    ensure!(
-        poolsync.is_file(),
-        "the release build left no binary at {}",
-        poolsync.display()
-    );
+    let bins = Binaries::build(root, options.baseline.as_deref())?;
 
     let cases: Vec<Case> = options
         .scenarios
         .iter()
-        .flat_map(|s| s.cases(options.size))
+        .flat_map(|s| s.cases(options.size, bins.baseline.is_some()))
         .collect();
-    let base = options.dir.clone().unwrap_or(target);
+    let base = options.dir.clone().unwrap_or_else(|| bins.target.clone());
     fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
     let need = cases.iter().map(Case::disk_need).max().unwrap_or(0) + 256 * MIB;
     let free = free_space(&base)?;
@@ -403,18 +417,24 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
 
     let machine = Machine::probe(&base);
     println!("{}", machine.describe(options.reps));
+    println!("{}", bins.describe());
     let mut results = Vec::new();
     for case in &cases {
         util::step(&case.title());
-        results.push(run_case(case, &poolsync, &workspace.0, options.reps)?);
+        results.push(run_case(case, &bins, &workspace.0, options.reps)?);
     }
     drop(workspace);
 
     let verdicts = judge(&results);
     println!("\n## Summary (markdown)\n");
     println!("{}", machine.describe(options.reps));
+    println!("{}\n", bins.describe());
     println!("{}", results_table(&results));
     println!("{}", verdict_table(&verdicts));
+    if bins.baseline.is_some() {
+        println!("{}", baseline_table(&results));
+        println!("{RATIO_NOTE}\n");
+    }
     let failed = verdicts.iter().filter(|v| v.pass == Some(false)).count();
     if failed > 0 {
         println!("{failed} target(s) missed; see docs/performance.md for the causes.");
@@ -790,10 +810,13 @@ struct Report {
     data_micros: u64,
     /// Wall time of the fences that made them durable.
     persist_micros: u64,
+    /// Size of the undo file that saved the bytes the sync overwrote (0:
+    /// none, or a poolsync that writes none).
+    undo: u64,
 }
 
-fn run_tool(variant: Variant, poolsync: &Path, set: &Path, scratch: &Path) -> Result<Sample> {
-    let words = variant.command(poolsync, set);
+fn run_tool(variant: Variant, bins: &Binaries, set: &Path, scratch: &Path) -> Result<Sample> {
+    let words = variant.command(bins, set);
     let out_path = scratch.join("measure.json");
     let mut cmd = Command::new(std::env::current_exe().context("locating xtask itself")?);
     cmd.args(["bench", MEASURE])
@@ -857,6 +880,7 @@ fn parse_report(stdout: &[u8]) -> Result<Report> {
         written: field("bytes_written")?,
         data_micros: field("data_micros")?,
         persist_micros: field("persist_micros")?,
+        undo: doc["report"]["undo"]["file_size"].as_u64().unwrap_or(0),
     })
 }
 
@@ -884,26 +908,24 @@ impl CaseResult {
     }
 }
 
-fn run_case(case: &Case, poolsync: &Path, scratch: &Path, reps: usize) -> Result<CaseResult> {
+fn run_case(case: &Case, bins: &Binaries, scratch: &Path, reps: usize) -> Result<CaseResult> {
     let load_before = load_average();
     let template_dir = scratch.join("template");
     let work = scratch.join("work");
-    let template = make_template(case, &template_dir, poolsync)?;
+    let template = make_template(case, &template_dir, &bins.poolsync)?;
     let mut samples: Vec<(Variant, Vec<Sample>)> =
         case.variants.iter().map(|&v| (v, Vec::new())).collect();
     for rep in 0..reps {
-        // Take turns going first.
-        let n = samples.len();
-        for i in 0..n {
-            let Some((variant, list)) = samples.get_mut((i + rep) % n) else {
+        for variant in take_turns(&case.variants, rep) {
+            let Some((_, list)) = samples.iter_mut().find(|(v, _)| *v == variant) else {
                 continue;
             };
             let set = stage(case, &template, &work)?;
-            let sample = run_tool(*variant, poolsync, &set, scratch)?;
+            let sample = run_tool(variant, bins, &set, scratch)?;
             verify(case, &work, &set)
                 .with_context(|| format!("checking the result of {}", variant.label()))?;
             eprintln!(
-                "  rep {} {:<16} {:>8.3} s  peak RSS {:>10}  written {:>10}  dirtied {:>10}",
+                "  rep {} {:<19} {:>8.3} s  peak RSS {:>10}  written {:>10}  dirtied {:>10}",
                 rep + 1,
                 variant.label(),
                 sample.wall.as_secs_f64(),
@@ -1146,19 +1168,25 @@ fn judge(results: &[CaseResult]) -> Vec<Verdict> {
                 None,
             );
             let damaged = r.differing_blocks.unwrap_or(0) * BLOCK;
+            // The undo file saves the bytes the repair overwrites: as many
+            // as the damaged blocks, written to a file of its own.
+            let into_pool = ps.written.saturating_sub(report.undo);
             verdict(
                 Scenario::Scattered,
-                "writes only the damaged blocks".to_string(),
+                "writes only the damaged blocks (and their undo file)".to_string(),
                 format!(
-                    "{} differing found, {} damaged; {} written by syscalls (headers included)",
+                    "{} differing found, {} damaged; {} written by syscalls: {} into the pool \
+                     (headers included), {} into the undo file",
                     fmt_size(report.differing),
                     fmt_size(damaged),
-                    fmt_size(ps.written)
+                    fmt_size(ps.written),
+                    fmt_size(into_pool),
+                    fmt_size(report.undo)
                 ),
                 Some(
                     report.differing == damaged
                         && report.copied == 0
-                        && ps.written <= damaged + HEADER_ALLOWANCE,
+                        && into_pool <= damaged + HEADER_ALLOWANCE,
                 ),
             );
         }
@@ -1222,7 +1250,7 @@ fn case_text(r: &CaseResult) -> String {
         ));
     }
     out.push_str(&format!(
-        "{:<16} {:>10} {:>10} {:>11} {:>11} {:>10}  all runs (s)\n",
+        "{:<19} {:>10} {:>10} {:>11} {:>11} {:>10}  all runs (s)\n",
         "tool", "wall", "CPU", "peak RSS", "written", "dirtied"
     ));
     for (variant, samples) in &r.samples {
@@ -1234,7 +1262,7 @@ fn case_text(r: &CaseResult) -> String {
             .map(|x| format!("{:.3}", x.wall.as_secs_f64()))
             .collect();
         out.push_str(&format!(
-            "{:<16} {:>8.3} s {:>8.3} s {:>11} {:>11} {:>10}  {}\n",
+            "{:<19} {:>8.3} s {:>8.3} s {:>11} {:>11} {:>10}  {}\n",
             variant.label(),
             s.wall.as_secs_f64(),
             s.cpu.as_secs_f64(),
@@ -1245,17 +1273,21 @@ fn case_text(r: &CaseResult) -> String {
         ));
         if let Some(rep) = s.report {
             out.push_str(&format!(
-                "{:<16} report: {} compared, {} differing, {} copied, {} written\n",
+                "{:<19} report: {} compared, {} differing, {} copied, {} written, \
+                 undo file {}; data phase {:.3} s, fences {:.3} s\n",
                 "",
                 fmt_size(rep.compared),
                 fmt_size(rep.differing),
                 fmt_size(rep.copied),
-                fmt_size(rep.written)
+                fmt_size(rep.written),
+                fmt_size(rep.undo),
+                rep.data_micros as f64 / 1e6,
+                rep.persist_micros as f64 / 1e6
             ));
         }
         if s.cancelled > 0 {
             out.push_str(&format!(
-                "{:<16} cancelled_write_bytes {}\n",
+                "{:<19} cancelled_write_bytes {}\n",
                 "",
                 fmt_size(s.cancelled)
             ));
@@ -1263,7 +1295,7 @@ fn case_text(r: &CaseResult) -> String {
     }
     if let (Some(ps), Some(pm)) = (r.summary(Variant::Poolsync), r.summary(Variant::Pmempool)) {
         out.push_str(&format!(
-            "{:<16} {:>9.2}× {:>9.2}× {:>10.3}× {:>11} {:>9.3}×\n",
+            "{:<19} {:>9.2}× {:>9.2}× {:>10.3}× {:>11} {:>9.3}×\n",
             "poolsync/pmempool",
             secs(ps.wall) / secs(pm.wall),
             secs(ps.cpu) / secs(pm.cpu),
@@ -1272,7 +1304,67 @@ fn case_text(r: &CaseResult) -> String {
             ps.dirtied as f64 / pm.dirtied.max(1) as f64,
         ));
     }
+    if let (Some(ps), Some(base)) = (r.summary(Variant::Poolsync), r.summary(Variant::Baseline)) {
+        out.push_str(&format!(
+            "{:<19} {:>10} {:>10} {:>11} {:>11} {:>10}\n",
+            "poolsync/baseline",
+            ratio(secs(ps.wall), secs(base.wall)),
+            ratio(secs(ps.cpu), secs(base.cpu)),
+            byte_ratio(ps.max_rss, base.max_rss),
+            byte_ratio(ps.written, base.written),
+            byte_ratio(ps.dirtied, base.dirtied),
+        ));
+    }
     out
+}
+
+/// The ratios new/baseline of every case: whole-process figures, then the
+/// engine's own timings of its data phase and its fences (`--json`).
+fn baseline_table(results: &[CaseResult]) -> String {
+    let mut rows = Vec::new();
+    for r in results {
+        let (Some(new), Some(base)) = (r.samples(Variant::Poolsync), r.samples(Variant::Baseline))
+        else {
+            continue;
+        };
+        let (Some(n), Some(b)) = (Summary::of(new), Summary::of(base)) else {
+            continue;
+        };
+        let walls = |s: &[Sample]| s.iter().map(|x| x.wall).collect::<Vec<_>>();
+        let engine = |f: fn(&Report) -> u64| match (n.report, b.report) {
+            (Some(n), Some(b)) => micros_ratio(f(&n), f(&b)),
+            _ => String::new(),
+        };
+        rows.push(vec![
+            r.case.scenario.name().to_string(),
+            format!(
+                "{} × {}",
+                r.case.parts.len(),
+                fmt_size(r.case.parts.first().copied().unwrap_or(0))
+            ),
+            wall_ratio(&walls(new), &walls(base)),
+            ratio(secs(n.cpu), secs(b.cpu)),
+            byte_ratio(n.max_rss, b.max_rss),
+            byte_ratio(n.written, b.written),
+            byte_ratio(n.dirtied, b.dirtied),
+            engine(|r| r.data_micros),
+            engine(|r| r.persist_micros),
+        ]);
+    }
+    markdown_table(
+        &[
+            "scenario",
+            "replica",
+            "wall, new/baseline (range)",
+            "CPU",
+            "peak RSS",
+            "written (syscalls)",
+            "dirtied (write_bytes)",
+            "data phase (data_micros)",
+            "fences (persist_micros)",
+        ],
+        &rows,
+    )
 }
 
 fn results_table(results: &[CaseResult]) -> String {
@@ -1519,8 +1611,15 @@ mod tests {
         .expect("valid options");
         assert_eq!((o.size, o.reps), (256 * MIB, 5));
         assert_eq!(o.scenarios, vec![Scenario::Header]);
+        assert_eq!(o.baseline, None);
         let o = parse_options(&[]).expect("defaults");
         assert_eq!((o.size, o.reps, o.scenarios.len()), (GIB, 3, 4));
+        let o =
+            parse_options(&args(&["--baseline", "old/poolsync", "--dir=d"])).expect("a baseline");
+        assert_eq!(o.baseline, Some(PathBuf::from("old/poolsync")));
+        assert_eq!(o.dir, Some(PathBuf::from("d")));
+        let o = parse_options(&args(&["--baseline=old/poolsync"])).expect("a baseline");
+        assert_eq!(o.baseline, Some(PathBuf::from("old/poolsync")));
         for bad in [
             &["--size", "60M"][..],
             &["--size", "100M"],
@@ -1528,6 +1627,7 @@ mod tests {
             &["--scenario", "nope"],
             &["--frobnicate"],
             &["--reps"],
+            &["--baseline"],
         ] {
             assert!(parse_options(&args(bad)).is_err(), "{bad:?} was accepted");
         }
@@ -1536,14 +1636,48 @@ mod tests {
     #[test]
     fn rebuild_runs_at_two_sizes_and_parallel_splits_the_replica() {
         let sizes: Vec<u64> = Scenario::Rebuild
-            .cases(GIB)
+            .cases(GIB, false)
             .iter()
             .map(|c| c.size)
             .collect();
         assert_eq!(sizes, vec![GIB / 4, GIB]);
-        let parallel = Scenario::Parallel.cases(GIB);
+        let parallel = Scenario::Parallel.cases(GIB, false);
         assert_eq!(parallel[0].parts, vec![GIB / 2, GIB / 2]);
         assert!(parallel[0].variants.contains(&Variant::PoolsyncOneCpu));
+    }
+
+    #[test]
+    fn a_baseline_is_one_more_variant_of_every_case() {
+        for scenario in Scenario::ALL {
+            for (with, without) in scenario
+                .cases(GIB, true)
+                .iter()
+                .zip(scenario.cases(GIB, false))
+            {
+                assert!(!without.variants.contains(&Variant::Baseline));
+                let mut expected = without.variants.clone();
+                expected.insert(1, Variant::Baseline);
+                assert_eq!(with.variants, expected, "{}", with.title());
+            }
+        }
+        let bins = Binaries {
+            poolsync: PathBuf::from("new"),
+            baseline: Some(crate::bench_baseline::Baseline {
+                path: PathBuf::from("old"),
+                version: "poolsync 0.1.0".to_string(),
+            }),
+            target: PathBuf::from("t"),
+            commit: "abc".to_string(),
+        };
+        let words = |v: Variant| v.command(&bins, Path::new("s"));
+        assert_eq!(
+            words(Variant::Baseline),
+            ["old", "sync", "--json", "--no-progress", "s"].map(OsString::from)
+        );
+        assert_eq!(
+            words(Variant::Poolsync),
+            ["new", "sync", "--json", "--no-progress", "s"].map(OsString::from)
+        );
     }
 
     #[test]

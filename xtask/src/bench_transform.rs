@@ -8,11 +8,13 @@
 //! and then read once (warm page cache, as in `bench_sync`), with two set
 //! files beside it: the source (the one replica) and the target (the same
 //! replica, then a new one of two parts whose files do not exist yet). The
-//! tools take turns going first from one repetition to the next. Each tool
-//! runs under `bench __measure` (see `bench_sync`) for its wall time, CPU
-//! time, peak RSS and I/O. Every run is checked afterwards, outside the
-//! timing: the new replica holds the same bytes as the source past each
-//! part's header page, and `pmempool check` finds the target consistent.
+//! tools take turns going first from one repetition to the next; with
+//! `--baseline BIN`, that binary is a third tool (see `bench_baseline`).
+//! Each tool runs under `bench __measure` (see `bench_sync`) for its wall
+//! time, CPU time, peak RSS and I/O. Every run is checked afterwards,
+//! outside the timing: the new replica holds the same bytes as the source
+//! past each part's header page, and `pmempool check` finds the target
+//! consistent.
 
 use std::ffi::OsString;
 use std::fs::{self, File};
@@ -22,6 +24,9 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 
+use crate::bench_baseline::{
+    byte_ratio, markdown_table, ratio, take_turns, wall_ratio, Binaries, BASELINE_LABEL, RATIO_NOTE,
+};
 use crate::bench_sync::{
     differing_blocks, fmt_size, free_space, load_average, median, parse_size_options, part_name,
     pool_size, quiet, secs, sync_dir, write_durably, Machine, Scratch, SizeOptions, BLOCK, MEASURE,
@@ -42,10 +47,12 @@ fn parse_options(args: &[String]) -> Result<SizeOptions> {
     parse_size_options("transform", args)
 }
 
-/// The two tools.
+/// The tools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tool {
     Poolsync,
+    /// The `--baseline` binary, run as [`Tool::Poolsync`] is.
+    Baseline,
     Pmempool,
 }
 
@@ -53,26 +60,28 @@ impl Tool {
     fn label(self) -> &'static str {
         match self {
             Tool::Poolsync => "poolsync",
+            Tool::Baseline => BASELINE_LABEL,
             Tool::Pmempool => "pmempool",
         }
     }
 
     /// Program and arguments that transform `src` into `dst`.
-    fn command(self, poolsync: &Path, src: &Path, dst: &Path) -> Vec<OsString> {
+    fn command(self, bins: &Binaries, src: &Path, dst: &Path) -> Vec<OsString> {
         let program: OsString = match self {
-            Tool::Poolsync => poolsync.into(),
+            Tool::Poolsync => bins.poolsync.clone().into(),
+            Tool::Baseline => bins.binary(true).into(),
             Tool::Pmempool => "pmempool".into(),
         };
         vec![program, "transform".into(), src.into(), dst.into()]
     }
 
-    /// The order of the tools in repetition `rep`: they take turns going
-    /// first.
-    fn order(rep: usize) -> [Tool; 2] {
-        if rep.is_multiple_of(2) {
-            [Tool::Poolsync, Tool::Pmempool]
+    /// The tools of every repetition, in the order of the tables (they take
+    /// turns going first: [`take_turns`]).
+    fn all(baseline: bool) -> Vec<Tool> {
+        if baseline {
+            vec![Tool::Poolsync, Tool::Baseline, Tool::Pmempool]
         } else {
-            [Tool::Pmempool, Tool::Poolsync]
+            vec![Tool::Poolsync, Tool::Pmempool]
         }
     }
 }
@@ -121,7 +130,8 @@ impl Summary {
     }
 }
 
-/// `cargo xtask bench transform [--size SIZE] [--reps N] [--dir DIR]`.
+/// `cargo xtask bench transform [--size SIZE] [--reps N] [--dir DIR]
+/// [--baseline BIN]`.
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let options = parse_options(args)?;
     for tool in ["pmempool", "cc"] {
@@ -139,20 +149,8 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             );
         }
     }
-    util::step("building poolsync (release)");
-    util::run(
-        util::cargo()
-            .args(["build", "--release", "--package", "poolsync"])
-            .current_dir(root),
-    )?;
-    let target = util::target_dir(root)?;
-    let poolsync = target.join("release").join("poolsync");
-    ensure!(
-        poolsync.is_file(),
-        "the release build left no binary at {}",
-        poolsync.display()
-    );
-    let base = options.dir.clone().unwrap_or(target);
+    let bins = Binaries::build(root, options.baseline.as_deref())?;
+    let base = options.dir.clone().unwrap_or_else(|| bins.target.clone());
     fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
     // The template, the working copy of its replica and the new replica.
     let need = 3 * options.size + 256 * MIB;
@@ -173,7 +171,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let template = make_template(
         &scratch.0.join("template"),
         options.size,
-        &poolsync,
+        &bins.poolsync,
         &objclient,
     )?;
     let describe = |t: &Template| {
@@ -187,21 +185,20 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         )
     };
     println!("{}", describe(&template));
+    println!("{}", bins.describe());
 
     let load_before = load_average();
     let work = scratch.0.join("work");
-    let mut samples: Vec<(Tool, Vec<Sample>)> = Tool::order(0)
-        .into_iter()
-        .map(|t| (t, Vec::new()))
-        .collect();
+    let tools = Tool::all(bins.baseline.is_some());
+    let mut samples: Vec<(Tool, Vec<Sample>)> = tools.iter().map(|&t| (t, Vec::new())).collect();
     for rep in 0..options.reps {
-        for tool in Tool::order(rep) {
+        for tool in take_turns(&tools, rep) {
             let (src, dst) = stage(&template, &work, options.size)?;
-            let sample = run_tool(tool, &poolsync, &src, &dst, &scratch.0)?;
+            let sample = run_tool(tool, &bins, &src, &dst, &scratch.0)?;
             verify(&work, &dst)
                 .with_context(|| format!("checking the result of {}", tool.label()))?;
             eprintln!(
-                "  rep {} {:<9} {:>8.3} s  CPU {:>7.3} s  peak RSS {:>10}  written {:>10}  \
+                "  rep {} {:<19} {:>8.3} s  CPU {:>7.3} s  peak RSS {:>10}  written {:>10}  \
                  dirtied {:>10}",
                 rep + 1,
                 tool.label(),
@@ -225,7 +222,12 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         "{}; load average (1, 5, 15 min) {load_before} before, {load_after} after.\n",
         describe(&template)
     );
+    println!("{}\n", bins.describe());
     println!("{}", results_table(&samples));
+    if bins.baseline.is_some() {
+        println!("{}", baseline_table(&samples));
+        println!("{RATIO_NOTE}\n");
+    }
     Ok(())
 }
 
@@ -343,8 +345,8 @@ fn verify(work: &Path, dst: &Path) -> Result<()> {
 }
 
 /// Runs one tool under the measuring wrapper; it must succeed.
-fn run_tool(tool: Tool, poolsync: &Path, src: &Path, dst: &Path, scratch: &Path) -> Result<Sample> {
-    let words = tool.command(poolsync, src, dst);
+fn run_tool(tool: Tool, bins: &Binaries, src: &Path, dst: &Path, scratch: &Path) -> Result<Sample> {
+    let words = tool.command(bins, src, dst);
     let shown = words
         .iter()
         .map(|w| w.to_string_lossy())
@@ -426,6 +428,41 @@ fn results_table(samples: &[(Tool, Vec<Sample>)]) -> String {
     out
 }
 
+/// The ratios new/baseline.
+fn baseline_table(samples: &[(Tool, Vec<Sample>)]) -> String {
+    let of = |tool: Tool| {
+        samples
+            .iter()
+            .find(|(t, _)| *t == tool)
+            .map(|(_, v)| v.as_slice())
+    };
+    let mut rows = Vec::new();
+    if let (Some(new), Some(base)) = (of(Tool::Poolsync), of(Tool::Baseline)) {
+        if let (Some(n), Some(b)) = (Summary::of(new), Summary::of(base)) {
+            let walls = |v: &[Sample]| v.iter().map(|s| s.wall).collect::<Vec<_>>();
+            rows.push(vec![
+                "transform (add a replica)".to_string(),
+                wall_ratio(&walls(new), &walls(base)),
+                ratio(secs(n.cpu), secs(b.cpu)),
+                byte_ratio(n.max_rss, b.max_rss),
+                byte_ratio(n.written, b.written),
+                byte_ratio(n.dirtied, b.dirtied),
+            ]);
+        }
+    }
+    markdown_table(
+        &[
+            "operation",
+            "wall, new/baseline (range)",
+            "CPU",
+            "peak RSS",
+            "written (syscalls)",
+            "dirtied (write_bytes)",
+        ],
+        &rows,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -435,22 +472,26 @@ mod tests {
         let o = parse_options(&[]).unwrap();
         assert_eq!((o.size, o.reps), (crate::bench_sync::GIB, 3));
         assert!(o.dir.is_none());
+        assert!(o.baseline.is_none());
         let o = parse_options(&[
             "--size=256M".into(),
             "--reps".into(),
             "5".into(),
             "--dir".into(),
             "d".into(),
+            "--baseline=old/poolsync".into(),
         ])
         .unwrap();
         assert_eq!((o.size, o.reps), (256 * MIB, 5));
         assert_eq!(o.dir, Some(PathBuf::from("d")));
+        assert_eq!(o.baseline, Some(PathBuf::from("old/poolsync")));
         for bad in [
             &["--size", "10M"][..],
             &["--size", "100M"],
             &["--reps", "0"],
             &["--frobnicate"],
             &["--dir"],
+            &["--baseline"],
         ] {
             let bad: Vec<String> = bad.iter().map(|w| w.to_string()).collect();
             assert!(parse_options(&bad).is_err(), "{bad:?} was accepted");
@@ -474,13 +515,37 @@ mod tests {
 
     #[test]
     fn tools_take_turns_going_first() {
-        assert_eq!(Tool::order(0), [Tool::Poolsync, Tool::Pmempool]);
-        assert_eq!(Tool::order(1), [Tool::Pmempool, Tool::Poolsync]);
-        assert_eq!(Tool::order(2), Tool::order(0));
-        let words = Tool::Pmempool.command(Path::new("ps"), Path::new("a"), Path::new("b"));
+        let tools = Tool::all(false);
+        assert_eq!(take_turns(&tools, 0), [Tool::Poolsync, Tool::Pmempool]);
+        assert_eq!(take_turns(&tools, 1), [Tool::Pmempool, Tool::Poolsync]);
+        assert_eq!(take_turns(&tools, 2), take_turns(&tools, 0));
+        let tools = Tool::all(true);
+        assert_eq!(tools, [Tool::Poolsync, Tool::Baseline, Tool::Pmempool]);
         assert_eq!(
-            words,
+            take_turns(&tools, 1),
+            [Tool::Baseline, Tool::Pmempool, Tool::Poolsync]
+        );
+        let bins = Binaries {
+            poolsync: PathBuf::from("new"),
+            baseline: Some(crate::bench_baseline::Baseline {
+                path: PathBuf::from("old"),
+                version: "poolsync 0.1.0".to_string(),
+            }),
+            target: PathBuf::from("t"),
+            commit: "abc".to_string(),
+        };
+        let words = |tool: Tool| tool.command(&bins, Path::new("a"), Path::new("b"));
+        assert_eq!(
+            words(Tool::Pmempool),
             ["pmempool", "transform", "a", "b"].map(OsString::from)
+        );
+        assert_eq!(
+            words(Tool::Baseline),
+            ["old", "transform", "a", "b"].map(OsString::from)
+        );
+        assert_eq!(
+            words(Tool::Poolsync),
+            ["new", "transform", "a", "b"].map(OsString::from)
         );
     }
 }

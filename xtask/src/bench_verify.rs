@@ -14,8 +14,12 @@
 //! cold: `check --data --json` on the template (read-only), `cmp` of the
 //! root object's bytes of replicas 0 and 1 (the read-and-compare
 //! reference), and `sync --verify --json` on a fresh durable copy of the
-//! template. Every tool runs under `bench __measure` (see `bench_sync`),
-//! which gives its wall time, CPU time and peak RSS.
+//! template; they take turns going first from one repetition to the next.
+//! With `--baseline BIN`, that binary's `check --data` and `sync --verify`
+//! run too, in the same rotation, on the same files and with the same
+//! checks (see `bench_baseline`). Every tool runs under `bench
+//! __measure` (see `bench_sync`), which gives its wall time, CPU time, peak
+//! RSS and I/O.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Read as _;
@@ -26,6 +30,9 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 
+use crate::bench_baseline::{
+    byte_ratio, markdown_table, ratio, take_turns, wall_ratio, Binaries, RATIO_NOTE,
+};
 use crate::bench_sync::{
     fmt_size, free_space, load_average, median, parse_size_options, part_name, pool_size, quiet,
     secs, splitmix64, sync_dir, write_durably, Machine, Scratch, SizeOptions, BLOCK, MEASURE, MIB,
@@ -77,13 +84,48 @@ enum Op {
 }
 
 impl Op {
-    const ALL: [Op; 3] = [Op::Check, Op::Cmp, Op::Sync];
-
     fn label(self) -> &'static str {
         match self {
             Op::Check => "poolsync check --data",
             Op::Cmp => "cmp (replica 0 vs 1, root object)",
             Op::Sync => "poolsync sync --verify",
+        }
+    }
+}
+
+/// An operation, run by the new build or by the `--baseline` binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Job {
+    op: Op,
+    baseline: bool,
+}
+
+impl Job {
+    const fn new(op: Op) -> Job {
+        Job {
+            op,
+            baseline: false,
+        }
+    }
+
+    /// What each repetition runs: every operation, and with a baseline its
+    /// `check --data` and `sync --verify` right after the new build's.
+    fn all(baseline: bool) -> Vec<Job> {
+        let mut jobs = Vec::new();
+        for op in [Op::Check, Op::Cmp, Op::Sync] {
+            jobs.push(Job::new(op));
+            if baseline && op != Op::Cmp {
+                jobs.push(Job { op, baseline: true });
+            }
+        }
+        jobs
+    }
+
+    fn label(self) -> String {
+        if self.baseline {
+            format!("{} (baseline)", self.op.label())
+        } else {
+            self.op.label().to_string()
         }
     }
 }
@@ -96,6 +138,10 @@ struct Run {
     max_rss: u64,
     /// Bytes compared (see [`Template`] for what each tool counts).
     compared: u64,
+    /// `wchar` less what the tool printed: bytes handed to write syscalls.
+    written: u64,
+    /// `write_bytes`: page-cache bytes dirtied.
+    dirtied: u64,
 }
 
 /// The damaged set every run starts from.
@@ -115,7 +161,8 @@ struct Template {
     damaged_blocks: u64,
 }
 
-/// `cargo xtask bench verify [--size SIZE] [--reps N] [--dir DIR]`.
+/// `cargo xtask bench verify [--size SIZE] [--reps N] [--dir DIR]
+/// [--baseline BIN]`.
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let options = parse_options(args)?;
     for tool in ["pmempool", "cc", "cmp", "dd"] {
@@ -125,20 +172,8 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
              libpmemobj-dev to build the client)"
         );
     }
-    util::step("building poolsync (release)");
-    util::run(
-        util::cargo()
-            .args(["build", "--release", "--package", "poolsync"])
-            .current_dir(root),
-    )?;
-    let target = util::target_dir(root)?;
-    let poolsync = target.join("release").join("poolsync");
-    ensure!(
-        poolsync.is_file(),
-        "the release build left no binary at {}",
-        poolsync.display()
-    );
-    let base = options.dir.clone().unwrap_or(target);
+    let bins = Binaries::build(root, options.baseline.as_deref())?;
+    let base = options.dir.clone().unwrap_or_else(|| bins.target.clone());
     fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
     let need = 2 * REPLICAS as u64 * options.size + 256 * MIB;
     let free = free_space(&base)?;
@@ -158,9 +193,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let template = make_template(
         &scratch.0.join("template"),
         options.size,
-        &poolsync,
+        &bins.poolsync,
         &objclient,
     )?;
+    println!("{}", bins.describe());
     println!(
         "template: {REPLICAS} replicas of {}; pool size {}; root object {} at {:#x}; \
          {} live bytes ({}) in {} object(s); replica {DAMAGED}: {} block(s) of 4 KiB \
@@ -187,24 +223,29 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     };
 
     let load_before = load_average();
-    let mut runs: Vec<((Op, Cache), Vec<Run>)> = Vec::new();
+    let jobs = Job::all(bins.baseline.is_some());
+    let mut runs: Runs = caches
+        .iter()
+        .flat_map(|&cache| jobs.iter().map(move |&job| ((job, cache), Vec::new())))
+        .collect();
     for rep in 0..options.reps {
         for &cache in caches {
-            for op in Op::ALL {
-                let run = run_op(op, cache, &template, &poolsync, &scratch.0)?;
+            for job in take_turns(&jobs, rep) {
+                let run = run_op(job, cache, &template, &bins, &scratch.0)?;
                 println!(
-                    "rep {}: {:<36} {}: {:.3} s, {} compared, {:.2} GB/s, peak RSS {}",
+                    "rep {}: {:<47} {}: {:.3} s, {} compared, {:.2} GB/s, peak RSS {}, \
+                     written {}",
                     rep + 1,
-                    op.label(),
+                    job.label(),
                     cache.name(),
                     run.wall.as_secs_f64(),
                     fmt_size(run.compared),
                     run.compared as f64 / secs(run.wall) / 1e9,
-                    fmt_size(run.max_rss)
+                    fmt_size(run.max_rss),
+                    fmt_size(run.written)
                 );
-                match runs.iter_mut().find(|(k, _)| *k == (op, cache)) {
-                    Some((_, v)) => v.push(run),
-                    None => runs.push(((op, cache), vec![run])),
+                if let Some((_, v)) = runs.iter_mut().find(|(k, _)| *k == (job, cache)) {
+                    v.push(run);
                 }
             }
         }
@@ -234,14 +275,22 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         fmt_size(template.damaged_blocks * BLOCK),
         template.damaged_blocks
     );
+    println!("{}\n", bins.describe());
     println!("{}", results_table(&runs));
     let verdicts = judge(&runs);
     println!("{}", verdict_table(&verdicts));
+    if bins.baseline.is_some() {
+        println!("{}", baseline_table(&runs));
+        println!("{RATIO_NOTE}\n");
+    }
     if !cold {
         println!("Cold cache: not measured (posix_fadvise(DONTNEED) did not evict).");
     }
     Ok(())
 }
+
+/// The runs of every job in every cache state, in the order of the tables.
+type Runs = Vec<((Job, Cache), Vec<Run>)>;
 
 /// Creates the set, fills it, checks it is healthy and damages replica 2.
 fn make_template(dir: &Path, size: u64, poolsync: &Path, objclient: &Path) -> Result<Template> {
@@ -470,9 +519,10 @@ fn cold_cache_works(path: &Path) -> Result<bool> {
     })
 }
 
-fn run_op(op: Op, cache: Cache, t: &Template, poolsync: &Path, scratch: &Path) -> Result<Run> {
+fn run_op(job: Job, cache: Cache, t: &Template, bins: &Binaries, scratch: &Path) -> Result<Run> {
     let parts: Vec<PathBuf> = (0..REPLICAS).map(|r| t.dir.join(part_name(r, 0))).collect();
-    match op {
+    let poolsync = bins.binary(job.baseline);
+    match job.op {
         Op::Check => {
             prepare(cache, &parts)?;
             let set = t.dir.join("pool.set");
@@ -558,7 +608,8 @@ fn run_op(op: Op, cache: Cache, t: &Template, poolsync: &Path, scratch: &Path) -
             let compared = v["findings"]["bytes_compared"]
                 .as_u64()
                 .context("sync --verify --json printed no verify.findings.bytes_compared")?;
-            let (code, after) = check_json(poolsync, &set)?;
+            // The same check after either binary: the new build's.
+            let (code, after) = check_json(&bins.poolsync, &set)?;
             ensure!(
                 code == Some(0),
                 "after sync --verify, check --data still finds damage: {after}"
@@ -605,23 +656,29 @@ fn measured(
         words.join(" "),
         String::from_utf8_lossy(&out.stderr).trim()
     );
+    let printed = (out.stdout.len() + out.stderr.len()) as u64;
     Ok((
         Run {
             wall: Duration::from_nanos(num("wall_ns")),
             cpu: Duration::from_micros(num("user_us") + num("sys_us")),
             max_rss: num("max_rss"),
             compared: 0,
+            written: num("wchar").saturating_sub(printed),
+            dirtied: num("write_bytes"),
         },
         out.stdout,
     ))
 }
 
-/// Median wall and CPU, largest RSS, and the (equal) bytes compared.
+/// Median wall and CPU, largest RSS, and the (equal) bytes compared and
+/// written.
 struct Summary {
     wall: Duration,
     cpu: Duration,
     max_rss: u64,
     compared: u64,
+    written: u64,
+    dirtied: u64,
 }
 
 fn summary(runs: &[Run]) -> Option<Summary> {
@@ -630,6 +687,8 @@ fn summary(runs: &[Run]) -> Option<Summary> {
         cpu: median(runs.iter().map(|r| r.cpu).collect())?,
         max_rss: runs.iter().map(|r| r.max_rss).max()?,
         compared: median(runs.iter().map(|r| r.compared).collect())?,
+        written: median(runs.iter().map(|r| r.written).collect())?,
+        dirtied: median(runs.iter().map(|r| r.dirtied).collect())?,
     })
 }
 
@@ -637,30 +696,83 @@ fn rate(s: &Summary) -> f64 {
     s.compared as f64 / secs(s.wall) / 1e9
 }
 
-fn results_table(runs: &[((Op, Cache), Vec<Run>)]) -> String {
+fn results_table(runs: &[((Job, Cache), Vec<Run>)]) -> String {
     let mut out = String::from(
         "| operation | cache | wall (median) | CPU (median) | bytes compared | rate | peak RSS | \
-         every run (s) |\n|---|---|---|---|---|---|---|---|\n",
+         written (syscalls) | every run (s) |\n|---|---|---|---|---|---|---|---|---|\n",
     );
-    for ((op, cache), v) in runs {
+    for ((job, cache), v) in runs {
         let Some(s) = summary(v) else { continue };
         let every: Vec<String> = v
             .iter()
             .map(|r| format!("{:.3}", r.wall.as_secs_f64()))
             .collect();
         out.push_str(&format!(
-            "| {} | {} | {:.3} s | {:.3} s | {} | {:.2} GB/s | {} | {} |\n",
-            op.label(),
+            "| {} | {} | {:.3} s | {:.3} s | {} | {:.2} GB/s | {} | {} | {} |\n",
+            job.label(),
             cache.name(),
             s.wall.as_secs_f64(),
             s.cpu.as_secs_f64(),
             fmt_size(s.compared),
             rate(&s),
             fmt_size(s.max_rss),
+            fmt_size(s.written),
             every.join(" ")
         ));
     }
     out
+}
+
+/// The ratios new/baseline of `check --data` and `sync --verify`, warm and
+/// cold.
+fn baseline_table(runs: &[((Job, Cache), Vec<Run>)]) -> String {
+    let find = |job: Job, cache: Cache| {
+        runs.iter()
+            .find(|(k, _)| *k == (job, cache))
+            .map(|(_, v)| v.as_slice())
+    };
+    let mut rows = Vec::new();
+    for ((job, cache), new) in runs {
+        if job.baseline || job.op == Op::Cmp {
+            continue;
+        }
+        let Some(base) = find(
+            Job {
+                baseline: true,
+                ..*job
+            },
+            *cache,
+        ) else {
+            continue;
+        };
+        let (Some(n), Some(b)) = (summary(new), summary(base)) else {
+            continue;
+        };
+        let walls = |v: &[Run]| v.iter().map(|r| r.wall).collect::<Vec<_>>();
+        rows.push(vec![
+            job.op.label().to_string(),
+            cache.name().to_string(),
+            wall_ratio(&walls(new), &walls(base)),
+            ratio(secs(n.cpu), secs(b.cpu)),
+            byte_ratio(n.max_rss, b.max_rss),
+            byte_ratio(n.compared, b.compared),
+            byte_ratio(n.written, b.written),
+            byte_ratio(n.dirtied, b.dirtied),
+        ]);
+    }
+    markdown_table(
+        &[
+            "operation",
+            "cache",
+            "wall, new/baseline (range)",
+            "CPU",
+            "peak RSS",
+            "bytes compared",
+            "written (syscalls)",
+            "dirtied (write_bytes)",
+        ],
+        &rows,
+    )
 }
 
 struct Verdict {
@@ -669,10 +781,10 @@ struct Verdict {
     pass: bool,
 }
 
-fn judge(runs: &[((Op, Cache), Vec<Run>)]) -> Vec<Verdict> {
+fn judge(runs: &[((Job, Cache), Vec<Run>)]) -> Vec<Verdict> {
     let find = |op: Op, cache: Cache| {
         runs.iter()
-            .find(|(k, _)| *k == (op, cache))
+            .find(|(k, _)| *k == (Job::new(op), cache))
             .and_then(|(_, v)| summary(v))
     };
     let cmp = find(Op::Cmp, Cache::Warm);
@@ -696,7 +808,7 @@ fn judge(runs: &[((Op, Cache), Vec<Run>)]) -> Vec<Verdict> {
         });
         let worst = runs
             .iter()
-            .filter(|((o, _), _)| *o == op)
+            .filter(|((job, _), _)| *job == Job::new(op))
             .flat_map(|(_, v)| v.iter().map(|r| r.max_rss))
             .max()
             .unwrap_or(0);
@@ -739,9 +851,33 @@ mod tests {
     fn options_default_and_reject_bad_sizes() {
         let o = parse_options(&[]).unwrap();
         assert_eq!((o.size, o.reps), (crate::bench_sync::GIB, 3));
+        assert_eq!(o.baseline, None);
         let o = parse_options(&["--size=256M".into(), "--reps".into(), "5".into()]).unwrap();
         assert_eq!((o.size, o.reps), (256 * MIB, 5));
+        let o = parse_options(&["--baseline".into(), "old/poolsync".into()]).unwrap();
+        assert_eq!(o.baseline, Some(PathBuf::from("old/poolsync")));
         assert!(parse_options(&["--size".into(), "10M".into()]).is_err());
         assert!(parse_options(&["--frobnicate".into()]).is_err());
+        assert!(parse_options(&["--baseline".into()]).is_err());
+    }
+
+    #[test]
+    fn a_baseline_checks_and_syncs_but_does_not_cmp() {
+        let labels =
+            |baseline| -> Vec<String> { Job::all(baseline).into_iter().map(Job::label).collect() };
+        assert_eq!(
+            labels(false),
+            [Op::Check, Op::Cmp, Op::Sync].map(|op| op.label().to_string())
+        );
+        assert_eq!(
+            labels(true),
+            [
+                "poolsync check --data",
+                "poolsync check --data (baseline)",
+                "cmp (replica 0 vs 1, root object)",
+                "poolsync sync --verify",
+                "poolsync sync --verify (baseline)",
+            ]
+        );
     }
 }

@@ -5,7 +5,12 @@
 //! behave, rather than printing a story the binary did not tell. It creates
 //! a pool set, stores data in it through libpmemobj when a C compiler and
 //! libpmemobj are there (and says so when they are not), damages two
-//! replicas, shows the sync plan, syncs, and checks the result.
+//! replicas, shows the sync plan, syncs, and checks the result. Then it
+//! keeps an offline copy: an update packet seeds a standby of another
+//! layout, and an incremental packet brings it the next change. Last, a
+//! remote replica at a third site is seeded and kept current over ssh: a
+//! private sshd on 127.0.0.1 when OpenSSH's server is installed, else a
+//! local stand-in for ssh (the demo says which).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,6 +34,20 @@ const DAMAGED_PART: &str = "r0-p1.part";
 const CORRUPTED_PART: &str = "r2-p1.part";
 /// What the demo stores in the pool's root object.
 const MESSAGE: &str = "hello from the demo: this text lives in the pool's root object";
+/// What it stores later, to be shipped in an incremental packet.
+const MESSAGE_2: &str = "the second message: it reaches the standby in an incremental packet";
+/// What it stores last, to reach the remote replica.
+const MESSAGE_3: &str = "the third message: a remote replica over ssh receives it";
+/// The remote host's tree (its `serve.root`) and its pool set file there.
+const REMOTE_ROOT: &str = "site-c";
+const REMOTE_SET: &str = "dr.set";
+/// The remote replica's parts, in the remote host's tree.
+const REMOTE_PARTS: &[(&str, u64)] = &[("dr-p0.part", 24), ("dr-p1.part", 9)];
+/// The standby's replicas, split otherwise than the source's.
+const STANDBY: &[&[(&str, u64)]] = &[
+    &[("sb-r0-p0.part", 20), ("sb-r0-p1.part", 13)],
+    &[("sb-r1-p0.part", 33)],
+];
 
 /// `cargo xtask demo`.
 pub fn run(root: &Path) -> Result<()> {
@@ -61,6 +80,7 @@ pub fn run(root: &Path) -> Result<()> {
     let demo = Demo {
         poolsync,
         dir: dir.clone(),
+        env: Vec::new(),
     };
     say(&format!(
         "A pool set with three replicas of one libpmemobj pool, in {}.\n\
@@ -129,10 +149,175 @@ pub fn run(root: &Path) -> Result<()> {
         say("And libpmemobj reads the data back from the rebuilt master.");
         demo.client(client, &["read", "pool.set", "-", MESSAGE], 0)?;
     }
+    offline_copy(&demo, client.as_deref())?;
+    remote_copy(&demo, client.as_deref())?;
     say(
-        "The next `cargo xtask demo` starts afresh; `poolsync rm pool.set` removes the\n\
-         parts by hand.",
+        "The next `cargo xtask demo` starts afresh; `poolsync rm admin.set` (the local\n\
+         and the remote parts) and `poolsync rm standby.set` remove the parts (and the\n\
+         state files) by hand.",
     );
+    Ok(())
+}
+
+/// Update packets: seed a standby of another layout, then ship a change.
+fn offline_copy(demo: &Demo, client: Option<&Path>) -> Result<()> {
+    let standby = set_text(&demo.dir, STANDBY);
+    std::fs::write(demo.dir.join("standby.set"), &standby).context("writing standby.set")?;
+    say(
+        "Offline copies: a standby at another site, kept current by update packets\n\
+         carried by any means. Its pool set file names its own parts, split otherwise;\n\
+         they do not exist yet.",
+    );
+    println!("$ cat standby.set");
+    print!("{standby}");
+    say(
+        "Export a packet for the standby, site-b. The first one carries every block\n\
+         (zero runs without their bytes); the state file beside pool.set now knows\n\
+         each block's digest and epoch, and that site-b holds epoch 1.",
+    );
+    demo.expect(
+        &["export", "--out", "site-b-1.pkt", "pool.set", "site-b"],
+        0,
+    )?;
+    say("`packet` describes it and verifies every checksum.");
+    demo.expect(&["packet", "site-b-1.pkt"], 0)?;
+    say(
+        "Import it at the standby: its parts are created from standby.set, with the\n\
+         source's pool set UUID, and every replica receives the data. The packet is\n\
+         deleted once applied.",
+    );
+    demo.expect(&["import", "-v", "standby.set", "site-b-1.pkt"], 0)?;
+    demo.expect(&["check", "-v", "standby.set"], 0)?;
+    match client {
+        Some(client) => {
+            say("The application writes again at the source ...");
+            demo.client(client, &["write", "pool.set", "-", MESSAGE_2], 0)?;
+        }
+        None => say("(Without libpmemobj the source does not change: the next export says so.)"),
+    }
+    say(
+        "... and the next export carries only the blocks that changed since site-b's\n\
+         epoch (-v lists the files).",
+    );
+    demo.expect(
+        &[
+            "export",
+            "-v",
+            "--out",
+            "site-b-2.pkt",
+            "pool.set",
+            "site-b",
+        ],
+        0,
+    )?;
+    if client.is_some() {
+        demo.expect(&["import", "-v", "standby.set", "site-b-2.pkt"], 0)?;
+    }
+    say("`epoch` shows what the source believes each destination holds.");
+    demo.expect(&["epoch", "pool.set"], 0)?;
+    if let Some(client) = client {
+        say("libpmemobj opens the standby on its own and reads the second message.");
+        demo.client(client, &["read", "standby.set", "-", MESSAGE_2], 0)?;
+    }
+    Ok(())
+}
+
+/// Remote replicas: seed one at a third site over ssh, then keep it current.
+fn remote_copy(demo: &Demo, client: Option<&Path>) -> Result<()> {
+    let root = demo.dir.join(REMOTE_ROOT);
+    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    let mut remote_set = String::from("PMEMPOOLSET\n");
+    for (name, mib) in REMOTE_PARTS {
+        remote_set.push_str(&format!("{mib}M {}\n", root.join(name).display()));
+    }
+    std::fs::write(root.join(REMOTE_SET), &remote_set).context("writing the remote set file")?;
+    // poolsync serve on the "remote host" resolves set files under its root.
+    let serve_config = root.join("serve.toml");
+    std::fs::write(
+        &serve_config,
+        format!("[serve]\nroot = {:?}\n", root.display().to_string()),
+    )
+    .context("writing the remote end's config")?;
+    say(
+        "Remote replicas: a third site, site-c, holds a warm standby kept current over\n\
+         ssh by `poolsync serve`, as rsync runs its server. Its pool set file lives on\n\
+         its host, under serve.root, and names its own parts.",
+    );
+    // Keeps a private sshd running until the end of this section.
+    let (_sshd, rsh, node) = if crate::sshd::available() {
+        let sshd = crate::sshd::Sshd::start(&demo.dir.join("sshd"))?;
+        say(
+            "The demo starts a private sshd on 127.0.0.1 (its own host key, user key and\n\
+             config) to stand for site-c's host: everything below goes through real ssh.",
+        );
+        let (rsh, node) = (sshd.ssh_line(), sshd.node());
+        (Some(sshd), rsh, node)
+    } else {
+        say(
+            "(OpenSSH's server is not installed, so a local stand-in replaces ssh: it drops\n\
+             the host name and runs `poolsync serve` here, over the same pipes ssh would\n\
+             give it. Debian: apt install openssh-server openssh-client.)",
+        );
+        (
+            None,
+            "sh -c 'shift; exec \"$@\"' local-shell".to_string(),
+            "site-c".to_string(),
+        )
+    };
+    let remote_path = format!(
+        "{} --config {}",
+        demo.poolsync.display(),
+        serve_config.display()
+    );
+    println!("$ cat {REMOTE_ROOT}/{REMOTE_SET}   # on site-c");
+    print!("{remote_set}");
+    let admin = format!(
+        "{}REPLICA {node} {REMOTE_SET}\n",
+        std::fs::read_to_string(demo.dir.join("pool.set")).context("reading pool.set")?
+    );
+    std::fs::write(demo.dir.join("admin.set"), &admin).context("writing admin.set")?;
+    say(
+        "The administrator's set file adds a REPLICA line naming the host and the set\n\
+         file there; the application keeps opening pool.set, which libpmemobj accepts.\n\
+         --rsh and --remote-path (or POOLSYNC_RSH and POOLSYNC_REMOTE_PATH) say how\n\
+         to reach poolsync on the host.",
+    );
+    println!("$ cat admin.set");
+    print!("{admin}");
+    println!("$ export POOLSYNC_RSH=\"{rsh}\"");
+    println!("$ export POOLSYNC_REMOTE_PATH=\"{remote_path}\"");
+    let remote = Demo {
+        poolsync: demo.poolsync.clone(),
+        dir: demo.dir.clone(),
+        env: vec![
+            ("POOLSYNC_RSH".to_string(), rsh),
+            ("POOLSYNC_REMOTE_PATH".to_string(), remote_path),
+        ],
+    };
+    say("The first sync creates the remote parts on site-c and seeds them.");
+    remote.expect(&["sync", "-v", "admin.set"], 0)?;
+    say("`check` judges the remote replica's headers on its host and shows its lag.");
+    remote.expect(&["check", "-v", "admin.set"], 0)?;
+    let Some(client) = client else {
+        say("(Without libpmemobj the source does not change, so there is nothing more to send.)");
+        return Ok(());
+    };
+    say("The application writes once more, to pool.set ...");
+    demo.client(client, &["write", "pool.set", "-", MESSAGE_3], 0)?;
+    say("`check` measures how far site-c is behind, comparing digests only.");
+    remote.expect(&["check", "admin.set"], 0)?;
+    say(
+        "... and the dry run shows what the next sync sends: only the blocks that\n\
+         differ, with the bytes for the wire.",
+    );
+    remote.expect(&["sync", "-d", "admin.set"], 0)?;
+    remote.expect(&["sync", "-v", "admin.set"], 0)?;
+    say(
+        "Failover needs no tool: on site-c, libpmemobj opens the remote pool set by\n\
+         itself and reads the last message.",
+    );
+    let at_site_c = format!("{REMOTE_ROOT}/{REMOTE_SET}");
+    demo.client(client, &["read", &at_site_c, "-", MESSAGE_3], 0)?;
     Ok(())
 }
 
@@ -197,6 +382,8 @@ fn build_client(root: &Path, dir: &Path) -> Option<PathBuf> {
 struct Demo {
     poolsync: PathBuf,
     dir: PathBuf,
+    /// Environment variables poolsync runs with.
+    env: Vec<(String, String)>,
 }
 
 impl Demo {
@@ -235,6 +422,7 @@ impl Demo {
         util::flush_stdout();
         let status = Command::new(&self.poolsync)
             .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(&self.dir)
             .status()
             .with_context(|| format!("starting {}", self.poolsync.display()))?;
@@ -249,8 +437,13 @@ impl Demo {
 }
 
 fn set_file(dir: &Path) -> String {
+    set_text(dir, REPLICAS)
+}
+
+/// The text of a pool set file whose replicas have the given parts.
+fn set_text(dir: &Path, replicas: &[&[(&str, u64)]]) -> String {
     let mut text = String::from("PMEMPOOLSET\n");
-    for (i, parts) in REPLICAS.iter().enumerate() {
+    for (i, parts) in replicas.iter().enumerate() {
         if i > 0 {
             text.push_str("REPLICA\n");
         }

@@ -12,6 +12,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 
 mod bench;
+mod bench_baseline;
+mod bench_packets;
+mod bench_remote;
 mod bench_sync;
 mod bench_transform;
 mod bench_verify;
@@ -22,6 +25,7 @@ mod fuzz;
 mod kill_loop;
 mod man;
 mod package;
+mod sshd;
 mod test;
 mod util;
 
@@ -64,22 +68,41 @@ Commands:
                              benches/benches/ (hot, copy_flush), or those whose
                              id contains NAME.
   bench sync [--size SIZE] [--reps N] [--scenario NAME] [--dir DIR]
+             [--baseline BIN]
                              Time `poolsync sync` against `pmempool sync` on
                              damaged two-replica pool sets (scenarios rebuild,
                              header, scattered, parallel; SIZE per replica,
                              default 1G; 3 repetitions); see
                              docs/performance.md.
-  bench verify [--size SIZE] [--reps N] [--dir DIR]
+  bench verify [--size SIZE] [--reps N] [--dir DIR] [--baseline BIN]
                              Throughput and peak RSS of `poolsync check --data`
                              and `sync --verify` on a used three-replica set
                              with 0.1% of one replica's live bytes damaged,
                              beside `cmp`; warm and cold cache; see
                              docs/performance.md.
-  bench transform [--size SIZE] [--reps N] [--dir DIR]
+  bench transform [--size SIZE] [--reps N] [--dir DIR] [--baseline BIN]
                              Time and peak RSS of `poolsync transform` against
                              `pmempool transform` adding a replica (two parts)
                              to a used one-replica pool of SIZE (default 1G);
                              see docs/performance.md.
+                             --baseline BIN (sync, verify and transform): also
+                             run BIN, an older poolsync binary, as one more
+                             variant, and add the ratios new/baseline to the
+                             summary.
+  bench packets [--size SIZE] [--reps N] [--dir DIR]
+                             Update packets on a pool of SIZE (default 1G) of
+                             libpmemobj data, 1% of the blocks changed
+                             scattered, then 10% clustered: packet bytes
+                             against the change and `rsync --only-write-batch`,
+                             export and import time against `cat` of the
+                             source, peak RSS; see docs/performance.md.
+  bench remote [--size SIZE] [--reps N] [--changed PERCENT] [--dir DIR]
+                             A remote replica over ssh on loopback (a private
+                             sshd): seeding against `cat | ssh`, updates of
+                             PERCENT (default 1) of the blocks against
+                             `rsync --inplace --no-whole-file`: bytes on the
+                             wire, time, peak RSS on both hosts; see
+                             docs/performance.md.
   kill-loop [--rounds N] [--dir DIR]
                              The long transform kill loops, in release: kill -9
                              at N moments (default 200) of an add of a replica

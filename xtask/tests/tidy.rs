@@ -372,10 +372,17 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("poolsync-poolset", &[]),
     ("poolsync-header", &[]),
     ("poolsync-packet", &[]),
+    ("poolsync-wire", &[]),
     ("poolsync-pmem", &[]),
     (
         "poolsync-engine",
-        &["poolsync-poolset", "poolsync-header", "poolsync-pmem"],
+        &[
+            "poolsync-poolset",
+            "poolsync-header",
+            "poolsync-packet",
+            "poolsync-pmem",
+            "poolsync-wire",
+        ],
     ),
     (
         "poolsync",
@@ -1070,12 +1077,13 @@ fn paths_named_in_architecture_exist() {
 }
 
 /// Crates that must not reach the operating system themselves: the codecs
-/// (poolset, header, packet) do no I/O at all, and the engine reaches files only through `pmem`'s
+/// (poolset, header, packet, wire) do no I/O at all, and the engine reaches files only through `pmem`'s
 /// traits and gets its clock and working directory from them.
 const NO_OS_CRATES: &[&str] = &[
     "crates/poolset/src",
     "crates/header/src",
     "crates/packet/src",
+    "crates/wire/src",
     "crates/engine/src",
 ];
 

@@ -25,6 +25,8 @@ use serde::Serialize;
 use crate::diagnose::{explain, feature_note, new_replica_note, shell_quote, sync_fix, Waiting};
 use crate::output::{emit_json, out, outln};
 use crate::settings::Settings;
+use poolsync_engine::exec::Tuning;
+use poolsync_engine::remote::status::{remote_status, RemoteStatus, StatusOptions};
 
 /// Arguments of `poolsync check` (pmempool syntax).
 #[derive(Debug, clap::Args)]
@@ -77,6 +79,8 @@ pub struct Args {
     /// wait_lock setting, 0)
     #[arg(long = "wait-lock", value_name = "SECONDS", value_parser = crate::settings::wait_lock_flag)]
     wait_lock: Option<String>,
+    #[command(flatten)]
+    remote: crate::transport::RemoteArgs,
     /// The pool file or pool set file
     #[arg(value_name = "FILE")]
     file: PathBuf,
@@ -194,6 +198,10 @@ struct Report<'a> {
     fix: Option<String>,
     #[serde(flatten)]
     report: &'a check::CheckReport,
+    /// Each remote replica: health judged on its host, and lag (absent
+    /// without remote replicas).
+    #[serde(skip_serializing_if = "<[RemoteStatus]>::is_empty")]
+    remotes: &'a [RemoteStatus],
 }
 
 impl Args {
@@ -213,7 +221,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     let wait = settings.wait_lock(args.wait_lock.as_deref())?;
     if args.data {
         let threads = settings.jobs(args.jobs.as_deref())?;
-        return run_data(&args, threads, wait);
+        return run_data(&args, settings, threads, wait);
     }
     let dry_run = args.dry_run || args.no_exec;
     if dry_run && !args.repair {
@@ -287,7 +295,13 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             return Err(anyhow!(message));
         }
     };
-    let code: u8 = if report.result.is_success() { 0 } else { 1 };
+    let remotes = remotes_of(&args, settings, false, settings.jobs(None)?)?;
+    let (remote_text, remotes_ok) = remote_lines(&remotes, false);
+    let code: u8 = if report.result.is_success() && remotes_ok {
+        0
+    } else {
+        1
+    };
     // The health was judged before any repair: after one, it is stale.
     let fix = match report.result {
         CheckResult::Consistent | CheckResult::Repaired => None,
@@ -301,6 +315,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
                 exit_code: code,
                 fix: fix.map(|(_, command)| command),
                 report: &report,
+                remotes: &remotes,
             },
         )?;
     } else {
@@ -319,6 +334,9 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             report.result.is_success(),
         ) {
             eprintln!("note: {note}");
+        }
+        if level >= 1 {
+            out!("{remote_text}");
         }
     }
     Ok(ExitCode::from(code))
@@ -339,10 +357,102 @@ struct DataReport<'a> {
     jobs: usize,
     /// The command that repairs what was found, if any.
     fix: Option<String>,
+    /// Each remote replica: health, and its live data compared by digests
+    /// (absent without remote replicas).
+    #[serde(skip_serializing_if = "<[RemoteStatus]>::is_empty")]
+    remotes: &'a [RemoteStatus],
+}
+
+/// The remote replicas of `file` as `check` reports them (none for a
+/// file without `REPLICA host set` lines).
+fn remotes_of(
+    args: &Args,
+    settings: &Settings,
+    live_only: bool,
+    threads: usize,
+) -> anyhow::Result<Vec<RemoteStatus>> {
+    let connector = args.remote.connector(settings)?;
+    let options = StatusOptions {
+        compare: true,
+        live_only,
+        tuning: Tuning {
+            stride: poolsync_engine::compare::DEFAULT_STRIDE,
+            threads,
+        },
+    };
+    let progress = crate::progress::reporter("check", args.no_progress, args.progress);
+    let found = remote_status(
+        &page_cache(),
+        &args.file,
+        &connector,
+        &options,
+        progress.as_ref(),
+    );
+    progress.finish();
+    Ok(found.unwrap_or_default())
+}
+
+/// One line per remote replica; `true` when every one is consistent (and,
+/// for `--data`, its live data equals the source's).
+fn remote_lines(remotes: &[RemoteStatus], data: bool) -> (String, bool) {
+    let mut text = String::new();
+    let mut ok = true;
+    for r in remotes {
+        let line = if let Some(e) = &r.error {
+            ok = false;
+            format!("remote replica {}: cannot be checked: {e}", r.remote)
+        } else if !r.healthy {
+            ok = false;
+            format!(
+                "remote replica {}: not consistent (judged on the remote host): {}",
+                r.remote,
+                r.verdicts.join("; ")
+            )
+        } else {
+            let lag = match &r.lag {
+                Some(l) if l.blocks == 0 => format!(
+                    "; {} equal to replica {} ({} bytes compared by digests)",
+                    if l.live_only {
+                        "its live data is"
+                    } else {
+                        "current:"
+                    },
+                    l.source,
+                    l.bytes_compared
+                )
+                .replace("current: equal", "current, equal"),
+                Some(l) => {
+                    if data {
+                        ok = false;
+                    }
+                    format!(
+                        "; lag: {} block(s), {} bytes of {} differ from replica {} (changed since its last sync)",
+                        l.blocks,
+                        l.bytes,
+                        if l.live_only { "live data" } else { "the pool" },
+                        l.source
+                    )
+                }
+                None => String::new(),
+            };
+            format!(
+                "remote replica {}: consistent (judged on the remote host){lag}",
+                r.remote
+            )
+        };
+        text.push_str(&line);
+        text.push('\n');
+    }
+    (text, ok)
 }
 
 /// `check --data`: heap-aware comparison of every replica with the source.
-fn run_data(args: &Args, threads: usize, wait: Option<Duration>) -> anyhow::Result<ExitCode> {
+fn run_data(
+    args: &Args,
+    settings: &Settings,
+    threads: usize,
+    wait: Option<Duration>,
+) -> anyhow::Result<ExitCode> {
     let options = VerifyOptions {
         source: args.source,
         compare: CompareOptions {
@@ -374,13 +484,16 @@ fn run_data(args: &Args, threads: usize, wait: Option<Duration>) -> anyhow::Resu
                     findings: None,
                     jobs: threads,
                     fix: None,
+                    remotes: &[],
                 };
                 emit_json("check", &doc)?;
             }
             return Err(anyhow!(message));
         }
     };
-    let clean = findings.is_clean();
+    let remotes = remotes_of(args, settings, true, threads)?;
+    let (remote_text, remotes_ok) = remote_lines(&remotes, true);
+    let clean = findings.is_clean() && remotes_ok;
     let code: u8 = if clean { 0 } else { 1 };
     let fix = data_fix(&findings, &args.file);
     if args.json {
@@ -397,12 +510,16 @@ fn run_data(args: &Args, threads: usize, wait: Option<Duration>) -> anyhow::Resu
             findings: Some(&findings),
             jobs: threads,
             fix: fix.and_then(|(_, command)| command),
+            remotes: &remotes,
         };
         emit_json("check", &doc)?;
         return Ok(ExitCode::from(code));
     }
     let level = level(args);
-    if findings.replicas.len() < 2 {
+    if level >= 1 {
+        out!("{remote_text}");
+    }
+    if findings.replicas.len() < 2 && remotes.is_empty() {
         if level >= 1 {
             outln!(
                 "{}: nothing to compare: check --data compares the replicas of a pool set \

@@ -133,7 +133,12 @@ pub fn text(file: &ConfigFile, effective: &[Setting]) -> String {
     let lines: Vec<(String, String)> = effective
         .iter()
         .map(|s| {
-            let assignment = format!("{} = {}", s.name, s.value);
+            // A setting without a value is a comment, so that the text
+            // reads back as the same settings.
+            let assignment = match s.value {
+                crate::settings::Value::Unset => format!("# {} (not set)", s.name),
+                _ => format!("{} = {}", s.name, s.value),
+            };
             let source = match (&s.source, crate::settings::key(s.name)) {
                 (crate::settings::Source::Default, Some(key)) => {
                     format!("default: {}", key.default_text)
@@ -236,7 +241,7 @@ mod tests {
             &text(&file, &effective),
         )
         .expect("the output is a valid config file");
-        let values: Vec<(&str, Value)> = read.iter().map(|s| (s.name, s.value)).collect();
+        let values: Vec<(&str, Value)> = read.iter().map(|s| (s.name, s.value.clone())).collect();
         assert_eq!(
             values,
             vec![

@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use poolsync_engine::create::{self, CreateOptions};
+use poolsync_engine::remote::create::create_all;
+use poolsync_engine::remote::sync::RemoteOutcome;
+use poolsync_engine::sync::{NoProgress, SyncOptions};
 use poolsync_pmem::{AnyStorage, PersistMode, Storage};
 use serde::Serialize;
 
@@ -47,6 +50,8 @@ pub struct Args {
     /// Print a JSON document of what was created instead of text (see docs/json.md)
     #[arg(long = "json")]
     json: bool,
+    #[command(flatten)]
+    remote: crate::transport::RemoteArgs,
     /// The pool type, obj, and the pool file or pool set file (pmempool's
     /// block size operand of blk pools is refused as pmempool refuses it
     /// for obj)
@@ -64,6 +69,9 @@ struct Document<'a> {
     created: Option<&'a create::Created>,
     /// The one-line reason (`null` on success).
     error: Option<String>,
+    /// Each remote replica's seeding (absent without remote replicas).
+    #[serde(skip_serializing_if = "<[RemoteOutcome]>::is_empty")]
+    remotes: &'a [RemoteOutcome],
 }
 
 impl Args {
@@ -79,7 +87,7 @@ impl Args {
 }
 
 /// Runs the command; `Ok` carries the exit code.
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, settings: &crate::settings::Settings) -> anyhow::Result<ExitCode> {
     let (kind, bsize, file) = match args.operands.as_slice() {
         [kind, bsize, file] => (Some(kind), Some(bsize), file),
         [kind, file] => (Some(kind), None, file),
@@ -173,19 +181,46 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         size,
         force: args.force,
     };
-    match create::create(&storage, &file, &options) {
-        Ok(created) => {
+    let connector = args.remote.connector(settings)?;
+    let seeding = SyncOptions {
+        threads: settings.jobs(None)?,
+        ..SyncOptions::default()
+    };
+    match create_all(&storage, &file, &options, &connector, &seeding, &NoProgress) {
+        Ok(all) => {
+            let failed = all.remotes.iter().find_map(|r| r.error.as_deref());
+            let message = failed.map(|e| {
+                format!(
+                    "{e}; the local replicas are created: `poolsync sync {}` seeds the remote replica when it can be reached",
+                    crate::diagnose::shell_quote(&file)
+                )
+            });
             if args.json {
                 let doc = Document {
                     path: &file,
-                    result: "created",
-                    exit_code: 0,
-                    created: Some(&created),
-                    error: None,
+                    result: if message.is_some() {
+                        "error"
+                    } else {
+                        "created"
+                    },
+                    exit_code: u8::from(message.is_some()),
+                    created: Some(&all.local),
+                    error: message.clone(),
+                    remotes: &all.remotes,
                 };
                 emit_json("create", &doc)?;
+            } else if args.verbose > 0 {
+                for r in all.remotes.iter().filter(|r| r.error.is_none()) {
+                    outln!("{}", crate::remotes::done_line(r));
+                }
             }
-            Ok(ExitCode::SUCCESS)
+            match message {
+                Some(m) => {
+                    eprintln!("error: {m}");
+                    Ok(ExitCode::from(1))
+                }
+                None => Ok(ExitCode::SUCCESS),
+            }
         }
         Err(e) => {
             // pmempool rejects arguments before it tries to create anything.
@@ -202,6 +237,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     exit_code: 1,
                     created: None,
                     error: Some(message),
+                    remotes: &[],
                 };
                 emit_json("create", &doc)?;
             }

@@ -16,6 +16,8 @@ use poolsync_pmem::{Access, AnyStorage, PersistMode};
 use crate::diagnose::{explain, Waiting};
 use crate::output::{emit_json, field, hexdump, local_time, out, size};
 use crate::settings::Settings;
+use poolsync_engine::exec::{NoProgress, Tuning};
+use poolsync_engine::remote::status::{remote_status, RemoteStatus, StatusOptions};
 
 /// Arguments of `poolsync info` (pmempool syntax).
 ///
@@ -51,6 +53,8 @@ pub struct Args {
     wait_lock: Option<String>,
     #[command(flatten)]
     unsupported: Unsupported,
+    #[command(flatten)]
+    remote: crate::transport::RemoteArgs,
     /// The pool file or pool set file
     #[arg(value_name = "FILE")]
     file: PathBuf,
@@ -188,15 +192,93 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     )
     .and_then(|set| info::info_open(&set, &opts))
     .map_err(|e| anyhow::anyhow!(explain(e, &args.file, Waiting::Supported(wait))))?;
+    let connector = args.remote.connector(settings)?;
+    let status = StatusOptions {
+        compare: true,
+        live_only: false,
+        tuning: Tuning {
+            stride: poolsync_engine::compare::DEFAULT_STRIDE,
+            threads: settings.jobs(None)?,
+        },
+    };
+    let remotes = remote_status(
+        &AnyStorage::new(PersistMode::PageCache),
+        &args.file,
+        &connector,
+        &status,
+        &NoProgress,
+    )
+    .unwrap_or_default();
     if args.json {
-        emit_json("info", &info)?;
+        emit_json(
+            "info",
+            &Document {
+                info: &info,
+                remotes: &remotes,
+            },
+        )?;
     } else {
         out!(
             "{}",
             render(&info, args.verbose > 0, args.human, args.headers_hex)
         );
+        out!("{}", remote_sections(&remotes));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `--json` document: pmempool's fields, and the remote replicas.
+#[derive(Debug, serde::Serialize)]
+struct Document<'a> {
+    #[serde(flatten)]
+    info: &'a Info,
+    /// Each remote replica: health judged on its host, and lag (absent
+    /// without remote replicas).
+    #[serde(skip_serializing_if = "<[RemoteStatus]>::is_empty")]
+    remotes: &'a [RemoteStatus],
+}
+
+/// One section per remote replica, after pmempool's sections.
+fn remote_sections(remotes: &[RemoteStatus]) -> String {
+    let mut out = String::new();
+    for r in remotes {
+        out.push_str(&format!(
+            "\nRemote replica {} (line {}):\n",
+            r.remote, r.line
+        ));
+        if let Some(e) = &r.error {
+            field(&mut out, "error", e);
+            continue;
+        }
+        field(&mut out, "command", &r.command);
+        if let Some(server) = &r.server {
+            field(&mut out, "server", server);
+        }
+        let health = if r.healthy {
+            "healthy (judged on the remote host)".to_string()
+        } else {
+            format!(
+                "broken (judged on the remote host): {}",
+                r.verdicts.join("; ")
+            )
+        };
+        field(&mut out, "health", health);
+        if let Some(l) = &r.lag {
+            let lag = if l.blocks == 0 {
+                format!(
+                    "none: equal to replica {} ({} bytes compared by digests)",
+                    l.source, l.bytes_compared
+                )
+            } else {
+                format!(
+                    "{} block(s), {} bytes differ from replica {} (changed since its last sync)",
+                    l.blocks, l.bytes, l.source
+                )
+            };
+            field(&mut out, "lag", lag);
+        }
+    }
+    out
 }
 
 /// The text pmempool info prints.

@@ -27,14 +27,21 @@ mod completions;
 mod config;
 mod create;
 mod diagnose;
+mod epoch;
+mod export;
 mod feature;
+mod import;
 mod info;
 mod output;
+mod packet;
 mod progress;
+mod remotes;
 mod rm;
+mod serve;
 pub mod settings;
 mod sync;
 mod transform;
+mod transport;
 mod undo;
 mod wait;
 
@@ -68,8 +75,19 @@ enum Command {
     Transform(transform::Args),
     /// Put back the bytes a repair overwrote, from the undo file it saved.
     Undo(undo::Args),
+    /// Write an update packet of a pool's changes for offline copies.
+    Export(export::Args),
+    /// Apply update packets to a copy, or seed a new one.
+    Import(import::Args),
+    /// Show a site's epochs and destinations, roll one back, or promote.
+    Epoch(epoch::Args),
+    /// Describe update packets and verify every checksum.
+    Packet(packet::Args),
     /// Query, enable or disable a pool feature (CKSUM_2K, SHUTDOWN_STATE, ...).
     Feature(feature::Args),
+    /// The remote end of remote replicas, run over ssh by the other
+    /// commands (nobody runs it by hand).
+    Serve(serve::Args),
     /// Show the settings (jobs, wait_lock) and where each one comes from.
     Config(config::Args),
     /// Print shell completions for bash, zsh or fish.
@@ -87,7 +105,12 @@ impl Command {
             Command::Sync(_) => "sync",
             Command::Transform(_) => "transform",
             Command::Undo(_) => "undo",
+            Command::Export(_) => "export",
+            Command::Import(_) => "import",
+            Command::Epoch(_) => "epoch",
+            Command::Packet(_) => "packet",
             Command::Feature(_) => "feature",
+            Command::Serve(_) => "serve",
             Command::Config(_) => "config",
             Command::Completions(_) => "completions",
         }
@@ -102,8 +125,14 @@ impl Command {
             Command::Sync(a) => Some(a.path().to_path_buf()),
             Command::Transform(a) => Some(a.path().to_path_buf()),
             Command::Undo(a) => Some(a.path().to_path_buf()),
+            Command::Export(a) => Some(a.path().to_path_buf()),
+            Command::Import(a) => Some(a.path().to_path_buf()),
+            Command::Epoch(a) => Some(a.path().to_path_buf()),
+            Command::Packet(a) => a.path().map(std::path::Path::to_path_buf),
             Command::Feature(a) => Some(a.path().to_path_buf()),
-            Command::Rm(_) | Command::Config(_) | Command::Completions(_) => None,
+            Command::Rm(_) | Command::Config(_) | Command::Completions(_) | Command::Serve(_) => {
+                None
+            }
         }
     }
 
@@ -117,9 +146,13 @@ impl Command {
             Command::Sync(a) => a.json(),
             Command::Transform(a) => a.json(),
             Command::Undo(a) => a.json(),
+            Command::Export(a) => a.json(),
+            Command::Import(a) => a.json(),
+            Command::Epoch(a) => a.json(),
+            Command::Packet(a) => a.json(),
             Command::Feature(a) => a.json(),
             Command::Config(a) => a.json(),
-            Command::Completions(_) => false,
+            Command::Completions(_) | Command::Serve(_) => false,
         }
     }
 }
@@ -169,14 +202,19 @@ pub fn main() -> ExitCode {
 /// Runs one command with the settings read.
 fn dispatch(command: Command, settings: &settings::Settings) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Create(args) => create::run(args),
+        Command::Create(args) => create::run(args, settings),
         Command::Info(args) => info::run(args, settings),
         Command::Check(args) => check::run(args, settings),
-        Command::Rm(args) => rm::run(args),
+        Command::Rm(args) => rm::run(args, settings),
         Command::Sync(args) => sync::run(args, settings),
         Command::Transform(args) => transform::run(args, settings),
         Command::Undo(args) => undo::run(args),
+        Command::Export(args) => export::run(args, settings),
+        Command::Import(args) => import::run(args, settings),
+        Command::Epoch(args) => epoch::run(args, settings),
+        Command::Packet(args) => packet::run(args, settings),
         Command::Feature(args) => feature::run(args),
+        Command::Serve(args) => serve::run(args, settings),
         Command::Config(args) => config::run(args, settings),
         Command::Completions(args) => completions::run(args),
     }

@@ -26,6 +26,7 @@ pub struct Args {
     verify_owner: bool,
     json: bool,
     options: RmOptions,
+    remote: crate::transport::RemoteArgs,
     files: Vec<PathBuf>,
 }
 
@@ -52,7 +53,7 @@ const FLAGS: [(&str, char, &str, &str); 6] = [
         "remote",
         'r',
         "remote",
-        "Remove remote pool set files (remote replicas are not supported yet)",
+        "Also remove the pool set files of remote replicas on their hosts",
     ),
     (
         "force",
@@ -70,6 +71,7 @@ const FLAGS: [(&str, char, &str, &str); 6] = [
 
 impl clap::Args for Args {
     fn augment_args(cmd: Command) -> Command {
+        let cmd = <crate::transport::RemoteArgs as clap::Args>::augment_args(cmd);
         let mut cmd = cmd.arg(
             Arg::new("verbose")
                 .short('v')
@@ -133,14 +135,21 @@ impl clap::FromArgMatches for Args {
         let mut options = RmOptions::default();
         for (_, id) in seen {
             match id {
-                "only-pools" => options.remove_set_file = false,
-                "all" | "local" => options.remove_set_file = true,
+                "only-pools" => {
+                    options.remove_set_file = false;
+                    options.remove_remote_set_files = false;
+                }
+                "all" => {
+                    options.remove_set_file = true;
+                    options.remove_remote_set_files = true;
+                }
+                "local" => options.remove_set_file = true,
+                "remote" => options.remove_remote_set_files = true,
                 "force" => {
                     options.force = true;
                     options.ask = Ask::Never;
                 }
                 "interactive" => options.ask = Ask::Always,
-                // -r concerns remote pool set files only.
                 _ => {}
             }
         }
@@ -153,6 +162,9 @@ impl clap::FromArgMatches for Args {
             verify_owner: matches.get_flag("verify-owner"),
             json: matches.get_flag("json"),
             options,
+            remote: <crate::transport::RemoteArgs as clap::FromArgMatches>::from_arg_matches(
+                matches,
+            )?,
             files,
         })
     }
@@ -193,11 +205,12 @@ struct TargetDoc {
 #[derive(Debug, Serialize)]
 struct FileDoc {
     path: PathBuf,
-    /// `pool`, `part`, `remote` or `poolset_file`.
+    /// `pool`, `part`, `remote`, `poolset_file` or `state_file`.
     role: &'static str,
     replica: Option<usize>,
     part: Option<usize>,
-    /// `removed`, `declined`, `missing`, `skipped`, `not_owned` or `failed`.
+    /// `removed`, `declined`, `missing`, `skipped`, `not_owned`, `kept`
+    /// or `failed`.
     outcome: &'static str,
     error: Option<String>,
 }
@@ -209,6 +222,7 @@ impl FileDoc {
             Role::Part { replica, part, .. } => ("part", Some(*replica), Some(*part)),
             Role::Remote { replica, .. } => ("remote", Some(*replica), None),
             Role::SetFile => ("poolset_file", None, None),
+            Role::StateFile => ("state_file", None, None),
         };
         let (outcome, error) = match &file.outcome {
             Outcome::NotOwned { .. } => ("not_owned", Some(not_owned_message(file))),
@@ -218,6 +232,7 @@ impl FileDoc {
             Outcome::Missing => ("missing", None),
             Outcome::Skipped => ("skipped", None),
             Outcome::Failed(e) => ("failed", Some(e.to_string())),
+            Outcome::Kept { why } => ("kept", Some(why.clone())),
         };
         FileDoc {
             path: file.path.clone(),
@@ -231,7 +246,8 @@ impl FileDoc {
 }
 
 /// Runs the command; `Ok` carries the exit code.
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, settings: &crate::settings::Settings) -> anyhow::Result<ExitCode> {
+    let connector = args.remote.connector(settings)?;
     let storage = AnyStorage::new(PersistMode::PageCache);
     let mut observer = CliObserver {
         // With --json, stdout carries the document only.
@@ -251,7 +267,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             error: None,
             files: Vec::new(),
         };
-        let result = rm::rm(&storage, file, &options, &mut observer);
+        let result = rm::rm_with(&storage, file, &options, &mut observer, &connector);
         match result {
             Ok(report) => {
                 failed |= report.refused();
@@ -368,22 +384,12 @@ impl RmObserver for CliObserver {
                 }
             }
             (
-                Outcome::Skipped,
+                Outcome::Failed(e),
                 Role::Remote {
                     node, descriptor, ..
                 },
             ) => {
-                if self.verbose >= 1 {
-                    outln!("cannot remove '{descriptor}' on '{node}' -- remote replicas are not supported yet");
-                }
-            }
-            (
-                Outcome::Failed(_),
-                Role::Remote {
-                    node, descriptor, ..
-                },
-            ) => {
-                eprintln!("error: cannot remove '{descriptor}' on '{node}' -- remote replicas are not supported yet");
+                eprintln!("error: cannot remove '{descriptor}' on '{node}': {e}");
             }
             (Outcome::Failed(Error::NotFound { path }), _) => {
                 eprintln!(
@@ -398,6 +404,9 @@ impl RmObserver for CliObserver {
             }
             (Outcome::NotOwned { .. }, _) => {
                 eprintln!("error: {}", not_owned_message(file));
+            }
+            (Outcome::Kept { why }, _) => {
+                eprintln!("warning: not removing '{}': {why}", file.path.display());
             }
             (Outcome::Declined | Outcome::Missing | Outcome::Skipped, _) => {}
         }

@@ -46,7 +46,22 @@ pub enum Kind {
     Threads,
     /// A number of seconds, 0 to [`MAX_WAIT_SECONDS`], whole or not.
     Seconds,
+    /// A command line, split into words as a shell would (quotes group
+    /// words): the remote shell (`ssh -p 2222`) or the remote poolsync.
+    Command,
+    /// A directory; a leading `~` is the user's home directory.
+    Directory,
+    /// A file's path (unset by default).
+    Path,
+    /// How packets are compressed: `none`, `zstd` or `lz4`.
+    Compression,
+    /// A size of a packet file, as `--max-size` takes it (`500k`, `20m`,
+    /// `1.5g`), or a number of bytes.
+    Size,
 }
+
+/// The names of the compressions `--compress` takes.
+pub const COMPRESSIONS: [&str; 3] = ["none", "zstd", "lz4"];
 
 impl Kind {
     /// What a valid value looks like, for error messages.
@@ -54,6 +69,14 @@ impl Kind {
         match self {
             Kind::Threads => format!("a whole number of threads from 1 to {MAX_JOBS}"),
             Kind::Seconds => format!("a number of seconds from 0 to {MAX_WAIT_SECONDS}"),
+            Kind::Command => "a command (words, with quotes balanced)".to_string(),
+            Kind::Directory => "a directory".to_string(),
+            Kind::Path => "the path of a file".to_string(),
+            Kind::Compression => "one of none, zstd, lz4".to_string(),
+            Kind::Size => {
+                "a size such as 500k, 20m or 1.5g (from 64k to 1024g), or a number of bytes"
+                    .to_string()
+            }
         }
     }
 
@@ -62,6 +85,11 @@ impl Kind {
         match self {
             Kind::Threads => "N",
             Kind::Seconds => "SECONDS",
+            Kind::Command => "CMD",
+            Kind::Directory => "DIR",
+            Kind::Path => "FILE",
+            Kind::Compression => "KIND",
+            Kind::Size => "SIZE",
         }
     }
 
@@ -74,12 +102,38 @@ impl Kind {
             Kind::Seconds if n.is_finite() && (0.0..=MAX_WAIT_SECONDS).contains(&n) => {
                 Some(Value::Seconds(n))
             }
+            Kind::Size
+                if whole
+                    && (poolsync_engine::packets::codec::MIN_MAX_SIZE as f64
+                        ..=poolsync_engine::packets::codec::MAX_MAX_SIZE as f64)
+                        .contains(&n) =>
+            {
+                Some(Value::Size(n as u64))
+            }
+            _ => None,
+        }
+    }
+
+    /// Checks a string value, from whichever source.
+    fn check_string(self, text: &str) -> Option<Value> {
+        match self {
+            Kind::Path if !text.is_empty() => Some(Value::Text(text.to_string())),
+            Kind::Compression => COMPRESSIONS
+                .iter()
+                .find(|c| **c == text)
+                .map(|c| Value::Compression(c)),
+            Kind::Size => poolsync_engine::packets::codec::parse_max_size(text)
+                .ok()
+                .map(Value::Size),
             _ => None,
         }
     }
 
     /// Parses the text of a flag or an environment variable.
     fn parse_text(self, text: &str) -> Option<Value> {
+        if matches!(self, Kind::Command | Kind::Directory) {
+            return self.check_text(text);
+        }
         let text = text.trim();
         match self {
             Kind::Threads => text
@@ -90,11 +144,33 @@ impl Kind {
                 .parse::<f64>()
                 .ok()
                 .and_then(|n| self.check_number(n, false)),
+            Kind::Size => match text.parse::<u64>() {
+                Ok(n) => self.check_number(n as f64, true),
+                Err(_) => self.check_string(text),
+            },
+            Kind::Path | Kind::Compression => self.check_string(text),
+            Kind::Command | Kind::Directory => None,
+        }
+    }
+
+    /// Checks a text value, from whichever source.
+    fn check_text(self, text: &str) -> Option<Value> {
+        match self {
+            Kind::Command => split_words(text)
+                .filter(|w| !w.is_empty())
+                .map(|_| Value::Text(text.to_string())),
+            Kind::Directory if !text.trim().is_empty() => Some(Value::Text(text.to_string())),
+            _ => None,
         }
     }
 
     /// Converts a TOML value, or says what is wrong with it.
     fn read_toml(self, value: &toml_edit::Value) -> Result<Value, String> {
+        if let (Kind::Command | Kind::Directory, toml_edit::Value::String(s)) = (self, value) {
+            return self
+                .check_text(s.value())
+                .ok_or_else(|| format!("expected {}, found {:?}", self.expected(), s.value()));
+        }
         let found = match value {
             toml_edit::Value::Integer(i) => {
                 let n = *i.value();
@@ -109,6 +185,13 @@ impl Kind {
                     .ok_or_else(|| format!("expected {}, found {n}", self.expected()));
             }
             toml_edit::Value::Float(f) => format!("the number {}", f.value()),
+            toml_edit::Value::String(s)
+                if matches!(self, Kind::Path | Kind::Compression | Kind::Size) =>
+            {
+                return self
+                    .check_string(s.value())
+                    .ok_or_else(|| format!("expected {}, found {:?}", self.expected(), s.value()));
+            }
             toml_edit::Value::String(s) => format!("the string {:?}", s.value()),
             toml_edit::Value::Boolean(b) => format!("the boolean {}", b.value()),
             toml_edit::Value::Datetime(_) => "a date".to_string(),
@@ -120,22 +203,106 @@ impl Kind {
 }
 
 /// A setting's value.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Value {
     /// [`Kind::Threads`].
     Threads(u64),
     /// [`Kind::Seconds`].
     Seconds(f64),
+    /// [`Kind::Command`], [`Kind::Directory`] and [`Kind::Path`].
+    Text(String),
+    /// [`Kind::Compression`].
+    Compression(&'static str),
+    /// [`Kind::Size`], in bytes.
+    Size(u64),
+    /// No value: the setting is off (a [`Kind::Path`] by default).
+    Unset,
 }
 
+impl Value {
+    /// The value as a flag or environment variable would give it.
+    pub fn flag_text(&self) -> String {
+        match self {
+            Value::Text(t) => t.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Its TOML form, so that `poolsync config` prints a valid config file.
 impl fmt::Display for Value {
+    /// The value as TOML writes it (so that `poolsync config` prints a
+    /// config file).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Value::Threads(n) => write!(f, "{n}"),
             Value::Seconds(s) => write!(f, "{s}"),
+            Value::Text(t) => write!(f, "{}", toml_edit::Value::from(t.as_str())),
+            Value::Compression(c) => write!(f, "{}", toml_edit::Value::from(*c)),
+            Value::Size(n) => write!(f, "{n}"),
+            Value::Unset => f.write_str("\"\""),
         }
     }
+}
+
+/// Splits a command line into words as a POSIX shell would, for the
+/// common cases: blanks separate words, single quotes keep everything,
+/// double quotes keep everything but `\"` and `\\`, a backslash
+/// outside quotes keeps the next character. `None` when a quote is not
+/// closed.
+pub fn split_words(text: &str) -> Option<Vec<String>> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            ' ' | '\t' | '\n' => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next()? {
+                        '\'' => break,
+                        c => word.push(c),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next()? {
+                        '"' => break,
+                        '\\' => match chars.next()? {
+                            c @ ('"' | '\\') => word.push(c),
+                            c => {
+                                word.push('\\');
+                                word.push(c);
+                            }
+                        },
+                        c => word.push(c),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                word.push(chars.next()?);
+            }
+            c => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    Some(words)
 }
 
 /// One setting: a row of the schema.
@@ -174,9 +341,63 @@ pub const KEYS: &[Key] = &[
         kind: Kind::Seconds,
         flag: "--wait-lock",
         env: "POOLSYNC_WAIT_LOCK",
-        help: "seconds that info, check and sync wait while another process has the pool open; 0: fail at once",
+        help: "seconds that info, check, sync, export, import and epoch wait while another process has the pool open; 0: fail at once",
         default_text: "0, fail at once",
         default: || Value::Seconds(0.0),
+    },
+    Key {
+        name: "rsh",
+        kind: Kind::Command,
+        flag: "--rsh",
+        env: "POOLSYNC_RSH",
+        help: "the remote shell that reaches the hosts of remote replicas (REPLICA host set), run as CMD [user@]host REMOTE_PATH serve, as rsync's -e",
+        default_text: "ssh",
+        default: || Value::Text("ssh".to_string()),
+    },
+    Key {
+        name: "remote_path",
+        kind: Kind::Command,
+        flag: "--remote-path",
+        env: "POOLSYNC_REMOTE_PATH",
+        help: "poolsync on the hosts of remote replicas: the command (with any leading words, such as sudo) the remote shell runs with serve",
+        default_text: "poolsync",
+        default: || Value::Text("poolsync".to_string()),
+    },
+    Key {
+        name: "serve.root",
+        kind: Kind::Directory,
+        flag: "--root",
+        env: "POOLSYNC_SERVE_ROOT",
+        help: "poolsync serve: the directory remote pool set files are named relative to; nothing outside it is touched",
+        default_text: "the user's home directory (~)",
+        default: || Value::Text("~".to_string()),
+    },
+    Key {
+        name: "key_file",
+        kind: Kind::Path,
+        flag: "--key-file",
+        env: "POOLSYNC_KEY_FILE",
+        help: "a file of 16 bytes to 64 KiB of secret shared by the sites: export signs packets with a MAC derived from it, import and packet accept only packets signed with it",
+        default_text: "none: packets carry checksums, which catch damage but not forgery",
+        default: || Value::Unset,
+    },
+    Key {
+        name: "compression",
+        kind: Kind::Compression,
+        flag: "--compress",
+        env: "POOLSYNC_COMPRESSION",
+        help: "how export compresses packets: none, zstd or lz4",
+        default_text: "none",
+        default: || Value::Compression("none"),
+    },
+    Key {
+        name: "max_size",
+        kind: Kind::Size,
+        flag: "--max-size",
+        env: "POOLSYNC_MAX_SIZE",
+        help: "the largest physical packet file export writes (500k, 20m, 1.5g; 64k to 1024g)",
+        default_text: "2097151k, just under 2 GiB",
+        default: || Value::Size(poolsync_engine::packets::codec::DEFAULT_MAX_SIZE),
     },
 ];
 
@@ -203,6 +424,18 @@ pub fn jobs_flag(text: &str) -> Result<String, String> {
 /// clap's value parser of `--wait-lock`.
 pub fn wait_lock_flag(text: &str) -> Result<String, String> {
     check_flag("wait_lock", text)
+}
+
+/// clap's value parser of `--max-size`.
+pub fn max_size_flag(text: &str) -> Result<String, String> {
+    poolsync_engine::packets::codec::parse_max_size(text)
+        .map(|_| text.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// clap's value parser of `--compress`.
+pub fn compress_flag(text: &str) -> Result<String, String> {
+    check_flag("compression", text)
 }
 
 /// Where a setting's value came from.
@@ -401,6 +634,38 @@ impl Settings {
         }
     }
 
+    /// The key file, with the `--key-file` flag's text; `None` when unset.
+    pub fn key_file(&self, flag: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
+        let text = flag.map(|p| p.to_string_lossy().into_owned());
+        match self.with_flag("key_file", text.as_deref())?.value {
+            Value::Text(t) => Ok(Some(PathBuf::from(t))),
+            Value::Unset => Ok(None),
+            other => bail!("key_file holds {other}, not a path"),
+        }
+    }
+
+    /// The compression, with the `--compress` flag's text.
+    pub fn compression(
+        &self,
+        flag: Option<&str>,
+    ) -> anyhow::Result<poolsync_engine::packets::Compression> {
+        use poolsync_engine::packets::Compression;
+        match self.with_flag("compression", flag)?.value {
+            Value::Compression("zstd") => Ok(Compression::Zstd),
+            Value::Compression("lz4") => Ok(Compression::Lz4),
+            Value::Compression(_) => Ok(Compression::None),
+            other => bail!("compression holds {other}, not a compression"),
+        }
+    }
+
+    /// The largest packet file, with the `--max-size` flag's text.
+    pub fn max_size(&self, flag: Option<&str>) -> anyhow::Result<u64> {
+        match self.with_flag("max_size", flag)?.value {
+            Value::Size(n) => Ok(n),
+            other => bail!("max_size holds {other}, not a size"),
+        }
+    }
+
     /// How long to wait for a locked pool, with the `--wait-lock` flag's
     /// text; `None` for "do not wait" (0).
     pub fn wait_lock(&self, flag: Option<&str>) -> anyhow::Result<Option<Duration>> {
@@ -408,6 +673,40 @@ impl Settings {
             Value::Seconds(s) if s > 0.0 => Ok(Some(Duration::try_from_secs_f64(s)?)),
             Value::Seconds(_) => Ok(None),
             other => bail!("wait_lock holds {other}, not a number of seconds"),
+        }
+    }
+
+    /// A command setting (`rsh`, `remote_path`) split into words, with its
+    /// flag's text.
+    pub fn command(&self, name: &str, flag: Option<&str>) -> anyhow::Result<Vec<String>> {
+        let setting = self.with_flag(name, flag)?;
+        match &setting.value {
+            Value::Text(t) => split_words(t)
+                .filter(|w| !w.is_empty())
+                .ok_or_else(|| anyhow!("{name} ({}): {t:?} is not a command", setting.source)),
+            other => bail!("{name} holds {other}, not a command"),
+        }
+    }
+
+    /// `serve.root`, with its flag's text; a leading `~` is `home`.
+    pub fn serve_root(&self, flag: Option<&str>, home: Option<&Path>) -> anyhow::Result<PathBuf> {
+        let setting = self.with_flag("serve.root", flag)?;
+        let Value::Text(text) = &setting.value else {
+            bail!("serve.root holds {}, not a directory", setting.value);
+        };
+        let tilde = |rest: &str| -> anyhow::Result<PathBuf> {
+            let home = home.ok_or_else(|| {
+                anyhow!(
+                    "serve.root ({}) is {text:?}, but HOME is not set: give --root DIR",
+                    setting.source
+                )
+            })?;
+            Ok(home.join(rest))
+        };
+        match text.strip_prefix('~') {
+            Some("") => tilde(""),
+            Some(rest) if rest.starts_with('/') => tilde(rest.trim_start_matches('/')),
+            _ => Ok(PathBuf::from(text)),
         }
     }
 }
@@ -701,13 +1000,16 @@ mod tests {
                 assert_ne!(a.flag, b.flag);
                 assert_ne!(a.env, b.env);
             }
-            // The default passes the key's own check.
-            let default = (a.default)().to_string();
-            assert!(
-                a.kind.parse_text(&default).is_some(),
-                "{}: {default}",
-                a.name
-            );
+            // The default passes the key's own check (or is no value).
+            let default = (a.default)();
+            if default != Value::Unset {
+                let text = match &default {
+                    Value::Text(t) => t.clone(),
+                    Value::Compression(c) => c.to_string(),
+                    other => other.to_string(),
+                };
+                assert!(a.kind.parse_text(&text).is_some(), "{}: {text}", a.name);
+            }
         }
     }
 
@@ -828,9 +1130,12 @@ mod tests {
 
     #[test]
     fn errors_name_the_file_the_line_and_the_key() {
-        let cases: [(&str, &str); 9] = [
-            ("\n\njob = 3\n", ":3: unknown key \"job\" (did you mean \"jobs\"?); the known keys are jobs, wait_lock"),
-            ("jobs = 2\n[serve]\nroot = \"/x\"\n", ":2: unknown key \"serve\"; the known keys are jobs, wait_lock"),
+        let cases: [(&str, &str); 12] = [
+            ("\n\njob = 3\n", ":3: unknown key \"job\" (did you mean \"jobs\"?); the known keys are jobs, wait_lock, rsh, remote_path, serve.root"),
+            ("jobs = 2\n[serve]\nrot = \"/x\"\n", ":3: unknown key \"serve.rot\" (did you mean \"serve.root\"?)"),
+            ("[serve]\nroot = 3\n", ":2: serve.root: expected a directory, found 3"),
+            ("rsh = \"ssh -o 'x\"\n", ":1: rsh: expected a command (words, with quotes balanced), found \"ssh -o 'x\""),
+            ("remote_path = \"\"\n", ":1: remote_path: expected a command (words, with quotes balanced), found \"\""),
             ("# a comment\njobs = \"four\"\n", ":2: jobs: expected a whole number of threads from 1 to 256, found the string \"four\""),
             ("jobs = 0\n", ":1: jobs: expected a whole number of threads from 1 to 256, found 0"),
             ("jobs = 2.5\n", ":1: jobs: expected a whole number of threads from 1 to 256, found the number 2.5"),
@@ -849,6 +1154,44 @@ mod tests {
                 "{text:?}:\n  got {message}\n  not {expected}"
             );
         }
+    }
+
+    #[test]
+    fn commands_split_as_a_shell_would_and_the_root_expands_tilde() {
+        let w = |t: &str| split_words(t).map(|v| v.join("|"));
+        assert_eq!(w("ssh -p 2222"), Some("ssh|-p|2222".into()));
+        assert_eq!(
+            w(r#"ssh -o "UserKnownHostsFile=/a b" -i 'k y'"#),
+            Some("ssh|-o|UserKnownHostsFile=/a b|-i|k y".into())
+        );
+        assert_eq!(
+            w(r#"sh -c 'shift; exec "$@"' sh"#),
+            Some(r#"sh|-c|shift; exec "$@"|sh"#.into())
+        );
+        assert_eq!(w(r"a\ b"), Some("a b".into()));
+        assert_eq!(w("ssh 'x"), None);
+        let dir = dir_with(&[]);
+        let none = dir.path().join("none.toml");
+        let set = load(
+            None,
+            &[("POOLSYNC_RSH", "ssh -p 2222"), ("HOME", s(dir.path()))],
+            &none,
+        )
+        .unwrap();
+        assert_eq!(set.command("rsh", None).unwrap(), ["ssh", "-p", "2222"]);
+        assert_eq!(set.command("rsh", Some("rsh")).unwrap(), ["rsh"]);
+        assert_eq!(set.command("remote_path", None).unwrap(), ["poolsync"]);
+        let home = Path::new("/home/u");
+        assert_eq!(set.serve_root(None, Some(home)).unwrap(), home);
+        assert_eq!(
+            set.serve_root(Some("~/pools"), Some(home)).unwrap(),
+            home.join("pools")
+        );
+        assert_eq!(
+            set.serve_root(Some("/srv"), None).unwrap(),
+            PathBuf::from("/srv")
+        );
+        assert!(set.serve_root(None, None).is_err());
     }
 
     #[test]

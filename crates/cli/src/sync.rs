@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use poolsync_engine::remote::sync::{sync_all, update_remotes_at, RemoteOutcome, RestoreOutcome};
 use poolsync_engine::sync::plan::{DataStep, HeaderAction, Plan, Role, Step};
 use poolsync_engine::sync::{self, SyncOptions, SyncReport};
 use poolsync_engine::undo::UndoSummary;
@@ -72,6 +73,8 @@ pub struct Args {
     /// the machine's parallelism, at most 8)
     #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = crate::settings::jobs_flag)]
     jobs: Option<String>,
+    #[command(flatten)]
+    remote: crate::transport::RemoteArgs,
     /// The pool set file
     #[arg(value_name = "POOLSET")]
     poolset: PathBuf,
@@ -92,6 +95,13 @@ struct Document<'a> {
     /// `--verify` only: what verification found and repaired.
     #[serde(skip_serializing_if = "Option::is_none")]
     verify: Option<VerifyDoc<'a>>,
+    /// Each remote replica's update (absent without remote replicas).
+    #[serde(skip_serializing_if = "<[RemoteOutcome]>::is_empty")]
+    remotes: &'a [RemoteOutcome],
+    /// The local replicas restored from a remote replica (absent unless no
+    /// local replica was healthy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restored: Option<&'a RestoreOutcome>,
 }
 
 /// The `verify` field of the `--json` document.
@@ -191,6 +201,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         ..SyncOptions::default()
     };
     let storage = AnyStorage::from_env().context("failed to synchronize")?;
+    let connector = args.remote.connector(settings)?;
     let progress =
         crate::progress::reporter("sync", args.dry_run || args.no_progress, args.progress);
     if args.verify {
@@ -209,38 +220,82 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             &verify_options,
             progress.as_ref(),
         );
+        // The remote replicas follow the verified local source.
+        let remotes = match &outcome {
+            Ok(_) => update_remotes_at(
+                &storage,
+                &args.poolset,
+                &options,
+                &connector,
+                progress.as_ref(),
+            ),
+            Err(_) => Ok(Vec::new()),
+        };
         progress.finish();
-        return finish_verify(&args, &options, outcome);
+        return finish_verify(&args, &options, outcome, remotes);
     }
-    let outcome = sync::sync(&storage, &args.poolset, &options, progress.as_ref());
+    let outcome = sync_all(
+        &storage,
+        &args.poolset,
+        &options,
+        &connector,
+        progress.as_ref(),
+    );
     progress.finish();
-    let outcome = match outcome {
-        Ok(outcome) => outcome,
+    let (local, remotes, restored) = match outcome {
+        Ok(all) => (all.local, all.remotes, all.restored),
         Err(e) => {
             let message = failure(e, &args, &options);
             if args.json {
-                emit_document(&args, options.threads, Err(message.clone()), None)?;
+                emit_document(
+                    &args,
+                    options.threads,
+                    Err(message.clone()),
+                    None,
+                    &[],
+                    None,
+                )?;
             }
             transform_hint(&storage, &args.poolset);
             return Err(anyhow::anyhow!(message));
         }
     };
+    let remote_failure = remote_failure(&remotes);
     if args.json {
+        let done = match &remote_failure {
+            None => Ok((
+                local.as_ref().map(|l| &l.plan),
+                local.as_ref().and_then(|l| l.report.as_ref()),
+            )),
+            Some(message) => Err(message.clone()),
+        };
         emit_document(
             &args,
             options.threads,
-            Ok((&outcome.plan, outcome.report.as_ref())),
+            done,
             None,
+            &remotes,
+            restored.as_ref(),
         )?;
-        return Ok(ExitCode::SUCCESS);
+        return match remote_failure {
+            None => Ok(ExitCode::SUCCESS),
+            Some(message) => Err(anyhow::anyhow!(message)),
+        };
     }
+    let mut text = String::new();
+    if let Some(r) = &restored {
+        text.push_str(&restore_text(r, args.dry_run, args.verbose));
+    }
+    let Some(outcome) = local else {
+        emit(&text)?;
+        return Ok(ExitCode::SUCCESS);
+    };
     if let Some(report) = &outcome.report {
         // A source that could not be read is worth knowing about at once.
         for line in report_text(report).lines().skip(1) {
             eprintln!("warning: {line}");
         }
     }
-    let mut text = String::new();
     if args.dry_run || args.verbose >= 3 {
         text.push_str(&plan_text(&outcome.plan, args.dry_run, false));
         if !outcome.plan.is_noop() {
@@ -260,11 +315,99 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         text.push_str(&undo_saved_line(undo));
         text.push('\n');
     }
+    text.push_str(&remotes_text(&remotes, args.dry_run, args.verbose));
+    if let Some(message) = remote_failure {
+        emit(&text)?;
+        return Err(anyhow::anyhow!(message));
+    }
     if args.verbose >= 1 {
         text.push_str(&format!("{}: synchronized\n", args.poolset.display()));
     }
     emit(&text)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What restoring the local replicas from a remote replica did, or (a dry
+/// run) will do. Always said: the local replicas were all broken.
+fn restore_text(r: &RestoreOutcome, dry_run: bool, verbose: u8) -> String {
+    let p = &r.plan;
+    let mut text = String::new();
+    if dry_run || verbose >= 3 {
+        text.push_str(&format!(
+            "restore plan for the local replicas from remote replica {}{} (no local replica is healthy)\n",
+            p.remote,
+            if dry_run { " (dry run: nothing is changed)" } else { "" }
+        ));
+        text.push_str(&format!(
+            "source: remote replica {}, pool size {} bytes, pool set uuid {}\n",
+            p.remote, p.pool_size, p.poolset_uuid
+        ));
+        for (i, step) in p.steps.iter().enumerate() {
+            text.push_str(&format!("  {:>3}. {}\n", i + 1, step_text(step)));
+        }
+        text.push_str(&format!(
+            "total: {} part(s) to create, {} bytes to fetch whole, {} bytes compared by digests of which {} differ and are fetched, {} header(s) to write\n",
+            p.parts_to_create, p.bytes_to_copy, p.bytes_compared, p.bytes_differing, p.headers_to_write
+        ));
+        if let Some(u) = &p.undo {
+            text.push_str(&format!(
+                "undo file: {} will save the {} bytes overwritten\n",
+                u.path.display(),
+                u.bytes
+            ));
+        }
+    }
+    if let Some(report) = &r.report {
+        text.push_str(&format!(
+            "restored the local replicas from remote replica {}: {} part(s) created, {} bytes copied, {} bytes differed; {} bytes received on the wire\n",
+            p.remote,
+            report.parts_created,
+            report.bytes_copied,
+            report.bytes_differing,
+            r.wire.bytes_received
+        ));
+        if let Some(undo) = &report.undo {
+            text.push_str(&undo_saved_line(undo));
+            text.push('\n');
+        }
+    }
+    text
+}
+
+/// The error line of the first remote replica that failed, if one did.
+fn remote_failure(remotes: &[RemoteOutcome]) -> Option<String> {
+    let failed: Vec<&RemoteOutcome> = remotes.iter().filter(|r| r.error.is_some()).collect();
+    let first = failed.first()?;
+    let more = match failed.len() {
+        1 => String::new(),
+        n => format!(" (and {} more remote replica(s) failed; see above)", n - 1),
+    };
+    Some(format!(
+        "failed to synchronize: {}{more}",
+        first.error.as_deref().unwrap_or_default()
+    ))
+}
+
+/// The remote replicas' part of the output: plans for a dry run (and
+/// `-vvv`), a line per replica with `-v`, and the failures of those that
+/// failed.
+fn remotes_text(remotes: &[RemoteOutcome], dry_run: bool, verbose: u8) -> String {
+    let mut text = String::new();
+    for r in remotes {
+        if let (Some(plan), true) = (&r.plan, dry_run || verbose >= 3) {
+            text.push_str(&crate::remotes::plan_text(r, plan, dry_run));
+        }
+        if r.error.is_some() {
+            text.push_str(&format!(
+                "remote replica {}: failed (see the error below)\n",
+                r.remote
+            ));
+        } else if verbose >= 1 && !dry_run {
+            text.push_str(&crate::remotes::done_line(r));
+            text.push('\n');
+        }
+    }
+    text
 }
 
 /// `undo file X: N range(s), B bytes saved; `poolsync undo X` puts them back`.
@@ -307,11 +450,13 @@ fn failure(e: poolsync_engine::Error, args: &Args, options: &SyncOptions) -> Str
 fn emit_document(
     args: &Args,
     jobs: usize,
-    outcome: Result<(&Plan, Option<&SyncReport>), String>,
+    outcome: Result<(Option<&Plan>, Option<&SyncReport>), String>,
     verify: Option<VerifyDoc<'_>>,
+    remotes: &[RemoteOutcome],
+    restored: Option<&RestoreOutcome>,
 ) -> anyhow::Result<()> {
     let (result, exit_code, plan, report, error) = match outcome {
-        Ok((plan, report)) => ("synchronized", 0, Some(plan), report, None),
+        Ok((plan, report)) => ("synchronized", 0, plan, report, None),
         Err(message) => ("error", 1, None, None, Some(message)),
     };
     let doc = Document {
@@ -324,6 +469,8 @@ fn emit_document(
         error,
         jobs,
         verify,
+        remotes,
+        restored,
     };
     emit_json("sync", &doc)
 }
@@ -346,8 +493,20 @@ fn finish_verify(
     args: &Args,
     options: &SyncOptions,
     outcome: Result<VerifyOutcome, poolsync_engine::Error>,
+    remotes: Result<Vec<RemoteOutcome>, poolsync_engine::Error>,
 ) -> anyhow::Result<ExitCode> {
     let jobs = options.threads;
+    let remotes = match remotes {
+        Ok(r) => r,
+        Err(e) => {
+            let message = failure(e, args, options);
+            if args.json {
+                emit_document(args, jobs, Err(message.clone()), None, &[], None)?;
+            }
+            return Err(anyhow::anyhow!(message));
+        }
+    };
+    let remote_failure = remote_failure(&remotes);
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(e) => {
@@ -359,7 +518,7 @@ fn finish_verify(
                     repair: None,
                     refusal,
                 };
-                emit_document(args, jobs, Err(message.clone()), Some(verify))?;
+                emit_document(args, jobs, Err(message.clone()), Some(verify), &[], None)?;
             }
             return Err(anyhow::anyhow!(message));
         }
@@ -370,9 +529,15 @@ fn finish_verify(
             repair: outcome.repair.as_ref(),
             refusal: None,
         };
-        let done = Ok((&outcome.sync.plan, outcome.sync.report.as_ref()));
-        emit_document(args, jobs, done, Some(verify))?;
-        return Ok(ExitCode::SUCCESS);
+        let done = match &remote_failure {
+            None => Ok((Some(&outcome.sync.plan), outcome.sync.report.as_ref())),
+            Some(message) => Err(message.clone()),
+        };
+        emit_document(args, jobs, done, Some(verify), &remotes, None)?;
+        return match remote_failure {
+            None => Ok(ExitCode::SUCCESS),
+            Some(message) => Err(anyhow::anyhow!(message)),
+        };
     }
     if let Some(report) = &outcome.sync.report {
         // Files moved aside and unreadable sources are worth knowing about at once.
@@ -408,6 +573,11 @@ fn finish_verify(
     if let Some(undo) = outcome.sync.report.as_ref().and_then(|r| r.undo.as_ref()) {
         text.push_str(&undo_saved_line(undo));
         text.push('\n');
+    }
+    text.push_str(&remotes_text(&remotes, args.dry_run, args.verbose));
+    if let Some(message) = remote_failure {
+        emit(&text)?;
+        return Err(anyhow::anyhow!(message));
     }
     if args.verbose >= 1 {
         text.push_str(&format!("{}: synchronized\n", args.poolset.display()));

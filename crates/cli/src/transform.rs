@@ -10,9 +10,11 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use poolsync_engine::remote::transform::{transform_all, RemoteTransform, TransformAll};
 use poolsync_engine::sync::plan::{HeaderAction, Step};
+use poolsync_engine::sync::SyncOptions;
 use poolsync_engine::transform::{
-    self, DataFrom, Operation, TransformOptions, TransformPlan, TransformReport,
+    DataFrom, Operation, TransformOptions, TransformPlan, TransformReport,
 };
 use poolsync_pmem::AnyStorage;
 use poolsync_poolset::PAGE;
@@ -44,6 +46,8 @@ pub struct Args {
     /// parallelism, at most 8)
     #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = crate::settings::jobs_flag)]
     jobs: Option<String>,
+    #[command(flatten)]
+    remote: crate::transport::RemoteArgs,
     /// The pool set file describing the pool as it is
     #[arg(value_name = "SRC_POOLSET")]
     source: PathBuf,
@@ -65,6 +69,10 @@ struct Document<'a> {
     error: Option<String>,
     /// Worker threads used to copy (`--jobs`, the `jobs` setting).
     jobs: usize,
+    /// Remote replicas added or removed (absent for a transform of the
+    /// local replicas).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remotes: Option<&'a RemoteTransform>,
 }
 
 impl Args {
@@ -94,16 +102,24 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     let storage = AnyStorage::from_env().map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
     let progress =
         crate::progress::reporter("transform", args.dry_run || args.no_progress, args.progress);
-    let result = transform::transform(
+    let connector = args.remote.connector(settings)?;
+    let seeding = SyncOptions {
+        threads: options.threads,
+        ..SyncOptions::default()
+    };
+    let result = transform_all(
         &storage,
         &args.source,
         &args.target,
         &options,
+        &connector,
+        &seeding,
         progress.as_ref(),
     );
     progress.finish();
     let outcome = match result {
-        Ok(outcome) => outcome,
+        Ok(TransformAll::Local(outcome)) => *outcome,
+        Ok(TransformAll::Remote(remote)) => return finish_remote(&args, &options, &what, &remote),
         Err(e) => {
             // The engine's refusal already names both files.
             let message = match e {
@@ -129,6 +145,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
                     report: None,
                     error: Some(message.clone()),
                     jobs: options.threads,
+                    remotes: None,
                 };
                 emit_json("transform", &doc)?;
             }
@@ -146,6 +163,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             report: outcome.report.as_ref(),
             error: None,
             jobs: options.threads,
+            remotes: None,
         };
         emit_json("transform", &doc)?;
         return Ok(ExitCode::SUCCESS);
@@ -163,6 +181,80 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     }
     emit(&text)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints what a transform of the remote replicas did (or, for a dry run,
+/// would do) and returns the exit code.
+fn finish_remote(
+    args: &Args,
+    options: &TransformOptions,
+    what: &str,
+    remote: &RemoteTransform,
+) -> anyhow::Result<ExitCode> {
+    let failure = remote.first_failure().map(|e| format!("{what}: {e}"));
+    if args.json {
+        let doc = Document {
+            source: &args.source,
+            target: &args.target,
+            dry_run: args.dry_run,
+            result: if failure.is_some() {
+                "error"
+            } else {
+                "transformed"
+            },
+            exit_code: u8::from(failure.is_some()),
+            plan: None,
+            report: None,
+            error: failure.clone(),
+            jobs: options.threads,
+            remotes: Some(remote),
+        };
+        emit_json("transform", &doc)?;
+        return match failure {
+            Some(m) => Err(anyhow::anyhow!(m)),
+            None => Ok(ExitCode::SUCCESS),
+        };
+    }
+    let mut text = String::new();
+    for r in &remote.removed {
+        if r.error.is_some() {
+            continue;
+        }
+        if args.dry_run || args.verbose >= 1 {
+            let verb = if args.dry_run {
+                "would remove"
+            } else {
+                "removed"
+            };
+            text.push_str(&format!(
+                "remote replica {}: {verb} {} part file(s) on its host ({}); its pool set file stays\n",
+                r.remote,
+                r.files.len(),
+                r.files.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    for r in remote.added.iter().filter(|r| r.error.is_none()) {
+        match (&r.plan, args.dry_run) {
+            (Some(plan), true) => text.push_str(&crate::remotes::plan_text(r, plan, true)),
+            _ if args.verbose >= 1 => {
+                text.push_str(&format!("{} (added)\n", crate::remotes::done_line(r)));
+            }
+            _ => {}
+        }
+    }
+    if failure.is_none() && args.verbose >= 1 {
+        text.push_str(&format!(
+            "{} -> {}: transformed\n",
+            args.source.display(),
+            args.target.display()
+        ));
+    }
+    emit(&text)?;
+    match failure {
+        Some(m) => Err(anyhow::anyhow!(m)),
+        None => Ok(ExitCode::SUCCESS),
+    }
 }
 
 /// The plan as text: the operation, the numbered steps and the totals.

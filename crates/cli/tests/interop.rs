@@ -42,10 +42,16 @@ mod info_check;
 mod kill_loop;
 #[path = "interop/messages.rs"]
 mod messages;
+#[path = "interop/packets.rs"]
+mod packets;
 #[path = "interop/refused_headers.rs"]
 mod refused_headers;
+#[path = "interop/remote.rs"]
+mod remote;
 #[path = "interop/rm.rs"]
 mod rm;
+#[path = "interop/sshd.rs"]
+mod sshd;
 #[path = "interop/support.rs"]
 mod support;
 #[path = "interop/sync.rs"]

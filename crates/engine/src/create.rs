@@ -100,6 +100,25 @@ pub fn create<S: Storage>(
     target: &Path,
     options: &CreateOptions,
 ) -> Result<Created, Error> {
+    create_inner(storage, target, options, false)
+}
+
+/// [`create`] of the local replicas of a pool set that also names remote
+/// replicas (`REPLICA host set`); `crate::remote::create` seeds those.
+pub fn create_local<S: Storage>(
+    storage: &S,
+    target: &Path,
+    options: &CreateOptions,
+) -> Result<Created, Error> {
+    create_inner(storage, target, options, true)
+}
+
+fn create_inner<S: Storage>(
+    storage: &S,
+    target: &Path,
+    options: &CreateOptions,
+    local_only: bool,
+) -> Result<Created, Error> {
     check_layout(target, &options.layout)?;
     // pmempool refuses -s with a pool set before it looks at the value.
     let check_size = || match options.size {
@@ -124,7 +143,12 @@ pub fn create<S: Storage>(
                     });
                 }
                 // `loaded.file` keeps the pool set file locked until we are done.
-                let result = create_set(storage, target, &loaded.set, true, options);
+                let set = if local_only {
+                    loaded.set.split_remote().0
+                } else {
+                    loaded.set.clone()
+                };
+                let result = create_set(storage, target, &set, true, options);
                 drop(loaded);
                 result
             } else {

@@ -142,6 +142,29 @@ pub trait Endpoint: Send + Sync + fmt::Debug {
 
     /// Where `range` lies, piece by piece, for messages.
     fn locate(&self, range: LogicalRange) -> Vec<Location>;
+
+    /// Creates part `part` anew, fully allocated, with mode 0, durably
+    /// (file and directory entry); with `replace` an existing file is
+    /// removed first. Local replicas have their parts created by the
+    /// executor through the storage; an endpoint that holds its own files
+    /// (a remote replica) does it here.
+    fn create_part(&self, part: usize, replace: bool) -> Result<(), Error> {
+        let _ = replace;
+        Err(Error::InvalidRequest {
+            path: PathBuf::from(self.name()),
+            reason: format!("part {part}: this endpoint does not create parts"),
+        })
+    }
+
+    /// Sets the permission bits of part `part`, durably (see
+    /// [`Endpoint::create_part`]).
+    fn set_mode(&self, part: usize, mode: u32) -> Result<(), Error> {
+        let _ = mode;
+        Err(Error::InvalidRequest {
+            path: PathBuf::from(self.name()),
+            reason: format!("part {part}: this endpoint does not set modes"),
+        })
+    }
 }
 
 /// A piece of a logical range with the part it lies in and its file.

@@ -161,6 +161,85 @@ pub enum Error {
     /// Options that cannot be combined.
     #[error("{reason}")]
     InvalidOptions { reason: &'static str },
+    // --- remote replicas, client side ---
+    /// The transport to a remote host could not be started.
+    #[error("remote host {node}: cannot start `{command}`: {reason}")]
+    RemoteConnect {
+        node: String,
+        command: String,
+        reason: String,
+    },
+    /// Something other than `poolsync serve` spoke first (a shell profile
+    /// that prints text, a wrong remote path).
+    #[error("remote host {node}: the remote end did not answer as poolsync serve: it sent \"{received}\" where the poolsync greeting belongs{}; make the remote shell print nothing for a non-interactive command (look for output in ~/.bashrc, ~/.profile and the like on {node}), and check that --remote-path (POOLSYNC_REMOTE_PATH) runs poolsync there (the command was `{command}`)", said(stderr))]
+    RemoteNoise {
+        node: String,
+        command: String,
+        /// The first bytes received, escaped.
+        received: String,
+        stderr: String,
+    },
+    /// The remote command ended before `poolsync serve` greeted.
+    #[error("remote host {node}: the connection ended before poolsync serve greeted{}{}; install poolsync on {node} or give its path with --remote-path (POOLSYNC_REMOTE_PATH), and check that `{command}` logs in", ended(status), said(stderr))]
+    RemoteNoGreeting {
+        node: String,
+        command: String,
+        status: Option<String>,
+        stderr: String,
+    },
+    /// The connection dropped or failed during a session.
+    #[error("remote host {node}: the connection failed {what}: {reason}{}; run the command again when the host is reachable (an interrupted update leaves the remote replica marked broken, and the next run completes it)", said(stderr))]
+    RemoteConnection {
+        node: String,
+        /// What was going on: `reading the answer to fence (frame 12)`.
+        what: String,
+        reason: String,
+        stderr: String,
+    },
+    /// The peer broke the protocol: the frame and field at fault.
+    #[error("remote host {node}: frame {frame} {direction}: {source}")]
+    RemoteProtocol {
+        node: String,
+        frame: u64,
+        /// `from the server`, `to the server`.
+        direction: &'static str,
+        source: poolsync_wire::Error,
+    },
+    /// The server refused or failed a request.
+    #[error("remote replica {node}:{set}: {request} failed on the remote host: {message}")]
+    RemoteFailed {
+        node: String,
+        set: String,
+        request: &'static str,
+        code: poolsync_wire::FailureCode,
+        message: String,
+    },
+    /// A remote replica cannot be used for what was asked (its shape,
+    /// size, pool, or state).
+    #[error("{}: remote replica {node}:{descriptor}: {reason}", at(set, *line))]
+    RemoteRefused {
+        set: PathBuf,
+        line: usize,
+        node: String,
+        descriptor: String,
+        reason: String,
+    },
+    // --- remote replicas, server side (poolsync serve) ---
+    /// `serve`: a path the rules refuse.
+    #[error("{path}: refused: {reason}")]
+    ServeRefused { path: String, reason: String },
+    /// `serve`: the pool set file does not exist.
+    #[error("{path}: no such pool set file under the server's root ({})", resolved.display())]
+    ServeNotFound { path: String, resolved: PathBuf },
+    /// `serve`: the client broke the protocol.
+    #[error("frame {frame} from the client: {source}")]
+    ServeProtocol {
+        frame: u64,
+        source: poolsync_wire::Error,
+    },
+    /// `serve`: the connection to the client failed.
+    #[error("the connection to the client failed {what}: {reason}")]
+    ServeConnection { what: String, reason: String },
     /// The thread that writes repaired blocks stopped early (it reports its
     /// own error; this one is seen only if it panicked).
     #[error("the writer of repaired blocks stopped unexpectedly")]
@@ -393,11 +472,56 @@ pub enum Error {
         what: String,
         expected: String,
     },
+    // --- update packets ---
+    /// A state file that cannot be read or written.
+    #[error("{path}: {reason}", path = path.display())]
+    StateFile { path: PathBuf, reason: String },
+    /// A key file that cannot be used.
+    #[error("{path}: key file: {reason}", path = path.display())]
+    KeyFile { path: PathBuf, reason: String },
+    /// A packet file that is refused: damaged, truncated, missing parts,
+    /// foreign, or not made for this pool. The reason names the offset.
+    #[error("{path}: {reason}", path = path.display())]
+    PacketFile {
+        path: PathBuf,
+        offset: Option<u64>,
+        reason: String,
+    },
+    /// A rewind request that cannot be used.
+    #[error("{path}: rewind request: {reason}", path = path.display())]
+    RewindRequest { path: PathBuf, reason: String },
+    /// `export` refuses (the reason says why and what to do).
+    #[error("{set}: {reason}", set = set.display())]
+    CannotExport { set: PathBuf, reason: String },
+    /// `import` refuses (the reason names the packet and why).
+    #[error("{set}: {reason}", set = set.display())]
+    CannotImport { set: PathBuf, reason: String },
+    /// `epoch` refuses.
+    #[error("{set}: {reason}", set = set.display())]
+    CannotChangeEpoch { set: PathBuf, reason: String },
 }
 
 /// Linux's `EIO`: what a read of a bad block of persistent memory, or of a
 /// failing disk, returns.
 const EIO: i32 = 5;
+
+/// `; the remote side said: "…"` when it said something.
+fn said(stderr: &str) -> String {
+    let text = stderr.trim();
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!("; the remote side said: \"{}\"", text.escape_debug())
+    }
+}
+
+/// ` (exit status 127)` when the command's end is known.
+fn ended(status: &Option<String>) -> String {
+    status
+        .as_ref()
+        .map(|s| format!(" ({s})"))
+        .unwrap_or_default()
+}
 
 impl Error {
     /// Whether `create` refused its arguments before it tried to create

@@ -105,6 +105,8 @@ pub struct ExecReport {
     pub read_fallbacks: Vec<ReadFallback>,
     /// Wall time of the data steps' copies and comparisons (reading,
     /// comparing, writing), in microseconds: how fast the comparer ran.
+    /// A sync that wrote an undo file adds its survey's comparing
+    /// ([`Prepared::data_micros`]).
     pub data_micros: u64,
     /// Wall time of making the data steps durable (the fences that follow
     /// them), in microseconds.
@@ -181,6 +183,9 @@ pub struct Prepared {
     pub overwrites: Vec<Overwrite>,
     /// Bytes compared to find them.
     pub bytes_compared: u64,
+    /// Wall time of comparing them, in microseconds: the run, which then
+    /// only copies, adds it to its `data_micros`.
+    pub data_micros: u64,
     /// Where the undo file that saves the overwritten bytes goes.
     pub target: Option<crate::undo::UndoTarget>,
 }
@@ -197,6 +202,7 @@ impl Prepared {
         self.overwrites.extend(other.overwrites);
         self.overwrites.sort_by_key(|o| (o.target, o.range.offset));
         self.bytes_compared += other.bytes_compared;
+        self.data_micros += other.data_micros;
         self.target = self.target.take().or(other.target);
     }
 }
@@ -290,6 +296,7 @@ pub fn survey<S: Storage>(
     found.sort_by_key(|f: &Found| (f.target, f.step, f.range.offset));
     let mut prepared = Prepared {
         bytes_compared: report.bytes_compared,
+        data_micros: report.data_micros,
         ..Prepared::default()
     };
     for f in found {
@@ -398,6 +405,25 @@ fn run_step<S: Storage>(
             };
             ep.write_header(*part, &HeaderWrite::Checksum { value: !stored })?;
             report.headers_invalidated += 1;
+        }
+        Step::CreatePart { replica, part, .. } if *replica >= endpoints.set.replicas.len() => {
+            // An endpoint with files of its own (a remote replica).
+            let Step::CreatePart { replace, .. } = step else {
+                return Ok(());
+            };
+            let table = endpoints.table();
+            endpoint(&table, plan_path, *replica)?.create_part(*part, *replace)?;
+            report.parts_created += 1;
+        }
+        Step::SetMode {
+            replica,
+            part,
+            mode,
+            ..
+        } if *replica >= endpoints.set.replicas.len() => {
+            let table = endpoints.table();
+            endpoint(&table, plan_path, *replica)?.set_mode(*part, *mode)?;
+            report.modes_set += 1;
         }
         Step::DisplacePart {
             replica,
@@ -678,6 +704,9 @@ impl Batch<'_> {
         }
         let dst = self.endpoint(d.replica)?;
         let src = self.endpoint(d.from_replica)?;
+        if job.compare && src.prefers_digests() && !dst.prefers_digests() {
+            return self.pull(job, src, dst);
+        }
         let mode = Mode::for_sides(src, dst);
         let cap = usize::try_from(job.len.min(self.stride as u64)).unwrap_or(self.stride);
         // Page-aligned buffers: `pread` copies into them much faster on some
@@ -721,6 +750,64 @@ impl Batch<'_> {
                 dst.flush(logical, n as u64)?;
                 self.tally.copied.add(n as u64);
             }
+            self.options.progress.advance(n as u64);
+            pos += n as u64;
+        }
+        Ok(())
+    }
+
+    /// A compare-and-copy job whose source is far away (a remote replica
+    /// restoring a local one): the target's own bytes are read here and
+    /// compared with the source's digests, and only the runs that differ
+    /// are read from the source. A target range that cannot be read is
+    /// replaced whole.
+    fn pull(&self, job: &Job<'_>, src: &dyn Endpoint, dst: &dyn Endpoint) -> Result<(), Error> {
+        let d = job.step;
+        let cap = usize::try_from(job.len.min(self.stride as u64)).unwrap_or(self.stride);
+        let mut ours = AlignedBuf::new(cap);
+        let mut theirs = AlignedBuf::new(cap);
+        let mut scratch = Scratch::new(0);
+        let mut pos = job.at;
+        let end = job.at + job.len;
+        while pos < end {
+            let n = usize::try_from((end - pos).min(cap as u64)).unwrap_or(cap);
+            let logical = d.logical + pos;
+            let bytes = ours.get_mut(n);
+            let mut runs: Vec<LogicalRange> = Vec::new();
+            match dst.read(logical, bytes) {
+                Ok(()) => {
+                    let stride = Stride {
+                        pos: logical,
+                        bytes,
+                        live: &[(0, n)],
+                    };
+                    let seen =
+                        diff_stride(stride, src, Mode::Digests, &mut scratch, |at, lo, hi| {
+                            runs.push(LogicalRange::new(at, (hi - lo) as u64));
+                            Ok(())
+                        })?;
+                    if let Seen::Unreadable(e) = seen {
+                        return Err(e);
+                    }
+                }
+                Err(e) if e.is_eio() => runs.push(LogicalRange::new(logical, n as u64)),
+                Err(e) => return Err(e),
+            }
+            self.tally.compared.add(n as u64);
+            let mut repair = Repair::new(d.replica);
+            for run in runs {
+                if self.survey.is_some() {
+                    self.note(d, run);
+                    self.tally.differing.add(run.len);
+                    continue;
+                }
+                let len = usize::try_from(run.len).unwrap_or(0);
+                let buf = theirs.get_mut(len);
+                self.read_source(d, run.offset, buf)?;
+                repair.push(run.offset, buf);
+            }
+            self.tally.differing.add(repair.len());
+            self.queue.send(repair)?;
             self.options.progress.advance(n as u64);
             pos += n as u64;
         }

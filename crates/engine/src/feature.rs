@@ -2,7 +2,7 @@
 //! feature bit in the pool header of every header-carrying part of every
 //! replica.
 //!
-//! The run has two halves, as every writer here has. [`survey`] opens and
+//! The run has two halves, as every writer here has. `survey` opens and
 //! locks every part and judges every header without writing: it refuses
 //! what libpmempool refuses (a missing part, unknown feature bits, headers
 //! whose masks disagree) and what it should refuse (a header that is not a
@@ -274,6 +274,19 @@ fn report<F>(
 
 /// Reads and judges the header of every header-carrying part.
 fn survey<F: PartFile>(set: &OpenSet<F>) -> Result<Survey, Error> {
+    // The remote hosts' headers are theirs to change: one command cannot
+    // rewrite them crash-safely together with the local ones.
+    if let Some(remote) = set.remotes.first() {
+        return Err(Error::Unsupported {
+            set: set.path.clone(),
+            line: remote.line,
+            what: format!(
+                "poolsync feature on a pool set with remote replicas (REPLICA {} {}: run it on a \
+                 set file without the remote REPLICA lines, and on each remote host's set file) is",
+                remote.node, remote.descriptor
+            ),
+        });
+    }
     let mut headers = Vec::new();
     for rep in &set.replicas {
         for part in &rep.parts {

@@ -6,10 +6,10 @@
 //! each part and replica as `pmempool sync` does without writing anything,
 //! and the commands build on that verdict: [`check`], [`info`], [`sync`]
 //! (plan, then execute the same plan a dry run prints), [`transform`],
-//! [`verify`] and [`feature`]. [`compare`] is the block comparer they
-//! share. The engine reaches storage only through `poolsync_pmem`'s
-//! `Storage` trait, so the same code runs on real files and on the
-//! simulated crash backend.
+//! [`verify`], [`feature`] and [`packets`] (update packets for offline
+//! copies). [`compare`] is the block comparer they share. The engine
+//! reaches storage only through `poolsync_pmem`'s `Storage` trait, so the
+//! same code runs on real files and on the simulated crash backend.
 //!
 //! ```
 //! use std::path::Path;
@@ -51,8 +51,10 @@ pub mod inspect;
 pub mod load;
 pub mod open;
 mod ownership;
+pub mod packets;
 pub mod progress;
 pub mod range;
+pub mod remote;
 pub mod ring;
 pub mod rm;
 mod space;

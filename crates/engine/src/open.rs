@@ -38,8 +38,13 @@ pub struct OpenSet<F> {
     pub set: PoolSet,
     /// How the parts were opened.
     pub access: Access,
-    /// The replicas, in set order.
+    /// The local replicas, in set order (numbered among themselves: the
+    /// set an application opens lists only them).
     pub replicas: Vec<OpenReplica<F>>,
+    /// The remote replicas (`REPLICA host set`), which [`open`] does not
+    /// reach: `set` holds only the local replicas, and these lines apart
+    /// (see [`crate::remote`]).
+    pub remotes: Vec<poolsync_poolset::RemoteLine>,
     /// The pool set file, kept open so that its lock is held (`None` for a
     /// single-file pool, whose one file is the part itself).
     set_file: Option<F>,
@@ -218,6 +223,7 @@ pub fn open<S: Storage>(
         file,
         devices,
     } = load(storage, path, access)?;
+    let (set, remotes) = set.split_remote();
     refuse_unsupported(&path, &set)?;
     if is_poolset {
         refuse_aliases(storage, &path, &set)?;
@@ -226,7 +232,7 @@ pub fn open<S: Storage>(
     let mut replicas = Vec::with_capacity(set.replicas.len());
     for (r, replica) in set.replicas.iter().enumerate() {
         let Replica::Local { parts, .. } = replica else {
-            // `refuse_unsupported` rejected every remote replica.
+            // `split_remote` took every remote replica out.
             continue;
         };
         let nhdrs = set.nhdrs(r);
@@ -301,6 +307,7 @@ pub fn open<S: Storage>(
         set,
         access,
         replicas,
+        remotes,
         set_file,
     })
 }
@@ -483,28 +490,28 @@ fn auto_unsupported(path: &Path, line: usize) -> Error {
     }
 }
 
-/// Refuses remote replicas and NOHDRS before any part is opened.
+/// Refuses NOHDRS before any part is opened.
 fn refuse_unsupported(path: &Path, set: &PoolSet) -> Result<(), Error> {
     if set.options.no_hdrs {
         return Err(Error::NoHdrs {
             set: path.to_path_buf(),
         });
     }
-    for replica in &set.replicas {
-        if let Replica::Remote {
-            node,
-            descriptor,
-            line,
-        } = replica
-        {
-            return Err(Error::Unsupported {
-                set: path.to_path_buf(),
-                line: *line,
-                what: format!("remote replicas (REPLICA {node} {descriptor}) are"),
-            });
-        }
-    }
     Ok(())
+}
+
+/// Reads the header page of every open header-carrying part again (after
+/// header writes).
+pub(crate) fn reread_headers<F: PartFile>(set: &mut OpenSet<F>) {
+    for part in set.replicas.iter_mut().flat_map(|r| r.parts.iter_mut()) {
+        if matches!(part.header, HeaderState::None) {
+            continue;
+        }
+        part.header = match &part.file {
+            Some(f) => read_header(f),
+            None => HeaderState::NotRead,
+        };
+    }
 }
 
 impl<F> OpenReplica<F> {

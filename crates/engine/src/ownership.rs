@@ -186,6 +186,23 @@ fn sole_max(counts: &BTreeMap<RawUuid, usize>) -> Option<RawUuid> {
     }
 }
 
+/// The pool set UUID of the pool (set) at `path` as [`identity`] decides
+/// it from every local replica's headers, or `None` when it cannot be
+/// opened or its headers do not decide: what `rm` holds the update-packet
+/// state file and the remote replicas to.
+pub(crate) fn pool_identity<S: Storage>(storage: &S, path: &Path) -> Option<[u8; 16]> {
+    let set = open(storage, path, Access::ReadOnly).ok()?;
+    identity(set.replicas.iter().map(|rep| {
+        rep.parts
+            .iter()
+            .take(rep.nhdrs)
+            .map(|p| p.header())
+            .collect::<Vec<_>>()
+    }))
+    .ok()
+    .map(|u| u.0)
+}
+
 /// Reads the headers of the pool set at `path` (`None` when it is a
 /// single-file pool, which has no set to belong to) and judges who owns
 /// each part file. With `trust_headerless` (`rm --force`), a part without

@@ -11,7 +11,7 @@
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use poolsync_pmem::{Access, FileKind, Storage};
+use poolsync_pmem::{Access, FileKind, PartFile, Storage};
 use poolsync_poolset::Replica;
 use serde::Serialize;
 
@@ -37,6 +37,9 @@ pub struct RmOptions {
     pub force: bool,
     /// Also remove the pool set file once all its parts are gone (`-l`).
     pub remove_set_file: bool,
+    /// Also remove the pool set files of remote replicas on their hosts,
+    /// with their parts (`-r`; `-a` is `-l` and `-r`).
+    pub remove_remote_set_files: bool,
     /// When to ask.
     pub ask: Ask,
     /// `--verify-owner`: remove only part files that provably belong to
@@ -71,6 +74,8 @@ pub enum Role {
     },
     /// The pool set file itself.
     SetFile,
+    /// The pool's update-packet state file (`<set>.poolsync-state`).
+    StateFile,
 }
 
 /// What happened to one file.
@@ -86,7 +91,8 @@ pub enum Outcome {
     Declined,
     /// The file did not exist; ignored because of `force`.
     Missing,
-    /// A remote replica, left alone because of `force`.
+    /// Not removed, and not asked to be (kept for documents that name
+    /// this outcome).
     Skipped,
     /// `--verify-owner`: the file does not provably belong to the pool
     /// set, so it is kept.
@@ -95,6 +101,11 @@ pub enum Outcome {
         what: String,
         /// The pool set's UUID, when one is known.
         expected: Option<String>,
+    },
+    /// Not removed, on purpose: the file is not the pool's.
+    Kept {
+        /// Why it is not the pool's.
+        why: String,
     },
     /// Not removed.
     Failed(Error),
@@ -180,6 +191,27 @@ pub fn rm<S: Storage>(
     options: &RmOptions,
     observer: &mut dyn RmObserver,
 ) -> Result<RmReport, Error> {
+    rm_with(
+        storage,
+        target,
+        options,
+        observer,
+        &crate::remote::NoRemotes,
+    )
+}
+
+/// [`rm`], reaching the hosts of remote replicas through `connector`:
+/// their parts are removed there (and, with
+/// [`RmOptions::remove_remote_set_files`], their pool set files), by
+/// `poolsync serve`, which locks them first and refuses parts of another
+/// pool.
+pub fn rm_with<S: Storage>(
+    storage: &S,
+    target: &Path,
+    options: &RmOptions,
+    observer: &mut dyn RmObserver,
+    connector: &dyn crate::remote::Connector,
+) -> Result<RmReport, Error> {
     let mut report = RmReport {
         target: target.to_path_buf(),
         is_poolset: false,
@@ -210,15 +242,23 @@ pub fn rm<S: Storage>(
     } else {
         None
     };
+    // The pool's identity, decided by every replica's headers before any
+    // part goes: the state file and the remote replicas must carry it.
+    let uuid = crate::ownership::pool_identity(storage, target);
     let loaded = load::load(storage, target, Access::ReadOnly)?;
     report.is_poolset = loaded.is_poolset;
     observer.classified(target, loaded.is_poolset);
     if !loaded.is_poolset {
         // Our lock on the pool would make the removal's own lock fail.
         drop(loaded);
-        report
-            .files
-            .push(remove_one(storage, target, Role::Pool, options, observer));
+        let file = remove_one(storage, target, Role::Pool, options, observer);
+        let gone = matches!(file.outcome, Outcome::Removed | Outcome::Missing);
+        report.files.push(file);
+        if gone {
+            report
+                .files
+                .extend(remove_state(storage, target, uuid, options, observer));
+        }
         return Ok(report);
     }
 
@@ -262,33 +302,49 @@ pub fn rm<S: Storage>(
                     node: node.clone(),
                     descriptor: descriptor.clone(),
                 };
-                let path = PathBuf::from(format!("{node}:{descriptor}"));
-                observer.visiting(&path, &role);
-                let outcome = if options.force {
-                    Outcome::Skipped
-                } else {
-                    Outcome::Failed(Error::Unsupported {
-                        set: target.to_path_buf(),
-                        line: *line,
-                        what: format!(
-                            "removing remote replica {descriptor} on {node}: remote replicas are"
-                        ),
-                    })
+                let at = crate::remote::replica::RemoteRef {
+                    set: target.to_path_buf(),
+                    line: *line,
+                    node: node.clone(),
+                    descriptor: descriptor.clone(),
                 };
-                let file = RmFile {
-                    path,
-                    role,
-                    outcome,
+                let name = PathBuf::from(format!("{node}:{descriptor}"));
+                observer.visiting(&name, &role);
+                let removed = remove_remote(connector, at, options.remove_remote_set_files, uuid);
+                let files = match removed {
+                    Ok(files) => files
+                        .into_iter()
+                        .map(|(path, existed)| RmFile {
+                            path: PathBuf::from(format!("{node}:{path}")),
+                            role: role.clone(),
+                            outcome: if existed {
+                                Outcome::Removed
+                            } else if options.force {
+                                Outcome::Missing
+                            } else {
+                                Outcome::Failed(Error::NotFound {
+                                    path: PathBuf::from(format!("{node}:{path}")),
+                                })
+                            },
+                        })
+                        .collect(),
+                    Err(e) => vec![RmFile {
+                        path: name,
+                        role,
+                        outcome: Outcome::Failed(e),
+                    }],
                 };
-                observer.done(&file);
-                report.files.push(file);
+                for file in files {
+                    observer.done(&file);
+                    report.files.push(file);
+                }
             }
         }
     }
     let dirs: std::collections::BTreeSet<PathBuf> = report
         .files
         .iter()
-        .filter(|f| matches!(f.outcome, Outcome::Removed))
+        .filter(|f| matches!(f.outcome, Outcome::Removed) && !matches!(f.role, Role::Remote { .. }))
         .map(|f| f.path.parent().map(Path::to_path_buf).unwrap_or_default())
         .collect();
     for dir in dirs {
@@ -307,6 +363,11 @@ pub fn rm<S: Storage>(
             Outcome::Failed(_) | Outcome::Declined | Outcome::NotOwned { .. }
         )
     });
+    if parts_gone {
+        report
+            .files
+            .extend(remove_state(storage, target, uuid, options, observer));
+    }
     if options.remove_set_file && parts_gone {
         report.files.push(remove_one(
             storage,
@@ -317,6 +378,94 @@ pub fn rm<S: Storage>(
         ));
     }
     Ok(report)
+}
+
+/// Removes a remote replica's parts (and its set file) on its host.
+fn remove_remote(
+    connector: &dyn crate::remote::Connector,
+    at: crate::remote::replica::RemoteRef,
+    set_file: bool,
+    uuid: Option<[u8; 16]>,
+) -> Result<Vec<(String, bool)>, Error> {
+    let transport = connector.connect(&at.node)?;
+    let session = crate::remote::Session::start(&at.node, transport)?;
+    let remote = crate::remote::RemoteReplica::open(session, at, 0, true, uuid)?;
+    let files = remote.remove(set_file)?;
+    let _ = remote.close();
+    Ok(files)
+}
+
+/// Removes the pool's update-packet state file (and a temporary one left
+/// by an interrupted write) once the pool is gone, unless it is not the
+/// pool's: a file that is not a state file, or one of another pool, is
+/// kept and said so.
+fn remove_state<S: Storage>(
+    storage: &S,
+    target: &Path,
+    uuid: Option<[u8; 16]>,
+    options: &RmOptions,
+    observer: &mut dyn RmObserver,
+) -> Vec<RmFile> {
+    use crate::packets::state::{self, Loaded};
+    let path = crate::packets::state_path(target);
+    let mut out = Vec::new();
+    let verdict = match state::load(storage, target) {
+        Ok(Loaded::Missing) => return out,
+        Ok(Loaded::Ready(f)) => match uuid {
+            Some(u) if u != f.head.poolset_uuid => Some(format!(
+                "it is the state of pool set UUID {}, not this pool's {}",
+                crate::packets::uuid_text(&f.head.poolset_uuid),
+                crate::packets::uuid_text(&u)
+            )),
+            _ => None,
+        },
+        Ok(Loaded::Unusable { .. }) | Err(_) if is_state_file(storage, &path) => None,
+        Ok(Loaded::Unusable { .. }) | Err(_) => {
+            Some("it is not a poolsync state file (no PSYNCSTA magic)".to_string())
+        }
+    };
+    match verdict {
+        Some(why) => {
+            observer.visiting(&path, &Role::StateFile);
+            let file = RmFile {
+                path,
+                role: Role::StateFile,
+                outcome: Outcome::Kept { why },
+            };
+            observer.done(&file);
+            out.push(file);
+        }
+        None => {
+            out.push(remove_one(
+                storage,
+                &path,
+                Role::StateFile,
+                options,
+                observer,
+            ));
+            let tmp = state::tmp_path(&path);
+            if is_state_file(storage, &tmp) {
+                out.push(remove_one(
+                    storage,
+                    &tmp,
+                    Role::StateFile,
+                    options,
+                    observer,
+                ));
+            }
+            let _ = storage.fsync_parent(&path);
+        }
+    }
+    out
+}
+
+/// Whether `path` starts with a state file's magic number.
+fn is_state_file<S: Storage>(storage: &S, path: &Path) -> bool {
+    let Ok(file) = storage.open_aux(path, Access::ReadOnly) else {
+        return false;
+    };
+    let mut magic = [0u8; 8];
+    file.read_at(0, &mut magic).is_ok() && &magic == poolsync_packet::state::STATE_MAGIC
 }
 
 /// Removes one local file: lock it, ask if asked to, unlink it (or, for a

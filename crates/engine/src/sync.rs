@@ -322,6 +322,8 @@ pub fn execute<S: Storage>(
         None => None,
     };
     let mut report = crate::exec::run(storage, &plan.path, &plan.steps, &mut endpoints, options)?;
+    // The comparing was done before the undo file was written.
+    report.data_micros += prepared.map_or(0, |p| p.data_micros);
     report.undo = undo;
     progress.finish();
     Ok(report)

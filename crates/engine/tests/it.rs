@@ -39,3 +39,14 @@ mod verify;
 
 #[path = "it/foreign.rs"]
 mod foreign;
+
+#[path = "it/remote.rs"]
+mod remote;
+
+#[path = "it/packets.rs"]
+mod packets;
+#[path = "it/remote_crash.rs"]
+mod remote_crash;
+
+#[path = "it/packets_crash.rs"]
+mod packets_crash;

@@ -48,6 +48,8 @@
 //!     created: 1_700_000_000,
 //!     comment: "nightly".into(),
 //!     destinations: vec!["site-b".into()],
+//!     source: "/pools/site-a/pool.set".into(),
+//!     rewind: None,
 //!     compression: Compression::Zstd,
 //! };
 //!

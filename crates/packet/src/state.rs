@@ -36,8 +36,12 @@ pub const STATE_VERSION: u16 = 1;
 pub const STATE_MAGIC_OFF: usize = 0;
 /// Offset of the version (u16).
 pub const STATE_VERSION_OFF: usize = 8;
-/// Offset of the flags (u16, none defined: zero).
+/// Offset of the flags (u16): [`STATE_FLAG_FOLLOWER`], other bits zero.
 pub const STATE_FLAGS_OFF: usize = 10;
+/// State flag: this site follows the lineage's writer. It holds epochs
+/// made elsewhere and may forward them, but makes none of its own until
+/// it is promoted.
+pub const STATE_FLAG_FOLLOWER: u16 = 0x0001;
 /// Offset of the head length (u32), which is also the offset of the first chunk.
 pub const STATE_HEAD_LEN_OFF: usize = 12;
 /// Offset of the pool set UUID.
@@ -264,6 +268,9 @@ pub struct State {
     pub destinations: Vec<Destination>,
     /// The applied-packet log, oldest first, at most [`MAX_APPLIED`].
     pub applied: Vec<Applied>,
+    /// The site follows the writer ([`STATE_FLAG_FOLLOWER`]): it imports
+    /// epochs and may forward them, but makes none of its own.
+    pub follower: bool,
 }
 
 /// Where the parts of a state file lie, and the head tag that binds its
@@ -632,6 +639,9 @@ impl State {
         let mut b = vec![0u8; STATE_FIXED_LEN];
         put(&mut b, STATE_MAGIC_OFF, STATE_MAGIC);
         put_u16(&mut b, STATE_VERSION_OFF, STATE_VERSION);
+        if self.follower {
+            put_u16(&mut b, STATE_FLAGS_OFF, STATE_FLAG_FOLLOWER);
+        }
         // Bounded by STATE_HEAD_MAX_LEN once validated.
         put_u32(&mut b, STATE_HEAD_LEN_OFF, head_len as u32);
         put(&mut b, STATE_POOLSET_UUID_OFF, &self.poolset_uuid);
@@ -695,7 +705,14 @@ impl State {
                 signed: false,
             });
         }
-        check_zero(bytes, STATE_FLAGS_OFF, 2, "flags", 0)?;
+        let flags = u16_at(bytes, STATE_FLAGS_OFF);
+        if flags & !STATE_FLAG_FOLLOWER != 0 {
+            return Err(Error::field(
+                "flags",
+                STATE_FLAGS_OFF as u64,
+                format!("unknown bits {:#06x}", flags & !STATE_FLAG_FOLLOWER),
+            ));
+        }
         check_zero(bytes, STATE_RESERVED_OFF, STATE_RESERVED_LEN, "reserved", 0)?;
         let count = |off: usize, max: usize, field: &'static str| {
             let n = usize::from(u16_at(bytes, off));
@@ -773,6 +790,7 @@ impl State {
             range: u64_at(bytes, STATE_RANGE_START_OFF)..u64_at(bytes, STATE_RANGE_END_OFF),
             destinations,
             applied,
+            follower: flags & STATE_FLAG_FOLLOWER != 0,
         };
         if let Some((field, off, problem)) = state.problem() {
             return Err(Error::field(field, off as u64, problem));

@@ -150,6 +150,13 @@ impl Storage for AnyStorage {
             AnyStorage::Dax(s) => s.current_dir(),
         }
     }
+
+    fn canonicalize(&self, path: &Path) -> Result<Option<std::path::PathBuf>, Error> {
+        match self {
+            AnyStorage::PageCache(s) => s.canonicalize(path),
+            AnyStorage::Dax(s) => s.canonicalize(path),
+        }
+    }
 }
 
 impl PartFile for AnyFile {

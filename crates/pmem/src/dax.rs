@@ -366,6 +366,10 @@ impl Storage for DaxStorage {
     fn current_dir(&self) -> Result<std::path::PathBuf, Error> {
         FsStorage.current_dir()
     }
+
+    fn canonicalize(&self, path: &Path) -> Result<Option<std::path::PathBuf>, Error> {
+        FsStorage.canonicalize(path)
+    }
 }
 
 /// How a `DaxFile` maps and persists its file: what `map_inner` works out

@@ -168,6 +168,18 @@ impl Storage for FsStorage {
         crate::clock::system_clock()
     }
 
+    fn canonicalize(&self, path: &Path) -> Result<Option<PathBuf>, Error> {
+        match std::fs::canonicalize(path) {
+            Ok(p) => Ok(Some(p)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(Error::Io {
+                op: "realpath",
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
     fn current_dir(&self) -> Result<PathBuf, Error> {
         std::env::current_dir().map_err(|source| Error::Io {
             op: "getcwd",

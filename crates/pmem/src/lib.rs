@@ -274,6 +274,34 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
             .map(|st| st.blocks_available().saturating_mul(st.fragment_size())))
     }
 
+    /// `path` with every symbolic link resolved and every `.` and `..`
+    /// component removed, relative paths taken from
+    /// [`Storage::current_dir`] (`realpath(3)`); `Ok(None)` when it does not
+    /// exist. `poolsync serve` checks with it that what it touches lies
+    /// under its root.
+    ///
+    /// The default, right for storage without symbolic links (such as
+    /// in-memory test backends), removes `.` and `..` lexically and checks
+    /// that the result exists; [`FsStorage`] asks the real file system.
+    fn canonicalize(&self, path: &Path) -> Result<Option<PathBuf>, Error> {
+        let full = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.current_dir()?.join(path)
+        };
+        let mut out = PathBuf::new();
+        for component in full.components() {
+            match component {
+                std::path::Component::ParentDir => {
+                    out.pop();
+                }
+                std::path::Component::CurDir => {}
+                other => out.push(other.as_os_str()),
+            }
+        }
+        Ok(self.stat(&out)?.map(|_| out))
+    }
+
     /// Opens `path` read-only (taking and releasing its lock) and reads the
     /// whole file, refusing ([`Error::TooLarge`]) one longer than `max_len`
     /// before allocating anything.

@@ -532,6 +532,31 @@ fn auxiliary_files_are_exclusive_resizable_and_renamed_in_place() {
 }
 
 #[test]
+fn canonicalize_resolves_symlinks_and_dots() {
+    let dir = tmp();
+    let real = dir.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    write_file(&real.join("f"), b"x");
+    std::os::unix::fs::symlink(&real, dir.path().join("link")).unwrap();
+    let s = FsStorage;
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    let got = s
+        .canonicalize(&dir.path().join("link/./../link/f"))
+        .unwrap();
+    assert_eq!(got, Some(root.join("real/f")));
+    assert_eq!(s.canonicalize(&dir.path().join("nothing")).unwrap(), None);
+    // The simulated backend has no symlinks: dots go lexically.
+    let sim = poolsync_pmem::sim::SimStorage::new();
+    sim.add_dir(Path::new("/a/b")).unwrap();
+    sim.insert_file(Path::new("/a/b/f"), b"x", 0o644).unwrap();
+    assert_eq!(
+        sim.canonicalize(Path::new("/a/./b/../b/f")).unwrap(),
+        Some(PathBuf::from("/a/b/f"))
+    );
+    assert_eq!(sim.canonicalize(Path::new("/a/c")).unwrap(), None);
+}
+
+#[test]
 fn fifos_and_directories_are_refused_without_blocking() {
     let dir = tmp();
     let fifo = dir.path().join("pipe");

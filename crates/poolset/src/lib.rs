@@ -195,6 +195,50 @@ impl PoolSet {
     }
 }
 
+/// A `REPLICA <node> <descriptor>` line, as [`PoolSet::split_remote`]
+/// separates it from the local replicas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RemoteLine {
+    /// The node address, `[user@]host`.
+    pub node: String,
+    /// The pool set file on the remote node, relative to its root.
+    pub descriptor: String,
+    /// Line of the `REPLICA` line (0 for sets built in code).
+    pub line: usize,
+    /// Its place among every replica of the file, local and remote.
+    pub position: usize,
+}
+
+impl PoolSet {
+    /// The local replicas alone, in file order (the pool set an
+    /// application opens, which lists only them), and the remote replica
+    /// lines. Local replicas are numbered among themselves: a remote line
+    /// before a local replica does not shift its number.
+    pub fn split_remote(&self) -> (PoolSet, Vec<RemoteLine>) {
+        let mut local = PoolSet {
+            options: self.options,
+            replicas: Vec::with_capacity(self.replicas.len()),
+        };
+        let mut remote = Vec::new();
+        for (position, replica) in self.replicas.iter().enumerate() {
+            match replica {
+                Replica::Local { .. } => local.replicas.push(replica.clone()),
+                Replica::Remote {
+                    node,
+                    descriptor,
+                    line,
+                } => remote.push(RemoteLine {
+                    node: node.clone(),
+                    descriptor: descriptor.clone(),
+                    line: *line,
+                    position,
+                }),
+            }
+        }
+        (local, remote)
+    }
+}
+
 impl std::str::FromStr for PoolSet {
     type Err = Error;
 

@@ -1124,3 +1124,21 @@ fn pmempool_agrees_with_the_table() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn split_remote_keeps_the_local_replicas_in_order() {
+    let text = "PMEMPOOLSET\n8M /a/0\nREPLICA b.example.org standby.set\nREPLICA\n8M /a/1\nREPLICA user@c dir/c.set\n";
+    let set: poolsync_poolset::PoolSet = text.parse().unwrap();
+    let (local, remote) = set.split_remote();
+    assert_eq!(local.replicas.len(), 2);
+    assert!(local.replicas.iter().all(|r| !r.is_remote()));
+    assert_eq!(local.replicas[1].parts()[0].path, "/a/1");
+    assert_eq!(local.replicas[1].line(), 4);
+    assert_eq!(remote.len(), 2);
+    assert_eq!(remote[0].node, "b.example.org");
+    assert_eq!(remote[0].descriptor, "standby.set");
+    assert_eq!((remote[0].line, remote[0].position), (3, 1));
+    assert_eq!(remote[1].node, "user@c");
+    assert_eq!((remote[1].line, remote[1].position), (6, 3));
+    assert_eq!(local.options, set.options);
+}

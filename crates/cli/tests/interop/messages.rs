@@ -53,6 +53,9 @@ impl Scene {
             .env_remove("XDG_CONFIG_HOME")
             .env_remove("RAYON_NUM_THREADS")
             .env_remove("POOLSYNC_WAIT_LOCK")
+            .env_remove("POOLSYNC_KEY_FILE")
+            .env_remove("POOLSYNC_COMPRESSION")
+            .env_remove("POOLSYNC_MAX_SIZE")
             .env_remove("POOLSYNC_PERSIST")
             .env_remove("PMEM_IS_PMEM_FORCE")
             .env("HOME", self.dir.path())
@@ -91,7 +94,7 @@ impl Scene {
     /// files' names as `<TIME>`.
     fn normalize(&self, text: &str) -> String {
         let dir = self.dir.path().to_str().expect("utf-8");
-        mask_undo_times(&mask_uuids(&text.replace(dir, "<DIR>")))
+        mask_ids(&mask_undo_times(&mask_uuids(&text.replace(dir, "<DIR>"))))
     }
 
     /// A two-replica pool set `pool.set` created by poolsync.
@@ -125,6 +128,44 @@ fn mask_undo_times(text: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// Replaces every run of exactly 32 or 64 hex digits (lineages, packet
+/// ids, content digests) by `<ID>`, and the time after `Created` by
+/// `<TIME>`.
+fn mask_ids(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        let hex = word.chars().all(|c| c.is_ascii_hexdigit());
+        if hex && (word.len() == 32 || word.len() == 64) {
+            out.push_str("<ID>");
+        } else {
+            out.push_str(word);
+        }
+        word.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out.lines()
+        .map(|l| match (l.find("Created "), l.find(", exported ")) {
+            (Some(i), _) => match l.find(": ") {
+                Some(j) if j > i => format!("{}: <TIME>", &l[..j]),
+                _ => l.to_string(),
+            },
+            (None, Some(i)) => format!("{}, exported <TIME>", &l[..i]),
+            (None, None) => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + if text.ends_with('\n') { "\n" } else { "" }
 }
 
 /// Replaces every `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` by `<UUID>`.
@@ -569,29 +610,47 @@ fn settings_show_where_they_come_from() {
         --- stdout
         # poolsync settings: flag > environment > config file > default
         # config file: <DIR>/config.toml
-        jobs = 3         # file <DIR>/config.toml:2
-        wait_lock = 2.5  # file <DIR>/config.toml:4
+        jobs = 3                  # file <DIR>/config.toml:2
+        wait_lock = 2.5           # file <DIR>/config.toml:4
+        rsh = "ssh"               # default: ssh
+        remote_path = "poolsync"  # default: poolsync
+        serve.root = "~"          # default: the user's home directory (~)
+        # key_file (not set)      # default: none: packets carry checksums, which catch damage but not forgery
+        compression = "none"      # default: none
+        max_size = 2147482624     # default: 2097151k, just under 2 GiB
 
         $ poolsync config --jobs 5
         exit: 0
         --- stdout
         # poolsync settings: flag > environment > config file > default
         # config file: <DIR>/config.toml
-        jobs = 5         # flag --jobs
-        wait_lock = 2.5  # file <DIR>/config.toml:4
+        jobs = 5                  # flag --jobs
+        wait_lock = 2.5           # file <DIR>/config.toml:4
+        rsh = "ssh"               # default: ssh
+        remote_path = "poolsync"  # default: poolsync
+        serve.root = "~"          # default: the user's home directory (~)
+        # key_file (not set)      # default: none: packets carry checksums, which catch damage but not forgery
+        compression = "none"      # default: none
+        max_size = 2147482624     # default: 2097151k, just under 2 GiB
 
         $ poolsync config
         exit: 0
         --- stdout
         # poolsync settings: flag > environment > config file > default
         # config file: <DIR>/config.toml
-        jobs = 3       # file <DIR>/config.toml:2
-        wait_lock = 1  # env POOLSYNC_WAIT_LOCK
+        jobs = 3                  # file <DIR>/config.toml:2
+        wait_lock = 1             # env POOLSYNC_WAIT_LOCK
+        rsh = "ssh"               # default: ssh
+        remote_path = "poolsync"  # default: poolsync
+        serve.root = "~"          # default: the user's home directory (~)
+        # key_file (not set)      # default: none: packets carry checksums, which catch damage but not forgery
+        compression = "none"      # default: none
+        max_size = 2147482624     # default: 2097151k, just under 2 GiB
 
         $ poolsync config --config typo.toml
         exit: 1
         --- stderr
-        error: typo.toml:2: unknown key "job" (did you mean "jobs"?); the known keys are jobs, wait_lock
+        error: typo.toml:2: unknown key "job" (did you mean "jobs"?); the known keys are jobs, wait_lock, rsh, remote_path, serve.root, key_file, compression, max_size
 
         $ poolsync info --config missing.toml pool.set
         exit: 1
@@ -647,6 +706,169 @@ fn the_config_file_defaults_to_xdg_then_etc() {
         assert_eq!(doc["config_file"]["path"], serde_json::Value::Null, "{out}");
         assert_eq!(doc["settings"]["wait_lock"]["source"]["kind"], "default");
     }
+}
+
+#[test]
+fn update_packets_say_what_they_carry_and_why_they_are_refused() {
+    let s = Scene::new();
+    s.pool_set(2);
+    s.write("b.set", "PMEMPOOLSET\n20M {DIR}/b.part\n");
+    s.check(
+        &[
+            &["export", "-d", "--out", "p1", "pool.set", "b"],
+            &["export", "--out", "p1", "pool.set", "b"],
+            &["export", "--out", "p2", "pool.set", "b"],
+            &["packet", "p1"],
+            &["import", "--keep", "b.set", "p1"],
+            &["import", "b.set", "p1"],
+            &["epoch", "pool.set"],
+        ],
+        expect![[r#"
+            $ poolsync export -d --out p1 pool.set b
+            exit: 0
+            --- stdout
+            export from pool.set (dry run: nothing is written, not even the state)
+            epochs: base 0, new 1 (timeline 1, lineage <ID>)
+            destinations: b (never exported to: every block)
+            4095 block(s) compared, 4095 changed, 4095 shipped: 3153920 bytes of data in 770 block(s), 3325 zero block(s) without bytes
+            would write 1 file(s), 3154456 bytes (none):
+              p1 (3154456 bytes)
+            --- stderr
+            note: pool.set.poolsync-state: no state file yet: a new lineage starts, and every destination gets every block
+
+            $ poolsync export --out p1 pool.set b
+            exit: 0
+            --- stdout
+            p1: packet of epoch 0 -> 1 for b: 4095 block(s) shipped (3.0M of data, 3325 zero), 1 file(s), 3.0M
+            --- stderr
+            note: pool.set.poolsync-state: no state file yet: a new lineage starts, and every destination gets every block
+
+            $ poolsync export --out p2 pool.set b
+            exit: 0
+            --- stdout
+            pool.set: b already holds epoch 1 and nothing changed: replicas are synchronized, no packet written
+
+            $ poolsync packet p1
+            exit: 0
+            --- stdout
+            p1: packet <ID>, part 1 of 1, 3154456 bytes
+            packet <ID>:
+              Pool set UUID            : <UUID>
+              Lineage                  : <ID>
+              Timeline                 : 1
+              Epochs                   : 0 -> 1
+              Destinations             : b
+              Source                   : <DIR>/pool.set
+              Created                  : <TIME>
+              Comment                  : 
+              Compression              : none
+              Signed                   : no (checksums)
+              Range                    : [0x1000, 0x1000000) in blocks of 4096
+              Blocks                   : 4095 (770 with data, 3325 zero)
+              Records                  : 5
+              Files                    : 1, 3154456 bytes
+              Verified                 : yes
+
+            $ poolsync import --keep b.set p1
+            exit: 0
+            --- stdout
+            b.set: seeded: its parts created from its pool set file, with the source's pool set UUID
+            p1 (epoch 0 -> 1 of timeline 1): applied
+
+            $ poolsync import b.set p1
+            exit: 0
+            --- stdout
+            p1 (epoch 0 -> 1 of timeline 1): skipped: already applied (epoch 1)
+
+            $ poolsync epoch pool.set
+            exit: 0
+            --- stdout
+            Pool set                 : pool.set
+            State file               : pool.set.poolsync-state
+            Pool set UUID            : <UUID>
+            Lineage                  : <ID>
+            Timeline                 : 1
+            Epoch                    : 1
+            Role                     : writer (exports make new epochs)
+            Destinations:
+              b  epoch 1 of timeline 1, exported <TIME>
+        "#]],
+    );
+    // Two more epochs; the first packet is lost.
+    let mut part = fs::read(s.path("r0.part")).expect("read part");
+    part[5 << 20] ^= 1;
+    fs::write(s.path("r0.part"), &part).expect("write part");
+    let mut part = fs::read(s.path("r1.part")).expect("read part");
+    part[5 << 20] ^= 1;
+    fs::write(s.path("r1.part"), &part).expect("write part");
+    assert!(s
+        .run(&["export", "--out", "lost", "pool.set", "b"])
+        .contains("exit: 0"));
+    for name in ["r0.part", "r1.part"] {
+        let mut part = fs::read(s.path(name)).expect("read part");
+        part[6 << 20] ^= 1;
+        fs::write(s.path(name), &part).expect("write part");
+    }
+    assert!(s
+        .run(&["export", "--out", "p3", "pool.set", "b"])
+        .contains("exit: 0"));
+    let mut bad = fs::read(s.path("p3")).expect("read packet");
+    let at = bad.len() - 200;
+    bad[at] ^= 1;
+    fs::write(s.path("bad"), &bad).expect("write packet");
+    s.check(
+        &[
+            &["import", "b.set", "p3"],
+            &["import", "--diagnose", "b.set", "p3"],
+            &["import", "b.set", "bad"],
+            &["packet", "bad"],
+        ],
+        expect![[r#"
+            $ poolsync import b.set p3
+            exit: 1
+            --- stdout
+            p3 (epoch 2 -> 3 of timeline 1): refused: p3: gap: the destination holds epoch 1, the packet starts at epoch 2 (offset 72): the changes of epoch 2 are missing; ask the source for `export --since 1`
+            --- stderr
+            error: failed to import: p3: gap: the destination holds epoch 1, the packet starts at epoch 2 (offset 72): the changes of epoch 2 are missing; ask the source for `export --since 1`
+
+            $ poolsync import --diagnose b.set p3
+            exit: 1
+            --- stdout
+            p3: refused: p3: gap: the destination holds epoch 1, the packet starts at epoch 2 (offset 72): the changes of epoch 2 are missing; ask the source for `export --since 1`
+            to fill what is missing, run at the source:
+            poolsync export --since 1 --out b-since-1.pkt <DIR>/pool.set b
+
+            $ poolsync import b.set bad
+            exit: 1
+            --- stdout
+            bad (epoch 2 -> 3 of timeline 1): refused: bad: record at offset 184 fails its checksum: the file is damaged or the structure is not this packet's
+            --- stderr
+            error: failed to import: bad: record at offset 184 fails its checksum: the file is damaged or the structure is not this packet's
+
+            $ poolsync packet bad
+            exit: 1
+            --- stdout
+            bad: packet <ID>, part 1 of 1, 4440 bytes
+            packet <ID>:
+              Pool set UUID            : <UUID>
+              Lineage                  : <ID>
+              Timeline                 : 1
+              Epochs                   : 2 -> 3
+              Destinations             : b
+              Source                   : <DIR>/pool.set
+              Created                  : <TIME>
+              Comment                  : 
+              Compression              : none
+              Signed                   : no (checksums)
+              Range                    : [0x1000, 0x1000000) in blocks of 4096
+              Blocks                   : 1 (1 with data, 0 zero)
+              Records                  : 1
+              Files                    : 1, 4440 bytes
+              Verified                 : NO
+            --- stderr
+            error: bad: record at offset 184 fails its checksum: the file is damaged or the structure is not this packet's
+        "#]],
+    );
 }
 
 #[test]

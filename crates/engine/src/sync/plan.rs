@@ -178,7 +178,8 @@ pub fn check_shape<F: PartFile>(set: &OpenSet<F>) -> Result<(), Error> {
             path: set.path.clone(),
         });
     }
-    if set.replicas.len() < 2 {
+    // One local replica is enough when remote replicas are to be synced.
+    if set.replicas.len() < 2 && set.remotes.is_empty() {
         return Err(Error::NoReplicas {
             path: set.path.clone(),
         });
@@ -894,7 +895,7 @@ fn replica_reason(r: &ReplicaHealth) -> Option<String> {
 }
 
 /// Why each replica is not healthy: `replica R: reason; ...`.
-fn replica_reasons(health: &Health) -> String {
+pub(crate) fn replica_reasons(health: &Health) -> String {
     health
         .replicas
         .iter()

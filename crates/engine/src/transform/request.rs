@@ -129,7 +129,9 @@ pub(super) fn broken(src: &Path, dst: &Path, why: &str) -> Error {
     )
 }
 
-/// Reads and parses a pool set file (no part is opened).
+/// Reads and parses a pool set file (no part is opened): its local
+/// replicas, which this transform changes; remote replicas are added and
+/// removed by `crate::remote::transform`.
 pub(super) fn parse_set<S: Storage>(storage: &S, path: &Path) -> Result<PoolSet, Error> {
     let loaded = crate::load::load(storage, path, Access::ReadOnly)?;
     if !loaded.is_poolset {
@@ -137,7 +139,7 @@ pub(super) fn parse_set<S: Storage>(storage: &S, path: &Path) -> Result<PoolSet,
             path: path.to_path_buf(),
         });
     }
-    Ok(loaded.set)
+    Ok(loaded.set.split_remote().0)
 }
 
 /// A replica's identity for matching: part path strings and sizes.

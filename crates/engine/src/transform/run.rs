@@ -34,6 +34,14 @@ pub fn execute<S: Storage>(
     progress: &dyn Progress,
 ) -> Result<TransformReport, Error> {
     let discard: Vec<&Path> = plan.discard.iter().map(PathBuf::as_path).collect();
+    // A stale device is zeroed through a descriptor of its own, which its
+    // lock as a target part would refuse: the target lets it go (creating
+    // the part opens it again).
+    for part in target.replicas.iter_mut().flat_map(|r| r.parts.iter_mut()) {
+        if part.device.is_some() && discard.contains(&part.path.as_path()) {
+            part.file = None;
+        }
+    }
     remove_in_order(storage, &discard)?;
     // Before anything is created, the journal names it.
     if let Some(journal) = plan.journal.as_ref().filter(|j| j.write) {

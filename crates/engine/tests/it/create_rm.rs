@@ -998,6 +998,7 @@ fn outcomes(report: &RmReport) -> Vec<&'static str> {
             Outcome::Skipped => "skipped",
             Outcome::Failed(_) => "failed",
             Outcome::NotOwned { .. } => "not owned",
+            Outcome::Kept { .. } => "kept",
         })
         .collect()
 }
@@ -1178,7 +1179,9 @@ fn rm_targets_that_are_not_pools() {
     let err = rm(&FsStorage, dir.path(), &forced, &mut Script::default()).expect_err("directory");
     assert!(matches!(err, Error::IsDirectory { .. }));
 
-    // A remote replica: an error, or skipped with -f (and the set file goes).
+    // A remote replica that cannot be reached (`rm` reaches no host): an
+    // error even with -f, which ignores missing files only, and the set
+    // file stays while it names parts that may exist.
     let remote = dir.path().join("remote.set");
     fs::write(
         &remote,
@@ -1205,8 +1208,8 @@ fn rm_targets_that_are_not_pools() {
         ..RmOptions::default()
     };
     let report = rm(&FsStorage, &remote, &opts, &mut Script::default()).unwrap();
-    assert_eq!(outcomes(&report), ["removed", "skipped", "removed"]);
-    assert!(names(dir.path()) == ["bad.set"]);
+    assert_eq!(outcomes(&report), ["removed", "failed"]);
+    assert!(names(dir.path()) == ["bad.set", "remote.set"]);
 }
 
 /// Stops `rm -l` of a pool set whose parts lie in two directories at

@@ -87,7 +87,7 @@ impl<'k> PacketEncoder<'k> {
         if let Some((field, _, problem)) = meta_problem(&meta) {
             return Err(Error::encode(field, problem));
         }
-        let (_, _, _, tag_off) = var_offsets(&meta);
+        let tag_off = var_offsets(&meta).tag;
         Ok(PacketEncoder {
             digest: ContentDigest::new(&meta),
             next_offset: meta.range.start,
@@ -106,6 +106,11 @@ impl<'k> PacketEncoder<'k> {
     /// The packet being written.
     pub fn meta(&self) -> &PacketMeta {
         &self.meta
+    }
+
+    /// Files started so far: the part index the next file gets.
+    pub fn file_count(&self) -> u32 {
+        self.next_part
     }
 
     /// Bytes of each file's header (the same for every file).

@@ -1,7 +1,7 @@
 //! The file header at offset 0 of every physical packet file (`docs/packet.md`, section 2).
 
 use super::{
-    Compression, PacketMeta, MAX_BLOCK_SIZE, MAX_COMMENT, MAX_DESTINATIONS, MAX_NAME,
+    Compression, PacketMeta, MAX_BLOCK_SIZE, MAX_COMMENT, MAX_DESTINATIONS, MAX_NAME, MAX_SOURCE,
     MIN_BLOCK_SIZE,
 };
 use crate::bytes::{
@@ -9,7 +9,7 @@ use crate::bytes::{
     u64_at, u8_at, utf8, Reader,
 };
 use crate::tag::{tags_equal, Key, Tagger, DOMAIN_HEADER, TAG_LEN};
-use crate::timeline::{check_history, fork_epoch, Fork, FORK_LEN, MAX_HISTORY};
+use crate::timeline::{check_history, fork_epoch, Fork, Position, FORK_LEN, MAX_HISTORY};
 use crate::Error;
 
 /// The magic number of a packet file.
@@ -18,6 +18,11 @@ pub const PACKET_MAGIC: &[u8; 8] = b"PSYNCPKT";
 pub const PACKET_VERSION: u16 = 1;
 /// Flag bit: every tag of the file is a keyed MAC.
 pub const FLAG_SIGNED: u8 = 0x01;
+/// Flag bit: the packet honours a rewind request; the rewind position
+/// fields are set.
+pub const FLAG_REWIND: u8 = 0x02;
+/// Every flag bit this version defines.
+const KNOWN_FLAGS: u8 = FLAG_SIGNED | FLAG_REWIND;
 
 /// Offset of the magic number.
 pub const FILE_HDR_MAGIC_OFF: usize = 0;
@@ -57,10 +62,18 @@ pub const FILE_HDR_HISTORY_COUNT_OFF: usize = 108;
 pub const FILE_HDR_DEST_COUNT_OFF: usize = 110;
 /// Offset of the comment length (u16).
 pub const FILE_HDR_COMMENT_LEN_OFF: usize = 112;
+/// Offset of the source length (u16): the exporter's pool set file.
+pub const FILE_HDR_SOURCE_LEN_OFF: usize = 114;
+/// Offset of the timeline of the position a rewind packet brings back
+/// (u32; zero without [`FLAG_REWIND`]).
+pub const FILE_HDR_REWIND_TIMELINE_OFF: usize = 116;
+/// Offset of the epoch of that position (u32; zero without
+/// [`FLAG_REWIND`]).
+pub const FILE_HDR_REWIND_EPOCH_OFF: usize = 120;
 /// Offset of the reserved bytes.
-pub const FILE_HDR_RESERVED_OFF: usize = 114;
+pub const FILE_HDR_RESERVED_OFF: usize = 124;
 /// Length of the reserved bytes.
-pub const FILE_HDR_RESERVED_LEN: usize = 14;
+pub const FILE_HDR_RESERVED_LEN: usize = 4;
 /// Length of the fixed part; the variable part (history, comment,
 /// destinations) follows, then the tag.
 pub const FILE_HEADER_FIXED_LEN: usize = 128;
@@ -69,6 +82,7 @@ pub const FILE_HEADER_MAX_LEN: usize = FILE_HEADER_FIXED_LEN
     + MAX_HISTORY * FORK_LEN
     + MAX_COMMENT
     + MAX_DESTINATIONS * (1 + MAX_NAME)
+    + MAX_SOURCE
     + TAG_LEN;
 
 const _: () = assert!(FILE_HDR_VERSION_OFF == FILE_HDR_MAGIC_OFF + 8);
@@ -89,9 +103,13 @@ const _: () = assert!(FILE_HDR_BLOCK_SIZE_OFF == FILE_HDR_CREATED_OFF + 8);
 const _: () = assert!(FILE_HDR_HISTORY_COUNT_OFF == FILE_HDR_BLOCK_SIZE_OFF + 4);
 const _: () = assert!(FILE_HDR_DEST_COUNT_OFF == FILE_HDR_HISTORY_COUNT_OFF + 2);
 const _: () = assert!(FILE_HDR_COMMENT_LEN_OFF == FILE_HDR_DEST_COUNT_OFF + 2);
-const _: () = assert!(FILE_HDR_RESERVED_OFF == FILE_HDR_COMMENT_LEN_OFF + 2);
+const _: () = assert!(FILE_HDR_SOURCE_LEN_OFF == FILE_HDR_COMMENT_LEN_OFF + 2);
+const _: () = assert!(FILE_HDR_REWIND_TIMELINE_OFF == FILE_HDR_SOURCE_LEN_OFF + 2);
+const _: () = assert!(FILE_HDR_REWIND_EPOCH_OFF == FILE_HDR_REWIND_TIMELINE_OFF + 4);
+const _: () = assert!(FILE_HDR_RESERVED_OFF == FILE_HDR_REWIND_EPOCH_OFF + 4);
 const _: () = assert!(FILE_HEADER_FIXED_LEN == FILE_HDR_RESERVED_OFF + FILE_HDR_RESERVED_LEN);
-const _: () = assert!(FILE_HEADER_MAX_LEN == 23_696);
+const _: () = assert!(FILE_HEADER_MAX_LEN == 27_792);
+const _: () = assert!(MAX_SOURCE <= u16::MAX as usize);
 // The counts are u16 fields.
 const _: () = assert!(MAX_HISTORY <= u16::MAX as usize);
 const _: () = assert!(MAX_DESTINATIONS <= u16::MAX as usize);
@@ -116,20 +134,43 @@ pub struct FileHeader {
     pub tag: [u8; TAG_LEN],
 }
 
-/// Offsets of the variable fields of a header for `meta`: history, comment,
-/// destinations, and the tag.
-pub(crate) fn var_offsets(meta: &PacketMeta) -> (usize, usize, usize, usize) {
+/// Offsets of the variable fields of a header for `meta`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct VarOffsets {
+    pub history: usize,
+    pub comment: usize,
+    pub destinations: usize,
+    pub source: usize,
+    pub tag: usize,
+}
+
+/// Where the variable fields of a header for `meta` lie: history, comment,
+/// destinations, source, and the tag.
+pub(crate) fn var_offsets(meta: &PacketMeta) -> VarOffsets {
     let history = FILE_HEADER_FIXED_LEN;
     let comment = history + meta.history.len() * FORK_LEN;
-    let dests = comment + meta.comment.len();
-    let tag = dests + meta.destinations.iter().map(|d| 1 + d.len()).sum::<usize>();
-    (history, comment, dests, tag)
+    let destinations = comment + meta.comment.len();
+    let source = destinations + meta.destinations.iter().map(|d| 1 + d.len()).sum::<usize>();
+    let tag = source + meta.source.len();
+    VarOffsets {
+        history,
+        comment,
+        destinations,
+        source,
+        tag,
+    }
 }
 
 /// The first rule of the format that `meta` breaks: the field, its offset in
 /// the header and the problem.
 pub(crate) fn meta_problem(meta: &PacketMeta) -> Option<(&'static str, usize, String)> {
-    let (hist_off, comment_off, dest_off, _) = var_offsets(meta);
+    let VarOffsets {
+        history: hist_off,
+        comment: comment_off,
+        destinations: dest_off,
+        source: source_off,
+        ..
+    } = var_offsets(meta);
     let bs = meta.block_size;
     if !bs.is_power_of_two() || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&bs) {
         return Some((
@@ -214,6 +255,22 @@ pub(crate) fn meta_problem(meta: &PacketMeta) -> Option<(&'static str, usize, St
         }
         off += 1 + d.len();
     }
+    if meta.source.len() > MAX_SOURCE {
+        return Some((
+            "source",
+            source_off,
+            format!("{} bytes, at most {MAX_SOURCE} allowed", meta.source.len()),
+        ));
+    }
+    if let Some(p) = meta.rewind {
+        if p.timeline == 0 {
+            return Some((
+                "rewind timeline",
+                FILE_HDR_REWIND_TIMELINE_OFF,
+                "timeline 0".into(),
+            ));
+        }
+    }
     None
 }
 
@@ -277,11 +334,11 @@ pub fn decode_file_header(bytes: &[u8], key: Option<&Key>) -> Result<FileHeader,
     let len = file_header_len(bytes)?;
     need(bytes, len, WHAT, 0)?;
     let flags = u8_at(bytes, FILE_HDR_FLAGS_OFF);
-    if flags & !FLAG_SIGNED != 0 {
+    if flags & !KNOWN_FLAGS != 0 {
         return Err(Error::field(
             "flags",
             FILE_HDR_FLAGS_OFF as u64,
-            format!("unknown bits {:#04x}", flags & !FLAG_SIGNED),
+            format!("unknown bits {:#04x}", flags & !KNOWN_FLAGS),
         ));
     }
     let signed = flags & FLAG_SIGNED != 0;
@@ -317,6 +374,22 @@ pub fn decode_file_header(bytes: &[u8], key: Option<&Key>) -> Result<FileHeader,
     let history_count = usize::from(u16_at(bytes, FILE_HDR_HISTORY_COUNT_OFF));
     let dest_count = usize::from(u16_at(bytes, FILE_HDR_DEST_COUNT_OFF));
     let comment_len = usize::from(u16_at(bytes, FILE_HDR_COMMENT_LEN_OFF));
+    let source_len = usize::from(u16_at(bytes, FILE_HDR_SOURCE_LEN_OFF));
+    let rewind = if flags & FLAG_REWIND != 0 {
+        Some(Position {
+            timeline: u32_at(bytes, FILE_HDR_REWIND_TIMELINE_OFF),
+            epoch: u32_at(bytes, FILE_HDR_REWIND_EPOCH_OFF),
+        })
+    } else {
+        check_zero(
+            bytes,
+            FILE_HDR_REWIND_TIMELINE_OFF,
+            8,
+            "rewind position (no rewind flag)",
+            0,
+        )?;
+        None
+    };
     let bound = |n: usize, max: usize, field: &'static str, off: usize| {
         if n > max {
             Err(Error::field(
@@ -346,6 +419,12 @@ pub fn decode_file_header(bytes: &[u8], key: Option<&Key>) -> Result<FileHeader,
         "comment length",
         FILE_HDR_COMMENT_LEN_OFF,
     )?;
+    bound(
+        source_len,
+        MAX_SOURCE,
+        "source length",
+        FILE_HDR_SOURCE_LEN_OFF,
+    )?;
 
     // The variable part lies between the fixed part and the tag.
     let body = bytes.get(..tag_off).unwrap_or_default();
@@ -366,6 +445,8 @@ pub fn decode_file_header(bytes: &[u8], key: Option<&Key>) -> Result<FileHeader,
         }
         destinations.push(utf8(r.take(n)?, "destination name", name_at + 1)?);
     }
+    let source_at = r.offset();
+    let source = utf8(r.take(source_len)?, "source", source_at)?;
     if r.pos() != tag_off {
         return Err(Error::field(
             "header length",
@@ -390,6 +471,8 @@ pub fn decode_file_header(bytes: &[u8], key: Option<&Key>) -> Result<FileHeader,
         created: u64_at(bytes, FILE_HDR_CREATED_OFF),
         comment,
         destinations,
+        source,
+        rewind,
         compression,
     };
     if let Some((field, off, problem)) = meta_problem(&meta) {
@@ -414,16 +497,18 @@ pub(crate) fn encode_file_header(
     if let Some((field, _, problem)) = meta_problem(meta) {
         return Err(Error::encode(field, problem));
     }
-    let (_, _, _, tag_off) = var_offsets(meta);
+    let tag_off = var_offsets(meta).tag;
     let len = tag_off + TAG_LEN;
     let mut b = vec![0u8; FILE_HEADER_FIXED_LEN];
     put(&mut b, FILE_HDR_MAGIC_OFF, PACKET_MAGIC);
     put_u16(&mut b, FILE_HDR_VERSION_OFF, PACKET_VERSION);
-    put(
-        &mut b,
-        FILE_HDR_FLAGS_OFF,
-        &[if key.is_some() { FLAG_SIGNED } else { 0 }],
-    );
+    let mut flags = if key.is_some() { FLAG_SIGNED } else { 0 };
+    if let Some(p) = meta.rewind {
+        flags |= FLAG_REWIND;
+        put_u32(&mut b, FILE_HDR_REWIND_TIMELINE_OFF, p.timeline);
+        put_u32(&mut b, FILE_HDR_REWIND_EPOCH_OFF, p.epoch);
+    }
+    put(&mut b, FILE_HDR_FLAGS_OFF, &[flags]);
     put(&mut b, FILE_HDR_COMPRESSION_OFF, &[meta.compression.code()]);
     // `len` is at most FILE_HEADER_MAX_LEN once meta_problem passed.
     put_u32(&mut b, FILE_HDR_LEN_OFF, len as u32);
@@ -449,6 +534,7 @@ pub(crate) fn encode_file_header(
         meta.destinations.len() as u16,
     );
     put_u16(&mut b, FILE_HDR_COMMENT_LEN_OFF, meta.comment.len() as u16);
+    put_u16(&mut b, FILE_HDR_SOURCE_LEN_OFF, meta.source.len() as u16);
     for f in &meta.history {
         b.extend_from_slice(&f.encode());
     }
@@ -457,6 +543,7 @@ pub(crate) fn encode_file_header(
         b.push(d.len() as u8);
         b.extend_from_slice(d.as_bytes());
     }
+    b.extend_from_slice(meta.source.as_bytes());
     debug_assert_eq!(b.len(), tag_off);
     let tag = Tagger::new(key, DOMAIN_HEADER).update(&b).tag();
     b.extend_from_slice(&tag);

@@ -28,8 +28,9 @@ pub use header::{
     FILE_HDR_LEN_OFF, FILE_HDR_LINEAGE_OFF, FILE_HDR_MAGIC_OFF, FILE_HDR_NEW_EPOCH_OFF,
     FILE_HDR_PACKET_ID_OFF, FILE_HDR_PART_INDEX_OFF, FILE_HDR_POOLSET_UUID_OFF,
     FILE_HDR_RANGE_END_OFF, FILE_HDR_RANGE_START_OFF, FILE_HDR_RESERVED_LEN, FILE_HDR_RESERVED_OFF,
+    FILE_HDR_REWIND_EPOCH_OFF, FILE_HDR_REWIND_TIMELINE_OFF, FILE_HDR_SOURCE_LEN_OFF,
     FILE_HDR_TIMELINE_OFF, FILE_HDR_VERSION_OFF, FILE_HEADER_FIXED_LEN, FILE_HEADER_MAX_LEN,
-    FLAG_SIGNED, PACKET_MAGIC, PACKET_VERSION,
+    FLAG_REWIND, FLAG_SIGNED, PACKET_MAGIC, PACKET_VERSION,
 };
 pub use parts::{check_parts, Part, PartProblem, PartsReport};
 pub use read::{verify_slices, PacketReader};
@@ -48,7 +49,7 @@ pub use trailer::{
 use std::ops::Range;
 
 use crate::tag::{Tagger, DOMAIN_CONTENT};
-use crate::timeline::Fork;
+use crate::timeline::{Fork, Position};
 
 /// The largest uncompressed payload of one data record: 1 MiB.
 pub const MAX_RECORD_DATA: usize = 1 << 20;
@@ -58,6 +59,8 @@ pub const MAX_COMMENT: usize = 4096;
 pub const MAX_DESTINATIONS: usize = 64;
 /// The longest destination name, in bytes of UTF-8.
 pub const MAX_NAME: usize = 255;
+/// The longest source (the exporter's pool set file), in bytes of UTF-8.
+pub const MAX_SOURCE: usize = 4096;
 /// The smallest block size.
 pub const MIN_BLOCK_SIZE: u32 = 512;
 /// The largest block size.
@@ -136,6 +139,15 @@ pub struct PacketMeta {
     /// Names of the destinations the packet is meant for, at most
     /// [`MAX_DESTINATIONS`], each 1 to [`MAX_NAME`] bytes.
     pub destinations: Vec<String>,
+    /// The exporter's pool set file as the exporter named it (at most
+    /// [`MAX_SOURCE`] bytes), so that an importer can print the command
+    /// that fills a gap; informational, never trusted for anything else.
+    pub source: String,
+    /// For a packet that honours a rewind request: the position (timeline
+    /// and epoch) of the destination that asked, which may apply it over
+    /// the blocks it changed locally or after a fork, since the packet
+    /// carries them all.
+    pub rewind: Option<Position>,
     /// The compression the exporter used; a record is stored either this
     /// way or uncompressed.
     pub compression: Compression,

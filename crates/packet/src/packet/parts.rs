@@ -8,7 +8,7 @@ use super::header::{
     FILE_HDR_CREATED_OFF, FILE_HDR_DEST_COUNT_OFF, FILE_HDR_FLAGS_OFF, FILE_HDR_HISTORY_COUNT_OFF,
     FILE_HDR_LINEAGE_OFF, FILE_HDR_NEW_EPOCH_OFF, FILE_HDR_PACKET_ID_OFF, FILE_HDR_PART_INDEX_OFF,
     FILE_HDR_POOLSET_UUID_OFF, FILE_HDR_RANGE_END_OFF, FILE_HDR_RANGE_START_OFF,
-    FILE_HDR_TIMELINE_OFF,
+    FILE_HDR_REWIND_TIMELINE_OFF, FILE_HDR_TIMELINE_OFF,
 };
 use super::trailer::{TRAILER_LEN, TRL_FIRST_SEQ_OFF};
 use super::{FileHeader, Trailer};
@@ -266,12 +266,20 @@ pub(crate) fn first_difference(a: &FileHeader, b: &FileHeader) -> Option<(&'stat
     if let Some((_, field, off)) = fixed.iter().find(|(differs, _, _)| *differs) {
         return Some((field, *off as u64));
     }
-    let (hist_off, comment_off, dest_off, _) = var_offsets(mb);
+    if ma.rewind != mb.rewind {
+        return Some(("rewind position", FILE_HDR_REWIND_TIMELINE_OFF as u64));
+    }
+    let offsets = var_offsets(mb);
+    let (hist_off, comment_off, dest_off) =
+        (offsets.history, offsets.comment, offsets.destinations);
     if let Some(i) = ma.history.iter().zip(&mb.history).position(|(x, y)| x != y) {
         return Some(("timeline history", (hist_off + i * FORK_LEN) as u64));
     }
     if ma.comment != mb.comment {
         return Some(("comment", comment_off as u64));
+    }
+    if ma.source != mb.source {
+        return Some(("source", offsets.source as u64));
     }
     if ma.destinations != mb.destinations {
         let field = if ma.destinations.len() != mb.destinations.len() {

@@ -39,6 +39,8 @@ pub fn meta(block_size: u32, compression: Compression) -> PacketMeta {
         created: 1_700_000_000,
         comment: "test packet".into(),
         destinations: vec!["site-b".into(), "site-c".into()],
+        source: "/pools/site-a/pool.set".into(),
+        rewind: None,
         compression,
     }
 }
@@ -178,6 +180,7 @@ pub fn full_state(block_size: u32, pool_size: u64) -> State {
         range: 0..pool_size,
         destinations,
         applied,
+        follower: false,
     }
 }
 

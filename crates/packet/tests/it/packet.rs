@@ -46,7 +46,11 @@ fn arb_meta() -> impl Strategy<Value = PacketMeta> {
         any::<u64>(),
         ".{0,60}",
         prop::collection::vec(arb_name(), 0..6),
-        arb_compression(),
+        (
+            arb_compression(),
+            "[a-zA-Z0-9/._\\-]{0,80}",
+            prop::option::of((1u32..10, any::<u32>())),
+        ),
     )
         .prop_map(
             |(
@@ -59,7 +63,7 @@ fn arb_meta() -> impl Strategy<Value = PacketMeta> {
                 created,
                 comment,
                 destinations,
-                compression,
+                (compression, source, rewind),
             )| {
                 let bs = 1u32 << shift;
                 let fork = fork_epoch(&history);
@@ -77,6 +81,8 @@ fn arb_meta() -> impl Strategy<Value = PacketMeta> {
                     created,
                     comment,
                     destinations,
+                    source,
+                    rewind: rewind.map(|(timeline, epoch)| Position { timeline, epoch }),
                     compression,
                 }
             },
@@ -689,9 +695,20 @@ fn forged_unsigned_packets_are_still_judged_field_by_field() {
     };
     let cases: Vec<(usize, &[u8], (&str, usize))> = vec![
         (FILE_HDR_VERSION_OFF, &[2, 0], ("version", 8)),
-        (FILE_HDR_FLAGS_OFF, &[2], ("flags", 10)),
+        (FILE_HDR_FLAGS_OFF, &[4], ("flags", 10)),
+        (FILE_HDR_FLAGS_OFF, &[2], ("rewind timeline", 116)),
+        (
+            FILE_HDR_REWIND_EPOCH_OFF,
+            &[1],
+            ("rewind position (no rewind flag)", 120),
+        ),
+        (
+            FILE_HDR_SOURCE_LEN_OFF,
+            &[0xff, 0xff],
+            ("source length", 114),
+        ),
         (FILE_HDR_COMPRESSION_OFF, &[9], ("compression", 11)),
-        (FILE_HDR_RESERVED_OFF + 3, &[1], ("reserved", 117)),
+        (FILE_HDR_RESERVED_OFF + 3, &[1], ("reserved", 127)),
         (
             FILE_HDR_BLOCK_SIZE_OFF,
             &[0xe8, 3, 0, 0],

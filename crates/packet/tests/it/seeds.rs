@@ -52,8 +52,16 @@ fn packet_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let (_, _, zstd) = sample_packet(None, Compression::Zstd, 1);
     let (_, _, lz4) = sample_packet(Some(&KEY), Compression::Lz4, 2);
     let (_, _, none) = sample_packet(None, Compression::None, 3);
+    // A packet that honours a rewind request.
+    let (mut m, records, _) = sample_packet(None, Compression::Lz4, 4);
+    m.rewind = Some(Position {
+        timeline: 1,
+        epoch: 7,
+    });
+    let (rewind, _) = crate::common::build(&m, None, &records, 1200);
     vec![
         ("unsigned-zstd.bin", frame_packet(0, &zstd)),
+        ("rewind-lz4.bin", frame_packet(0, &rewind)),
         ("signed-lz4.bin", frame_packet(1, &lz4)),
         ("unsigned-stored.bin", frame_packet(0, &none)),
         ("resealed-zstd.bin", frame_packet(2, &zstd)),
@@ -64,6 +72,7 @@ fn state_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let mut state: State = full_state(512, 40 * 512);
     state.destinations.truncate(3);
     state.applied.truncate(2);
+    state.follower = true;
     let (mut file, layout) = state.encode_head().unwrap();
     let entries: Vec<Entry> = (0..40u32)
         .map(|i| Entry::from_xxh3_128(u128::from(i) * 0x0123_4567_89ab_cdef, i * 20))
@@ -131,6 +140,7 @@ fn fuzz_seeds_are_current() {
     let update = std::env::var_os("POOLSYNC_UPDATE_SEEDS").is_some();
     for (target, seeds) in [
         ("packet_decode", packet_seeds()),
+        ("packet_files", packet_seeds()),
         ("state_decode", state_seeds()),
     ] {
         let dir = seeds_dir(target);
@@ -143,7 +153,7 @@ fn fuzz_seeds_are_current() {
             let committed = std::fs::read(&path).unwrap_or_else(|e| {
                 panic!("fuzz/seeds/{target}/{name}: {e}; run with POOLSYNC_UPDATE_SEEDS=1")
             });
-            let verdict = if target == "packet_decode" {
+            let verdict = if target != "state_decode" {
                 accepted_packet(&committed)
             } else {
                 accepted_state(&committed).map_err(|e| e.to_string())

@@ -106,6 +106,7 @@ fn arb_state() -> impl Strategy<Value = State> {
                     range: start * u64::from(bs)..(start + blocks) * u64::from(bs),
                     destinations: Vec::new(),
                     applied: Vec::new(),
+                    follower: generation % 2 == 1,
                 };
                 for (name, tl, ep, last) in dests {
                     if s.destination(&name).is_none() {

@@ -1,0 +1,109 @@
+//! Remote replicas in the output of `sync` (and the commands that reach
+//! them): a remote update's plan, what it did, and its failure, as text.
+
+use poolsync_engine::exec::HeaderAction;
+use poolsync_engine::remote::sync::RemoteOutcome;
+use poolsync_engine::remote::update::{RemotePartAction, RemotePlan};
+
+/// The plan of one remote update as text (a dry run, or `-vvv`).
+pub fn plan_text(o: &RemoteOutcome, plan: &RemotePlan, dry_run: bool) -> String {
+    let mut out = format!(
+        "remote replica {} (line {}) over `{}`{}\n",
+        plan.remote,
+        plan.line,
+        plan.command,
+        if dry_run {
+            " (dry run: nothing is changed)"
+        } else {
+            ""
+        }
+    );
+    if plan.healthy {
+        out.push_str(&format!(
+            "  health on the remote host: healthy ({})\n",
+            plan.server
+        ));
+    } else {
+        out.push_str(&format!(
+            "  health on the remote host: broken: {}\n",
+            if plan.verdicts.is_empty() {
+                "no verdict".to_string()
+            } else {
+                plan.verdicts.join("; ")
+            }
+        ));
+    }
+    if plan.current {
+        out.push_str(&format!(
+            "  current: {} bytes compared by digests, none differ; nothing to send\n",
+            plan.totals.bytes_compared
+        ));
+        return out;
+    }
+    for part in &plan.parts {
+        let data = match part.action {
+            RemotePartAction::Create => format!("create, {} bytes to copy", part.bytes_differing),
+            RemotePartAction::Recreate => format!(
+                "remove and create (wrong size), {} bytes to copy",
+                part.bytes_differing
+            ),
+            RemotePartAction::Compare => {
+                format!("compare, {} bytes differ", part.bytes_differing)
+            }
+        };
+        let header = match part.header {
+            HeaderAction::None => String::new(),
+            HeaderAction::Keep => ", keep header".to_string(),
+            HeaderAction::Relink => ", rewrite header".to_string(),
+            HeaderAction::New => {
+                format!(", new header (uuid {})", part.uuid.as_deref().unwrap_or(""))
+            }
+            HeaderAction::Restore => ", invalidate and restore header".to_string(),
+        };
+        out.push_str(&format!(
+            "  part {} {}: {data}{header}\n",
+            part.part,
+            part.path.display()
+        ));
+    }
+    let t = &plan.totals;
+    out.push_str(&format!(
+        "  this host: {} bytes read to compare and {} to send; remote host: {} bytes read to compare, {} bytes written, {} part(s) created, {} header(s) invalidated first and {} written last\n",
+        t.bytes_compared,
+        t.bytes_to_send(),
+        t.bytes_compared,
+        t.bytes_to_send(),
+        t.parts_to_create,
+        t.headers_to_invalidate,
+        t.headers_to_write
+    ));
+    out.push_str(&format!(
+        "  wire: {} bytes of data to send (before compression), {} bytes of digests exchanged to compare\n",
+        t.bytes_to_send(),
+        t.wire_compare
+    ));
+    let _ = o;
+    out
+}
+
+/// One line for what a remote update did.
+pub fn done_line(o: &RemoteOutcome) -> String {
+    match (&o.plan, &o.report) {
+        (Some(plan), None) if plan.current => format!(
+            "remote replica {}: current ({} bytes compared by digests; {} bytes on the wire)",
+            o.remote,
+            plan.totals.bytes_compared,
+            o.wire.bytes_sent + o.wire.bytes_received
+        ),
+        (Some(plan), Some(report)) => format!(
+            "remote replica {}: updated: {} bytes differed, {} bytes copied, {} bytes written there; {} bytes sent and {} received on the wire",
+            o.remote,
+            plan.totals.bytes_differing,
+            plan.totals.bytes_to_copy,
+            report.bytes_written,
+            o.wire.bytes_sent,
+            o.wire.bytes_received
+        ),
+        _ => format!("remote replica {}: not updated", o.remote),
+    }
+}

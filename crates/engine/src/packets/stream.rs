@@ -1,0 +1,550 @@
+//! The packet stream: shipped blocks in, physical packet files out.
+//!
+//! [`RecordWriter`] takes the blocks an export ships, in ascending logical
+//! order, gathers neighbours into records (runs of all-zero blocks become
+//! zero runs, without bytes; others data records of at most the size that
+//! fits a file), and cuts the stream into physical files of at most
+//! `--max-size` bytes. What it produces goes to a [`PacketSink`]: files on
+//! a storage ([`FileSink`], which writes them under temporary names until
+//! the export commits), a counter ([`CountingSink`], for a dry run), or,
+//! later, a connection.
+
+use std::path::{Path, PathBuf};
+
+use poolsync_packet::{
+    part_file_name, zero_runs, Key, PacketEncoder, PacketMeta, PacketSummary, PreparedRecord,
+};
+use poolsync_pmem::{PartFile, Storage};
+use serde::Serialize;
+
+use crate::Error;
+
+/// Where the bytes of a packet go, file by file.
+pub trait PacketSink {
+    /// Physical file `part` (0 for `FILE`, 1 for `FILE_2`, ...) starts
+    /// with `header`.
+    fn begin_file(&mut self, part: u32, header: &[u8]) -> Result<(), Error>;
+    /// More bytes of the current file.
+    fn append(&mut self, bytes: &[u8]) -> Result<(), Error>;
+    /// The current file ends with `trailer`.
+    fn end_file(&mut self, trailer: &[u8]) -> Result<(), Error>;
+}
+
+/// One physical file of a packet, as written or as it would be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileSize {
+    /// Its name: `FILE`, `FILE_2`, ...
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub bytes: u64,
+}
+
+/// What a packet amounts to once written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Written {
+    /// Blocks carried with their bytes.
+    pub data_blocks: u64,
+    /// Blocks carried as zero runs.
+    pub zero_blocks: u64,
+    /// Bytes of data carried (uncompressed).
+    pub data_bytes: u64,
+    /// Records.
+    pub records: u64,
+    /// The physical files, in order.
+    pub files: Vec<FileSize>,
+    /// All the files' bytes.
+    pub packet_bytes: u64,
+    /// The content digest (`docs/packet.md` section 5), hex.
+    pub content_digest: String,
+}
+
+/// A run of blocks gathered into one record.
+#[derive(Debug)]
+enum Pending {
+    None,
+    Data { offset: u64, bytes: Vec<u8> },
+    Zero { offset: u64, blocks: u32 },
+}
+
+/// Turns shipped blocks into records and files; see the module
+/// documentation.
+#[derive(Debug)]
+pub struct RecordWriter<'k, S> {
+    enc: PacketEncoder<'k>,
+    sink: S,
+    max_size: u64,
+    max_data: usize,
+    block: usize,
+    open: bool,
+    pending: Pending,
+    scratch: Vec<u8>,
+    data_bytes: u64,
+}
+
+impl<'k, S: PacketSink> RecordWriter<'k, S> {
+    /// A writer of the packet `meta`, signed with `key` when given, into
+    /// files of at most `max_size` bytes.
+    pub fn new(
+        meta: PacketMeta,
+        key: Option<&'k Key>,
+        max_size: u64,
+        sink: S,
+    ) -> Result<Self, Error> {
+        let block = meta.block_size as usize;
+        let enc = PacketEncoder::new(meta, key).map_err(|e| Error::InvalidRequest {
+            path: PathBuf::new(),
+            reason: format!("cannot make the packet: {e}"),
+        })?;
+        let max_data = enc.max_record_data(max_size);
+        Ok(RecordWriter {
+            enc,
+            sink,
+            max_size,
+            max_data,
+            block,
+            open: false,
+            pending: Pending::None,
+            scratch: Vec::new(),
+            data_bytes: 0,
+        })
+    }
+
+    /// The packet being written.
+    pub fn meta(&self) -> &PacketMeta {
+        self.enc.meta()
+    }
+
+    /// Adds whole blocks at logical `offset`, which must not be below the
+    /// end of the blocks added before.
+    pub fn push(&mut self, offset: u64, bytes: &[u8]) -> Result<(), Error> {
+        let bs = self.block;
+        for run in zero_runs(bytes, bs) {
+            let at = offset + (run.first_block * bs) as u64;
+            let slice = bytes
+                .get(run.first_block * bs..(run.first_block + run.blocks) * bs)
+                .unwrap_or_default();
+            if run.zero {
+                self.push_zero(at, run.blocks as u64)?;
+            } else {
+                self.push_data(at, slice)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn push_zero(&mut self, offset: u64, mut blocks: u64) -> Result<(), Error> {
+        let bs = self.block as u64;
+        let mut at = offset;
+        while blocks > 0 {
+            if let Pending::Zero {
+                offset: o,
+                blocks: b,
+            } = &mut self.pending
+            {
+                if *o + u64::from(*b) * bs == at && *b < u32::MAX {
+                    let take = blocks.min(u64::from(u32::MAX - *b));
+                    *b += take as u32;
+                    blocks -= take;
+                    at += take * bs;
+                    continue;
+                }
+            }
+            self.flush_pending()?;
+            let take = blocks.min(u64::from(u32::MAX));
+            self.pending = Pending::Zero {
+                offset: at,
+                blocks: take as u32,
+            };
+            blocks -= take;
+            at += take * bs;
+        }
+        Ok(())
+    }
+
+    fn push_data(&mut self, offset: u64, mut bytes: &[u8]) -> Result<(), Error> {
+        let mut at = offset;
+        while !bytes.is_empty() {
+            if let Pending::Data {
+                offset: o,
+                bytes: held,
+            } = &mut self.pending
+            {
+                if *o + held.len() as u64 == at && held.len() < self.max_data {
+                    let take = bytes.len().min(self.max_data - held.len());
+                    held.extend_from_slice(&bytes[..take]);
+                    bytes = &bytes[take..];
+                    at += take as u64;
+                    continue;
+                }
+            }
+            self.flush_pending()?;
+            let take = bytes.len().min(self.max_data);
+            let mut held = Vec::with_capacity(self.max_data);
+            held.extend_from_slice(&bytes[..take]);
+            self.pending = Pending::Data {
+                offset: at,
+                bytes: held,
+            };
+            bytes = &bytes[take..];
+            at += take as u64;
+        }
+        Ok(())
+    }
+
+    fn flush_pending(&mut self) -> Result<(), Error> {
+        let record = match std::mem::replace(&mut self.pending, Pending::None) {
+            Pending::None => return Ok(()),
+            Pending::Data { offset, bytes } => {
+                self.data_bytes += bytes.len() as u64;
+                self.enc.prepare_data(offset, &bytes)
+            }
+            Pending::Zero { offset, blocks } => self.enc.prepare_zero(offset, blocks),
+        }
+        .map_err(encode_error)?;
+        self.emit(record)
+    }
+
+    fn emit(&mut self, record: PreparedRecord) -> Result<(), Error> {
+        if !self.open {
+            self.start_file()?;
+        } else if !self.enc.fits(&record, self.max_size) {
+            let trailer = self.enc.end_file().map_err(encode_error)?;
+            self.sink.end_file(&trailer)?;
+            self.start_file()?;
+        }
+        self.scratch.clear();
+        self.enc
+            .write_record(record, &mut self.scratch)
+            .map_err(encode_error)?;
+        self.sink.append(&self.scratch)
+    }
+
+    fn start_file(&mut self) -> Result<(), Error> {
+        let part = self.enc.file_count();
+        let header = self.enc.start_file().map_err(encode_error)?;
+        self.sink.begin_file(part, &header)?;
+        self.open = true;
+        Ok(())
+    }
+
+    /// Gives up: the sink, with whatever reached it.
+    pub fn into_sink(self) -> S {
+        self.sink
+    }
+
+    /// Ends the packet (a packet without records is one file holding a
+    /// header and a trailer) and returns its summary, the uncompressed
+    /// data bytes, and the sink.
+    pub fn finish(mut self) -> Result<(PacketSummary, u64, S), Error> {
+        self.flush_pending()?;
+        if !self.open {
+            self.start_file()?;
+        }
+        let (trailer, summary) = self.enc.finish().map_err(encode_error)?;
+        self.sink.end_file(&trailer)?;
+        Ok((summary, self.data_bytes, self.sink))
+    }
+}
+
+fn encode_error(e: poolsync_packet::Error) -> Error {
+    Error::InvalidRequest {
+        path: PathBuf::new(),
+        reason: format!("cannot encode the packet: {e}"),
+    }
+}
+
+/// Counts the files and bytes a packet would take, writing nothing (a dry
+/// run, or an export that exceeds its `--limit`).
+#[derive(Debug, Clone, Default)]
+pub struct CountingSink {
+    /// Bytes of each file.
+    pub files: Vec<u64>,
+}
+
+impl PacketSink for CountingSink {
+    fn begin_file(&mut self, _part: u32, header: &[u8]) -> Result<(), Error> {
+        self.files.push(header.len() as u64);
+        Ok(())
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        if let Some(last) = self.files.last_mut() {
+            *last += bytes.len() as u64;
+        }
+        Ok(())
+    }
+
+    fn end_file(&mut self, trailer: &[u8]) -> Result<(), Error> {
+        self.append(trailer)
+    }
+}
+
+/// Suffix of a physical file while its export has not committed.
+pub const PARTIAL_SUFFIX: &str = ".poolsync-partial";
+
+/// The temporary name of the physical file `path`.
+pub fn partial_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(PARTIAL_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// The name of physical file `part` of the packet `out`.
+pub fn part_path(out: &Path, part: u32) -> PathBuf {
+    PathBuf::from(part_file_name(&out.to_string_lossy(), part))
+}
+
+/// Bytes gathered before a write to a packet file.
+const WRITE_CHUNK: usize = 4 << 20;
+
+/// Writes physical files under their temporary names
+/// ([`partial_path`]); once the export has committed its state,
+/// [`FileSink::publish`] renames them. Files beyond `limit` are only
+/// counted.
+#[derive(Debug)]
+pub struct FileSink<'s, S: Storage> {
+    storage: &'s S,
+    out: PathBuf,
+    limit: Option<u32>,
+    file: Option<(S::Aux, u64)>,
+    buf: Vec<u8>,
+    /// Sizes of every file, written or counted.
+    pub sizes: Vec<u64>,
+    written: Vec<PathBuf>,
+}
+
+impl<'s, S: Storage> FileSink<'s, S> {
+    /// Files `out`, `out_2`, ... at most `limit` of them written.
+    pub fn new(storage: &'s S, out: &Path, limit: Option<u32>) -> Self {
+        FileSink {
+            storage,
+            out: out.to_path_buf(),
+            limit,
+            file: None,
+            buf: Vec::new(),
+            sizes: Vec::new(),
+            written: Vec::new(),
+        }
+    }
+
+    /// Whether more files were needed than `limit` allows.
+    pub fn over_limit(&self) -> bool {
+        self.limit.is_some_and(|l| self.sizes.len() > l as usize)
+    }
+
+    fn write_out(&mut self) -> Result<(), Error> {
+        if let Some((file, at)) = &mut self.file {
+            if !self.buf.is_empty() {
+                file.set_len(*at + self.buf.len() as u64)?;
+                file.write_at(*at, &self.buf)?;
+                file.flush(*at, self.buf.len() as u64)?;
+                *at += self.buf.len() as u64;
+            }
+        }
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Makes every written file durable (data and directory entries).
+    pub fn sync(&mut self) -> Result<(), Error> {
+        self.write_out()?;
+        if let Some((file, _)) = self.file.take() {
+            file.fence()?;
+        }
+        if let Some(first) = self.written.first() {
+            self.storage.fsync_parent(first)?;
+        }
+        Ok(())
+    }
+
+    /// Renames the temporary files to their names and makes that durable;
+    /// returns the names.
+    pub fn publish(self) -> Result<Vec<PathBuf>, Error> {
+        let mut names = Vec::with_capacity(self.written.len());
+        for (part, tmp) in self.written.iter().enumerate() {
+            let name = part_path(&self.out, part as u32);
+            self.storage.rename(tmp, &name)?;
+            names.push(name);
+        }
+        if let Some(first) = names.first() {
+            self.storage.fsync_parent(first)?;
+        }
+        Ok(names)
+    }
+
+    /// Removes every temporary file written.
+    pub fn discard(mut self) -> Result<(), Error> {
+        self.file = None;
+        for tmp in &self.written {
+            crate::durable::remove_if_exists(self.storage, tmp)?;
+        }
+        if let Some(first) = self.written.first() {
+            self.storage.fsync_parent(first)?;
+        }
+        Ok(())
+    }
+}
+
+impl<S: Storage> PacketSink for FileSink<'_, S> {
+    fn begin_file(&mut self, part: u32, header: &[u8]) -> Result<(), Error> {
+        self.sizes.push(header.len() as u64);
+        if self.limit.is_some_and(|l| part >= l) {
+            return Ok(());
+        }
+        let final_name = part_path(&self.out, part);
+        if self.storage.stat(&final_name)?.is_some() {
+            return Err(Error::CannotExport {
+                set: final_name.clone(),
+                reason: "the file exists; packets never overwrite a file: remove it or choose another --out".to_string(),
+            });
+        }
+        let tmp = partial_path(&final_name);
+        crate::durable::remove_if_exists(self.storage, &tmp)?;
+        let file = self.storage.create_aux(&tmp, 0o644)?;
+        self.written.push(tmp);
+        self.file = Some((file, 0));
+        self.buf.clear();
+        self.buf.extend_from_slice(header);
+        Ok(())
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        if let Some(last) = self.sizes.last_mut() {
+            *last += bytes.len() as u64;
+        }
+        if self.file.is_none() {
+            return Ok(());
+        }
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= WRITE_CHUNK {
+            self.write_out()?;
+        }
+        Ok(())
+    }
+
+    fn end_file(&mut self, trailer: &[u8]) -> Result<(), Error> {
+        self.append(trailer)?;
+        self.write_out()?;
+        if let Some((file, _)) = self.file.take() {
+            file.fence()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use poolsync_packet::{verify_slices, Compression, RecordBody};
+
+    fn meta() -> PacketMeta {
+        PacketMeta {
+            packet_id: [1; 16],
+            poolset_uuid: [2; 16],
+            lineage: [3; 16],
+            timeline: 1,
+            history: vec![],
+            base_epoch: 0,
+            new_epoch: 1,
+            block_size: 4096,
+            range: 4096..(64 << 20),
+            created: 7,
+            comment: String::new(),
+            destinations: vec!["b".into()],
+            source: "/a/pool.set".into(),
+            rewind: None,
+            compression: Compression::None,
+        }
+    }
+
+    /// A sink that keeps the files in memory.
+    #[derive(Default)]
+    struct Memory(Vec<Vec<u8>>);
+
+    impl PacketSink for Memory {
+        fn begin_file(&mut self, _part: u32, header: &[u8]) -> Result<(), Error> {
+            self.0.push(header.to_vec());
+            Ok(())
+        }
+        fn append(&mut self, bytes: &[u8]) -> Result<(), Error> {
+            self.0.last_mut().unwrap().extend_from_slice(bytes);
+            Ok(())
+        }
+        fn end_file(&mut self, trailer: &[u8]) -> Result<(), Error> {
+            self.append(trailer)
+        }
+    }
+
+    #[test]
+    fn neighbouring_blocks_become_records_and_zero_runs_carry_no_bytes() {
+        let mut w = RecordWriter::new(meta(), None, 64 * 1024, Memory::default()).unwrap();
+        let mut data = vec![0u8; 8 * 4096];
+        data[4096] = 1; // block 1
+        data[5 * 4096] = 2; // block 5
+        w.push(4096, &data).unwrap();
+        w.push(4096 + 8 * 4096, &[3u8; 4096]).unwrap();
+        w.push(1 << 20, &vec![0u8; 3 * 4096]).unwrap();
+        let (summary, data_bytes, sink) = w.finish().unwrap();
+        assert_eq!(summary.data_blocks, 3);
+        assert_eq!(summary.zero_blocks, 6 + 3);
+        assert_eq!(data_bytes, 3 * 4096);
+        let files: Vec<&[u8]> = sink.0.iter().map(Vec::as_slice).collect();
+        let mut seen = Vec::new();
+        verify_slices(&files, None, |body, _| seen.push(*body)).unwrap();
+        assert_eq!(
+            seen,
+            [
+                RecordBody::Zero {
+                    offset: 4096,
+                    len: 4096
+                },
+                RecordBody::Data {
+                    offset: 8192,
+                    len: 4096
+                },
+                RecordBody::Zero {
+                    offset: 12288,
+                    len: 3 * 4096
+                },
+                RecordBody::Data {
+                    offset: 24576,
+                    len: 4096
+                },
+                RecordBody::Zero {
+                    offset: 28672,
+                    len: 2 * 4096
+                },
+                RecordBody::Data {
+                    offset: 36864,
+                    len: 4096
+                },
+                RecordBody::Zero {
+                    offset: 1 << 20,
+                    len: 3 * 4096
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn files_stay_within_the_maximum_size() {
+        let max = 64 * 1024;
+        let mut w = RecordWriter::new(meta(), None, max, CountingSink::default()).unwrap();
+        let data: Vec<u8> = (0..(1 << 20)).map(|i| (i % 253) as u8 + 1).collect();
+        w.push(4096, &data).unwrap();
+        let (summary, _, sink) = w.finish().unwrap();
+        assert!(sink.files.len() > 16, "{:?}", sink.files);
+        assert!(sink.files.iter().all(|&n| n <= max), "{:?}", sink.files);
+        assert_eq!(summary.files as usize, sink.files.len());
+        assert_eq!(summary.data_blocks, 256);
+    }
+
+    #[test]
+    fn an_empty_packet_is_one_file() {
+        let w = RecordWriter::new(meta(), None, 64 * 1024, Memory::default()).unwrap();
+        let (summary, _, sink) = w.finish().unwrap();
+        assert_eq!((summary.files, summary.records), (1, 0));
+        let files: Vec<&[u8]> = sink.0.iter().map(Vec::as_slice).collect();
+        verify_slices(&files, None, |_, _| {}).unwrap();
+    }
+}

@@ -1,0 +1,509 @@
+//! Remote replicas in one process: both ends of the protocol on the
+//! simulated storage, the remote pool set in a tree of its own (`/srv/b`,
+//! the server's root), reached through `remote::pipe::LocalConnector`.
+//!
+//! Seeding, incremental updates that send only the blocks that differ, a
+//! remote changed on its host, refusals of the server's path rules and of
+//! another pool, connections cut at every frame and crashes at every
+//! persistence event of either end, each followed by a run that converges.
+
+use std::path::{Path, PathBuf};
+
+use poolsync_engine::inspect::inspect;
+use poolsync_engine::open::open;
+use poolsync_engine::remote::pipe::LocalConnector;
+use poolsync_engine::remote::serve::ServeOptions;
+use poolsync_engine::remote::sync::{sync_all, SyncAllOutcome};
+use poolsync_engine::sync::{NoProgress, SyncOptions, UuidSource};
+use poolsync_engine::Error;
+use poolsync_pmem::sim::SimStorage;
+use poolsync_pmem::{Access, Storage};
+
+use crate::support::{write_file, Fixture};
+
+const M: u64 = 1 << 20;
+
+/// The server's root and the remote pool set file under it.
+pub const ROOT: &str = "/srv/b";
+pub const REMOTE_SET: &str = "pools/standby.set";
+
+/// The administrator's set: the fixture's local replicas and one remote.
+pub fn admin_set(fx: &Fixture, s: &SimStorage) -> PathBuf {
+    let local = s
+        .written_bytes(&fx.set_path)
+        .expect("the fixture's set file");
+    let mut text = String::from_utf8(local).expect("text");
+    text.push_str(&format!("REPLICA b.example.org {REMOTE_SET}\n"));
+    let path = PathBuf::from("/pool/admin.set");
+    if s.stat(&path).unwrap().is_some() {
+        s.remove(&path).unwrap();
+    }
+    s.insert_file(&path, text.as_bytes(), 0o644).unwrap();
+    path
+}
+
+/// The remote pool set file, with parts of the given sizes in MiB (not
+/// created).
+pub fn remote_tree(s: &SimStorage, sizes: &[u64]) -> Vec<PathBuf> {
+    let dir = Path::new(ROOT).join("pools");
+    s.add_dir(&dir).unwrap();
+    let mut text = String::from("PMEMPOOLSET\n");
+    let mut parts = Vec::new();
+    for (i, mib) in sizes.iter().enumerate() {
+        let p = dir.join(format!("standby.part{i}"));
+        text.push_str(&format!("{mib}M {}\n", p.display()));
+        parts.push(p);
+    }
+    s.insert_file(&dir.join("standby.set"), text.as_bytes(), 0o644)
+        .unwrap();
+    parts
+}
+
+pub fn connector<S: Storage + Clone>(s: &S) -> LocalConnector<S> {
+    LocalConnector::new(
+        s.clone(),
+        ServeOptions {
+            root: PathBuf::from(ROOT),
+            server: "poolsync test".to_string(),
+        },
+    )
+}
+
+pub fn options() -> SyncOptions {
+    SyncOptions {
+        threads: 1,
+        stride: 1 << 20,
+        uuids: UuidSource::Derived { seed: 7 },
+        ..SyncOptions::default()
+    }
+}
+
+/// A two-replica local pool of 16 MiB, its admin set with a remote replica
+/// of parts 9 MiB + 9 MiB, nothing created on the remote side yet.
+pub fn setup() -> (Fixture, SimStorage, PathBuf) {
+    let fx = Fixture::new(&[&[16], &[8, 9]], false);
+    let s = fx.copy();
+    let admin = admin_set(&fx, &s);
+    remote_tree(&s, &[9, 9]);
+    (fx, s, admin)
+}
+
+pub fn run<S: Storage + Clone + 'static>(s: &S, admin: &Path) -> SyncAllOutcome {
+    sync_all(s, admin, &options(), &connector(s), &NoProgress).expect("sync")
+}
+
+/// The replicated range of the local master and of the remote replica
+/// are equal, and the remote pool set is healthy on its own.
+pub fn assert_in_sync(s: &SimStorage, local_set: &Path) {
+    let local = open(s, local_set, Access::ReadOnly).expect("open local");
+    let health = inspect(&local);
+    let pool = health.pool_size.expect("pool size");
+    let remote_path = Path::new(ROOT).join(REMOTE_SET);
+    let remote = open(s, &remote_path, Access::ReadOnly).expect("open remote");
+    let rh = inspect(&remote);
+    assert!(rh.is_healthy(), "remote health: {rh:#?}");
+    let a = local.replicas[0].parts[0].header().unwrap().poolset_uuid;
+    let b = remote.replicas[0].parts[0].header().unwrap().poolset_uuid;
+    assert_eq!(a, b, "one pool set UUID");
+    let mut x = vec![0u8; M as usize];
+    let mut y = vec![0u8; M as usize];
+    let mut at = 4096;
+    while at < pool {
+        let n = (pool - at).min(M) as usize;
+        local.read_logical(0, at, &mut x[..n]).unwrap();
+        remote.read_logical(0, at, &mut y[..n]).unwrap();
+        assert!(x[..n] == y[..n], "logical {at}: the remote differs");
+        at += n as u64;
+    }
+}
+
+fn remote_outcome(o: &SyncAllOutcome) -> &poolsync_engine::remote::sync::RemoteOutcome {
+    let r = &o.remotes[0];
+    assert!(r.error.is_none(), "remote: {:?}", r.error);
+    r
+}
+
+#[test]
+fn a_missing_remote_replica_is_seeded_and_then_kept_current() {
+    let (fx, s, admin) = setup();
+    let first = run(&s, &admin);
+    let r = remote_outcome(&first);
+    let plan = r.plan.as_ref().unwrap();
+    assert_eq!(plan.totals.parts_to_create, 2);
+    assert_eq!(plan.totals.bytes_compared, 0);
+    assert!(plan.totals.bytes_to_copy > 15 * M);
+    assert_in_sync(&s, &fx.set_path);
+    // Unchanged: current, nothing written, only digests on the wire.
+    let again = run(&s, &admin);
+    let r = remote_outcome(&again);
+    let plan = r.plan.as_ref().unwrap();
+    assert!(plan.current, "{plan:#?}");
+    assert!(r.report.is_none());
+    assert!(
+        r.wire.bytes_sent + r.wire.bytes_received < 64 << 10,
+        "{:?}",
+        r.wire
+    );
+    // Three scattered blocks change locally (in both replicas, as
+    // libpmemobj writes them): exactly those travel.
+    for (i, off) in [5 * M, 9 * M + 8192, 13 * M].into_iter().enumerate() {
+        let bytes = vec![0xa0 + i as u8; 4096];
+        fx.write_logical(&s, 0, off, &bytes);
+        fx.write_logical(&s, 1, off, &bytes);
+    }
+    let third = run(&s, &admin);
+    let r = remote_outcome(&third);
+    let plan = r.plan.as_ref().unwrap();
+    assert_eq!(plan.totals.bytes_differing, 3 * 4096, "{plan:#?}");
+    assert_eq!(plan.totals.headers_to_invalidate, 2);
+    assert_eq!(plan.totals.headers_to_write, 2);
+    assert_in_sync(&s, &fx.set_path);
+    let report = r.report.as_ref().unwrap();
+    assert_eq!(report.bytes_written, 3 * 4096);
+}
+
+#[test]
+fn a_dry_run_writes_nothing_and_counts_what_a_run_sends() {
+    let (fx, s, admin) = setup();
+    run(&s, &admin);
+    fx.write_logical(&s, 0, 6 * M, &[7u8; 8192]);
+    fx.write_logical(&s, 1, 6 * M, &[7u8; 8192]);
+    let before = s.image();
+    let opts = SyncOptions {
+        dry_run: true,
+        ..options()
+    };
+    let dry = sync_all(&s, &admin, &opts, &connector(&s), &NoProgress).unwrap();
+    assert!(s.image() == before, "a dry run wrote");
+    let plan = dry.remotes[0].plan.as_ref().unwrap();
+    assert_eq!(plan.totals.bytes_differing, 8192);
+    assert!(dry.remotes[0].report.is_none());
+    let real = run(&s, &admin);
+    let done = real.remotes[0].plan.as_ref().unwrap();
+    assert_eq!(done.totals, plan.totals);
+}
+
+#[test]
+fn a_remote_changed_on_its_host_is_rewound() {
+    let (fx, s, admin) = setup();
+    run(&s, &admin);
+    // An application opened the standby and wrote: the remote differs.
+    let remote_part = Path::new(ROOT).join("pools/standby.part1");
+    write_file(&s, &remote_part, 3 * M, &[0x55; 4096]);
+    let out = run(&s, &admin);
+    let plan = out.remotes[0].plan.as_ref().unwrap();
+    assert_eq!(plan.totals.bytes_differing, 4096);
+    assert_in_sync(&s, &fx.set_path);
+}
+
+#[test]
+fn the_server_refuses_another_pool_and_paths_outside_its_root() {
+    let (fx, s, admin) = setup();
+    run(&s, &admin);
+    // Another pool's parts behind the remote set file: refused, untouched.
+    let other = Fixture::new(&[&[16], &[16]], false);
+    let theirs = other.base.written_bytes(other.part(0, 0)).unwrap();
+    let part0 = Path::new(ROOT).join("pools/standby.part0");
+    s.remove(&part0).unwrap();
+    let mut alien = theirs.clone();
+    alien.resize(9 * M as usize, 0);
+    s.insert_file(&part0, &alien, 0o644).unwrap();
+    let before = s.image();
+    let out = run(&s, &admin);
+    let e = out.remotes[0].error.as_deref().expect("refused");
+    assert!(e.contains("belongs to the pool"), "{e}");
+    assert!(s.image() == before);
+    let _ = fx;
+    // A descriptor with "..": refused by the server, naming the rule.
+    let text = String::from_utf8(s.written_bytes(&admin).unwrap())
+        .unwrap()
+        .replace(REMOTE_SET, "../escape.set");
+    s.remove(&admin).unwrap();
+    s.insert_file(&admin, text.as_bytes(), 0o644).unwrap();
+    let out = run(&s, &admin);
+    let e = out.remotes[0].error.as_deref().expect("refused");
+    assert!(e.contains("\"..\" is refused"), "{e}");
+}
+
+/// One frame of a recorded stream: its kind, its payload's length once
+/// decompressed, and the offset at which it ends.
+struct Frame {
+    kind: u8,
+    raw_len: u32,
+    end: u64,
+}
+
+/// The frames of a recorded stream (after the 32-byte greeting), each
+/// header decoded with the largest limit a peer may announce: a frame
+/// above it fails the test.
+fn frames(stream: &[u8]) -> Vec<Frame> {
+    use poolsync_wire::{decode_header, FRAME_HEADER_LEN, HELLO_LEN, MAX_PAYLOAD};
+    let mut out = Vec::new();
+    let mut at = HELLO_LEN;
+    while at < stream.len() {
+        let head: &[u8; FRAME_HEADER_LEN] = stream
+            .get(at..at + FRAME_HEADER_LEN)
+            .and_then(|b| b.try_into().ok())
+            .unwrap_or_else(|| panic!("a torn frame header at {at}"));
+        let h = decode_header(head, MAX_PAYLOAD).unwrap_or_else(|e| panic!("frame at {at}: {e}"));
+        at += FRAME_HEADER_LEN + h.stored_len as usize;
+        assert!(at <= stream.len(), "a torn frame ending at {at}");
+        out.push(Frame {
+            kind: h.kind,
+            raw_len: h.raw_len,
+            end: at as u64,
+        });
+    }
+    out
+}
+
+/// The remote replica's bytes at the logical ranges an update changes.
+fn remote_ranges(s: &SimStorage, ranges: &[(u64, usize)]) -> Vec<Vec<u8>> {
+    let remote = open(s, &Path::new(ROOT).join(REMOTE_SET), Access::ReadOnly).unwrap();
+    ranges
+        .iter()
+        .map(|&(off, len)| {
+            let mut b = vec![0u8; len];
+            remote.read_logical(0, off, &mut b).unwrap();
+            b
+        })
+        .collect()
+}
+
+#[test]
+fn an_update_cut_at_every_frame_converges_when_run_again() {
+    use poolsync_wire::message::kind;
+    let (fx, base, admin) = setup();
+    run(&base, &admin);
+    let ranges = [(5 * M, 12288usize), (11 * M, 12288usize)];
+    let old = remote_ranges(&base, &ranges);
+    for &(off, len) in &ranges {
+        fx.write_logical(&base, 0, off, &vec![0x3c; len]);
+        fx.write_logical(&base, 1, off, &vec![0x3c; len]);
+    }
+    let new: Vec<Vec<u8>> = ranges.iter().map(|&(_, len)| vec![0x3c; len]).collect();
+    assert!(old != new);
+    let opts = SyncOptions {
+        stride: 4 << 20,
+        ..options()
+    };
+    // A whole update, tapped: every frame in either direction.
+    let s = base.after_crash_with(poolsync_pmem::sim::Survival::Everything);
+    let mut c = connector(&s);
+    let tap = poolsync_engine::remote::pipe::Tap::default();
+    c.tap = Some(tap.clone());
+    let whole = sync_all(&s, &admin, &opts, &c, &NoProgress).unwrap();
+    let r = remote_outcome(&whole);
+    let differing = r.plan.as_ref().unwrap().totals.bytes_differing;
+    assert_eq!(differing, 24576);
+    assert_eq!(remote_ranges(&s, &ranges), new);
+    let (up, down) = tap.lock().unwrap().clone();
+    let (up, down) = (frames(&up), frames(&down));
+    // Only the blocks that differ travel as data: each write carries an
+    // 8-byte offset and its bytes, nothing is read back.
+    let written: u64 = up
+        .iter()
+        .filter(|f| f.kind == kind::WRITE)
+        .map(|f| u64::from(f.raw_len) - 8)
+        .sum();
+    assert_eq!(written, differing);
+    assert!(!up.iter().any(|f| f.kind == kind::READ));
+    // The client's last frame is its goodbye and the server's last the
+    // answer to it; losing those loses nothing, so no error is expected
+    // there. Every other frame is cut at its end and (requests, which
+    // carry the data) 7 bytes into the next one.
+    assert_eq!(up.last().map(|f| f.kind), Some(kind::CLOSE));
+    assert_eq!(down.last().map(|f| f.kind), Some(kind::DONE));
+    let start_of_last = |f: &[Frame]| match f {
+        [.., before, _] => before.end,
+        _ => poolsync_wire::HELLO_LEN as u64,
+    };
+    let (last_up, last_down) = (start_of_last(&up), start_of_last(&down));
+    // What the outcome counts on the wire is what went through the pipes
+    // (before the goodbye).
+    assert_eq!(r.wire.bytes_sent, last_up, "{:?}", r.wire);
+    assert_eq!(r.wire.bytes_received, last_down, "{:?}", r.wire);
+    let mut cuts: Vec<(bool, u64)> = vec![(true, 0), (true, 31), (false, 0), (false, 31)];
+    for f in &up[..up.len() - 1] {
+        cuts.extend([(true, f.end), (true, f.end + 7)]);
+    }
+    for f in &down[..down.len() - 1] {
+        cuts.push((false, f.end));
+    }
+    cuts.retain(|&(requests, at)| at < if requests { last_up } else { last_down });
+    assert!(cuts.len() > 20, "{} cuts", cuts.len());
+    for (requests, cut) in cuts {
+        let s = base.after_crash_with(poolsync_pmem::sim::Survival::Everything);
+        let mut c = connector(&s);
+        if requests {
+            c.cut_requests = Some(cut);
+        } else {
+            c.cut_answers = Some(cut);
+        }
+        let out = sync_all(&s, &admin, &opts, &c, &NoProgress).unwrap();
+        let e = out.remotes[0].error.as_deref();
+        assert!(e.is_some(), "cut at {cut} (requests: {requests}): no error");
+        // Untouched, complete, or marked broken: never healthy and half
+        // done.
+        let remote = open(&s, &Path::new(ROOT).join(REMOTE_SET), Access::ReadOnly).unwrap();
+        let healthy = inspect(&remote).is_healthy();
+        drop(remote);
+        if healthy {
+            let now = remote_ranges(&s, &ranges);
+            assert!(
+                now == old || now == new,
+                "cut at {cut} (requests: {requests}): healthy, yet half updated"
+            );
+        }
+        let again = sync_all(&s, &admin, &opts, &connector(&s), &NoProgress).unwrap();
+        assert!(
+            again.remotes[0].error.is_none(),
+            "cut at {cut} (requests: {requests}): {:?}",
+            again.remotes[0].error
+        );
+        assert_in_sync(&s, &fx.set_path);
+        if !healthy {
+            let p = again.remotes[0].plan.as_ref().unwrap();
+            assert!(
+                p.totals.headers_to_write > 0,
+                "cut at {cut} (requests: {requests}): broken, yet not rewritten"
+            );
+        }
+    }
+}
+
+#[test]
+fn errors_from_the_server_name_the_remote_and_the_file() {
+    let (fx, s, admin) = setup();
+    let _ = fx;
+    s.remove(&Path::new(ROOT).join(REMOTE_SET)).unwrap();
+    let out = run(&s, &admin);
+    let e = out.remotes[0].error.as_deref().unwrap();
+    assert!(
+        e.contains("b.example.org:pools/standby.set")
+            && e.contains("no such pool set file under the server's root"),
+        "{e}"
+    );
+    let _: Option<Error> = None;
+}
+
+#[test]
+fn rm_removes_the_remote_parts_and_with_r_the_remote_set_file() {
+    use poolsync_engine::rm::{rm_with, AlwaysYes, Ask, RmOptions};
+    let (_fx, s, admin) = setup();
+    run(&s, &admin);
+    let pools = Path::new(ROOT).join("pools");
+    let opts = RmOptions {
+        ask: Ask::Never,
+        remove_remote_set_files: true,
+        ..RmOptions::default()
+    };
+    let report = rm_with(&s, &admin, &opts, &mut AlwaysYes, &connector(&s)).unwrap();
+    assert!(report.ok(), "{report:?}");
+    for name in ["standby.part0", "standby.part1", "standby.set"] {
+        assert!(s.stat(&pools.join(name)).unwrap().is_none(), "{name}");
+    }
+    // Removed files are reported with their host.
+    assert!(report
+        .files
+        .iter()
+        .any(|f| f.path == Path::new("b.example.org:/srv/b/pools/standby.set")));
+}
+
+#[test]
+fn transform_adds_and_removes_a_remote_replica() {
+    use poolsync_engine::remote::transform::{transform_all, TransformAll};
+    use poolsync_engine::transform::TransformOptions;
+    let (fx, s, admin) = setup();
+    let app = fx.set_path.clone();
+    let opts = TransformOptions {
+        threads: 1,
+        ..TransformOptions::default()
+    };
+    let out = transform_all(
+        &s,
+        &app,
+        &admin,
+        &opts,
+        &connector(&s),
+        &options(),
+        &NoProgress,
+    )
+    .unwrap();
+    let TransformAll::Remote(added) = out else {
+        panic!("a remote transform")
+    };
+    assert!(added.first_failure().is_none(), "{added:?}");
+    assert_eq!(added.added.len(), 1);
+    assert_in_sync(&s, &fx.set_path);
+    // Back: the remote parts go, the remote set file stays.
+    let out = transform_all(
+        &s,
+        &admin,
+        &app,
+        &opts,
+        &connector(&s),
+        &options(),
+        &NoProgress,
+    )
+    .unwrap();
+    let TransformAll::Remote(removed) = out else {
+        panic!("a remote transform")
+    };
+    assert_eq!(removed.removed[0].files.len(), 2);
+    let pools = Path::new(ROOT).join("pools");
+    assert!(s.stat(&pools.join("standby.part0")).unwrap().is_none());
+    assert!(s.stat(&pools.join("standby.set")).unwrap().is_some());
+    // Local and remote replicas changing together: refused.
+    let text = String::from_utf8(s.written_bytes(&admin).unwrap()).unwrap();
+    let both = Path::new("/pool/both.set");
+    let local_changed = text.replace("REPLICA\n", "REPLICA\n8M /pool/extra\n");
+    s.insert_file(both, local_changed.as_bytes(), 0o644)
+        .unwrap();
+    let e = transform_all(
+        &s,
+        &app,
+        both,
+        &opts,
+        &connector(&s),
+        &options(),
+        &NoProgress,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("one thing at a time"), "{e}");
+}
+
+#[test]
+fn with_no_local_replica_healthy_sync_restores_from_the_remote() {
+    let (fx, s, admin) = setup();
+    run(&s, &admin);
+    // Both local replicas broken: replica 0's part 1 is gone, replica 1's
+    // header is damaged and a block of its data too.
+    crate::support::remove(&s, fx.part(0, 0));
+    crate::support::flip(&s, fx.part(1, 0), 100);
+    fx.write_logical(&s, 1, 6 * M, &[0x77; 4096]);
+    let dry = sync_all(
+        &s,
+        &admin,
+        &SyncOptions {
+            dry_run: true,
+            ..options()
+        },
+        &connector(&s),
+        &NoProgress,
+    )
+    .unwrap();
+    let plan = &dry.restored.as_ref().expect("a restore").plan;
+    assert_eq!(plan.parts_to_create, 1);
+    assert!(plan.bytes_differing >= 4096, "{plan:#?}");
+    assert!(dry.local.is_none());
+    let done = run(&s, &admin);
+    let restored = done.restored.as_ref().expect("restored");
+    let report = restored.report.as_ref().unwrap();
+    assert_eq!(report.parts_created, 1);
+    assert!(report.undo.is_some(), "what was overwritten is saved");
+    assert!(crate::support::healthy(&s, &fx.set_path));
+    assert_in_sync(&s, &fx.set_path);
+    // The remote, the source of the restore, is current.
+    assert!(done.remotes[0].plan.as_ref().unwrap().current);
+}

@@ -1,0 +1,610 @@
+//! `cargo xtask bench packets`: update packets on a pool of libpmemobj
+//! data, side by side with the references the targets of
+//! `docs/performance.md` name, in one run.
+//!
+//! The source is one replica of `--size` (1 GiB by default), made by
+//! `pmempool create obj` and filled by `objclient fill` (the interop
+//! tests' libpmemobj client) with a root object of 7/8 of the pool. The
+//! destination, a pool set of the same size, is seeded from it by `poolsync
+//! export` and `poolsync import` (timed too). Then, for each scenario and
+//! repetition, blocks of the root object's data change in the source
+//! (random bytes, written into the part file as an application's stores
+//! would leave them): 1 % of the pool's blocks scattered, then 10 %
+//! clustered in runs of 256 blocks. Each repetition measures, warm:
+//!
+//! * `cat` of the source's part to `/dev/null` (one read pass);
+//! * `poolsync export` (uncompressed, and once with zstd, for the record);
+//! * `rsync --only-write-batch` of the same change against the
+//!   destination's part (the delta rsync would ship; `--ignore-times
+//!   --no-whole-file`, as over a network);
+//! * `poolsync import`, which checks the destination against its state.
+//!
+//! Every tool runs under `bench __measure` (see `bench_sync`): wall time,
+//! CPU time and peak RSS. After each import the destination's range must
+//! equal the source's.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+
+use crate::bench_sync::{
+    fmt_size, free_space, load_average, median, parse_size_options, pool_size, quiet, secs,
+    splitmix64, write_durably, Machine, Scratch, BLOCK, KIB, MEASURE, MIB,
+};
+use crate::bench_verify::{build_objclient, fill, warm};
+use crate::util;
+
+/// The root object takes this share of the pool, in per mille.
+const ROOT_PER_MILLE: u64 = 875;
+/// Seed of the fill pattern and of the changes.
+const SEED: u64 = 0x7061_636b_6574;
+
+/// Targets (docs/performance.md).
+const PACKET_FACTOR: f64 = 1.02;
+const PACKET_SLACK: u64 = 64 * KIB;
+const EXPORT_FACTOR: f64 = 1.5;
+const IMPORT_FACTOR: f64 = 2.0;
+const MAX_RSS: u64 = 64 * MIB;
+
+/// How the blocks change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    /// 1 % of the pool's blocks, each alone.
+    Scattered,
+    /// 10 % of the pool's blocks, in runs of 256 blocks (1 MiB).
+    Clustered,
+}
+
+impl Scenario {
+    const ALL: [Scenario; 2] = [Scenario::Scattered, Scenario::Clustered];
+
+    fn label(self) -> &'static str {
+        match self {
+            Scenario::Scattered => "1 % scattered",
+            Scenario::Clustered => "10 % clustered",
+        }
+    }
+
+    /// Blocks that change, out of `pool_blocks`.
+    fn blocks(self, pool_blocks: u64) -> u64 {
+        match self {
+            Scenario::Scattered => pool_blocks / 100,
+            Scenario::Clustered => pool_blocks / 10,
+        }
+    }
+
+    /// Blocks per run of changed blocks.
+    fn run_len(self) -> u64 {
+        match self {
+            Scenario::Scattered => 1,
+            Scenario::Clustered => 256,
+        }
+    }
+}
+
+/// One measured tool run.
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    wall: Duration,
+    cpu: Duration,
+    max_rss: u64,
+}
+
+/// One repetition of one scenario.
+#[derive(Debug, Clone)]
+struct Rep {
+    changed_bytes: u64,
+    packet_bytes: u64,
+    zstd_bytes: u64,
+    rsync_bytes: u64,
+    cat: Usage,
+    export: Usage,
+    import: Usage,
+}
+
+/// The source and destination every repetition works on.
+struct Sites {
+    dir: PathBuf,
+    source_set: PathBuf,
+    source_part: PathBuf,
+    dest_set: PathBuf,
+    dest_part: PathBuf,
+    pool_size: u64,
+    root_data: u64,
+    root_len: u64,
+}
+
+/// `cargo xtask bench packets [--size SIZE] [--reps N] [--dir DIR]`.
+pub fn run(root: &Path, args: &[String]) -> Result<()> {
+    let options = parse_size_options("packets", args)?;
+    for tool in ["pmempool", "cc", "cat", "rsync"] {
+        ensure!(
+            util::on_path(tool),
+            "`bench packets` needs `{tool}` on PATH (pmempool: Debian's pmdk-tools; cc and \
+             libpmemobj-dev to build the client; rsync for the reference)"
+        );
+    }
+    util::step("building poolsync (release)");
+    util::run(
+        util::cargo()
+            .args(["build", "--release", "--package", "poolsync"])
+            .current_dir(root),
+    )?;
+    let target = util::target_dir(root)?;
+    let poolsync = target.join("release").join("poolsync");
+    ensure!(
+        poolsync.is_file(),
+        "no release binary at {}",
+        poolsync.display()
+    );
+    let base = options.dir.clone().unwrap_or(target);
+    fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
+    let need = 3 * options.size + 256 * MIB;
+    let free = free_space(&base)?;
+    ensure!(
+        free >= need,
+        "{} has {} free; the bench needs {}. Use a smaller --size or another --dir",
+        base.display(),
+        fmt_size(free),
+        fmt_size(need)
+    );
+    let scratch = Scratch::create(base.join("poolsync-bench-packets"))?;
+    let objclient = build_objclient(root, &scratch.0)?;
+    let machine = Machine::probe(&base);
+
+    util::step("making the source and seeding the destination");
+    let sites = make_sites(&scratch.0, options.size, &poolsync, &objclient)?;
+    let seed = seed(&sites, &poolsync)?;
+    println!(
+        "source: {} pool, root object {} at {:#x}; seeding: export {:.3} s ({} packet), import {:.3} s",
+        fmt_size(sites.pool_size),
+        fmt_size(sites.root_len),
+        sites.root_data,
+        seed.0.wall.as_secs_f64(),
+        fmt_size(seed.2),
+        seed.1.wall.as_secs_f64()
+    );
+
+    let load_before = load_average();
+    let mut results: Vec<(Scenario, Vec<Rep>)> = Vec::new();
+    let mut epoch = 1u64;
+    for scenario in Scenario::ALL {
+        let mut reps = Vec::new();
+        for rep in 0..options.reps {
+            epoch += 1;
+            let r = run_rep(&sites, &poolsync, scenario, epoch)?;
+            println!(
+                "{} rep {}: changed {}, packet {} (zstd {}), rsync batch {}; cat {:.3} s, \
+                 export {:.3} s, import {:.3} s; peak RSS export {}, import {}",
+                scenario.label(),
+                rep + 1,
+                fmt_size(r.changed_bytes),
+                fmt_size(r.packet_bytes),
+                fmt_size(r.zstd_bytes),
+                fmt_size(r.rsync_bytes),
+                r.cat.wall.as_secs_f64(),
+                r.export.wall.as_secs_f64(),
+                r.import.wall.as_secs_f64(),
+                fmt_size(r.export.max_rss),
+                fmt_size(r.import.max_rss)
+            );
+            reps.push(r);
+        }
+        results.push((scenario, reps));
+    }
+    let load_after = load_average();
+    drop(scratch);
+
+    println!("\n## Summary (markdown)\n");
+    println!(
+        "Machine: {} CPUs ({}), {} memory, Linux {}, pools on {}; {}; {} repetition(s); load \
+         average (1, 5, 15 min) {load_before} before, {load_after} after.\n",
+        machine.cpus,
+        machine.cpu_model,
+        machine.memory,
+        machine.kernel,
+        machine.filesystem,
+        machine.pmempool,
+        options.reps
+    );
+    println!(
+        "One replica of {}, root object {} of libpmemobj data; seeding: export {:.3} s, \
+         import {:.3} s, packet {}.\n",
+        fmt_size(options.size),
+        fmt_size(sites.root_len),
+        seed.0.wall.as_secs_f64(),
+        seed.1.wall.as_secs_f64(),
+        fmt_size(seed.2)
+    );
+    println!("{}", results_table(&results));
+    let verdicts = judge(&results);
+    println!("{}", verdict_table(&verdicts));
+    Ok(())
+}
+
+/// The source (created, filled) and the destination's set file.
+fn make_sites(dir: &Path, size: u64, poolsync: &Path, objclient: &Path) -> Result<Sites> {
+    let a = dir.join("a");
+    let b = dir.join("b");
+    fs::create_dir_all(&a).with_context(|| format!("creating {}", a.display()))?;
+    fs::create_dir_all(&b).with_context(|| format!("creating {}", b.display()))?;
+    let source_set = a.join("pool.set");
+    let source_part = a.join("part");
+    write_durably(
+        &source_set,
+        format!("PMEMPOOLSET\n{}M {}\n", size / MIB, source_part.display()).as_bytes(),
+    )?;
+    quiet(
+        Command::new("pmempool")
+            .args(["create", "obj"])
+            .arg(&source_set),
+    )?;
+    let pool = pool_size(poolsync, &source_set)?;
+    let root_len = size / 1000 * ROOT_PER_MILLE / BLOCK * BLOCK;
+    let root_data = fill(objclient, &source_set, root_len, SEED)?;
+    let dest_set = b.join("pool.set");
+    let dest_part = b.join("part");
+    write_durably(
+        &dest_set,
+        format!("PMEMPOOLSET\n{}M {}\n", size / MIB, dest_part.display()).as_bytes(),
+    )?;
+    Ok(Sites {
+        dir: dir.to_path_buf(),
+        source_set,
+        source_part,
+        dest_set,
+        dest_part,
+        pool_size: pool,
+        root_data,
+        root_len,
+    })
+}
+
+/// Seeds the destination; returns the export's and import's usage and
+/// the packet's size.
+fn seed(s: &Sites, poolsync: &Path) -> Result<(Usage, Usage, u64)> {
+    let packet = s.dir.join("seed.pkt");
+    let export = measured(
+        poolsync,
+        &["export", "--no-progress", "--out"],
+        &[packet.as_path(), &s.source_set, Path::new("b")],
+        &s.dir,
+    )?;
+    let bytes = packet_bytes(&packet)?;
+    let import = measured(
+        poolsync,
+        &["import", "--no-progress"],
+        &[&s.dest_set, &packet],
+        &s.dir,
+    )?;
+    same_range(s)?;
+    Ok((export, import, bytes))
+}
+
+/// Changes blocks, then measures `cat`, the exports, rsync and the import.
+fn run_rep(s: &Sites, poolsync: &Path, scenario: Scenario, epoch: u64) -> Result<Rep> {
+    let changed = change(s, scenario, epoch)?;
+    warm(&s.source_part)?;
+    warm(&s.dest_part)?;
+    let cat = measured(Path::new("cat"), &[], &[&s.source_part], &s.dir)?;
+
+    // The zstd export runs first as a dry run (it writes nothing, not even
+    // the state); the measured export is the uncompressed one.
+    let zstd = s.dir.join(format!("zstd-{epoch}.pkt"));
+    let out = Command::new(poolsync)
+        .args(["export", "--dry-run", "--json", "--compress", "--out"])
+        .arg(&zstd)
+        .arg(&s.source_set)
+        .arg("b")
+        .output()
+        .context("running the zstd dry run")?;
+    ensure!(out.status.success(), "zstd dry run failed");
+    let doc: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("parsing export --json")?;
+    let zstd_bytes = doc["report"]["packet"]["packet_bytes"]
+        .as_u64()
+        .context("export --json printed no packet_bytes")?;
+
+    let batch = s.dir.join(format!("rsync-{epoch}.batch"));
+    quiet(
+        Command::new("rsync")
+            // Compare the contents whatever the sizes and times say, and
+            // compute a delta, as over a network.
+            .arg("--ignore-times")
+            .arg("--no-whole-file")
+            .arg(format!("--only-write-batch={}", batch.display()))
+            .arg(&s.source_part)
+            .arg(&s.dest_part),
+    )?;
+    let rsync_bytes = fs::metadata(&batch)
+        .with_context(|| format!("reading the size of {}", batch.display()))?
+        .len();
+    let _ = fs::remove_file(&batch);
+    let _ = fs::remove_file(batch.with_extension("batch.sh"));
+
+    warm(&s.source_part)?;
+    let packet = s.dir.join(format!("p{epoch}.pkt"));
+    let export = measured(
+        poolsync,
+        &["export", "--no-progress", "--out"],
+        &[packet.as_path(), &s.source_set, Path::new("b")],
+        &s.dir,
+    )?;
+    let packet_bytes = packet_bytes(&packet)?;
+    warm(&s.dest_part)?;
+    warm(&packet)?;
+    let import = measured(
+        poolsync,
+        &["import", "--no-progress"],
+        &[&s.dest_set, &packet],
+        &s.dir,
+    )?;
+    same_range(s)?;
+    Ok(Rep {
+        changed_bytes: changed,
+        packet_bytes,
+        zstd_bytes,
+        rsync_bytes,
+        cat,
+        export,
+        import,
+    })
+}
+
+/// Writes random bytes over the scenario's blocks of the root object's
+/// data; returns the bytes changed.
+fn change(s: &Sites, scenario: Scenario, epoch: u64) -> Result<u64> {
+    let pool_blocks = s.pool_size / BLOCK;
+    let count = scenario.blocks(pool_blocks);
+    let run = scenario.run_len();
+    let first = s.root_data.div_ceil(BLOCK);
+    let end = (s.root_data + s.root_len) / BLOCK;
+    let runs = count / run;
+    let span = (end - first) / runs.max(1);
+    ensure!(
+        span >= run,
+        "the root object is too small for {count} changed blocks"
+    );
+    let file = OpenOptions::new()
+        .write(true)
+        .open(&s.source_part)
+        .with_context(|| format!("opening {}", s.source_part.display()))?;
+    let mut buf = vec![0u8; (run * BLOCK) as usize];
+    let mut x = splitmix64(SEED ^ epoch);
+    for i in 0..runs {
+        for chunk in buf.chunks_mut(8) {
+            x = splitmix64(x);
+            let n = chunk.len();
+            chunk.copy_from_slice(&x.to_le_bytes()[..n]);
+        }
+        let start = first + i * span + splitmix64(x ^ i) % (span - run + 1);
+        file.write_all_at(&buf, start * BLOCK)
+            .with_context(|| format!("writing {}", s.source_part.display()))?;
+    }
+    file.sync_all()
+        .with_context(|| format!("syncing {}", s.source_part.display()))?;
+    Ok(runs * run * BLOCK)
+}
+
+/// The sizes of every physical file of the packet `first`.
+fn packet_bytes(first: &Path) -> Result<u64> {
+    let mut total = fs::metadata(first)
+        .with_context(|| format!("reading the size of {}", first.display()))?
+        .len();
+    for k in 2.. {
+        let name = PathBuf::from(format!("{}_{k}", first.display()));
+        match fs::metadata(&name) {
+            Ok(m) => total += m.len(),
+            Err(_) => break,
+        }
+    }
+    Ok(total)
+}
+
+/// The destination's replicated range equals the source's.
+fn same_range(s: &Sites) -> Result<()> {
+    let a = File::open(&s.source_part).context("opening the source")?;
+    let b = File::open(&s.dest_part).context("opening the destination")?;
+    let mut x = vec![0u8; (4 * MIB) as usize];
+    let mut y = vec![0u8; (4 * MIB) as usize];
+    let mut pos = BLOCK;
+    while pos < s.pool_size {
+        let n = ((s.pool_size - pos).min(4 * MIB)) as usize;
+        a.read_exact_at(&mut x[..n], pos)
+            .context("reading the source")?;
+        b.read_exact_at(&mut y[..n], pos)
+            .context("reading the destination")?;
+        ensure!(
+            x[..n] == y[..n],
+            "the destination differs from the source near {pos:#x}"
+        );
+        pos += n as u64;
+    }
+    Ok(())
+}
+
+/// Runs `program words files` under the measuring wrapper; it must exit 0.
+fn measured(program: &Path, words: &[&str], files: &[&Path], scratch: &Path) -> Result<Usage> {
+    let out_path = scratch.join("measure.json");
+    let out = Command::new(std::env::current_exe().context("locating xtask itself")?)
+        .args(["bench", MEASURE])
+        .arg(&out_path)
+        .arg("--")
+        .arg(program)
+        .args(words)
+        .args(files)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .output()
+        .with_context(|| format!("running {} under the measuring wrapper", program.display()))?;
+    ensure!(
+        out.status.success(),
+        "the measuring wrapper failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let text =
+        fs::read_to_string(&out_path).with_context(|| format!("reading {}", out_path.display()))?;
+    let m: serde_json::Value = serde_json::from_str(&text).context("parsing the measurement")?;
+    let num = |key: &str| m[key].as_u64().unwrap_or(0);
+    ensure!(
+        m["exit_code"].as_i64() == Some(0),
+        "`{} {}` failed: {}",
+        program.display(),
+        words.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(Usage {
+        wall: Duration::from_nanos(num("wall_ns")),
+        cpu: Duration::from_micros(num("user_us") + num("sys_us")),
+        max_rss: num("max_rss"),
+    })
+}
+
+/// Medians of a scenario's repetitions.
+struct Summary {
+    changed: u64,
+    packet: u64,
+    zstd: u64,
+    rsync: u64,
+    cat: Duration,
+    export: Duration,
+    export_cpu: Duration,
+    import: Duration,
+    import_cpu: Duration,
+    rss: u64,
+}
+
+fn summary(reps: &[Rep]) -> Option<Summary> {
+    let m = |f: fn(&Rep) -> u64| median(reps.iter().map(f).collect());
+    let d = |f: fn(&Rep) -> Duration| median(reps.iter().map(f).collect());
+    Some(Summary {
+        changed: m(|r| r.changed_bytes)?,
+        packet: m(|r| r.packet_bytes)?,
+        zstd: m(|r| r.zstd_bytes)?,
+        rsync: m(|r| r.rsync_bytes)?,
+        cat: d(|r| r.cat.wall)?,
+        export: d(|r| r.export.wall)?,
+        export_cpu: d(|r| r.export.cpu)?,
+        import: d(|r| r.import.wall)?,
+        import_cpu: d(|r| r.import.cpu)?,
+        rss: reps
+            .iter()
+            .map(|r| r.export.max_rss.max(r.import.max_rss))
+            .max()?,
+    })
+}
+
+fn results_table(results: &[(Scenario, Vec<Rep>)]) -> String {
+    let mut out = String::from(
+        "| change | changed | packet | packet (zstd) | rsync batch | cat (read pass) | export \
+         (CPU) | import (CPU) | peak RSS |\n|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for (scenario, reps) in results {
+        let Some(s) = summary(reps) else { continue };
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {:.3} s | {:.3} s ({:.3} s) | {:.3} s ({:.3} s) | {} |\n",
+            scenario.label(),
+            fmt_size(s.changed),
+            fmt_size(s.packet),
+            fmt_size(s.zstd),
+            fmt_size(s.rsync),
+            s.cat.as_secs_f64(),
+            s.export.as_secs_f64(),
+            s.export_cpu.as_secs_f64(),
+            s.import.as_secs_f64(),
+            s.import_cpu.as_secs_f64(),
+            fmt_size(s.rss)
+        ));
+    }
+    out
+}
+
+struct Verdict {
+    target: String,
+    measured: String,
+    pass: bool,
+}
+
+fn judge(results: &[(Scenario, Vec<Rep>)]) -> Vec<Verdict> {
+    let mut v = Vec::new();
+    for (scenario, reps) in results {
+        let Some(s) = summary(reps) else { continue };
+        let l = scenario.label();
+        let limit = (s.changed as f64 * PACKET_FACTOR) as u64 + PACKET_SLACK;
+        v.push(Verdict {
+            target: format!("{l}: packet ≤ 1.02 × changed + 64 KiB"),
+            measured: format!(
+                "{} ({:.4} × {})",
+                fmt_size(s.packet),
+                s.packet as f64 / s.changed.max(1) as f64,
+                fmt_size(s.changed)
+            ),
+            pass: s.packet <= limit,
+        });
+        v.push(Verdict {
+            target: format!("{l}: packet < rsync --only-write-batch"),
+            measured: format!(
+                "{} vs {} ({:.3} ×)",
+                fmt_size(s.packet),
+                fmt_size(s.rsync),
+                s.packet as f64 / s.rsync.max(1) as f64
+            ),
+            pass: s.packet < s.rsync,
+        });
+        let ratio = secs(s.export) / secs(s.cat);
+        v.push(Verdict {
+            target: format!("{l}: export ≤ 1.5 × one read pass (cat, warm)"),
+            measured: format!(
+                "{:.3} s vs {:.3} s ({ratio:.2} ×)",
+                s.export.as_secs_f64(),
+                s.cat.as_secs_f64()
+            ),
+            pass: ratio <= EXPORT_FACTOR,
+        });
+        let ratio = secs(s.import) / secs(s.cat);
+        v.push(Verdict {
+            target: format!("{l}: import (with the destination check) ≤ 2 × one read pass"),
+            measured: format!(
+                "{:.3} s vs {:.3} s ({ratio:.2} ×)",
+                s.import.as_secs_f64(),
+                s.cat.as_secs_f64()
+            ),
+            pass: ratio <= IMPORT_FACTOR,
+        });
+        v.push(Verdict {
+            target: format!("{l}: peak RSS ≤ 64 MiB"),
+            measured: fmt_size(s.rss),
+            pass: s.rss <= MAX_RSS,
+        });
+    }
+    v
+}
+
+fn verdict_table(verdicts: &[Verdict]) -> String {
+    let mut out = String::from("| target | measured | result |\n|---|---|---|\n");
+    for v in verdicts {
+        out.push_str(&format!(
+            "| {} | {} | {} |\n",
+            v.target,
+            v.measured,
+            if v.pass { "PASS" } else { "FAIL" }
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenarios_change_the_share_they_promise() {
+        assert_eq!(Scenario::Scattered.blocks(262_144), 2621);
+        assert_eq!(Scenario::Clustered.blocks(262_144), 26_214);
+        assert_eq!(Scenario::Clustered.run_len(), 256);
+    }
+}
