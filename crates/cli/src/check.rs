@@ -436,8 +436,9 @@ fn remote_lines(remotes: &[RemoteStatus], data: bool) -> (String, bool) {
                 None => String::new(),
             };
             format!(
-                "remote replica {}: consistent (judged on the remote host){lag}",
-                r.remote
+                "remote replica {}: consistent (judged on the remote host){lag}; last synchronized {}",
+                r.remote,
+                crate::output::last_sync_text(r)
             )
         };
         text.push_str(&line);

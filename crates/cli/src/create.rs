@@ -195,6 +195,7 @@ pub fn run(args: Args, settings: &crate::settings::Settings) -> anyhow::Result<E
                     crate::diagnose::shell_quote(&file)
                 )
             });
+            crate::remotes::warn_unrecorded(&all.remotes);
             if args.json {
                 let doc = Document {
                     path: &file,

@@ -277,6 +277,7 @@ fn remote_sections(remotes: &[RemoteStatus]) -> String {
             };
             field(&mut out, "lag", lag);
         }
+        field(&mut out, "last sync", crate::output::last_sync_text(r));
     }
     out
 }

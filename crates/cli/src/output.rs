@@ -67,6 +67,16 @@ pub fn local_time(seconds: u64) -> String {
     }
 }
 
+/// When a remote replica was last brought up to date, for `info` and
+/// `check`: its local time, or why that is not known.
+pub fn last_sync_text(r: &poolsync_engine::remote::status::RemoteStatus) -> String {
+    match (r.last_sync, &r.last_sync_unknown) {
+        (Some(t), _) => local_time(t),
+        (None, Some(why)) => format!("unknown: {why}"),
+        (None, None) => "unknown".to_string(),
+    }
+}
+
 /// A size as pmempool prints it: plain bytes, or with `-n` one decimal and
 /// a unit (`8.0M`).
 pub fn size(bytes: u64, human: bool) -> String {

@@ -86,6 +86,19 @@ pub fn plan_text(o: &RemoteOutcome, plan: &RemotePlan, dry_run: bool) -> String 
     out
 }
 
+/// Warns on stderr of each remote replica whose update is done but whose
+/// time could not be recorded (info and check then call it unknown).
+pub fn warn_unrecorded(outcomes: &[RemoteOutcome]) {
+    for o in outcomes {
+        if let Some(why) = &o.unrecorded {
+            eprintln!(
+                "warning: remote replica {} is up to date, but the time of this sync is not recorded: {why}",
+                o.remote
+            );
+        }
+    }
+}
+
 /// One line for what a remote update did.
 pub fn done_line(o: &RemoteOutcome) -> String {
     match (&o.plan, &o.report) {

@@ -205,7 +205,8 @@ struct TargetDoc {
 #[derive(Debug, Serialize)]
 struct FileDoc {
     path: PathBuf,
-    /// `pool`, `part`, `remote`, `poolset_file` or `state_file`.
+    /// `pool`, `part`, `remote`, `poolset_file`, `state_file` or
+    /// `remote_record`.
     role: &'static str,
     replica: Option<usize>,
     part: Option<usize>,
@@ -223,6 +224,7 @@ impl FileDoc {
             Role::Remote { replica, .. } => ("remote", Some(*replica), None),
             Role::SetFile => ("poolset_file", None, None),
             Role::StateFile => ("state_file", None, None),
+            Role::RemoteRecord => ("remote_record", None, None),
         };
         let (outcome, error) = match &file.outcome {
             Outcome::NotOwned { .. } => ("not_owned", Some(not_owned_message(file))),

@@ -1181,7 +1181,7 @@ mod tests {
         assert_eq!(set.command("rsh", None).unwrap(), ["ssh", "-p", "2222"]);
         assert_eq!(set.command("rsh", Some("rsh")).unwrap(), ["rsh"]);
         assert_eq!(set.command("remote_path", None).unwrap(), ["poolsync"]);
-        let home = Path::new("/home/u");
+        let home = Path::new("/users/u");
         assert_eq!(set.serve_root(None, Some(home)).unwrap(), home);
         assert_eq!(
             set.serve_root(Some("~/pools"), Some(home)).unwrap(),

@@ -392,6 +392,7 @@ fn remote_failure(remotes: &[RemoteOutcome]) -> Option<String> {
 /// `-vvv`), a line per replica with `-v`, and the failures of those that
 /// failed.
 fn remotes_text(remotes: &[RemoteOutcome], dry_run: bool, verbose: u8) -> String {
+    crate::remotes::warn_unrecorded(remotes);
     let mut text = String::new();
     for r in remotes {
         if let (Some(plan), true) = (&r.plan, dry_run || verbose >= 3) {

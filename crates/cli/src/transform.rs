@@ -234,6 +234,7 @@ fn finish_remote(
             ));
         }
     }
+    crate::remotes::warn_unrecorded(&remote.added);
     for r in remote.added.iter().filter(|r| r.error.is_none()) {
         match (&r.plan, args.dry_run) {
             (Some(plan), true) => text.push_str(&crate::remotes::plan_text(r, plan, true)),

@@ -76,6 +76,9 @@ pub enum Role {
     SetFile,
     /// The pool's update-packet state file (`<set>.poolsync-state`).
     StateFile,
+    /// The record of remote syncs (`<set>.poolsync-remotes`, see
+    /// [`crate::remote::record`]).
+    RemoteRecord,
 }
 
 /// What happened to one file.
@@ -367,6 +370,20 @@ pub fn rm_with<S: Storage>(
         report
             .files
             .extend(remove_state(storage, target, uuid, options, observer));
+        // Only a file that reads as a record: any other file of that name
+        // is not poolsync's to remove.
+        for path in crate::remote::record::record_files(target) {
+            if crate::remote::record::is_record(storage, &path) {
+                report.files.push(remove_one(
+                    storage,
+                    &path,
+                    Role::RemoteRecord,
+                    options,
+                    observer,
+                ));
+                let _ = storage.fsync_parent(&path);
+            }
+        }
     }
     if options.remove_set_file && parts_gone {
         report.files.push(remove_one(

@@ -509,7 +509,14 @@ fn rm_verify_owner_keeps_files_of_another_pool() {
         "{}",
         out.describe()
     );
-    assert!(!d.join("a0").exists(), "the owned part is removed");
+    // Two replicas that disagree decide no identity: neither file is
+    // provably the pool's, so both are kept (README, rm --verify-owner).
+    assert!(
+        out.stderr.contains("do not agree on a pool set uuid"),
+        "{}",
+        out.describe()
+    );
+    assert!(d.join("a0").exists(), "a tie proves nothing: a0 is kept");
     assert!(d.join("b0").exists(), "the foreign part is kept");
     assert!(
         d.join("x.set").exists(),

@@ -22,9 +22,11 @@
 //!   remote replica as with a local one (by digests, never by bytes).
 //! * [`serve`]: the server side, `poolsync serve`, over any [`Storage`](poolsync_pmem::Storage).
 //! * [`rules`]: which paths the server may touch.
+//! * [`record`]: when each remote replica was last brought up to date.
 
 pub mod create;
 pub mod pipe;
+pub mod record;
 pub mod replica;
 pub mod restore;
 pub mod rules;

@@ -75,6 +75,12 @@ pub struct RemoteStatus {
     pub wire: WireStats,
     /// Why it could not be reached or judged, when it could not.
     pub error: Option<String>,
+    /// When it was last brought up to date (Unix seconds), from the
+    /// record beside the pool set file ([`super::record`]).
+    pub last_sync: Option<u64>,
+    /// Why that time is not known, when it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_sync_unknown: Option<String>,
 }
 
 /// Reports every remote replica of the pool set at `path`.
@@ -86,7 +92,25 @@ pub fn remote_status<S: Storage>(
     progress: &dyn Progress,
 ) -> Result<Vec<RemoteStatus>, Error> {
     let set = open(storage, path, Access::ReadOnly)?;
-    status_of(&set, connector, options, progress)
+    let mut found = status_of(&set, connector, options, progress)?;
+    if !found.is_empty() {
+        let record = super::record::read(storage, &set.path);
+        let uuid = {
+            let health = inspect(&set);
+            health
+                .sync_source()
+                .and_then(|s| set.part(s, 0))
+                .and_then(|p| p.header())
+                .map(|h| poolsync_header::RawUuid(h.poolset_uuid.0).to_canonical())
+        };
+        for (status, line) in found.iter_mut().zip(&set.remotes) {
+            match record.last_sync(&line.node, &line.descriptor, uuid.as_deref()) {
+                Ok(t) => status.last_sync = Some(t),
+                Err(why) => status.last_sync_unknown = Some(why),
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// [`remote_status`] of a set already open.
@@ -125,6 +149,8 @@ pub fn status_of<F: poolsync_pmem::PartFile>(
             lag: None,
             wire: WireStats::default(),
             error: None,
+            last_sync: None,
+            last_sync_unknown: None,
         };
         let reached = connector
             .connect(&at.node)

@@ -39,6 +39,10 @@ pub struct RemoteOutcome {
     pub wire: WireStats,
     /// Why it failed, when it did.
     pub error: Option<String>,
+    /// Why the time of this sync could not be recorded (see
+    /// [`super::record`]), when it could not: the update itself is done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unrecorded: Option<String>,
 }
 
 /// A restore of the local replicas from a remote replica.
@@ -305,7 +309,9 @@ pub(crate) fn update_one_with<S: Storage>(
         report: None,
         wire: WireStats::default(),
         error: None,
+        unrecorded: None,
     };
+    let (node, descriptor) = (at.node.clone(), at.descriptor.clone());
     let remote = match connect(connector, at, set.replicas.len(), !options.dry_run, facts) {
         Ok(r) => r,
         Err(e) => {
@@ -342,6 +348,14 @@ pub(crate) fn update_one_with<S: Storage>(
             // The work is durable on both ends; a failed goodbye changes
             // nothing.
             let _ = remote.close();
+            if !options.dry_run {
+                let uuid = poolsync_header::RawUuid(facts.master.poolset_uuid.0).to_canonical();
+                if let Err(e) =
+                    super::record::note_sync(storage, &set.path, &node, &descriptor, &uuid)
+                {
+                    outcome.unrecorded = Some(e.to_string());
+                }
+            }
         }
         Err(e) => outcome.error = Some(e.to_string()),
     }

@@ -162,6 +162,7 @@ pub fn transform_all<S: Storage>(
                 report: None,
                 wire: super::WireStats::default(),
                 error: Some(e.to_string()),
+                unrecorded: None,
             });
             continue;
         }

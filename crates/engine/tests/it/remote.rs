@@ -507,3 +507,84 @@ fn with_no_local_replica_healthy_sync_restores_from_the_remote() {
     // The remote, the source of the restore, is current.
     assert!(done.remotes[0].plan.as_ref().unwrap().current);
 }
+
+/// `info` and `check` say when a remote replica was last brought up to
+/// date: a record beside the administrator's set file, written after each
+/// completed update, read back by `remote_status`; an unreadable record
+/// makes the time unknown and says why, and `rm` removes the record with
+/// the pool.
+#[test]
+fn the_time_of_the_last_sync_is_recorded_and_reported() {
+    use poolsync_engine::exec::Tuning;
+    use poolsync_engine::remote::record::{self, Record};
+    use poolsync_engine::remote::status::{remote_status, StatusOptions};
+    use poolsync_engine::rm::{rm_with, AlwaysYes, Ask, RmOptions};
+    let (_fx, s, admin) = setup();
+    let status_options = StatusOptions {
+        compare: true,
+        live_only: false,
+        tuning: Tuning {
+            stride: 1 << 20,
+            threads: 1,
+        },
+    };
+    let status = |s: &SimStorage| {
+        remote_status(s, &admin, &connector(s), &status_options, &NoProgress).expect("status")
+    };
+    // Before any sync: nothing on record.
+    let before = status(&s);
+    assert_eq!(before[0].last_sync, None);
+    assert!(before[0]
+        .last_sync_unknown
+        .as_deref()
+        .unwrap()
+        .contains("no sync of it is on record"));
+    // A dry run records nothing.
+    let dry = SyncOptions {
+        dry_run: true,
+        ..options()
+    };
+    sync_all(&s, &admin, &dry, &connector(&s), &NoProgress).expect("dry run");
+    assert_eq!(record::read(&s, &admin), Record::Missing);
+
+    let now = s.clock().unix_seconds();
+    run(&s, &admin);
+    let Record::Ready(entries) = record::read(&s, &admin) else {
+        panic!("no record after a sync");
+    };
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].node, "b.example.org");
+    assert_eq!(entries[0].set, REMOTE_SET);
+    let after = status(&s);
+    let t = after[0].last_sync.expect("a time");
+    assert!(t >= now, "{t} < {now}");
+    assert_eq!(after[0].last_sync_unknown, None);
+
+    // Damaged: unknown, naming the file.
+    let path = record::record_path(&admin);
+    let mut text = s.written_bytes(&path).expect("record");
+    text.extend_from_slice(b"\nsynced_at = [\n");
+    s.remove(&path).unwrap();
+    s.insert_file(&path, &text, 0o644).unwrap();
+    let damaged = status(&s);
+    assert_eq!(damaged[0].last_sync, None);
+    let why = damaged[0].last_sync_unknown.clone().unwrap();
+    assert!(
+        why.contains("poolsync-remotes") && why.contains("line "),
+        "{why}"
+    );
+    // The next sync writes a good record again.
+    run(&s, &admin);
+    assert!(status(&s)[0].last_sync.is_some());
+
+    // rm removes it with the pool; a file of that name that is not a
+    // record would be kept.
+    let opts = RmOptions {
+        ask: Ask::Never,
+        remove_set_file: true,
+        ..RmOptions::default()
+    };
+    let report = rm_with(&s, &admin, &opts, &mut AlwaysYes, &connector(&s)).unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert!(s.stat(&path).unwrap().is_none(), "the record is removed");
+}

@@ -8,7 +8,8 @@
 //! the old image), complete (healthy, the new image), or visibly broken
 //! (a header libpmemobj refuses): never healthy with half an update. The
 //! re-run converges to the uninterrupted run's end state. The local source
-//! is never written.
+//! is never written; the record of remote syncs beside the set file is
+//! written aside and renamed, so a crash leaves the old one or the new.
 
 use std::path::Path;
 
@@ -56,7 +57,11 @@ fn writer(s: &Wrapped, admin: &Path) -> Result<u64, Error> {
         ..options()
     };
     let out = sync_all(s, admin, &opts, &connector(s), &NoProgress)?;
-    if let Some(e) = out.remotes.iter().find_map(|r| r.error.as_deref()) {
+    if let Some(e) = out
+        .remotes
+        .iter()
+        .find_map(|r| r.error.as_deref().or(r.unrecorded.as_deref()))
+    {
         return Err(as_error(e));
     }
     Ok(out.remotes[0]
@@ -70,7 +75,8 @@ fn writer(s: &Wrapped, admin: &Path) -> Result<u64, Error> {
 /// remote header's checksum is valid.
 fn normalized(s: &SimStorage) -> SimImage {
     let mut image = s.image();
-    image.retain(|p| !is_undo_file(p));
+    // The record of remote syncs holds the time of the run that finished.
+    image.retain(|p| !is_undo_file(p) && !p.to_string_lossy().contains(".poolsync-remotes"));
     let parts: Vec<_> = image
         .files()
         .keys()
