@@ -160,6 +160,25 @@ fn a_remote_replica_is_seeded_kept_current_and_opens_with_libpmemobj() {
 
     // A dry run prints the plan with the bytes for the wire and each side.
     objclient(&["write", s(&r.app), "remote", "another change"]).assert_success();
+    // check measures the lag and says when the last sync was.
+    let out = r.run(&sshd, &["check"]);
+    out.assert_success();
+    let status = line(&out.stdout, "remote replica ");
+    assert!(status.contains("; lag: "), "{}", out.describe());
+    assert!(
+        status.contains("; last synchronized ") && !status.contains("unknown"),
+        "{}",
+        out.describe()
+    );
+    let out = r.run(&sshd, &["info"]);
+    out.assert_success();
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("last sync") && !l.contains("unknown")),
+        "{}",
+        out.describe()
+    );
     let before = snapshot(r.remote_set.parent().unwrap());
     let out = r.run(&sshd, &["sync", "-d"]);
     out.assert_success();
