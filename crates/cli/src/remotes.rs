@@ -33,6 +33,11 @@ pub fn plan_text(o: &RemoteOutcome, plan: &RemotePlan, dry_run: bool) -> String 
             }
         ));
     }
+    if let Some(how) = &o.changed_on_host {
+        out.push_str(&format!(
+            "  changed on its host since its last sync ({how}): its changed blocks are overwritten from the source, rewinding it\n"
+        ));
+    }
     if plan.current {
         out.push_str(&format!(
             "  current: {} bytes compared by digests, none differ; nothing to send\n",
@@ -86,10 +91,17 @@ pub fn plan_text(o: &RemoteOutcome, plan: &RemotePlan, dry_run: bool) -> String 
     out
 }
 
-/// Warns on stderr of each remote replica whose update is done but whose
-/// time could not be recorded (info and check then call it unknown).
+/// Warns on stderr of each remote replica that was changed on its host and
+/// is now rewound, and of each whose update is done but whose time could
+/// not be recorded (info and check then call it unknown).
 pub fn warn_unrecorded(outcomes: &[RemoteOutcome]) {
     for o in outcomes {
+        if let (Some(how), true) = (&o.changed_on_host, o.report.is_some()) {
+            eprintln!(
+                "warning: remote replica {} was changed on its host since its last sync ({how}): rewound to the source, what was written there is overwritten",
+                o.remote
+            );
+        }
         if let Some(why) = &o.unrecorded {
             eprintln!(
                 "warning: remote replica {} is up to date, but the time of this sync is not recorded: {why}",
@@ -109,8 +121,12 @@ pub fn done_line(o: &RemoteOutcome) -> String {
             o.wire.bytes_sent + o.wire.bytes_received
         ),
         (Some(plan), Some(report)) => format!(
-            "remote replica {}: updated: {} bytes differed, {} bytes copied, {} bytes written there; {} bytes sent and {} received on the wire",
+            "remote replica {}: {}updated: {} bytes differed, {} bytes copied, {} bytes written there; {} bytes sent and {} received on the wire",
             o.remote,
+            match &o.changed_on_host {
+                Some(how) => format!("changed on its host since its last sync ({how}): rewound to the source; "),
+                None => String::new(),
+            },
             plan.totals.bytes_differing,
             plan.totals.bytes_to_copy,
             report.bytes_written,

@@ -157,6 +157,17 @@ fn a_remote_replica_is_seeded_kept_current_and_opens_with_libpmemobj() {
     out.assert_success();
     let done = line(&out.stdout, "remote replica ");
     assert!(number_before(done, "bytes differed") > 0, "{done}");
+    assert!(
+        done.contains("changed on its host since its last sync")
+            && done.contains("rewound to the source"),
+        "{}",
+        out.describe()
+    );
+    assert!(
+        out.stderr.contains("warning: remote replica"),
+        "{}",
+        out.describe()
+    );
 
     // A dry run prints the plan with the bytes for the wire and each side.
     objclient(&["write", s(&r.app), "remote", "another change"]).assert_success();

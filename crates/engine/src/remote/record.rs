@@ -36,6 +36,11 @@ pub struct Entry {
     pub poolset_uuid: String,
     /// When (Unix seconds of the storage clock).
     pub synced_at: u64,
+    /// The remote replica's `run_id` right after that sync (libpmemobj
+    /// adds 2 to it at every open, docs/format.md §7): a different value
+    /// at the next sync means the pool was opened on the remote host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<u64>,
 }
 
 /// The file's contents.
@@ -60,6 +65,17 @@ pub enum Record {
 }
 
 impl Record {
+    /// The entry of the remote replica `node` `set`, when there is one of
+    /// pool set UUID `uuid`.
+    pub fn entry(&self, node: &str, set: &str, uuid: &str) -> Option<&Entry> {
+        match self {
+            Record::Ready(entries) => entries.iter().find(|e| {
+                e.node == node && e.set == set && e.poolset_uuid.eq_ignore_ascii_case(uuid)
+            }),
+            Record::Missing | Record::Unusable(_) => None,
+        }
+    }
+
     /// When the remote replica `node` `set` was last brought up to date
     /// with pool set UUID `uuid`; otherwise why that is unknown.
     pub fn last_sync(&self, node: &str, set: &str, uuid: Option<&str>) -> Result<u64, String> {
@@ -177,6 +193,7 @@ pub fn note_sync<S: Storage>(
     node: &str,
     set: &str,
     uuid: &str,
+    run_id: Option<u64>,
 ) -> Result<(), Error> {
     let now = storage.clock().unix_seconds();
     let mut entries = match read(storage, set_path) {
@@ -189,6 +206,7 @@ pub fn note_sync<S: Storage>(
         set: set.to_string(),
         poolset_uuid: uuid.to_string(),
         synced_at: now,
+        run_id,
     });
     let path = record_path(set_path);
     let text = render(&entries).map_err(|reason| Error::InvalidRequest {
@@ -244,6 +262,7 @@ mod tests {
             set: format!("dir/r{i}.set"),
             poolset_uuid: "0f6c8a1e-3d6b-4f38-9a41-5b0c9e7d2a11".to_string(),
             synced_at: 1_765_000_000 + i,
+            run_id: (i % 2 == 0).then_some(2 * i),
         }
     }
 
@@ -286,13 +305,19 @@ mod tests {
         #[test]
         fn records_round_trip(
             entries in proptest::collection::vec(
-                ("[a-z@.]{1,20}", "[a-z/._-]{1,30}", "[0-9a-f-]{36}", any::<u64>()),
+                ("[a-z@.]{1,20}", "[a-z/._-]{1,30}", "[0-9a-f-]{36}", any::<u64>(), any::<Option<u64>>()),
                 0..8,
             )
         ) {
             let entries: Vec<Entry> = entries
                 .into_iter()
-                .map(|(node, set, poolset_uuid, synced_at)| Entry { node, set, poolset_uuid, synced_at: synced_at >> 1 })
+                .map(|(node, set, poolset_uuid, synced_at, run_id)| Entry {
+                    node,
+                    set,
+                    poolset_uuid,
+                    synced_at: synced_at >> 1,
+                    run_id: run_id.map(|r| r >> 1),
+                })
                 .collect();
             let text = render(&entries).expect("render");
             prop_assert_eq!(parse(text.as_bytes()), Ok(entries));

@@ -43,6 +43,24 @@ pub struct RemoteOutcome {
     /// [`super::record`]), when it could not: the update itself is done.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unrecorded: Option<String>,
+    /// How the remote replica was changed on its host since its last sync
+    /// (its `run_id` moved: the pool was opened there), when it was; its
+    /// changed blocks are overwritten from the source, so it is rewound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changed_on_host: Option<String>,
+}
+
+/// The `run_id` of a healthy remote replica (logical offset 0x1808, in the
+/// pool descriptor), or `None` when it is not healthy or cannot be read.
+fn remote_run_id(remote: &RemoteReplica) -> Option<u64> {
+    use crate::endpoint::Endpoint;
+    if !remote.view().opened.healthy {
+        return None;
+    }
+    let mut b = [0u8; 8];
+    let at = poolsync_header::OBJ_DESC_OFF + poolsync_header::OBJ_DESC_RUN_ID_OFF as u64;
+    remote.read(at, &mut b).ok()?;
+    Some(u64::from_le_bytes(b))
 }
 
 /// A restore of the local replicas from a remote replica.
@@ -310,8 +328,10 @@ pub(crate) fn update_one_with<S: Storage>(
         wire: WireStats::default(),
         error: None,
         unrecorded: None,
+        changed_on_host: None,
     };
     let (node, descriptor) = (at.node.clone(), at.descriptor.clone());
+    let uuid = poolsync_header::RawUuid(facts.master.poolset_uuid.0).to_canonical();
     let remote = match connect(connector, at, set.replicas.len(), !options.dry_run, facts) {
         Ok(r) => r,
         Err(e) => {
@@ -319,6 +339,20 @@ pub(crate) fn update_one_with<S: Storage>(
             return outcome;
         }
     };
+    // Opened on its host since the last sync? Its run_id says so.
+    let record = super::record::read(storage, &set.path);
+    if let (Some(was), Some(now)) = (
+        record
+            .entry(&node, &descriptor, &uuid)
+            .and_then(|e| e.run_id),
+        remote_run_id(&remote),
+    ) {
+        if was != now {
+            outcome.changed_on_host = Some(format!(
+                "its run_id is {now}, {was} after its last sync: the pool was opened on its host"
+            ));
+        }
+    }
     let result = (|| {
         let update = UpdateOptions {
             tuning: options.tuning(),
@@ -342,16 +376,23 @@ pub(crate) fn update_one_with<S: Storage>(
     })();
     outcome.wire = remote.stats();
     match result {
-        Ok((plan, report)) => {
+        Ok((mut plan, report)) => {
+            plan.rewind = outcome.changed_on_host.is_some();
             outcome.plan = Some(plan);
             outcome.report = report;
+            // The run_id the remote holds now, as judged after the update
+            // (a seeded remote was not healthy when opened).
+            let run_id = if options.dry_run {
+                None
+            } else {
+                remote.refresh().ok().and_then(|_| remote_run_id(&remote))
+            };
             // The work is durable on both ends; a failed goodbye changes
             // nothing.
             let _ = remote.close();
             if !options.dry_run {
-                let uuid = poolsync_header::RawUuid(facts.master.poolset_uuid.0).to_canonical();
                 if let Err(e) =
-                    super::record::note_sync(storage, &set.path, &node, &descriptor, &uuid)
+                    super::record::note_sync(storage, &set.path, &node, &descriptor, &uuid, run_id)
                 {
                     outcome.unrecorded = Some(e.to_string());
                 }

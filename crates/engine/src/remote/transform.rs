@@ -163,6 +163,7 @@ pub fn transform_all<S: Storage>(
                 wire: super::WireStats::default(),
                 error: Some(e.to_string()),
                 unrecorded: None,
+                changed_on_host: None,
             });
             continue;
         }

@@ -176,9 +176,11 @@ pub struct RemotePlan {
     pub verdicts: Vec<String>,
     /// Whether the remote replica is current already: nothing is written.
     pub current: bool,
-    /// Whether the remote replica's data had changed since it was last
-    /// brought up to date in a way that this source never held: not
-    /// known from digests alone (always `false` here).
+    /// Whether the remote replica was changed on its host since it was
+    /// last brought up to date (its `run_id` moved: see
+    /// `remote::record`), so that the update rewinds it to the source. Not
+    /// known from digests alone: the planner leaves it `false`, and the
+    /// sync sets it from the record.
     pub rewind: bool,
     /// Each part.
     pub parts: Vec<RemotePart>,

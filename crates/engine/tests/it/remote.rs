@@ -17,7 +17,7 @@ use poolsync_engine::remote::sync::{sync_all, SyncAllOutcome};
 use poolsync_engine::sync::{NoProgress, SyncOptions, UuidSource};
 use poolsync_engine::Error;
 use poolsync_pmem::sim::SimStorage;
-use poolsync_pmem::{Access, Storage};
+use poolsync_pmem::{Access, PartFile, Storage};
 
 use crate::support::{write_file, Fixture};
 
@@ -194,6 +194,44 @@ fn a_remote_changed_on_its_host_is_rewound() {
     let plan = out.remotes[0].plan.as_ref().unwrap();
     assert_eq!(plan.totals.bytes_differing, 4096);
     assert_in_sync(&s, &fx.set_path);
+    // Its run_id did not move: not said to be changed on its host.
+    assert_eq!(out.remotes[0].changed_on_host, None);
+    assert!(!plan.rewind);
+
+    // The source is opened by its application (run_id + 2 in both local
+    // replicas): the remote lags, it was not changed on its host.
+    let run_id_at = 0x1808u64;
+    let run_id = |s: &SimStorage, path: &Path| {
+        let f = s.open(path, Access::ReadOnly).unwrap();
+        let mut b = [0u8; 8];
+        f.read_at(run_id_at, &mut b).unwrap();
+        u64::from_le_bytes(b)
+    };
+    let local = run_id(&s, fx.part(0, 0));
+    for r in 0..2 {
+        fx.write_logical(&s, r, run_id_at, &(local + 2).to_le_bytes());
+    }
+    let out = run(&s, &admin);
+    assert_eq!(out.remotes[0].changed_on_host, None, "{:?}", out.remotes[0]);
+    let remote_part0 = Path::new(ROOT).join("pools/standby.part0");
+    assert_eq!(run_id(&s, &remote_part0), local + 2);
+
+    // libpmemobj opens the standby on its host (run_id + 2 there) and
+    // writes: the sync says it was changed there, and rewinds it.
+    write_file(&s, &remote_part0, run_id_at, &(local + 4).to_le_bytes());
+    write_file(&s, &remote_part, 5 * M, &[0x66; 4096]);
+    let out = run(&s, &admin);
+    let r = &out.remotes[0];
+    let how = r.changed_on_host.as_deref().expect("changed on its host");
+    assert!(how.contains("opened on its host"), "{how}");
+    let plan = r.plan.as_ref().unwrap();
+    assert!(plan.rewind);
+    assert_eq!(plan.totals.bytes_differing, 2 * 4096, "{plan:#?}");
+    assert_in_sync(&s, &fx.set_path);
+    assert_eq!(run_id(&s, &remote_part0), local + 2, "rewound");
+    // And the next sync finds it as it left it.
+    let out = run(&s, &admin);
+    assert_eq!(out.remotes[0].changed_on_host, None);
 }
 
 #[test]
