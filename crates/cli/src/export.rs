@@ -122,6 +122,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         request: args.request.clone(),
         wait_lock,
         ids: IdSource::Random,
+        threads: settings.jobs(None)?,
         ..ExportOptions::default()
     };
     let progress =

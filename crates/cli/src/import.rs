@@ -130,6 +130,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
                 name: args.name.clone(),
                 wait_lock,
                 uuids: UuidSource::Random,
+                threads: settings.jobs(None)?,
             };
             let off = args.dry_run || args.diagnose || args.no_progress;
             let progress = crate::progress::reporter("import", off, args.progress);

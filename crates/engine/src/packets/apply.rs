@@ -115,7 +115,9 @@ impl CheckReport {
 /// and the packet's records (see the module documentation). With
 /// `after_fork`, a block the packet does not carry whose stamp is after
 /// that epoch counts as kept too: the destination changed it on a
-/// timeline the packet's history does not have.
+/// timeline the packet's history does not have. `threads` workers read
+/// and hash each stride.
+#[allow(clippy::too_many_arguments)]
 pub fn check_destination(
     replicas: &[&dyn Endpoint],
     range: Range<u64>,
@@ -123,9 +125,12 @@ pub fn check_destination(
     after_fork: Option<u32>,
     old: &mut dyn OldEntries,
     records: &mut dyn RecordSource,
+    threads: usize,
     progress: &dyn Progress,
 ) -> Result<CheckReport, Error> {
+    let pool = super::scan::workers(threads)?;
     let mut c = Checker {
+        pool: pool.as_ref(),
         after_fork,
         replicas,
         bs: u64::from(block_size),
@@ -150,6 +155,7 @@ pub fn check_destination(
 const CHECK_STRIDE: u64 = 1 << 20;
 
 struct Checker<'a> {
+    pool: Option<&'a rayon::ThreadPool>,
     after_fork: Option<u32>,
     replicas: &'a [&'a dyn Endpoint],
     bs: u64,
@@ -162,13 +168,13 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     /// Reads `[offset, offset + len)` of every replica; `judge` gets each
-    /// block's offset, bytes and old entry and says whether it is a local
-    /// change.
+    /// block's offset, bytes, entry (its digest now, stamp 0) and old
+    /// entry and says whether it is a local change.
     fn walk(
         &mut self,
         start: u64,
         end: u64,
-        mut judge: impl FnMut(u64, &[u8], Option<Entry>, &mut CheckReport),
+        mut judge: impl FnMut(u64, &[u8], Entry, Option<Entry>, &mut CheckReport),
     ) -> Result<(), Error> {
         let mut pos = start;
         while pos < end {
@@ -183,11 +189,26 @@ impl Checker<'_> {
             }
             for rep in self.replicas {
                 self.buf.resize(n as usize, 0);
-                rep.read(pos, &mut self.buf)?;
+                let digests = super::scan::read_and_hash(
+                    *rep,
+                    pos,
+                    &mut self.buf,
+                    self.bs as usize,
+                    self.pool,
+                )?;
                 self.report.bytes_read += n;
-                for (b, bytes) in self.buf.chunks(self.bs as usize).enumerate() {
+                for (b, (bytes, digest)) in
+                    self.buf.chunks(self.bs as usize).zip(digests).enumerate()
+                {
                     self.report.blocks += 1;
-                    judge(pos + b as u64 * self.bs, bytes, olds[b], &mut self.report);
+                    let now = Entry::from_xxh3_128(digest, 0);
+                    judge(
+                        pos + b as u64 * self.bs,
+                        bytes,
+                        now,
+                        olds[b],
+                        &mut self.report,
+                    );
                 }
             }
             self.progress.advance(n);
@@ -199,17 +220,15 @@ impl Checker<'_> {
     fn uncarried(&mut self, start: u64, end: u64) -> Result<(), Error> {
         let bs = self.bs;
         let fork = self.after_fork;
-        self.walk(start, end, |at, bytes, old, report| match old {
-            Some(e)
-                if entry_of(bytes, 0).digest == e.digest && fork.is_none_or(|f| e.stamp <= f) => {}
+        self.walk(start, end, |at, _bytes, now, old, report| match old {
+            Some(e) if now.digest == e.digest && fork.is_none_or(|f| e.stamp <= f) => {}
             _ => report.kept.push(at, bs),
         })
     }
 
     fn carried(&mut self, offset: u64, len: u64, data: &[u8]) -> Result<(), Error> {
         let bs = self.bs;
-        self.walk(offset, offset + len, |at, bytes, old, report| {
-            let new = entry_of(bytes, 0);
+        self.walk(offset, offset + len, |at, bytes, new, old, report| {
             match old {
                 Some(e) if e.digest == new.digest => return,
                 None => {

@@ -72,6 +72,8 @@ pub struct ExportOptions {
     pub ids: IdSource,
     /// Bytes read at a time.
     pub stride: usize,
+    /// Worker threads that read and hash the source.
+    pub threads: usize,
 }
 
 impl Default for ExportOptions {
@@ -90,6 +92,7 @@ impl Default for ExportOptions {
             wait_lock: None,
             ids: IdSource::Random,
             stride: 4 << 20,
+            threads: 1,
         }
     }
 }
@@ -698,6 +701,7 @@ fn run<S: Storage>(
         base: plan.base,
         extra: &extra,
         stride: options.stride,
+        threads: options.threads,
     };
     let mut cursor = match &start.file {
         Some(f) => f.cursor(),

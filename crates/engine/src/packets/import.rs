@@ -69,6 +69,9 @@ pub struct ImportOptions {
     pub wait_lock: Option<Duration>,
     /// Where the UUIDs of a seeded destination's parts come from.
     pub uuids: UuidSource,
+    /// Worker threads that read and hash the destination while checking
+    /// it (0 and 1: one).
+    pub threads: usize,
 }
 
 /// Why a packet is refused.
@@ -345,7 +348,15 @@ pub fn import<S: Storage>(
                     Verdict::WouldApply
                 } else {
                     checked_once = true;
-                    let check = check_only(storage, &dest, state.as_ref(), packet, key, fork)?;
+                    let check = check_only(
+                        storage,
+                        &dest,
+                        state.as_ref(),
+                        packet,
+                        key,
+                        fork,
+                        options.threads,
+                    )?;
                     let verdict =
                         judge_check(&check, packet, held.as_ref(), fork, dest.interrupted);
                     report.check = Some(check);
@@ -825,6 +836,7 @@ fn check_only<S: Storage>(
     packet: &LogicalPacket,
     key: Option<&Key>,
     fork: Option<u32>,
+    threads: usize,
 ) -> Result<CheckReport, Error> {
     let (Some(s), Shape::Existing) = (state, dest.shape) else {
         return Ok(CheckReport::default());
@@ -840,6 +852,7 @@ fn check_only<S: Storage>(
         fork,
         &mut cursor,
         &mut records,
+        threads,
         &NoProgress,
     )?;
     records.finish()?;
@@ -905,7 +918,7 @@ fn apply_one<S: Storage>(
     report: &mut ImportReport,
 ) -> Result<Verdict, Error> {
     let held = state.map(|s| Held::of(&s.head));
-    let check = check_only(storage, dest, state, packet, key, fork)?;
+    let check = check_only(storage, dest, state, packet, key, fork, options.threads)?;
     let verdict = judge_check(&check, packet, held.as_ref(), fork, dest.interrupted);
     report.check = Some(check);
     if verdict != Verdict::WouldApply {
@@ -1135,6 +1148,7 @@ fn write_request<S: Storage>(
         fork,
         &mut cursor,
         &mut NoRecords,
+        1,
         &NoProgress,
     )?;
     let bs = u64::from(h.block_size);

@@ -41,6 +41,9 @@ pub struct ScanPlan<'a> {
     pub extra: &'a [BlockRange],
     /// Bytes read at a time (a multiple of the block size).
     pub stride: usize,
+    /// Worker threads that read and hash each stride (1: the reader
+    /// thread alone).
+    pub threads: usize,
 }
 
 /// One block's verdict.
@@ -109,9 +112,66 @@ pub fn scan(
             let _ = empty_tx.send(Vec::new());
         }
         let range = plan.range.clone();
-        scope.spawn(move || read_ahead(source, range, stride, bs, &full_tx, &empty_rx));
+        let pool = workers(plan.threads)?;
+        scope.spawn(move || {
+            read_ahead(
+                source,
+                range,
+                stride,
+                bs,
+                pool.as_ref(),
+                &full_tx,
+                &empty_rx,
+            )
+        });
         consume(plan, old, visit, progress, &full_rx, &empty_tx)
     })
+}
+
+/// A pool of `threads` workers, or `None` for one.
+pub(crate) fn workers(threads: usize) -> Result<Option<rayon::ThreadPool>, Error> {
+    if threads <= 1 {
+        return Ok(None);
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map(Some)
+        .map_err(|_| Error::InvalidOptions {
+            reason: "cannot start the worker threads",
+        })
+}
+
+/// Bytes each worker reads and hashes at a time.
+const PIECE: usize = 512 << 10;
+
+/// Reads `buf.len()` bytes of `source` at `pos` into `buf` and returns the
+/// digest of each `bs`-byte block, the pieces spread over `pool`'s
+/// workers when there is a pool.
+pub(crate) fn read_and_hash(
+    source: &dyn Endpoint,
+    pos: u64,
+    buf: &mut [u8],
+    bs: usize,
+    pool: Option<&rayon::ThreadPool>,
+) -> Result<Vec<u128>, Error> {
+    use rayon::prelude::*;
+    let bs = bs.max(1);
+    let Some(pool) = pool else {
+        source.read(pos, buf)?;
+        return Ok(buf.chunks(bs).map(crate::endpoint::digest).collect());
+    };
+    let piece = (PIECE / bs).max(1) * bs;
+    let pieces: Result<Vec<Vec<u128>>, Error> = pool.install(|| {
+        buf.par_chunks_mut(piece)
+            .enumerate()
+            .map(|(i, chunk)| {
+                source.read(pos + (i * piece) as u64, chunk)?;
+                Ok(chunk.chunks(bs).map(crate::endpoint::digest).collect())
+            })
+            .collect()
+    });
+    Ok(pieces?.concat())
 }
 
 /// The reader thread: reads and hashes each stride of `range` in turn.
@@ -120,6 +180,7 @@ fn read_ahead(
     range: Range<u64>,
     stride: u64,
     bs: u64,
+    pool: Option<&rayon::ThreadPool>,
     full: &mpsc::SyncSender<Result<Read, Error>>,
     empty: &mpsc::Receiver<Vec<u8>>,
 ) {
@@ -130,16 +191,17 @@ fn read_ahead(
         };
         let n = (range.end - pos).min(stride);
         buf.resize(usize::try_from(n).unwrap_or(0), 0);
-        let read = source.read(pos, &mut buf).map(|()| {
-            let digests = buf
-                .chunks(usize::try_from(bs).unwrap_or(1))
-                .map(crate::endpoint::digest)
-                .collect();
-            Read {
-                offset: pos,
-                buf,
-                digests,
-            }
+        let read = read_and_hash(
+            source,
+            pos,
+            &mut buf,
+            usize::try_from(bs).unwrap_or(1),
+            pool,
+        )
+        .map(|digests| Read {
+            offset: pos,
+            buf,
+            digests,
         });
         let failed = read.is_err();
         if full.send(read).is_err() || failed {
@@ -288,6 +350,7 @@ mod tests {
             base: 3,
             extra: &extra,
             stride: 3 * 4096,
+            threads: 1,
         };
         let mut seen = Collect::default();
         let totals = scan(

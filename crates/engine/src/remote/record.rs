@@ -262,7 +262,7 @@ mod tests {
             set: format!("dir/r{i}.set"),
             poolset_uuid: "0f6c8a1e-3d6b-4f38-9a41-5b0c9e7d2a11".to_string(),
             synced_at: 1_765_000_000 + i,
-            run_id: (i % 2 == 0).then_some(2 * i),
+            run_id: i.is_multiple_of(2).then_some(2 * i),
         }
     }
 
