@@ -299,48 +299,14 @@ pub fn rm_with<S: Storage>(
                 descriptor,
                 line,
             } => {
-                let role = Role::Remote {
-                    replica: r,
-                    line: *line,
-                    node: node.clone(),
-                    descriptor: descriptor.clone(),
-                };
                 let at = crate::remote::replica::RemoteRef {
                     set: target.to_path_buf(),
                     line: *line,
                     node: node.clone(),
                     descriptor: descriptor.clone(),
                 };
-                let name = PathBuf::from(format!("{node}:{descriptor}"));
-                observer.visiting(&name, &role);
-                let removed = remove_remote(connector, at, options.remove_remote_set_files, uuid);
-                let files = match removed {
-                    Ok(files) => files
-                        .into_iter()
-                        .map(|(path, existed)| RmFile {
-                            path: PathBuf::from(format!("{node}:{path}")),
-                            role: role.clone(),
-                            outcome: if existed {
-                                Outcome::Removed
-                            } else if options.force {
-                                Outcome::Missing
-                            } else {
-                                Outcome::Failed(Error::NotFound {
-                                    path: PathBuf::from(format!("{node}:{path}")),
-                                })
-                            },
-                        })
-                        .collect(),
-                    Err(e) => vec![RmFile {
-                        path: name,
-                        role,
-                        outcome: Outcome::Failed(e),
-                    }],
-                };
-                for file in files {
-                    observer.done(&file);
-                    report.files.push(file);
-                }
+                let files = rm_remote(connector, at, r, uuid, options, observer);
+                report.files.extend(files);
             }
         }
     }
@@ -357,36 +323,101 @@ pub fn rm_with<S: Storage>(
     }
 
     drop(loaded);
+    let files = remove_leftovers(storage, target, &report.files, uuid, options, observer);
+    report.files.extend(files);
+    Ok(report)
+}
+
+/// A remote replica's files, removed on its host by `poolsync serve`, as
+/// `rm` reports them.
+fn rm_remote(
+    connector: &dyn crate::remote::Connector,
+    at: crate::remote::replica::RemoteRef,
+    replica: usize,
+    uuid: Option<[u8; 16]>,
+    options: &RmOptions,
+    observer: &mut dyn RmObserver,
+) -> Vec<RmFile> {
+    let (node, descriptor) = (at.node.clone(), at.descriptor.clone());
+    let role = Role::Remote {
+        replica,
+        line: at.line,
+        node: node.clone(),
+        descriptor: descriptor.clone(),
+    };
+    let name = PathBuf::from(format!("{node}:{descriptor}"));
+    observer.visiting(&name, &role);
+    let removed = remove_remote(connector, at, options.remove_remote_set_files, uuid);
+    let files: Vec<RmFile> = match removed {
+        Ok(files) => files
+            .into_iter()
+            .map(|(path, existed)| RmFile {
+                path: PathBuf::from(format!("{node}:{path}")),
+                role: role.clone(),
+                outcome: if existed {
+                    Outcome::Removed
+                } else if options.force {
+                    Outcome::Missing
+                } else {
+                    Outcome::Failed(Error::NotFound {
+                        path: PathBuf::from(format!("{node}:{path}")),
+                    })
+                },
+            })
+            .collect(),
+        Err(e) => vec![RmFile {
+            path: name,
+            role,
+            outcome: Outcome::Failed(e),
+        }],
+    };
+    for file in &files {
+        observer.done(file);
+    }
+    files
+}
+
+/// After the parts of the pool set at `target` (whose outcomes are
+/// `parts`): the state file, the record of remote syncs and, when asked,
+/// the set file itself, each only when every part is gone.
+fn remove_leftovers<S: Storage>(
+    storage: &S,
+    target: &Path,
+    parts: &[RmFile],
+    uuid: Option<[u8; 16]>,
+    options: &RmOptions,
+    observer: &mut dyn RmObserver,
+) -> Vec<RmFile> {
+    let mut out = Vec::new();
     // The set file goes only when its parts are gone: after a failure, or a
     // part the user chose to keep, it still describes files that exist.
     // (Zeroed devices count as gone: they no longer hold a pool.)
-    let parts_gone = report.files.iter().all(|f| {
+    let parts_gone = parts.iter().all(|f| {
         !matches!(
             f.outcome,
             Outcome::Failed(_) | Outcome::Declined | Outcome::NotOwned { .. }
         )
     });
-    if parts_gone {
-        report
-            .files
-            .extend(remove_state(storage, target, uuid, options, observer));
-        // Only a file that reads as a record: any other file of that name
-        // is not poolsync's to remove.
-        for path in crate::remote::record::record_files(target) {
-            if crate::remote::record::is_record(storage, &path) {
-                report.files.push(remove_one(
-                    storage,
-                    &path,
-                    Role::RemoteRecord,
-                    options,
-                    observer,
-                ));
-                let _ = storage.fsync_parent(&path);
-            }
+    if !parts_gone {
+        return out;
+    }
+    out.extend(remove_state(storage, target, uuid, options, observer));
+    // Only a file that reads as a record: any other file of that name is
+    // not poolsync's to remove.
+    for path in crate::remote::record::record_files(target) {
+        if crate::remote::record::is_record(storage, &path) {
+            out.push(remove_one(
+                storage,
+                &path,
+                Role::RemoteRecord,
+                options,
+                observer,
+            ));
+            let _ = storage.fsync_parent(&path);
         }
     }
-    if options.remove_set_file && parts_gone {
-        report.files.push(remove_one(
+    if options.remove_set_file {
+        out.push(remove_one(
             storage,
             target,
             Role::SetFile,
@@ -394,7 +425,7 @@ pub fn rm_with<S: Storage>(
             observer,
         ));
     }
-    Ok(report)
+    out
 }
 
 /// Removes a remote replica's parts (and its set file) on its host.

@@ -84,7 +84,6 @@ pub fn plan_restore<S: Storage>(
     progress: &dyn Progress,
 ) -> Result<RestorePlan, Error> {
     let view = remote.view();
-    let id = set.replicas.len();
     let pool_size = view.opened.pool_size;
     let master: PoolHdr = match view.headers.first() {
         Some(crate::open::HeaderState::Read(h)) if view.opened.healthy && pool_size > 0 => {
@@ -102,129 +101,30 @@ pub fn plan_restore<S: Storage>(
         .parts
         .first()
         .map_or(crate::create::DEFAULT_MODE, |p| p.mode);
-    let mut steps = Vec::new();
-    let mut creates = Vec::new();
-    let mut data = Vec::new();
-    let mut invalidate = Vec::new();
-    let mut views: Vec<Vec<(bool, Option<&PoolHdr>)>> = Vec::new();
-    for rep in &set.replicas {
-        let mut row = Vec::new();
-        for part in &rep.parts {
-            let recreate = part.status != PartStatus::Ok || part.file.is_none();
-            if recreate {
-                creates.push(Step::CreatePart {
-                    replica: rep.index,
-                    part: part.index,
-                    path: part.path.clone(),
-                    size: part.configured_size,
-                    replace: part.status != PartStatus::Missing,
-                });
-                creates.push(Step::SetMode {
-                    replica: rep.index,
-                    part: part.index,
-                    path: part.path.clone(),
-                    mode,
-                });
-            }
-            if part.index < rep.nhdrs {
-                let hdr = part.header();
-                let broken = recreate
-                    || health.part_broken(rep.index, part.index)
-                    || hdr.is_none_or(|h| h.poolset_uuid != master.poolset_uuid);
-                if !broken && !recreate {
-                    invalidate.push((rep.index, part.index, part.path.clone()));
-                }
-                row.push((broken, hdr));
-            }
-            let Some(extent) = rep.extents.get(part.index) else {
-                continue;
-            };
-            let start = extent.logical.max(poolsync_poolset::PAGE);
-            let end = extent.logical.saturating_add(extent.len).min(pool_size);
-            if start < end {
-                let purpose = if recreate {
-                    DataPurpose::Rebuild
-                } else {
-                    DataPurpose::Repair
-                };
-                data.extend(data_steps(
-                    purpose,
-                    (id, remote as &dyn Endpoint),
-                    (rep.index, rep as &dyn Endpoint),
-                    LogicalRange::from_bounds(start, end),
-                ));
-            }
-        }
-        views.push(row);
-    }
-    let part_views: Vec<Vec<PartView<'_>>> = views
+    let work = part_work(set, health, remote, &master, mode, pool_size);
+    let (header_steps, headers_to_write) = header_steps(set, &work, &master, options.uuids)
+        .map_err(|reason| remote.at.refuse(reason))?;
+    let mut steps: Vec<Step> = work
+        .invalidate
         .iter()
-        .map(|row| {
-            row.iter()
-                .map(|(broken, header)| PartView {
-                    broken: *broken,
-                    header: *header,
-                })
-                .collect()
-        })
-        .collect();
-    let refuse = |reason: String| remote.at.refuse(reason);
-    let assigned = assign(
-        &part_views,
-        set.set.options.single_hdr,
-        Rules::Sync,
-        options.uuids,
-    )
-    .map_err(|e| refuse(e.to_string()))?;
-    let on_disk = |r: usize, p: usize| OnDisk {
-        bytes: set.part(r, p).and_then(|x| x.header_bytes()),
-        restore: invalidate.iter().any(|(ir, ip, _)| *ir == r && *ip == p),
-        recreated: false,
-    };
-    let planned = plan_headers(
-        &part_views,
-        &assigned,
-        &on_disk,
-        &master,
-        master.poolset_uuid,
-        set.set.options.single_hdr,
-    )
-    .map_err(refuse)?;
-    for (r, p, path) in &invalidate {
-        steps.push(Step::InvalidateHeader {
+        .map(|(r, p, path)| Step::InvalidateHeader {
             replica: *r,
             part: *p,
             path: path.clone(),
-        });
-    }
-    let touched: Vec<PathBuf> = creates
+        })
+        .collect();
+    let touched: Vec<PathBuf> = work
+        .creates
         .iter()
         .filter_map(|s| match s {
             Step::CreatePart { path, .. } => Some(path.clone()),
             _ => None,
         })
         .collect();
-    steps.extend(creates);
+    steps.extend(work.creates.iter().cloned());
     push_dir_syncs(&mut steps, touched.iter());
-    steps.extend(data.iter().cloned());
-    let mut headers_to_write = 0;
-    for (rep, row) in set.replicas.iter().zip(&planned) {
-        for (p, h) in row.iter().enumerate() {
-            if h.action == HeaderAction::Keep {
-                continue;
-            }
-            headers_to_write += 1;
-            steps.push(Step::WriteHeader(HeaderStep {
-                replica: rep.index,
-                part: p,
-                path: rep.parts.get(p).map(|x| x.path.clone()).unwrap_or_default(),
-                kind: h.action,
-                uuid: h.assigned.uuid.to_canonical(),
-                uuid_origin: h.assigned.origin,
-                header: h.header.clone(),
-            }));
-        }
-    }
+    steps.extend(work.data.iter().cloned());
+    steps.extend(header_steps);
     // Compare now, writing nothing: what differs is fetched, and saved.
     let table: Vec<&dyn Endpoint> = set
         .replicas
@@ -270,6 +170,145 @@ pub fn plan_restore<S: Storage>(
         steps,
         prepared: Some(prepared),
     })
+}
+
+/// What a restore does to each local part, before its headers.
+struct PartWork<'a> {
+    /// Parts created anew, with their modes.
+    creates: Vec<Step>,
+    /// Data copied or repaired from the remote.
+    data: Vec<Step>,
+    /// Healthy headers invalidated while the data changes.
+    invalidate: Vec<(usize, usize, PathBuf)>,
+    /// Per replica, each header-carrying part: broken, and its header.
+    views: Vec<Vec<(bool, Option<&'a PoolHdr>)>>,
+}
+
+/// Decides, part by part, what a restore from `remote` creates, copies
+/// and invalidates.
+fn part_work<'a, F: poolsync_pmem::PartFile>(
+    set: &'a OpenSet<F>,
+    health: &Health,
+    remote: &RemoteReplica,
+    master: &PoolHdr,
+    mode: u32,
+    pool_size: u64,
+) -> PartWork<'a> {
+    let id = set.replicas.len();
+    let mut work = PartWork {
+        creates: Vec::new(),
+        data: Vec::new(),
+        invalidate: Vec::new(),
+        views: Vec::new(),
+    };
+    for rep in &set.replicas {
+        let mut row = Vec::new();
+        for part in &rep.parts {
+            let recreate = part.status != PartStatus::Ok || part.file.is_none();
+            if recreate {
+                work.creates.push(Step::CreatePart {
+                    replica: rep.index,
+                    part: part.index,
+                    path: part.path.clone(),
+                    size: part.configured_size,
+                    replace: part.status != PartStatus::Missing,
+                });
+                work.creates.push(Step::SetMode {
+                    replica: rep.index,
+                    part: part.index,
+                    path: part.path.clone(),
+                    mode,
+                });
+            }
+            if part.index < rep.nhdrs {
+                let hdr = part.header();
+                let broken = recreate
+                    || health.part_broken(rep.index, part.index)
+                    || hdr.is_none_or(|h| h.poolset_uuid != master.poolset_uuid);
+                if !broken && !recreate {
+                    work.invalidate
+                        .push((rep.index, part.index, part.path.clone()));
+                }
+                row.push((broken, hdr));
+            }
+            let Some(extent) = rep.extents.get(part.index) else {
+                continue;
+            };
+            let start = extent.logical.max(poolsync_poolset::PAGE);
+            let end = extent.logical.saturating_add(extent.len).min(pool_size);
+            if start < end {
+                let purpose = if recreate {
+                    DataPurpose::Rebuild
+                } else {
+                    DataPurpose::Repair
+                };
+                work.data.extend(data_steps(
+                    purpose,
+                    (id, remote as &dyn Endpoint),
+                    (rep.index, rep as &dyn Endpoint),
+                    LogicalRange::from_bounds(start, end),
+                ));
+            }
+        }
+        work.views.push(row);
+    }
+    work
+}
+
+/// The header writes of a restore (UUIDs assigned as a sync assigns
+/// them), and how many.
+fn header_steps<F: poolsync_pmem::PartFile>(
+    set: &OpenSet<F>,
+    work: &PartWork<'_>,
+    master: &PoolHdr,
+    uuids: &UuidSource,
+) -> Result<(Vec<Step>, u64), String> {
+    let part_views: Vec<Vec<PartView<'_>>> = work
+        .views
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|(broken, header)| PartView {
+                    broken: *broken,
+                    header: *header,
+                })
+                .collect()
+        })
+        .collect();
+    let assigned = assign(&part_views, set.set.options.single_hdr, Rules::Sync, uuids)
+        .map_err(|e| e.to_string())?;
+    let on_disk = |r: usize, p: usize| OnDisk {
+        bytes: set.part(r, p).and_then(|x| x.header_bytes()),
+        restore: work.invalidate.iter().any(|(ir, ip, _)| *ir == r && *ip == p),
+        recreated: false,
+    };
+    let planned = plan_headers(
+        &part_views,
+        &assigned,
+        &on_disk,
+        master,
+        master.poolset_uuid,
+        set.set.options.single_hdr,
+    )?;
+    let mut steps = Vec::new();
+    for (rep, row) in set.replicas.iter().zip(&planned) {
+        for (p, h) in row.iter().enumerate() {
+            if h.action == HeaderAction::Keep {
+                continue;
+            }
+            steps.push(Step::WriteHeader(HeaderStep {
+                replica: rep.index,
+                part: p,
+                path: rep.parts.get(p).map(|x| x.path.clone()).unwrap_or_default(),
+                kind: h.action,
+                uuid: h.assigned.uuid.to_canonical(),
+                uuid_origin: h.assigned.origin,
+                header: h.header.clone(),
+            }));
+        }
+    }
+    let n = steps.len() as u64;
+    Ok((steps, n))
 }
 
 /// Carries out a restore plan on `set` from `remote`.

@@ -271,42 +271,8 @@ pub fn plan_update<S: Storage>(
             view.net_size, facts.pool_size
         )));
     }
-    let uuid = facts.master.poolset_uuid.0;
     let single_hdr = view.set.options.single_hdr;
-    let mut actions = Vec::with_capacity(view.opened.parts.len());
-    let mut standings = Vec::with_capacity(view.opened.parts.len());
-    for (p, report) in view.opened.parts.iter().enumerate() {
-        let action = match report.status {
-            WireStatus::Missing => RemotePartAction::Create,
-            WireStatus::SizeMismatch => RemotePartAction::Recreate,
-            WireStatus::Ok if options.recreate => RemotePartAction::Recreate,
-            WireStatus::Ok => RemotePartAction::Compare,
-            WireStatus::Inaccessible => {
-                return Err(remote.at.refuse(format!(
-                    "part {p} ({}) cannot be opened on the remote host: {}",
-                    view.paths
-                        .get(p)
-                        .map_or(String::new(), |x| x.display().to_string()),
-                    report.reason
-                )))
-            }
-        };
-        let st = if action == RemotePartAction::Compare {
-            match standing(view.headers.get(p), p < view.nhdrs, uuid) {
-                // Valid, yet the remote host finds the part broken: its
-                // replica is (an ADR failure in its shutdown state, say),
-                // so it gets a new header.
-                Standing::Valid if report.broken => Standing::Broken,
-                other => other,
-            }
-        } else if p < view.nhdrs {
-            Standing::Broken
-        } else {
-            Standing::NoHeader
-        };
-        actions.push(action);
-        standings.push(st);
-    }
+    let (actions, standings) = part_actions(&view, remote, facts, options.recreate)?;
     let ids = Sides {
         source: facts.source,
         remote: id,
@@ -381,50 +347,16 @@ pub fn plan_update<S: Storage>(
             .zip(&view.opened.parts)
             .any(|(a, r)| *a == RemotePartAction::Compare && r.mode == 0);
     let current = !data_work && writes.is_empty() && !mode_fix;
-    let mut steps = Vec::new();
-    if !current {
-        for &p in &invalidate {
-            steps.push(Step::InvalidateHeader {
-                replica: id,
-                part: p,
-                path: view.paths.get(p).cloned().unwrap_or_default(),
-            });
-        }
-        for (p, action) in actions.iter().enumerate() {
-            let path = view.paths.get(p).cloned().unwrap_or_default();
-            if *action == RemotePartAction::Compare {
-                // Mode 0 is what a creation that never finished leaves
-                // behind (PMDK's, or an interrupted seeding's).
-                if view.opened.parts.get(p).is_some_and(|r| r.mode == 0) && facts.mode != 0 {
-                    steps.push(Step::SetMode {
-                        replica: id,
-                        part: p,
-                        path,
-                        mode: facts.mode,
-                    });
-                }
-                continue;
-            }
-            steps.push(Step::CreatePart {
-                replica: id,
-                part: p,
-                path: path.clone(),
-                size: view_part_size(&view, p),
-                replace: *action == RemotePartAction::Recreate,
-            });
-            steps.push(Step::SetMode {
-                replica: id,
-                part: p,
-                path,
-                mode: facts.mode,
-            });
-        }
-        steps.extend(copy_steps.iter().cloned());
-        if bytes_differing > 0 {
-            steps.extend(compare_steps.iter().cloned());
-        }
-        steps.extend(writes.iter().map(|h| Step::WriteHeader((*h).clone())));
-    }
+    let steps = if current {
+        Vec::new()
+    } else {
+        let data = if bytes_differing > 0 {
+            &compare_steps[..]
+        } else {
+            &[]
+        };
+        update_steps(&view, id, facts.mode, &actions, &invalidate, &copy_steps, data, &writes)
+    };
     let parts = parts_summary(&view, &actions, &headers, &copy_steps, &differing);
     let totals = RemoteTotals {
         parts_to_create: actions
@@ -453,6 +385,109 @@ pub fn plan_update<S: Storage>(
         steps,
         prepared,
     })
+}
+
+/// Per remote part, what the update does with its data, and how its
+/// header stands; refused when a part cannot be opened on its host.
+fn part_actions(
+    view: &RemoteView,
+    remote: &RemoteReplica,
+    facts: &SourceFacts,
+    recreate: bool,
+) -> Result<(Vec<RemotePartAction>, Vec<Standing>), Error> {
+    let uuid = facts.master.poolset_uuid.0;
+    let mut actions = Vec::with_capacity(view.opened.parts.len());
+    let mut standings = Vec::with_capacity(view.opened.parts.len());
+    for (p, report) in view.opened.parts.iter().enumerate() {
+        let action = match report.status {
+            WireStatus::Missing => RemotePartAction::Create,
+            WireStatus::SizeMismatch => RemotePartAction::Recreate,
+            WireStatus::Ok if recreate => RemotePartAction::Recreate,
+            WireStatus::Ok => RemotePartAction::Compare,
+            WireStatus::Inaccessible => {
+                return Err(remote.at.refuse(format!(
+                    "part {p} ({}) cannot be opened on the remote host: {}",
+                    view.paths
+                        .get(p)
+                        .map_or(String::new(), |x| x.display().to_string()),
+                    report.reason
+                )))
+            }
+        };
+        let st = if action == RemotePartAction::Compare {
+            match standing(view.headers.get(p), p < view.nhdrs, uuid) {
+                // Valid, yet the remote host finds the part broken: its
+                // replica is (an ADR failure in its shutdown state, say),
+                // so it gets a new header.
+                Standing::Valid if report.broken => Standing::Broken,
+                other => other,
+            }
+        } else if p < view.nhdrs {
+            Standing::Broken
+        } else {
+            Standing::NoHeader
+        };
+        actions.push(action);
+        standings.push(st);
+    }
+    Ok((actions, standings))
+}
+
+/// The steps of an update that has work: headers invalidated first,
+/// parts created and modes set, data copied and repaired, headers
+/// written last.
+#[allow(clippy::too_many_arguments)]
+fn update_steps(
+    view: &RemoteView,
+    id: usize,
+    mode: u32,
+    actions: &[RemotePartAction],
+    invalidate: &[usize],
+    copy_steps: &[Step],
+    compare_steps: &[Step],
+    writes: &[&HeaderStep],
+) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for &p in invalidate {
+        steps.push(Step::InvalidateHeader {
+            replica: id,
+            part: p,
+            path: view.paths.get(p).cloned().unwrap_or_default(),
+        });
+    }
+    for (p, action) in actions.iter().enumerate() {
+        let path = view.paths.get(p).cloned().unwrap_or_default();
+        if *action == RemotePartAction::Compare {
+            // Mode 0 is what a creation that never finished leaves behind
+            // (PMDK's, or an interrupted seeding's).
+            if view.opened.parts.get(p).is_some_and(|r| r.mode == 0) && mode != 0 {
+                steps.push(Step::SetMode {
+                    replica: id,
+                    part: p,
+                    path,
+                    mode,
+                });
+            }
+            continue;
+        }
+        steps.push(Step::CreatePart {
+            replica: id,
+            part: p,
+            path: path.clone(),
+            size: view_part_size(view, p),
+            replace: *action == RemotePartAction::Recreate,
+        });
+        steps.push(Step::SetMode {
+            replica: id,
+            part: p,
+            path,
+            mode,
+        });
+    }
+    steps.extend(copy_steps.iter().cloned());
+    steps.extend(compare_steps.iter().cloned());
+    steps.extend(writes.iter().map(|h| Step::WriteHeader((*h).clone())));
+    steps
 }
 
 /// The endpoint numbers of a remote update.
