@@ -51,16 +51,16 @@ pub struct RemoteOutcome {
 }
 
 /// The `run_id` of a healthy remote replica (logical offset 0x1808, in the
-/// pool descriptor), or `None` when it is not healthy or cannot be read.
-fn remote_run_id(remote: &RemoteReplica) -> Option<u64> {
+/// pool descriptor), or `None` when it is not healthy.
+fn remote_run_id(remote: &RemoteReplica) -> Result<Option<u64>, Error> {
     use crate::endpoint::Endpoint;
     if !remote.view().opened.healthy {
-        return None;
+        return Ok(None);
     }
     let mut b = [0u8; 8];
     let at = poolsync_header::OBJ_DESC_OFF + poolsync_header::OBJ_DESC_RUN_ID_OFF as u64;
-    remote.read(at, &mut b).ok()?;
-    Some(u64::from_le_bytes(b))
+    remote.read(at, &mut b)?;
+    Ok(Some(u64::from_le_bytes(b)))
 }
 
 /// A restore of the local replicas from a remote replica.
@@ -345,7 +345,8 @@ pub(crate) fn update_one_with<S: Storage>(
         record
             .entry(&node, &descriptor, &uuid)
             .and_then(|e| e.run_id),
-        remote_run_id(&remote),
+        // A read that fails here fails the update's first request too.
+        remote_run_id(&remote).ok().flatten(),
     ) {
         if was != now {
             outcome.changed_on_host = Some(format!(
@@ -380,21 +381,33 @@ pub(crate) fn update_one_with<S: Storage>(
             plan.rewind = outcome.changed_on_host.is_some();
             outcome.plan = Some(plan);
             outcome.report = report;
-            // The run_id the remote holds now, as judged after the update
-            // (a seeded remote was not healthy when opened).
+            // The run_id the remote holds now, judged after the update (a
+            // seeded remote was not healthy when opened): part of the
+            // session, so a connection lost here is an error like any.
             let run_id = if options.dry_run {
-                None
+                Ok(None)
             } else {
-                remote.refresh().ok().and_then(|_| remote_run_id(&remote))
+                remote.refresh().and_then(|_| remote_run_id(&remote))
             };
-            // The work is durable on both ends; a failed goodbye changes
-            // nothing.
-            let _ = remote.close();
-            if !options.dry_run {
-                if let Err(e) =
-                    super::record::note_sync(storage, &set.path, &node, &descriptor, &uuid, run_id)
-                {
-                    outcome.unrecorded = Some(e.to_string());
+            outcome.wire = remote.stats();
+            match run_id {
+                Err(e) => outcome.error = Some(e.to_string()),
+                Ok(run_id) => {
+                    // The work is durable on both ends; a failed goodbye
+                    // changes nothing.
+                    let _ = remote.close();
+                    if !options.dry_run {
+                        if let Err(e) = super::record::note_sync(
+                            storage,
+                            &set.path,
+                            &node,
+                            &descriptor,
+                            &uuid,
+                            run_id,
+                        ) {
+                            outcome.unrecorded = Some(e.to_string());
+                        }
+                    }
                 }
             }
         }
