@@ -279,7 +279,10 @@ fn header_steps<F: poolsync_pmem::PartFile>(
         .map_err(|e| e.to_string())?;
     let on_disk = |r: usize, p: usize| OnDisk {
         bytes: set.part(r, p).and_then(|x| x.header_bytes()),
-        restore: work.invalidate.iter().any(|(ir, ip, _)| *ir == r && *ip == p),
+        restore: work
+            .invalidate
+            .iter()
+            .any(|(ir, ip, _)| *ir == r && *ip == p),
         recreated: false,
     };
     let planned = plan_headers(

@@ -355,7 +355,16 @@ pub fn plan_update<S: Storage>(
         } else {
             &[]
         };
-        update_steps(&view, id, facts.mode, &actions, &invalidate, &copy_steps, data, &writes)
+        update_steps(
+            &view,
+            id,
+            facts.mode,
+            &actions,
+            &invalidate,
+            &copy_steps,
+            data,
+            &writes,
+        )
     };
     let parts = parts_summary(&view, &actions, &headers, &copy_steps, &differing);
     let totals = RemoteTotals {
