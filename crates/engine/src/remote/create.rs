@@ -91,12 +91,7 @@ pub fn create_all<S: Storage>(
 }
 
 fn at(target: &Path, line: &RemoteLine) -> RemoteRef {
-    RemoteRef {
-        set: target.to_path_buf(),
-        line: line.line,
-        node: line.node.clone(),
-        descriptor: line.descriptor.clone(),
-    }
+    RemoteRef::of(target, line)
 }
 
 /// The remote replica lines of the pool set file at `target` (none for a

@@ -37,6 +37,16 @@ pub struct RemoteRef {
 }
 
 impl RemoteRef {
+    /// The remote replica of `line` in the pool set file at `set`.
+    pub fn of(set: &std::path::Path, line: &poolsync_poolset::RemoteLine) -> RemoteRef {
+        RemoteRef {
+            set: set.to_path_buf(),
+            line: line.line,
+            node: line.node.clone(),
+            descriptor: line.descriptor.clone(),
+        }
+    }
+
     /// `host:set`, as messages name the remote replica.
     pub fn name(&self) -> String {
         super::remote_name(&self.node, &self.descriptor)

@@ -179,12 +179,7 @@ fn restore<S: Storage>(
         .map(|h| h.poolset_uuid.0);
     let mut reasons = Vec::new();
     for line in set.remotes.clone() {
-        let at = RemoteRef {
-            set: set.path.clone(),
-            line: line.line,
-            node: line.node.clone(),
-            descriptor: line.descriptor.clone(),
-        };
+        let at = RemoteRef::of(&set.path, &line);
         let name = at.name();
         let remote = match connector
             .connect(&at.node)
@@ -281,12 +276,7 @@ pub fn update_remotes<S: Storage>(
     let facts = SourceFacts::of(set, &health, source)?;
     let mut remotes = Vec::new();
     for line in set.remotes.clone() {
-        let at = RemoteRef {
-            set: set.path.clone(),
-            line: line.line,
-            node: line.node.clone(),
-            descriptor: line.descriptor.clone(),
-        };
+        let at = RemoteRef::of(&set.path, &line);
         remotes.push(update_one(
             storage, set, &facts, connector, at, options, progress,
         ));

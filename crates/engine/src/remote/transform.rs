@@ -182,12 +182,7 @@ pub fn transform_all<S: Storage>(
 }
 
 fn at(set: &Path, line: &RemoteLine) -> RemoteRef {
-    RemoteRef {
-        set: set.to_path_buf(),
-        line: line.line,
-        node: line.node.clone(),
-        descriptor: line.descriptor.clone(),
-    }
+    RemoteRef::of(set, line)
 }
 
 /// The parts a removal would remove.
