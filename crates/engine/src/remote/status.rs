@@ -132,7 +132,7 @@ pub fn status_of<F: poolsync_pmem::PartFile>(
     let pool_size = health.pool_size;
     let mut out = Vec::new();
     for line in &set.remotes {
-        let at = RemoteRef::of(&set.path, &line);
+        let at = RemoteRef::of(&set.path, line);
         let mut status = RemoteStatus {
             remote: at.name(),
             line: at.line,
