@@ -318,6 +318,11 @@ fn remote_copy(demo: &Demo, client: Option<&Path>) -> Result<()> {
     );
     let at_site_c = format!("{REMOTE_ROOT}/{REMOTE_SET}");
     demo.client(client, &["read", &at_site_c, "-", MESSAGE_3], 0)?;
+    say(
+        "Opening it there was a change on site-c (libpmemobj moved its run_id): the\n\
+         next sync says so, and rewinds the standby to the source.",
+    );
+    remote.expect(&["sync", "-v", "admin.set"], 0)?;
     Ok(())
 }
 
