@@ -29,7 +29,7 @@ use crate::util;
 pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// Seconds each target runs in `fuzz smoke` unless `--seconds` says otherwise.
-pub const SMOKE_SECONDS: u64 = 15;
+pub const SMOKE_SECONDS: u64 = 10;
 
 /// The longest a smoke run may take per target (CI budget).
 const SMOKE_SECONDS_MAX: u64 = 60;

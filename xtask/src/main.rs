@@ -51,7 +51,7 @@ Commands:
                              Fuzz one target with cargo-fuzz (until stopped,
                              or for N seconds).
   fuzz smoke [--seconds N]   Build every fuzz target and run each one on its
-                             seeds for N seconds (default 15).
+                             seeds for N seconds (default 10).
   fuzz long [--runs N] [--only T,..]
                              Build every fuzz target in release, then run them
                              one at a time for N executions each (default

@@ -1,5 +1,5 @@
 //! Both ends of the remote protocol in one process: in-memory pipes and a
-//! [`Connector`] that runs [`serve`](super::serve::serve) on a thread, over
+//! [`Connector`] that runs [`serve`] on a thread, over
 //! any storage (the simulated crash backend in tests).
 //!
 //! A [`LocalConnector`] can cut its connections after a number of bytes in

@@ -4,9 +4,9 @@
 //! The server greets first, so a client that meets anything else knows
 //! at once. It then answers requests in order until the client closes the
 //! session or its input ends. It opens one pool set per session, resolved
-//! under its root by [`rules`](super::rules), and touches nothing but that
+//! under its root by [`rules`], and touches nothing but that
 //! file and the parts it lists, each flocked for the whole session. The
-//! local replica of that set is an ordinary [`OpenReplica`], so reads,
+//! local replica of that set is an ordinary [`OpenReplica`](crate::open::OpenReplica), so reads,
 //! writes, digests and header writes are the engine's own.
 //!
 //! A failed write or flush is remembered and reported by the next fence,
