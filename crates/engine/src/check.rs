@@ -34,7 +34,7 @@ use poolsync_pmem::{Access, PartFile, Storage};
 use serde::Serialize;
 
 use crate::inspect::{inspect, sds_adr_failure, ser_hex, Health, Inconsistency};
-use crate::open::{open, HeaderState, OpenSet, PartStatus};
+use crate::open::{open, unusable, OpenSet, PartStatus};
 use crate::Error;
 
 /// Options of `pmempool check`.
@@ -343,47 +343,14 @@ fn working_headers<F: PartFile>(set: &OpenSet<F>) -> Result<Vec<Vec<PoolHdr>>, E
         }
         let mut hdrs = Vec::with_capacity(rep.nhdrs);
         for part in rep.parts.iter().take(rep.nhdrs) {
-            match &part.header {
-                HeaderState::Read(h) => hdrs.push(h.hdr.clone()),
-                HeaderState::Unreadable { reason } => {
-                    return Err(unusable(
-                        set,
-                        part.replica,
-                        part.index,
-                        &part.path,
-                        reason.clone(),
-                    ))
-                }
-                HeaderState::NotRead | HeaderState::None => {
-                    return Err(unusable(
-                        set,
-                        part.replica,
-                        part.index,
-                        &part.path,
-                        "the part is not open".to_string(),
-                    ))
-                }
-            }
+            let read = part
+                .read_header()
+                .map_err(|reason| unusable(set, part.replica, part.index, &part.path, reason))?;
+            hdrs.push(read.hdr.clone());
         }
         out.push(hdrs);
     }
     Ok(out)
-}
-
-fn unusable<F>(
-    set: &OpenSet<F>,
-    replica: usize,
-    part_index: usize,
-    part: &Path,
-    reason: String,
-) -> Error {
-    Error::PartUnusable {
-        set: set.path.clone(),
-        replica,
-        part_index,
-        part: part.to_path_buf(),
-        reason,
-    }
 }
 
 /// libpmempool's `ppc->result` while the check runs.

@@ -21,7 +21,7 @@ use poolsync_pmem::{Access, PartFile, Storage};
 use serde::Serialize;
 
 use crate::inspect::ser_hex;
-use crate::open::{open, HeaderState, OpenSet, PartStatus};
+use crate::open::{open, unusable, OpenSet, PartStatus};
 use crate::Error;
 
 /// What the command does with the feature.
@@ -301,27 +301,9 @@ fn survey<F: PartFile>(set: &OpenSet<F>) -> Result<Survey, Error> {
             }
         }
         for part in rep.parts.iter().take(rep.nhdrs) {
-            let read = match &part.header {
-                HeaderState::Read(h) => h,
-                HeaderState::Unreadable { reason } => {
-                    return Err(unusable(
-                        set,
-                        part.replica,
-                        part.index,
-                        &part.path,
-                        reason.clone(),
-                    ))
-                }
-                HeaderState::NotRead | HeaderState::None => {
-                    return Err(unusable(
-                        set,
-                        part.replica,
-                        part.index,
-                        &part.path,
-                        "the part is not open".to_string(),
-                    ))
-                }
-            };
+            let read = part
+                .read_header()
+                .map_err(|reason| unusable(set, part.replica, part.index, &part.path, reason))?;
             let (valid, torn) = judge_header(&read.hdr)
                 .map_err(|reason| unusable(set, part.replica, part.index, &part.path, reason))?;
             headers.push(Judged {
@@ -513,22 +495,6 @@ fn interrupted<F>(set: &OpenSet<F>, survey: &Survey, feature: Feature) -> Error 
         } else {
             format!("; torn mid-write: {}", torn.join(", "))
         },
-    }
-}
-
-fn unusable<F>(
-    set: &OpenSet<F>,
-    replica: usize,
-    part_index: usize,
-    part: &Path,
-    reason: String,
-) -> Error {
-    Error::PartUnusable {
-        set: set.path.clone(),
-        replica,
-        part_index,
-        part: part.to_path_buf(),
-        reason,
     }
 }
 

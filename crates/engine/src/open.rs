@@ -185,6 +185,16 @@ impl<F> OpenPart<F> {
         }
     }
 
+    /// The header page as read, or why there is none to judge: the
+    /// reason a command that needs every header refuses the part.
+    pub(crate) fn read_header(&self) -> Result<&ReadHeader, String> {
+        match &self.header {
+            HeaderState::Read(h) => Ok(h),
+            HeaderState::Unreadable { reason } => Err(reason.clone()),
+            HeaderState::NotRead | HeaderState::None => Err("the part is not open".to_string()),
+        }
+    }
+
     /// The raw header bytes, when they could be read.
     pub fn header_bytes(&self) -> Option<&[u8]> {
         match &self.header {
@@ -633,5 +643,22 @@ impl<F: PartFile> OpenSet<F> {
     /// The pool set file handle (kept for its lock), if any.
     pub fn set_file(&self) -> Option<&F> {
         self.set_file.as_ref()
+    }
+}
+
+/// The error of a part of `set` that a command cannot use, and why.
+pub(crate) fn unusable<F>(
+    set: &OpenSet<F>,
+    replica: usize,
+    part_index: usize,
+    part: &Path,
+    reason: String,
+) -> Error {
+    Error::PartUnusable {
+        set: set.path.clone(),
+        replica,
+        part_index,
+        part: part.to_path_buf(),
+        reason,
     }
 }
