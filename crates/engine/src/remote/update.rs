@@ -350,11 +350,6 @@ pub fn plan_update<S: Storage>(
     let steps = if current {
         Vec::new()
     } else {
-        let data = if bytes_differing > 0 {
-            &compare_steps[..]
-        } else {
-            &[]
-        };
         update_steps(
             &view,
             id,
@@ -362,7 +357,7 @@ pub fn plan_update<S: Storage>(
             &actions,
             &invalidate,
             &copy_steps,
-            data,
+            (bytes_differing > 0).then_some(&compare_steps[..]),
             &writes,
         )
     };
@@ -443,8 +438,8 @@ fn part_actions(
 }
 
 /// The steps of an update that has work: headers invalidated first,
-/// parts created and modes set, data copied and repaired, headers
-/// written last.
+/// parts created and modes set, data copied and (when blocks differ)
+/// repaired, headers written last.
 #[allow(clippy::too_many_arguments)]
 fn update_steps(
     view: &RemoteView,
@@ -453,7 +448,7 @@ fn update_steps(
     actions: &[RemotePartAction],
     invalidate: &[usize],
     copy_steps: &[Step],
-    compare_steps: &[Step],
+    compare_steps: Option<&[Step]>,
     writes: &[&HeaderStep],
 ) -> Vec<Step> {
     let mut steps = Vec::new();
@@ -494,7 +489,7 @@ fn update_steps(
         });
     }
     steps.extend(copy_steps.iter().cloned());
-    steps.extend(compare_steps.iter().cloned());
+    steps.extend(compare_steps.into_iter().flatten().cloned());
     steps.extend(writes.iter().map(|h| Step::WriteHeader((*h).clone())));
     steps
 }
