@@ -26,14 +26,14 @@
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 
 use crate::bench_sync::{
     fmt_size, free_space, load_average, median, parse_size_options, pool_size, quiet, secs,
-    splitmix64, write_durably, Machine, Scratch, BLOCK, KIB, MEASURE, MIB,
+    splitmix64, write_durably, Machine, Scratch, BLOCK, KIB, MIB,
 };
 use crate::bench_verify::{build_objclient, fill, warm};
 use crate::util;
@@ -427,40 +427,14 @@ fn same_range(s: &Sites) -> Result<()> {
     Ok(())
 }
 
-/// Runs `program words files` under the measuring wrapper; it must exit 0.
+/// Runs `program words files` under the measuring wrapper (as `bench
+/// verify` does); it must exit 0.
 fn measured(program: &Path, words: &[&str], files: &[&Path], scratch: &Path) -> Result<Usage> {
-    let out_path = scratch.join("measure.json");
-    let out = Command::new(std::env::current_exe().context("locating xtask itself")?)
-        .args(["bench", MEASURE])
-        .arg(&out_path)
-        .arg("--")
-        .arg(program)
-        .args(words)
-        .args(files)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .output()
-        .with_context(|| format!("running {} under the measuring wrapper", program.display()))?;
-    ensure!(
-        out.status.success(),
-        "the measuring wrapper failed: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    let text =
-        fs::read_to_string(&out_path).with_context(|| format!("reading {}", out_path.display()))?;
-    let m: serde_json::Value = serde_json::from_str(&text).context("parsing the measurement")?;
-    let num = |key: &str| m[key].as_u64().unwrap_or(0);
-    ensure!(
-        m["exit_code"].as_i64() == Some(0),
-        "`{} {}` failed: {}",
-        program.display(),
-        words.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
+    let (run, _) = crate::bench_verify::measured(program, words, files, scratch, Some(0))?;
     Ok(Usage {
-        wall: Duration::from_nanos(num("wall_ns")),
-        cpu: Duration::from_micros(num("user_us") + num("sys_us")),
-        max_rss: num("max_rss"),
+        wall: run.wall,
+        cpu: run.cpu,
+        max_rss: run.max_rss,
     })
 }
 

@@ -132,10 +132,10 @@ impl Job {
 
 /// One measured run.
 #[derive(Debug, Clone)]
-struct Run {
-    wall: Duration,
-    cpu: Duration,
-    max_rss: u64,
+pub(crate) struct Run {
+    pub(crate) wall: Duration,
+    pub(crate) cpu: Duration,
+    pub(crate) max_rss: u64,
     /// Bytes compared (see [`Template`] for what each tool counts).
     compared: u64,
     /// `wchar` less what the tool printed: bytes handed to write syscalls.
@@ -621,7 +621,7 @@ fn run_op(job: Job, cache: Cache, t: &Template, bins: &Binaries, scratch: &Path)
 
 /// Runs `program words files` under the measuring wrapper and returns its
 /// usage and stdout; its exit code must be `expect`.
-fn measured(
+pub(crate) fn measured(
     program: &Path,
     words: &[&str],
     files: &[&Path],
