@@ -38,11 +38,9 @@ pub fn plan_text(o: &RemoteOutcome, plan: &RemotePlan, dry_run: bool) -> String 
             "  changed on its host since its last sync ({how}): its changed blocks are overwritten from the source, rewinding it\n"
         ));
     }
+    out.push_str(&method_line(plan));
     if plan.current {
-        out.push_str(&format!(
-            "  current: {} bytes compared by digests, none differ; nothing to send\n",
-            plan.totals.bytes_compared
-        ));
+        out.push_str("  current: nothing differs; nothing to send\n");
         return out;
     }
     for part in &plan.parts {
@@ -91,6 +89,24 @@ pub fn plan_text(o: &RemoteOutcome, plan: &RemotePlan, dry_run: bool) -> String 
     out
 }
 
+/// How the update finds what differs, as one indented line.
+fn method_line(plan: &RemotePlan) -> String {
+    match (plan.since_epoch, &plan.digests_because) {
+        (Some(e), _) => format!(
+            "  by epochs: its sync mark proves it holds epoch {e}; the {} bytes the source changed after it are sent, and nothing is read to compare\n",
+            plan.totals.bytes_differing
+        ),
+        (None, Some(why)) => format!(
+            "  by digests: {} bytes compared, because {why}\n",
+            plan.totals.bytes_compared
+        ),
+        (None, None) => format!(
+            "  by digests: {} bytes compared\n",
+            plan.totals.bytes_compared
+        ),
+    }
+}
+
 /// Warns on stderr of each remote replica that was changed on its host and
 /// is now rewound, and of each whose update is done but whose time could
 /// not be recorded (info and check then call it unknown).
@@ -115,17 +131,24 @@ pub fn warn_unrecorded(outcomes: &[RemoteOutcome]) {
 pub fn done_line(o: &RemoteOutcome) -> String {
     match (&o.plan, &o.report) {
         (Some(plan), None) if plan.current => format!(
-            "remote replica {}: current ({} bytes compared by digests; {} bytes on the wire)",
+            "remote replica {}: current ({}; {} bytes on the wire)",
             o.remote,
-            plan.totals.bytes_compared,
+            match plan.since_epoch {
+                Some(e) => format!("nothing changed since epoch {e}, which its sync mark proves"),
+                None => format!("{} bytes compared by digests", plan.totals.bytes_compared),
+            },
             o.wire.bytes_sent + o.wire.bytes_received
         ),
         (Some(plan), Some(report)) => format!(
-            "remote replica {}: {}updated: {} bytes differed, {} bytes copied, {} bytes written there; {} bytes sent and {} received on the wire",
+            "remote replica {}: {}updated{}: {} bytes differed, {} bytes copied, {} bytes written there; {} bytes sent and {} received on the wire",
             o.remote,
             match &o.changed_on_host {
                 Some(how) => format!("changed on its host since its last sync ({how}): rewound to the source; "),
                 None => String::new(),
+            },
+            match plan.since_epoch {
+                Some(e) => format!(" with the changes since epoch {e}"),
+                None => " by digests".to_string(),
             },
             plan.totals.bytes_differing,
             plan.totals.bytes_to_copy,

@@ -225,6 +225,7 @@ impl FileDoc {
             Role::SetFile => ("poolset_file", None, None),
             Role::StateFile => ("state_file", None, None),
             Role::RemoteRecord => ("remote_record", None, None),
+            Role::SyncMark => ("sync_mark", None, None),
         };
         let (outcome, error) = match &file.outcome {
             Outcome::NotOwned { .. } => ("not_owned", Some(not_owned_message(file))),

@@ -198,6 +198,8 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         wait_lock: settings.wait_lock(args.wait_lock.as_deref())?,
         threads: settings.jobs(args.jobs.as_deref())?,
         undo: !args.no_undo,
+        // --verify compares every block of the remote replicas too.
+        remote_digests: args.verify,
         ..SyncOptions::default()
     };
     let storage = AnyStorage::from_env().context("failed to synchronize")?;

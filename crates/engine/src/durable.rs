@@ -1,6 +1,7 @@
 //! The small durable writes every writer shares: bytes written, flushed
 //! and fenced before the call returns; a pool header written that way; a
-//! file removed if it is there; a small file created whole.
+//! file removed if it is there; a small file created whole; a small file
+//! replaced whole by one written aside.
 //!
 //! Each mechanism exists once, so that its crash behaviour (what a crash
 //! between its steps leaves) is argued once, here.
@@ -95,4 +96,30 @@ mod tests {
         assert!(remove_if_exists(&s, Path::new("/d/f")).unwrap());
         assert!(!remove_if_exists(&s, Path::new("/d/f")).unwrap());
     }
+}
+
+/// Replaces the small file `path` with `bytes`, whole: they are written to
+/// `<path>.tmp` (created anew, mode 0644), flushed and fenced, the
+/// directory synced, the copy renamed over `path` and the directory synced
+/// again. A crash leaves the old file or the new one, and perhaps a
+/// `.tmp` that the next replacement removes first.
+pub(crate) fn replace_small_file<S: Storage>(
+    storage: &S,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(), Error> {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(".tmp");
+    let tmp = std::path::PathBuf::from(name);
+    remove_if_exists(storage, &tmp)?;
+    let file = storage.create_aux(&tmp, 0o644)?;
+    file.set_len(bytes.len() as u64)?;
+    file.write_at(0, bytes)?;
+    file.flush(0, bytes.len() as u64)?;
+    file.fence()?;
+    drop(file);
+    storage.fsync_parent(&tmp)?;
+    storage.rename(&tmp, path)?;
+    storage.fsync_parent(path)?;
+    Ok(())
 }

@@ -196,6 +196,34 @@ impl Prepared {
         self.overwrites.iter().map(|o| o.range.len).sum()
     }
 
+    /// What a survey of the compare-and-copy steps of `steps` would find
+    /// when the ranges that differ are known already (`known`, ascending,
+    /// not overlapping: the blocks changed since the epoch a remote
+    /// replica's sync mark proves, `docs/format.md` §26.5): each step's
+    /// share of them, nothing compared.
+    pub fn from_known(steps: &[Step], known: &[LogicalRange]) -> Prepared {
+        let mut prepared = Prepared::default();
+        for step in steps {
+            let Step::CompareAndCopy(d) = step else {
+                continue;
+            };
+            let here = LogicalRange::new(d.logical, d.len);
+            for range in known.iter().filter_map(|r| r.intersect(&here)) {
+                let list = prepared.diffs.entry((d.replica, d.logical)).or_default();
+                crate::compare::push_merged(list, range);
+                prepared.overwrites.push(Overwrite {
+                    target: d.replica,
+                    source: d.from_replica,
+                    range,
+                });
+            }
+        }
+        prepared
+            .overwrites
+            .sort_by_key(|o| (o.target, o.range.offset));
+        prepared
+    }
+
     /// Adds what another survey found (of other steps).
     pub fn extend(&mut self, other: Prepared) {
         self.diffs.extend(other.diffs);
@@ -225,6 +253,12 @@ pub fn run<S: Storage>(
     endpoints: &mut Endpoints<'_, S::File>,
     options: RunOptions<'_>,
 ) -> Result<ExecReport, Error> {
+    // The pool may change: a sync mark of its set file, which a remote
+    // host keeps to prove what the pool holds, no longer does
+    // (docs/wire.md section 9).
+    if !steps.is_empty() {
+        crate::remote::mark::forget(storage, plan_path)?;
+    }
     let mut report = ExecReport::default();
     let mut i = 0;
     while let Some(step) = steps.get(i) {

@@ -79,6 +79,9 @@ pub enum Role {
     /// The record of remote syncs (`<set>.poolsync-remotes`, see
     /// [`crate::remote::record`]).
     RemoteRecord,
+    /// The sync mark a remote replica's host keeps
+    /// (`<set>.poolsync-synced`, see [`crate::remote::mark`]).
+    SyncMark,
 }
 
 /// What happened to one file.
@@ -378,7 +381,7 @@ fn rm_remote(
 }
 
 /// After the parts of the pool set at `target` (whose outcomes are
-/// `parts`): the state file, the record of remote syncs and, when asked,
+/// `parts`): the state file, the record of remote syncs, the sync mark and, when asked,
 /// the set file itself, each only when every part is gone.
 fn remove_leftovers<S: Storage>(
     storage: &S,
@@ -413,6 +416,12 @@ fn remove_leftovers<S: Storage>(
                 options,
                 observer,
             ));
+            let _ = storage.fsync_parent(&path);
+        }
+    }
+    for path in crate::remote::mark::mark_files(target) {
+        if crate::remote::mark::is_mark(storage, &path) {
+            out.push(remove_one(storage, &path, Role::SyncMark, options, observer));
             let _ = storage.fsync_parent(&path);
         }
     }

@@ -109,6 +109,11 @@ pub struct SyncOptions {
     /// Save the bytes a repair overwrites to an undo file first
     /// (`--no-undo` turns it off).
     pub undo: bool,
+    /// Compare every remote replica with the source by digests, even one
+    /// whose sync mark proves the epoch it holds (`sync --verify`): finds
+    /// what changed there behind poolsync's and libpmemobj's back (a raw
+    /// write, a damaged disk), which the changes since an epoch cannot.
+    pub remote_digests: bool,
 }
 
 impl SyncOptions {
@@ -133,6 +138,7 @@ impl Default for SyncOptions {
             threads: default_threads(),
             bad_block_query: Arc::new(RegularFiles),
             undo: true,
+            remote_digests: false,
         }
     }
 }

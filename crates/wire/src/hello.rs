@@ -45,9 +45,9 @@ const _: () = assert!(HELLO_CRC_OFF + 4 == HELLO_RESERVED3_OFF);
 const _: () = assert!(HELLO_RESERVED3_OFF + 4 == HELLO_LEN);
 
 /// The lowest protocol version this build speaks.
-pub const MIN_VERSION: u16 = 1;
+pub const MIN_VERSION: u16 = 2;
 /// The highest protocol version this build speaks.
-pub const MAX_VERSION: u16 = 1;
+pub const MAX_VERSION: u16 = 2;
 
 /// Feature bit: the sender decompresses zstd payloads (every version-1
 /// peer must set it).

@@ -21,7 +21,10 @@
 //!   bound.
 //! * [`message`]: the requests (open a remote pool set, read, digests,
 //!   write, flush, fence, write a header, create a part, remove, inspect,
-//!   close) and their answers.
+//!   mark, close) and their answers.
+//! * [`mark`]: the sync mark a remote host keeps beside its pool set file
+//!   after an update, which lets the next update send only the blocks
+//!   changed since.
 //!
 //! # Example
 //!
@@ -56,12 +59,14 @@
 mod error;
 pub mod frame;
 pub mod hello;
+pub mod mark;
 pub mod message;
 
 pub use error::{quote, Error};
 pub use frame::{
     decode_header, Codec, FrameHeader, FLAG_ZSTD, FRAME_HEADER_LEN, MAX_PAYLOAD, MIN_PAYLOAD,
 };
+pub use mark::{SyncMark, MARK_LEN};
 pub use hello::{negotiate, Agreed, Hello, Role, HELLO_LEN, MAGIC, MAX_VERSION, MIN_VERSION};
 pub use message::{
     name_of, DigestRun, Failure, FailureCode, HeaderPage, HeaderWrite, Message, Open, Opened,

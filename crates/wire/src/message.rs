@@ -1,4 +1,4 @@
-//! The messages of protocol version 1, and their payload encoding.
+//! The messages of protocol version 2, and their payload encoding.
 //!
 //! Requests go from the client to the server; the server answers the ones
 //! that ask for an answer, in order, and nothing else (so a client that
@@ -11,6 +11,7 @@
 //! constants) checked before anything is allocated; data and digests run
 //! to the end of the payload. Nothing may follow the last field.
 
+use crate::mark::{SyncMark, MARK_LEN};
 use crate::Error;
 
 /// Bytes of data one `Write` or `Data` message carries at most.
@@ -213,6 +214,10 @@ pub struct Opened {
     pub pool_size: u64,
     /// The health check's verdicts, one line each.
     pub verdicts: Vec<String>,
+    /// The sync mark the server found beside the pool set file and
+    /// verified, if any. When the set was opened for writing, the server
+    /// removed the file (durably) before answering.
+    pub mark: Option<SyncMark>,
 }
 
 /// One file a `Remove` request dealt with.
@@ -224,7 +229,7 @@ pub struct RemovedFile {
     pub removed: bool,
 }
 
-/// A message of protocol version 1.
+/// A message of protocol version 2.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     /// Request: open a pool set. Answer: `Opened` or `Failed`.
@@ -301,6 +306,20 @@ pub enum Message {
     /// Request: the session ends; the server releases its locks. Answer:
     /// `Done`.
     Close,
+    /// Request, in a session opened for writing with nothing failed since
+    /// its last fence: write the sync mark (the server adds the pool's
+    /// `run_id`) beside the pool set file, durably. Answer: `Done` or
+    /// `Failed`.
+    Mark {
+        /// The pool set UUID (the server refuses another pool's).
+        poolset_uuid: [u8; 16],
+        /// The source's lineage.
+        lineage: [u8; 16],
+        /// The source's timeline.
+        timeline: u32,
+        /// The source's epoch the pool now holds.
+        epoch: u32,
+    },
     /// Answer: the request succeeded.
     Done,
     /// Answer: the request failed.
@@ -346,6 +365,8 @@ pub mod kind {
     pub const CLOSE: u8 = 0x0B;
     /// `SetMode`.
     pub const SET_MODE: u8 = 0x0C;
+    /// `Mark`.
+    pub const MARK: u8 = 0x0D;
     /// `Done`.
     pub const DONE: u8 = 0x80;
     /// `Failed`.
@@ -376,6 +397,7 @@ impl Message {
             Message::Inspect => kind::INSPECT,
             Message::Close => kind::CLOSE,
             Message::SetMode { .. } => kind::SET_MODE,
+            Message::Mark { .. } => kind::MARK,
             Message::Done => kind::DONE,
             Message::Failed(_) => kind::FAILED,
             Message::Opened(_) => kind::OPENED,
@@ -478,6 +500,17 @@ impl Message {
                 w.u32(*mode);
             }
             Message::Remove { set_file } => w.u8(u8::from(*set_file)),
+            Message::Mark {
+                poolset_uuid,
+                lineage,
+                timeline,
+                epoch,
+            } => {
+                w.bytes(poolset_uuid);
+                w.bytes(lineage);
+                w.u32(*timeline);
+                w.u32(*epoch);
+            }
             Message::Fence | Message::Inspect | Message::Close | Message::Done => {}
             Message::Failed(f) => {
                 w.u16(f.code.to_u16());
@@ -597,6 +630,12 @@ impl Message {
             kind::REMOVE => Message::Remove {
                 set_file: r.bool("set file")?,
             },
+            kind::MARK => Message::Mark {
+                poolset_uuid: r.array::<16>("pool set uuid")?,
+                lineage: r.array::<16>("lineage")?,
+                timeline: r.u32("timeline")?,
+                epoch: r.u32("epoch")?,
+            },
             kind::INSPECT => Message::Inspect,
             kind::CLOSE => Message::Close,
             kind::DONE => Message::Done,
@@ -660,6 +699,7 @@ pub fn name_of(kind: u8) -> Option<&'static str> {
         kind::INSPECT => "inspect",
         kind::CLOSE => "close",
         kind::SET_MODE => "set mode",
+        kind::MARK => "mark",
         kind::DONE => "done",
         kind::FAILED => "failed",
         kind::OPENED => "opened",
@@ -760,6 +800,13 @@ fn encode_opened(w: &mut Writer, o: &Opened) -> Result<(), Error> {
     for v in &o.verdicts {
         w.str(v, MAX_TEXT, "verdict")?;
     }
+    match &o.mark {
+        Some(m) => {
+            w.u8(1);
+            w.bytes(&m.encode());
+        }
+        None => w.u8(0),
+    }
     Ok(())
 }
 
@@ -808,6 +855,15 @@ fn decode_opened(r: &mut Reader<'_>) -> Result<Opened, Error> {
     for _ in 0..n {
         verdicts.push(r.str(MAX_TEXT, "verdict")?);
     }
+    let mark = match r.u8("mark present")? {
+        0 => None,
+        1 => {
+            let at = r.pos;
+            let bytes = r.take(MARK_LEN, "mark")?.to_vec();
+            Some(SyncMark::decode(&bytes).map_err(|e| r.field_at(at, "mark", e.to_string()))?)
+        }
+        n => return Err(r.field_back(1, "mark present", format!("{n} is not 0 or 1"))),
+    };
     Ok(Opened {
         set_path,
         set_text,
@@ -816,6 +872,7 @@ fn decode_opened(r: &mut Reader<'_>) -> Result<Opened, Error> {
         healthy,
         pool_size,
         verdicts,
+        mark,
     })
 }
 

@@ -192,10 +192,10 @@ pub struct RequestNote {
 }
 
 /// The state an export starts from.
-struct Start<F> {
-    file: Option<state::StateFile<F>>,
-    head: State,
-    note: Option<StateNote>,
+pub(crate) struct Start<F> {
+    pub(crate) file: Option<state::StateFile<F>>,
+    pub(crate) head: State,
+    pub(crate) note: Option<StateNote>,
 }
 
 /// Exports one logical packet from the pool set at `path` (see the module
@@ -209,7 +209,7 @@ pub fn export<S: Storage>(
     check_options(path, options)?;
     let set = open_waiting(storage, path, Access::ReadOnly, options.wait_lock)?;
     let (source, uuid, whole) = judge_source(&set)?;
-    let start = start_state(storage, path, uuid, &whole, options)?;
+    let start = start_state(storage, path, uuid, &whole, &options.ids)?;
     // A destination's pool may be larger than the lineage's: the range is
     // the lineage's, as its state records it.
     let range = start.head.range.clone();
@@ -393,15 +393,15 @@ fn judge_source<F: PartFile>(set: &OpenSet<F>) -> Result<Source<'_>, Error> {
 }
 
 /// The state to start from: the file's, or a new lineage (saying why).
-fn start_state<S: Storage>(
+pub(crate) fn start_state<S: Storage>(
     storage: &S,
     path: &Path,
     uuid: [u8; 16],
     range: &std::ops::Range<u64>,
-    options: &ExportOptions,
+    ids: &IdSource,
 ) -> Result<Start<S::Aux>, Error> {
     let fresh = |reason: String| {
-        let lineage = options.ids.generate(
+        let lineage = ids.generate(
             b"lineage",
             u64::from_le_bytes([
                 uuid[0], uuid[1], uuid[2], uuid[3], uuid[4], uuid[5], uuid[6], uuid[7],

@@ -926,6 +926,9 @@ fn apply_one<S: Storage>(
     }
     let m = packet.meta();
     let seeding = dest.shape == Shape::Seed;
+    // The pool's data changes: a remote host's sync mark of it no longer
+    // holds (docs/wire.md section 9).
+    crate::remote::mark::forget(storage, &dest.set.path)?;
     let fresh = if seeding {
         report.seeded = true;
         create_parts(storage, dest)?.all_fresh

@@ -25,6 +25,8 @@
 //! * [`record`]: when each remote replica was last brought up to date.
 
 pub mod create;
+pub mod epochs;
+pub mod mark;
 pub mod pipe;
 pub mod record;
 pub mod replica;

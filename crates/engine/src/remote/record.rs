@@ -213,18 +213,7 @@ pub fn note_sync<S: Storage>(
         path: path.clone(),
         reason: format!("cannot write the record of remote syncs: {reason}"),
     })?;
-    let tmp = tmp_path(&path);
-    crate::durable::remove_if_exists(storage, &tmp)?;
-    let file = storage.create_aux(&tmp, 0o644)?;
-    file.set_len(text.len() as u64)?;
-    file.write_at(0, text.as_bytes())?;
-    file.flush(0, text.len() as u64)?;
-    file.fence()?;
-    drop(file);
-    storage.fsync_parent(&tmp)?;
-    storage.rename(&tmp, &path)?;
-    storage.fsync_parent(&path)?;
-    Ok(())
+    crate::durable::replace_small_file(storage, &path, text.as_bytes())
 }
 
 /// Whether the file at `path` is a record (or its temporary copy): its

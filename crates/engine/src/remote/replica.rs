@@ -228,6 +228,24 @@ impl RemoteReplica {
         Ok(files.into_iter().map(|f| (f.path, f.removed)).collect())
     }
 
+    /// Asks the server to write the sync mark (`docs/wire.md` section 9):
+    /// the remote pool now holds `epoch` of `lineage` on `timeline`.
+    pub fn mark(
+        &self,
+        poolset_uuid: [u8; 16],
+        lineage: [u8; 16],
+        timeline: u32,
+        epoch: u32,
+    ) -> Result<(), Error> {
+        let answer = self.session.request(&Message::Mark {
+            poolset_uuid,
+            lineage,
+            timeline,
+            epoch,
+        })?;
+        self.expect_done("mark", answer)
+    }
+
     /// What the session moved so far.
     pub fn stats(&self) -> WireStats {
         self.session.stats()

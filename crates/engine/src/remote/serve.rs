@@ -20,7 +20,8 @@ use poolsync_header::PoolHdr;
 use poolsync_pmem::{Access, PartFile, Storage};
 use poolsync_wire::{
     decode_header, negotiate, Agreed, Codec, DigestRun, Failure, FailureCode, Hello, Message,
-    Opened, PartReport, PartStatus as WireStatus, RemovedFile, Role, FRAME_HEADER_LEN, HELLO_LEN,
+    Opened, PartReport, PartStatus as WireStatus, RemovedFile, Role, SyncMark, FRAME_HEADER_LEN,
+    HELLO_LEN,
 };
 use serde::Serialize;
 
@@ -120,6 +121,8 @@ struct Served<F> {
     name: String,
     /// The first failure of a write or flush since the last fence.
     pending: Option<String>,
+    /// Opened for writing.
+    write: bool,
 }
 
 struct Server<'a, S: Storage> {
@@ -326,13 +329,21 @@ impl<S: Storage> Server<'_, S> {
             }
             Message::Inspect => {
                 reread_headers(&mut served.set);
+                let mark = super::mark::read(storage, &served.set.path);
                 Ok(Message::Opened(Box::new(opened(
                     &served.set,
                     &served.text,
                     &served.name,
                     &self.options.server,
+                    mark,
                 ))))
             }
+            Message::Mark {
+                poolset_uuid,
+                lineage,
+                timeline,
+                epoch,
+            } => write_mark(storage, served, poolset_uuid, lineage, timeline, epoch),
             Message::Open(_) => Ok(failed(
                 FailureCode::Protocol,
                 format!("{} is open already", served.name),
@@ -350,13 +361,22 @@ impl<S: Storage> Server<'_, S> {
         }
         match open_set(self.storage, self.options, request) {
             Ok((set, text)) => {
-                let answer = opened(&set, &text, &request.path, &self.options.server);
+                // A session that may write forgets the mark before anything
+                // can change (docs/wire.md section 9).
+                let mark = super::mark::read(self.storage, &set.path);
+                if request.write {
+                    if let Err(e) = super::mark::forget(self.storage, &set.path) {
+                        return failure(&e);
+                    }
+                }
+                let answer = opened(&set, &text, &request.path, &self.options.server, mark);
                 self.report.set = Some(set.path.clone());
                 self.served = Some(Served {
                     set,
                     text,
                     name: request.path.clone(),
                     pending: None,
+                    write: request.write,
                 });
                 Message::Opened(Box::new(answer))
             }
@@ -507,7 +527,13 @@ fn check_uuid<F: PartFile>(set: &OpenSet<F>, name: &str, expected: [u8; 16]) -> 
 
 /// The `opened` answer: what opening found and the health check's verdict,
 /// judged here, on the remote host.
-fn opened<F: PartFile>(set: &OpenSet<F>, text: &str, name: &str, server: &str) -> Opened {
+fn opened<F: PartFile>(
+    set: &OpenSet<F>,
+    text: &str,
+    name: &str,
+    server: &str,
+    mark: Option<SyncMark>,
+) -> Opened {
     let health = inspect(set);
     let parts = set
         .parts()
@@ -544,7 +570,53 @@ fn opened<F: PartFile>(set: &OpenSet<F>, text: &str, name: &str, server: &str) -
         healthy: health.is_healthy(),
         pool_size: health.pool_size.unwrap_or(0),
         verdicts: verdicts(&health),
+        mark,
     }
+}
+
+/// The `mark` request: once everything written is durable and the pool is
+/// healthy and the client's, writes the sync mark with the pool's
+/// `run_id` (docs/wire.md section 9).
+fn write_mark<S: Storage>(
+    storage: &S,
+    served: &mut Served<S::File>,
+    poolset_uuid: [u8; 16],
+    lineage: [u8; 16],
+    timeline: u32,
+    epoch: u32,
+) -> Result<Message, Error> {
+    if !served.write {
+        return Ok(failed(
+            FailureCode::Protocol,
+            format!("{} is open read-only: a mark needs a session opened for writing", served.name),
+        ));
+    }
+    let fenced = served.replica()?.fence();
+    if let Some(first) = served.pending.take() {
+        return Ok(failed(FailureCode::Io, first));
+    }
+    fenced?;
+    reread_headers(&mut served.set);
+    let health = inspect(&served.set);
+    if !health.is_healthy() {
+        return Ok(failed(
+            FailureCode::Io,
+            format!("{} is not healthy: no mark is written", served.name),
+        ));
+    }
+    check_uuid(&served.set, &served.name, poolset_uuid)?;
+    let mut run_id = [0u8; 8];
+    let at = poolsync_header::OBJ_DESC_OFF + poolsync_header::OBJ_DESC_RUN_ID_OFF as u64;
+    served.replica()?.read(at, &mut run_id)?;
+    let mark = SyncMark {
+        poolset_uuid,
+        lineage,
+        timeline,
+        epoch,
+        run_id: u64::from_le_bytes(run_id),
+    };
+    super::mark::write(storage, &served.set.path, &mark)?;
+    Ok(Message::Done)
 }
 
 /// The health check's findings, one line each.
@@ -634,6 +706,13 @@ fn remove<S: Storage>(
     let mut out = Vec::new();
     let mut dirs = std::collections::BTreeSet::new();
     let mut paths: Vec<PathBuf> = served.set.parts().map(|p| p.path.clone()).collect();
+    // The pool's sync mark goes with it (a write session removed the
+    // mark itself at open; a temporary copy may be left).
+    for mark in super::mark::mark_files(&served.set.path) {
+        if storage.stat(&mark)?.is_some() {
+            paths.push(mark);
+        }
+    }
     if set_file {
         paths.push(served.set.path.clone());
     }

@@ -16,6 +16,7 @@ use serde::Serialize;
 use super::replica::{RemoteRef, RemoteReplica};
 use super::restore::{plan_restore, run_restore, RestoreOptions, RestorePlan};
 use super::session::{Session, WireStats};
+use super::epochs::{Tracked, Tracker};
 use super::update::{plan_update, run_update, RemotePlan, SourceFacts, UpdateOptions};
 use super::Connector;
 use crate::exec::{ExecReport, NoProgress, Progress};
@@ -251,6 +252,11 @@ pub fn update_remotes_at<S: Storage>(
 
 /// Brings every remote replica of `set` up to date from replica `source`
 /// (by default the first healthy one).
+///
+/// Every remote replica is connected first, and its sync mark judged
+/// against the pool's state file ([`super::epochs`]); then the source is
+/// scanned once, and each remote replica whose mark proves an epoch gets
+/// the blocks changed since, the others are compared by digests.
 pub fn update_remotes<S: Storage>(
     storage: &S,
     set: &mut OpenSet<S::File>,
@@ -274,32 +280,129 @@ pub fn update_remotes<S: Storage>(
                 .to_string(),
         })?;
     let facts = SourceFacts::of(set, &health, source)?;
+    let connected: Vec<Connected> = set
+        .remotes
+        .clone()
+        .iter()
+        .map(|line| {
+            let at = RemoteRef::of(&set.path, line);
+            Connected::new(connector, at, set.replicas.len(), !options.dry_run, &facts)
+        })
+        .collect();
+    let epochs = track(storage, set, &facts, &connected, options, progress)?;
     let mut remotes = Vec::new();
-    for line in set.remotes.clone() {
-        let at = RemoteRef::of(&set.path, &line);
-        remotes.push(update_one(
-            storage, set, &facts, connector, at, options, progress,
+    for (i, c) in connected.into_iter().enumerate() {
+        let use_epochs = match &epochs {
+            Ok(t) => Ok((t, i)),
+            Err(why) => Err(why.clone()),
+        };
+        remotes.push(update_connected(
+            storage,
+            set,
+            &facts,
+            c,
+            (options, false),
+            Some(use_epochs),
+            progress,
         ));
     }
     Ok(remotes)
 }
 
-/// Connects to one remote replica, plans its update and (unless a dry
-/// run) carries it out.
-pub(crate) fn update_one<S: Storage>(
-    storage: &S,
-    set: &mut OpenSet<S::File>,
-    facts: &SourceFacts,
-    connector: &dyn Connector,
+/// A remote replica connected, with its `run_id` when it is healthy.
+pub(crate) struct Connected {
     at: RemoteRef,
-    options: &SyncOptions,
-    progress: &dyn Progress,
-) -> RemoteOutcome {
-    update_one_with(storage, set, facts, connector, at, options, false, progress)
+    remote: Result<RemoteReplica, Error>,
+    run_id: Option<u64>,
 }
 
-/// [`update_one`], replacing the remote parts that exist with `recreate`.
-#[allow(clippy::too_many_arguments)]
+impl Connected {
+    pub(crate) fn new(
+        connector: &dyn Connector,
+        at: RemoteRef,
+        index: usize,
+        write: bool,
+        facts: &SourceFacts,
+    ) -> Connected {
+        let remote = connect(connector, at.clone(), index, write, facts);
+        // A read that fails here fails the update's first request too.
+        let run_id = remote
+            .as_ref()
+            .ok()
+            .and_then(|r| remote_run_id(r).ok().flatten());
+        Connected { at, remote, run_id }
+    }
+}
+
+/// Scans the source once against the pool's state file, for the remote
+/// replicas whose sync marks prove an epoch; `Err` says why every remote
+/// replica is compared by digests instead.
+fn track<S: Storage>(
+    storage: &S,
+    set: &OpenSet<S::File>,
+    facts: &SourceFacts,
+    connected: &[Connected],
+    options: &SyncOptions,
+    progress: &dyn Progress,
+) -> Result<Result<Tracked, String>, Error> {
+    if connected.iter().all(|c| c.remote.is_err()) {
+        return Ok(Err("no remote replica could be reached".to_string()));
+    }
+    let tracker = match Tracker::begin(
+        storage,
+        &set.path,
+        facts.master.poolset_uuid.0,
+        (set.set_pool_size(), facts.pool_size),
+        &options.uuids,
+    ) {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            return Ok(Err(
+                "this site keeps no epochs of its own (it follows another, importing packets)"
+                    .to_string(),
+            ))
+        }
+        Err(e) => return Ok(Err(format!("the local state file cannot be read: {e}"))),
+    };
+    let bases: Vec<Result<u32, String>> = connected
+        .iter()
+        .map(|c| match &c.remote {
+            Ok(_) if options.remote_digests => {
+                Err("`--verify` compares every block of the remote replicas".to_string())
+            }
+            Ok(r) => {
+                let view = r.view();
+                tracker.base(view.opened.mark.as_ref(), c.run_id, &view)
+            }
+            Err(_) => Err("not reached".to_string()),
+        })
+        .collect();
+    let wanted: Vec<Option<u32>> = bases.iter().map(|b| b.as_ref().ok().copied()).collect();
+    let src = set
+        .replica(facts.source)
+        .ok_or_else(|| Error::InvalidRequest {
+            path: set.path.clone(),
+            reason: format!("replica {} does not exist", facts.source),
+        })?;
+    match tracker.scan(
+        storage,
+        &set.path,
+        src,
+        &wanted,
+        (options.tuning(), options.dry_run),
+        progress,
+    ) {
+        Ok(mut t) => {
+            t.refusals = bases.into_iter().map(Result::err).collect();
+            Ok(Ok(t))
+        }
+        Err(e) => Ok(Err(format!("the local state file cannot be updated: {e}"))),
+    }
+}
+
+/// Connects to one remote replica, plans its update and (unless a dry
+/// run) carries it out, comparing by digests (replacing the parts that
+/// exist with `recreate`).
 pub(crate) fn update_one_with<S: Storage>(
     storage: &S,
     set: &mut OpenSet<S::File>,
@@ -310,6 +413,23 @@ pub(crate) fn update_one_with<S: Storage>(
     recreate: bool,
     progress: &dyn Progress,
 ) -> RemoteOutcome {
+    let c = Connected::new(connector, at, set.replicas.len(), !options.dry_run, facts);
+    update_connected(storage, set, facts, c, (options, recreate), None, progress)
+}
+
+/// Plans and (unless a dry run) carries out the update of one connected
+/// remote replica; with `epochs`, sends only the blocks changed since the
+/// epoch its mark proves, when it proves one, and marks it afterwards.
+fn update_connected<S: Storage>(
+    storage: &S,
+    set: &mut OpenSet<S::File>,
+    facts: &SourceFacts,
+    c: Connected,
+    (options, recreate): (&SyncOptions, bool),
+    epochs: Option<Result<(&Tracked, usize), String>>,
+    progress: &dyn Progress,
+) -> RemoteOutcome {
+    let Connected { at, remote, run_id } = c;
     let mut outcome = RemoteOutcome {
         remote: at.name(),
         line: at.line,
@@ -322,7 +442,7 @@ pub(crate) fn update_one_with<S: Storage>(
     };
     let (node, descriptor) = (at.node.clone(), at.descriptor.clone());
     let uuid = poolsync_header::RawUuid(facts.master.poolset_uuid.0).to_canonical();
-    let remote = match connect(connector, at, set.replicas.len(), !options.dry_run, facts) {
+    let remote = match remote {
         Ok(r) => r,
         Err(e) => {
             outcome.error = Some(e.to_string());
@@ -335,8 +455,7 @@ pub(crate) fn update_one_with<S: Storage>(
         record
             .entry(&node, &descriptor, &uuid)
             .and_then(|e| e.run_id),
-        // A read that fails here fails the update's first request too.
-        remote_run_id(&remote).ok().flatten(),
+        run_id,
     ) {
         if was != now {
             outcome.changed_on_host = Some(format!(
@@ -344,13 +463,26 @@ pub(crate) fn update_one_with<S: Storage>(
             ));
         }
     }
+    let (known, digests_because) = match &epochs {
+        Some(Ok((t, i))) => match (t.since.get(*i), t.refusals.get(*i)) {
+            (Some(Some(ranges)), _) => (t.base_of(*i).map(|e| (e, ranges.as_slice())), None),
+            (_, Some(Some(why))) => (None, Some(why.clone())),
+            _ => (None, None),
+        },
+        Some(Err(why)) => (None, Some(why.clone())),
+        None => (None, None),
+    };
     let result = (|| {
         let update = UpdateOptions {
             tuning: options.tuning(),
             uuids: &options.uuids,
             recreate,
+            known,
         };
-        let plan = plan_update(storage, set, facts, &remote, update, progress)?;
+        let mut plan = plan_update(storage, set, facts, &remote, update, progress)?;
+        if plan.since_epoch.is_none() {
+            plan.digests_because = digests_because;
+        }
         let report = if options.dry_run || plan.current {
             None
         } else {
@@ -371,39 +503,54 @@ pub(crate) fn update_one_with<S: Storage>(
             plan.rewind = outcome.changed_on_host.is_some();
             outcome.plan = Some(plan);
             outcome.report = report;
-            // The run_id the remote holds now, judged after the update (a
-            // seeded remote was not healthy when opened): part of the
-            // session, so a connection lost here is an error like any.
-            let run_id = if options.dry_run {
-                Ok(None)
-            } else {
-                remote.refresh().and_then(|_| remote_run_id(&remote))
-            };
-            outcome.wire = remote.stats();
-            match run_id {
-                Err(e) => outcome.error = Some(e.to_string()),
-                Ok(run_id) => {
-                    // The work is durable on both ends; a failed goodbye
-                    // changes nothing.
-                    let _ = remote.close();
-                    if !options.dry_run {
-                        if let Err(e) = super::record::note_sync(
-                            storage,
-                            &set.path,
-                            &node,
-                            &descriptor,
-                            &uuid,
-                            run_id,
-                        ) {
-                            outcome.unrecorded = Some(e.to_string());
-                        }
-                    }
-                }
+            if !options.dry_run {
+                finish(storage, set, &remote, &at, &uuid, epochs, &mut outcome);
             }
+            outcome.wire = remote.stats();
+            // The work is durable on both ends; a failed goodbye changes
+            // nothing.
+            let _ = remote.close();
         }
         Err(e) => outcome.error = Some(e.to_string()),
     }
     outcome
+}
+
+/// After an update that succeeded: marks the remote replica with the
+/// source's epoch (when the source's changes are tracked) and records the
+/// time and its `run_id`, judged after the update (a seeded remote was not
+/// healthy when opened). A connection lost here is an error like any.
+fn finish<S: Storage>(
+    storage: &S,
+    set: &OpenSet<S::File>,
+    remote: &RemoteReplica,
+    at: &RemoteRef,
+    uuid: &str,
+    epochs: Option<Result<(&Tracked, usize), String>>,
+    outcome: &mut RemoteOutcome,
+) {
+    let run_id = match remote.refresh().and_then(|_| remote_run_id(remote)) {
+        Ok(r) => r,
+        Err(e) => {
+            outcome.error = Some(e.to_string());
+            return;
+        }
+    };
+    // The update is done and durable; without its mark, the next update
+    // compares by digests. A connection lost here is an error all the
+    // same (the command exits 1, and a re-run converges).
+    if let Some(Ok((t, _))) = epochs {
+        if let Err(e) = remote.mark(t.poolset_uuid, t.lineage, t.timeline, t.epoch) {
+            outcome.error = Some(format!(
+                "the update is complete, but the remote host could not keep its sync mark: {e}"
+            ));
+        }
+    }
+    if let Err(e) =
+        super::record::note_sync(storage, &set.path, &at.node, &at.descriptor, uuid, run_id)
+    {
+        outcome.unrecorded = Some(e.to_string());
+    }
 }
 
 /// Starts a session with the remote replica `at` and opens its pool set.

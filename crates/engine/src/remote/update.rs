@@ -182,6 +182,15 @@ pub struct RemotePlan {
     /// known from digests alone: the planner leaves it `false`, and the
     /// sync sets it from the record.
     pub rewind: bool,
+    /// The epoch after which the source's changed blocks are sent, when
+    /// the remote replica's sync mark proves it holds that epoch (see
+    /// `super::epochs`): nothing is compared. `None`: compared by
+    /// digests.
+    pub since_epoch: Option<u32>,
+    /// Why the update compares by digests rather than sending the changes
+    /// since an epoch, when it does and the sync knows why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digests_because: Option<String>,
     /// Each part.
     pub parts: Vec<RemotePart>,
     /// The counts.
@@ -207,6 +216,10 @@ pub struct UpdateOptions<'a> {
     /// Replace the parts that exist rather than compare them (`create
     /// -f`).
     pub recreate: bool,
+    /// The ranges that differ, when known without comparing: the blocks
+    /// the source changed after the epoch the remote replica's sync mark
+    /// proves (`super::epochs`), with that epoch.
+    pub known: Option<(u32, &'a [LogicalRange])>,
 }
 
 /// How one remote part's header stands.
@@ -285,8 +298,18 @@ pub fn plan_update<S: Storage>(
         })?;
     let (compare_steps, copy_steps) = data_plan(&view, &actions, facts, ids, src, remote);
     // Compare first, writing nothing: the digests decide what to send.
+    // The changes since a proven epoch apply only to a remote replica
+    // whose every part is compared and keeps its header.
+    let known = options.known.filter(|_| {
+        actions.iter().all(|a| *a == RemotePartAction::Compare)
+            && standings
+                .iter()
+                .all(|s| matches!(s, Standing::Valid | Standing::NoHeader))
+    });
     let prepared = if compare_steps.is_empty() {
         None
+    } else if let Some((_, ranges)) = known {
+        Some((Prepared::from_known(&compare_steps, ranges), 0))
     } else {
         let table: Vec<&dyn Endpoint> = local
             .replicas
@@ -383,6 +406,8 @@ pub fn plan_update<S: Storage>(
         verdicts: view.opened.verdicts.clone(),
         current,
         rewind: false,
+        since_epoch: known.map(|(e, _)| e),
+        digests_because: None,
         parts,
         totals,
         differing: differing.iter().take(64).copied().collect(),

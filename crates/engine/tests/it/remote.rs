@@ -187,11 +187,28 @@ fn a_dry_run_writes_nothing_and_counts_what_a_run_sends() {
 fn a_remote_changed_on_its_host_is_rewound() {
     let (fx, s, admin) = setup();
     run(&s, &admin);
-    // An application opened the standby and wrote: the remote differs.
+    // Something wrote the standby's file behind libpmemobj's back (its
+    // run_id did not move) and poolsync's (its sync mark stands): the
+    // changes since the marked epoch cannot see it, `--verify` can.
     let remote_part = Path::new(ROOT).join("pools/standby.part1");
     write_file(&s, &remote_part, 3 * M, &[0x55; 4096]);
     let out = run(&s, &admin);
     let plan = out.remotes[0].plan.as_ref().unwrap();
+    assert!(plan.since_epoch.is_some(), "{plan:#?}");
+    assert!(plan.current, "{plan:#?}");
+    let verify = SyncOptions {
+        remote_digests: true,
+        ..options()
+    };
+    let out = sync_all(&s, &admin, &verify, &connector(&s), &NoProgress).unwrap();
+    let plan = out.remotes[0].plan.as_ref().unwrap();
+    assert_eq!(plan.since_epoch, None);
+    assert!(
+        plan.digests_because
+            .as_deref()
+            .is_some_and(|w| w.contains("--verify")),
+        "{plan:#?}"
+    );
     assert_eq!(plan.totals.bytes_differing, 4096);
     assert_in_sync(&s, &fx.set_path);
     // Its run_id did not move: not said to be changed on its host.
@@ -632,4 +649,82 @@ fn the_time_of_the_last_sync_is_recorded_and_reported() {
     let report = rm_with(&s, &admin, &opts, &mut AlwaysYes, &connector(&s)).unwrap();
     assert!(report.ok(), "{report:?}");
     assert!(s.stat(&path).unwrap().is_none(), "the record is removed");
+}
+
+#[test]
+fn an_update_sends_the_changes_since_the_epoch_its_mark_proves() {
+    let (fx, s, admin) = setup();
+    let mark = {
+        let mut m = Path::new(ROOT).join(REMOTE_SET).into_os_string();
+        m.push(".poolsync-synced");
+        PathBuf::from(m)
+    };
+    // Seeded: no mark yet, so compared (here: created); marked after.
+    let out = run(&s, &admin);
+    let plan = out.remotes[0].plan.as_ref().unwrap();
+    assert_eq!(plan.since_epoch, None);
+    assert!(s.stat(&mark).unwrap().is_some(), "no sync mark written");
+    let state = poolsync_engine::packets::state_path(&admin);
+    assert!(s.stat(&state).unwrap().is_some(), "no state file written");
+
+    // Nothing changed: current, and nothing compared or read there.
+    let out = run(&s, &admin);
+    let r = &out.remotes[0];
+    let plan = r.plan.as_ref().unwrap();
+    assert!(plan.current && plan.since_epoch.is_some(), "{plan:#?}");
+    assert_eq!(plan.totals.bytes_compared, 0);
+    assert_eq!(plan.totals.wire_compare, 0);
+    let first = plan.since_epoch;
+
+    // Three blocks change locally: exactly they are sent, nothing is
+    // compared, and the epoch moves on.
+    for (i, off) in [2 * M, 5 * M + 4096, 11 * M].into_iter().enumerate() {
+        let bytes = vec![0xc0 + i as u8; 4096];
+        fx.write_logical(&s, 0, off, &bytes);
+        fx.write_logical(&s, 1, off, &bytes);
+    }
+    let out = run(&s, &admin);
+    let plan = out.remotes[0].plan.as_ref().unwrap();
+    assert_eq!(plan.since_epoch, first, "{plan:#?}");
+    assert_eq!(plan.totals.bytes_differing, 3 * 4096, "{plan:#?}");
+    assert_eq!(plan.totals.bytes_compared, 0);
+    assert_in_sync(&s, &fx.set_path);
+    let out = run(&s, &admin);
+    let plan = out.remotes[0].plan.as_ref().unwrap();
+    assert!(plan.current);
+    assert!(plan.since_epoch > first, "{plan:#?}");
+
+    // libpmemobj opens the standby there (run_id + 2): by digests, saying why.
+    let part0 = Path::new(ROOT).join("pools/standby.part0");
+    let f = s.open(&part0, Access::ReadOnly).unwrap();
+    let mut b = [0u8; 8];
+    f.read_at(0x1808, &mut b).unwrap();
+    drop(f);
+    write_file(&s, &part0, 0x1808, &(u64::from_le_bytes(b) + 2).to_le_bytes());
+    let out = run(&s, &admin);
+    let plan = out.remotes[0].plan.as_ref().unwrap();
+    assert_eq!(plan.since_epoch, None);
+    let why = plan.digests_because.as_deref().unwrap_or_default();
+    assert!(why.contains("opened on its host"), "{why}");
+    assert_in_sync(&s, &fx.set_path);
+
+    // The local state file is lost: a new lineage, by digests once.
+    s.remove(&state).unwrap();
+    let out = run(&s, &admin);
+    let plan = out.remotes[0].plan.as_ref().unwrap();
+    assert_eq!(plan.since_epoch, None);
+    assert!(plan.digests_because.is_some(), "{plan:#?}");
+    let out = run(&s, &admin);
+    assert!(out.remotes[0].plan.as_ref().unwrap().since_epoch.is_some());
+
+    // A dry run leaves the mark, a write session removes it first: an
+    // update that fails half way leaves none.
+    let dry = SyncOptions {
+        dry_run: true,
+        ..options()
+    };
+    let before = s.image();
+    sync_all(&s, &admin, &dry, &connector(&s), &NoProgress).unwrap();
+    assert!(s.image() == before, "a dry run wrote");
+    assert!(s.stat(&mark).unwrap().is_some());
 }

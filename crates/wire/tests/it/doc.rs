@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use poolsync_wire::frame::*;
 use poolsync_wire::hello::*;
+use poolsync_wire::mark::*;
 use poolsync_wire::message::*;
 
 fn doc() -> String {
@@ -25,6 +26,17 @@ fn constants() -> BTreeMap<&'static str, usize> {
         ("HELLO_FEATURES_OFF", HELLO_FEATURES_OFF),
         ("HELLO_CRC_OFF", HELLO_CRC_OFF),
         ("HELLO_RESERVED3_OFF", HELLO_RESERVED3_OFF),
+        ("MARK_MAGIC_OFF", MARK_MAGIC_OFF),
+        ("MARK_VERSION_OFF", MARK_VERSION_OFF),
+        ("MARK_RESERVED_OFF", MARK_RESERVED_OFF),
+        ("MARK_TIMELINE_OFF", MARK_TIMELINE_OFF),
+        ("MARK_POOLSET_UUID_OFF", MARK_POOLSET_UUID_OFF),
+        ("MARK_LINEAGE_OFF", MARK_LINEAGE_OFF),
+        ("MARK_EPOCH_OFF", MARK_EPOCH_OFF),
+        ("MARK_RESERVED2_OFF", MARK_RESERVED2_OFF),
+        ("MARK_RUN_ID_OFF", MARK_RUN_ID_OFF),
+        ("MARK_CRC_OFF", MARK_CRC_OFF),
+        ("MARK_RESERVED3_OFF", MARK_RESERVED3_OFF),
         ("FRAME_STORED_LEN_OFF", FRAME_STORED_LEN_OFF),
         ("FRAME_KIND_OFF", FRAME_KIND_OFF),
         ("FRAME_FLAGS_OFF", FRAME_FLAGS_OFF),
@@ -75,6 +87,7 @@ fn the_documented_bounds_and_kinds_are_the_code_s() {
     let doc = doc();
     for (name, value) in [
         ("HELLO_LEN", HELLO_LEN.to_string()),
+        ("MARK_LEN", MARK_LEN.to_string()),
         ("FRAME_HEADER_LEN", FRAME_HEADER_LEN.to_string()),
         ("MAX_PAYLOAD", MAX_PAYLOAD.to_string()),
         ("MIN_PAYLOAD", MIN_PAYLOAD.to_string()),

@@ -62,6 +62,23 @@ fn offset_len() -> impl Strategy<Value = (u64, u64)> {
     (any::<u64>(), any::<u64>()).prop_map(|(o, l)| (o / 2, l / 2))
 }
 
+fn mark() -> impl Strategy<Value = SyncMark> {
+    (
+        any::<[u8; 16]>(),
+        any::<[u8; 16]>(),
+        any::<u32>(),
+        any::<u32>(),
+        any::<u64>(),
+    )
+        .prop_map(|(poolset_uuid, lineage, timeline, epoch, run_id)| SyncMark {
+            poolset_uuid,
+            lineage,
+            timeline,
+            epoch,
+            run_id,
+        })
+}
+
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
         (
@@ -128,10 +145,11 @@ fn message() -> impl Strategy<Value = Message> {
             text(20),
             proptest::collection::vec(part(), 0..5),
             (any::<bool>(), any::<u64>()),
-            proptest::collection::vec(text(50), 0..4)
+            proptest::collection::vec(text(50), 0..4),
+            proptest::option::of(mark()),
         )
             .prop_map(
-                |(set_path, set_text, server, parts, (healthy, pool_size), verdicts)| {
+                |(set_path, set_text, server, parts, (healthy, pool_size), verdicts, mark)| {
                     Message::Opened(Box::new(Opened {
                         set_path,
                         set_text,
@@ -140,9 +158,18 @@ fn message() -> impl Strategy<Value = Message> {
                         healthy,
                         pool_size,
                         verdicts,
+                        mark,
                     }))
                 }
             ),
+        (any::<[u8; 16]>(), any::<[u8; 16]>(), any::<u32>(), any::<u32>()).prop_map(
+            |(poolset_uuid, lineage, timeline, epoch)| Message::Mark {
+                poolset_uuid,
+                lineage,
+                timeline,
+                epoch,
+            }
+        ),
         proptest::collection::vec(any::<u128>(), 0..300).prop_map(Message::DigestList),
         proptest::collection::vec((text(40), any::<bool>()), 0..6).prop_map(|files| {
             Message::Removed(
@@ -229,6 +256,7 @@ fn a_frame_larger_than_the_limit_is_not_sealed() {
         healthy: true,
         pool_size: 0,
         verdicts: vec!["x".repeat(1000)],
+        mark: None,
     }));
     match codec.seal(&m, MIN_PAYLOAD) {
         Err(e) => assert!(e.to_string().contains("exceeds the limit"), "{e}"),
