@@ -146,7 +146,12 @@ fn a_remote_replica_is_seeded_kept_current_and_opens_with_libpmemobj() {
     // Nothing to do: current, and said so.
     let out = r.run(&sshd, &["sync", "-v"]);
     out.assert_success();
-    assert!(line(&out.stdout, "remote replica ").contains("current"));
+    // Known without comparing: the sync mark the last update left on the
+    // remote host proves the epoch it holds (the `verify` above opened the
+    // standby, so that update compared by digests).
+    let done = line(&out.stdout, "remote replica ");
+    assert!(done.contains("current"), "{done}");
+    assert!(done.contains("nothing changed since epoch"), "{done}");
     let check = pmempool(&["check", "-v", s(&r.remote_set)]);
     assert!(check.stdout.contains("consistent"), "{}", check.describe());
 
@@ -157,6 +162,7 @@ fn a_remote_replica_is_seeded_kept_current_and_opens_with_libpmemobj() {
     out.assert_success();
     let done = line(&out.stdout, "remote replica ");
     assert!(number_before(done, "bytes differed") > 0, "{done}");
+    assert!(done.contains("by digests"), "{done}");
     assert!(
         done.contains("changed on its host since its last sync")
             && done.contains("rewound to the source"),
@@ -195,6 +201,11 @@ fn a_remote_replica_is_seeded_kept_current_and_opens_with_libpmemobj() {
     out.assert_success();
     assert!(out.stdout.contains("wire: "), "{}", out.describe());
     assert!(out.stdout.contains("remote host: "), "{}", out.describe());
+    assert!(
+        out.stdout.contains("by epochs: its sync mark proves it holds epoch"),
+        "{}",
+        out.describe()
+    );
     crate::support::assert_unchanged(
         &before,
         &snapshot(r.remote_set.parent().unwrap()),
