@@ -421,7 +421,13 @@ fn remove_leftovers<S: Storage>(
     }
     for path in crate::remote::mark::mark_files(target) {
         if crate::remote::mark::is_mark(storage, &path) {
-            out.push(remove_one(storage, &path, Role::SyncMark, options, observer));
+            out.push(remove_one(
+                storage,
+                &path,
+                Role::SyncMark,
+                options,
+                observer,
+            ));
             let _ = storage.fsync_parent(&path);
         }
     }

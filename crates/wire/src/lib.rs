@@ -66,8 +66,8 @@ pub use error::{quote, Error};
 pub use frame::{
     decode_header, Codec, FrameHeader, FLAG_ZSTD, FRAME_HEADER_LEN, MAX_PAYLOAD, MIN_PAYLOAD,
 };
-pub use mark::{SyncMark, MARK_LEN};
 pub use hello::{negotiate, Agreed, Hello, Role, HELLO_LEN, MAGIC, MAX_VERSION, MIN_VERSION};
+pub use mark::{SyncMark, MARK_LEN};
 pub use message::{
     name_of, DigestRun, Failure, FailureCode, HeaderPage, HeaderWrite, Message, Open, Opened,
     PartReport, PartStatus, RemovedFile, HEADER_PAGE, MAX_DATA, MAX_DIGESTS, MAX_DIGEST_PIECE,

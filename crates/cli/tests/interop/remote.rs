@@ -202,7 +202,8 @@ fn a_remote_replica_is_seeded_kept_current_and_opens_with_libpmemobj() {
     assert!(out.stdout.contains("wire: "), "{}", out.describe());
     assert!(out.stdout.contains("remote host: "), "{}", out.describe());
     assert!(
-        out.stdout.contains("by epochs: its sync mark proves it holds epoch"),
+        out.stdout
+            .contains("by epochs: its sync mark proves it holds epoch"),
         "{}",
         out.describe()
     );

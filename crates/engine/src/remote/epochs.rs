@@ -125,7 +125,9 @@ impl<F: poolsync_pmem::PartFile> Tracker<F> {
                 .start
                 .note
                 .as_ref()
-                .map_or("the local state file is new".to_string(), |n| n.reason.clone()));
+                .map_or("the local state file is new".to_string(), |n| {
+                    n.reason.clone()
+                }));
         }
         if m.poolset_uuid != head.poolset_uuid
             || m.lineage != head.lineage

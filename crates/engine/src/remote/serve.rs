@@ -588,7 +588,10 @@ fn write_mark<S: Storage>(
     if !served.write {
         return Ok(failed(
             FailureCode::Protocol,
-            format!("{} is open read-only: a mark needs a session opened for writing", served.name),
+            format!(
+                "{} is open read-only: a mark needs a session opened for writing",
+                served.name
+            ),
         ));
     }
     let fenced = served.replica()?.fence();

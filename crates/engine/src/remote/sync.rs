@@ -13,10 +13,10 @@ use std::path::Path;
 use poolsync_pmem::Storage;
 use serde::Serialize;
 
+use super::epochs::{Tracked, Tracker};
 use super::replica::{RemoteRef, RemoteReplica};
 use super::restore::{plan_restore, run_restore, RestoreOptions, RestorePlan};
 use super::session::{Session, WireStats};
-use super::epochs::{Tracked, Tracker};
 use super::update::{plan_update, run_update, RemotePlan, SourceFacts, UpdateOptions};
 use super::Connector;
 use crate::exec::{ExecReport, NoProgress, Progress};

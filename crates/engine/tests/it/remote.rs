@@ -700,7 +700,12 @@ fn an_update_sends_the_changes_since_the_epoch_its_mark_proves() {
     let mut b = [0u8; 8];
     f.read_at(0x1808, &mut b).unwrap();
     drop(f);
-    write_file(&s, &part0, 0x1808, &(u64::from_le_bytes(b) + 2).to_le_bytes());
+    write_file(
+        &s,
+        &part0,
+        0x1808,
+        &(u64::from_le_bytes(b) + 2).to_le_bytes(),
+    );
     let out = run(&s, &admin);
     let plan = out.remotes[0].plan.as_ref().unwrap();
     assert_eq!(plan.since_epoch, None);

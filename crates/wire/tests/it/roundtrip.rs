@@ -70,13 +70,15 @@ fn mark() -> impl Strategy<Value = SyncMark> {
         any::<u32>(),
         any::<u64>(),
     )
-        .prop_map(|(poolset_uuid, lineage, timeline, epoch, run_id)| SyncMark {
-            poolset_uuid,
-            lineage,
-            timeline,
-            epoch,
-            run_id,
-        })
+        .prop_map(
+            |(poolset_uuid, lineage, timeline, epoch, run_id)| SyncMark {
+                poolset_uuid,
+                lineage,
+                timeline,
+                epoch,
+                run_id,
+            },
+        )
 }
 
 fn message() -> impl Strategy<Value = Message> {
@@ -162,14 +164,18 @@ fn message() -> impl Strategy<Value = Message> {
                     }))
                 }
             ),
-        (any::<[u8; 16]>(), any::<[u8; 16]>(), any::<u32>(), any::<u32>()).prop_map(
-            |(poolset_uuid, lineage, timeline, epoch)| Message::Mark {
+        (
+            any::<[u8; 16]>(),
+            any::<[u8; 16]>(),
+            any::<u32>(),
+            any::<u32>()
+        )
+            .prop_map(|(poolset_uuid, lineage, timeline, epoch)| Message::Mark {
                 poolset_uuid,
                 lineage,
                 timeline,
                 epoch,
-            }
-        ),
+            }),
         proptest::collection::vec(any::<u128>(), 0..300).prop_map(Message::DigestList),
         proptest::collection::vec((text(40), any::<bool>()), 0..6).prop_map(|files| {
             Message::Removed(

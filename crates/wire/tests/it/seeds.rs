@@ -200,3 +200,12 @@ fn seeds_are_current() {
         assert_eq!(committed.len(), bytes.len(), "{name} is out of date");
     }
 }
+
+#[test]
+fn the_sync_mark_seed_decodes() {
+    let path = dir().join("../sync_mark/mark.bin");
+    let seed =
+        std::fs::read(&path).unwrap_or_else(|e| panic!("fuzz/seeds/sync_mark/mark.bin: {e}"));
+    let m = SyncMark::decode(&seed).unwrap();
+    assert_eq!((m.epoch, m.run_id, m.timeline), (4, 12, 1));
+}
