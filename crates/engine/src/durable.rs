@@ -78,26 +78,6 @@ pub(crate) fn create_file<S: Storage>(
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use poolsync_pmem::sim::SimStorage;
-
-    #[test]
-    fn a_created_file_is_durable_with_its_mode() {
-        let s = SimStorage::new();
-        s.add_dir(Path::new("/d")).unwrap();
-        create_file(&s, Path::new("/d/f"), b"hello", 0o600).unwrap();
-        let after = s.after_crash();
-        assert_eq!(
-            after.persisted_bytes(Path::new("/d/f")).as_deref(),
-            Some(&b"hello"[..])
-        );
-        assert!(remove_if_exists(&s, Path::new("/d/f")).unwrap());
-        assert!(!remove_if_exists(&s, Path::new("/d/f")).unwrap());
-    }
-}
-
 /// Replaces the small file `path` with `bytes`, whole: they are written to
 /// `<path>.tmp` (created anew, mode 0644), flushed and fenced, the
 /// directory synced, the copy renamed over `path` and the directory synced
@@ -122,4 +102,24 @@ pub(crate) fn replace_small_file<S: Storage>(
     storage.rename(&tmp, path)?;
     storage.fsync_parent(path)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use poolsync_pmem::sim::SimStorage;
+
+    #[test]
+    fn a_created_file_is_durable_with_its_mode() {
+        let s = SimStorage::new();
+        s.add_dir(Path::new("/d")).unwrap();
+        create_file(&s, Path::new("/d/f"), b"hello", 0o600).unwrap();
+        let after = s.after_crash();
+        assert_eq!(
+            after.persisted_bytes(Path::new("/d/f")).as_deref(),
+            Some(&b"hello"[..])
+        );
+        assert!(remove_if_exists(&s, Path::new("/d/f")).unwrap());
+        assert!(!remove_if_exists(&s, Path::new("/d/f")).unwrap());
+    }
 }

@@ -403,6 +403,7 @@ fn track<S: Storage>(
 /// Connects to one remote replica, plans its update and (unless a dry
 /// run) carries it out, comparing by digests (replacing the parts that
 /// exist with `recreate`).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn update_one_with<S: Storage>(
     storage: &S,
     set: &mut OpenSet<S::File>,
