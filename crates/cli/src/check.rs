@@ -389,7 +389,11 @@ fn remotes_of(
         progress.as_ref(),
     );
     progress.finish();
-    Ok(found.unwrap_or_default())
+    // Each remote replica's own failure is in its status; a failure here
+    // (the set cannot be opened again) must not pass for "no remotes".
+    anyhow::Context::with_context(found, || {
+        format!("{}: cannot judge the remote replicas", args.file.display())
+    })
 }
 
 /// One line per remote replica; `true` when every one is consistent (and,

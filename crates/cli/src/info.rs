@@ -201,14 +201,21 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
             threads: settings.jobs(None)?,
         },
     };
-    let remotes = remote_status(
-        &AnyStorage::new(PersistMode::PageCache),
-        &args.file,
-        &connector,
-        &status,
-        &NoProgress,
-    )
-    .unwrap_or_default();
+    let remotes = anyhow::Context::with_context(
+        remote_status(
+            &AnyStorage::new(PersistMode::PageCache),
+            &args.file,
+            &connector,
+            &status,
+            &NoProgress,
+        ),
+        || {
+            format!(
+                "{}: cannot describe the remote replicas",
+                args.file.display()
+            )
+        },
+    )?;
     if args.json {
         emit_json(
             "info",

@@ -350,6 +350,17 @@ fn rm_remote(
     };
     let name = PathBuf::from(format!("{node}:{descriptor}"));
     observer.visiting(&name, &role);
+    // `-i` asks once for the remote replica, whose parts the server removes
+    // in one request (their names are known only on its host).
+    if options.ask == Ask::Always && !observer.confirm(&name, false) {
+        let file = RmFile {
+            path: name,
+            role,
+            outcome: Outcome::Declined,
+        };
+        observer.done(&file);
+        return vec![file];
+    }
     let removed = remove_remote(connector, at, options.remove_remote_set_files, uuid);
     let files: Vec<RmFile> = match removed {
         Ok(files) => files

@@ -460,6 +460,37 @@ fn rm_removes_the_remote_parts_and_with_r_the_remote_set_file() {
         remove_remote_set_files: true,
         ..RmOptions::default()
     };
+    // `-i` asks about the remote replica too; declined, it stays whole.
+    struct DeclineRemote(Vec<PathBuf>);
+    impl poolsync_engine::rm::RmObserver for DeclineRemote {
+        fn confirm(&mut self, path: &Path, _write_protected: bool) -> bool {
+            self.0.push(path.to_path_buf());
+            false
+        }
+    }
+    let ask = RmOptions {
+        ask: Ask::Always,
+        ..opts.clone()
+    };
+    let mut declining = DeclineRemote(Vec::new());
+    let report = rm_with(&s, &admin, &ask, &mut declining, &connector(&s)).unwrap();
+    assert!(
+        declining
+            .0
+            .iter()
+            .any(|p| p.to_string_lossy().contains("b.example.org")),
+        "{:?}",
+        declining.0
+    );
+    assert!(report
+        .files
+        .iter()
+        .any(|f| matches!(f.outcome, poolsync_engine::rm::Outcome::Declined)));
+    for name in ["standby.part0", "standby.part1", "standby.set"] {
+        assert!(s.stat(&pools.join(name)).unwrap().is_some(), "{name}");
+    }
+    assert!(s.stat(&admin).unwrap().is_some());
+
     let report = rm_with(&s, &admin, &opts, &mut AlwaysYes, &connector(&s)).unwrap();
     assert!(report.ok(), "{report:?}");
     for name in ["standby.part0", "standby.part1", "standby.set"] {
