@@ -308,7 +308,9 @@ fn remote_copy(demo: &Demo, client: Option<&Path>) -> Result<()> {
     remote.expect(&["check", "admin.set"], 0)?;
     say(
         "... and the dry run shows what the next sync sends: only the blocks that\n\
-         differ, with the bytes for the wire.",
+         differ, with the bytes for the wire. The first sync left a sync mark on\n\
+         site-c naming the epoch it holds, so they are the blocks the source\n\
+         changed since, and site-c reads nothing to compare.",
     );
     remote.expect(&["sync", "-d", "admin.set"], 0)?;
     remote.expect(&["sync", "-v", "admin.set"], 0)?;

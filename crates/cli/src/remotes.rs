@@ -148,7 +148,9 @@ pub fn done_line(o: &RemoteOutcome) -> String {
             },
             match plan.since_epoch {
                 Some(e) => format!(" with the changes since epoch {e}"),
-                None => " by digests".to_string(),
+                None if plan.totals.bytes_compared > 0 => " by digests".to_string(),
+                // Every part new: nothing to compare.
+                None => String::new(),
             },
             plan.totals.bytes_differing,
             plan.totals.bytes_to_copy,
