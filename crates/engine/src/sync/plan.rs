@@ -887,11 +887,18 @@ pub fn new_replica_hint(set: &std::path::Path, fresh: &[usize]) -> String {
     )
 }
 
-/// Why a replica is not healthy: its own fault, or its first part's.
+/// Why a replica is not healthy: its own fault, or its first part's. A
+/// shutdown state that cannot be verified only follows from part 0's
+/// fault, whose message says what happened and to which file (a read that
+/// failed with EIO, say), so that one is given instead.
 fn replica_reason(r: &ReplicaHealth) -> Option<String> {
-    r.message
-        .clone()
-        .or_else(|| r.parts.iter().find_map(|p| p.message.clone()))
+    let part = || r.parts.iter().find_map(|p| p.message.clone());
+    match r.fault {
+        Some(crate::inspect::ReplicaFault::ShutdownStateUnverifiable) => {
+            part().or_else(|| r.message.clone())
+        }
+        _ => r.message.clone().or_else(part),
+    }
 }
 
 /// Why each replica is not healthy: `replica R: reason; ...`.
