@@ -99,7 +99,7 @@
 //! Each failed call returns the error [`crate::FsStorage`] returns for that
 //! `errno` (`write "/pool/a.part" at offset 8192: Input/output error`), so
 //! a writer's message is the one a user would read.
-//! [`SimStorage::fault_hit`] names the first call that failed. A fault is
+//! [`SimStorage::fault_hits`] lists the calls that failed. A fault is
 //! not a crash: nothing is lost but what the fault itself loses, and
 //! [`SimStorage::after_crash_with`] (a reboot, with the survival of the
 //! test's choice) or [`SimStorage::clear_fault`] (the disk repaired) ends
@@ -286,7 +286,7 @@ impl fmt::Display for Fault {
     }
 }
 
-/// The first call an injected [`Fault`] failed ([`SimStorage::fault_hit`]).
+/// A call an injected [`Fault`] failed ([`SimStorage::fault_hit`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FaultHit {
     /// The fault.
@@ -385,8 +385,8 @@ struct State {
     /// Per [`Fault`] (by [`Fault::index`]), the operations it could have
     /// failed that went ahead.
     fault_ops: [u64; Fault::ALL.len()],
-    /// The first operation an injected fault failed.
-    fault_hit: Option<FaultHit>,
+    /// The calls an injected fault failed, in order.
+    fault_hits: Vec<FaultHit>,
     dirs: BTreeMap<PathBuf, Dir>,
     /// Directory entries as the running system sees them.
     live: BTreeMap<PathBuf, u64>,
@@ -791,7 +791,13 @@ impl SimStorage {
 
     /// The first call the injected fault failed, if any.
     pub fn fault_hit(&self) -> Option<FaultHit> {
-        self.lock().fault_hit.clone()
+        self.lock().fault_hits.first().cloned()
+    }
+
+    /// Every call the injected fault failed (a sticky one fails many), in
+    /// order.
+    pub fn fault_hits(&self) -> Vec<FaultHit> {
+        self.lock().fault_hits.clone()
     }
 
     /// The index of the event at which this storage crashed, if it did.
@@ -969,7 +975,7 @@ impl State {
             crashed: None,
             fault: None,
             fault_ops: [0; Fault::ALL.len()],
-            fault_hit: None,
+            fault_hits: Vec::new(),
             dirs,
             live: BTreeMap::new(),
             durable: BTreeMap::new(),
@@ -1046,14 +1052,12 @@ impl State {
         let Some((fault, index)) = failed else {
             return Ok(());
         };
-        if self.fault_hit.is_none() {
-            self.fault_hit = Some(FaultHit {
-                fault,
-                index,
-                op,
-                path: path.to_path_buf(),
-            });
-        }
+        self.fault_hits.push(FaultHit {
+            fault,
+            index,
+            op,
+            path: path.to_path_buf(),
+        });
         Err(err(io::Error::from_raw_os_error(fault.errno())))
     }
 
