@@ -163,9 +163,9 @@ impl<'a, T> CrashTest<'a, T> {
     /// Runs the writer on a copy of the base with `fault` injected at its
     /// `k`-th call, checks that the run did not panic and that a failure
     /// says what failed (see the module documentation), and clears the
-    /// fault. Returns the storage as the run left it, and whether the run
-    /// succeeded.
-    pub fn inject(&self, fault: Fault, k: u64) -> (SimStorage, bool) {
+    /// fault. Returns the storage as the run left it, and the run's
+    /// failure as one line, if it failed.
+    pub fn inject(&self, fault: Fault, k: u64) -> (SimStorage, Option<String>) {
         let name = &self.name;
         let s = Wrapped::new(self.copy());
         s.sim().inject(fault, k);
@@ -178,11 +178,12 @@ impl<'a, T> CrashTest<'a, T> {
             panic!("{name}: {fault} at call {k}: the writer panicked: {text}")
         });
         s.sim().clear_fault();
-        match (&result, s.sim().fault_hit()) {
+        let hits = s.sim().fault_hits();
+        match (&result, hits.first()) {
             (Ok(_), _) => {}
             (Err(e), None) => panic!("{name}: {fault} at call {k}: failed, but not by it: {e}"),
             (Err(e), Some(hit)) => {
-                if let Err(why) = clear_message(e, &hit) {
+                if let Err(why) = clear_message(e, &hits) {
                     panic!(
                         "{name}: {fault} at call {k} ({} {}): the message {why}: {}",
                         hit.op,
@@ -192,7 +193,7 @@ impl<'a, T> CrashTest<'a, T> {
                 }
             }
         }
-        (s.sim().clone(), result.is_ok())
+        (s.sim().clone(), result.err().map(|e| one_line(&e)))
     }
 
     /// A sweep of `faults`, each injected at calls of the reference's run
@@ -446,6 +447,7 @@ impl<'s, 'a: 's, T: Sync> Sweep<'s, 'a, T> {
         let started = Instant::now();
         let expected = self.end_image.as_ref().map(|f| f(&self.reference.storage));
         let notes = Mutex::new(BTreeMap::new());
+        let messages = Mutex::new(BTreeMap::new());
         let points: Vec<(Option<Fault>, u64)> = if self.faults.is_empty() {
             self.points.iter().map(|&k| (None, k)).collect()
         } else {
@@ -457,8 +459,9 @@ impl<'s, 'a: 's, T: Sync> Sweep<'s, 'a, T> {
             let handles: Vec<_> = (0..shares)
                 .map(|i| {
                     let points = &points[len * i / shares..len * (i + 1) / shares];
-                    let (this, expected, notes) = (&self, expected.as_ref(), &notes);
-                    scope.spawn(move || this.share(points, expected, notes))
+                    let (this, expected) = (&self, expected.as_ref());
+                    let (notes, messages) = (&notes, &messages);
+                    scope.spawn(move || this.share(points, expected, notes, messages))
                 })
                 .collect();
             handles
@@ -488,6 +491,9 @@ impl<'s, 'a: 's, T: Sync> Sweep<'s, 'a, T> {
                 calls.join(", "),
                 started.elapsed().as_secs_f64()
             );
+            for (fault, text) in messages.into_inner().unwrap_or_else(|e| e.into_inner()) {
+                eprintln!("  {fault}, first failure: {text}");
+            }
         }
     }
 
@@ -497,6 +503,7 @@ impl<'s, 'a: 's, T: Sync> Sweep<'s, 'a, T> {
         points: &[(Option<Fault>, u64)],
         expected: Option<&SimImage>,
         notes: &Mutex<BTreeMap<String, u64>>,
+        messages: &Mutex<BTreeMap<Fault, String>>,
     ) -> (u64, u64) {
         let (mut checked, mut skipped) = (0, 0);
         let mut seen: Vec<SimImage> = Vec::new();
@@ -505,8 +512,13 @@ impl<'s, 'a: 's, T: Sync> Sweep<'s, 'a, T> {
             let left = match fault {
                 None => self.test.interrupt(self.reference, k),
                 Some(fault) => {
-                    let (left, ok) = self.test.inject(fault, k);
+                    let (left, failure) = self.test.inject(fault, k);
+                    let ok = failure.is_none();
                     let outcome = if ok { "succeeded" } else { "failed" };
+                    if let Some(text) = failure {
+                        let mut first = messages.lock().unwrap_or_else(|e| e.into_inner());
+                        first.entry(fault).or_insert(text);
+                    }
                     let note = |what: String| {
                         let mut notes = notes.lock().unwrap_or_else(|e| e.into_inner());
                         *notes.entry(what).or_default() += 1;
@@ -653,21 +665,25 @@ pub fn one_line(e: &Error) -> String {
     text
 }
 
-/// Whether the failure `e` of a run that `hit` failed says so clearly:
-/// in one line, the faulted file and the system's text, once per failure
-/// it lists; or, when a later fence of the file that failed is what the
-/// run reports, that an earlier fdatasync failed.
-fn clear_message(e: &Error, hit: &FaultHit) -> Result<(), String> {
+/// Whether the failure `e` of a run whose calls `hits` failed says so
+/// clearly: in one line, a file whose call failed (of a sticky fault, any)
+/// and the system's text, once per failure it lists; or, when a later
+/// fence of the file that failed is what the run reports, that an earlier
+/// fdatasync failed.
+fn clear_message(e: &Error, hits: &[FaultHit]) -> Result<(), String> {
     let text = one_line(e);
+    let Some(hit) = hits.first() else {
+        return Err("is not about the fault".into());
+    };
     let os = std::io::Error::from_raw_os_error(hit.fault.errno()).to_string();
     let os = os
         .split(" (os error")
         .next()
         .unwrap_or_default()
         .to_string();
-    let path = hit.path.display().to_string();
-    if !text.contains(&path) {
-        return Err(format!("does not name {path}"));
+    let named = |h: &FaultHit| text.contains(&h.path.display().to_string());
+    if !hits.iter().any(named) {
+        return Err(format!("does not name {}", hit.path.display()));
     }
     if text.contains("(os error") {
         return Err("carries Rust's `(os error N)`".into());
