@@ -387,6 +387,23 @@ pub struct ReplicaHealth {
     pub parts: Vec<PartHealth>,
 }
 
+impl ReplicaHealth {
+    /// Why the replica is not healthy, as text naming it: its own fault,
+    /// or its first faulty part's. A shutdown state that cannot be
+    /// verified only follows from part 0's fault, whose message says what
+    /// happened and to which file (a read that failed with EIO, say), so
+    /// that one is given instead. `None` when nothing is wrong.
+    pub fn reason(&self) -> Option<String> {
+        let part = || self.parts.iter().find_map(|p| p.message.clone());
+        match self.fault {
+            Some(ReplicaFault::ShutdownStateUnverifiable) => {
+                part().or_else(|| self.message.clone())
+            }
+            _ => self.message.clone().or_else(part),
+        }
+    }
+}
+
 /// The health of a whole pool set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Health {

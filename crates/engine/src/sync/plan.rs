@@ -332,7 +332,7 @@ fn choose<F: PartFile>(
                     let reason = health
                         .replicas
                         .get(n)
-                        .and_then(replica_reason)
+                        .and_then(ReplicaHealth::reason)
                         .unwrap_or_else(|| {
                             format!("a bad block covers a pool header of replica {n}")
                         });
@@ -887,26 +887,15 @@ pub fn new_replica_hint(set: &std::path::Path, fresh: &[usize]) -> String {
     )
 }
 
-/// Why a replica is not healthy: its own fault, or its first part's. A
-/// shutdown state that cannot be verified only follows from part 0's
-/// fault, whose message says what happened and to which file (a read that
-/// failed with EIO, say), so that one is given instead.
-fn replica_reason(r: &ReplicaHealth) -> Option<String> {
-    let part = || r.parts.iter().find_map(|p| p.message.clone());
-    match r.fault {
-        Some(crate::inspect::ReplicaFault::ShutdownStateUnverifiable) => {
-            part().or_else(|| r.message.clone())
-        }
-        _ => r.message.clone().or_else(part),
-    }
-}
-
 /// Why each replica is not healthy: `replica R: reason; ...`.
 pub(crate) fn replica_reasons(health: &Health) -> String {
     health
         .replicas
         .iter()
-        .map(|r| replica_reason(r).unwrap_or_else(|| format!("replica {}: healthy", r.replica)))
+        .map(|r| {
+            r.reason()
+                .unwrap_or_else(|| format!("replica {}: healthy", r.replica))
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }

@@ -49,9 +49,7 @@ impl SourceInfo {
                 .iter()
                 .filter(|r| !r.healthy)
                 .map(|r| {
-                    r.message
-                        .clone()
-                        .or_else(|| r.parts.iter().find_map(|p| p.message.clone()))
+                    r.reason()
                         .unwrap_or_else(|| format!("replica {} is not healthy", r.replica))
                 })
                 .collect::<Vec<_>>()
