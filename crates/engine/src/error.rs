@@ -333,7 +333,7 @@ pub enum Error {
         others: String,
     },
     /// The majority rule: the source disagrees where all others agree.
-    #[error("{set}: replica {replica}, the source, is outvoted: replicas {} agree with each other and not with it at logical [{offset:#x}, {end:#x}) {what}; nothing was written: use --source {take} to take the majority's copy, or --force-source to spread replica {replica}'s", list(majority), set = set.display())]
+    #[error("{set}: replica {replica}, the source, is outvoted: replicas {} agree with each other and not with it at logical [{offset:#x}, {end:#x}) {what}{absent}; nothing was written: use --source {take} to take the majority's copy, or --force-source to spread replica {replica}'s", list(majority), set = set.display())]
     Outvoted {
         set: PathBuf,
         replica: usize,
@@ -344,10 +344,13 @@ pub enum Error {
         end: u64,
         /// What the first range belongs to, and how many more there are.
         what: String,
+        /// The replicas that had no vote, and why (` (replica 0 has no
+        /// vote: ...)`), or nothing.
+        absent: String,
     },
     /// Two replicas (or more, with no majority) disagree on live data and
     /// nothing tells which one is right.
-    #[error("{set}: replicas {first} and {second} differ at logical [{offset:#x}, {end:#x}) {what}, and nothing tells which one is right; nothing was written: use --source N to copy from replica N, or --force-source to copy from replica {first}, the source, anyway", set = set.display())]
+    #[error("{set}: replicas {first} and {second} differ at logical [{offset:#x}, {end:#x}) {what}, and nothing tells which one is right{absent}; nothing was written: use --source N to copy from replica N, or --force-source to copy from replica {first}, the source, anyway", set = set.display())]
     Tie {
         set: PathBuf,
         /// The source.
@@ -358,6 +361,8 @@ pub enum Error {
         end: u64,
         /// What the first range belongs to, and how many more there are.
         what: String,
+        /// The replicas that had no vote, and why, as for `Outvoted`.
+        absent: String,
     },
     /// The undo file a repair needs does not fit.
     #[error("{set}: {shortfall}; nothing was written: free some space, or repair without an undo file (--no-undo)", set = set.display())]
