@@ -19,8 +19,8 @@ use poolsync_engine::remote::sync::sync_all;
 use poolsync_engine::sync::NoProgress;
 use poolsync_engine::Error;
 use poolsync_header::{PoolHdr, POOL_HDR_CRTIME_OFF, POOL_HDR_CSUM_OFF, POOL_HDR_SIZE};
-use poolsync_pmem::sim::{SimImage, SimStorage};
-use poolsync_pmem::{Access, Storage};
+use poolsync_pmem::sim::{SimImage, SimStorage, Survival};
+use poolsync_pmem::Access;
 
 use crate::crash::{CrashTest, Sweeping};
 use crate::remote::{admin_set, connector, options, remote_tree, run, REMOTE_SET, ROOT};
@@ -134,6 +134,15 @@ fn sweep(fx: &Fixture, base: SimStorage, (admin, old): (&Path, Option<Vec<u8>>),
     assert_eq!(remote_image(&reference.storage, pool).as_ref(), Some(&new));
     let source_before = local_image(test.base(), fx, pool);
     how.sweep(&test, &reference)
+        // Two hosts make each run slow: a power failure after every
+        // other faulted call, the machine running on after each.
+        .fault_survivals(|k| {
+            let mut survivals = vec![Survival::Everything];
+            if k % 2 == 0 {
+                survivals.push(Survival::Durable);
+            }
+            survivals
+        })
         .after_crash(|c| {
             match remote_image(&c.storage, pool) {
                 None => c.note("remote marked broken"),
