@@ -391,6 +391,25 @@ impl<'s, 'a: 's, T: Sync> Sweep<'s, 'a, T> {
         self
     }
 
+    /// In a fault sweep, fails `max` calls of each fault instead of
+    /// [`FAULT_POINTS`] (for a slow writer), unless
+    /// `POOLSYNC_FAULT_POINTS` says otherwise.
+    pub fn fault_points(mut self, max: usize) -> Self {
+        if std::env::var_os("POOLSYNC_FAULT_POINTS").is_none() && !self.faults.is_empty() {
+            let mut faults: Vec<Fault> = self.faults.iter().map(|&(f, _)| f).collect();
+            faults.dedup();
+            let reference = self.reference;
+            self.faults = faults
+                .into_iter()
+                .flat_map(|f| {
+                    let n = reference.fault_ops.get(&f).copied().unwrap_or(0);
+                    spread(n, Some(max)).into_iter().map(move |k| (f, k))
+                })
+                .collect();
+        }
+        self
+    }
+
     /// What must hold right after the reboot, before anything runs again.
     pub fn after_crash(mut self, f: impl Fn(&Rebooted<'_, T>) + Sync + 's) -> Self {
         self.after_crash = Box::new(f);
@@ -617,7 +636,7 @@ pub fn survivals_torn_every(k: u64, every: u64, torn: usize) -> Vec<Survival> {
 /// How many calls of each fault a fault sweep fails by default: a spread
 /// sample, so that every writer's matrix runs in seconds in a debug build.
 /// `POOLSYNC_FAULT_POINTS` sets another number, or `all` for every call.
-pub const FAULT_POINTS: usize = 3;
+pub const FAULT_POINTS: usize = 2;
 
 /// The number of calls to fail per fault: `None` for all of them.
 fn fault_points() -> Option<usize> {
@@ -628,15 +647,14 @@ fn fault_points() -> Option<usize> {
     }
 }
 
-/// `max` (or all, for `None`) indices of `0..n`, spread evenly, the first
-/// and the last among them.
+/// `max` (or all, for `None`) indices of `0..n`: the middles of `max`
+/// equal stretches, so that a small sample lands inside the run rather
+/// than on its first call (which reads the pool set file) and its last.
 fn spread(n: u64, max: Option<usize>) -> Vec<u64> {
     match max {
         Some(max) if (max as u64) < n => {
             let max = max as u64;
-            let mut out: Vec<u64> = (0..max)
-                .map(|i| if max == 1 { 0 } else { i * (n - 1) / (max - 1) })
-                .collect();
+            let mut out: Vec<u64> = (0..max).map(|i| (2 * i + 1) * n / (2 * max)).collect();
             out.dedup();
             out
         }

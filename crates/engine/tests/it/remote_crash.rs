@@ -134,8 +134,10 @@ fn sweep(fx: &Fixture, base: SimStorage, (admin, old): (&Path, Option<Vec<u8>>),
     assert_eq!(remote_image(&reference.storage, pool).as_ref(), Some(&new));
     let source_before = local_image(test.base(), fx, pool);
     how.sweep(&test, &reference)
-        // Two hosts make each run slow: a power failure after every
-        // other faulted call, the machine running on after each.
+        // Two hosts make each run slow: one call of each fault by
+        // default, a power failure after every other faulted call, the
+        // machine running on after each.
+        .fault_points(1)
         .fault_survivals(|k| {
             let mut survivals = vec![Survival::Everything];
             if k % 2 == 0 {
