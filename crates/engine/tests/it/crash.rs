@@ -28,13 +28,15 @@
 //! failed at the `k`-th call the fault applies to, for `k` in `0..n` of
 //! the reference's calls (a spread sample of [`FAULT_POINTS`] of them, or
 //! every one with `POOLSYNC_FAULT_POINTS=all`). The run must not panic; it
-//! must succeed with the reference's end state (a fault it can work
-//! around) or fail with a clear message: one line, as the CLI prints the
-//! error's chain, that names the faulted file and quotes the system's
-//! text once. Then the fault is cleared, and the storage as the failed
-//! run left it (the process ended, the machine runs on) and after a power
-//! failure goes through the sweep's checks as a crashed one does: the
-//! invariant right after, the re-run, the end state.
+//! must succeed durably (a fault it can work around: it ends where the
+//! reference ends, or, when the fault changed a decision, such as a header
+//! it could not read rebuilt with new UUIDs, where the writer's own checks
+//! accept) or fail with a clear message: one line, as the CLI prints the
+//! error's chain, that names a file whose call failed and quotes the
+//! system's text once per failure. Then the fault is cleared, and the
+//! storage as the failed run left it (the process ended, the machine runs
+//! on) and after a power failure goes through the sweep's checks as a
+//! crashed one does: the invariant right after, the re-run, the end state.
 //!
 //! ```text
 //! test.fault_sweep(&reference, Fault::ALL)   // then the same builder as above
