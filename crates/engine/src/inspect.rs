@@ -404,6 +404,16 @@ impl ReplicaHealth {
     }
 }
 
+/// Why replica `source` has no pool size to copy: the reason it is not
+/// healthy (headers read again before a remote update may fail where the
+/// first read did not), or, when it is, that the size is not known.
+pub(crate) fn no_pool_size(health: &Health, source: usize) -> String {
+    match health.replicas.get(source).and_then(ReplicaHealth::reason) {
+        Some(why) => format!("replica {source} cannot be the source: {why}"),
+        None => format!("replica {source}: the pool size is not known"),
+    }
+}
+
 /// The health of a whole pool set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Health {

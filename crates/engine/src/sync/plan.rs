@@ -366,7 +366,7 @@ impl Facts {
             .replicas
             .get(source)
             .and_then(|r| r.pool_size)
-            .ok_or_else(|| refuse(set, format!("replica {source}: the pool size is not known")))?;
+            .ok_or_else(|| refuse(set, crate::inspect::no_pool_size(health, source)))?;
         let part0 = set.part(source, 0);
         let master = part0
             .and_then(|p| p.header())
