@@ -333,7 +333,7 @@ pub enum Error {
         others: String,
     },
     /// The majority rule: the source disagrees where all others agree.
-    #[error("{set}: replica {replica}, the source, is outvoted: replicas {} agree with each other and not with it at logical [{offset:#x}, {end:#x}) {what}{absent}; nothing was written: use --source {take} to take the majority's copy, or --force-source to spread replica {replica}'s", list(majority), set = set.display())]
+    #[error("{set}: replica {replica}, the source, is outvoted: replicas {} agree with each other and not with it at logical [{offset:#x}, {end:#x}) {what}; nothing was written: use --source {take} to take the majority's copy, or --force-source to spread replica {replica}'s", list(majority), set = set.display())]
     Outvoted {
         set: PathBuf,
         replica: usize,
@@ -342,11 +342,10 @@ pub enum Error {
         take: usize,
         offset: u64,
         end: u64,
-        /// What the first range belongs to, and how many more there are.
+        /// What the first range belongs to, how many more there are, and
+        /// the replicas that had no vote, and why (` (replica 0 has no
+        /// vote: ...)`).
         what: String,
-        /// The replicas that had no vote, and why (` (replica 0 has no
-        /// vote: ...)`), or nothing.
-        absent: String,
     },
     /// Two replicas (or more, with no majority) disagree on live data and
     /// nothing tells which one is right.
@@ -361,7 +360,8 @@ pub enum Error {
         end: u64,
         /// What the first range belongs to, and how many more there are.
         what: String,
-        /// The replicas that had no vote, and why, as for `Outvoted`.
+        /// The replicas that had no vote, and why (` (replica 0 has no
+        /// vote: ...)`), or nothing.
         absent: String,
     },
     /// The undo file a repair needs does not fit.

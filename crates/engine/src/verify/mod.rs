@@ -440,8 +440,7 @@ fn outvoted_error(set: &Path, o: &Outvoted, absent: String) -> Error {
         take: o.majority.first().copied().unwrap_or(0),
         offset: first.map_or(0, |d| d.offset),
         end: first.map_or(0, |d| d.offset + d.len),
-        what: what(first, o.ranges),
-        absent,
+        what: format!("{}{absent}", what(first, o.ranges)),
     }
 }
 
