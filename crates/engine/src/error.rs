@@ -342,12 +342,14 @@ pub enum Error {
         take: usize,
         offset: u64,
         end: u64,
-        /// What the first range belongs to, and how many more there are.
+        /// What the first range belongs to, how many more there are, and
+        /// the replicas that had no vote, and why (` (replica 0 has no
+        /// vote: ...)`).
         what: String,
     },
     /// Two replicas (or more, with no majority) disagree on live data and
     /// nothing tells which one is right.
-    #[error("{set}: replicas {first} and {second} differ at logical [{offset:#x}, {end:#x}) {what}, and nothing tells which one is right; nothing was written: use --source N to copy from replica N, or --force-source to copy from replica {first}, the source, anyway", set = set.display())]
+    #[error("{set}: replicas {first} and {second} differ at logical [{offset:#x}, {end:#x}) {what}, and nothing tells which one is right{absent}; nothing was written: use --source N to copy from replica N, or --force-source to copy from replica {first}, the source, anyway", set = set.display())]
     Tie {
         set: PathBuf,
         /// The source.
@@ -358,6 +360,9 @@ pub enum Error {
         end: u64,
         /// What the first range belongs to, and how many more there are.
         what: String,
+        /// The replicas that had no vote, and why (` (replica 0 has no
+        /// vote: ...)`), or nothing.
+        absent: String,
     },
     /// The undo file a repair needs does not fit.
     #[error("{set}: {shortfall}; nothing was written: free some space, or repair without an undo file (--no-undo)", set = set.display())]

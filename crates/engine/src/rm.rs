@@ -320,9 +320,20 @@ pub fn rm_with<S: Storage>(
         .map(|f| f.path.parent().map(Path::to_path_buf).unwrap_or_default())
         .collect();
     for dir in dirs {
-        // The parts are gone either way; an unsynced directory only means
-        // a crash could bring an entry back.
-        let _ = storage.fsync_dir(&dir);
+        // A removal whose directory sync failed may come back after a
+        // crash: the first part removed from that directory says so, and
+        // the set file that names it stays (remove_leftovers).
+        if let Err(e) = storage.fsync_dir(&dir) {
+            let removed_here = report.files.iter_mut().find(|f| {
+                matches!(f.outcome, Outcome::Removed)
+                    && !matches!(f.role, Role::Remote { .. })
+                    && f.path.parent().unwrap_or(Path::new("")) == dir
+            });
+            if let Some(file) = removed_here {
+                file.outcome = Outcome::Failed(e.into());
+                observer.done(file);
+            }
+        }
     }
 
     drop(loaded);
@@ -443,13 +454,15 @@ fn remove_leftovers<S: Storage>(
         }
     }
     if options.remove_set_file {
-        out.push(remove_one(
-            storage,
-            target,
-            Role::SetFile,
-            options,
-            observer,
-        ));
+        let mut file = remove_one(storage, target, Role::SetFile, options, observer);
+        // Durably gone, or said not to be: a crash could bring it back.
+        if matches!(file.outcome, Outcome::Removed) {
+            if let Err(e) = storage.fsync_parent(target) {
+                file.outcome = Outcome::Failed(e.into());
+                observer.done(&file);
+            }
+        }
+        out.push(file);
     }
     out
 }

@@ -46,7 +46,7 @@ use super::types::{
 };
 use crate::endpoint::Endpoint;
 use crate::exec::{data_steps, DataPurpose, Step};
-use crate::open::{open, OpenSet, PartStatus};
+use crate::open::{open, HeaderState, OpenSet, PartStatus};
 use crate::range::LogicalRange;
 use crate::sync::plan::push_dir_syncs;
 use crate::Error;
@@ -89,6 +89,7 @@ pub(super) fn plan<S: Storage>(
     // Every file that will be deleted must carry this pool set's UUID.
     let remove = info.removed_parts(req, &BTreeSet::new(), poolset_uuid)?;
     let target = open(storage, dst, access(options))?;
+    kept_parts_readable(req, &target)?;
     let create = new_parts(req, &info, &target, poolset_uuid, &discard)?;
     check_space(storage, req, &new_files(&create))?;
 
@@ -168,6 +169,37 @@ pub(super) fn plan<S: Storage>(
     plan.discard = discard;
     plan.journal = journal;
     Ok((plan, target))
+}
+
+/// Every part of a replica the target keeps opened, and its header read:
+/// the source survey read them, so one that fails now (`EROFS` or `EACCES`
+/// when opened for writing, `EIO`) is refused with what the system said,
+/// rather than later as a part without a header.
+fn kept_parts_readable<F: PartFile>(req: &Request<'_>, target: &OpenSet<F>) -> Result<(), Error> {
+    let kept = target
+        .replicas
+        .iter()
+        .filter(|r| !req.added.contains(&r.index));
+    for part in kept.flat_map(|r| &r.parts) {
+        let why = match (&part.status, &part.header) {
+            (PartStatus::Inaccessible { .. }, _) => format!("the part file {}", part.status),
+            (_, HeaderState::Unreadable { reason }) => {
+                format!("the pool header cannot be read: {reason}")
+            }
+            _ => continue,
+        };
+        return Err(refuse(
+            req.src,
+            req.dst,
+            format!(
+                "replica {} part {} ({}): {why}",
+                part.replica,
+                part.index,
+                part.path.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// How the target is opened: read-only for a dry run.

@@ -11,7 +11,7 @@ use poolsync_poolset::{PartSize, PoolSet, Replica};
 
 use super::request::{refuse, Request};
 use super::types::RemovedPart;
-use crate::inspect::inspect;
+use crate::inspect::{inspect, Inconsistency};
 use crate::open::open;
 use crate::ownership::{prove, Claim, Rules};
 use crate::sync::plan::DEFAULT_PART_MODE;
@@ -42,16 +42,21 @@ impl SourceInfo {
         let healthy = if health.is_healthy() {
             Ok(())
         } else if let Some(inc) = health.inconsistencies.first() {
-            Err(inc.to_string())
+            Err(match inc {
+                // Why no replica is: each one's reason (a file that
+                // could not be read, say).
+                Inconsistency::NoReadablePart | Inconsistency::NoHealthyReplica => {
+                    format!("{inc}: {}", crate::sync::plan::replica_reasons(&health))
+                }
+                _ => inc.to_string(),
+            })
         } else {
             Err(health
                 .replicas
                 .iter()
                 .filter(|r| !r.healthy)
                 .map(|r| {
-                    r.message
-                        .clone()
-                        .or_else(|| r.parts.iter().find_map(|p| p.message.clone()))
+                    r.reason()
                         .unwrap_or_else(|| format!("replica {} is not healthy", r.replica))
                 })
                 .collect::<Vec<_>>()

@@ -283,6 +283,11 @@ pub fn image_diff(a: &SimImage, b: &SimImage) -> String {
 
 // --- the simulated storage, wrapped ---
 
+/// `EACCES` (13 on Linux), without a dependency on libc for one number.
+fn libc_eacces() -> i32 {
+    13
+}
+
 /// One operation a [`Wrapped`] storage passed on to the simulation and saw
 /// succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -351,6 +356,7 @@ pub struct Wrapped {
     sim: SimStorage,
     log: OpLog,
     eio_reads: Arc<Vec<(PathBuf, u64, u64)>>,
+    eacces_writers: Arc<Vec<PathBuf>>,
 }
 
 /// An open file of a [`Wrapped`] storage.
@@ -369,6 +375,16 @@ impl Wrapped {
             sim,
             log: Arc::default(),
             eio_reads: Arc::default(),
+            eacces_writers: Arc::default(),
+        }
+    }
+
+    /// Opening any of `paths` for writing fails with EACCES (a part whose
+    /// mode forbids writing, for a user who is not root).
+    pub fn refusing_writers(self, paths: Vec<PathBuf>) -> Wrapped {
+        Wrapped {
+            eacces_writers: Arc::new(paths),
+            ..self
         }
     }
 
@@ -437,6 +453,13 @@ impl Storage for Wrapped {
         self.sim.stat(path)
     }
     fn open(&self, path: &Path, access: Access) -> Result<WrappedFile, PmemError> {
+        if access == Access::ReadWrite && self.eacces_writers.iter().any(|p| p == path) {
+            return Err(PmemError::Io {
+                op: "open",
+                path: path.to_path_buf(),
+                source: std::io::Error::from_raw_os_error(libc_eacces()),
+            });
+        }
         Ok(self.wrap(self.sim.open(path, access)?))
     }
     fn create(&self, path: &Path, size: u64) -> Result<WrappedFile, PmemError> {
