@@ -626,7 +626,7 @@ fn remove_outcome<S: Storage>(
 
 fn io_kind(e: &poolsync_pmem::Error) -> Option<ErrorKind> {
     match e {
-        poolsync_pmem::Error::Io { source, .. } => Some(source.kind()),
+        poolsync_pmem::Error::Io { os, .. } => Some(os.kind()),
         _ => None,
     }
 }

@@ -348,7 +348,7 @@ pub fn open_for_sync<S: Storage>(
                 if waited >= wait {
                     return Err(Error::LockTimeout {
                         seconds: wait.as_secs(),
-                        source: e,
+                        error: e,
                     });
                 }
                 clock.sleep(LOCK_RETRY.min(wait.saturating_sub(waited)));

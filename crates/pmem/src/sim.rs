@@ -869,7 +869,7 @@ fn io_err(op: &'static str, path: &Path, errno: i32) -> Error {
     Error::Io {
         op,
         path: path.to_path_buf(),
-        source: io::Error::from_raw_os_error(errno),
+        os: io::Error::from_raw_os_error(errno),
     }
 }
 
@@ -973,7 +973,7 @@ impl Storage for SimStorage {
         let refuse = |source: io::Error| Error::Allocate {
             path: path.to_path_buf(),
             size,
-            source,
+            os: source,
         };
         if size > st.max_file_len {
             return Err(refuse(io::Error::other(format!(
@@ -1160,7 +1160,7 @@ impl SimFile {
             op,
             path: self.path.clone(),
             offset,
-            source: io::Error::other(format!(
+            os: io::Error::other(format!(
                 "{len} bytes reach past the end of the {file_len}-byte file \
                  (simulated files never grow)"
             )),
@@ -1207,7 +1207,7 @@ impl PartFile for SimFile {
                 op: "write",
                 path: self.path.clone(),
                 offset,
-                source: io::Error::from_raw_os_error(libc::EBADF),
+                os: io::Error::from_raw_os_error(libc::EBADF),
             });
         }
         let len = data.len() as u64;
@@ -1293,13 +1293,13 @@ impl PartFile for SimFile {
             return Err(Error::Io {
                 op: "ftruncate",
                 path: self.path.clone(),
-                source: io::Error::from_raw_os_error(libc::EINVAL),
+                os: io::Error::from_raw_os_error(libc::EINVAL),
             });
         }
         let refuse = |errno| Error::Io {
             op: "ftruncate",
             path: self.path.clone(),
-            source: io::Error::from_raw_os_error(errno),
+            os: io::Error::from_raw_os_error(errno),
         };
         if len > st.max_file_len {
             return Err(refuse(libc::EFBIG));

@@ -518,7 +518,7 @@ impl PartFile for WrappedFile {
                 op: "read",
                 path: path.to_path_buf(),
                 offset,
-                source: std::io::Error::from_raw_os_error(5),
+                os: std::io::Error::from_raw_os_error(5),
             });
         }
         self.inner.read_at(offset, buf)

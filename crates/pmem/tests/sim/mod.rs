@@ -753,7 +753,7 @@ fn a_capacity_limits_creates_and_reports_free_space() {
     assert_eq!(s.free_space(p(DIR)).expect("free"), Some(400));
     let err = s.create(p("/pool/b.part"), 401).expect_err("full");
     assert!(
-        matches!(&err, Error::Allocate { source, .. } if source.raw_os_error() == Some(libc::ENOSPC)),
+        matches!(&err, Error::Allocate { os, .. } if os.raw_os_error() == Some(libc::ENOSPC)),
         "{err:?}"
     );
     assert_eq!(s.stat(p("/pool/b.part")).expect("stat"), None);
@@ -964,16 +964,10 @@ fn outcome_of_err(err: &Error) -> Outcome {
     match err {
         Error::Exists { .. } => Outcome::Exists,
         Error::Locked { .. } => Outcome::Locked,
-        Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOENT) => {
-            Outcome::NotFound
-        }
-        Error::IoAt { source, .. } if source.raw_os_error() == Some(libc::EBADF) => {
-            Outcome::ReadOnly
-        }
+        Error::Io { os, .. } if os.raw_os_error() == Some(libc::ENOENT) => Outcome::NotFound,
+        Error::IoAt { os, .. } if os.raw_os_error() == Some(libc::EBADF) => Outcome::ReadOnly,
         // ftruncate through a read-only descriptor.
-        Error::Io { source, .. } if source.raw_os_error() == Some(libc::EINVAL) => {
-            Outcome::ReadOnly
-        }
+        Error::Io { os, .. } if os.raw_os_error() == Some(libc::EINVAL) => Outcome::ReadOnly,
         Error::IoAt { .. } | Error::ShortRead { .. } => Outcome::OutOfRange,
         other => panic!("unexpected error {other:?}"),
     }
