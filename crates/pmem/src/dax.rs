@@ -343,6 +343,14 @@ impl Storage for DaxStorage {
         FsStorage.read_link(path)
     }
 
+    fn removal_obstacle(&self, path: &Path) -> Result<Option<crate::Obstacle>, Error> {
+        FsStorage.removal_obstacle(path)
+    }
+
+    fn creation_obstacle(&self, path: &Path) -> Result<Option<crate::Obstacle>, Error> {
+        FsStorage.creation_obstacle(path)
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> Result<(), Error> {
         FsStorage.rename(from, to)
     }

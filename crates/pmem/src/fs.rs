@@ -147,6 +147,14 @@ impl Storage for FsStorage {
         }
     }
 
+    fn removal_obstacle(&self, path: &Path) -> Result<Option<crate::Obstacle>, Error> {
+        crate::obstacle::removal(path)
+    }
+
+    fn creation_obstacle(&self, path: &Path) -> Result<Option<crate::Obstacle>, Error> {
+        crate::obstacle::creation(path)
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> Result<(), Error> {
         std::fs::rename(from, to).map_err(|source| Error::Io {
             op: "rename",
