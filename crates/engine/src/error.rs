@@ -308,6 +308,17 @@ pub enum Error {
     /// (the reason names the replica, part or field).
     #[error("{set}: {reason}", set = set.display())]
     CannotSync { set: PathBuf, reason: String },
+    /// `rm`: a file of the pool set at `path` could not be removed (a
+    /// read-only mount, a directory not writable by this user, an
+    /// immutable file), so none is. The reason names that file; `rm`
+    /// names `path` before it.
+    #[error("{reason}; nothing was removed")]
+    CannotRemove { path: PathBuf, reason: String },
+    /// A writer failed after its first write. Running `command` again
+    /// finishes what the run began (each writer's re-run converges, see
+    /// ARCHITECTURE.md "Crash model").
+    #[error("{error}; once that is fixed, run `{command}` again: it finishes what this run began")]
+    Unfinished { command: String, error: Box<Error> },
     /// `sync`: a bad block recovery file is refused or cannot be used.
     #[error("{path}: {reason}", path = path.display())]
     RecoveryFile { path: PathBuf, reason: String },

@@ -180,6 +180,19 @@ fn dir_obstacle(dir: &Path, removal: bool) -> Result<Option<Obstacle>, Error> {
     if statvfs(dir).is_ok_and(|st| st.flags().contains(FsFlags::ST_RDONLY)) {
         return Ok(Some(read_only()));
     }
+    // The attributes first: access(2) also refuses an immutable
+    // directory, but would only say "permission denied".
+    let flags = attributes(dir, true);
+    if flags & FS_IMMUTABLE_FL != 0 {
+        return Ok(Some(Obstacle::Immutable {
+            path: dir.to_path_buf(),
+        }));
+    }
+    if removal && flags & FS_APPEND_FL != 0 {
+        return Ok(Some(Obstacle::AppendOnly {
+            path: dir.to_path_buf(),
+        }));
+    }
     match faccessat(
         None,
         dir,
@@ -194,17 +207,6 @@ fn dir_obstacle(dir: &Path, removal: bool) -> Result<Option<Obstacle>, Error> {
         }
         // Whatever else it says, the call itself will say it better.
         _ => {}
-    }
-    let flags = attributes(dir, true);
-    if flags & FS_IMMUTABLE_FL != 0 {
-        return Ok(Some(Obstacle::Immutable {
-            path: dir.to_path_buf(),
-        }));
-    }
-    if removal && flags & FS_APPEND_FL != 0 {
-        return Ok(Some(Obstacle::AppendOnly {
-            path: dir.to_path_buf(),
-        }));
     }
     Ok(None)
 }

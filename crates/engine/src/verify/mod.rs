@@ -363,6 +363,14 @@ pub fn sync_verify<S: Storage>(
             repair: None,
         });
     }
+    let again = |e| {
+        let extra = if verify.force_source {
+            " --verify --force-source"
+        } else {
+            " --verify"
+        };
+        crate::sync::unfinished(e, path, sync_options, extra)
+    };
     let report = execute(
         storage,
         &mut set,
@@ -370,7 +378,8 @@ pub fn sync_verify<S: Storage>(
         prepared.as_ref(),
         sync_options,
         &Within(progress),
-    )?;
+    )
+    .map_err(again)?;
     let repaired = repair::run(
         storage,
         &mut set,
@@ -379,7 +388,8 @@ pub fn sync_verify<S: Storage>(
         prepared.as_ref(),
         verify,
         progress,
-    )?;
+    )
+    .map_err(again)?;
     progress.finish();
     Ok(VerifyOutcome {
         sync: SyncOutcome {
