@@ -88,6 +88,73 @@ fn rm_verify_owner_ignores_a_foreign_part_listed_first() {
     assert!(!d.join("r0").exists(), "{}", out.describe());
 }
 
+/// Defect 1b: transform neither deletes (the first replica removed) nor
+/// overwrites (the first replica reshaped in place) a foreign file in the
+/// place of a SINGLEHDR part after the first, dry run or not; it names
+/// the file and why. The pool's own part goes through (its bytes equal
+/// the other replica's), and `--force` takes a foreign one on part 0's
+/// word.
+#[test]
+fn transform_leaves_a_foreign_headerless_part_alone() {
+    require_pmdk!();
+    let targets = [
+        ("delete", "PMEMPOOLSET\nOPTION SINGLEHDR\n32M {DIR}/r0\n"),
+        (
+            "overwrite",
+            "PMEMPOOLSET\nOPTION SINGLEHDR\n8M {DIR}/s0\n24M {DIR}/foreign\n",
+        ),
+    ];
+    for (verb, target) in targets {
+        let dir = temp_dir();
+        let d = dir.path();
+        let (set, bytes) = singlehdr_with_foreign(d);
+        let dst = write_set(d, "dst.set", target);
+        let before = crate::support::snapshot(d);
+        for dry in [true, false] {
+            let mut args = vec!["transform"];
+            if dry {
+                args.push("-d");
+            }
+            args.extend([set.as_str(), dst.as_str()]);
+            let out = poolsync(&args);
+            assert_eq!(out.code, Some(1), "{verb}: {}", out.describe());
+            let foreign = s(&d.join("foreign")).to_string();
+            assert!(
+                out.stderr
+                    .contains(&format!("refusing to {verb} {foreign} (replica 0 part 1)"))
+                    && out.stderr.contains("carries no pool header of its own")
+                    && out
+                        .stderr
+                        .contains("its bytes differ from those of replica 1")
+                    && out.stderr.contains("--force"),
+                "{verb}: {}",
+                out.describe()
+            );
+            crate::support::assert_unchanged(&before, &crate::support::snapshot(d), &out.cmdline);
+        }
+        assert_eq!(fs::read(d.join("foreign")).expect("kept"), bytes);
+        poolsync(&["transform", "--force", &set, &dst]).assert_success();
+        poolsync(&["check", &dst]).assert_success();
+    }
+    // The pool's own header-less part is proven by its bytes.
+    let dir = temp_dir();
+    let d = dir.path();
+    let set = write_set(
+        d,
+        "pool.set",
+        "PMEMPOOLSET\nOPTION SINGLEHDR\n16M {DIR}/s0\n16M {DIR}/foreign\nREPLICA\n32M {DIR}/r0\n",
+    );
+    pmempool(&["create", "obj", &set]).assert_success();
+    let dst = write_set(
+        d,
+        "dst.set",
+        "PMEMPOOLSET\nOPTION SINGLEHDR\n32M {DIR}/r0\n",
+    );
+    poolsync(&["transform", &set, &dst]).assert_success();
+    assert!(!d.join("foreign").exists());
+    pmempool(&["check", &dst]).assert_success();
+}
+
 /// A directory made to refuse the removal of its entries by whatever this
 /// machine allows: its write permission taken away (which root ignores),
 /// else the immutable attribute (`chattr +i`, which needs

@@ -59,7 +59,7 @@ pub(super) fn plan<S: Storage>(
     options: &TransformOptions,
 ) -> Result<(TransformPlan, OpenSet<S::File>), Error> {
     let (src, dst) = (req.src, req.dst);
-    let info = SourceInfo::survey(storage, src)?;
+    let mut info = SourceInfo::survey(storage, src)?;
     if let Err(why) = &info.healthy {
         let Some(found) = &journal else {
             return plan_finish(storage, req, &info, why, None, options);
@@ -82,6 +82,7 @@ pub(super) fn plan<S: Storage>(
     }
     let (master, pool_size) = info.facts(req)?;
     let poolset_uuid = master.poolset_uuid;
+    info.prove_headerless(storage, req, options)?;
     let discard = match &journal {
         Some(found) => stale_files(storage, req, found, poolset_uuid, &info.part_uuids())?,
         None => Vec::new(),
@@ -239,6 +240,11 @@ fn plan_finish<S: Storage>(
     options: &TransformOptions,
 ) -> Result<(TransformPlan, OpenSet<S::File>), Error> {
     let (src, dst) = (req.src, req.dst);
+    // The parts without a header of their own still to delete are proven
+    // again: the first run may have stopped before it proved them.
+    let mut info = info.clone();
+    info.prove_headerless(storage, req, options)?;
+    let info = &info;
     let target = open(storage, dst, access(options))?;
     // The target's master header names the pool set (the source's master
     // may be among the files already deleted).

@@ -230,8 +230,13 @@ fn plan_fresh<S: Storage>(
         Some(found) => stale_files(storage, req, found, poolset_uuid, &info.part_uuids())?,
         None => Vec::new(),
     };
+    // A first run proves the parts without a header of their own that it
+    // rewrites or deletes; a resumed one relies on that (their bytes have
+    // moved since).
+    let mut info = info.clone();
+    info.prove_headerless(storage, req, options)?;
     build(
-        storage, req, journal, info, shape, &facts, false, discard, options,
+        storage, req, journal, &info, shape, &facts, false, discard, options,
     )
 }
 
@@ -637,11 +642,12 @@ fn recreated_parts<F: PartFile>(
             let named = leftovers
                 .journal
                 .is_some_and(|found| found.names(req, &part.path));
-            if !exists
-                || source_paths.contains(&part.path)
-                || leftovers.discard.contains(&part.path)
-            {
-                // Nothing there, a part of the source, or proven already.
+            if source_paths.contains(&part.path) {
+                // A part of the source: proven by its header, or (without
+                // one of its own) by its bytes.
+                info.check_headerless(req, &part.path, "overwrite")?;
+            } else if !exists || leftovers.discard.contains(&part.path) {
+                // Nothing there, or proven already.
             } else if named {
                 let start = Start::of_part(part)?.unwrap_or(Start::Blank);
                 let owner = match owner_in(&req.d, &part.path) {

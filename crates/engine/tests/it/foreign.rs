@@ -549,3 +549,133 @@ fn rm_removes_nothing_when_a_part_cannot_be_removed() {
         assert!(healthy(&s, Path::new(SET)));
     }
 }
+
+// --- defect 1b: transform never deletes or overwrites a header-less part
+// --- that its bytes do not prove the pool's
+
+/// `OPTION SINGLEHDR`, `16M /pool/s0`, `16M /pool/foreign`, `REPLICA`,
+/// `32M /pool/r0`, created, then `foreign` replaced by a foreign file;
+/// returns the storage and the foreign bytes.
+fn singlehdr_with_foreign() -> (SimStorage, Vec<u8>) {
+    let s = SimStorage::new();
+    s.insert_file(
+        Path::new(SET),
+        b"PMEMPOOLSET\nOPTION SINGLEHDR\n16M /pool/s0\n16M /pool/foreign\nREPLICA\n32M /pool/r0\n",
+        0o644,
+    )
+    .expect("set file");
+    create(&s, Path::new(SET), &CreateOptions::default()).expect("create");
+    let bytes = put_foreign(&s, Path::new("/pool/foreign"), 16 * M);
+    (s, bytes)
+}
+
+/// The two targets of the issue: the first replica removed (its
+/// header-less part would be deleted), and the first replica reshaped in
+/// place (its header-less part would be overwritten).
+const TARGETS: [(&str, &[u8], &str); 2] = [
+    (
+        "remove the first replica",
+        b"PMEMPOOLSET\nOPTION SINGLEHDR\n32M /pool/r0\n",
+        "refusing to delete /pool/foreign (replica 0 part 1): the file carries no pool header of its own (OPTION SINGLEHDR), and its bytes differ from those of replica 1 at logical offset 0x1000000",
+    ),
+    (
+        "reshape the first replica",
+        b"PMEMPOOLSET\nOPTION SINGLEHDR\n8M /pool/s0\n24M /pool/foreign\n",
+        "refusing to overwrite /pool/foreign (replica 0 part 1): the file carries no pool header of its own (OPTION SINGLEHDR), and its bytes differ from those of replica 1 at logical offset 0x1000000",
+    ),
+];
+
+/// A SINGLEHDR part after the first carries no header: a foreign file in
+/// its place is never deleted or overwritten by transform, dry run or not;
+/// the refusal names the file and why, and nothing changes.
+#[test]
+fn transform_leaves_a_foreign_headerless_part_alone() {
+    for (what, target, expected) in TARGETS {
+        let (s, bytes) = singlehdr_with_foreign();
+        let dst = Path::new("/pool/dst.set");
+        s.insert_file(dst, target, 0o644).expect("target");
+        let before = s.image();
+        for dry_run in [true, false] {
+            let opts = TransformOptions {
+                dry_run,
+                ..transform_options()
+            };
+            let err = transform(&s, Path::new(SET), dst, &opts, &NoProgress).expect_err(what);
+            let text = err.to_string();
+            assert!(text.contains(expected), "{what}: {text}");
+            assert!(
+                text.ends_with(
+                    "; if it is, --force takes it on the word of its replica's part 0, /pool/s0"
+                ),
+                "{what}: {text}"
+            );
+            assert_eq!(s.image(), before, "{what}: the refusal changed something");
+        }
+        assert_eq!(
+            s.written_bytes(Path::new("/pool/foreign")),
+            Some(bytes),
+            "{what}"
+        );
+    }
+}
+
+/// The pool's own header-less part is proven by its bytes (they equal the
+/// other replica's), so the same transforms go through; `--force` takes a
+/// foreign one on part 0's word, as `rm --verify-owner -f` does.
+#[test]
+fn transform_proves_a_headerless_part_by_its_bytes_or_takes_it_with_force() {
+    for (what, target, _) in TARGETS {
+        let s = SimStorage::new();
+        s.insert_file(
+            Path::new(SET),
+            b"PMEMPOOLSET\nOPTION SINGLEHDR\n16M /pool/s0\n16M /pool/foreign\nREPLICA\n32M /pool/r0\n",
+            0o644,
+        )
+        .expect("set file");
+        create(&s, Path::new(SET), &CreateOptions::default()).expect("create");
+        let dst = Path::new("/pool/dst.set");
+        s.insert_file(dst, target, 0o644).expect("target");
+        transform(&s, Path::new(SET), dst, &transform_options(), &NoProgress)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(healthy(&s, dst), "{what}");
+
+        let (s, _) = singlehdr_with_foreign();
+        s.insert_file(dst, target, 0o644).expect("target");
+        let forced = TransformOptions {
+            force: true,
+            ..transform_options()
+        };
+        transform(&s, Path::new(SET), dst, &forced, &NoProgress)
+            .unwrap_or_else(|e| panic!("{what}, --force: {e}"));
+    }
+}
+
+/// Bytes the other replica does not hold (past its end) prove nothing
+/// unless they are zero: a part whose tail lies past every other replica
+/// is proven only when that tail is blank.
+#[test]
+fn bytes_past_every_other_replica_must_be_zero() {
+    let s = SimStorage::new();
+    s.insert_file(
+        Path::new(SET),
+        b"PMEMPOOLSET\nOPTION SINGLEHDR\n16M /pool/s0\n24M /pool/s1\nREPLICA\n32M /pool/r0\n",
+        0o644,
+    )
+    .expect("set file");
+    create(&s, Path::new(SET), &CreateOptions::default()).expect("create");
+    let dst = Path::new("/pool/dst.set");
+    s.insert_file(dst, b"PMEMPOOLSET\nOPTION SINGLEHDR\n32M /pool/r0\n", 0o644)
+        .expect("target");
+    // Logical 36 MiB lies in s1, past the end of r0 (32 MiB).
+    crate::support::write_file(&s, Path::new("/pool/s1"), 20 << 20, b"not the pool's");
+    let err =
+        transform(&s, Path::new(SET), dst, &transform_options(), &NoProgress).expect_err("refused");
+    assert!(
+        err.to_string()
+            .contains("it holds bytes past the end of replica 1 (at logical offset 0x2400000)"),
+        "{err}"
+    );
+    crate::support::write_file(&s, Path::new("/pool/s1"), 20 << 20, &[0; 14]);
+    transform(&s, Path::new(SET), dst, &transform_options(), &NoProgress).expect("blank tail");
+    assert!(healthy(&s, dst));
+}
