@@ -241,6 +241,13 @@ pub fn prepare<S: Storage>(
 ) -> Result<Option<Prepared>, Error> {
     settle_displaced_names(storage, plan)?;
     check_entries(storage, &set.path, plan.steps.iter().chain(more))?;
+    let parts = new_parts(plan.steps.iter().chain(more));
+    if let Err(short) = crate::space::check(storage, &parts)? {
+        return Err(Error::CannotSync {
+            set: set.path.clone(),
+            reason: format!("{short}; nothing was written: free some space"),
+        });
+    }
     let overwrites = |s: &Step| {
         matches!(s, Step::CompareAndCopy(_))
             || matches!(s, Step::CopyRange(d) if d.purpose == DataPurpose::Verify)
@@ -267,6 +274,7 @@ pub fn prepare<S: Storage>(
         &target,
         &table,
         &prepared.overwrites,
+        &parts,
     )?);
     prepared.target = Some(target);
     Ok(Some(prepared))
@@ -289,6 +297,28 @@ fn settle_displaced_names<S: Storage>(storage: &S, plan: &mut Plan) -> Result<()
         }
     }
     Ok(())
+}
+
+/// The parts `steps` create, as files the free-space check counts: each
+/// is allocated whole, so that no write into it can fail for want of
+/// space later (one that replaces a file needs only the difference).
+fn new_parts<'a>(steps: impl Iterator<Item = &'a Step>) -> Vec<crate::space::NewFile<'a>> {
+    steps
+        .filter_map(|step| match step {
+            Step::CreatePart {
+                path,
+                size,
+                replace,
+                ..
+            } => Some(crate::space::NewFile {
+                path,
+                size: *size,
+                replace: *replace,
+                what: "the new parts",
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Refuses the sync when a file its steps replace, move aside, create or

@@ -39,7 +39,8 @@ use super::journal::{journal_path, stale_files, Found};
 use super::request::{broken, refuse, Request};
 use super::source::SourceInfo;
 use super::target::{
-    check_space, device_refusal, device_state, new_files, prove_left_by_us, ring_header_steps,
+    check_space, device_refusal, device_state, journal_file, new_files, prove_left_by_us,
+    ring_header_steps,
 };
 use super::types::{
     assemble, JournalPlan, NewPart, Operation, Parts, TransformOptions, TransformPlan,
@@ -91,7 +92,13 @@ pub(super) fn plan<S: Storage>(
     let remove = info.removed_parts(req, &BTreeSet::new(), poolset_uuid)?;
     let target = open(storage, dst, access(options))?;
     let create = new_parts(req, &info, &target, poolset_uuid, &discard)?;
-    check_space(storage, req, &new_files(&create))?;
+    // The journal, written first, needs room too.
+    let journal = journal_path(src);
+    let mut files = new_files(&create);
+    if !create.is_empty() {
+        files.push(journal_file(storage, &journal)?);
+    }
+    check_space(storage, req, &files)?;
 
     // Data is read from the first source replica that stays.
     let data_from = req.s2d.iter().find_map(|m| *m).unwrap_or(0);

@@ -54,14 +54,14 @@ use poolsync_poolset::PAGE;
 
 use super::journal::{
     journal_path, judge_leftover, owner_in, prove_temp_ours, read_temp_header, set_crc,
-    stale_files, temp_header, temp_path, unhex, Found, Journal, Start, JOURNAL_RESERVE,
+    stale_files, temp_header, temp_path, unhex, Found, Journal, Start,
 };
 use super::request::{broken, header_paths, part_paths, part_paths_by_replica, refuse, Request};
 use super::simple::access;
 use super::source::SourceInfo;
 use super::target::{
-    check_space, device_refusal, device_state, new_files, part_exists, prove_left_by_us,
-    ring_header_steps,
+    check_space, device_refusal, device_state, journal_file, new_files, part_exists,
+    prove_left_by_us, ring_header_steps,
 };
 use super::types::{
     assemble, DataFrom, JournalPlan, NewPart, Operation, Parts, Staging, TempCopy,
@@ -555,14 +555,8 @@ fn check_staged_space<S: Storage>(
             what: "the temporary copy",
         });
     }
-    // The journal is written first, beside the source pool set file.
-    let journal_file = journal_path(req.src);
-    files.push(NewFile {
-        path: &journal_file,
-        size: JOURNAL_RESERVE,
-        replace: storage.stat(&journal_file)?.is_some(),
-        what: "the journal",
-    });
+    let journal = journal_path(req.src);
+    files.push(journal_file(storage, &journal)?);
     check_space(storage, req, &files)
 }
 

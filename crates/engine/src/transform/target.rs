@@ -186,6 +186,20 @@ pub(super) fn check_space<S: Storage>(
     space::check(storage, files)?.map_err(|short| refuse(req.src, req.dst, short.to_string()))
 }
 
+/// The journal as a file the space check counts: written first, beside
+/// the source pool set file, at `path` ([`super::journal::journal_path`]).
+pub(super) fn journal_file<'a, S: Storage>(
+    storage: &S,
+    path: &'a Path,
+) -> Result<NewFile<'a>, Error> {
+    Ok(NewFile {
+        path,
+        size: super::journal::JOURNAL_RESERVE,
+        replace: storage.stat(path)?.is_some(),
+        what: "the journal",
+    })
+}
+
 /// The new parts as files the space check counts.
 pub(super) fn new_files(create: &[NewPart]) -> Vec<NewFile<'_>> {
     create
