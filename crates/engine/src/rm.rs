@@ -268,6 +268,7 @@ pub fn rm_with<S: Storage>(
         return Ok(report);
     }
 
+    check_entries(storage, target, &loaded.set, owners.as_ref(), options)?;
     for (r, replica) in loaded.set.replicas.iter().enumerate() {
         match replica {
             Replica::Local { parts, .. } => {
@@ -340,6 +341,42 @@ pub fn rm_with<S: Storage>(
     let files = remove_leftovers(storage, target, &report.files, uuid, options, observer);
     report.files.extend(files);
     Ok(report)
+}
+
+/// Refuses to remove anything when a local part file that would be
+/// removed (or, with `-l`, the pool set file) could not be (a read-only
+/// mount, a directory not writable by this user, an immutable file; see
+/// [`crate::obstacles`]): a pool set half removed is worse than one left
+/// whole. Parts that are missing, or kept by `--verify-owner`, are not
+/// removed and not asked about.
+fn check_entries<S: Storage>(
+    storage: &S,
+    target: &Path,
+    set: &poolsync_poolset::PoolSet,
+    owners: Option<&crate::ownership::Ownership>,
+    options: &RmOptions,
+) -> Result<(), Error> {
+    use crate::obstacles::{check, Change};
+    let mut paths: Vec<&Path> = Vec::new();
+    for replica in &set.replicas {
+        let Replica::Local { parts, .. } = replica else {
+            continue;
+        };
+        for part in parts {
+            let path = Path::new(&part.path);
+            let kept = owners.is_some_and(|o| matches!(o.parts.get(path), Some(Err(_))));
+            if !kept && storage.stat(path)?.is_some() {
+                paths.push(path);
+            }
+        }
+    }
+    if options.remove_set_file {
+        paths.push(target);
+    }
+    check(storage, paths.into_iter().map(Change::Delete))?.map_err(|blocked| Error::CannotRemove {
+        path: target.to_path_buf(),
+        reason: blocked.to_string(),
+    })
 }
 
 /// A remote replica's files, removed on its host by `poolsync serve`, as
@@ -665,7 +702,7 @@ fn remove_outcome<S: Storage>(
 
 fn io_kind(e: &poolsync_pmem::Error) -> Option<ErrorKind> {
     match e {
-        poolsync_pmem::Error::Io { source, .. } => Some(source.kind()),
+        poolsync_pmem::Error::Io { os, .. } => Some(os.kind()),
         _ => None,
     }
 }

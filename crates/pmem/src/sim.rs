@@ -177,7 +177,7 @@ use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::{Access, Error, FileKind, Meta, PartFile, Storage};
+use crate::{Access, Error, FileKind, Meta, Obstacle, PartFile, Storage};
 
 /// The largest file [`SimStorage::new`] agrees to create: 1 GiB.
 pub const DEFAULT_MAX_FILE_LEN: u64 = 1 << 30;
@@ -394,6 +394,8 @@ struct State {
     durable: BTreeMap<PathBuf, u64>,
     inodes: BTreeMap<u64, Inode>,
     handles: BTreeMap<u64, Handle>,
+    /// Directories whose entries cannot be changed ([`SimStorage::guard_dir`]).
+    guards: BTreeMap<PathBuf, Guard>,
 }
 
 #[derive(Clone, Copy)]
@@ -552,7 +554,7 @@ impl SimStorage {
                     path: path.to_path_buf(),
                 })
             }
-            Ok(Node::Missing { parent_ok: true }) => {}
+            Ok(Node::Missing { parent_ok: true }) => st.guard("open", path, &key, false)?,
             Ok(Node::Missing { parent_ok: false }) => {
                 return Err(io_err("open", path, libc::ENOENT));
             }
@@ -568,7 +570,7 @@ impl SimStorage {
         let refuse = |source: io::Error| Error::Allocate {
             path: path.to_path_buf(),
             size,
-            source,
+            os: source,
         };
         if !aux && size > 0 {
             st.faults(&[Fault::NoSpace], "posix_fallocate", path, refuse)?;
@@ -829,6 +831,7 @@ impl SimStorage {
         new.clock = st.clock;
         new.next_ino = st.next_ino;
         new.dirs = st.dirs.clone();
+        new.guards = st.guards.clone();
         let paths: BTreeSet<&PathBuf> = st.live.keys().chain(st.durable.keys()).collect();
         for path in paths {
             let live = st.live.get(path).copied();
@@ -981,6 +984,7 @@ impl State {
             durable: BTreeMap::new(),
             inodes: BTreeMap::new(),
             handles: BTreeMap::new(),
+            guards: BTreeMap::new(),
         }
     }
 
@@ -1067,7 +1071,7 @@ impl State {
         self.faults(kinds, op, path, |source| Error::Io {
             op,
             path: path.to_path_buf(),
-            source,
+            os: source,
         })
     }
 
@@ -1162,7 +1166,7 @@ fn io_err(op: &'static str, path: &Path, errno: i32) -> Error {
     Error::Io {
         op,
         path: path.to_path_buf(),
-        source: io::Error::from_raw_os_error(errno),
+        os: io::Error::from_raw_os_error(errno),
     }
 }
 
@@ -1261,6 +1265,7 @@ impl Storage for SimStorage {
         match st.lookup(&key) {
             Ok(Node::File(_)) => {
                 st.faults_io(&[Fault::ReadOnly], "unlink", path)?;
+                st.guard("unlink", path, &key, true)?;
                 st.change()?;
                 st.live.remove(&key);
                 st.collect_garbage();
@@ -1324,6 +1329,8 @@ impl Storage for SimStorage {
             return Ok(());
         }
         st.faults_io(&[Fault::ReadOnly], "rename", from)?;
+        st.guard("rename", from, &src, true)?;
+        st.guard("rename", to, &dst, false)?;
         st.change()?;
         st.live.remove(&src);
         st.live.insert(dst, ino);
@@ -1344,6 +1351,14 @@ impl Storage for SimStorage {
 
     fn open_aux(&self, path: &Path, access: Access) -> Result<SimFile, Error> {
         self.open(path, access)
+    }
+
+    fn removal_obstacle(&self, path: &Path) -> Result<Option<Obstacle>, Error> {
+        self.obstacle(path, true)
+    }
+
+    fn creation_obstacle(&self, path: &Path) -> Result<Option<Obstacle>, Error> {
+        self.obstacle(path, false)
     }
 
     fn free_space(&self, dir: &Path) -> Result<Option<u64>, Error> {
@@ -1410,7 +1425,7 @@ impl SimFile {
             op,
             path: self.path.clone(),
             offset,
-            source,
+            os: source,
         }
     }
 
@@ -1419,7 +1434,7 @@ impl SimFile {
             op,
             path: self.path.clone(),
             offset,
-            source: io::Error::other(format!(
+            os: io::Error::other(format!(
                 "{len} bytes reach past the end of the {file_len}-byte file \
                  (simulated files never grow)"
             )),
@@ -1472,7 +1487,7 @@ impl PartFile for SimFile {
                 op: "write",
                 path: self.path.clone(),
                 offset,
-                source: io::Error::from_raw_os_error(libc::EBADF),
+                os: io::Error::from_raw_os_error(libc::EBADF),
             });
         }
         let len = data.len() as u64;
@@ -1588,13 +1603,13 @@ impl PartFile for SimFile {
             return Err(Error::Io {
                 op: "ftruncate",
                 path: self.path.clone(),
-                source: io::Error::from_raw_os_error(libc::EINVAL),
+                os: io::Error::from_raw_os_error(libc::EINVAL),
             });
         }
         let refuse = |errno| Error::Io {
             op: "ftruncate",
             path: self.path.clone(),
-            source: io::Error::from_raw_os_error(errno),
+            os: io::Error::from_raw_os_error(errno),
         };
         if len > st.max_file_len {
             return Err(refuse(libc::EFBIG));
@@ -1657,6 +1672,86 @@ impl SimImage {
                 mode: mode & 0o7777,
             },
         );
+    }
+}
+
+// --- Guarded directories: what stands in the way of changing an entry ---
+
+/// A mark on a directory of a [`SimStorage`] that makes changes of its
+/// entries fail as the kernel's rules make them fail on a real file
+/// system, so that tests can show that a writer checks before its first
+/// write ([`Storage::removal_obstacle`], [`Storage::creation_obstacle`]).
+/// Only entries are guarded (create, unlink, rename): data written into a
+/// file that is already open still goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Guard {
+    /// The directory and everything below it are on a file system mounted
+    /// read-only: no entry is created, removed or renamed (`EROFS`).
+    ReadOnly,
+    /// The directory is not writable by this user (`EACCES`).
+    NotWritable,
+    /// The directory is immutable (`chattr +i`): no entry is created,
+    /// removed or renamed (`EPERM`).
+    Immutable,
+    /// The directory is append-only (`chattr +a`): entries are created,
+    /// but none is removed or renamed (`EPERM`).
+    AppendOnly,
+}
+
+impl SimStorage {
+    /// Puts `guard` on the directory `dir`, or takes its mark away
+    /// (`None`). The mark outlives a simulated crash, as a mount option or
+    /// an inode attribute does.
+    pub fn guard_dir(&self, dir: &Path, guard: Option<Guard>) {
+        let key = normalize(dir);
+        let mut st = self.lock();
+        match guard {
+            Some(g) => st.guards.insert(key, g),
+            None => st.guards.remove(&key),
+        };
+    }
+
+    /// [`Storage::removal_obstacle`] (`removal`) or
+    /// [`Storage::creation_obstacle`] of the simulated file system.
+    fn obstacle(&self, path: &Path, removal: bool) -> Result<Option<Obstacle>, Error> {
+        let st = self.lock();
+        st.alive()?;
+        Ok(st.guarded(&normalize(path), removal).map(|(o, _)| o))
+    }
+}
+
+impl State {
+    /// What stands in the way of removing or renaming the entry `key`
+    /// (`removal`) or of creating it, with the errno the call fails with.
+    fn guarded(&self, key: &Path, removal: bool) -> Option<(Obstacle, i32)> {
+        let dir = key.parent().filter(|d| !d.as_os_str().is_empty())?;
+        // A read-only mount covers its whole subtree.
+        if dir
+            .ancestors()
+            .any(|a| self.guards.get(a) == Some(&Guard::ReadOnly))
+        {
+            let obstacle = Obstacle::ReadOnly {
+                dir: dir.to_path_buf(),
+            };
+            return Some((obstacle, libc::EROFS));
+        }
+        let dir = dir.to_path_buf();
+        match self.guards.get(&dir)? {
+            Guard::NotWritable => Some((Obstacle::NotWritable { dir }, libc::EACCES)),
+            Guard::Immutable => Some((Obstacle::Immutable { path: dir }, libc::EPERM)),
+            Guard::AppendOnly if removal => Some((Obstacle::AppendOnly { path: dir }, libc::EPERM)),
+            Guard::AppendOnly | Guard::ReadOnly => None,
+        }
+    }
+
+    /// Fails `op` on `path` (normalised: `key`) as a guarded directory
+    /// makes it fail.
+    fn guard(&self, op: &'static str, path: &Path, key: &Path, removal: bool) -> Result<(), Error> {
+        match self.guarded(key, removal) {
+            Some((_, errno)) => Err(io_err(op, path, errno)),
+            None => Ok(()),
+        }
     }
 }
 

@@ -145,7 +145,7 @@ pub fn plan_restore<S: Storage>(
             set_path: crate::load::absolute(storage, &set.path),
             poolset_uuid: master.poolset_uuid,
         };
-        let summary = crate::undo::plan(storage, &target, &table, &prepared.overwrites)?;
+        let summary = crate::undo::plan(storage, &target, &table, &prepared.overwrites, &[])?;
         prepared.target = Some(target);
         Some(summary)
     } else {

@@ -26,7 +26,29 @@ use crate::Error;
 /// Carries out `plan` on `target` (the set [`super::plan()`] returned,
 /// open read-write): deletes stale files, creates the new parts, runs the
 /// data and header steps, and deletes the removed replicas' files.
+///
+/// Planning refused what it could foresee; a failure that still comes
+/// ([`Error::Unfinished`]) names the command that finishes the job: the
+/// same transform, run again, recognises what this run left (its journal,
+/// its marks, the links already rewritten) and goes on from there.
 pub fn execute<S: Storage>(
+    storage: &S,
+    target: &mut OpenSet<S::File>,
+    plan: &TransformPlan,
+    options: &TransformOptions,
+    progress: &dyn Progress,
+) -> Result<TransformReport, Error> {
+    execute_plan(storage, target, plan, options, progress).map_err(|error| Error::Unfinished {
+        command: format!(
+            "poolsync transform {} {}",
+            plan.source.display(),
+            plan.target.display()
+        ),
+        error: Box::new(error),
+    })
+}
+
+fn execute_plan<S: Storage>(
     storage: &S,
     target: &mut OpenSet<S::File>,
     plan: &TransformPlan,

@@ -39,7 +39,8 @@ use super::journal::{journal_path, stale_files, Found};
 use super::request::{broken, refuse, Request};
 use super::source::SourceInfo;
 use super::target::{
-    check_space, device_refusal, device_state, new_files, prove_left_by_us, ring_header_steps,
+    check_space, device_refusal, device_state, journal_file, new_files, prove_left_by_us,
+    ring_header_steps,
 };
 use super::types::{
     assemble, JournalPlan, NewPart, Operation, Parts, TransformOptions, TransformPlan,
@@ -59,7 +60,7 @@ pub(super) fn plan<S: Storage>(
     options: &TransformOptions,
 ) -> Result<(TransformPlan, OpenSet<S::File>), Error> {
     let (src, dst) = (req.src, req.dst);
-    let info = SourceInfo::survey(storage, src)?;
+    let mut info = SourceInfo::survey(storage, src)?;
     if let Err(why) = &info.healthy {
         let Some(found) = &journal else {
             return plan_finish(storage, req, &info, why, None, options);
@@ -82,6 +83,7 @@ pub(super) fn plan<S: Storage>(
     }
     let (master, pool_size) = info.facts(req)?;
     let poolset_uuid = master.poolset_uuid;
+    info.prove_headerless(storage, req, options)?;
     let discard = match &journal {
         Some(found) => stale_files(storage, req, found, poolset_uuid, &info.part_uuids())?,
         None => Vec::new(),
@@ -91,7 +93,13 @@ pub(super) fn plan<S: Storage>(
     let target = open(storage, dst, access(options))?;
     kept_parts_readable(req, &target)?;
     let create = new_parts(req, &info, &target, poolset_uuid, &discard)?;
-    check_space(storage, req, &new_files(&create))?;
+    // The journal, written first, needs room too.
+    let journal = journal_path(src);
+    let mut files = new_files(&create);
+    if !create.is_empty() {
+        files.push(journal_file(storage, &journal)?);
+    }
+    check_space(storage, req, &files)?;
 
     // Data is read from the first source replica that stays.
     let data_from = req.s2d.iter().find_map(|m| *m).unwrap_or(0);
@@ -271,6 +279,11 @@ fn plan_finish<S: Storage>(
     options: &TransformOptions,
 ) -> Result<(TransformPlan, OpenSet<S::File>), Error> {
     let (src, dst) = (req.src, req.dst);
+    // The parts without a header of their own still to delete are proven
+    // again: the first run may have stopped before it proved them.
+    let mut info = info.clone();
+    info.prove_headerless(storage, req, options)?;
+    let info = &info;
     let target = open(storage, dst, access(options))?;
     // The target's master header names the pool set (the source's master
     // may be among the files already deleted).

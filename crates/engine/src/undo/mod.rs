@@ -122,6 +122,9 @@ fn fresh_path<S: Storage>(storage: &S, set_path: &Path) -> Result<PathBuf, Error
     Ok(path)
 }
 
+/// What the undo file is, in the words of a free-space refusal.
+const UNDO_FILE: &str = "the undo file";
+
 /// What the undo file for `overwrites` will hold, and the room it needs;
 /// refuses (naming the file system and what would free it) when the room
 /// is not there, before anything is written.
@@ -130,6 +133,7 @@ pub(crate) fn plan<S: Storage>(
     target: &UndoTarget,
     table: &[&dyn Endpoint],
     overwrites: &[Overwrite],
+    also: &[NewFile<'_>],
 ) -> Result<UndoSummary, Error> {
     let pieces = pieces(table, overwrites);
     let header = header_for(target, &pieces, 0);
@@ -140,19 +144,26 @@ pub(crate) fn plan<S: Storage>(
             .sum::<u64>()
         + TRAILER as u64;
     let path = fresh_path(storage, &target.set_path)?;
-    let room = space::check(
-        storage,
-        &[NewFile {
-            path: &path,
-            size: file_size,
-            replace: false,
-            what: "the undo file",
-        }],
-    )?;
-    if let Err(short) = room {
-        return Err(Error::UndoSpace {
-            set: target.set_path.clone(),
-            shortfall: short.to_string(),
+    // The undo file is counted with the run's other new files (`also`: a
+    // sync's new parts) on the file systems they share.
+    let mut files = vec![NewFile {
+        path: &path,
+        size: file_size,
+        replace: false,
+        what: UNDO_FILE,
+    }];
+    files.extend_from_slice(also);
+    if let Err(short) = space::check(storage, &files)? {
+        return Err(if short.what.contains(UNDO_FILE) {
+            Error::UndoSpace {
+                set: target.set_path.clone(),
+                shortfall: short.to_string(),
+            }
+        } else {
+            Error::CannotSync {
+                set: target.set_path.clone(),
+                reason: format!("{short}; nothing was written: free some space"),
+            }
         });
     }
     Ok(UndoSummary {
@@ -187,7 +198,7 @@ pub(crate) fn save<S: Storage>(
     overwrites: &[Overwrite],
     read_new: &ReadNew<'_>,
 ) -> Result<UndoSummary, Error> {
-    let mut summary = plan(storage, target, table, overwrites)?;
+    let mut summary = plan(storage, target, table, overwrites, &[])?;
     let pieces = pieces(table, overwrites);
     let header = header_for(target, &pieces, storage.clock().unix_seconds());
     let head = header.encode();

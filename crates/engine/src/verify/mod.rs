@@ -360,6 +360,14 @@ pub fn sync_verify<S: Storage>(
             repair: None,
         });
     }
+    let again = |e| {
+        let extra = if verify.force_source {
+            " --verify --force-source"
+        } else {
+            " --verify"
+        };
+        crate::sync::unfinished(e, path, sync_options, extra)
+    };
     let report = execute(
         storage,
         &mut set,
@@ -367,7 +375,8 @@ pub fn sync_verify<S: Storage>(
         prepared.as_ref(),
         sync_options,
         &Within(progress),
-    )?;
+    )
+    .map_err(again)?;
     let repaired = repair::run(
         storage,
         &mut set,
@@ -376,7 +385,8 @@ pub fn sync_verify<S: Storage>(
         prepared.as_ref(),
         verify,
         progress,
-    )?;
+    )
+    .map_err(again)?;
     progress.finish();
     Ok(VerifyOutcome {
         sync: SyncOutcome {

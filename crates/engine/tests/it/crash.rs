@@ -283,7 +283,13 @@ fn event_name<T>(reference: &Reference<T>, k: u64) -> String {
 pub fn crash_event(e: &Error) -> Option<u64> {
     match e {
         Error::Storage(PmemError::SimulatedCrash { event }) => return Some(*event),
-        Error::Leftovers { error, .. } => return crash_event(error),
+        Error::Leftovers { error, .. } | Error::Unfinished { error, .. } => {
+            return crash_event(error)
+        }
+        Error::PartStorage {
+            error: PmemError::SimulatedCrash { event },
+            ..
+        } => return Some(*event),
         _ => {}
     }
     let mut cause = std::error::Error::source(e);

@@ -11,7 +11,7 @@ use poolsync_engine::inspect::inspect;
 use poolsync_engine::open::open;
 use poolsync_header::{PoolHdr, POOL_HDR_CRTIME_OFF, POOL_HDR_CSUM_OFF, POOL_HDR_SIZE};
 use poolsync_pmem::sim::{SimFile, SimImage, SimStorage, Survival};
-use poolsync_pmem::{Access, Error as PmemError, Meta, PartFile, Storage};
+use poolsync_pmem::{Access, Error as PmemError, Meta, Obstacle, PartFile, Storage};
 use poolsync_poolset::{map_range, PoolSet, Replica};
 
 const M: u64 = 1 << 20;
@@ -457,7 +457,7 @@ impl Storage for Wrapped {
             return Err(PmemError::Io {
                 op: "open",
                 path: path.to_path_buf(),
-                source: std::io::Error::from_raw_os_error(libc_eacces()),
+                os: std::io::Error::from_raw_os_error(libc_eacces()),
             });
         }
         Ok(self.wrap(self.sim.open(path, access)?))
@@ -484,6 +484,12 @@ impl Storage for Wrapped {
         logged(&self.sim, &self.log, entry, || {
             self.sim.set_mode(path, mode)
         })
+    }
+    fn removal_obstacle(&self, path: &Path) -> Result<Option<Obstacle>, PmemError> {
+        self.sim.removal_obstacle(path)
+    }
+    fn creation_obstacle(&self, path: &Path) -> Result<Option<Obstacle>, PmemError> {
+        self.sim.creation_obstacle(path)
     }
     fn rename(&self, from: &Path, to: &Path) -> Result<(), PmemError> {
         let entry = || Op::Rename {
@@ -541,7 +547,7 @@ impl PartFile for WrappedFile {
                 op: "read",
                 path: path.to_path_buf(),
                 offset,
-                source: std::io::Error::from_raw_os_error(5),
+                os: std::io::Error::from_raw_os_error(5),
             });
         }
         self.inner.read_at(offset, buf)

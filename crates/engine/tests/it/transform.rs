@@ -438,3 +438,38 @@ fn a_foreign_file_where_the_journal_names_a_part_is_left_alone() {
     );
     assert_eq!(s.written_bytes(n0), Some(foreign));
 }
+
+/// Adding a replica writes the journal first, beside the source pool set
+/// file: the free-space check counts it with the new parts and names both,
+/// so that a full file system refuses the transform before anything is
+/// written instead of failing to create the journal or the last part.
+#[test]
+fn no_room_for_the_new_parts_and_the_journal_is_refused_first() {
+    let fx = fixture();
+    let s = fx.copy();
+    let dst = Path::new("/pool/dst.set");
+    put_set(&s, dst, false, ADD);
+    let used: u64 = s
+        .image()
+        .files()
+        .values()
+        .map(|f| f.bytes.len() as u64)
+        .sum();
+    // Room for both new parts (9 MiB each), not for the journal too.
+    let parts = 18u64 << 20;
+    s.set_capacity(Some(used + parts + 4096));
+    let before = s.image();
+    let err = transform(&s, &fx.set_path, dst, &options(), &NoProgress).expect_err("refused");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "failed to transform /pool/pool.set -> /pool/dst.set: not enough free space for the new parts and the journal in /pool: {} bytes needed, {} available",
+            parts + (64 << 10),
+            parts + 4096
+        )
+    );
+    assert_eq!(s.image(), before, "a refused transform wrote");
+    s.set_capacity(Some(used + parts + (64 << 10)));
+    transform(&s, &fx.set_path, dst, &options(), &NoProgress).expect("fits");
+    assert!(healthy(&s, dst));
+}

@@ -612,14 +612,49 @@ fn no_room_for_the_temporary_copy_is_refused_before_anything_is_written() {
     let err =
         transform(&s, case.src(), Path::new(DST), &options(), &NoProgress).expect_err("refused");
     let msg = err.to_string();
+    // The recreated parts need no room: the refusal names what does.
     assert!(
-        msg.contains("not enough free space for the new parts and the temporary copy"),
+        msg.contains("not enough free space for the temporary copy and the journal in /pool: "),
         "{msg}"
     );
+    assert!(!msg.contains("new parts"), "{msg}");
     assert!(s.image() == before, "a refused transform wrote");
     // One more page and it fits.
     s.set_capacity(Some(used + needed));
     transform(&s, case.src(), Path::new(DST), &options(), &NoProgress).expect("fits");
+    assert!(healthy(&s, Path::new(DST)));
+}
+
+/// Parts recreated in place at their own sizes need no room, and no
+/// temporary copy is made (replica 0 stays): on a full file system only
+/// the journal is short, and the refusal says so (it used to blame "the
+/// new parts").
+#[test]
+fn no_room_for_the_journal_is_said_to_be_for_the_journal() {
+    let fx = Fixture::new(&[&[16], &[8, 8]], false);
+    let s = fx.copy();
+    const SWAPPED: Layout<'static> = &[
+        &[("/pool/r0p0", 16)],
+        &[("/pool/r1p1", 8), ("/pool/r1p0", 8)],
+    ];
+    put_set(&s, Path::new(DST), false, SWAPPED);
+    let used: u64 = s
+        .image()
+        .files()
+        .values()
+        .map(|f| f.bytes.len() as u64)
+        .sum();
+    s.set_capacity(Some(used + PAGE));
+    let before = s.image();
+    let err =
+        transform(&s, &fx.set_path, Path::new(DST), &options(), &NoProgress).expect_err("refused");
+    assert_eq!(
+        err.to_string(),
+        "failed to transform /pool/pool.set -> /pool/dst.set: not enough free space for the journal in /pool: 65536 bytes needed, 4096 available"
+    );
+    assert!(s.image() == before, "a refused transform wrote");
+    s.set_capacity(Some(used + (64 << 10)));
+    transform(&s, &fx.set_path, Path::new(DST), &options(), &NoProgress).expect("fits");
     assert!(healthy(&s, Path::new(DST)));
 }
 
