@@ -308,7 +308,7 @@ fn run_rep(
 ) -> Result<Rep> {
     let changed = change(s, scenario, epoch)?;
     warm(&s.dest_part)?;
-    prepare(cache, &[s.source_part.clone()])?;
+    prepare(cache, std::slice::from_ref(&s.source_part))?;
     let cat = measured(Path::new("cat"), &[], &[&s.source_part], &s.dir)?;
 
     // The zstd export runs first as a dry run (it writes nothing, not even

@@ -497,7 +497,7 @@ fn rm_removes_the_remote_parts_and_with_r_the_remote_set_file() {
     }
     let ask = RmOptions {
         ask: Ask::Always,
-        ..opts.clone()
+        ..opts
     };
     let mut declining = DeclineRemote(Vec::new());
     let report = rm_with(&s, &admin, &ask, &mut declining, &connector(&s)).unwrap();
