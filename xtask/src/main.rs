@@ -122,12 +122,11 @@ Commands:
                              (`cargo xtask test`): 3 rounds, seed 1, the debug
                              build, writers with an open defect left out.
   kill-loop [--rounds N] [--dir DIR]
-                             The long transform kill loops, in release: kill -9
-                             at N moments (default 200) of an add of a replica
-                             and of SINGLEHDR, and strace kills at every system
-                             call of an add of a replica and of adding and
-                             removing SINGLEHDR; no kill may need a manual step.
-                             DIR holds the pools (a tmpfs widens the windows).
+                             The transform loops: `soak --only transform,
+                             transform-singlehdr --runs N`, then strace kills
+                             at every system call of an add of a replica and
+                             of adding and removing SINGLEHDR (the interop
+                             test transform_kill, in release).
   help                       Print this text.
 
 Environment:
