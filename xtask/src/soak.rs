@@ -662,7 +662,9 @@ fn run_and_kill(
         if Instant::now() >= deadline {
             break;
         }
-        std::thread::sleep(Duration::from_micros(200).min(deadline - Instant::now()));
+        std::thread::sleep(
+            Duration::from_micros(200).min(deadline.saturating_duration_since(Instant::now())),
+        );
     }
     let remote_pid = remote
         .then_some(round.remote_pid.as_ref())
@@ -679,7 +681,11 @@ fn run_and_kill(
         // by itself; that is the point of this kill, not a failure.
         let waited = Instant::now();
         loop {
-            if child.try_wait().context("waiting for poolsync")?.is_some() {
+            if let Some(status) = child.try_wait().context("waiting for poolsync")? {
+                // The remote end may have been done already.
+                if status.success() {
+                    return Ok(Killed::Exited(status));
+                }
                 break;
             }
             if waited.elapsed() > Duration::from_secs(60) {
