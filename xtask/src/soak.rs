@@ -14,7 +14,10 @@
 //! expected data, `pmempool check` when PMDK is installed, no leftover
 //! journal or temporary file) is a failure, and the soak exits non-zero
 //! naming the writer, the round, the seed and the command's stderr. The
-//! round's directory is kept for a look.
+//! round's directory is kept for a look. Before a re-run the soak waits
+//! while a child the killed run had forked, and that had not reached
+//! `exec` yet, still holds the pool set file (and so its lock); the table
+//! counts these waits.
 //!
 //! Every kill moment comes from the seed, the writer's name and the round
 //! number, so `--seed S --only W --runs N` replays the same schedule (the
@@ -50,6 +53,8 @@ const HANG_MIN: Duration = Duration::from_secs(120);
 /// Uncut runs that measure a writer's command (one in the smoke run,
 /// which has no time for more).
 const MEASURE_RUNS: u32 = 3;
+/// The longest wait for a fork of a killed run to let go of its files.
+const SETTLE_MAX: Duration = Duration::from_secs(10);
 /// Failed rounds whose directories are kept, per writer.
 const KEEP_FAILED: u32 = 3;
 
@@ -161,6 +166,10 @@ struct Figures {
     remote_kills: u32,
     /// Timers that fired after the command had completed.
     completed_before_kill: u32,
+    /// Kills after which a child the killed run had just forked still held
+    /// the pool set's files (it had not reached `exec` yet); the re-run
+    /// waited for it, as a refusal "in use" would say to.
+    forks_waited: u32,
     /// Runs after the first of each round, summed.
     reruns: u32,
     max_reruns: u32,
@@ -401,8 +410,8 @@ fn indent(text: &str) -> String {
 /// The figures as a markdown table.
 fn table(rows: &[(&str, Figures)]) -> String {
     let mut out = String::from(
-        "\n| writer | rounds | kills | completed before kill | re-runs | max re-runs in a round | failures | uncut run | wall time |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "\n| writer | rounds | kills | completed before kill | re-runs | max re-runs in a round | waits for a fork | failures | uncut run | wall time |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for (name, f) in rows {
         let kills = if f.remote_kills > 0 {
@@ -411,11 +420,12 @@ fn table(rows: &[(&str, Figures)]) -> String {
             f.kills.to_string()
         };
         out.push_str(&format!(
-            "| `{name}` | {} | {kills} | {} | {} | {} | {} | {:.0} ms | {:.0} s |\n",
+            "| `{name}` | {} | {kills} | {} | {} | {} | {} | {} | {:.0} ms | {:.0} s |\n",
             f.rounds,
             f.completed_before_kill,
             f.reruns,
             f.max_reruns,
+            f.forks_waited,
             f.failures,
             f.uncut.as_secs_f64() * 1000.0,
             f.wall.as_secs_f64()
@@ -729,7 +739,14 @@ fn kill_round(
         } else {
             format!(" (runs: {})", line.join(", "))
         };
-        (format!("{what}{schedule}"), round.display())
+        // A refusal for a lock: say who holds the round's files.
+        let holders = holders(dir);
+        let holders = if holders.is_empty() {
+            String::new()
+        } else {
+            format!("; files of the round open in: {}", holders.join("; "))
+        };
+        (format!("{what}{schedule}{holders}"), round.display())
     };
     let kills = 1 + if rng.below(REPEAT_ONE_IN) == 0 {
         1 + rng.below(MORE_KILLS)
@@ -747,6 +764,9 @@ fn kill_round(
         {
             Killed::Landed { remote } => {
                 figures.kills += 1;
+                if settle(cx, round, dir) {
+                    figures.forks_waited += 1;
+                }
                 if remote {
                     figures.remote_kills += 1;
                 }
@@ -800,6 +820,73 @@ fn kill_round(
     Ok(format!("{}; checked", line.join(", ")))
 }
 
+/// After a kill: waits (at most [`SETTLE_MAX`]) while a process that
+/// still carries the killed command's line has a file of the round open,
+/// and says whether it waited. That is a child the killed run had forked
+/// to start ssh and that had not reached `exec` yet: until then it holds
+/// the pool set file's descriptor, and with it the lock, so a re-run in
+/// that moment is refused as "in use" (a fact of fork, not a leftover to
+/// repair). The children that did start (ssh, a remote `poolsync serve`)
+/// are not waited for.
+fn settle(cx: &Cx, round: &Round, dir: &Path) -> bool {
+    let mut line = vec![cx.poolsync.display().to_string()];
+    line.extend(round.args.iter().cloned());
+    let line = line.join(" ");
+    let started = Instant::now();
+    let mut waited = false;
+    while started.elapsed() < SETTLE_MAX {
+        let forks = holders(dir).iter().any(|h| {
+            h.split_once(" (")
+                .is_some_and(|(_, rest)| rest.starts_with(&format!("{line})")))
+        });
+        if !forks {
+            break;
+        }
+        waited = true;
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    waited
+}
+
+/// The processes (pid and command line) that have a file under `dir`
+/// open, from `/proc/<pid>/fd`.
+fn holders(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in procs.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Ok(fds) = fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        let open: Vec<String> = fds
+            .flatten()
+            .filter_map(|fd| fs::read_link(fd.path()).ok())
+            .filter(|target| target.starts_with(dir))
+            .map(|target| target.display().to_string())
+            .collect();
+        if !open.is_empty() {
+            let cmdline = fs::read(entry.path().join("cmdline"))
+                .map(|b| {
+                    String::from_utf8_lossy(&b)
+                        .replace('\0', " ")
+                        .trim()
+                        .to_string()
+                })
+                .unwrap_or_default();
+            out.push(format!("pid {pid} ({cmdline}): {}", open.join(", ")));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -848,6 +935,21 @@ mod tests {
         assert!(delays.iter().all(|d| *d <= whole.mul_f64(1.05)));
         let late = delays.iter().filter(|d| **d > whole.mul_f64(0.8)).count();
         assert!(late > 50, "{late} kills in the last fifth");
+    }
+
+    #[test]
+    fn holders_of_open_files_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("held");
+        let _file = File::create(&path).unwrap();
+        let found = holders(dir.path());
+        let me = format!("pid {} ", std::process::id());
+        assert!(
+            found
+                .iter()
+                .any(|h| h.starts_with(&me) && h.contains("held")),
+            "{found:?}"
+        );
     }
 
     #[test]
