@@ -47,7 +47,8 @@ pub const WRITERS: &[Writer] = &[
         remote: false,
         open_defect: Some(
             "a killed create leaves a part it created but did not yet allocate (0 bytes, mode 000), \
-             which `create` run again refuses (file size does not match config: 0 != ...); \
+             or parts whose headers it began to write, and `create` run again refuses both \
+             (file size does not match config; the pool header area is not zero); \
              issue 15, defect 3",
         ),
         prepare: create,
@@ -100,9 +101,10 @@ pub const WRITERS: &[Writer] = &[
         remote: false,
         open_defect: Some(
             "a seeding import killed between creating a part and allocating it leaves a 0-byte part \
-             that the re-run refuses (file size does not match config), and an import killed while \
-             it deletes a packet of several files leaves the rest, which the re-run refuses as an \
-             incomplete packet; issue 15, defect 3",
+             that the re-run refuses (file size does not match config); one killed while it deletes \
+             a packet of several files leaves the rest, which the re-run refuses as incomplete; and \
+             one killed after deleting the packet exits 1 when run again (none of the packet files \
+             exists); issue 15, defect 3",
         ),
         prepare: import,
     },
