@@ -60,7 +60,7 @@ fn parse_options(args: &[String]) -> Result<SizeOptions> {
 
 /// Page-cache state a run starts in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cache {
+pub(crate) enum Cache {
     /// Every file the tool reads was read once just before.
     Warm,
     /// Every file the tool reads was evicted with `posix_fadvise(DONTNEED)`.
@@ -68,7 +68,7 @@ enum Cache {
 }
 
 impl Cache {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Cache::Warm => "warm",
             Cache::Cold => "cold",
@@ -475,7 +475,7 @@ pub(crate) fn warm(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn prepare(cache: Cache, paths: &[PathBuf]) -> Result<()> {
+pub(crate) fn prepare(cache: Cache, paths: &[PathBuf]) -> Result<()> {
     for p in paths {
         match cache {
             Cache::Warm => warm(p)?,
@@ -496,7 +496,7 @@ fn resident(path: &Path) -> Option<u64> {
 }
 
 /// Whether eviction works here: warm a file, evict it, ask `fincore`.
-fn cold_cache_works(path: &Path) -> Result<bool> {
+pub(crate) fn cold_cache_works(path: &Path) -> Result<bool> {
     warm(path)?;
     evict(path)?;
     let len = fs::metadata(path)

@@ -98,7 +98,8 @@ Commands:
                              scattered, then 10% clustered: packet bytes
                              against the change and `rsync --only-write-batch`,
                              export and import time against `cat` of the
-                             source, peak RSS; see docs/performance.md.
+                             source (warm, and cold where eviction works),
+                             peak RSS; see docs/performance.md.
   bench remote [--size SIZE] [--reps N] [--changed PERCENT] [--dir DIR]
                              A remote replica over ssh on loopback (a private
                              sshd): seeding against `cat | ssh`, updates of

@@ -43,10 +43,10 @@ pub fn locked(e: &Error, waiting: Waiting) -> Option<String> {
         Error::PartStorage {
             set,
             line,
-            source: poolsync_pmem::Error::Locked { path },
+            error: poolsync_pmem::Error::Locked { path },
         } => (format!("{}:{line}: ", set.display()), path, false),
         Error::LockTimeout {
-            source: poolsync_pmem::Error::Locked { path },
+            error: poolsync_pmem::Error::Locked { path },
             ..
         } => (String::new(), path, true),
         _ => return None,
@@ -203,7 +203,7 @@ mod tests {
             Error::PartStorage {
                 set: set.to_path_buf(),
                 line: 4,
-                source: locked(),
+                error: locked(),
             },
             set,
             Waiting::Unsupported,
@@ -216,7 +216,7 @@ mod tests {
         let text = explain(
             Error::LockTimeout {
                 seconds: 1,
-                source: locked(),
+                error: locked(),
             },
             set,
             Waiting::Supported(Some(Duration::from_millis(1500))),

@@ -151,31 +151,19 @@ pub fn hexdump(out: &mut String, data: &[u8], base: u64) {
 }
 
 /// An error as one line: the message of every error in its chain, joined
-/// by `: `, leaving out a cause whose text an earlier message already
-/// carries. Storage errors quote the system's message themselves, so
-/// `{:#}` would print it twice (`...: No space left on device: No space
-/// left on device (os error 28)`).
+/// by `: `. The library crates never return as an error's source an error
+/// whose text its message already quotes (a storage error quotes the
+/// system's text and keeps the `io::Error` to itself), so each message,
+/// and the system's text in it, appears once; `{:#}` prints the same.
 pub fn error_text(e: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in e.chain() {
-        let message = cause.to_string();
-        if !text.is_empty() && text.contains(without_os_code(&message)) {
-            continue;
-        }
         if !text.is_empty() {
             text.push_str(": ");
         }
-        text.push_str(&message);
+        text.push_str(&cause.to_string());
     }
     text
-}
-
-/// `message` without the ` (os error N)` Rust appends to system errors.
-fn without_os_code(message: &str) -> &str {
-    match message.rfind(" (os error ") {
-        Some(i) if message.ends_with(')') => &message[..i],
-        _ => message,
-    }
 }
 
 /// Set once a `--json` document went to stdout.
@@ -291,15 +279,48 @@ mod tests {
 
     #[test]
     fn error_text_names_each_cause_once() {
-        let io = std::io::Error::from_raw_os_error(28);
-        let inner = anyhow::Error::new(io).context("write \"/p/a\": No space left on device");
-        let e = inner.context("failed to synchronize");
-        assert_eq!(
-            error_text(&e),
-            "failed to synchronize: write \"/p/a\": No space left on device"
-        );
         let e = anyhow::anyhow!("cause").context("outer");
         assert_eq!(error_text(&e), "outer: cause");
+    }
+
+    /// A full file system as a command reports it: the engine's error for
+    /// a part, around the storage error around the system's ENOSPC, under
+    /// the command's context. The system's text appears once, without
+    /// Rust's ` (os error 28)`.
+    #[test]
+    fn the_system_text_of_an_engine_error_appears_once() {
+        let storage = poolsync_pmem::Error::IoAt {
+            op: "write",
+            path: "/p/a".into(),
+            offset: 0,
+            os: std::io::Error::from_raw_os_error(28),
+        };
+        let part = poolsync_engine::Error::PartStorage {
+            set: "/p/pool.set".into(),
+            line: 3,
+            error: storage,
+        };
+        let errors = [
+            anyhow::Error::new(part).context("failed to synchronize"),
+            anyhow::Error::new(poolsync_engine::Error::Storage(
+                poolsync_pmem::Error::Allocate {
+                    path: "/p/b".into(),
+                    size: 1 << 20,
+                    os: std::io::Error::from_raw_os_error(28),
+                },
+            ))
+            .context("failed to transform"),
+        ];
+        for e in &errors {
+            let text = error_text(e);
+            assert_eq!(text.matches("No space left on device").count(), 1, "{text}");
+            assert!(!text.contains("os error"), "{text}");
+            assert_eq!(format!("{e:#}"), text);
+        }
+        assert_eq!(
+            error_text(&errors[0]),
+            "failed to synchronize: /p/pool.set:3: write \"/p/a\" at offset 0: No space left on device"
+        );
     }
 
     #[test]

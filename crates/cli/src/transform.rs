@@ -42,6 +42,11 @@ pub struct Args {
     /// Never show progress
     #[arg(long = "no-progress", overrides_with = "progress")]
     no_progress: bool,
+    /// Delete or rewrite a part without a header of its own (OPTION SINGLEHDR,
+    /// parts after the first) whose bytes do not prove it the pool's, on the
+    /// word of its replica's part 0
+    #[arg(long = "force")]
+    force: bool,
     /// Worker threads that copy (default: the jobs setting, else the machine's
     /// parallelism, at most 8)
     #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = crate::settings::jobs_flag)]
@@ -97,6 +102,7 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     let options = TransformOptions {
         dry_run: args.dry_run,
         threads: settings.jobs(args.jobs.as_deref())?,
+        force: args.force,
         ..TransformOptions::default()
     };
     let storage = AnyStorage::from_env().map_err(|e| anyhow::anyhow!("{what}: {e}"))?;

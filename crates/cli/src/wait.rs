@@ -22,7 +22,7 @@ pub fn is_locked(e: &Error) -> bool {
         e,
         Error::Storage(poolsync_pmem::Error::Locked { .. })
             | Error::PartStorage {
-                source: poolsync_pmem::Error::Locked { .. },
+                error: poolsync_pmem::Error::Locked { .. },
                 ..
             }
     )
@@ -45,12 +45,12 @@ pub fn retry<T>(
                 let waited = started.elapsed();
                 if waited >= wait {
                     let source = match e {
-                        Error::Storage(source) | Error::PartStorage { source, .. } => source,
+                        Error::Storage(source) | Error::PartStorage { error: source, .. } => source,
                         other => return Err(other),
                     };
                     return Err(Error::LockTimeout {
                         seconds: wait.as_secs(),
-                        source,
+                        error: source,
                     });
                 }
                 std::thread::sleep(RETRY.min(wait - waited));

@@ -347,7 +347,7 @@ fn plan_parts<S: Storage>(
                 .map_err(|source| Error::PartStorage {
                     set: target.to_path_buf(),
                     line: part.line,
-                    source,
+                    error: source,
                 })?;
             if let Some(meta) = existing {
                 match meta.kind {
@@ -544,7 +544,7 @@ fn part_error(target: &Path, plan: &PartPlan, source: poolsync_pmem::Error) -> E
     Error::PartStorage {
         set: target.to_path_buf(),
         line: plan.line,
-        source,
+        error: source,
     }
 }
 

@@ -60,7 +60,7 @@ pub fn resolve<S: Storage>(
                 .map_err(|source| Error::PartStorage {
                     set: path.to_path_buf(),
                     line: part.line,
-                    source,
+                    error: source,
                 })?;
             if part.size == PartSize::Auto {
                 let Some(dev) = device else {

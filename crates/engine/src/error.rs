@@ -4,6 +4,12 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong in the engine. Every variant names the file
 /// and the line, offset or field concerned.
+///
+/// A variant that quotes another error's message keeps that error in a
+/// field (`error`) rather than as its [`std::error::Error::source`], so
+/// that printing an error with its chain of sources shows each message,
+/// and the system's text in it, once. Only [`Error::Storage`], which is
+/// transparent, passes its inner error's source on.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -112,12 +118,11 @@ pub enum Error {
         offset: u64,
     },
     /// A storage call on a part failed; names the part's line.
-    #[error("{}{source}", line_prefix(set, *line))]
+    #[error("{}{error}", line_prefix(set, *line))]
     PartStorage {
         set: PathBuf,
         line: usize,
-        #[source]
-        source: poolsync_pmem::Error,
+        error: poolsync_pmem::Error,
     },
     /// A failed `create` could not remove every file it had created.
     #[error("{error}; removing the files this run created failed too, remove them by hand: {}", leftovers.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
@@ -197,13 +202,13 @@ pub enum Error {
         stderr: String,
     },
     /// The peer broke the protocol: the frame and field at fault.
-    #[error("remote host {node}: frame {frame} {direction}: {source}")]
+    #[error("remote host {node}: frame {frame} {direction}: {error}")]
     RemoteProtocol {
         node: String,
         frame: u64,
         /// `from the server`, `to the server`.
         direction: &'static str,
-        source: poolsync_wire::Error,
+        error: poolsync_wire::Error,
     },
     /// The server refused or failed a request.
     #[error("remote replica {node}:{set}: {request} failed on the remote host: {message}")]
@@ -232,10 +237,10 @@ pub enum Error {
     #[error("{path}: no such pool set file under the server's root ({})", resolved.display())]
     ServeNotFound { path: String, resolved: PathBuf },
     /// `serve`: the client broke the protocol.
-    #[error("frame {frame} from the client: {source}")]
+    #[error("frame {frame} from the client: {error}")]
     ServeProtocol {
         frame: u64,
-        source: poolsync_wire::Error,
+        error: poolsync_wire::Error,
     },
     /// `serve`: the connection to the client failed.
     #[error("the connection to the client failed {what}: {reason}")]
@@ -303,6 +308,17 @@ pub enum Error {
     /// (the reason names the replica, part or field).
     #[error("{set}: {reason}", set = set.display())]
     CannotSync { set: PathBuf, reason: String },
+    /// `rm`: a file of the pool set at `path` could not be removed (a
+    /// read-only mount, a directory not writable by this user, an
+    /// immutable file), so none is. The reason names that file; `rm`
+    /// names `path` before it.
+    #[error("{reason}; nothing was removed")]
+    CannotRemove { path: PathBuf, reason: String },
+    /// A writer failed after its first write. Running `command` again
+    /// finishes what the run began (each writer's re-run converges, see
+    /// ARCHITECTURE.md "Crash model").
+    #[error("{error}; once that is fixed, run `{command}` again: it finishes what this run began")]
+    Unfinished { command: String, error: Box<Error> },
     /// `sync`: a bad block recovery file is refused or cannot be used.
     #[error("{path}: {reason}", path = path.display())]
     RecoveryFile { path: PathBuf, reason: String },
@@ -316,13 +332,12 @@ pub enum Error {
     },
     // --- verify (check --data, sync --verify) ---
     /// The source replica's heap is not what libpmemobj writes.
-    #[error("{set}: the heap of replica {replica}, the source, is corrupted: {source}; nothing was written: compare with another replica's copy with --source N (replicas {others})", set = set.display())]
+    #[error("{set}: the heap of replica {replica}, the source, is corrupted: {error}; nothing was written: compare with another replica's copy with --source N (replicas {others})", set = set.display())]
     SourceHeap {
         set: PathBuf,
         replica: usize,
         others: String,
-        #[source]
-        source: Box<poolsync_header::Error>,
+        error: Box<poolsync_header::Error>,
     },
     /// The source replica's obj descriptor cannot be read or decoded.
     #[error("{set}: the pool descriptor of replica {replica}, the source, is unusable: {reason}; nothing was written: use another replica with --source N (replicas {others})", set = set.display())]
@@ -342,12 +357,14 @@ pub enum Error {
         take: usize,
         offset: u64,
         end: u64,
-        /// What the first range belongs to, and how many more there are.
+        /// What the first range belongs to, how many more there are, and
+        /// the replicas that had no vote, and why (` (replica 0 has no
+        /// vote: ...)`).
         what: String,
     },
     /// Two replicas (or more, with no majority) disagree on live data and
     /// nothing tells which one is right.
-    #[error("{set}: replicas {first} and {second} differ at logical [{offset:#x}, {end:#x}) {what}, and nothing tells which one is right; nothing was written: use --source N to copy from replica N, or --force-source to copy from replica {first}, the source, anyway", set = set.display())]
+    #[error("{set}: replicas {first} and {second} differ at logical [{offset:#x}, {end:#x}) {what}, and nothing tells which one is right{absent}; nothing was written: use --source N to copy from replica N, or --force-source to copy from replica {first}, the source, anyway", set = set.display())]
     Tie {
         set: PathBuf,
         /// The source.
@@ -358,6 +375,9 @@ pub enum Error {
         end: u64,
         /// What the first range belongs to, and how many more there are.
         what: String,
+        /// The replicas that had no vote, and why (` (replica 0 has no
+        /// vote: ...)`), or nothing.
+        absent: String,
     },
     /// The undo file a repair needs does not fit.
     #[error("{set}: {shortfall}; nothing was written: free some space, or repair without an undo file (--no-undo)", set = set.display())]
@@ -381,11 +401,10 @@ pub enum Error {
         end: u64,
     },
     /// `sync --wait-lock`: the pool stayed in use for the whole wait.
-    #[error("{source}; still locked after waiting {seconds} s (--wait-lock)")]
+    #[error("{error}; still locked after waiting {seconds} s (--wait-lock)")]
     LockTimeout {
         seconds: u64,
-        #[source]
-        source: poolsync_pmem::Error,
+        error: poolsync_pmem::Error,
     },
     // --- Device DAX ---
     /// A pool set whose Device DAX parts break one of PMDK's rules.
@@ -540,7 +559,7 @@ impl Error {
     /// which another replica may be able to provide.
     pub fn is_eio(&self) -> bool {
         match self {
-            Error::Storage(e) | Error::PartStorage { source: e, .. } => storage_is_eio(e),
+            Error::Storage(e) | Error::PartStorage { error: e, .. } => storage_is_eio(e),
             _ => false,
         }
     }
@@ -549,8 +568,8 @@ impl Error {
 /// Whether a storage error is `EIO`.
 pub(crate) fn storage_is_eio(e: &poolsync_pmem::Error) -> bool {
     match e {
-        poolsync_pmem::Error::Io { source, .. } | poolsync_pmem::Error::IoAt { source, .. } => {
-            source.raw_os_error() == Some(EIO)
+        poolsync_pmem::Error::Io { .. } | poolsync_pmem::Error::IoAt { .. } => {
+            e.os_error().and_then(std::io::Error::raw_os_error) == Some(EIO)
         }
         _ => false,
     }

@@ -200,7 +200,7 @@ pub fn set<S: Storage>(
             Error::Storage(source) => Error::PartStorage {
                 set: set.path.clone(),
                 line: set.part(h.replica, h.part).map_or(0, |p| p.line),
-                source,
+                error: source,
             },
             other => other,
         })?;

@@ -387,6 +387,33 @@ pub struct ReplicaHealth {
     pub parts: Vec<PartHealth>,
 }
 
+impl ReplicaHealth {
+    /// Why the replica is not healthy, as text naming it: its own fault,
+    /// or its first faulty part's. A shutdown state that cannot be
+    /// verified only follows from part 0's fault, whose message says what
+    /// happened and to which file (a read that failed with EIO, say), so
+    /// that one is given instead. `None` when nothing is wrong.
+    pub fn reason(&self) -> Option<String> {
+        let part = || self.parts.iter().find_map(|p| p.message.clone());
+        match self.fault {
+            Some(ReplicaFault::ShutdownStateUnverifiable) => {
+                part().or_else(|| self.message.clone())
+            }
+            _ => self.message.clone().or_else(part),
+        }
+    }
+}
+
+/// Why replica `source` has no pool size to copy: the reason it is not
+/// healthy (headers read again before a remote update may fail where the
+/// first read did not), or, when it is, that the size is not known.
+pub(crate) fn no_pool_size(health: &Health, source: usize) -> String {
+    match health.replicas.get(source).and_then(ReplicaHealth::reason) {
+        Some(why) => format!("replica {source} cannot be the source: {why}"),
+        None => format!("replica {source}: the pool size is not known"),
+    }
+}
+
 /// The health of a whole pool set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Health {

@@ -49,6 +49,7 @@ pub mod feature;
 pub mod info;
 pub mod inspect;
 pub mod load;
+mod obstacles;
 pub mod open;
 mod ownership;
 pub mod packets;

@@ -450,7 +450,8 @@ fn open_part<S: Storage>(
 /// The system's reason without the path (the part is named by the caller).
 fn storage_reason(e: &poolsync_pmem::Error) -> String {
     match e {
-        poolsync_pmem::Error::Io { source, .. } | poolsync_pmem::Error::IoAt { source, .. } => {
+        poolsync_pmem::Error::Io { os: source, .. }
+        | poolsync_pmem::Error::IoAt { os: source, .. } => {
             let text = source.to_string();
             // "Permission denied (os error 13)" reads better without the number.
             match text.find(" (os error") {

@@ -10,6 +10,12 @@
 //! Every command that removes or replaces files (`rm --verify-owner`,
 //! `transform`, a transform's temporary copy) proves ownership here, with
 //! [`Rules`] that say what else it accepts.
+//!
+//! A part without a header of its own carries no UUID, so part 0's word is
+//! all its header page can give. Where that is not enough (`transform`
+//! deletes or rewrites such a part only on proof), its bytes prove it
+//! instead ([`prove_by_bytes`]): the part is the pool's when every byte of
+//! it equals the byte at the same logical offset of another replica.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -17,7 +23,11 @@ use std::path::{Path, PathBuf};
 use poolsync_header::{PoolHdr, PoolType, RawUuid};
 use poolsync_pmem::{Access, Storage};
 
-use crate::open::{open, HeaderState};
+use crate::compare::{compare_many, effective_stride, CompareOptions};
+use crate::endpoint::Endpoint;
+use crate::exec::NoProgress;
+use crate::open::{open, HeaderState, OpenReplica, OpenSet};
+use crate::range::LogicalRange;
 use crate::sync::plan::is_invalidated;
 use crate::Error;
 
@@ -237,7 +247,7 @@ pub fn ownership<S: Storage>(
                 out.parts.insert(
                     part.path.clone(),
                     Err(format!(
-                        "carries no pool header of its own (OPTION SINGLEHDR), so nothing proves it is the pool's (--force removes it on the word of {})",
+                        "{NO_HEADER_OF_ITS_OWN}, so nothing proves it is the pool's (--force removes it on the word of {})",
                         rep.parts.first().map_or(part.path.as_path(), |p| p.path.as_path()).display()
                     )),
                 );
@@ -269,6 +279,165 @@ pub fn ownership<S: Storage>(
         }
     }
     Ok(Some(out))
+}
+
+/// The words that open every refusal of a part without a header of its
+/// own: why its header page proves nothing.
+pub(crate) const NO_HEADER_OF_ITS_OWN: &str =
+    "carries no pool header of its own (OPTION SINGLEHDR)";
+
+/// Proves by its bytes that part `part` of replica `replica` of `set`, a
+/// part without a header of its own, belongs to the pool: every byte of
+/// its address space equals the byte at the same logical offset of
+/// another replica whose parts are all there, and is zero past that
+/// replica's end, where no replica holds anything. A file put in the
+/// part's place (a copy of some other file) differs from the pool's bytes
+/// in long runs; the pool's own part holds them, but for the few bytes of
+/// heap bookkeeping libpmemobj writes into the master only (docs/format.md
+/// §15.2), which the proof tolerates ([`STRAY_BYTES_PER_MIB`] per MiB, in
+/// runs of at most [`MAX_STRAY_RUN`]). In a pool set of one replica no other
+/// replica can vouch, and none can contradict: the replica's bytes are
+/// the pool's as libpmemobj reads them, and a transform copies them into
+/// the new layout before it rewrites or deletes the part, so the part is
+/// taken as the pool's up to the pool's end (`pool_size`) and must be
+/// zero past it. `Ok(Err(_))` says why it is not proven, in the words of
+/// a refusal ("carries no pool header of its own ...").
+pub(crate) fn prove_by_bytes<F: poolsync_pmem::PartFile>(
+    set: &OpenSet<F>,
+    replica: usize,
+    part: usize,
+    pool_size: u64,
+    options: &CompareOptions,
+) -> Result<Result<(), String>, Error> {
+    let unproven = |why: String| {
+        Ok(Err(format!(
+            "{NO_HEADER_OF_ITS_OWN}, and {why}, so nothing proves it is the pool's"
+        )))
+    };
+    let (Some(rep), Some(extent)) = (
+        set.replica(replica),
+        set.replica(replica).and_then(|r| r.extents.get(part)),
+    ) else {
+        return unproven("it is not in the pool set".to_string());
+    };
+    let range = LogicalRange::new(extent.logical, extent.len);
+    if range.len == 0 {
+        return Ok(Ok(()));
+    }
+    let others: Vec<&OpenReplica<F>> = set
+        .replicas
+        .iter()
+        .filter(|o| o.index != replica && o.parts.iter().all(|p| p.is_ok()))
+        .collect();
+    if set.replicas.len() == 1 {
+        let tail = LogicalRange::from_bounds(range.offset.max(pool_size), range.end());
+        return match first_nonzero(rep, tail, options.stride)? {
+            None => Ok(Ok(())),
+            Some(at) => unproven(format!(
+                "it holds bytes past the end of the pool (at logical offset {at:#x}), which no transform carries over"
+            )),
+        };
+    }
+    if others.is_empty() {
+        return unproven("no other replica holds its bytes".to_string());
+    }
+    let sides: Vec<&dyn Endpoint> = others.iter().map(|o| *o as &dyn Endpoint).collect();
+    let outcomes = compare_many(rep, &sides, &[range], options, &NoProgress)?;
+    let mut first_why = None;
+    for (other, outcome) in others.iter().zip(&outcomes) {
+        let stray = strays_only(rep, *other, &outcome.differing, range.len)?;
+        let why = match outcome.differing.first() {
+            Some(d) if !stray => format!(
+                "its bytes differ from those of replica {} at logical offset {:#x}",
+                other.index, d.offset
+            ),
+            _ if other.end() >= range.end() => return Ok(Ok(())),
+            _ => {
+                let tail = LogicalRange::from_bounds(range.offset.max(other.end()), range.end());
+                match first_nonzero(rep, tail, options.stride)? {
+                    None => return Ok(Ok(())),
+                    Some(at) => format!(
+                        "it holds bytes past the end of replica {} (at logical offset {at:#x}), where no replica holds the pool's",
+                        other.index
+                    ),
+                }
+            }
+        };
+        first_why.get_or_insert(why);
+    }
+    unproven(first_why.unwrap_or_default())
+}
+
+/// Bytes per MiB of a part in which its replicas may differ and the part
+/// still be proven the pool's: libpmemobj leaves a few bytes of heap
+/// bookkeeping unreplicated (chunk headers and footers inside free chunks,
+/// docs/format.md §15.2; a used 32 MiB pool was seen with 18 such bytes).
+const STRAY_BYTES_PER_MIB: u64 = 64;
+/// The longest run of differing bytes such bookkeeping makes.
+const MAX_STRAY_RUN: usize = 16;
+
+/// Whether `differing` (4 KiB aligned ranges where `part` and `other`
+/// differ) holds no more than libpmemobj's unreplicated bookkeeping: short
+/// runs of differing bytes, few in all. Any other file put in a part's
+/// place differs in long runs, or everywhere.
+fn strays_only(
+    part: &dyn Endpoint,
+    other: &dyn Endpoint,
+    differing: &[LogicalRange],
+    part_len: u64,
+) -> Result<bool, Error> {
+    let limit = STRAY_BYTES_PER_MIB.max(STRAY_BYTES_PER_MIB * (part_len >> 20));
+    // Each stray byte makes at most one 4 KiB block differ.
+    let blocks: u64 = differing.iter().map(|r| r.len.div_ceil(4096)).sum();
+    if blocks > limit {
+        return Ok(false);
+    }
+    let (mut a, mut b) = (vec![0u8; 4096], vec![0u8; 4096]);
+    let mut strays = 0u64;
+    for r in differing {
+        let mut pos = r.offset;
+        while pos < r.end() {
+            let n = usize::try_from((r.end() - pos).min(4096)).unwrap_or(4096);
+            part.read(pos, &mut a[..n])?;
+            other.read(pos, &mut b[..n])?;
+            let mut run = 0usize;
+            for (x, y) in a[..n].iter().zip(&b[..n]) {
+                if x == y {
+                    run = 0;
+                    continue;
+                }
+                run += 1;
+                strays += 1;
+                if run > MAX_STRAY_RUN || strays > limit {
+                    return Ok(false);
+                }
+            }
+            pos += n as u64;
+        }
+    }
+    Ok(true)
+}
+
+/// The logical offset of the first byte of `range` of `side` that is not
+/// zero, read a stride at a time.
+fn first_nonzero(
+    side: &dyn Endpoint,
+    range: LogicalRange,
+    stride: usize,
+) -> Result<Option<u64>, Error> {
+    let stride = effective_stride(stride) as u64;
+    let mut buf = Vec::new();
+    let mut pos = range.offset;
+    while pos < range.end() {
+        let len = stride.min(range.end() - pos);
+        buf.resize(usize::try_from(len).unwrap_or(0), 0);
+        side.read(pos, &mut buf)?;
+        if let Some(i) = buf.iter().position(|&b| b != 0) {
+            return Ok(Some(pos + i as u64));
+        }
+        pos += len;
+    }
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -268,6 +268,7 @@ pub fn rm_with<S: Storage>(
         return Ok(report);
     }
 
+    check_entries(storage, target, &loaded.set, owners.as_ref(), options)?;
     for (r, replica) in loaded.set.replicas.iter().enumerate() {
         match replica {
             Replica::Local { parts, .. } => {
@@ -320,15 +321,62 @@ pub fn rm_with<S: Storage>(
         .map(|f| f.path.parent().map(Path::to_path_buf).unwrap_or_default())
         .collect();
     for dir in dirs {
-        // The parts are gone either way; an unsynced directory only means
-        // a crash could bring an entry back.
-        let _ = storage.fsync_dir(&dir);
+        // A removal whose directory sync failed may come back after a
+        // crash: the first part removed from that directory says so, and
+        // the set file that names it stays (remove_leftovers).
+        if let Err(e) = storage.fsync_dir(&dir) {
+            let removed_here = report.files.iter_mut().find(|f| {
+                matches!(f.outcome, Outcome::Removed)
+                    && !matches!(f.role, Role::Remote { .. })
+                    && f.path.parent().unwrap_or(Path::new("")) == dir
+            });
+            if let Some(file) = removed_here {
+                file.outcome = Outcome::Failed(e.into());
+                observer.done(file);
+            }
+        }
     }
 
     drop(loaded);
     let files = remove_leftovers(storage, target, &report.files, uuid, options, observer);
     report.files.extend(files);
     Ok(report)
+}
+
+/// Refuses to remove anything when a local part file that would be
+/// removed (or, with `-l`, the pool set file) could not be (a read-only
+/// mount, a directory not writable by this user, an immutable file; see
+/// [`crate::obstacles`]): a pool set half removed is worse than one left
+/// whole. Parts that are missing, or kept by `--verify-owner`, are not
+/// removed and not asked about.
+fn check_entries<S: Storage>(
+    storage: &S,
+    target: &Path,
+    set: &poolsync_poolset::PoolSet,
+    owners: Option<&crate::ownership::Ownership>,
+    options: &RmOptions,
+) -> Result<(), Error> {
+    use crate::obstacles::{check, Change};
+    let mut paths: Vec<&Path> = Vec::new();
+    for replica in &set.replicas {
+        let Replica::Local { parts, .. } = replica else {
+            continue;
+        };
+        for part in parts {
+            let path = Path::new(&part.path);
+            let kept = owners.is_some_and(|o| matches!(o.parts.get(path), Some(Err(_))));
+            if !kept && storage.stat(path)?.is_some() {
+                paths.push(path);
+            }
+        }
+    }
+    if options.remove_set_file {
+        paths.push(target);
+    }
+    check(storage, paths.into_iter().map(Change::Delete))?.map_err(|blocked| Error::CannotRemove {
+        path: target.to_path_buf(),
+        reason: blocked.to_string(),
+    })
 }
 
 /// A remote replica's files, removed on its host by `poolsync serve`, as
@@ -443,13 +491,15 @@ fn remove_leftovers<S: Storage>(
         }
     }
     if options.remove_set_file {
-        out.push(remove_one(
-            storage,
-            target,
-            Role::SetFile,
-            options,
-            observer,
-        ));
+        let mut file = remove_one(storage, target, Role::SetFile, options, observer);
+        // Durably gone, or said not to be: a crash could bring it back.
+        if matches!(file.outcome, Outcome::Removed) {
+            if let Err(e) = storage.fsync_parent(target) {
+                file.outcome = Outcome::Failed(e.into());
+                observer.done(&file);
+            }
+        }
+        out.push(file);
     }
     out
 }
@@ -652,7 +702,7 @@ fn remove_outcome<S: Storage>(
 
 fn io_kind(e: &poolsync_pmem::Error) -> Option<ErrorKind> {
     match e {
-        poolsync_pmem::Error::Io { source, .. } => Some(source.kind()),
+        poolsync_pmem::Error::Io { os, .. } => Some(os.kind()),
         _ => None,
     }
 }

@@ -49,14 +49,17 @@ impl std::fmt::Display for Shortfall {
 
 /// Checks that every file system has room for the `files` created on it
 /// (one that replaces a file needs only the difference). `Ok(Err(_))`
-/// names the first file system that lacks it; file systems whose free
-/// space cannot be known are trusted.
+/// names the first file system that lacks it, what the room is for (only
+/// the files that need some: a new part that takes the place of an equally
+/// large file needs none) and a directory of the first of them; file
+/// systems whose free space cannot be known are trusted.
 pub(crate) fn check<S: Storage>(
     storage: &S,
     files: &[NewFile<'_>],
 ) -> Result<Result<(), Shortfall>, Error> {
-    // Per file system (st_dev of the file's directory): a directory on it,
-    // the bytes needed, and what needs them, in order of first mention.
+    // Per file system (st_dev of the file's directory): the directory of
+    // the first file that needs room there, the bytes needed, and what
+    // needs them, in order of first mention.
     let mut needed: BTreeMap<u64, (PathBuf, u64, Vec<&str>)> = BTreeMap::new();
     for file in files {
         let dir = file
@@ -77,8 +80,12 @@ pub(crate) fn check<S: Storage>(
         } else {
             0
         };
+        let bytes = file.size.saturating_sub(existing);
+        if bytes == 0 {
+            continue;
+        }
         let entry = needed.entry(meta.dev).or_insert((dir, 0, Vec::new()));
-        entry.1 = entry.1.saturating_add(file.size.saturating_sub(existing));
+        entry.1 = entry.1.saturating_add(bytes);
         if !entry.2.contains(&file.what) {
             entry.2.push(file.what);
         }
@@ -127,5 +134,35 @@ mod tests {
         assert!(short
             .to_string()
             .starts_with("not enough free space for the new parts and the journal in /d: "));
+    }
+
+    /// A new part that takes the place of an equally large file needs no
+    /// room: the refusal names only what does (here the journal, in its
+    /// own directory), not "the new parts".
+    #[test]
+    fn only_what_needs_room_is_named() {
+        let s = SimStorage::new();
+        s.insert_file(Path::new("/d/a"), &[0; 64 << 10], 0o644)
+            .unwrap();
+        s.add_dir(Path::new("/j")).unwrap();
+        s.set_capacity(Some((64 << 10) + 4096));
+        let part = NewFile {
+            path: Path::new("/d/a"),
+            size: 64 << 10,
+            replace: true,
+            what: "the new parts",
+        };
+        let journal = NewFile {
+            path: Path::new("/j/journal"),
+            size: 64 << 10,
+            replace: false,
+            what: "the journal",
+        };
+        let short = check(&s, &[part, journal]).unwrap().unwrap_err();
+        assert_eq!(
+            short.to_string(),
+            "not enough free space for the journal in /j: 65536 bytes needed, 4096 available"
+        );
+        assert_eq!(check(&s, &[part]).unwrap(), Ok(()));
     }
 }

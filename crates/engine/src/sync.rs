@@ -189,12 +189,36 @@ pub fn sync<S: Storage>(
         prepared.as_ref(),
         options,
         &Within(progress),
-    )?;
+    )
+    .map_err(|e| unfinished(e, path, options, ""))?;
     progress.finish();
     Ok(SyncOutcome {
         plan,
         report: Some(report),
     })
+}
+
+/// `error`, which stopped a sync of `path` after its first write, with the
+/// command that finishes the job: the same sync run again (`extra` adds
+/// options such as `--verify`), which recognises what this run left (its
+/// invalidated headers, the parts it created) and repeats the same plan.
+pub(crate) fn unfinished(error: Error, path: &Path, options: &SyncOptions, extra: &str) -> Error {
+    if matches!(error, Error::Unfinished { .. }) {
+        return error;
+    }
+    let mut command = String::from("poolsync sync");
+    if options.bad_blocks {
+        command.push_str(" -b");
+    }
+    if let Some(n) = options.source {
+        command.push_str(&format!(" --source {n}"));
+    }
+    command.push_str(extra);
+    command.push_str(&format!(" {}", path.display()));
+    Error::Unfinished {
+        command,
+        error: Box::new(error),
+    }
 }
 
 /// Progress of a part of a longer run: advances go through, the start and
@@ -222,6 +246,14 @@ pub fn prepare<S: Storage>(
     progress: &dyn Progress,
 ) -> Result<Option<Prepared>, Error> {
     settle_displaced_names(storage, plan)?;
+    check_entries(storage, &set.path, plan.steps.iter().chain(more))?;
+    let parts = new_parts(plan.steps.iter().chain(more));
+    if let Err(short) = crate::space::check(storage, &parts)? {
+        return Err(Error::CannotSync {
+            set: set.path.clone(),
+            reason: format!("{short}; nothing was written: free some space"),
+        });
+    }
     let overwrites = |s: &Step| {
         matches!(s, Step::CompareAndCopy(_))
             || matches!(s, Step::CopyRange(d) if d.purpose == DataPurpose::Verify)
@@ -248,6 +280,7 @@ pub fn prepare<S: Storage>(
         &target,
         &table,
         &prepared.overwrites,
+        &parts,
     )?);
     prepared.target = Some(target);
     Ok(Some(prepared))
@@ -270,6 +303,63 @@ fn settle_displaced_names<S: Storage>(storage: &S, plan: &mut Plan) -> Result<()
         }
     }
     Ok(())
+}
+
+/// The parts `steps` create, as files the free-space check counts: each
+/// is allocated whole, so that no write into it can fail for want of
+/// space later (one that replaces a file needs only the difference).
+fn new_parts<'a>(steps: impl Iterator<Item = &'a Step>) -> Vec<crate::space::NewFile<'a>> {
+    steps
+        .filter_map(|step| match step {
+            Step::CreatePart {
+                path,
+                size,
+                replace,
+                ..
+            } => Some(crate::space::NewFile {
+                path,
+                size: *size,
+                replace: *replace,
+                what: "the new parts",
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Refuses the sync when a file its steps replace, move aside, create or
+/// delete could not be (a read-only mount, a directory not writable by
+/// this user, an immutable file; see [`crate::obstacles`]), before
+/// anything is written: otherwise a sync could invalidate a replica's
+/// headers and then fail to recreate its part.
+fn check_entries<'a, S: Storage>(
+    storage: &S,
+    set: &Path,
+    steps: impl Iterator<Item = &'a Step>,
+) -> Result<(), Error> {
+    use crate::obstacles::{check, Change};
+    let mut changes = Vec::new();
+    for step in steps {
+        match step {
+            Step::DisplacePart { path, .. } => changes.push(Change::MoveAside(path)),
+            Step::CreatePart { path, replace, .. } => changes.push(if *replace {
+                Change::Replace(path)
+            } else {
+                Change::Create(path)
+            }),
+            Step::RemoveRecoveryFiles { paths } => {
+                changes.extend(paths.iter().map(|p| Change::Delete(p)));
+            }
+            Step::SaveRecoveryFiles { files } => {
+                changes.extend(files.iter().map(|f| Change::CreateAndDelete(&f.path)));
+            }
+            _ => {}
+        }
+    }
+    check(storage, changes)?.map_err(|blocked| Error::CannotSync {
+        set: set.to_path_buf(),
+        reason: format!("{blocked}; nothing was written"),
+    })
 }
 
 /// Where the undo file of a sync of `set` goes, and the pool it belongs to.
@@ -354,7 +444,7 @@ pub fn open_for_sync<S: Storage>(
                 if waited >= wait {
                     return Err(Error::LockTimeout {
                         seconds: wait.as_secs(),
-                        source: e,
+                        error: e,
                     });
                 }
                 clock.sleep(LOCK_RETRY.min(wait.saturating_sub(waited)));

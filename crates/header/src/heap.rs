@@ -770,27 +770,28 @@ impl LiveMap {
     }
 }
 
-/// Why a walk stopped.
+/// Why a walk stopped. The callback's error is quoted in the message, so
+/// it is kept in a field (`error`) rather than returned as the source.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WalkError<E> {
     /// The read callback failed.
-    #[error("reading {len} bytes at logical offset {offset:#x}: {source}")]
+    #[error("reading {len} bytes at logical offset {offset:#x}: {error}")]
     Read {
         /// Logical offset of the read.
         offset: u64,
         /// Bytes asked for.
         len: usize,
         /// The callback's error.
-        source: E,
+        error: E,
     },
     /// The visitor of [`walk_visit`] asked to stop.
-    #[error("stopped at the live range at logical offset {offset:#x}: {source}")]
+    #[error("stopped at the live range at logical offset {offset:#x}: {error}")]
     Visit {
         /// Offset of the range the visitor refused.
         offset: u64,
         /// The visitor's error.
-        source: E,
+        error: E,
     },
     /// The metadata is not what libpmemobj writes.
     #[error(transparent)]
@@ -926,10 +927,10 @@ impl<R> Reader<R> {
         R: FnMut(u64, &mut [u8]) -> Result<(), E>,
     {
         self.check_bounds(offset, buf.len())?;
-        (self.read)(offset, buf).map_err(|source| WalkError::Read {
+        (self.read)(offset, buf).map_err(|error| WalkError::Read {
             offset,
             len: buf.len(),
-            source,
+            error,
         })
     }
 
@@ -996,9 +997,9 @@ impl<V> Emitter<V> {
         }
         let next = LiveRange { offset, len, owner };
         if let Some(done) = self.pending.replace(next) {
-            (self.visit)(&done).map_err(|source| WalkError::Visit {
+            (self.visit)(&done).map_err(|error| WalkError::Visit {
                 offset: done.offset,
-                source,
+                error,
             })?;
         }
         Ok(())
@@ -1009,9 +1010,9 @@ impl<V> Emitter<V> {
         V: FnMut(&LiveRange) -> Result<(), E>,
     {
         if let Some(done) = self.pending.take() {
-            (self.visit)(&done).map_err(|source| WalkError::Visit {
+            (self.visit)(&done).map_err(|error| WalkError::Visit {
                 offset: done.offset,
-                source,
+                error,
             })?;
         }
         Ok(())

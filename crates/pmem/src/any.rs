@@ -117,6 +117,20 @@ impl Storage for AnyStorage {
         FsStorage.read_link(path)
     }
 
+    fn removal_obstacle(&self, path: &Path) -> Result<Option<crate::Obstacle>, Error> {
+        match self {
+            AnyStorage::PageCache(s) => s.removal_obstacle(path),
+            AnyStorage::Dax(s) => s.removal_obstacle(path),
+        }
+    }
+
+    fn creation_obstacle(&self, path: &Path) -> Result<Option<crate::Obstacle>, Error> {
+        match self {
+            AnyStorage::PageCache(s) => s.creation_obstacle(path),
+            AnyStorage::Dax(s) => s.creation_obstacle(path),
+        }
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> Result<(), Error> {
         // Entries are the file system's, whichever path persists data.
         FsStorage.rename(from, to)

@@ -217,7 +217,7 @@ impl DaxStorage {
             return Err(Error::Io {
                 op: "mmap",
                 path: path.to_path_buf(),
-                source: io::Error::from_raw_os_error(libc::ENODEV),
+                os: io::Error::from_raw_os_error(libc::ENODEV),
             });
         };
         let map_len = device.map_or(meta.len(), |d| d.size);
@@ -232,7 +232,7 @@ impl DaxStorage {
             let err = |source| Error::Allocate {
                 path: path.to_path_buf(),
                 size: map_len,
-                source,
+                os: source,
             };
             let len = i64::try_from(map_len)
                 .map_err(|_| err(io::Error::from_raw_os_error(libc::EFBIG)))?;
@@ -281,7 +281,7 @@ impl DaxStorage {
         let io_err = |source| Error::Io {
             op: "mmap",
             path: path.to_path_buf(),
-            source,
+            os: source,
         };
         let len =
             usize::try_from(len).map_err(|_| io_err(io::Error::from_raw_os_error(libc::EFBIG)))?;
@@ -293,7 +293,7 @@ impl DaxStorage {
                 if !self.options.force {
                     return Err(Error::NotDax {
                         path: path.to_path_buf(),
-                        source,
+                        os: source,
                     });
                 }
                 let w = Window::map(file.file(), 0, len, writable, false).map_err(io_err)?;
@@ -341,6 +341,14 @@ impl Storage for DaxStorage {
 
     fn read_link(&self, path: &Path) -> Result<Option<std::path::PathBuf>, Error> {
         FsStorage.read_link(path)
+    }
+
+    fn removal_obstacle(&self, path: &Path) -> Result<Option<crate::Obstacle>, Error> {
+        FsStorage.removal_obstacle(path)
+    }
+
+    fn creation_obstacle(&self, path: &Path) -> Result<Option<crate::Obstacle>, Error> {
+        FsStorage.creation_obstacle(path)
     }
 
     fn rename(&self, from: &Path, to: &Path) -> Result<(), Error> {
@@ -515,7 +523,7 @@ impl DaxFile {
             op: "mmap",
             path: self.file.path().to_path_buf(),
             offset: start,
-            source,
+            os: source,
         };
         // `start < map_len` because `at` is; the window is at most
         // `MAX_WINDOW`, which fits a usize on 64-bit targets.
@@ -600,7 +608,7 @@ impl DaxFile {
                     op: "msync",
                     path: self.file.path().to_path_buf(),
                     offset: at,
-                    source,
+                    os: source,
                 })
         }
     }
@@ -659,7 +667,7 @@ impl PartFile for DaxFile {
                 op: "write",
                 path: self.file.path().to_path_buf(),
                 offset,
-                source: io::Error::from_raw_os_error(libc::EBADF),
+                os: io::Error::from_raw_os_error(libc::EBADF),
             });
         }
         if end > self.cfg.map_len {
@@ -741,7 +749,7 @@ impl PartFile for DaxFile {
         Err(Error::Io {
             op: "ftruncate",
             path: self.file.path().to_path_buf(),
-            source: std::io::Error::other(format!(
+            os: std::io::Error::other(format!(
                 "a mapped part keeps its length ({} bytes), refusing {len}",
                 self.cfg.map_len
             )),

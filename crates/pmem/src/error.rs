@@ -9,19 +9,24 @@ use std::path::{Path, PathBuf};
 /// `<call> "<path>": <strerror text>`, so that a user who knows `pmempool`
 /// recognises them (for example `open "/pool/a.part": No such file or
 /// directory`).
+///
+/// The system's text is part of the message, so the [`io::Error`] it came
+/// from is kept in a field (`os`, see [`Error::os_error`]) and not returned
+/// by [`std::error::Error::source`]: a caller that prints an error with
+/// its chain of sources then shows that text once, not twice (`No space
+/// left on device: No space left on device (os error 28)`).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// An I/O call failed.
-    #[error("{op} \"{path}\": {}", os_message(.source))]
+    #[error("{op} \"{path}\": {}", os_message(.os))]
     Io {
         /// The system call, as PMDK names it (`open`, `unlink`, `chmod`, …).
         op: &'static str,
         /// The file or directory it was called on.
         path: PathBuf,
         /// What the system reported.
-        #[source]
-        source: io::Error,
+        os: io::Error,
     },
     /// `flock(LOCK_EX|LOCK_NB)` found the file locked by another open file description.
     #[error("flock \"{path}\": resource temporarily unavailable (the pool is in use)")]
@@ -30,7 +35,7 @@ pub enum Error {
         path: PathBuf,
     },
     /// A positioned I/O call (`pread`, `pwrite`) failed.
-    #[error("{op} \"{path}\" at offset {offset}: {}", os_message(.source))]
+    #[error("{op} \"{path}\" at offset {offset}: {}", os_message(.os))]
     IoAt {
         /// `read`, `write` or `flush`.
         op: &'static str,
@@ -39,8 +44,7 @@ pub enum Error {
         /// Byte offset in the file where the failing call started.
         offset: u64,
         /// What the system reported.
-        #[source]
-        source: io::Error,
+        os: io::Error,
     },
     /// A read reached the end of the file before filling the buffer.
     #[error(
@@ -85,27 +89,25 @@ pub enum Error {
         path: PathBuf,
     },
     /// `posix_fallocate` could not allocate a new part file to its full size.
-    #[error("posix_fallocate \"{path}\", {size}: {}", os_message(.source))]
+    #[error("posix_fallocate \"{path}\", {size}: {}", os_message(.os))]
     Allocate {
         /// The new file (already removed again when this is returned).
         path: PathBuf,
         /// The requested size in bytes.
         size: u64,
         /// What the system reported.
-        #[source]
-        source: io::Error,
+        os: io::Error,
     },
     /// Removing a half-created file after a failure failed too, so the file
     /// is still there.
-    #[error("{cause}; removing the half-created \"{path}\" failed as well: {}", os_message(.source))]
+    #[error("{cause}; removing the half-created \"{path}\" failed as well: {}", os_message(.os))]
     Cleanup {
         /// The file left behind.
         path: PathBuf,
         /// The failure that made the file half-created.
         cause: Box<Error>,
         /// Why `unlink` failed.
-        #[source]
-        source: io::Error,
+        os: io::Error,
     },
     /// An earlier `fdatasync` of this file failed; written data may have been
     /// dropped by the kernel, so no later fence can promise durability.
@@ -150,14 +152,13 @@ pub enum Error {
         "mmap \"{path}\" with MAP_SYNC: {} (the file is not on a DAX file system); \
          use the page-cache path (POOLSYNC_PERSIST=pagecache), or force the DAX code \
          path with PMEM_IS_PMEM_FORCE=1, which does not make data durable on such a file",
-        os_message(.source)
+        os_message(.os)
     )]
     NotDax {
         /// The file.
         path: PathBuf,
         /// What `mmap` reported (`EOPNOTSUPP`, or `EINVAL` on old kernels).
-        #[source]
-        source: io::Error,
+        os: io::Error,
     },
     /// An access through a mapping reaches past the end of the file (a
     /// mapped file cannot grow by writing past its end).
@@ -204,6 +205,23 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// The system's report behind a failed call ([`Error::Io`],
+    /// [`Error::IoAt`], [`Error::Allocate`], [`Error::Cleanup`],
+    /// [`Error::NotDax`]), for callers that decide by its kind or errno.
+    /// Its text is already part of this error's message.
+    pub fn os_error(&self) -> Option<&io::Error> {
+        match self {
+            Error::Io { os, .. }
+            | Error::IoAt { os, .. }
+            | Error::Allocate { os, .. }
+            | Error::Cleanup { os, .. }
+            | Error::NotDax { os, .. } => Some(os),
+            _ => None,
+        }
+    }
+}
+
 /// The text of an I/O error without the ` (os error N)` suffix that Rust
 /// appends, so that messages read like PMDK's `strerror` output.
 fn os_message(err: &io::Error) -> String {
@@ -245,7 +263,7 @@ mod tests {
         let err = Error::Io {
             op: "open",
             path: PathBuf::from("/x/y"),
-            source: io::Error::from_raw_os_error(libc::ENOENT),
+            os: io::Error::from_raw_os_error(libc::ENOENT),
         };
         assert_eq!(err.to_string(), "open \"/x/y\": No such file or directory");
     }
@@ -256,11 +274,63 @@ mod tests {
             op: "write",
             path: PathBuf::from("p"),
             offset: 7,
-            source: io::Error::new(io::ErrorKind::WriteZero, "failed to write whole buffer"),
+            os: io::Error::new(io::ErrorKind::WriteZero, "failed to write whole buffer"),
         };
         assert_eq!(
             err.to_string(),
             "write \"p\" at offset 7: failed to write whole buffer"
         );
+    }
+
+    /// The message and every source after it, joined as a chain printer
+    /// (`anyhow`'s `{:#}`) joins them.
+    fn chain_text(err: &dyn std::error::Error) -> String {
+        let mut text = err.to_string();
+        let mut next = err.source();
+        while let Some(cause) = next {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            next = cause.source();
+        }
+        text
+    }
+
+    #[test]
+    fn the_system_text_appears_once_in_the_chain() {
+        let enospc = || io::Error::from_raw_os_error(libc::ENOSPC);
+        let errors = [
+            Error::Io {
+                op: "write",
+                path: PathBuf::from("/p/a"),
+                os: enospc(),
+            },
+            Error::IoAt {
+                op: "write",
+                path: PathBuf::from("/p/a"),
+                offset: 4096,
+                os: enospc(),
+            },
+            Error::Allocate {
+                path: PathBuf::from("/p/a"),
+                size: 1 << 20,
+                os: enospc(),
+            },
+            Error::Cleanup {
+                path: PathBuf::from("/p/a"),
+                cause: Box::new(Error::Exists {
+                    path: PathBuf::from("/p/a"),
+                }),
+                os: enospc(),
+            },
+        ];
+        for err in &errors {
+            let text = chain_text(err);
+            assert_eq!(text.matches("No space left on device").count(), 1, "{text}");
+            assert!(!text.contains("os error"), "{text}");
+            assert_eq!(
+                err.os_error().and_then(io::Error::raw_os_error),
+                Some(libc::ENOSPC)
+            );
+        }
     }
 }

@@ -34,7 +34,7 @@ impl Storage for FsStorage {
             Err(source) => Err(Error::Io {
                 op: "stat",
                 path: path.to_path_buf(),
-                source,
+                os: source,
             }),
         }
     }
@@ -51,7 +51,7 @@ impl Storage for FsStorage {
             .map_err(|source| Error::Io {
                 op: "open",
                 path: path.to_path_buf(),
-                source,
+                os: source,
             })?;
         let kind = file
             .metadata()
@@ -59,7 +59,7 @@ impl Storage for FsStorage {
             .map_err(|source| Error::Io {
                 op: "fstat",
                 path: path.to_path_buf(),
-                source,
+                os: source,
             })?;
         if !matches!(kind, FileKind::Regular | FileKind::CharDevice) {
             return Err(Error::NotAFile {
@@ -80,7 +80,7 @@ impl Storage for FsStorage {
             return Err(Error::Allocate {
                 path: path.to_path_buf(),
                 size,
-                source: io::Error::from_raw_os_error(libc::EFBIG),
+                os: io::Error::from_raw_os_error(libc::EFBIG),
             });
         };
         // Mode 0 keeps anybody from opening the part before it is complete;
@@ -91,7 +91,7 @@ impl Storage for FsStorage {
                 let err = Error::Allocate {
                     path: path.to_path_buf(),
                     size,
-                    source: io::Error::from(errno),
+                    os: io::Error::from(errno),
                 };
                 return Err(remove_created(path, &file, err));
             }
@@ -113,7 +113,7 @@ impl Storage for FsStorage {
         std::fs::remove_file(path).map_err(|source| Error::Io {
             op: "unlink",
             path: path.to_path_buf(),
-            source,
+            os: source,
         })
     }
 
@@ -126,7 +126,7 @@ impl Storage for FsStorage {
             Error::Io {
                 op: "chmod",
                 path: path.to_path_buf(),
-                source,
+                os: source,
             }
         })
     }
@@ -135,7 +135,7 @@ impl Storage for FsStorage {
         let io_err = |op, source| Error::Io {
             op,
             path: path.to_path_buf(),
-            source,
+            os: source,
         };
         match std::fs::symlink_metadata(path) {
             Ok(m) if m.file_type().is_symlink() => std::fs::read_link(path)
@@ -147,11 +147,19 @@ impl Storage for FsStorage {
         }
     }
 
+    fn removal_obstacle(&self, path: &Path) -> Result<Option<crate::Obstacle>, Error> {
+        crate::obstacle::removal(path)
+    }
+
+    fn creation_obstacle(&self, path: &Path) -> Result<Option<crate::Obstacle>, Error> {
+        crate::obstacle::creation(path)
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> Result<(), Error> {
         std::fs::rename(from, to).map_err(|source| Error::Io {
             op: "rename",
             path: from.to_path_buf(),
-            source,
+            os: source,
         })
     }
 
@@ -175,7 +183,7 @@ impl Storage for FsStorage {
             Err(source) => Err(Error::Io {
                 op: "realpath",
                 path: path.to_path_buf(),
-                source,
+                os: source,
             }),
         }
     }
@@ -184,7 +192,7 @@ impl Storage for FsStorage {
         std::env::current_dir().map_err(|source| Error::Io {
             op: "getcwd",
             path: PathBuf::from("."),
-            source,
+            os: source,
         })
     }
 
@@ -201,12 +209,12 @@ impl Storage for FsStorage {
             .map_err(|source| Error::Io {
                 op: "open",
                 path: dir.to_path_buf(),
-                source,
+                os: source,
             })?;
         handle.sync_all().map_err(|source| Error::Io {
             op: "fsync",
             path: dir.to_path_buf(),
-            source,
+            os: source,
         })
     }
 }
@@ -238,7 +246,7 @@ fn create_locked(path: &Path, mode: u32) -> Result<File, Error> {
                 Error::Io {
                     op: "open",
                     path: path.to_path_buf(),
-                    source,
+                    os: source,
                 }
             }
         })?;
@@ -263,7 +271,7 @@ fn lock(path: &Path, file: File) -> Result<File, (File, Error)> {
             _ => Error::Io {
                 op: "flock",
                 path: path.to_path_buf(),
-                source: io::Error::from(errno),
+                os: io::Error::from(errno),
             },
         };
         return Err((file, err));
@@ -298,7 +306,7 @@ pub(crate) fn remove_created(path: &Path, ours: &File, cause: Error) -> Error {
         Err(source) => Error::Cleanup {
             path: path.to_path_buf(),
             cause: Box::new(cause),
-            source,
+            os: source,
         },
     }
 }
@@ -483,7 +491,7 @@ impl FsFile {
         self.shared.file.metadata().map_err(|source| Error::Io {
             op: "fstat",
             path: self.path.clone(),
-            source,
+            os: source,
         })
     }
 
@@ -524,7 +532,7 @@ impl PartFile for FsFile {
                         op: "read",
                         path: self.path.clone(),
                         offset: at,
-                        source,
+                        os: source,
                     })
                 }
             }
@@ -541,7 +549,7 @@ impl PartFile for FsFile {
                 op: "write",
                 path: self.path.clone(),
                 offset,
-                source,
+                os: source,
             })
     }
 
@@ -561,7 +569,7 @@ impl PartFile for FsFile {
             return Err(Error::Io {
                 op: "fdatasync",
                 path: self.path.clone(),
-                source,
+                os: source,
             });
         }
         let sync = &self.shared.sync;
@@ -587,7 +595,7 @@ impl PartFile for FsFile {
                 Err(Error::Io {
                     op: "fdatasync",
                     path: self.path.clone(),
-                    source,
+                    os: source,
                 })
             }
         }
@@ -601,7 +609,7 @@ impl PartFile for FsFile {
         self.shared.file.set_len(len).map_err(|source| Error::Io {
             op: "ftruncate",
             path: self.path.clone(),
-            source,
+            os: source,
         })?;
         // The new length reaches the disk with the next fence.
         self.shared.sync.note_flush();
@@ -692,7 +700,7 @@ mod tests {
         match part.fence() {
             Err(Error::Io {
                 op: "fdatasync",
-                source,
+                os: source,
                 ..
             }) => {
                 assert_eq!(source.raw_os_error(), Some(libc::EIO))

@@ -81,6 +81,7 @@ mod clock;
 pub mod dax;
 mod error;
 mod fs;
+mod obstacle;
 mod persist;
 pub mod sim;
 mod sync_state;
@@ -95,6 +96,7 @@ pub use dax::{
 };
 pub use error::Error;
 pub use fs::{FsFile, FsStorage};
+pub use obstacle::Obstacle;
 pub use persist::{
     persist_mode_from_env, persist_override, PersistMode, PersistOverride, PERSIST_VAR,
     PMEM_IS_PMEM_FORCE_VAR,
@@ -197,6 +199,22 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         let _ = path;
         Ok(None)
     }
+    /// What would keep the directory entry `path` from being removed now:
+    /// unlinked, renamed (moved aside), or replaced (unlinked and created
+    /// anew); `Ok(None)` when nothing known stands in the way. A path that
+    /// does not exist (yet) is judged by its directory alone: that is the
+    /// question for a file a run creates and deletes again.
+    ///
+    /// Writers ask it for every file they will delete, replace or move
+    /// before their first write, so that a run that could not finish is
+    /// refused instead of stopping half-way. Backends of real files answer
+    /// from the kernel's rules (see [`Obstacle`]); the simulated one from
+    /// the marks [`sim::SimStorage::guard_dir`] sets.
+    fn removal_obstacle(&self, path: &Path) -> Result<Option<Obstacle>, Error>;
+    /// What would keep a new file from being created at `path` now (its
+    /// directory missing, on a read-only file system, not writable by this
+    /// user, or immutable); `Ok(None)` when nothing known stands in the way.
+    fn creation_obstacle(&self, path: &Path) -> Result<Option<Obstacle>, Error>;
     /// Renames `from` to `to`, atomically replacing a file at `to`
     /// (`rename(2)`). Both entries are durable only after
     /// [`Storage::fsync_dir`] of their directories.

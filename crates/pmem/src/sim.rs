@@ -1,4 +1,5 @@
-//! A simulated storage backend that can crash at any persistence event.
+//! A simulated storage backend that can crash at any persistence event
+//! and fail any call with the errors of a real disk.
 //!
 //! [`SimStorage`] implements [`Storage`] and [`PartFile`] in memory, so that
 //! a writer (create, repair, sync) can be run against it and stopped at every
@@ -72,6 +73,38 @@
 //! stops. The inspection helpers ([`SimStorage::image`] and friends) keep
 //! working.
 //!
+//! # Fault injection
+//!
+//! A crash stops everything; a *fault* fails one call and lets the writer
+//! go on, as a disk or a file system does. [`SimStorage::inject`] arms one
+//! [`Fault`] at the `k`-th of the calls it applies to
+//! ([`SimStorage::fault_ops`] counts them, failed or not, so a test learns
+//! `n` from an uninterrupted run and sweeps `k` over `0..n`):
+//!
+//! * [`Fault::ReadEio`] and [`Fault::WriteEio`]: `EIO` from that one read
+//!   or write;
+//! * [`Fault::NoSpace`]: `ENOSPC` from that call and every later one that
+//!   allocates (creates, growing `set_len`s, writes);
+//! * [`Fault::SyncEio`]: `EIO` from that one fence or directory sync. The
+//!   model is the page cache's after a failed `fdatasync`, taken at its
+//!   worst: the failed call persists nothing, what the handle had flushed
+//!   is forgotten (a later fence does not persist it), and the handle
+//!   refuses every later fence with [`Error::SyncPoisoned`], as
+//!   [`crate::FsStorage`]'s does. A fence with nothing to persist makes no
+//!   `fdatasync` and cannot fail, as on the page cache;
+//! * [`Fault::ReadOnly`]: `EROFS` from that call and every later one that
+//!   changes something (opens for writing included), as after a remount
+//!   read-only; reads go on.
+//!
+//! Each failed call returns the error [`crate::FsStorage`] returns for that
+//! `errno` (`write "/pool/a.part" at offset 8192: Input/output error`), so
+//! a writer's message is the one a user would read.
+//! [`SimStorage::fault_hits`] lists the calls that failed. A fault is
+//! not a crash: nothing is lost but what the fault itself loses, and
+//! [`SimStorage::after_crash_with`] (a reboot, with the survival of the
+//! test's choice) or [`SimStorage::clear_fault`] (the disk repaired) ends
+//! it, so that a re-run can be checked.
+//!
 //! # Other behaviour
 //!
 //! * Paths are compared after lexical normalisation (`.` and `..` resolved,
@@ -144,7 +177,7 @@ use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::{Access, Error, FileKind, Meta, PartFile, Storage};
+use crate::{Access, Error, FileKind, Meta, Obstacle, PartFile, Storage};
 
 /// The largest file [`SimStorage::new`] agrees to create: 1 GiB.
 pub const DEFAULT_MAX_FILE_LEN: u64 = 1 << 30;
@@ -171,6 +204,99 @@ pub enum EventScope {
     /// the file exists, and before it is allocated), writes, removes, mode
     /// changes, renames and length changes.
     EveryChange,
+}
+
+/// A failure of the storage other than a crash, injected with
+/// [`SimStorage::inject`] at one operation: the errors a disk or a file
+/// system gives a writer in the middle of its work. Each fails its calls
+/// with the error [`crate::FsStorage`] returns for the same `errno`, naming
+/// the call and the path, so that a writer's message is the one a user
+/// would see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Fault {
+    /// `EIO` from one [`PartFile::read_at`] (a sector that cannot be
+    /// read). One-shot: the next read of the same range succeeds.
+    ReadEio,
+    /// `EIO` from one [`PartFile::write_at`]. One-shot; nothing of the
+    /// failed write is written.
+    WriteEio,
+    /// `ENOSPC` from every call that allocates, from the faulted one on
+    /// (sticky, as a full file system stays full): [`Storage::create`]
+    /// (as `posix_fallocate` of a part, or `open` of an auxiliary file),
+    /// [`Storage::create_aux`], [`PartFile::set_len`] growing a file, and
+    /// [`PartFile::write_at`] (a part may be sparse when another tool made
+    /// it, and auxiliary files always are).
+    NoSpace,
+    /// `EIO` from one [`PartFile::fence`] that has something to persist
+    /// (an `fdatasync`), or one [`Storage::fsync_dir`]. One-shot, but as on
+    /// the page cache after a failed `fdatasync` (whose dirty pages the
+    /// kernel may have dropped and marked clean), the failed call persists
+    /// nothing, the handle's flushed ranges are forgotten, and every later
+    /// fence of that handle fails with [`Error::SyncPoisoned`].
+    SyncEio,
+    /// `EROFS` from every call that changes something, from the faulted
+    /// one on (sticky, as a file system remounted read-only after an
+    /// error): [`Storage::open`] for writing, [`Storage::create`],
+    /// [`Storage::create_aux`], [`Storage::remove`], [`Storage::set_mode`],
+    /// [`Storage::rename`], [`PartFile::write_at`], [`PartFile::set_len`],
+    /// and the fences and directory syncs that have something to persist
+    /// (which persist nothing, as [`Fault::SyncEio`]'s).
+    ReadOnly,
+}
+
+impl Fault {
+    /// Every fault, in a fixed order.
+    pub const ALL: [Fault; 5] = [
+        Fault::ReadEio,
+        Fault::WriteEio,
+        Fault::NoSpace,
+        Fault::SyncEio,
+        Fault::ReadOnly,
+    ];
+
+    /// The `errno` the faulted calls report.
+    pub fn errno(self) -> i32 {
+        match self {
+            Fault::ReadEio | Fault::WriteEio | Fault::SyncEio => libc::EIO,
+            Fault::NoSpace => libc::ENOSPC,
+            Fault::ReadOnly => libc::EROFS,
+        }
+    }
+
+    /// Whether every call the fault applies to fails from the faulted one
+    /// on (`ENOSPC`, `EROFS`), rather than that one call only.
+    pub fn is_sticky(self) -> bool {
+        matches!(self, Fault::NoSpace | Fault::ReadOnly)
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Fault::ReadEio => "EIO on read",
+            Fault::WriteEio => "EIO on write",
+            Fault::NoSpace => "ENOSPC",
+            Fault::SyncEio => "EIO on fsync",
+            Fault::ReadOnly => "EROFS",
+        })
+    }
+}
+
+/// A call an injected [`Fault`] failed ([`SimStorage::fault_hit`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultHit {
+    /// The fault.
+    pub fault: Fault,
+    /// Its operation index, as [`SimStorage::fault_ops`] counts.
+    pub index: u64,
+    /// The system call as the error names it (`read`, `fdatasync`, …).
+    pub op: &'static str,
+    /// The file or directory it failed on, as the caller named it.
+    pub path: PathBuf,
 }
 
 /// What survives a crash, chosen at reboot ([`SimStorage::after_crash_with`]).
@@ -254,6 +380,13 @@ struct State {
     crash_at: Option<u64>,
     /// The event index at which the crash happened.
     crashed: Option<u64>,
+    /// The fault armed with [`SimStorage::inject`], and where.
+    fault: Option<(Fault, u64)>,
+    /// Per [`Fault`] (by [`Fault::index`]), the operations it could have
+    /// failed that went ahead.
+    fault_ops: [u64; Fault::ALL.len()],
+    /// The calls an injected fault failed, in order.
+    fault_hits: Vec<FaultHit>,
     dirs: BTreeMap<PathBuf, Dir>,
     /// Directory entries as the running system sees them.
     live: BTreeMap<PathBuf, u64>,
@@ -261,6 +394,8 @@ struct State {
     durable: BTreeMap<PathBuf, u64>,
     inodes: BTreeMap<u64, Inode>,
     handles: BTreeMap<u64, Handle>,
+    /// Directories whose entries cannot be changed ([`SimStorage::guard_dir`]).
+    guards: BTreeMap<PathBuf, Guard>,
 }
 
 #[derive(Clone, Copy)]
@@ -290,6 +425,9 @@ struct Inode {
 struct Handle {
     ino: u64,
     pending: RangeSet,
+    /// A fence of this handle failed: as after a failed `fdatasync` of an
+    /// [`crate::FsStorage`] file, every later fence fails too.
+    poisoned: bool,
 }
 
 /// Appends zeros to `data` until it is `len` bytes long, a page at a time
@@ -403,6 +541,76 @@ impl SimStorage {
     /// The largest size [`Storage::create`] accepts.
     pub fn max_file_len(&self) -> u64 {
         self.lock().max_file_len
+    }
+
+    /// [`Storage::create`], or with `aux` the file of
+    /// [`Storage::create_aux`] (of size 0, and failing as an `open`, not
+    /// an allocation, on a full file system).
+    fn create_file(&self, path: &Path, size: u64, aux: bool) -> Result<SimFile, Error> {
+        let (mut st, key) = self.entry("open", path)?;
+        match st.lookup(&key) {
+            Ok(Node::Dir(_) | Node::File(_)) => {
+                return Err(Error::Exists {
+                    path: path.to_path_buf(),
+                })
+            }
+            Ok(Node::Missing { parent_ok: true }) => st.guard("open", path, &key, false)?,
+            Ok(Node::Missing { parent_ok: false }) => {
+                return Err(io_err("open", path, libc::ENOENT));
+            }
+            Err(errno) => return Err(io_err("open", path, errno)),
+        }
+        // `open(O_CREAT)` fails first on a read-only or full file system
+        // (a full one may still have room for an entry and no block for
+        // an auxiliary file's data: that fails at its first write).
+        st.faults_io(&[Fault::ReadOnly], "open", path)?;
+        if aux {
+            st.faults_io(&[Fault::NoSpace], "open", path)?;
+        }
+        let refuse = |source: io::Error| Error::Allocate {
+            path: path.to_path_buf(),
+            size,
+            os: source,
+        };
+        if !aux && size > 0 {
+            st.faults(&[Fault::NoSpace], "posix_fallocate", path, refuse)?;
+        }
+        if size > st.max_file_len {
+            return Err(refuse(io::Error::other(format!(
+                "the simulated storage refuses files over {} bytes",
+                st.max_file_len
+            ))));
+        }
+        if st.free().is_some_and(|free| size > free) {
+            return Err(refuse(io::Error::from_raw_os_error(libc::ENOSPC)));
+        }
+        let len =
+            usize::try_from(size).map_err(|_| refuse(io::Error::from_raw_os_error(libc::EFBIG)))?;
+        let mut data = Vec::new();
+        data.try_reserve_exact(len)
+            .map_err(|_| refuse(io::Error::from_raw_os_error(libc::ENOMEM)))?;
+        st.change()?;
+        // The file exists, empty and of mode 0, before it is allocated.
+        let ino = st.new_ino();
+        let ctime = st.tick();
+        st.inodes.insert(
+            ino,
+            Inode {
+                data: Vec::new(),
+                persisted: Vec::new(),
+                mode: 0,
+                durable_mode: 0,
+                ctime,
+                cut_at: None,
+            },
+        );
+        st.live.insert(key, ino);
+        st.change()?;
+        zero_fill(&mut data, len);
+        if let Some(inode) = st.inodes.get_mut(&ino) {
+            inode.data = data;
+        }
+        Ok(st.open_handle(ino, path, Access::ReadWrite, &self.state))
     }
 
     /// Limits the file system to `capacity` bytes (the sum of the sizes of
@@ -557,6 +765,43 @@ impl SimStorage {
         self.lock().crash_at = Some(n);
     }
 
+    /// Arms `fault` at operation `at` (0-based) of those it applies to,
+    /// counted as [`SimStorage::fault_ops`] counts them: a one-shot fault
+    /// fails that call only, a sticky one every call it applies to from
+    /// there on. One fault is armed at a time; this replaces any other.
+    /// A storage rebooted with [`SimStorage::after_crash_with`] has none.
+    ///
+    /// A test runs the writer once to learn `n = fault_ops(fault)` and
+    /// then, for every `k` in `0..n`, runs it on a fresh copy with
+    /// `inject(fault, k)`.
+    pub fn inject(&self, fault: Fault, at: u64) {
+        self.lock().fault = Some((fault, at));
+    }
+
+    /// Disarms the injected fault (the disk is replaced, space freed, the
+    /// file system remounted writable); what it did stays done, and a
+    /// poisoned handle stays poisoned.
+    pub fn clear_fault(&self) {
+        self.lock().fault = None;
+    }
+
+    /// The calls `fault` applies to that this storage has seen, whether
+    /// they went ahead or the fault failed them.
+    pub fn fault_ops(&self, fault: Fault) -> u64 {
+        self.lock().fault_ops[fault.index()]
+    }
+
+    /// The first call the injected fault failed, if any.
+    pub fn fault_hit(&self) -> Option<FaultHit> {
+        self.lock().fault_hits.first().cloned()
+    }
+
+    /// Every call the injected fault failed (a sticky one fails many), in
+    /// order.
+    pub fn fault_hits(&self) -> Vec<FaultHit> {
+        self.lock().fault_hits.clone()
+    }
+
     /// The index of the event at which this storage crashed, if it did.
     pub fn crashed(&self) -> Option<u64> {
         self.lock().crashed
@@ -586,6 +831,7 @@ impl SimStorage {
         new.clock = st.clock;
         new.next_ino = st.next_ino;
         new.dirs = st.dirs.clone();
+        new.guards = st.guards.clone();
         let paths: BTreeSet<&PathBuf> = st.live.keys().chain(st.durable.keys()).collect();
         for path in paths {
             let live = st.live.get(path).copied();
@@ -730,11 +976,15 @@ impl State {
             scope: EventScope::Persistence,
             crash_at: None,
             crashed: None,
+            fault: None,
+            fault_ops: [0; Fault::ALL.len()],
+            fault_hits: Vec::new(),
             dirs,
             live: BTreeMap::new(),
             durable: BTreeMap::new(),
             inodes: BTreeMap::new(),
             handles: BTreeMap::new(),
+            guards: BTreeMap::new(),
         }
     }
 
@@ -777,6 +1027,52 @@ impl State {
         }
         self.events += 1;
         Ok(())
+    }
+
+    /// One call that `kinds` apply to, counted for each of them: fails with
+    /// the armed fault's error (`err` of its `errno`) when the fault is one
+    /// of `kinds` and this call is at or (sticky) after its index.
+    fn faults(
+        &mut self,
+        kinds: &[Fault],
+        op: &'static str,
+        path: &Path,
+        err: impl Fn(io::Error) -> Error,
+    ) -> Result<(), Error> {
+        let mut failed = None;
+        for &kind in kinds {
+            let index = self.fault_ops[kind.index()];
+            self.fault_ops[kind.index()] += 1;
+            let fires = match self.fault {
+                Some((armed, at)) if armed == kind => {
+                    index == at || (kind.is_sticky() && index > at)
+                }
+                _ => false,
+            };
+            if fires && failed.is_none() {
+                failed = Some((kind, index));
+            }
+        }
+        let Some((fault, index)) = failed else {
+            return Ok(());
+        };
+        self.fault_hits.push(FaultHit {
+            fault,
+            index,
+            op,
+            path: path.to_path_buf(),
+        });
+        Err(err(io::Error::from_raw_os_error(fault.errno())))
+    }
+
+    /// Fails a call of `op` on `path` that `kinds` apply to with
+    /// [`Error::Io`], as [`crate::FsStorage`] reports a failed system call.
+    fn faults_io(&mut self, kinds: &[Fault], op: &'static str, path: &Path) -> Result<(), Error> {
+        self.faults(kinds, op, path, |source| Error::Io {
+            op,
+            path: path.to_path_buf(),
+            os: source,
+        })
     }
 
     fn is_dir(&self, key: &Path) -> bool {
@@ -847,6 +1143,7 @@ impl State {
             Handle {
                 ino,
                 pending: RangeSet::default(),
+                poisoned: false,
             },
         );
         SimFile {
@@ -869,7 +1166,7 @@ fn io_err(op: &'static str, path: &Path, errno: i32) -> Error {
     Error::Io {
         op,
         path: path.to_path_buf(),
-        source: io::Error::from_raw_os_error(errno),
+        os: io::Error::from_raw_os_error(errno),
     }
 }
 
@@ -943,6 +1240,9 @@ impl Storage for SimStorage {
         let (mut st, key) = self.entry("open", path)?;
         match st.lookup(&key) {
             Ok(Node::File(ino)) => {
+                if access == Access::ReadWrite {
+                    st.faults_io(&[Fault::ReadOnly], "open", path)?;
+                }
                 if st.is_locked(ino) {
                     return Err(Error::Locked {
                         path: path.to_path_buf(),
@@ -957,66 +1257,15 @@ impl Storage for SimStorage {
     }
 
     fn create(&self, path: &Path, size: u64) -> Result<SimFile, Error> {
-        let (mut st, key) = self.entry("open", path)?;
-        match st.lookup(&key) {
-            Ok(Node::Dir(_) | Node::File(_)) => {
-                return Err(Error::Exists {
-                    path: path.to_path_buf(),
-                })
-            }
-            Ok(Node::Missing { parent_ok: true }) => {}
-            Ok(Node::Missing { parent_ok: false }) => {
-                return Err(io_err("open", path, libc::ENOENT));
-            }
-            Err(errno) => return Err(io_err("open", path, errno)),
-        }
-        let refuse = |source: io::Error| Error::Allocate {
-            path: path.to_path_buf(),
-            size,
-            source,
-        };
-        if size > st.max_file_len {
-            return Err(refuse(io::Error::other(format!(
-                "the simulated storage refuses files over {} bytes",
-                st.max_file_len
-            ))));
-        }
-        if st.free().is_some_and(|free| size > free) {
-            return Err(refuse(io::Error::from_raw_os_error(libc::ENOSPC)));
-        }
-        let len =
-            usize::try_from(size).map_err(|_| refuse(io::Error::from_raw_os_error(libc::EFBIG)))?;
-        let mut data = Vec::new();
-        data.try_reserve_exact(len)
-            .map_err(|_| refuse(io::Error::from_raw_os_error(libc::ENOMEM)))?;
-        st.change()?;
-        // The file exists, empty and of mode 0, before it is allocated.
-        let ino = st.new_ino();
-        let ctime = st.tick();
-        st.inodes.insert(
-            ino,
-            Inode {
-                data: Vec::new(),
-                persisted: Vec::new(),
-                mode: 0,
-                durable_mode: 0,
-                ctime,
-                cut_at: None,
-            },
-        );
-        st.live.insert(key, ino);
-        st.change()?;
-        zero_fill(&mut data, len);
-        if let Some(inode) = st.inodes.get_mut(&ino) {
-            inode.data = data;
-        }
-        Ok(st.open_handle(ino, path, Access::ReadWrite, &self.state))
+        self.create_file(path, size, false)
     }
 
     fn remove(&self, path: &Path) -> Result<(), Error> {
         let (mut st, key) = self.entry("unlink", path)?;
         match st.lookup(&key) {
             Ok(Node::File(_)) => {
+                st.faults_io(&[Fault::ReadOnly], "unlink", path)?;
+                st.guard("unlink", path, &key, true)?;
                 st.change()?;
                 st.live.remove(&key);
                 st.collect_garbage();
@@ -1033,6 +1282,7 @@ impl Storage for SimStorage {
         let mode = mode & 0o7777;
         match st.lookup(&key) {
             Ok(Node::File(ino)) => {
+                st.faults_io(&[Fault::ReadOnly], "chmod", path)?;
                 st.change()?;
                 let ctime = st.tick();
                 if let Some(inode) = st.inodes.get_mut(&ino) {
@@ -1042,6 +1292,7 @@ impl Storage for SimStorage {
                 Ok(())
             }
             Ok(Node::Dir(_)) => {
+                st.faults_io(&[Fault::ReadOnly], "chmod", path)?;
                 let ctime = st.tick();
                 if let Some(dir) = st.dirs.get_mut(&key) {
                     dir.mode = mode;
@@ -1077,6 +1328,9 @@ impl Storage for SimStorage {
         if src == dst {
             return Ok(());
         }
+        st.faults_io(&[Fault::ReadOnly], "rename", from)?;
+        st.guard("rename", from, &src, true)?;
+        st.guard("rename", to, &dst, false)?;
         st.change()?;
         st.live.remove(&src);
         st.live.insert(dst, ino);
@@ -1086,7 +1340,7 @@ impl Storage for SimStorage {
     }
 
     fn create_aux(&self, path: &Path, mode: u32) -> Result<SimFile, Error> {
-        let file = self.create(path, 0)?;
+        let file = self.create_file(path, 0, true)?;
         let (mut st, _) = self.entry("chmod", path)?;
         if let Some(inode) = st.inodes.get_mut(&file.ino) {
             inode.mode = mode & 0o7777;
@@ -1097,6 +1351,14 @@ impl Storage for SimStorage {
 
     fn open_aux(&self, path: &Path, access: Access) -> Result<SimFile, Error> {
         self.open(path, access)
+    }
+
+    fn removal_obstacle(&self, path: &Path) -> Result<Option<Obstacle>, Error> {
+        self.obstacle(path, true)
+    }
+
+    fn creation_obstacle(&self, path: &Path) -> Result<Option<Obstacle>, Error> {
+        self.obstacle(path, false)
     }
 
     fn free_space(&self, dir: &Path) -> Result<Option<u64>, Error> {
@@ -1126,6 +1388,8 @@ impl Storage for SimStorage {
             };
             return Err(io_err("open", dir, errno));
         }
+        // A failed directory sync persists no entry.
+        st.faults_io(&[Fault::SyncEio, Fault::ReadOnly], "fsync", dir)?;
         st.event()?;
         let in_dir = |p: &Path| p.parent() == Some(key.as_path());
         let entries: Vec<(PathBuf, u64)> = st
@@ -1155,12 +1419,22 @@ impl SimFile {
         crate::error::check_range(op, &self.path, offset, len).map(drop)
     }
 
+    /// A failed positioned call, as [`crate::FsStorage`] reports it.
+    fn io_at(&self, op: &'static str, offset: u64, source: io::Error) -> Error {
+        Error::IoAt {
+            op,
+            path: self.path.clone(),
+            offset,
+            os: source,
+        }
+    }
+
     fn past_end(&self, op: &'static str, offset: u64, len: u64, file_len: usize) -> Error {
         Error::IoAt {
             op,
             path: self.path.clone(),
             offset,
-            source: io::Error::other(format!(
+            os: io::Error::other(format!(
                 "{len} bytes reach past the end of the {file_len}-byte file \
                  (simulated files never grow)"
             )),
@@ -1180,10 +1454,16 @@ impl PartFile for SimFile {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
-        let st = self.lock();
+        let mut st = self.lock();
         st.alive()?;
         let len = buf.len() as u64;
         self.check_range("read", offset, len)?;
+        let file_len = st.inode(self.ino).data.len();
+        if span(offset, len, file_len).is_some() {
+            st.faults(&[Fault::ReadEio], "read", &self.path, |source| {
+                self.io_at("read", offset, source)
+            })?;
+        }
         let data = &st.inode(self.ino).data;
         match span(offset, len, data.len()).and_then(|r| data.get(r)) {
             Some(src) => {
@@ -1207,7 +1487,7 @@ impl PartFile for SimFile {
                 op: "write",
                 path: self.path.clone(),
                 offset,
-                source: io::Error::from_raw_os_error(libc::EBADF),
+                os: io::Error::from_raw_os_error(libc::EBADF),
             });
         }
         let len = data.len() as u64;
@@ -1216,6 +1496,10 @@ impl PartFile for SimFile {
         let Some(range) = span(offset, len, file_len) else {
             return Err(self.past_end("write", offset, len, file_len));
         };
+        let faults = [Fault::WriteEio, Fault::NoSpace, Fault::ReadOnly];
+        st.faults(&faults, "write", &self.path, |source| {
+            self.io_at("write", offset, source)
+        })?;
         st.change()?;
         let ctime = st.tick();
         if let Some(inode) = st.inodes.get_mut(&self.ino) {
@@ -1246,6 +1530,32 @@ impl PartFile for SimFile {
     fn fence(&self) -> Result<(), Error> {
         let mut st = self.lock();
         st.alive()?;
+        let (poisoned, flushed) = st
+            .handles
+            .get(&self.handle)
+            .map_or((false, false), |h| (h.poisoned, !h.pending.0.is_empty()));
+        if poisoned {
+            return Err(Error::SyncPoisoned {
+                path: self.path.clone(),
+            });
+        }
+        let inode = st.inode(self.ino);
+        let dirty = flushed || inode.persisted.len() != inode.data.len() || inode.cut_at.is_some();
+        if dirty {
+            // As `FsStorage`'s fence, which calls `fdatasync` only when
+            // something is left to persist. A failed one persists nothing
+            // and forgets what was flushed: the kernel may have dropped
+            // those pages, or marked them clean, so no later fence could
+            // promise them, and the handle refuses every later fence.
+            let failed = st.faults_io(&[Fault::SyncEio, Fault::ReadOnly], "fdatasync", &self.path);
+            if let Err(err) = failed {
+                if let Some(handle) = st.handles.get_mut(&self.handle) {
+                    handle.pending = RangeSet::default();
+                    handle.poisoned = true;
+                }
+                return Err(err);
+            }
+        }
         st.event()?;
         let pending = match st.handles.get_mut(&self.handle) {
             Some(handle) => std::mem::take(&mut handle.pending),
@@ -1293,13 +1603,13 @@ impl PartFile for SimFile {
             return Err(Error::Io {
                 op: "ftruncate",
                 path: self.path.clone(),
-                source: io::Error::from_raw_os_error(libc::EINVAL),
+                os: io::Error::from_raw_os_error(libc::EINVAL),
             });
         }
         let refuse = |errno| Error::Io {
             op: "ftruncate",
             path: self.path.clone(),
-            source: io::Error::from_raw_os_error(errno),
+            os: io::Error::from_raw_os_error(errno),
         };
         if len > st.max_file_len {
             return Err(refuse(libc::EFBIG));
@@ -1307,6 +1617,10 @@ impl PartFile for SimFile {
         let old = st.inode(self.ino).data.len() as u64;
         if len > old && st.free().is_some_and(|free| len - old > free) {
             return Err(refuse(libc::ENOSPC));
+        }
+        st.faults_io(&[Fault::ReadOnly], "ftruncate", &self.path)?;
+        if len > old {
+            st.faults_io(&[Fault::NoSpace], "ftruncate", &self.path)?;
         }
         let new_len = usize::try_from(len).map_err(|_| refuse(libc::EFBIG))?;
         st.change()?;
@@ -1361,6 +1675,86 @@ impl SimImage {
     }
 }
 
+// --- Guarded directories: what stands in the way of changing an entry ---
+
+/// A mark on a directory of a [`SimStorage`] that makes changes of its
+/// entries fail as the kernel's rules make them fail on a real file
+/// system, so that tests can show that a writer checks before its first
+/// write ([`Storage::removal_obstacle`], [`Storage::creation_obstacle`]).
+/// Only entries are guarded (create, unlink, rename): data written into a
+/// file that is already open still goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Guard {
+    /// The directory and everything below it are on a file system mounted
+    /// read-only: no entry is created, removed or renamed (`EROFS`).
+    ReadOnly,
+    /// The directory is not writable by this user (`EACCES`).
+    NotWritable,
+    /// The directory is immutable (`chattr +i`): no entry is created,
+    /// removed or renamed (`EPERM`).
+    Immutable,
+    /// The directory is append-only (`chattr +a`): entries are created,
+    /// but none is removed or renamed (`EPERM`).
+    AppendOnly,
+}
+
+impl SimStorage {
+    /// Puts `guard` on the directory `dir`, or takes its mark away
+    /// (`None`). The mark outlives a simulated crash, as a mount option or
+    /// an inode attribute does.
+    pub fn guard_dir(&self, dir: &Path, guard: Option<Guard>) {
+        let key = normalize(dir);
+        let mut st = self.lock();
+        match guard {
+            Some(g) => st.guards.insert(key, g),
+            None => st.guards.remove(&key),
+        };
+    }
+
+    /// [`Storage::removal_obstacle`] (`removal`) or
+    /// [`Storage::creation_obstacle`] of the simulated file system.
+    fn obstacle(&self, path: &Path, removal: bool) -> Result<Option<Obstacle>, Error> {
+        let st = self.lock();
+        st.alive()?;
+        Ok(st.guarded(&normalize(path), removal).map(|(o, _)| o))
+    }
+}
+
+impl State {
+    /// What stands in the way of removing or renaming the entry `key`
+    /// (`removal`) or of creating it, with the errno the call fails with.
+    fn guarded(&self, key: &Path, removal: bool) -> Option<(Obstacle, i32)> {
+        let dir = key.parent().filter(|d| !d.as_os_str().is_empty())?;
+        // A read-only mount covers its whole subtree.
+        if dir
+            .ancestors()
+            .any(|a| self.guards.get(a) == Some(&Guard::ReadOnly))
+        {
+            let obstacle = Obstacle::ReadOnly {
+                dir: dir.to_path_buf(),
+            };
+            return Some((obstacle, libc::EROFS));
+        }
+        let dir = dir.to_path_buf();
+        match self.guards.get(&dir)? {
+            Guard::NotWritable => Some((Obstacle::NotWritable { dir }, libc::EACCES)),
+            Guard::Immutable => Some((Obstacle::Immutable { path: dir }, libc::EPERM)),
+            Guard::AppendOnly if removal => Some((Obstacle::AppendOnly { path: dir }, libc::EPERM)),
+            Guard::AppendOnly | Guard::ReadOnly => None,
+        }
+    }
+
+    /// Fails `op` on `path` (normalised: `key`) as a guarded directory
+    /// makes it fail.
+    fn guard(&self, op: &'static str, path: &Path, key: &Path, removal: bool) -> Result<(), Error> {
+        match self.guarded(key, removal) {
+            Some((_, errno)) => Err(io_err(op, path, errno)),
+            None => Ok(()),
+        }
+    }
+}
+
 impl fmt::Debug for SimStorage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let st = self.lock();
@@ -1409,6 +1803,97 @@ mod tests {
 
     fn ranges(set: &RangeSet) -> Vec<(u64, u64)> {
         set.0.iter().map(|(&s, &e)| (s, e)).collect()
+    }
+
+    fn one_file() -> (SimStorage, SimFile) {
+        let s = SimStorage::new();
+        s.add_dir(Path::new("/d")).expect("dir");
+        let f = s.create(Path::new("/d/f"), 8192).expect("create");
+        f.fence().expect("fence");
+        s.fsync_dir(Path::new("/d")).expect("dir sync");
+        (s, f)
+    }
+
+    #[test]
+    fn faults_fail_with_the_file_systems_errors() {
+        let (s, f) = one_file();
+        let mut buf = [0u8; 4];
+        s.inject(Fault::ReadEio, s.fault_ops(Fault::ReadEio) + 1);
+        f.read_at(0, &mut buf).expect("the read before the fault");
+        let err = f.read_at(4, &mut buf).expect_err("EIO");
+        assert_eq!(
+            err.to_string(),
+            "read \"/d/f\" at offset 4: Input/output error"
+        );
+        f.read_at(4, &mut buf).expect("one-shot");
+        let hit = s.fault_hit().expect("hit");
+        assert_eq!((hit.fault, hit.op), (Fault::ReadEio, "read"));
+        assert_eq!(hit.path, Path::new("/d/f"));
+
+        s.inject(Fault::NoSpace, s.fault_ops(Fault::NoSpace));
+        let err = s.create(Path::new("/d/g"), 4096).expect_err("ENOSPC");
+        assert_eq!(
+            err.to_string(),
+            "posix_fallocate \"/d/g\", 4096: No space left on device"
+        );
+        assert!(s.stat(Path::new("/d/g")).expect("stat").is_none());
+        let err = f.write_at(0, b"x").expect_err("sticky");
+        assert!(
+            err.to_string().ends_with("No space left on device"),
+            "{err}"
+        );
+        let err = s.create_aux(Path::new("/d/a"), 0o600).expect_err("aux");
+        assert_eq!(err.to_string(), "open \"/d/a\": No space left on device");
+
+        s.inject(Fault::ReadOnly, s.fault_ops(Fault::ReadOnly));
+        f.read_at(0, &mut buf).expect("reads go on");
+        let err = s.set_mode(Path::new("/d/f"), 0o600).expect_err("EROFS");
+        assert_eq!(err.to_string(), "chmod \"/d/f\": Read-only file system");
+        assert!(s.remove(Path::new("/d/f")).is_err());
+        drop(f);
+        assert!(s.open(Path::new("/d/f"), Access::ReadWrite).is_err());
+        s.open(Path::new("/d/f"), Access::ReadOnly)
+            .expect("read-only open");
+        s.clear_fault();
+        s.open(Path::new("/d/f"), Access::ReadWrite)
+            .expect("writable again");
+    }
+
+    #[test]
+    fn a_failed_fence_persists_nothing_and_poisons_its_handle() {
+        let (s, f) = one_file();
+        f.write_at(0, b"new").expect("write");
+        f.flush(0, 3).expect("flush");
+        s.inject(Fault::SyncEio, s.fault_ops(Fault::SyncEio));
+        let err = f.fence().expect_err("EIO");
+        assert_eq!(err.to_string(), "fdatasync \"/d/f\": Input/output error");
+        assert_eq!(
+            s.persisted_bytes(Path::new("/d/f")).expect("file")[..3],
+            [0, 0, 0]
+        );
+        f.write_at(0, b"new").expect("write");
+        f.flush(0, 3).expect("flush");
+        assert!(matches!(f.fence(), Err(Error::SyncPoisoned { .. })));
+        drop(f);
+        // A new handle starts clean, with nothing pending.
+        let g = s.open(Path::new("/d/f"), Access::ReadWrite).expect("open");
+        g.flush(0, 3).expect("flush");
+        g.fence().expect("fence");
+        assert_eq!(
+            &s.persisted_bytes(Path::new("/d/f")).expect("file")[..3],
+            b"new"
+        );
+        // A fence with nothing to persist calls no fdatasync.
+        s.inject(Fault::SyncEio, s.fault_ops(Fault::SyncEio));
+        g.fence().expect("nothing to persist");
+        s.create(Path::new("/d/h"), 4096).expect("create");
+        let err = s.fsync_dir(Path::new("/d")).expect_err("EIO");
+        assert_eq!(err.to_string(), "fsync \"/d\": Input/output error");
+        assert!(s
+            .after_crash()
+            .stat(Path::new("/d/h"))
+            .expect("stat")
+            .is_none());
     }
 
     #[test]

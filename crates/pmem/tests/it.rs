@@ -122,7 +122,7 @@ fn failed_allocation_leaves_nothing_behind() {
         Error::Allocate {
             path: p,
             size: s,
-            source,
+            os: source,
         } => {
             assert_eq!((p, *s), (&path, size));
             assert!(
@@ -153,7 +153,7 @@ fn size_beyond_off_t_is_refused_before_creating() {
         .create(&path, u64::MAX)
         .expect_err("off_t overflow");
     assert!(
-        matches!(&err, Error::Allocate { source, .. } if source.raw_os_error() == Some(libc::EFBIG)),
+        matches!(&err, Error::Allocate { os, .. } if os.raw_os_error() == Some(libc::EFBIG)),
         "{err:?}"
     );
     assert!(!path.exists());

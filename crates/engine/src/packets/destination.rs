@@ -52,7 +52,7 @@ pub fn open_waiting<S: Storage>(
                 if waited >= wait {
                     return Err(Error::LockTimeout {
                         seconds: wait.as_secs(),
-                        source: e,
+                        error: e,
                     });
                 }
                 clock.sleep(LOCK_RETRY.min(wait.saturating_sub(waited)));
@@ -299,7 +299,7 @@ pub fn create_parts<S: Storage>(
                 .map_err(|e| Error::PartStorage {
                     set: dest.set.path.clone(),
                     line: part.line,
-                    source: e,
+                    error: e,
                 })?;
             // The first fence makes the allocation durable.
             file.fence()?;

@@ -1037,10 +1037,6 @@ fn first_problem(health: &crate::inspect::Health) -> String {
         .replicas
         .iter()
         .filter(|r| !r.healthy)
-        .find_map(|r| {
-            r.message
-                .clone()
-                .or_else(|| r.parts.iter().find_map(|p| p.message.clone()))
-        })
+        .find_map(crate::inspect::ReplicaHealth::reason)
         .unwrap_or_else(|| "a replica is broken".to_string())
 }

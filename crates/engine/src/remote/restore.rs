@@ -101,6 +101,7 @@ pub fn plan_restore<S: Storage>(
         .parts
         .first()
         .map_or(crate::create::DEFAULT_MODE, |p| p.mode);
+    refuse_unopened(set, remote)?;
     let work = part_work(set, health, remote, &master, mode, pool_size);
     let (header_steps, headers_to_write) = header_steps(set, &work, &master, options.uuids)
         .map_err(|reason| remote.at.refuse(reason))?;
@@ -144,7 +145,7 @@ pub fn plan_restore<S: Storage>(
             set_path: crate::load::absolute(storage, &set.path),
             poolset_uuid: master.poolset_uuid,
         };
-        let summary = crate::undo::plan(storage, &target, &table, &prepared.overwrites)?;
+        let summary = crate::undo::plan(storage, &target, &table, &prepared.overwrites, &[])?;
         prepared.target = Some(target);
         Some(summary)
     } else {
@@ -170,6 +171,31 @@ pub fn plan_restore<S: Storage>(
         steps,
         prepared: Some(prepared),
     })
+}
+
+/// Refuses a restore while a local part exists but could not be opened for
+/// writing (`EACCES`, `EROFS`): it was never read, nothing says it is
+/// damaged, and it may hold newer data than the standby, so a restore,
+/// which replaces what it recreates, must not touch it. (A local sync
+/// moves such a file aside; here the administrator decides.)
+fn refuse_unopened<F>(set: &OpenSet<F>, remote: &RemoteReplica) -> Result<(), Error> {
+    let unopened = set
+        .replicas
+        .iter()
+        .flat_map(|r| &r.parts)
+        .find(|p| matches!(p.status, PartStatus::Inaccessible { .. }));
+    match unopened {
+        Some(part) => Err(remote.at.refuse(format!(
+            "replica {} part {} ({}): the part file {}; a restore replaces only missing \
+             and damaged parts, never one it could not read: make it writable (or move \
+             it away) and run again",
+            part.replica,
+            part.index,
+            part.path.display(),
+            part.status
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// What a restore does to each local part, before its headers.

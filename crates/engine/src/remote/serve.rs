@@ -75,10 +75,14 @@ pub fn serve<S: Storage>(
     input
         .read_exact(&mut hello)
         .map_err(|e| conn_error("reading the client's greeting", &e))?;
-    let theirs = Hello::decode(&hello, Role::Client)
-        .map_err(|source| Error::ServeProtocol { frame: 0, source })?;
-    let agreed =
-        negotiate(&ours, &theirs).map_err(|source| Error::ServeProtocol { frame: 0, source })?;
+    let theirs = Hello::decode(&hello, Role::Client).map_err(|source| Error::ServeProtocol {
+        frame: 0,
+        error: source,
+    })?;
+    let agreed = negotiate(&ours, &theirs).map_err(|source| Error::ServeProtocol {
+        frame: 0,
+        error: source,
+    })?;
     let mut server = Server {
         storage,
         options,
@@ -156,7 +160,7 @@ fn code_of(e: &Error) -> FailureCode {
         Error::ServeNotFound { .. } => FailureCode::NotFound,
         Error::Storage(poolsync_pmem::Error::Locked { .. })
         | Error::PartStorage {
-            source: poolsync_pmem::Error::Locked { .. },
+            error: poolsync_pmem::Error::Locked { .. },
             ..
         } => FailureCode::Locked,
         Error::Storage(_) | Error::PartStorage { .. } | Error::LogicalRead { .. } => {
@@ -192,8 +196,12 @@ impl<S: Storage> Server<'_, S> {
                 Err(e) => return Err(conn_error(&format!("reading frame {frame}"), &e)),
             }
         }
-        let header = decode_header(&head, self.agreed.max_payload)
-            .map_err(|source| Error::ServeProtocol { frame, source })?;
+        let header = decode_header(&head, self.agreed.max_payload).map_err(|source| {
+            Error::ServeProtocol {
+                frame,
+                error: source,
+            }
+        })?;
         let mut stored = vec![0u8; header.stored_len as usize];
         input
             .read_exact(&mut stored)
@@ -202,7 +210,10 @@ impl<S: Storage> Server<'_, S> {
         self.decoder
             .open(&head, &header, &stored)
             .map(Some)
-            .map_err(|source| Error::ServeProtocol { frame, source })
+            .map_err(|source| Error::ServeProtocol {
+                frame,
+                error: source,
+            })
     }
 
     fn send(&mut self, out: &mut dyn Write, answer: &Message) -> Result<(), Error> {
@@ -218,7 +229,7 @@ impl<S: Storage> Server<'_, S> {
                 )
                 .map_err(|source| Error::ServeProtocol {
                     frame: self.report.frames_out + 1,
-                    source,
+                    error: source,
                 })?,
         };
         out.write_all(&frame)

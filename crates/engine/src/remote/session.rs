@@ -152,7 +152,7 @@ impl Session {
                     node: node.to_string(),
                     frame: 0,
                     direction: "(the greeting) from the server",
-                    source,
+                    error: source,
                 });
             }
         };
@@ -165,7 +165,7 @@ impl Session {
                     node: node.to_string(),
                     frame: 0,
                     direction: "(the greeting) from the server",
-                    source,
+                    error: source,
                 });
             }
         };
@@ -241,7 +241,7 @@ impl Session {
             node: self.node.clone(),
             frame: self.frames_sent.load(Ordering::Relaxed) + 1,
             direction: "to the server",
-            source,
+            error: source,
         })
     }
 
@@ -293,7 +293,7 @@ impl Session {
             node: self.node.clone(),
             frame: self.frames_received.load(Ordering::Relaxed),
             direction: "from the server",
-            source: poolsync_wire::Error::Field {
+            error: poolsync_wire::Error::Field {
                 message: answer.name(),
                 field: "kind",
                 offset: 0,
@@ -346,7 +346,7 @@ impl Session {
             node: self.node.clone(),
             frame,
             direction: "from the server",
-            source,
+            error: source,
         };
         let header = match decode_header(&head, self.agreed.max_payload) {
             Ok(h) => h,

@@ -141,7 +141,8 @@ pub fn sync_all<S: Storage>(
             prepared.as_ref(),
             options,
             progress,
-        )?;
+        )
+        .map_err(|e| crate::sync::unfinished(e, path, options, ""))?;
         SyncOutcome {
             plan,
             report: Some(report),

@@ -82,7 +82,7 @@ impl SourceFacts {
             .replicas
             .get(source)
             .and_then(|r| r.pool_size)
-            .ok_or_else(|| refuse(format!("replica {source}: the pool size is not known")))?;
+            .ok_or_else(|| refuse(crate::inspect::no_pool_size(health, source)))?;
         let part0 = set.part(source, 0);
         let master = part0
             .and_then(|p| p.header())

@@ -332,7 +332,7 @@ fn choose<F: PartFile>(
                     let reason = health
                         .replicas
                         .get(n)
-                        .and_then(replica_reason)
+                        .and_then(ReplicaHealth::reason)
                         .unwrap_or_else(|| {
                             format!("a bad block covers a pool header of replica {n}")
                         });
@@ -366,7 +366,7 @@ impl Facts {
             .replicas
             .get(source)
             .and_then(|r| r.pool_size)
-            .ok_or_else(|| refuse(set, format!("replica {source}: the pool size is not known")))?;
+            .ok_or_else(|| refuse(set, crate::inspect::no_pool_size(health, source)))?;
         let part0 = set.part(source, 0);
         let master = part0
             .and_then(|p| p.header())
@@ -887,19 +887,15 @@ pub fn new_replica_hint(set: &std::path::Path, fresh: &[usize]) -> String {
     )
 }
 
-/// Why a replica is not healthy: its own fault, or its first part's.
-fn replica_reason(r: &ReplicaHealth) -> Option<String> {
-    r.message
-        .clone()
-        .or_else(|| r.parts.iter().find_map(|p| p.message.clone()))
-}
-
 /// Why each replica is not healthy: `replica R: reason; ...`.
 pub(crate) fn replica_reasons(health: &Health) -> String {
     health
         .replicas
         .iter()
-        .map(|r| replica_reason(r).unwrap_or_else(|| format!("replica {}: healthy", r.replica)))
+        .map(|r| {
+            r.reason()
+                .unwrap_or_else(|| format!("replica {}: healthy", r.replica))
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }

@@ -87,9 +87,11 @@ pub fn plan<S: Storage>(
 ) -> Result<(TransformPlan, OpenSet<S::File>), Error> {
     let req = request::Request::read(storage, src, dst)?;
     let journal = journal::find_journal(storage, src)?;
-    if req.is_staged() {
-        staged::plan(storage, &req, journal, options)
+    let planned = if req.is_staged() {
+        staged::plan(storage, &req, journal, options)?
     } else {
-        simple::plan(storage, &req, journal, options)
-    }
+        simple::plan(storage, &req, journal, options)?
+    };
+    target::check_entries(storage, src, dst, &planned.0)?;
+    Ok(planned)
 }

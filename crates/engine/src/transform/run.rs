@@ -19,14 +19,36 @@ use crate::endpoint::Endpoint;
 use crate::exec::{
     self, data_steps, DataPurpose, Endpoints, ExecReport, Progress, RunOptions, Step,
 };
-use crate::open::{open, HeaderState, OpenReplica, OpenSet, PartStatus};
+use crate::open::{open, unusable, HeaderState, OpenReplica, OpenSet, PartStatus};
 use crate::range::LogicalRange;
 use crate::Error;
 
 /// Carries out `plan` on `target` (the set [`super::plan()`] returned,
 /// open read-write): deletes stale files, creates the new parts, runs the
 /// data and header steps, and deletes the removed replicas' files.
+///
+/// Planning refused what it could foresee; a failure that still comes
+/// ([`Error::Unfinished`]) names the command that finishes the job: the
+/// same transform, run again, recognises what this run left (its journal,
+/// its marks, the links already rewritten) and goes on from there.
 pub fn execute<S: Storage>(
+    storage: &S,
+    target: &mut OpenSet<S::File>,
+    plan: &TransformPlan,
+    options: &TransformOptions,
+    progress: &dyn Progress,
+) -> Result<TransformReport, Error> {
+    execute_plan(storage, target, plan, options, progress).map_err(|error| Error::Unfinished {
+        command: format!(
+            "poolsync transform {} {}",
+            plan.source.display(),
+            plan.target.display()
+        ),
+        error: Box::new(error),
+    })
+}
+
+fn execute_plan<S: Storage>(
     storage: &S,
     target: &mut OpenSet<S::File>,
     plan: &TransformPlan,
@@ -254,6 +276,24 @@ fn invalidate_header<S: Storage>(storage: &S, path: &Path) -> Result<(), Error> 
     )
 }
 
+/// The header of the source's replica 0 part 0, which the plan read, or
+/// why it cannot be read now (opened for writing, it may fail with EROFS or
+/// EACCES; its header read with EIO), naming the file.
+fn master_header<F: PartFile>(source: &OpenSet<F>) -> Result<PoolHdr, Error> {
+    let Some(part) = source.part(0, 0) else {
+        return Err(Error::InvalidRequest {
+            path: source.path.clone(),
+            reason: "the source has no replica 0 part 0".to_string(),
+        });
+    };
+    let why = match (part.read_header(), &part.status) {
+        (Ok(read), _) => return Ok(read.hdr.clone()),
+        (Err(_), status @ PartStatus::Inaccessible { .. }) => format!("the part file {status}"),
+        (Err(why), _) => why,
+    };
+    Err(unusable(source, 0, 0, &part.path, why))
+}
+
 /// Copies the source's address space into the temporary copy, then writes
 /// its header: the source master's attributes as a single-file pool.
 fn stage<S: Storage>(
@@ -268,14 +308,7 @@ fn stage<S: Storage>(
     file.fence()?;
     storage.fsync_parent(&temp.path)?;
     let mut source = open(storage, &plan.source, Access::ReadWrite)?;
-    let master = source
-        .part(0, 0)
-        .and_then(|p| p.header())
-        .cloned()
-        .ok_or_else(|| Error::InvalidRequest {
-            path: plan.source.clone(),
-            reason: "replica 0 part 0 has no readable pool header".to_string(),
-        })?;
+    let master = master_header(&source)?;
     let n = source.replicas.len();
     let copy = OpenReplica::single_file(
         n,

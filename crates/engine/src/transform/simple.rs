@@ -39,14 +39,15 @@ use super::journal::{journal_path, stale_files, Found};
 use super::request::{broken, refuse, Request};
 use super::source::SourceInfo;
 use super::target::{
-    check_space, device_refusal, device_state, new_files, prove_left_by_us, ring_header_steps,
+    check_space, device_refusal, device_state, journal_file, new_files, prove_left_by_us,
+    ring_header_steps,
 };
 use super::types::{
     assemble, JournalPlan, NewPart, Operation, Parts, TransformOptions, TransformPlan,
 };
 use crate::endpoint::Endpoint;
 use crate::exec::{data_steps, DataPurpose, Step};
-use crate::open::{open, OpenSet, PartStatus};
+use crate::open::{open, HeaderState, OpenSet, PartStatus};
 use crate::range::LogicalRange;
 use crate::sync::plan::push_dir_syncs;
 use crate::Error;
@@ -59,7 +60,7 @@ pub(super) fn plan<S: Storage>(
     options: &TransformOptions,
 ) -> Result<(TransformPlan, OpenSet<S::File>), Error> {
     let (src, dst) = (req.src, req.dst);
-    let info = SourceInfo::survey(storage, src)?;
+    let mut info = SourceInfo::survey(storage, src)?;
     if let Err(why) = &info.healthy {
         let Some(found) = &journal else {
             return plan_finish(storage, req, &info, why, None, options);
@@ -82,6 +83,7 @@ pub(super) fn plan<S: Storage>(
     }
     let (master, pool_size) = info.facts(req)?;
     let poolset_uuid = master.poolset_uuid;
+    info.prove_headerless(storage, req, options)?;
     let discard = match &journal {
         Some(found) => stale_files(storage, req, found, poolset_uuid, &info.part_uuids())?,
         None => Vec::new(),
@@ -89,8 +91,15 @@ pub(super) fn plan<S: Storage>(
     // Every file that will be deleted must carry this pool set's UUID.
     let remove = info.removed_parts(req, &BTreeSet::new(), poolset_uuid)?;
     let target = open(storage, dst, access(options))?;
+    kept_parts_readable(req, &target)?;
     let create = new_parts(req, &info, &target, poolset_uuid, &discard)?;
-    check_space(storage, req, &new_files(&create))?;
+    // The journal, written first, needs room too.
+    let journal = journal_path(src);
+    let mut files = new_files(&create);
+    if !create.is_empty() {
+        files.push(journal_file(storage, &journal)?);
+    }
+    check_space(storage, req, &files)?;
 
     // Data is read from the first source replica that stays.
     let data_from = req.s2d.iter().find_map(|m| *m).unwrap_or(0);
@@ -170,6 +179,37 @@ pub(super) fn plan<S: Storage>(
     Ok((plan, target))
 }
 
+/// Every part of a replica the target keeps opened, and its header read:
+/// the source survey read them, so one that fails now (`EROFS` or `EACCES`
+/// when opened for writing, `EIO`) is refused with what the system said,
+/// rather than later as a part without a header.
+fn kept_parts_readable<F: PartFile>(req: &Request<'_>, target: &OpenSet<F>) -> Result<(), Error> {
+    let kept = target
+        .replicas
+        .iter()
+        .filter(|r| !req.added.contains(&r.index));
+    for part in kept.flat_map(|r| &r.parts) {
+        let why = match (&part.status, &part.header) {
+            (PartStatus::Inaccessible { .. }, _) => format!("the part file {}", part.status),
+            (_, HeaderState::Unreadable { reason }) => {
+                format!("the pool header cannot be read: {reason}")
+            }
+            _ => continue,
+        };
+        return Err(refuse(
+            req.src,
+            req.dst,
+            format!(
+                "replica {} part {} ({}): {why}",
+                part.replica,
+                part.index,
+                part.path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// How the target is opened: read-only for a dry run.
 pub(super) fn access(options: &TransformOptions) -> Access {
     if options.dry_run {
@@ -239,6 +279,11 @@ fn plan_finish<S: Storage>(
     options: &TransformOptions,
 ) -> Result<(TransformPlan, OpenSet<S::File>), Error> {
     let (src, dst) = (req.src, req.dst);
+    // The parts without a header of their own still to delete are proven
+    // again: the first run may have stopped before it proved them.
+    let mut info = info.clone();
+    info.prove_headerless(storage, req, options)?;
+    let info = &info;
     let target = open(storage, dst, access(options))?;
     // The target's master header names the pool set (the source's master
     // may be among the files already deleted).

@@ -2,7 +2,7 @@
 //! the header and existence of each of its parts, and which of its files a
 //! transform may delete.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use poolsync_header::{PoolHdr, PoolType, RawUuid};
@@ -10,10 +10,11 @@ use poolsync_pmem::{Access, Storage};
 use poolsync_poolset::{PartSize, PoolSet, Replica};
 
 use super::request::{refuse, Request};
-use super::types::RemovedPart;
-use crate::inspect::inspect;
+use super::types::{RemovedPart, TransformOptions};
+use crate::compare::CompareOptions;
+use crate::inspect::{inspect, Inconsistency};
 use crate::open::open;
-use crate::ownership::{prove, Claim, Rules};
+use crate::ownership::{prove, prove_by_bytes, Claim, Rules};
 use crate::sync::plan::DEFAULT_PART_MODE;
 use crate::Error;
 
@@ -32,6 +33,12 @@ pub(super) struct SourceInfo {
     pub headers: Vec<Vec<Option<PoolHdr>>>,
     /// Per replica and part: whether the file exists.
     pub exists: Vec<Vec<bool>>,
+    /// The source parts without a header of their own that the transform
+    /// deletes or rewrites, by (replica, part), each proven by its bytes
+    /// or not ([`SourceInfo::prove_headerless`]); empty when they are taken
+    /// on their part 0's word (`--force`, or a run that resumes one whose
+    /// journal says it proved them).
+    pub headerless: BTreeMap<(usize, usize), Result<(), String>>,
 }
 
 impl SourceInfo {
@@ -42,16 +49,21 @@ impl SourceInfo {
         let healthy = if health.is_healthy() {
             Ok(())
         } else if let Some(inc) = health.inconsistencies.first() {
-            Err(inc.to_string())
+            Err(match inc {
+                // Why no replica is: each one's reason (a file that
+                // could not be read, say).
+                Inconsistency::NoReadablePart | Inconsistency::NoHealthyReplica => {
+                    format!("{inc}: {}", crate::sync::plan::replica_reasons(&health))
+                }
+                _ => inc.to_string(),
+            })
         } else {
             Err(health
                 .replicas
                 .iter()
                 .filter(|r| !r.healthy)
                 .map(|r| {
-                    r.message
-                        .clone()
-                        .or_else(|| r.parts.iter().find_map(|p| p.message.clone()))
+                    r.reason()
                         .unwrap_or_else(|| format!("replica {} is not healthy", r.replica))
                 })
                 .collect::<Vec<_>>()
@@ -75,7 +87,91 @@ impl SourceInfo {
                 .iter()
                 .map(|r| r.parts.iter().map(|p| p.meta.is_some()).collect())
                 .collect(),
+            headerless: BTreeMap::new(),
         })
+    }
+
+    /// Proves by their bytes (`crate::ownership::prove_by_bytes`) the
+    /// source parts without a header of their own that the transform
+    /// deletes or rewrites: those of removed replicas, those whose files a
+    /// new replica reuses, and, for a SINGLEHDR change, all of them.
+    /// Nothing is proven with `--force`. Opens the source read-only, so it
+    /// runs before the target is opened.
+    pub(super) fn prove_headerless<S: Storage>(
+        &mut self,
+        storage: &S,
+        req: &Request<'_>,
+        options: &TransformOptions,
+    ) -> Result<(), Error> {
+        if options.force {
+            return Ok(());
+        }
+        let reused: BTreeSet<PathBuf> = req
+            .added
+            .iter()
+            .filter_map(|&r| req.d.replicas.get(r))
+            .flat_map(|rep| match rep {
+                Replica::Local { parts, .. } => {
+                    parts.iter().map(|p| PathBuf::from(&p.path)).collect()
+                }
+                _ => Vec::new(),
+            })
+            .collect();
+        let paths = super::request::part_paths_by_replica(&req.s);
+        let mut doomed = Vec::new();
+        for (r, parts) in paths.iter().enumerate() {
+            for (p, path) in parts.iter().enumerate().skip(req.s.nhdrs(r)) {
+                let exists = self.exists.get(r).and_then(|e| e.get(p)) == Some(&true);
+                if exists && (req.hdr_change || req.removed.contains(&r) || reused.contains(path)) {
+                    doomed.push((r, p));
+                }
+            }
+        }
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        let set = open(storage, req.src, Access::ReadOnly)?;
+        let compare = CompareOptions {
+            stride: options.stride,
+            threads: options.threads,
+        };
+        let pool_size = self.pool_size.unwrap_or(u64::MAX);
+        for (r, p) in doomed {
+            let verdict = prove_by_bytes(&set, r, p, pool_size, &compare)?;
+            self.headerless.insert((r, p), verdict);
+        }
+        Ok(())
+    }
+
+    /// Refuses to `verb` ("delete", "overwrite") the source part at `path`
+    /// when it has no header of its own and its bytes did not prove it the
+    /// pool's ([`SourceInfo::prove_headerless`]).
+    pub(super) fn check_headerless(
+        &self,
+        req: &Request<'_>,
+        path: &Path,
+        verb: &str,
+    ) -> Result<(), Error> {
+        let paths = super::request::part_paths_by_replica(&req.s);
+        for ((r, p), verdict) in &self.headerless {
+            let (Err(why), Some(parts)) = (verdict, paths.get(*r)) else {
+                continue;
+            };
+            if parts.get(*p).map(PathBuf::as_path) != Some(path) {
+                continue;
+            }
+            let part0 = parts.first().map_or(path, PathBuf::as_path);
+            return Err(refuse(
+                req.src,
+                req.dst,
+                format!(
+                    "refusing to {verb} {} (replica {r} part {p}): the file {why}; if it is, --force takes it on the word of its replica's part 0, {}",
+                    path.display(),
+                    part0.display()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The UUIDs of every source part that has a header: a file that
@@ -156,6 +252,7 @@ impl SourceInfo {
             if !exists || keep.contains(&path) {
                 continue;
             }
+            self.check_headerless(req, &path, "delete")?;
             let hdr_part = if p < nhdrs { p } else { 0 };
             let claim = Claim::of(self.header(r, hdr_part));
             if let Err(what) = prove(claim, &Rules::strict(poolset_uuid)) {

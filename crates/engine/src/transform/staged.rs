@@ -54,14 +54,14 @@ use poolsync_poolset::PAGE;
 
 use super::journal::{
     journal_path, judge_leftover, owner_in, prove_temp_ours, read_temp_header, set_crc,
-    stale_files, temp_header, temp_path, unhex, Found, Journal, Start, JOURNAL_RESERVE,
+    stale_files, temp_header, temp_path, unhex, Found, Journal, Start,
 };
 use super::request::{broken, header_paths, part_paths, part_paths_by_replica, refuse, Request};
 use super::simple::access;
 use super::source::SourceInfo;
 use super::target::{
-    check_space, device_refusal, device_state, new_files, part_exists, prove_left_by_us,
-    ring_header_steps,
+    check_space, device_refusal, device_state, journal_file, new_files, part_exists,
+    prove_left_by_us, ring_header_steps,
 };
 use super::types::{
     assemble, DataFrom, JournalPlan, NewPart, Operation, Parts, Staging, TempCopy,
@@ -230,8 +230,13 @@ fn plan_fresh<S: Storage>(
         Some(found) => stale_files(storage, req, found, poolset_uuid, &info.part_uuids())?,
         None => Vec::new(),
     };
+    // A first run proves the parts without a header of their own that it
+    // rewrites or deletes; a resumed one relies on that (their bytes have
+    // moved since).
+    let mut info = info.clone();
+    info.prove_headerless(storage, req, options)?;
     build(
-        storage, req, journal, info, shape, &facts, false, discard, options,
+        storage, req, journal, &info, shape, &facts, false, discard, options,
     )
 }
 
@@ -550,14 +555,8 @@ fn check_staged_space<S: Storage>(
             what: "the temporary copy",
         });
     }
-    // The journal is written first, beside the source pool set file.
-    let journal_file = journal_path(req.src);
-    files.push(NewFile {
-        path: &journal_file,
-        size: JOURNAL_RESERVE,
-        replace: storage.stat(&journal_file)?.is_some(),
-        what: "the journal",
-    });
+    let journal = journal_path(req.src);
+    files.push(journal_file(storage, &journal)?);
     check_space(storage, req, &files)
 }
 
@@ -637,11 +636,12 @@ fn recreated_parts<F: PartFile>(
             let named = leftovers
                 .journal
                 .is_some_and(|found| found.names(req, &part.path));
-            if !exists
-                || source_paths.contains(&part.path)
-                || leftovers.discard.contains(&part.path)
-            {
-                // Nothing there, a part of the source, or proven already.
+            if source_paths.contains(&part.path) {
+                // A part of the source: proven by its header, or (without
+                // one of its own) by its bytes.
+                info.check_headerless(req, &part.path, "overwrite")?;
+            } else if !exists || leftovers.discard.contains(&part.path) {
+                // Nothing there, or proven already.
             } else if named {
                 let start = Start::of_part(part)?.unwrap_or(Start::Blank);
                 let owner = match owner_in(&req.d, &part.path) {

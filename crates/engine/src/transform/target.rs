@@ -8,8 +8,9 @@ use poolsync_header::{PoolHdr, RawUuid};
 use poolsync_pmem::{PartFile, Storage};
 
 use super::request::{refuse, Request};
-use super::types::NewPart;
+use super::types::{NewPart, TransformPlan};
 use crate::exec::{HeaderAction, HeaderStep};
+use crate::obstacles::{self, Change};
 use crate::open::{HeaderState, OpenPart, OpenSet, PartStatus};
 use crate::ownership::{prove, Claim, Rules};
 use crate::ring::{assign, plan_headers, OnDisk, PartView, Rules as UuidRules, UuidSource};
@@ -185,6 +186,20 @@ pub(super) fn check_space<S: Storage>(
     space::check(storage, files)?.map_err(|short| refuse(req.src, req.dst, short.to_string()))
 }
 
+/// The journal as a file the space check counts: written first, beside
+/// the source pool set file, at `path` ([`super::journal::journal_path`]).
+pub(super) fn journal_file<'a, S: Storage>(
+    storage: &S,
+    path: &'a Path,
+) -> Result<NewFile<'a>, Error> {
+    Ok(NewFile {
+        path,
+        size: super::journal::JOURNAL_RESERVE,
+        replace: storage.stat(path)?.is_some(),
+        what: "the journal",
+    })
+}
+
 /// The new parts as files the space check counts.
 pub(super) fn new_files(create: &[NewPart]) -> Vec<NewFile<'_>> {
     create
@@ -197,4 +212,43 @@ pub(super) fn new_files(create: &[NewPart]) -> Vec<NewFile<'_>> {
             what: "the new parts",
         })
         .collect()
+}
+
+/// Refuses the transform when a file its plan deletes, replaces or creates
+/// could not be (a read-only mount, a directory not writable by this
+/// user, an immutable file; see [`crate::obstacles`]), so that it stops
+/// before its first write rather than half-way: the parts it deletes or
+/// replaces, the stale files it discards, the new parts, and the journal
+/// and temporary copy it creates and deletes again.
+pub(super) fn check_entries<S: Storage>(
+    storage: &S,
+    src: &Path,
+    dst: &Path,
+    plan: &TransformPlan,
+) -> Result<(), Error> {
+    let mut changes: Vec<Change<'_>> = plan.discard.iter().map(|p| Change::Delete(p)).collect();
+    if let Some(journal) = &plan.journal {
+        changes.push(if journal.write {
+            Change::CreateAndDelete(&journal.path)
+        } else {
+            Change::Delete(&journal.path)
+        });
+    }
+    if let Some(temp) = plan.staging.as_ref().and_then(|s| s.temporary.as_ref()) {
+        changes.push(if temp.complete {
+            Change::Delete(&temp.path)
+        } else {
+            Change::CreateAndDelete(&temp.path)
+        });
+    }
+    for c in plan.create.iter().filter(|c| !c.device) {
+        changes.push(if c.replace {
+            Change::Replace(&c.path)
+        } else {
+            Change::Create(&c.path)
+        });
+    }
+    changes.extend(plan.remove.iter().map(|r| Change::Delete(&r.path)));
+    obstacles::check(storage, changes)?
+        .map_err(|blocked| refuse(src, dst, format!("{blocked}; nothing was written")))
 }

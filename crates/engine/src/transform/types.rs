@@ -23,6 +23,11 @@ pub struct TransformOptions {
     pub stride: usize,
     /// Worker threads for copies.
     pub threads: usize,
+    /// `--force`: a part without a header of its own (SINGLEHDR, parts
+    /// after the first) that the transform deletes or rewrites is taken on
+    /// the word of its replica's part 0, as `rm --verify-owner -f` takes
+    /// it, instead of being proven the pool's by its bytes.
+    pub force: bool,
 }
 
 impl Default for TransformOptions {
@@ -32,6 +37,7 @@ impl Default for TransformOptions {
             uuids: UuidSource::Random,
             stride: DEFAULT_STRIDE,
             threads: default_threads(),
+            force: false,
         }
     }
 }

@@ -122,6 +122,9 @@ fn fresh_path<S: Storage>(storage: &S, set_path: &Path) -> Result<PathBuf, Error
     Ok(path)
 }
 
+/// What the undo file is, in the words of a free-space refusal.
+const UNDO_FILE: &str = "the undo file";
+
 /// What the undo file for `overwrites` will hold, and the room it needs;
 /// refuses (naming the file system and what would free it) when the room
 /// is not there, before anything is written.
@@ -130,6 +133,7 @@ pub(crate) fn plan<S: Storage>(
     target: &UndoTarget,
     table: &[&dyn Endpoint],
     overwrites: &[Overwrite],
+    also: &[NewFile<'_>],
 ) -> Result<UndoSummary, Error> {
     let pieces = pieces(table, overwrites);
     let header = header_for(target, &pieces, 0);
@@ -140,19 +144,26 @@ pub(crate) fn plan<S: Storage>(
             .sum::<u64>()
         + TRAILER as u64;
     let path = fresh_path(storage, &target.set_path)?;
-    let room = space::check(
-        storage,
-        &[NewFile {
-            path: &path,
-            size: file_size,
-            replace: false,
-            what: "the undo file",
-        }],
-    )?;
-    if let Err(short) = room {
-        return Err(Error::UndoSpace {
-            set: target.set_path.clone(),
-            shortfall: short.to_string(),
+    // The undo file is counted with the run's other new files (`also`: a
+    // sync's new parts) on the file systems they share.
+    let mut files = vec![NewFile {
+        path: &path,
+        size: file_size,
+        replace: false,
+        what: UNDO_FILE,
+    }];
+    files.extend_from_slice(also);
+    if let Err(short) = space::check(storage, &files)? {
+        return Err(if short.what.contains(UNDO_FILE) {
+            Error::UndoSpace {
+                set: target.set_path.clone(),
+                shortfall: short.to_string(),
+            }
+        } else {
+            Error::CannotSync {
+                set: target.set_path.clone(),
+                reason: format!("{short}; nothing was written: free some space"),
+            }
         });
     }
     Ok(UndoSummary {
@@ -187,7 +198,7 @@ pub(crate) fn save<S: Storage>(
     overwrites: &[Overwrite],
     read_new: &ReadNew<'_>,
 ) -> Result<UndoSummary, Error> {
-    let mut summary = plan(storage, target, table, overwrites)?;
+    let mut summary = plan(storage, target, table, overwrites, &[])?;
     let pieces = pieces(table, overwrites);
     let header = header_for(target, &pieces, storage.clock().unix_seconds());
     let head = header.encode();
@@ -197,18 +208,48 @@ pub(crate) fn save<S: Storage>(
             .unwrap_or_default(),
     );
     let file = storage.create(&summary.path, summary.file_size)?;
-    // The mode first: a file a crash leaves is readable by its owner.
-    storage.set_mode(&summary.path, 0o600)?;
+    let written = (|| -> Result<(), Error> {
+        // The mode first: a file a crash leaves is readable by its owner.
+        storage.set_mode(&summary.path, 0o600)?;
+        write_records(&file, (&head, header_sum), target, table, &pieces, read_new)?;
+        Ok(file.fence()?)
+    })();
+    drop(file);
+    if let Err(e) = written {
+        // Nothing of the pool was written yet, and a file that is not a
+        // whole undo file (a failed write, ENOSPC) puts nothing back:
+        // `poolsync undo` would only refuse it. A removal that fails too
+        // leaves it to be refused as incomplete.
+        let _ = storage.remove(&summary.path);
+        return Err(e);
+    }
+    storage.fsync_parent(&summary.path)?;
+    summary.records = header.records;
+    summary.bytes = header.saved_bytes;
+    Ok(summary)
+}
+
+/// Writes the undo file's header `head` (whose checksum is `header_sum`),
+/// a record of the old bytes of every piece, and the trailer, and flushes
+/// them.
+fn write_records<F: PartFile>(
+    file: &F,
+    (head, header_sum): (&[u8], u64),
+    target: &UndoTarget,
+    table: &[&dyn Endpoint],
+    pieces: &[Piece],
+    read_new: &ReadNew<'_>,
+) -> Result<(), Error> {
     let mut out = Appender {
-        file: &file,
+        file,
         at: 0,
         pending: Vec::new(),
     };
     let mut put = |bytes: &[u8]| out.put(bytes);
-    put(&head)?;
+    put(head)?;
     let mut old = Vec::new();
     let mut new = Vec::new();
-    for piece in &pieces {
+    for piece in pieces {
         let len = usize::try_from(piece.range.len).unwrap_or(0);
         old.resize(len, 0);
         new.resize(len, 0);
@@ -250,15 +291,11 @@ pub(crate) fn save<S: Storage>(
         body.truncate(len);
         old = body;
     }
-    put(&format::encode_trailer(header.records, header.saved_bytes))?;
+    // The trailer repeats the header's counts.
+    let saved = pieces.iter().map(|p| p.range.len).sum();
+    put(&format::encode_trailer(pieces.len() as u64, saved))?;
     let at = out.finish()?;
-    file.flush(0, at)?;
-    file.fence()?;
-    drop(file);
-    storage.fsync_parent(&summary.path)?;
-    summary.records = header.records;
-    summary.bytes = header.saved_bytes;
-    Ok(summary)
+    Ok(file.flush(0, at)?)
 }
 
 /// Writes smaller than this are gathered before they reach the file: a

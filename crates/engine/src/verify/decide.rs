@@ -116,7 +116,7 @@ pub(super) fn heap_checks<F: PartFile>(
             problem: walk_source(set, r, pool_size, |_| {})
                 .err()
                 .map(|e| match e {
-                    Error::SourceHeap { source, .. } => source.to_string(),
+                    Error::SourceHeap { error: source, .. } => source.to_string(),
                     Error::SourceDescriptor { reason, .. } => reason,
                     other => other.to_string(),
                 }),

@@ -24,7 +24,7 @@ pub fn walk_source<F: PartFile>(
         set: set.path.clone(),
         replica: source,
         others: others_text(set, source),
-        source: Box::new(source_err),
+        error: Box::new(source_err),
     };
     let desc = read_descriptor(set, source).map_err(|reason| Error::SourceDescriptor {
         set: set.path.clone(),
@@ -57,7 +57,7 @@ pub fn walk_source<F: PartFile>(
     )
     .map_err(|e| match e {
         WalkError::Invalid(h) => heap_error(h),
-        WalkError::Read { source, .. } | WalkError::Visit { source, .. } => source,
+        WalkError::Read { error, .. } | WalkError::Visit { error, .. } => error,
         other => Error::InvalidRequest {
             path: set.path.clone(),
             reason: other.to_string(),

@@ -42,7 +42,7 @@ use serde::Serialize;
 
 use crate::compare::{CompareOptions, LogicalRange};
 pub use crate::endpoint::Location;
-use crate::inspect::{choose_source, inspect, SourceRefusal};
+use crate::inspect::{choose_source, inspect, Health, ReplicaHealth, SourceRefusal};
 use crate::open::open;
 use crate::sync::{
     execute, open_for_sync, plan, prepare, survey, Progress, SyncOptions, SyncOutcome, Within,
@@ -262,11 +262,7 @@ pub fn check_data<S: Storage>(
         let why = health
             .replicas
             .get(r)
-            .and_then(|h| {
-                h.message
-                    .clone()
-                    .or_else(|| h.parts.iter().find_map(|p| p.message.clone()))
-            })
+            .and_then(ReplicaHealth::reason)
             .unwrap_or_else(|| "its headers are not healthy".to_string());
         format!("not compared: replica {r} is broken ({why}); poolsync sync rebuilds it")
     };
@@ -330,12 +326,13 @@ pub fn sync_verify<S: Storage>(
         },
     };
     let findings = find::find(&set, req, verify)?;
+    let absent = absent(health, &findings.source_choice);
     match &findings.outvoted {
-        Some(o) if !verify.force_source => return Err(outvoted_error(&set.path, o)),
+        Some(o) if !verify.force_source => return Err(outvoted_error(&set.path, o, absent)),
         _ => {}
     }
     if let Some(t) = &findings.tie {
-        return Err(tie_error(&set.path, t));
+        return Err(tie_error(&set.path, t, absent));
     }
     let repair_steps = repair::steps(&set, &findings)?;
     let survey_progress: &dyn Progress = if sync_options.dry_run {
@@ -363,6 +360,14 @@ pub fn sync_verify<S: Storage>(
             repair: None,
         });
     }
+    let again = |e| {
+        let extra = if verify.force_source {
+            " --verify --force-source"
+        } else {
+            " --verify"
+        };
+        crate::sync::unfinished(e, path, sync_options, extra)
+    };
     let report = execute(
         storage,
         &mut set,
@@ -370,7 +375,8 @@ pub fn sync_verify<S: Storage>(
         prepared.as_ref(),
         sync_options,
         &Within(progress),
-    )?;
+    )
+    .map_err(again)?;
     let repaired = repair::run(
         storage,
         &mut set,
@@ -379,7 +385,8 @@ pub fn sync_verify<S: Storage>(
         prepared.as_ref(),
         verify,
         progress,
-    )?;
+    )
+    .map_err(again)?;
     progress.finish();
     Ok(VerifyOutcome {
         sync: SyncOutcome {
@@ -403,8 +410,38 @@ fn what(first: Option<&Divergence>, ranges: u64) -> String {
     )
 }
 
+/// The replicas that are not healthy, so had no vote, and why, and the
+/// default source passed over for its heap: a vote that was one short, or
+/// a source that is not the one expected, may come from a replica that
+/// could not be read.
+fn absent(health: &Health, choice: &SourceChoice) -> String {
+    let mut reasons: Vec<String> = health
+        .replicas
+        .iter()
+        .filter(|h| !h.healthy)
+        .map(|h| {
+            let why = h.reason().unwrap_or_else(|| "not healthy".to_string());
+            format!("replica {} has no vote: {why}", h.replica)
+        })
+        .collect();
+    if let SourceChoice::Heap {
+        instead_of,
+        problem,
+    } = choice
+    {
+        reasons.push(format!(
+            "replica {instead_of} is not the source: its heap fails the checks: {problem}"
+        ));
+    }
+    if reasons.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", reasons.join("; "))
+    }
+}
+
 /// The refusal of the majority rule.
-fn outvoted_error(set: &Path, o: &Outvoted) -> Error {
+fn outvoted_error(set: &Path, o: &Outvoted, absent: String) -> Error {
     let first = o.divergences.first();
     Error::Outvoted {
         set: set.to_path_buf(),
@@ -413,12 +450,12 @@ fn outvoted_error(set: &Path, o: &Outvoted) -> Error {
         take: o.majority.first().copied().unwrap_or(0),
         offset: first.map_or(0, |d| d.offset),
         end: first.map_or(0, |d| d.offset + d.len),
-        what: what(first, o.ranges),
+        what: format!("{}{absent}", what(first, o.ranges)),
     }
 }
 
 /// The refusal of an undecided difference.
-fn tie_error(set: &Path, t: &Tie) -> Error {
+fn tie_error(set: &Path, t: &Tie, absent: String) -> Error {
     Error::Tie {
         set: set.to_path_buf(),
         first: t.replicas.first().copied().unwrap_or(0),
@@ -426,5 +463,6 @@ fn tie_error(set: &Path, t: &Tie) -> Error {
         offset: t.first.offset,
         end: t.first.offset + t.first.len,
         what: what(Some(&t.first), t.ranges),
+        absent,
     }
 }

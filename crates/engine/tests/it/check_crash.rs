@@ -10,7 +10,7 @@ use poolsync_engine::sync::{sync, NoProgress, SyncOptions};
 use poolsync_header::{PoolHdr, RawUuid, Sds, POOL_HDR_SIZE};
 use poolsync_pmem::sim::{SimImage, SimStorage, Survival, TORN_BLOCK};
 
-use crate::crash::CrashTest;
+use crate::crash::{CrashTest, Sweeping};
 use crate::support::{write_file, Fixture, Op};
 
 /// A check UI for `-y`: nothing is asked.
@@ -65,6 +65,16 @@ fn crash_everywhere(
     after: CheckResult,
     torn: bool,
 ) {
+    sweep(fx, (verdict, writes, after), torn, Sweeping::Crashes);
+}
+
+/// `crash_everywhere`'s checks on the sweep `how` names.
+fn sweep(
+    fx: &Fixture,
+    (verdict, writes, after): (CheckResult, usize, CheckResult),
+    torn: bool,
+    how: Sweeping,
+) {
     let test = CrashTest::new("check -r", fx.copy(), |s| {
         check(s, &fx.set_path, &repair(), &mut Quiet)
     });
@@ -73,7 +83,7 @@ fn crash_everywhere(
     assert_eq!(reference.outcome.writes.len(), writes);
     let old: SimImage = fx.base.image();
     let new: SimImage = reference.storage.image();
-    test.sweep(&reference, reference.all_points())
+    how.sweep(&test, &reference)
         .survivals(|k| {
             let mut survivals = vec![Survival::Durable, Survival::Everything];
             if torn {
@@ -159,6 +169,22 @@ fn crash_while_check_relinks_two_headers() {
         CheckResult::Consistent,
         false,
     );
+}
+
+/// EIO, ENOSPC and EROFS while `check -r` relinks headers: a clear error,
+/// only header pages changed, each old or repaired, and `check -r` again
+/// finishes the repair.
+#[test]
+fn faults_while_check_relinks_two_headers() {
+    let fx = Fixture::new(&[&[8, 8, 8], &[16], &[16]], false);
+    patch_hdr(&fx.base, fx.part(0, 1), |h| {
+        h.next_part_uuid = RawUuid([0x11; 16]);
+    });
+    patch_hdr(&fx.base, fx.part(1, 0), |h| {
+        h.next_repl_uuid = RawUuid([0x22; 16]);
+    });
+    let expect = (CheckResult::Repaired, 2, CheckResult::Consistent);
+    sweep(&fx, expect, false, Sweeping::Faults);
 }
 
 #[test]

@@ -26,7 +26,7 @@ use poolsync_pmem::{Access, FsStorage, Storage};
 use poolsync_poolset::{map_range, PoolSet};
 use tempfile::TempDir;
 
-use crate::crash::CrashTest;
+use crate::crash::{CrashTest, Sweeping};
 
 const MIB: u64 = 1 << 20;
 
@@ -914,6 +914,19 @@ fn force_recreates_a_pool_set_unless_in_use() {
 /// its data, and running `create -f` again always yields a complete pool.
 #[test]
 fn create_survives_a_crash_at_every_persistence_point() {
+    create_sweep(Sweeping::Crashes);
+}
+
+/// EIO, ENOSPC and EROFS at calls of `create`: a clear error, no header
+/// without the whole pool's data, and `create -f` again makes the pool.
+#[test]
+fn create_under_faults() {
+    create_sweep(Sweeping::Faults);
+}
+
+/// `create_survives_a_crash_at_every_persistence_point`'s checks on the
+/// sweep `how` names.
+fn create_sweep(how: Sweeping) {
     let set_path = Path::new("/pool/crash.set");
     let text = "PMEMPOOLSET\n6M /pool/a\n6M /pool/b\nREPLICA\n12M /pool/c\n";
     let base = SimStorage::new();
@@ -928,7 +941,7 @@ fn create_survives_a_crash_at_every_persistence_point() {
     assert_pool(&sim_reader(&reference.storage), set_path, "crash", false);
 
     let parts = ["/pool/a", "/pool/b", "/pool/c"].map(Path::new);
-    test.sweep(&reference, reference.all_points())
+    how.sweep(&test, &reference)
         .after_crash(|c| {
             let headed = parts.iter().any(|p| {
                 c.storage.written_bytes(p).is_some_and(|b| {
@@ -1215,10 +1228,23 @@ fn rm_targets_that_are_not_pools() {
 /// Stops `rm -l` of a pool set whose parts lie in two directories at
 /// every directory sync it makes (its only persistence events), and cuts
 /// the power after it returns: every part is then either there and intact
-/// or gone, the set file is gone only if every part is, and `rm -f -l`
-/// finishes the job.
+/// or gone, the set file is gone only if every part is (and after the
+/// run, everything is gone), and `rm -f -l` finishes the job.
 #[test]
 fn rm_survives_a_crash_at_every_persistence_point() {
+    rm_sweep(Sweeping::Crashes);
+}
+
+/// EIO and EROFS at calls of `rm -l`: a clear error, every part intact or
+/// gone, the set file gone only with every part, and `rm -f -l` finishes.
+#[test]
+fn rm_under_faults() {
+    rm_sweep(Sweeping::Faults);
+}
+
+/// `rm_survives_a_crash_at_every_persistence_point`'s checks on the sweep
+/// `how` names.
+fn rm_sweep(how: Sweeping) {
     let set_path = Path::new("/pool/rm.set");
     let parts = ["/pool/a/r0p0", "/pool/b/r0p1", "/pool/b/r1p0"].map(Path::new);
     let text = "PMEMPOOLSET\n8M /pool/a/r0p0\n8M /pool/b/r0p1\nREPLICA\n16M /pool/b/r1p0\n";
@@ -1246,10 +1272,15 @@ fn rm_survives_a_crash_at_every_persistence_point() {
         first_failure(rm(s, set_path, &rm_l, &mut Script::default())?)
     });
     let reference = test.reference();
-    assert_eq!(reference.n(), 2, "one directory sync per directory");
+    assert_eq!(
+        reference.n(),
+        3,
+        "one directory sync per directory of parts, then the set file's"
+    );
     assert!(reference.storage.paths().is_empty(), "everything removed");
+    let n = reference.n();
 
-    test.sweep(&reference, reference.all_points())
+    how.sweep(&test, &reference)
         .survivals(|k| {
             let mut survivals = vec![Survival::Durable, Survival::Everything];
             survivals.extend((0..6).map(|i| Survival::Torn { seed: k * 16 + i }));
@@ -1257,6 +1288,10 @@ fn rm_survives_a_crash_at_every_persistence_point() {
         })
         .threads(1)
         .after_crash(|c| {
+            if c.k == n && c.fault.is_none() {
+                // What rm said it removed stays removed.
+                assert!(c.storage.paths().is_empty(), "{c}: a file came back");
+            }
             for part in parts {
                 let now = c.storage.written_bytes(part);
                 assert!(

@@ -19,7 +19,7 @@ use poolsync_engine::transform::{transform, TransformOptions};
 use poolsync_engine::Error;
 use poolsync_header::{Feature, PoolHdr, POOL_HDR_SIZE};
 use poolsync_pmem::sim::{SimStorage, Survival};
-use poolsync_pmem::{Access, Clock, DevDax, Error as PmemError, Meta, Storage};
+use poolsync_pmem::{Access, Clock, DevDax, Error as PmemError, Meta, Obstacle, Storage};
 
 use crate::crash::CrashTest;
 use crate::support::{flip, Op, Wrapped};
@@ -49,6 +49,12 @@ impl<S: Storage> Storage for WithDevices<S> {
             path.display()
         );
         self.inner.create(path, size)
+    }
+    fn removal_obstacle(&self, path: &Path) -> Result<Option<Obstacle>, PmemError> {
+        self.inner.removal_obstacle(path)
+    }
+    fn creation_obstacle(&self, path: &Path) -> Result<Option<Obstacle>, PmemError> {
+        self.inner.creation_obstacle(path)
     }
     fn remove(&self, path: &Path) -> Result<(), PmemError> {
         // pmem's storage refuses this too; here it is a test failure.

@@ -21,7 +21,7 @@ use poolsync_header::{PoolHdr, POOL_HDR_CRTIME_OFF, POOL_HDR_CSUM_OFF, POOL_HDR_
 use poolsync_pmem::sim::{SimImage, SimStorage};
 use poolsync_pmem::Storage;
 
-use crate::crash::{survivals_torn_every, CrashTest};
+use crate::crash::{survivals_torn_every, CrashTest, Sweeping};
 use crate::support::{read_logical, Fixture};
 
 const M: u64 = 1 << 20;
@@ -164,6 +164,18 @@ fn check_destination(
 
 #[test]
 fn an_import_survives_a_crash_at_every_point() {
+    import_sweep(Sweeping::Crashes);
+}
+
+/// EIO, ENOSPC and EROFS while an import applies a packet: a clear error,
+/// no replica that opens with a mix of two epochs, and a re-run that
+/// converges.
+#[test]
+fn an_import_under_faults() {
+    import_sweep(Sweeping::Faults);
+}
+
+fn import_sweep(how: Sweeping) {
     let (fx, s, b) = sites();
     export(&s, &fx.set_path, &export_opts("/out/p1"), &NoProgress).unwrap();
     import(
@@ -185,7 +197,7 @@ fn an_import_survives_a_crash_at_every_point() {
     let reference = test.reference();
     assert_eq!(reference.outcome.after, Some((1, 2)));
     let e = end(&fx);
-    test.sweep(&reference, reference.all_points())
+    how.sweep(&test, &reference)
         .survivals(|k| survivals_torn_every(k, 3, 2))
         .after_crash(|c| check_destination(&c.storage, &b, e, Some(&old), &new, 2, &c.to_string()))
         .rerun(|c| {
@@ -209,6 +221,16 @@ fn an_import_survives_a_crash_at_every_point() {
 
 #[test]
 fn a_seeding_import_survives_a_crash_at_every_point() {
+    seed_sweep(Sweeping::Crashes);
+}
+
+/// EIO, ENOSPC and EROFS while an import seeds a destination.
+#[test]
+fn a_seeding_import_under_faults() {
+    seed_sweep(Sweeping::Faults);
+}
+
+fn seed_sweep(how: Sweeping) {
     let (fx, s, b) = sites();
     export(&s, &fx.set_path, &export_opts("/out/p1"), &NoProgress).unwrap();
     let new = read_logical(&s, &fx.set, 0, 4096, end(&fx) - 4096);
@@ -218,7 +240,7 @@ fn a_seeding_import_survives_a_crash_at_every_point() {
     let reference = test.reference();
     assert!(reference.outcome.seeded);
     let e = end(&fx);
-    test.sweep(&reference, reference.all_points())
+    how.sweep(&test, &reference)
         .survivals(|k| survivals_torn_every(k, 4, 1))
         .after_crash(|c| check_destination(&c.storage, &b, e, None, &new, 1, &c.to_string()))
         .rerun(|c| {
@@ -275,6 +297,18 @@ fn an_import_that_deletes_its_packet_converges_after_a_crash() {
 
 #[test]
 fn an_export_survives_a_crash_at_every_point() {
+    export_sweep(Sweeping::Crashes);
+}
+
+/// EIO, ENOSPC and EROFS while an export writes a packet and the state:
+/// a clear error, no packet under its name before the state records it,
+/// and a re-run that converges.
+#[test]
+fn an_export_under_faults() {
+    export_sweep(Sweeping::Faults);
+}
+
+fn export_sweep(how: Sweeping) {
     let (fx, s, b) = sites();
     export(&s, &fx.set_path, &export_opts("/out/p1"), &NoProgress).unwrap();
     import(
@@ -292,7 +326,7 @@ fn an_export_survives_a_crash_at_every_point() {
     let reference = test.reference();
     let files = reference.outcome.packet.as_ref().unwrap().files.len();
     assert!(files > 1, "the packet is split");
-    test.sweep(&reference, reference.all_points())
+    how.sweep(&test, &reference)
         .after_crash(|c| {
             // A packet file under its name only once the state records it.
             if c.storage.stat(Path::new("/out/p2")).unwrap().is_some() {

@@ -19,7 +19,7 @@ use poolsync_engine::Error;
 use poolsync_pmem::sim::SimStorage;
 use poolsync_pmem::{Access, PartFile, Storage};
 
-use crate::support::{write_file, Fixture};
+use crate::support::{write_file, Fixture, Wrapped};
 
 const M: u64 = 1 << 20;
 
@@ -160,6 +160,33 @@ fn a_missing_remote_replica_is_seeded_and_then_kept_current() {
     assert_in_sync(&s, &fx.set_path);
     let report = r.report.as_ref().unwrap();
     assert_eq!(report.bytes_written, 3 * 4096);
+}
+
+/// A local part that cannot be opened for writing (its mode, or a file
+/// system remounted read-only) was never read, and may hold newer data
+/// than the standby: a restore refuses rather than replacing it.
+#[test]
+fn a_restore_never_replaces_a_local_part_it_could_not_open() {
+    let fx = Fixture::new(&[&[16]], false);
+    let s = fx.copy();
+    let admin = admin_set(&fx, &s);
+    remote_tree(&s, &[9, 9]);
+    run(&s, &admin);
+    // Newer data locally than on the standby.
+    fx.write_logical(&s, 0, 5 * M, &[0x77; 8192]);
+    let master = fx.part(0, 0).to_path_buf();
+    let before = s.written_bytes(&master).unwrap();
+    let w = Wrapped::new(s.clone()).refusing_writers(vec![master.clone()]);
+    let err = match sync_all(&w, &admin, &options(), &connector(&w), &NoProgress) {
+        Err(e) => e.to_string(),
+        Ok(out) => panic!("synced: {:?}", out.remotes[0].error),
+    };
+    assert!(err.contains("never one it could not read"), "{err}");
+    assert!(err.contains("Permission denied"), "{err}");
+    assert!(
+        s.written_bytes(&master).unwrap() == before,
+        "the master was replaced"
+    );
 }
 
 #[test]
@@ -470,7 +497,7 @@ fn rm_removes_the_remote_parts_and_with_r_the_remote_set_file() {
     }
     let ask = RmOptions {
         ask: Ask::Always,
-        ..opts.clone()
+        ..opts
     };
     let mut declining = DeclineRemote(Vec::new());
     let report = rm_with(&s, &admin, &ask, &mut declining, &connector(&s)).unwrap();

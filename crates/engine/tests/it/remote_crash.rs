@@ -19,10 +19,10 @@ use poolsync_engine::remote::sync::sync_all;
 use poolsync_engine::sync::NoProgress;
 use poolsync_engine::Error;
 use poolsync_header::{PoolHdr, POOL_HDR_CRTIME_OFF, POOL_HDR_CSUM_OFF, POOL_HDR_SIZE};
-use poolsync_pmem::sim::{SimImage, SimStorage};
-use poolsync_pmem::{Access, Storage};
+use poolsync_pmem::sim::{SimImage, SimStorage, Survival};
+use poolsync_pmem::Access;
 
-use crate::crash::CrashTest;
+use crate::crash::{CrashTest, Sweeping};
 use crate::remote::{admin_set, connector, options, remote_tree, run, REMOTE_SET, ROOT};
 use crate::support::{is_undo_file, Fixture, Wrapped};
 
@@ -122,13 +122,29 @@ fn local_image(s: &SimStorage, fx: &Fixture, pool: u64) -> Vec<u8> {
 /// Crashes `base`'s sync at every event; the remote is never healthy with
 /// anything but `old` (if any) or the new image.
 fn crash_everywhere(fx: &Fixture, base: SimStorage, admin: &Path, old: Option<Vec<u8>>) {
+    sweep(fx, base, (admin, old), Sweeping::Crashes);
+}
+
+/// `crash_everywhere`'s checks on the sweep `how` names.
+fn sweep(fx: &Fixture, base: SimStorage, (admin, old): (&Path, Option<Vec<u8>>), how: Sweeping) {
     let pool = fx.set.pool_size().expect("pool size");
     let test = CrashTest::new("remote sync", base, |s| writer(s, admin));
     let reference = test.reference();
     let new = local_image(&reference.storage, fx, pool);
     assert_eq!(remote_image(&reference.storage, pool).as_ref(), Some(&new));
     let source_before = local_image(test.base(), fx, pool);
-    test.sweep(&reference, reference.all_points())
+    how.sweep(&test, &reference)
+        // Two hosts make each run slow: one call of each fault by
+        // default, a power failure after every other faulted call, the
+        // machine running on after each.
+        .fault_points(1)
+        .fault_survivals(|k| {
+            let mut survivals = vec![Survival::Everything];
+            if k % 2 == 0 {
+                survivals.push(Survival::Durable);
+            }
+            survivals
+        })
         .after_crash(|c| {
             match remote_image(&c.storage, pool) {
                 None => c.note("remote marked broken"),
@@ -158,8 +174,27 @@ fn crash_while_seeding_a_remote_replica() {
     crash_everywhere(&fx, base, &admin, None);
 }
 
+/// EIO, ENOSPC and EROFS on either host while a remote replica is seeded:
+/// a clear error, the remote untouched, complete or marked broken, and a
+/// re-run that converges.
 #[test]
-fn crash_while_updating_a_remote_replica() {
+fn faults_while_seeding_a_remote_replica() {
+    let fx = Fixture::new(&[&[16]], false);
+    let base = fx.copy();
+    let admin = admin_set(&fx, &base);
+    remote_tree(&base, &[8, 9]);
+    sweep(&fx, base, (&admin, None), Sweeping::Faults);
+}
+
+/// The same while a remote replica is updated.
+#[test]
+fn faults_while_updating_a_remote_replica() {
+    let (fx, base, admin, old) = updating();
+    sweep(&fx, base, (&admin, old), Sweeping::Faults);
+}
+
+/// A remote replica seeded, then four blocks changed locally.
+fn updating() -> (Fixture, SimStorage, std::path::PathBuf, Option<Vec<u8>>) {
     let fx = Fixture::new(&[&[16]], false);
     let base = fx.copy();
     let admin = admin_set(&fx, &base);
@@ -171,6 +206,11 @@ fn crash_while_updating_a_remote_replica() {
     for (i, off) in [5 * M, 9 * M - 4096, 9 * M, 13 * M].into_iter().enumerate() {
         fx.write_logical(&base, 0, off, &[0x40 + i as u8; 8192]);
     }
-    let _ = base.stat(Path::new("/")).expect("alive");
+    (fx, base, admin, old)
+}
+
+#[test]
+fn crash_while_updating_a_remote_replica() {
+    let (fx, base, admin, old) = updating();
     crash_everywhere(&fx, base, &admin, old);
 }

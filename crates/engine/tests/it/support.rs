@@ -11,7 +11,7 @@ use poolsync_engine::inspect::inspect;
 use poolsync_engine::open::open;
 use poolsync_header::{PoolHdr, POOL_HDR_CRTIME_OFF, POOL_HDR_CSUM_OFF, POOL_HDR_SIZE};
 use poolsync_pmem::sim::{SimFile, SimImage, SimStorage, Survival};
-use poolsync_pmem::{Access, Error as PmemError, Meta, PartFile, Storage};
+use poolsync_pmem::{Access, Error as PmemError, Meta, Obstacle, PartFile, Storage};
 use poolsync_poolset::{map_range, PoolSet, Replica};
 
 const M: u64 = 1 << 20;
@@ -283,6 +283,11 @@ pub fn image_diff(a: &SimImage, b: &SimImage) -> String {
 
 // --- the simulated storage, wrapped ---
 
+/// `EACCES` (13 on Linux), without a dependency on libc for one number.
+fn libc_eacces() -> i32 {
+    13
+}
+
 /// One operation a [`Wrapped`] storage passed on to the simulation and saw
 /// succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -351,6 +356,7 @@ pub struct Wrapped {
     sim: SimStorage,
     log: OpLog,
     eio_reads: Arc<Vec<(PathBuf, u64, u64)>>,
+    eacces_writers: Arc<Vec<PathBuf>>,
 }
 
 /// An open file of a [`Wrapped`] storage.
@@ -369,6 +375,16 @@ impl Wrapped {
             sim,
             log: Arc::default(),
             eio_reads: Arc::default(),
+            eacces_writers: Arc::default(),
+        }
+    }
+
+    /// Opening any of `paths` for writing fails with EACCES (a part whose
+    /// mode forbids writing, for a user who is not root).
+    pub fn refusing_writers(self, paths: Vec<PathBuf>) -> Wrapped {
+        Wrapped {
+            eacces_writers: Arc::new(paths),
+            ..self
         }
     }
 
@@ -437,6 +453,13 @@ impl Storage for Wrapped {
         self.sim.stat(path)
     }
     fn open(&self, path: &Path, access: Access) -> Result<WrappedFile, PmemError> {
+        if access == Access::ReadWrite && self.eacces_writers.iter().any(|p| p == path) {
+            return Err(PmemError::Io {
+                op: "open",
+                path: path.to_path_buf(),
+                os: std::io::Error::from_raw_os_error(libc_eacces()),
+            });
+        }
         Ok(self.wrap(self.sim.open(path, access)?))
     }
     fn create(&self, path: &Path, size: u64) -> Result<WrappedFile, PmemError> {
@@ -461,6 +484,12 @@ impl Storage for Wrapped {
         logged(&self.sim, &self.log, entry, || {
             self.sim.set_mode(path, mode)
         })
+    }
+    fn removal_obstacle(&self, path: &Path) -> Result<Option<Obstacle>, PmemError> {
+        self.sim.removal_obstacle(path)
+    }
+    fn creation_obstacle(&self, path: &Path) -> Result<Option<Obstacle>, PmemError> {
+        self.sim.creation_obstacle(path)
     }
     fn rename(&self, from: &Path, to: &Path) -> Result<(), PmemError> {
         let entry = || Op::Rename {
@@ -518,7 +547,7 @@ impl PartFile for WrappedFile {
                 op: "read",
                 path: path.to_path_buf(),
                 offset,
-                source: std::io::Error::from_raw_os_error(5),
+                os: std::io::Error::from_raw_os_error(5),
             });
         }
         self.inner.read_at(offset, buf)

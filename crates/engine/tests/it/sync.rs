@@ -719,3 +719,37 @@ fn data_is_durable_before_every_header_write() {
     }
     assert_synced(w.sim(), &fx.set_path, 0);
 }
+
+/// A part created anew is allocated whole, so the plan counts the room it
+/// needs: on a full file system the sync is refused before anything is
+/// written, and the refusal says the room is for the new parts.
+#[test]
+fn no_room_for_a_new_part_is_refused_before_anything_is_written() {
+    let fx = Fixture::new(&[&[16], &[8, 8]], false);
+    let s = fx.copy();
+    remove(&s, fx.part(1, 1));
+    let used: u64 = s
+        .image()
+        .files()
+        .values()
+        .map(|f| f.bytes.len() as u64)
+        .sum();
+    s.set_capacity(Some(used + (4 << 20)));
+    let before = s.image();
+    for dry_run in [true, false] {
+        let err = sync(
+            &s,
+            &fx.set_path,
+            &SyncOptions { dry_run, ..opts() },
+            &NoProgress,
+        )
+        .expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            "/pool/pool.set: not enough free space for the new parts in /pool: 8388608 bytes needed, 4194304 available; nothing was written: free some space"
+        );
+        assert!(s.image() == before, "a refused sync wrote");
+    }
+    s.set_capacity(Some(used + (8 << 20)));
+    sync(&s, &fx.set_path, &opts(), &NoProgress).expect("fits");
+}

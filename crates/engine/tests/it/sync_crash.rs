@@ -12,7 +12,7 @@ use poolsync_header::{PoolHdr, POOL_HDR_CRTIME_OFF, POOL_HDR_CSUM_OFF, POOL_HDR_
 use poolsync_pmem::sim::{SimImage, SimStorage};
 use poolsync_pmem::Access;
 
-use crate::crash::{survivals_torn_every, CrashTest};
+use crate::crash::{survivals_torn_every, CrashTest, Sweeping};
 use crate::support::{flip, is_undo_file, remove, write_file, Fixture};
 
 const M: u64 = 1 << 20;
@@ -59,6 +59,11 @@ fn source_files(fx: &Fixture, s: &SimStorage, source: usize) -> Vec<Option<Vec<u
 
 /// Runs sync to completion on a copy, then crashes it at every event.
 fn crash_everywhere(fx: &Fixture, source: usize, torn_every: u64) {
+    sweep(fx, source, torn_every, Sweeping::Crashes);
+}
+
+/// Runs sync to completion on a copy, then sweeps it as `how` says.
+fn sweep(fx: &Fixture, source: usize, torn_every: u64, how: Sweeping) {
     let opts = options();
     let test = CrashTest::new("sync", fx.copy(), |s| {
         sync(s, &fx.set_path, &opts, &NoProgress)
@@ -82,7 +87,7 @@ fn crash_everywhere(fx: &Fixture, source: usize, torn_every: u64) {
         assert!(inspect(&set).is_healthy(), "healthy after the sync");
     }
 
-    test.sweep(&reference, reference.all_points())
+    how.sweep(&test, &reference)
         .survivals(|k| survivals_torn_every(k, torn_every, 2))
         .after_crash(|c| {
             assert_eq!(
@@ -109,6 +114,15 @@ fn crash_while_recreating_a_missing_part() {
     let fx = Fixture::new(&[&[8, 8], &[8, 8]], false);
     remove(&fx.base, fx.part(1, 1));
     crash_everywhere(&fx, 0, 3);
+}
+
+/// EIO, ENOSPC and EROFS at calls of a sync that recreates a missing
+/// part: a clear error, the source untouched, and a re-run that converges.
+#[test]
+fn faults_while_recreating_a_missing_part() {
+    let fx = Fixture::new(&[&[8, 8], &[8, 8]], false);
+    remove(&fx.base, fx.part(1, 1));
+    sweep(&fx, 0, 0, Sweeping::Faults);
 }
 
 #[test]

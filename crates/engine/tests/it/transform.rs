@@ -13,7 +13,7 @@ use poolsync_engine::transform::{transform, Operation, TransformOptions};
 use poolsync_pmem::sim::{EventScope, SimStorage, Survival};
 use poolsync_pmem::Storage;
 
-use crate::crash::{survivals_torn_every, CrashTest};
+use crate::crash::{survivals_torn_every, CrashTest, Sweeping};
 use crate::support::{
     flip, healthy, normalized, put_set, read_logical, write_file, Fixture, Layout,
 };
@@ -246,6 +246,11 @@ fn a_file_of_another_pool_set_is_never_deleted() {
 /// the two allowed outcomes. No crash point may need a manual step: the
 /// re-run alone finishes, and a third run has nothing to do.
 fn crash_everywhere(fx: &Fixture, target: Layout<'_>, single_hdr: bool, torn_every: u64) {
+    sweep(fx, target, (single_hdr, torn_every), Sweeping::Crashes);
+}
+
+/// `crash_everywhere`'s checks on the sweep `how` names.
+fn sweep(fx: &Fixture, target: Layout<'_>, (single_hdr, torn_every): (bool, u64), how: Sweeping) {
     let dst = Path::new("/pool/dst.set");
     let base = fx.copy();
     base.set_event_scope(EventScope::EveryChange);
@@ -258,7 +263,7 @@ fn crash_everywhere(fx: &Fixture, target: Layout<'_>, single_hdr: bool, torn_eve
     let events = reference.n();
     assert!(events >= 3, "only {events} events");
 
-    test.sweep(&reference, reference.all_points())
+    how.sweep(&test, &reference)
         .survivals(|k| survivals_torn_every(k, torn_every, 1))
         .after_crash(|c| {
             if healthy(&c.storage, &fx.set_path) {
@@ -287,6 +292,13 @@ fn crash_everywhere(fx: &Fixture, target: Layout<'_>, single_hdr: bool, torn_eve
 #[test]
 fn crash_while_adding_a_replica() {
     crash_everywhere(&fixture(), ADD, false, 3);
+}
+
+/// EIO, ENOSPC and EROFS while a replica is added: a clear error, a
+/// healthy source unchanged, and the transform again finishes alone.
+#[test]
+fn faults_while_adding_a_replica() {
+    sweep(&fixture(), ADD, (false, 0), Sweeping::Faults);
 }
 
 #[test]
@@ -425,4 +437,39 @@ fn a_foreign_file_where_the_journal_names_a_part_is_left_alone() {
         "{msg}"
     );
     assert_eq!(s.written_bytes(n0), Some(foreign));
+}
+
+/// Adding a replica writes the journal first, beside the source pool set
+/// file: the free-space check counts it with the new parts and names both,
+/// so that a full file system refuses the transform before anything is
+/// written instead of failing to create the journal or the last part.
+#[test]
+fn no_room_for_the_new_parts_and_the_journal_is_refused_first() {
+    let fx = fixture();
+    let s = fx.copy();
+    let dst = Path::new("/pool/dst.set");
+    put_set(&s, dst, false, ADD);
+    let used: u64 = s
+        .image()
+        .files()
+        .values()
+        .map(|f| f.bytes.len() as u64)
+        .sum();
+    // Room for both new parts (9 MiB each), not for the journal too.
+    let parts = 18u64 << 20;
+    s.set_capacity(Some(used + parts + 4096));
+    let before = s.image();
+    let err = transform(&s, &fx.set_path, dst, &options(), &NoProgress).expect_err("refused");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "failed to transform /pool/pool.set -> /pool/dst.set: not enough free space for the new parts and the journal in /pool: {} bytes needed, {} available",
+            parts + (64 << 10),
+            parts + 4096
+        )
+    );
+    assert_eq!(s.image(), before, "a refused transform wrote");
+    s.set_capacity(Some(used + parts + (64 << 10)));
+    transform(&s, &fx.set_path, dst, &options(), &NoProgress).expect("fits");
+    assert!(healthy(&s, dst));
 }

@@ -24,7 +24,7 @@ use poolsync_pmem::sim::{EventScope, SimImage, SimStorage, Survival};
 use poolsync_pmem::Storage;
 use poolsync_poolset::{PoolSet, Replica};
 
-use crate::crash::{self, CrashTest};
+use crate::crash::{self, CrashTest, Sweeping};
 use crate::support::{
     healthy, image_diff, normalized, part_paths, put_set, read_logical, Fixture, Layout, Op,
 };
@@ -305,6 +305,14 @@ impl Case<'_> {
     /// opens healthy holds the original data; (b) the re-run, following
     /// the commands refusals name, ends where the uninterrupted run ended.
     fn run(&self) {
+        self.sweep(Sweeping::Crashes);
+    }
+
+    /// [`Case::run`]'s checks on the sweep `how` names (under faults,
+    /// the source's files are compared only where a crash point says the
+    /// journal is not durable yet: a fault's call number says nothing of
+    /// that).
+    fn sweep(&self, how: Sweeping) {
         let reference = self.reference();
         let src = self.src();
         let dst = Path::new(DST);
@@ -318,7 +326,7 @@ impl Case<'_> {
         let near_mark = |k: u64, d: u64| reference.marks.iter().any(|&(_, m)| k.abs_diff(m) <= d);
         eprintln!("{}: marks {:?}", self.name, reference.marks);
         let test = &reference.test;
-        test.sweep(&reference.run, reference.run.all_points())
+        how.sweep(test, &reference.run)
             .survivals(|k| {
                 let mut survivals = vec![Survival::Durable, Survival::Everything];
                 if near_mark(k, 2) || k % self.torn_every == 0 {
@@ -333,7 +341,7 @@ impl Case<'_> {
             .skip_seen(RECENT)
             .after_crash(|c| {
                 let image = c.storage.image();
-                if c.k <= reference.protect {
+                if c.fault.is_none() && c.k <= reference.protect {
                     for (path, before) in source_files.iter().zip(&original_files) {
                         let now = image.get(path).map(|f| (f.bytes.clone(), f.mode));
                         assert!(
@@ -535,6 +543,14 @@ fn crash_while_adding_singlehdr() {
     add_singlehdr_case().run();
 }
 
+/// EIO, ENOSPC and EROFS while SINGLEHDR is added through a temporary
+/// copy: a clear error, a source that opens healthy holds the original
+/// data, and the transform again finishes alone.
+#[test]
+fn faults_while_adding_singlehdr() {
+    add_singlehdr_case().sweep(Sweeping::Faults);
+}
+
 #[test]
 fn crash_while_removing_singlehdr() {
     remove_singlehdr_case().run();
@@ -596,14 +612,49 @@ fn no_room_for_the_temporary_copy_is_refused_before_anything_is_written() {
     let err =
         transform(&s, case.src(), Path::new(DST), &options(), &NoProgress).expect_err("refused");
     let msg = err.to_string();
+    // The recreated parts need no room: the refusal names what does.
     assert!(
-        msg.contains("not enough free space for the new parts and the temporary copy"),
+        msg.contains("not enough free space for the temporary copy and the journal in /pool: "),
         "{msg}"
     );
+    assert!(!msg.contains("new parts"), "{msg}");
     assert!(s.image() == before, "a refused transform wrote");
     // One more page and it fits.
     s.set_capacity(Some(used + needed));
     transform(&s, case.src(), Path::new(DST), &options(), &NoProgress).expect("fits");
+    assert!(healthy(&s, Path::new(DST)));
+}
+
+/// Parts recreated in place at their own sizes need no room, and no
+/// temporary copy is made (replica 0 stays): on a full file system only
+/// the journal is short, and the refusal says so (it used to blame "the
+/// new parts").
+#[test]
+fn no_room_for_the_journal_is_said_to_be_for_the_journal() {
+    let fx = Fixture::new(&[&[16], &[8, 8]], false);
+    let s = fx.copy();
+    const SWAPPED: Layout<'static> = &[
+        &[("/pool/r0p0", 16)],
+        &[("/pool/r1p1", 8), ("/pool/r1p0", 8)],
+    ];
+    put_set(&s, Path::new(DST), false, SWAPPED);
+    let used: u64 = s
+        .image()
+        .files()
+        .values()
+        .map(|f| f.bytes.len() as u64)
+        .sum();
+    s.set_capacity(Some(used + PAGE));
+    let before = s.image();
+    let err =
+        transform(&s, &fx.set_path, Path::new(DST), &options(), &NoProgress).expect_err("refused");
+    assert_eq!(
+        err.to_string(),
+        "failed to transform /pool/pool.set -> /pool/dst.set: not enough free space for the journal in /pool: 65536 bytes needed, 4096 available"
+    );
+    assert!(s.image() == before, "a refused transform wrote");
+    s.set_capacity(Some(used + (64 << 10)));
+    transform(&s, &fx.set_path, Path::new(DST), &options(), &NoProgress).expect("fits");
     assert!(healthy(&s, Path::new(DST)));
 }
 

@@ -337,7 +337,7 @@ fn the_visitor_sees_the_same_ranges_and_can_stop() {
     })
     .unwrap_err();
     assert!(
-        matches!(&err, WalkError::Visit { offset, source } if *offset == map.ranges()[5].offset && source == "enough"),
+        matches!(&err, WalkError::Visit { offset, error } if *offset == map.ranges()[5].offset && error == "enough"),
         "{err}"
     );
 }

@@ -107,7 +107,7 @@ pub(crate) fn read(sysfs: &Path, major: u64, minor: u64, path: &Path) -> Result<
             return Err(Error::Io {
                 op: "realpath",
                 path: subsystem,
-                source,
+                os: source,
             })
         }
     };
@@ -126,7 +126,7 @@ pub(crate) fn read(sysfs: &Path, major: u64, minor: u64, path: &Path) -> Result<
     let dev_dir = std::fs::canonicalize(&node).map_err(|source| Error::Io {
         op: "realpath",
         path: node.clone(),
-        source,
+        os: source,
     })?;
     for candidate in align_candidates(sysfs, &dev_dir) {
         let text = match std::fs::read_to_string(&candidate) {
@@ -136,7 +136,7 @@ pub(crate) fn read(sysfs: &Path, major: u64, minor: u64, path: &Path) -> Result<
                 return Err(Error::Io {
                     op: "read",
                     path: candidate,
-                    source,
+                    os: source,
                 })
             }
         };
@@ -204,7 +204,7 @@ impl DevDaxProbe {
                 return Err(Error::Io {
                     op: "read",
                     path: list,
-                    source,
+                    os: source,
                 })
             }
         };
@@ -275,7 +275,7 @@ impl DevDaxProbe {
                 return Err(Error::Io {
                     op: "stat",
                     path: path.to_path_buf(),
-                    source,
+                    os: source,
                 })
             }
         };
@@ -395,7 +395,7 @@ fn read_attr(path: &Path) -> Result<String, Error> {
     std::fs::read_to_string(path).map_err(|source| Error::Io {
         op: "read",
         path: path.to_path_buf(),
-        source,
+        os: source,
     })
 }
 

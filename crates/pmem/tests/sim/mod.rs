@@ -753,7 +753,7 @@ fn a_capacity_limits_creates_and_reports_free_space() {
     assert_eq!(s.free_space(p(DIR)).expect("free"), Some(400));
     let err = s.create(p("/pool/b.part"), 401).expect_err("full");
     assert!(
-        matches!(&err, Error::Allocate { source, .. } if source.raw_os_error() == Some(libc::ENOSPC)),
+        matches!(&err, Error::Allocate { os, .. } if os.raw_os_error() == Some(libc::ENOSPC)),
         "{err:?}"
     );
     assert_eq!(s.stat(p("/pool/b.part")).expect("stat"), None);
@@ -964,16 +964,10 @@ fn outcome_of_err(err: &Error) -> Outcome {
     match err {
         Error::Exists { .. } => Outcome::Exists,
         Error::Locked { .. } => Outcome::Locked,
-        Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOENT) => {
-            Outcome::NotFound
-        }
-        Error::IoAt { source, .. } if source.raw_os_error() == Some(libc::EBADF) => {
-            Outcome::ReadOnly
-        }
+        Error::Io { os, .. } if os.raw_os_error() == Some(libc::ENOENT) => Outcome::NotFound,
+        Error::IoAt { os, .. } if os.raw_os_error() == Some(libc::EBADF) => Outcome::ReadOnly,
         // ftruncate through a read-only descriptor.
-        Error::Io { source, .. } if source.raw_os_error() == Some(libc::EINVAL) => {
-            Outcome::ReadOnly
-        }
+        Error::Io { os, .. } if os.raw_os_error() == Some(libc::EINVAL) => Outcome::ReadOnly,
         Error::IoAt { .. } | Error::ShortRead { .. } => Outcome::OutOfRange,
         other => panic!("unexpected error {other:?}"),
     }
@@ -1267,4 +1261,51 @@ fn every_change_is_a_crash_point_in_the_every_change_scope() {
     assert!(s.written_bytes(p(PART)).is_some());
     s.crash_after(0);
     assert!(s.set_mode(p(PART), 0o600).is_err(), "the scope is kept");
+}
+
+/// A guarded directory refuses changes of its entries as the kernel
+/// would, and says so beforehand through the obstacle queries; the mark
+/// outlives a crash, and taking it away lifts it.
+#[test]
+fn guarded_directories_refuse_entry_changes_and_say_so_first() {
+    use poolsync_pmem::sim::Guard;
+    use poolsync_pmem::Obstacle;
+    let errno = |e: Error| e.os_error().and_then(std::io::Error::raw_os_error);
+    let s = fresh();
+    drop(durable_part(&s, 4096));
+    let other = p("/pool/b.part");
+
+    s.guard_dir(p("/"), Some(Guard::ReadOnly));
+    let read_only = Some(Obstacle::ReadOnly {
+        dir: PathBuf::from(DIR),
+    });
+    assert_eq!(s.removal_obstacle(p(PART)).expect("query"), read_only);
+    assert_eq!(s.creation_obstacle(other).expect("query"), read_only);
+    assert_eq!(errno(s.remove(p(PART)).unwrap_err()), Some(libc::EROFS));
+    assert_eq!(errno(s.create(other, 4096).unwrap_err()), Some(libc::EROFS));
+    assert_eq!(
+        errno(s.rename(p(PART), other).unwrap_err()),
+        Some(libc::EROFS)
+    );
+    let s = s.after_crash();
+    assert!(s.remove(p(PART)).is_err(), "the mark survives the crash");
+    s.guard_dir(p("/"), None);
+
+    s.guard_dir(p(DIR), Some(Guard::AppendOnly));
+    assert!(matches!(
+        s.removal_obstacle(p(PART)).expect("query"),
+        Some(Obstacle::AppendOnly { .. })
+    ));
+    assert_eq!(s.creation_obstacle(other).expect("query"), None);
+    drop(
+        s.create(other, 4096)
+            .expect("append-only takes new entries"),
+    );
+    assert_eq!(errno(s.remove(p(PART)).unwrap_err()), Some(libc::EPERM));
+
+    s.guard_dir(p(DIR), Some(Guard::NotWritable));
+    assert_eq!(errno(s.remove(p(PART)).unwrap_err()), Some(libc::EACCES));
+    s.guard_dir(p(DIR), None);
+    assert_eq!(s.removal_obstacle(p(PART)).expect("query"), None);
+    s.remove(p(PART)).expect("unguarded");
 }
