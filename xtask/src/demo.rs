@@ -449,16 +449,7 @@ fn set_file(dir: &Path) -> String {
 
 /// The text of a pool set file whose replicas have the given parts.
 fn set_text(dir: &Path, replicas: &[&[(&str, u64)]]) -> String {
-    let mut text = String::from("PMEMPOOLSET\n");
-    for (i, parts) in replicas.iter().enumerate() {
-        if i > 0 {
-            text.push_str("REPLICA\n");
-        }
-        for (name, mib) in *parts {
-            text.push_str(&format!("{mib}M {}\n", dir.join(name).display()));
-        }
-    }
-    text
+    crate::pools::Layout::new(replicas).set_text(dir)
 }
 
 fn say(text: &str) {

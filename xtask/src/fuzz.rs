@@ -351,6 +351,11 @@ fn long(root: &Path, args: &LongArgs) -> Result<()> {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let mut figures = parse_figures(&stderr);
         figures.seconds = started.elapsed().as_secs_f64();
+        // With -verbosity=0 libFuzzer prints no `corp:` line: the corpus
+        // is what its directory holds now.
+        if let Some(n) = count_files(&corpus) {
+            figures.corpus = n;
+        }
         if !output.status.success() && figures.finding.is_none() {
             figures.finding = Some(format!("exit status {}", output.status));
         }
@@ -399,6 +404,17 @@ fn long(root: &Path, args: &LongArgs) -> Result<()> {
     Ok(())
 }
 
+/// The number of files in `dir`, or `None` when it cannot be listed.
+fn count_files(dir: &Path) -> Option<u64> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    Some(
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .count() as u64,
+    )
+}
+
 /// The host's target triple (`rustc -vV`), under which cargo-fuzz puts
 /// its binaries.
 fn host_triple() -> Result<String> {
@@ -429,6 +445,17 @@ mod tests {
         );
         assert!(parse_long(&["--runs".to_string(), "0".to_string()]).is_err());
         assert!(parse_long(&["--bogus".to_string()]).is_err());
+    }
+
+    #[test]
+    fn the_corpus_is_counted_in_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(count_files(dir.path()), Some(0));
+        std::fs::write(dir.path().join("a"), b"x").unwrap();
+        std::fs::write(dir.path().join("b"), b"y").unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        assert_eq!(count_files(dir.path()), Some(2));
+        assert_eq!(count_files(&dir.path().join("missing")), None);
     }
 
     #[test]

@@ -1,25 +1,24 @@
-//! `cargo xtask kill-loop [--rounds N] [--dir DIR]`: the long version of the
-//! transform kill loops of the interop suite, built in release.
+//! `cargo xtask kill-loop [--rounds N] [--dir DIR]`: the long transform
+//! kill loops, kept under their old name.
 //!
-//! CI runs the short version of each loop (`cargo xtask test`): a few
-//! dozen kills. This runs the same tests with `POOLSYNC_KILL_ROUNDS=N`
-//! (default 200: `kill -9` at N moments spread over an add of a replica
-//! and over an add of `SINGLEHDR`) and `POOLSYNC_KILL_EVERY_SYSCALL=1`
-//! (strace kills at every occurrence of every system call that changes a
-//! file, for an add of a replica and an add and a removal of
-//! `SINGLEHDR`). No kill may need a manual step. `--dir` puts the pools in
-//! another directory (`TMPDIR`): on a tmpfs (`/dev/shm`) allocation is slow
-//! and a kill lands inside it more often.
+//! The timed `kill -9` loops are the soak's (`soak --only
+//! transform,transform-singlehdr --runs N --dir DIR`: an add of a replica,
+//! and an add and a removal of `SINGLEHDR`). Then the interop suite's
+//! strace loop runs in release with `POOLSYNC_KILL_EVERY_SYSCALL=1`: strace
+//! kills at every occurrence of every system call that changes a file, for
+//! an add of a replica and an add and a removal of `SINGLEHDR` (CI hits
+//! only the first and the last occurrence of each). No kill may need a
+//! manual step.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::util;
+use crate::{soak, util};
 
 /// Runs the loops.
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
-    let mut rounds: u32 = 200;
+    let mut rounds: u32 = soak::DEFAULT_RUNS;
     let mut dir = None;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -36,6 +35,19 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             }
         }
     }
+    soak::run(
+        root,
+        &soak::Options {
+            runs: rounds,
+            only: Some(vec![
+                "transform".to_string(),
+                "transform-singlehdr".to_string(),
+            ]),
+            dir: dir.as_ref().map(PathBuf::from),
+            seed: None,
+            smoke: false,
+        },
+    )?;
     let mut cmd = util::cargo();
     cmd.args([
         "test",
@@ -47,10 +59,8 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         "--",
         "--nocapture",
         "--test-threads=1",
-        "transform::kill_9_",
         "transform_kill::",
     ])
-    .env("POOLSYNC_KILL_ROUNDS", rounds.to_string())
     .env("POOLSYNC_KILL_EVERY_SYSCALL", "1")
     .current_dir(root);
     if let Some(dir) = dir {

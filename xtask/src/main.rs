@@ -25,6 +25,9 @@ mod fuzz;
 mod kill_loop;
 mod man;
 mod package;
+mod pools;
+mod soak;
+mod soak_writers;
 mod sshd;
 mod test;
 mod util;
@@ -104,13 +107,27 @@ Commands:
                              `rsync --inplace --no-whole-file`: bytes on the
                              wire, time, peak RSS on both hosts; see
                              docs/performance.md.
+  soak [--runs N] [--only W,..] [--dir DIR] [--seed S] [--smoke]
+                             The long kill loops (docs/reliability.md): for
+                             every writer (create, sync, sync-verify, transform,
+                             transform-singlehdr, rm, export, import, feature,
+                             remote-sync), N rounds (default 200) on fresh
+                             pools in DIR (default: a temporary directory; a
+                             tmpfs widens the windows): SIGKILL the release
+                             poolsync at a pseudo-random moment of its run,
+                             re-run it (killed again in some rounds), run it
+                             to completion, then check the end state. Prints
+                             a table per writer; a round that needs a manual
+                             step fails the soak, naming the writer, round,
+                             seed and stderr. --smoke is CI's short run
+                             (`cargo xtask test`): 3 rounds, seed 1, the debug
+                             build, writers with an open defect left out.
   kill-loop [--rounds N] [--dir DIR]
-                             The long transform kill loops, in release: kill -9
-                             at N moments (default 200) of an add of a replica
-                             and of SINGLEHDR, and strace kills at every system
-                             call of an add of a replica and of adding and
-                             removing SINGLEHDR; no kill may need a manual step.
-                             DIR holds the pools (a tmpfs widens the windows).
+                             The transform loops: `soak --only transform,
+                             transform-singlehdr --runs N`, then strace kills
+                             at every system call of an add of a replica and
+                             of adding and removing SINGLEHDR (the interop
+                             test transform_kill, in release).
   help                       Print this text.
 
 Environment:
@@ -170,6 +187,7 @@ fn run(args: Vec<String>) -> Result<()> {
         "bench" => bench::command(&root, &rest),
         "man" => man::command(&root, &rest),
         "completions" => man::completions_command(&root, &rest),
+        "soak" => soak::command(&root, &rest),
         "kill-loop" => kill_loop::run(&root, &rest),
         other => bail!("unknown command `{other}`; `cargo xtask help` lists the commands"),
     }

@@ -7,6 +7,8 @@
 //! `<test name>: <reason>` to the file named by `POOLSYNC_SKIP_LOG`, and we
 //! print those lines in a box at the end so that a green run cannot hide
 //! that half of the suite did not run. With `CI=true` nothing may skip.
+//! Last comes the soak's short run (`soak --smoke`): three kill rounds of
+//! every writer on the debug build.
 
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -14,7 +16,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use crate::util;
+use crate::{soak, util};
 
 /// Environment variable through which interop tests report that they skipped.
 pub const SKIP_LOG_ENV: &str = "POOLSYNC_SKIP_LOG";
@@ -147,6 +149,16 @@ pub fn execute(root: &Path, ci: bool) -> Result<Summary> {
                 .failures
                 .push(format!("`{}` failed", util::display(&cmd)));
         }
+    }
+
+    // The short soak: every writer killed in three rounds, on the debug
+    // binary the tests just built (`soak::Options::smoke`).
+    util::step("soak smoke: 3 kill rounds of every writer");
+    if let Err(e) = soak::run(root, &soak::Options::smoke()) {
+        eprintln!("xtask: the soak smoke failed: {e:#}");
+        summary
+            .failures
+            .push(format!("the soak smoke failed: {e:#}"));
     }
 
     summary.skip_lines = skip_log.lines()?;

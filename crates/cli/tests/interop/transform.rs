@@ -422,15 +422,6 @@ fn refusals_match_pmempool_and_change_nothing() {
     );
 }
 
-/// Rounds of a `kill -9` loop: `default`, or `POOLSYNC_KILL_ROUNDS` (the
-/// long loops of `cargo xtask kill-loop` set it).
-pub(crate) fn kill_rounds(default: u32) -> u32 {
-    std::env::var("POOLSYNC_KILL_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// `kill -9` at spread-out moments of an add, then a re-run: after every
 /// kill the old set file opens the source with its data, or not, and the
 /// re-run alone completes the transform: no kill needs a manual step.
@@ -448,7 +439,8 @@ fn kill_9_while_adding_a_replica() {
     poolsync(&["transform", &src_set, &dst_set]).assert_success();
     let whole = started.elapsed();
     let bin = env!("CARGO_BIN_EXE_poolsync");
-    let rounds = kill_rounds(24);
+    // A sample for CI; `cargo xtask soak --only transform` runs the long loop.
+    let rounds = 24;
     let mut finished = 0;
     for i in 0..rounds {
         // Back to the source alone: remove what a finished run added.
@@ -935,7 +927,8 @@ fn kill_9_while_adding_singlehdr() {
     poolsync(&["transform", &src_set, &dst_set]).assert_success();
     let whole = started.elapsed();
     let bin = env!("CARGO_BIN_EXE_poolsync");
-    let rounds = kill_rounds(16);
+    // A sample for CI; `cargo xtask soak --only transform-singlehdr` runs the long loop.
+    let rounds = 16;
     let mut renamed = Vec::new();
     for i in 0..rounds {
         poolsync(&["transform", &dst_set, &src_set]).assert_success();
