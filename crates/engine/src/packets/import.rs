@@ -1196,27 +1196,11 @@ fn write_request<S: Storage>(
             ));
         }
     }
-    write_aside(storage, path, &bytes)?;
+    crate::durable::replace_small_file(storage, path, &bytes)?;
     Ok(RewindWritten {
         path: path.to_path_buf(),
         destination: name.to_string(),
         ranges: request.ranges.len(),
         blocks: request.ranges.iter().map(|r| r.blocks).sum(),
     })
-}
-
-/// Writes `bytes` to `path` aside, fenced, and renames it into place.
-fn write_aside<S: Storage>(storage: &S, path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let tmp = state::tmp_path(path);
-    crate::durable::remove_if_exists(storage, &tmp)?;
-    let file = storage.create_aux(&tmp, 0o644)?;
-    file.set_len(bytes.len() as u64)?;
-    file.write_at(0, bytes)?;
-    file.flush(0, bytes.len() as u64)?;
-    file.fence()?;
-    drop(file);
-    storage.fsync_parent(&tmp)?;
-    storage.rename(&tmp, path)?;
-    storage.fsync_parent(path)?;
-    Ok(())
 }
