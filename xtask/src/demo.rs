@@ -294,7 +294,15 @@ fn remote_copy(demo: &Demo, client: Option<&Path>) -> Result<()> {
             ("POOLSYNC_REMOTE_PATH".to_string(), remote_path),
         ],
     };
-    say("The first sync creates the remote parts on site-c and seeds them.");
+    say(
+        "The first sync creates the remote parts on site-c and seeds them: every\n\
+         block goes, so it reads the source once and tracks no epochs yet.",
+    );
+    remote.expect(&["sync", "-v", "admin.set"], 0)?;
+    say(
+        "The next sync finds site-c current by comparing digests, and leaves a sync\n\
+         mark there naming the epoch of the source it holds.",
+    );
     remote.expect(&["sync", "-v", "admin.set"], 0)?;
     say("`check` judges the remote replica's headers on its host and shows its lag.");
     remote.expect(&["check", "-v", "admin.set"], 0)?;
@@ -308,9 +316,9 @@ fn remote_copy(demo: &Demo, client: Option<&Path>) -> Result<()> {
     remote.expect(&["check", "admin.set"], 0)?;
     say(
         "... and the dry run shows what the next sync sends: only the blocks that\n\
-         differ, with the bytes for the wire. The first sync left a sync mark on\n\
-         site-c naming the epoch it holds, so they are the blocks the source\n\
-         changed since, and site-c reads nothing to compare.",
+         differ, with the bytes for the wire. The sync mark on site-c names the\n\
+         epoch it holds, so they are the blocks the source changed since, and\n\
+         site-c reads nothing to compare.",
     );
     remote.expect(&["sync", "-d", "admin.set"], 0)?;
     remote.expect(&["sync", "-v", "admin.set"], 0)?;

@@ -45,12 +45,7 @@ pub const WRITERS: &[Writer] = &[
         name: "create",
         what: "create obj of a three-replica set of six parts",
         remote: false,
-        open_defect: Some(
-            "a killed create leaves a part it created but did not yet allocate (0 bytes, mode 000), \
-             or parts whose headers it began to write, and `create` run again refuses both \
-             (file size does not match config; the pool header area is not zero); \
-             issue 15, defect 3",
-        ),
+        open_defect: None,
         prepare: create,
     },
     Writer {
@@ -99,13 +94,7 @@ pub const WRITERS: &[Writer] = &[
         name: "import",
         what: "import seeding a destination (even rounds) or updating it (odd rounds), from 4 MiB files",
         remote: false,
-        open_defect: Some(
-            "a seeding import killed between creating a part and allocating it leaves a 0-byte part \
-             that the re-run refuses (file size does not match config); one killed while it deletes \
-             a packet of several files leaves the rest, which the re-run refuses as incomplete; and \
-             one killed after deleting the packet exits 1 when run again (none of the packet files \
-             exists); issue 15, defect 3",
-        ),
+        open_defect: None,
         prepare: import,
     },
     Writer {

@@ -96,6 +96,13 @@ fn method_line(plan: &RemotePlan) -> String {
             "  by epochs: its sync mark proves it holds epoch {e}; the {} bytes the source changed after it are sent, and nothing is read to compare\n",
             plan.totals.bytes_differing
         ),
+        // Every part new: nothing to compare, everything is sent.
+        (None, Some(why)) if plan.totals.bytes_compared == 0 && plan.totals.bytes_to_copy > 0 => {
+            format!(
+                "  whole: {} bytes sent, nothing to compare, because {why}\n",
+                plan.totals.bytes_to_copy
+            )
+        }
         (None, Some(why)) => format!(
             "  by digests: {} bytes compared, because {why}\n",
             plan.totals.bytes_compared

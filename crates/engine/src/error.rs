@@ -125,7 +125,7 @@ pub enum Error {
         error: poolsync_pmem::Error,
     },
     /// A failed `create` could not remove every file it had created.
-    #[error("{error}; removing the files this run created failed too, remove them by hand: {}", leftovers.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    #[error("{error}; removing the files this run created failed too ({}): its journal keeps them named, and the same `poolsync create` run again removes them first", leftovers.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
     Leftovers {
         error: Box<Error>,
         leftovers: Vec<PathBuf>,
@@ -473,6 +473,21 @@ pub enum Error {
         what: String,
         expected: String,
         hint: String,
+    },
+    /// `create`: the journal of an interrupted create cannot be read.
+    #[error("{}: create journal: {reason}; it records a create that was interrupted, but the files it names cannot be told from others without it: check them, remove the journal and run create again", at(path, *line))]
+    CreateJournal {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    /// `create`: the journal of an interrupted create names a file that is
+    /// not provably that create's.
+    #[error("{}: records an interrupted create of the file {}, but the file {what}, so it is not provably that create's: if it is not needed, remove it (`rm {}`) and run create again", journal.display(), path.display(), path.display())]
+    CreateLeftover {
+        journal: PathBuf,
+        path: PathBuf,
+        what: String,
     },
     /// `transform`: the journal of an interrupted transform cannot be used.
     #[error("{}: transform journal: {reason}", at(path, *line))]

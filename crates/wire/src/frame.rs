@@ -143,6 +143,11 @@ fn frame_crc(head: &[u8], stored: &[u8]) -> u32 {
 pub struct Codec {
     compressor: Option<zstd::bulk::Compressor<'static>>,
     decompressor: Option<zstd::bulk::Decompressor<'static>>,
+    /// A `write` payload being sealed ([`Codec::seal_data`]), kept for the
+    /// next: bulk data is a megabyte a frame.
+    raw: Vec<u8>,
+    /// The compressed payload being sealed, kept for the next.
+    packed: Vec<u8>,
 }
 
 impl std::fmt::Debug for Codec {
@@ -175,6 +180,41 @@ impl Codec {
         )
     }
 
+    /// The frame of `Message::Write { offset, data }` (or of a `data`
+    /// answer, by `kind`), byte for byte what [`Codec::seal`] makes of it,
+    /// without the copies and allocations of building the message first.
+    pub fn seal_data(
+        &mut self,
+        kind: u8,
+        offset: u64,
+        data: &[u8],
+        max_payload: u32,
+    ) -> Result<Vec<u8>, Error> {
+        use crate::message::kind as k;
+        let name = match kind {
+            k::WRITE => "write",
+            k::DATA => "data",
+            _ => return Err(Error::UnknownKind { kind }),
+        };
+        if data.is_empty() || data.len() > crate::message::MAX_DATA as usize {
+            return Err(Error::Encode {
+                message: name,
+                problem: format!(
+                    "data: {} bytes is outside 1 to {}",
+                    data.len(),
+                    crate::message::MAX_DATA
+                ),
+            });
+        }
+        let mut raw = std::mem::take(&mut self.raw);
+        raw.clear();
+        raw.extend_from_slice(&offset.to_le_bytes());
+        raw.extend_from_slice(data);
+        let sealed = self.seal_raw(kind, name, &raw, true, max_payload);
+        self.raw = raw;
+        sealed
+    }
+
     /// The frame of a payload already encoded ([`Message::encode`] of a
     /// message of `kind`, named `name` in errors).
     pub fn seal_raw(
@@ -193,14 +233,11 @@ impl Codec {
             .ok()
             .filter(|&n| n <= max_payload)
             .ok_or_else(|| too_large(raw.len()))?;
-        let packed = if compressible && raw.len() >= COMPRESS_MIN {
-            self.compress(raw, name)?.filter(|p| p.len() < raw.len())
+        let packed = compressible && raw.len() >= COMPRESS_MIN && self.compress(raw, name)?;
+        let (flags, stored) = if packed && self.packed.len() < raw.len() {
+            (FLAG_ZSTD, self.packed.as_slice())
         } else {
-            None
-        };
-        let (flags, stored) = match &packed {
-            Some(p) => (FLAG_ZSTD, p.as_slice()),
-            None => (0, raw),
+            (0, raw)
         };
         // `stored` is never longer than `raw`, which fits.
         let stored_len = stored.len() as u32;
@@ -216,7 +253,8 @@ impl Codec {
         Ok(frame)
     }
 
-    fn compress(&mut self, raw: &[u8], name: &'static str) -> Result<Option<Vec<u8>>, Error> {
+    /// Compresses `raw` into `self.packed`; `false` when it does not go.
+    fn compress(&mut self, raw: &[u8], name: &'static str) -> Result<bool, Error> {
         let c = match &mut self.compressor {
             Some(c) => c,
             None => self
@@ -230,7 +268,10 @@ impl Codec {
         };
         // A compressor that fails on some input is no reason to fail the
         // frame: it goes out stored.
-        Ok(c.compress(raw).ok())
+        self.packed.clear();
+        self.packed
+            .reserve(zstd::zstd_safe::compress_bound(raw.len()));
+        Ok(c.compress_to_buffer(raw, &mut self.packed).is_ok())
     }
 
     /// Checks the CRC of a frame whose header is `header` (decoded from
@@ -253,6 +294,20 @@ impl Codec {
         header: &FrameHeader,
         stored: &[u8],
     ) -> Result<Vec<u8>, Error> {
+        let mut out = Vec::new();
+        self.payload_into(head, header, stored, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Codec::payload`] into `out`, whose allocation a receiver keeps
+    /// from frame to frame (bulk data is megabytes a frame).
+    pub fn payload_into(
+        &mut self,
+        head: &[u8; FRAME_HEADER_LEN],
+        header: &FrameHeader,
+        stored: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), Error> {
         let kind = header.kind;
         if stored.len() != header.stored_len as usize {
             return Err(Error::FrameHeader {
@@ -273,8 +328,10 @@ impl Codec {
                 computed,
             });
         }
+        out.clear();
         if !header.compressed {
-            return Ok(stored.to_vec());
+            out.extend_from_slice(stored);
+            return Ok(());
         }
         let fail = |problem: String| Error::Decompress { kind, problem };
         let d = match &mut self.decompressor {
@@ -283,17 +340,19 @@ impl Codec {
                 zstd::bulk::Decompressor::new().map_err(|e| fail(format!("zstd context: {e}")))?,
             ),
         };
-        let mut out = vec![0u8; header.raw_len as usize];
+        // `raw_len` is bounded by the agreed payload limit (decode_header).
+        let want = header.raw_len as usize;
+        out.reserve(want);
+        // Into the spare capacity, which zstd never writes beyond.
         let n = d
-            .decompress_to_buffer(stored, &mut out[..])
+            .decompress_to_buffer(stored, out)
             .map_err(|e| fail(e.to_string().to_lowercase()))?;
-        if n != out.len() {
+        if n != want {
             return Err(fail(format!(
-                "{n} bytes decompressed, the frame declares {}",
-                out.len()
+                "{n} bytes decompressed, the frame declares {want}"
             )));
         }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -303,6 +362,54 @@ mod tests {
 
     fn header_of(frame: &[u8]) -> [u8; FRAME_HEADER_LEN] {
         frame[..FRAME_HEADER_LEN].try_into().unwrap()
+    }
+
+    #[test]
+    fn sealed_data_is_the_sealed_message_and_opens_into_a_kept_buffer() {
+        let mut plain = Codec::new();
+        let mut fast = Codec::new();
+        let mut receiver = Codec::new();
+        let mut payload = Vec::new();
+        // Compressible, incompressible, tiny; a buffer kept across frames
+        // of different sizes.
+        let noisy: Vec<u8> = (0..70_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let cases: [(u8, u64, Vec<u8>); 4] = [
+            (crate::message::kind::WRITE, 4096, vec![7u8; 1 << 20]),
+            (crate::message::kind::WRITE, 12, noisy),
+            (crate::message::kind::DATA, 1, vec![1, 2, 3]),
+            (crate::message::kind::WRITE, u64::MAX - 9, vec![9u8; 9]),
+        ];
+        for (kind, offset, data) in cases {
+            let m = if kind == crate::message::kind::WRITE {
+                Message::Write {
+                    offset,
+                    data: data.clone(),
+                }
+            } else {
+                Message::Data {
+                    offset,
+                    data: data.clone(),
+                }
+            };
+            let a = plain.seal(&m, MAX_PAYLOAD).unwrap();
+            let b = fast.seal_data(kind, offset, &data, MAX_PAYLOAD).unwrap();
+            assert_eq!(a, b, "offset {offset}");
+            let h = decode_header(&header_of(&b), MAX_PAYLOAD).unwrap();
+            receiver
+                .payload_into(&header_of(&b), &h, &b[FRAME_HEADER_LEN..], &mut payload)
+                .unwrap();
+            let (at, bytes) = Message::decode_data(kind, &payload).unwrap();
+            assert_eq!((at, bytes), (offset, &data[..]));
+        }
+        assert!(fast
+            .seal_data(crate::message::kind::WRITE, 0, &[], MAX_PAYLOAD)
+            .is_err());
+        assert!(fast
+            .seal_data(crate::message::kind::FENCE, 0, &[1], MAX_PAYLOAD)
+            .is_err());
+        assert!(Message::decode_data(crate::message::kind::WRITE, &[0u8; 8]).is_err());
     }
 
     #[test]

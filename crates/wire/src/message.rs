@@ -535,6 +535,22 @@ impl Message {
         Ok(w.buf)
     }
 
+    /// The offset and bytes of a `write` or `data` payload, borrowed from
+    /// it instead of copied: what [`Message::decode`] checks, for the
+    /// receiver of bulk data that writes the bytes straight away.
+    pub fn decode_data(kind: u8, payload: &[u8]) -> Result<(u64, &[u8]), Error> {
+        let message = match kind {
+            kind::WRITE | kind::DATA => name_of(kind).unwrap_or("data"),
+            _ => return Err(Error::UnknownKind { kind }),
+        };
+        let mut r = Reader {
+            buf: payload,
+            pos: 0,
+            message,
+        };
+        data_fields(&mut r)
+    }
+
     /// Decodes the payload of a frame of kind `kind`.
     pub fn decode(kind: u8, payload: &[u8]) -> Result<Message, Error> {
         let name = name_of(kind).ok_or(Error::UnknownKind { kind })?;
@@ -576,16 +592,7 @@ impl Message {
             }
             kind::DIGESTS => decode_digests(&mut r)?,
             kind::WRITE | kind::DATA => {
-                let offset = r.u64("offset")?;
-                let data = r.rest();
-                if data.is_empty() || data.len() > MAX_DATA as usize {
-                    return Err(r.field_at(
-                        8,
-                        "data",
-                        format!("{} bytes is outside 1 to {MAX_DATA}", data.len()),
-                    ));
-                }
-                check_range(&r, offset, data.len() as u64, 8)?;
+                let (offset, data) = data_fields(&mut r)?;
                 let data = data.to_vec();
                 if kind == kind::WRITE {
                     Message::Write { offset, data }
@@ -708,6 +715,22 @@ pub fn name_of(kind: u8) -> Option<&'static str> {
         kind::REMOVED => "removed",
         _ => return None,
     })
+}
+
+/// The fields of a `write` or `data` payload: the offset, then 1 to
+/// [`MAX_DATA`] bytes that fit below 2^64.
+fn data_fields<'a>(r: &mut Reader<'a>) -> Result<(u64, &'a [u8]), Error> {
+    let offset = r.u64("offset")?;
+    let data = r.rest();
+    if data.is_empty() || data.len() > MAX_DATA as usize {
+        return Err(r.field_at(
+            8,
+            "data",
+            format!("{} bytes is outside 1 to {MAX_DATA}", data.len()),
+        ));
+    }
+    check_range(r, offset, data.len() as u64, 8)?;
+    Ok((offset, data))
 }
 
 /// Refuses a range whose end overflows 64 bits.

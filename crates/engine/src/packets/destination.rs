@@ -122,6 +122,12 @@ pub fn open_destination<S: Storage>(
                     blank_or_missing += 1;
                     continue;
                 }
+                // Created by a seed that was stopped before it allocated
+                // the file: `create_parts` makes it anew.
+                _ if unfinished(part) => {
+                    blank_or_missing += 1;
+                    continue;
+                }
                 (PartStatus::Ok, _) if !has_header => continue,
                 (PartStatus::Ok, HeaderState::Read(h)) if h.hdr.is_zero() => {
                     blank_or_missing += 1;
@@ -290,7 +296,14 @@ pub fn create_parts<S: Storage>(
     };
     for rep in &mut dest.set.replicas {
         for part in &mut rep.parts {
-            if part.status != PartStatus::Missing {
+            if unfinished(part) {
+                part.file = None;
+                storage.remove(&part.path).map_err(|e| Error::PartStorage {
+                    set: dest.set.path.clone(),
+                    line: part.line,
+                    error: e,
+                })?;
+            } else if part.status != PartStatus::Missing {
                 created.all_fresh = false;
                 continue;
             }
@@ -310,6 +323,15 @@ pub fn create_parts<S: Storage>(
     }
     sync_dirs(storage, dest.set.parts().map(|p| p.path.as_path()))?;
     Ok(created)
+}
+
+/// A part that a seed created and was stopped before it allocated: empty,
+/// and with no permission bits (parts are created with mode 0 and get
+/// their mode once the pool is whole). Nobody else makes such a file, and
+/// it holds nothing.
+fn unfinished<F>(part: &crate::open::OpenPart<F>) -> bool {
+    matches!(part.status, PartStatus::SizeMismatch { actual: 0, .. })
+        && part.meta.is_some_and(|m| m.mode & 0o777 == 0 && m.len == 0)
 }
 
 /// Syncs the directories that hold `paths`.

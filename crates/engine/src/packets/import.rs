@@ -40,6 +40,7 @@ use poolsync_pmem::{PartFile, Storage};
 use serde::Serialize;
 
 use super::apply::{check_destination, write_records, CheckReport, NoRecords, Writer};
+use super::deleting;
 use super::destination::{
     create_parts, finish_modes, open_destination, write_seed_headers, Destination, Shape,
 };
@@ -332,7 +333,18 @@ pub fn import<S: Storage>(
         bytes_written: 0,
     };
     let key = options.key.as_ref();
-    let Some(logical) = read_all(storage, packets, key, &dest, state.as_ref(), &mut report)? else {
+    // An import stopped while it deleted packet files: finish that first.
+    let earlier = deleting::finish(storage, path, key, readonly || options.keep)?;
+    let mut recognized = Vec::new();
+    let read = read_all(
+        storage,
+        packets,
+        key,
+        (&dest, state.as_ref()),
+        (&earlier, &mut recognized),
+        &mut report,
+    )?;
+    let Some(logical) = read else {
         finish_diagnosis(storage, &dest, state.as_ref(), &[], options, &mut report)?;
         return Ok(report);
     };
@@ -422,6 +434,7 @@ pub fn import<S: Storage>(
             }
         }
     }
+    report_recognized(&earlier, &recognized, &mut report);
     report.after = held.as_ref().map(|h| (h.timeline, h.epoch));
     report.interrupted =
         dest.interrupted && !report.packets.iter().any(|p| p.verdict == Verdict::Applied);
@@ -435,9 +448,51 @@ pub fn import<S: Storage>(
             &mut report,
         )?;
     } else if !options.dry_run && !options.keep {
-        delete_done(storage, &logical, &mut report)?;
+        delete_done(storage, path, &logical, &mut report)?;
     }
     Ok(report)
+}
+
+/// The packets whose files an earlier import deleted (it was stopped
+/// before it was done, and this run finished it), for the named files
+/// that are gone: skipped, and deleted.
+fn report_recognized(earlier: &deleting::Finished, named: &[PathBuf], report: &mut ImportReport) {
+    let mut seen = std::collections::BTreeSet::new();
+    for p in named {
+        let Some(packet) = earlier
+            .listed
+            .iter()
+            .find(|(f, _)| f.as_path() == p.as_path())
+            .map(|(_, k)| k)
+        else {
+            continue;
+        };
+        if !seen.insert(packet.packet_id.clone()) {
+            continue;
+        }
+        let files: Vec<PathBuf> = packet.files.iter().map(PathBuf::from).collect();
+        report.packets.push(PacketReport {
+            path: files.first().cloned().unwrap_or_else(|| p.clone()),
+            files,
+            packet_id: Some(packet.packet_id.clone()),
+            timeline: packet.timeline,
+            base_epoch: packet.base_epoch,
+            new_epoch: packet.new_epoch,
+            source: String::new(),
+            destinations: Vec::new(),
+            data_blocks: 0,
+            zero_blocks: 0,
+            bytes: 0,
+            verdict: Verdict::Skipped {
+                reason: format!(
+                    "already applied (epoch {}): an import that was stopped while it deleted the packet's files had deleted them",
+                    packet.new_epoch
+                ),
+            },
+            deleted: true,
+        });
+    }
+    report.deleted.extend(earlier.deleted.iter().cloned());
 }
 
 /// A destination's state (if usable) and why it is not.
@@ -482,17 +537,24 @@ fn read_all<S: Storage>(
     storage: &S,
     paths: &[PathBuf],
     key: Option<&Key>,
-    dest: &Destination<S::File>,
-    state: Option<&StateFile<S::Aux>>,
+    (dest, state): (&Destination<S::File>, Option<&StateFile<S::Aux>>),
+    (earlier, recognized): (&deleting::Finished, &mut Vec<PathBuf>),
     report: &mut ImportReport,
 ) -> Result<Option<Vec<LogicalPacket>>, Error> {
     let mut files = Vec::new();
     let mut damaged = Vec::new();
+    let cwd = storage.current_dir()?;
     for p in paths {
-        // A file that is not there may have been applied and deleted by a
-        // run that stopped before it was done; a packet that is really
-        // missing leaves a gap that the epochs reveal.
         if storage.stat(p)?.is_none() {
+            // Deleted by an import that was stopped while it deleted the
+            // files of packets the destination holds: its record says so.
+            let abs = deleting::absolute(&cwd, p);
+            if earlier.listed.contains_key(&abs) {
+                recognized.push(abs);
+                continue;
+            }
+            // Otherwise a packet that is really missing leaves a gap
+            // that the epochs reveal.
             report.missing.push(p.clone());
             continue;
         }
@@ -502,7 +564,8 @@ fn read_all<S: Storage>(
             Err(e) => return Err(e),
         }
     }
-    if files.is_empty() && damaged.is_empty() && !report.missing.is_empty() {
+    if files.is_empty() && damaged.is_empty() && recognized.is_empty() && !report.missing.is_empty()
+    {
         return Err(Error::CannotImport {
             set: dest.set.path.clone(),
             reason: format!(
@@ -1011,12 +1074,24 @@ fn new_head(old: Option<&State>, packet: &LogicalPacket, now: u64) -> State {
     head
 }
 
-/// Deletes the files of the packets applied or skipped.
+/// Deletes the files of the packets applied or skipped, recorded first
+/// ([`deleting`]) so that a run stopped half-way is finished by the next.
 fn delete_done<S: Storage>(
     storage: &S,
+    set: &Path,
     logical: &[LogicalPacket],
     report: &mut ImportReport,
 ) -> Result<(), Error> {
+    let done: Vec<&LogicalPacket> = logical
+        .iter()
+        .zip(report.packets.iter())
+        .filter(|(_, r)| matches!(r.verdict, Verdict::Applied | Verdict::Skipped { .. }))
+        .map(|(p, _)| p)
+        .collect();
+    if done.is_empty() {
+        return Ok(());
+    }
+    deleting::begin(storage, set, &done)?;
     let mut dirs = std::collections::BTreeSet::new();
     for (packet, r) in logical.iter().zip(report.packets.iter_mut()) {
         if !matches!(r.verdict, Verdict::Applied | Verdict::Skipped { .. }) {
@@ -1033,7 +1108,7 @@ fn delete_done<S: Storage>(
     for d in dirs {
         storage.fsync_dir(&d)?;
     }
-    Ok(())
+    deleting::end(storage, set)
 }
 
 /// `--diagnose`: the exports that would fill what is missing, and the

@@ -28,6 +28,7 @@
 //! [`files`].
 
 pub mod apply;
+pub mod deleting;
 pub mod describe;
 pub mod destination;
 pub mod epoch;

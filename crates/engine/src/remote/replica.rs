@@ -384,11 +384,8 @@ impl Endpoint for RemoteReplica {
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), Error> {
         for (i, chunk) in data.chunks(MAX_DATA as usize).enumerate() {
-            let message = Message::Write {
-                offset: offset + (i * MAX_DATA as usize) as u64,
-                data: chunk.to_vec(),
-            };
-            self.session.send(&message)?;
+            self.session
+                .send_write(offset + (i * MAX_DATA as usize) as u64, chunk)?;
         }
         Ok(())
     }

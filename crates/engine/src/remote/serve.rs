@@ -91,11 +91,16 @@ pub fn serve<S: Storage>(
         encoder: Codec::new(),
         decoder: Codec::new(),
         report: ServeReport::default(),
+        stored: Vec::new(),
+        payload: Vec::new(),
     };
     loop {
-        let Some(message) = server.receive(&mut input)? else {
+        let message = match server.receive(&mut input)? {
+            Some(Received::Message(m)) => m,
+            // Written already; a write has no answer.
+            Some(Received::Written) => continue,
             // The client went away: dropping the set releases its locks.
-            return Ok(server.report);
+            None => return Ok(server.report),
         };
         let close = matches!(message, Message::Close);
         let answer = server.handle(message);
@@ -137,6 +142,31 @@ struct Server<'a, S: Storage> {
     encoder: Codec,
     decoder: Codec,
     report: ServeReport,
+    /// The stored payload of the frame being read (kept for the next).
+    stored: Vec<u8>,
+    /// Its payload, decompressed (kept for the next).
+    payload: Vec<u8>,
+}
+
+/// A frame received.
+enum Received {
+    /// A request to handle.
+    Message(Message),
+    /// A `write` request, which [`Server::receive`] carried out (or, after
+    /// an earlier failure, dropped) as it read it.
+    Written,
+}
+
+/// Carries out a `write` request: its failure is kept for the next fence,
+/// and once one failed, writes are dropped until then.
+fn write_to<F: PartFile>(served: Option<&mut Served<F>>, offset: u64, data: &[u8]) {
+    if let Some(s) = served {
+        if s.pending.is_none() {
+            if let Err(e) = s.replica().and_then(|r| r.write(offset, data)) {
+                s.pending = Some(e.to_string());
+            }
+        }
+    }
 }
 
 /// A `failed` answer.
@@ -178,7 +208,7 @@ fn failure(e: &Error) -> Message {
 impl<S: Storage> Server<'_, S> {
     /// The next message, `None` when the client's input ended between
     /// frames.
-    fn receive(&mut self, input: &mut dyn Read) -> Result<Option<Message>, Error> {
+    fn receive(&mut self, input: &mut dyn Read) -> Result<Option<Received>, Error> {
         let frame = self.report.frames_in + 1;
         let mut head = [0u8; FRAME_HEADER_LEN];
         let mut got = 0;
@@ -202,18 +232,34 @@ impl<S: Storage> Server<'_, S> {
                 error: source,
             }
         })?;
-        let mut stored = vec![0u8; header.stored_len as usize];
+        // Bulk data comes a few megabytes a frame: the buffers are kept
+        // from frame to frame, and a write's bytes go to the replica from
+        // them without a copy.
+        let stored_len = header.stored_len as usize;
+        if self.stored.len() < stored_len {
+            self.stored.resize(stored_len, 0);
+        }
+        let stored = &mut self.stored[..stored_len];
         input
-            .read_exact(&mut stored)
+            .read_exact(stored)
             .map_err(|e| conn_error(&format!("reading frame {frame}"), &e))?;
         self.report.frames_in = frame;
+        let protocol = |source| Error::ServeProtocol {
+            frame,
+            error: source,
+        };
         self.decoder
-            .open(&head, &header, &stored)
-            .map(Some)
-            .map_err(|source| Error::ServeProtocol {
-                frame,
-                error: source,
-            })
+            .payload_into(&head, &header, stored, &mut self.payload)
+            .map_err(protocol)?;
+        if header.kind == poolsync_wire::message::kind::WRITE {
+            let (offset, data) =
+                Message::decode_data(header.kind, &self.payload).map_err(protocol)?;
+            write_to(self.served.as_mut(), offset, data);
+            return Ok(Some(Received::Written));
+        }
+        Message::decode(header.kind, &self.payload)
+            .map(|m| Some(Received::Message(m)))
+            .map_err(protocol)
     }
 
     fn send(&mut self, out: &mut dyn Write, answer: &Message) -> Result<(), Error> {
@@ -252,13 +298,7 @@ impl<S: Storage> Server<'_, S> {
             Message::Open(open) => Some(self.open(&open)),
             Message::Close => Some(Message::Done),
             Message::Write { offset, data } => {
-                if let Some(s) = self.served.as_mut() {
-                    if s.pending.is_none() {
-                        if let Err(e) = s.replica().and_then(|r| r.write(offset, &data)) {
-                            s.pending = Some(e.to_string());
-                        }
-                    }
-                }
+                write_to(self.served.as_mut(), offset, &data);
                 None
             }
             Message::Flush { offset, len } => {

@@ -245,6 +245,35 @@ impl Session {
         })
     }
 
+    /// Sends a `write` request of `data` at `offset` (at most
+    /// [`poolsync_wire::MAX_DATA`] bytes), sealed without building the
+    /// message first.
+    pub(crate) fn send_write(&self, offset: u64, data: &[u8]) -> Result<(), Error> {
+        let mut codec = self
+            .codecs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+            .unwrap_or_default();
+        let sealed = codec.seal_data(
+            poolsync_wire::message::kind::WRITE,
+            offset,
+            data,
+            self.agreed.max_payload,
+        );
+        self.codecs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(codec);
+        let frame = sealed.map_err(|source| Error::RemoteProtocol {
+            node: self.node.clone(),
+            frame: self.frames_sent.load(Ordering::Relaxed) + 1,
+            direction: "to the server",
+            error: source,
+        })?;
+        self.send_frame(&frame, "write")
+    }
+
     /// Sends a request that has no answer.
     pub fn send(&self, message: &Message) -> Result<(), Error> {
         let frame = self.seal(message)?;

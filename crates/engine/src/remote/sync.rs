@@ -349,6 +349,25 @@ fn track<S: Storage>(
     if connected.iter().all(|c| c.remote.is_err()) {
         return Ok(Err("no remote replica could be reached".to_string()));
     }
+    // A remote replica with no part yet receives every block whatever the
+    // epochs say: when every one reached is such a seed, the scan would
+    // only read the whole source a second time (the next sync scans, and
+    // marks them).
+    let seed = |c: &Connected| {
+        c.remote.as_ref().is_ok_and(|r| {
+            r.view()
+                .opened
+                .parts
+                .iter()
+                .all(|p| p.status == poolsync_wire::PartStatus::Missing)
+        })
+    };
+    if connected.iter().filter(|c| c.remote.is_ok()).all(seed) {
+        return Ok(Err(
+            "it is being seeded: every block is sent, and the next sync tracks its epochs"
+                .to_string(),
+        ));
+    }
     let tracker = match Tracker::begin(
         storage,
         &set.path,

@@ -794,6 +794,125 @@ fn failure_midway_removes_new_files_and_keeps_old_ones() {
     assert_eq!(snapshot(d), before);
 }
 
+/// What a killed create leaves on a real file system (issue 15, defect 3):
+/// a part created but not yet allocated (0 bytes, mode 000), a part with
+/// its header written, a reused part whose header page it wrote, and its
+/// journal. The same create run again clears exactly those and makes the
+/// pool; a file at a named path that is not provably that run's is refused
+/// and nothing is touched.
+#[test]
+fn a_killed_create_is_finished_by_running_it_again() {
+    use poolsync_engine::create::{journal_path, CreateJournal, JournalPart};
+    let dir = tmp();
+    let d = dir.path();
+    let set = write_set(d, "k", &[&[8, 8], &[16]], false);
+    let paths = part_paths(&set);
+    // A complete pool first: its headers stand for the ones the killed run
+    // wrote.
+    let first = must_create(&set, &options("k"));
+    let created_size = |_: &Path| first.pool_size;
+    let uuid = header_of(&paths[0][0]).poolset_uuid;
+    // Part r0p1 was being created: empty, mode 000.
+    fs::remove_file(&paths[0][1]).unwrap();
+    fs::write(&paths[0][1], b"").unwrap();
+    fs::set_permissions(&paths[0][1], fs::Permissions::from_mode(0o000)).unwrap();
+    let part = |r: usize, p: usize, size: u64, created: bool| JournalPart {
+        path: paths[r][p].display().to_string(),
+        replica: r,
+        part: p,
+        size: size * MIB,
+        header: true,
+        created,
+    };
+    let mut journal = CreateJournal {
+        version: poolsync_engine::create::CREATE_JOURNAL_VERSION,
+        target: set.display().to_string(),
+        poolset_uuid: uuid.to_canonical(),
+        is_poolset: true,
+        pool_size: created_size(&set),
+        layout: "k".into(),
+        mode: 0o664,
+        parts: vec![
+            part(0, 0, 8, true),
+            part(0, 1, 8, true),
+            // Reused: an existing zeroed file the run wrote a header into.
+            part(1, 0, 16, false),
+        ],
+    };
+    let jpath = journal_path(&set);
+    fs::write(&jpath, journal.render().unwrap()).unwrap();
+    let reused_mode = mode_of(&paths[1][0]);
+
+    // Without the journal this is refused (the header page is not zero);
+    // with it, create finishes.
+    let created = must_create(&set, &options("k"));
+    assert_eq!(created.finished, None);
+    let cleared = created.cleared.as_ref().expect("cleared");
+    assert_eq!(cleared.journal, jpath);
+    assert_eq!(
+        cleared.removed,
+        vec![paths[0][0].clone(), paths[0][1].clone()]
+    );
+    assert_eq!(cleared.zeroed, vec![paths[1][0].clone()]);
+    assert!(!jpath.exists(), "the journal is gone");
+    assert_fresh_pool(&set, "k", false);
+    assert_ne!(header_of(&paths[0][0]).poolset_uuid, uuid, "a new pool");
+    assert_eq!(
+        mode_of(&paths[1][0]),
+        reused_mode,
+        "a reused file keeps its mode"
+    );
+    assert!(created
+        .parts
+        .iter()
+        .any(|p| p.path == paths[1][0] && p.reused));
+
+    // Stopped after it wrote every header, while it gave the files their
+    // mode: the pool is whole, and the same create finishes it.
+    journal.poolset_uuid = header_of(&paths[0][0]).poolset_uuid.to_canonical();
+    for p in [&paths[0][0], &paths[0][1]] {
+        fs::set_permissions(p, fs::Permissions::from_mode(0o000)).unwrap();
+    }
+    fs::write(&jpath, journal.render().unwrap()).unwrap();
+    let before = header_of(&paths[0][0]);
+    let finished = must_create(&set, &options("k"));
+    assert_eq!(finished.finished.as_deref(), Some(jpath.as_path()));
+    assert_eq!(header_of(&paths[0][0]), before, "the same pool");
+    assert_eq!(mode_of(&paths[0][1]), 0o664);
+    assert!(!jpath.exists());
+    assert_fresh_pool(&set, "k", false);
+    // Asked with other options, it is an existing pool like any other.
+    fs::write(&jpath, journal.render().unwrap()).unwrap();
+    let err = create(&FsStorage, &set, &options("other")).expect_err("exists");
+    assert!(matches!(err, Error::NonEmpty { .. }), "{err:?}");
+    assert!(!jpath.exists());
+
+    // A foreign file where the journal names a part: refused, untouched.
+    let foreign = vec![0x5au8; (8 * MIB) as usize];
+    fs::write(&paths[0][1], &foreign).unwrap();
+    fs::write(&jpath, journal.render().unwrap()).unwrap();
+    let before = snapshot(d);
+    let err = create(&FsStorage, &set, &options("k")).expect_err("foreign file");
+    assert!(
+        matches!(err, Error::CreateLeftover { ref path, .. } if *path == paths[0][1]),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("not a pool header") && text.contains(&jpath.display().to_string()),
+        "{text}"
+    );
+    assert_eq!(snapshot(d), before, "nothing touched");
+
+    // A journal that does not parse names its line.
+    fs::write(&jpath, "version = 1\nnonsense\n").unwrap();
+    let err = create(&FsStorage, &set, &options("k")).expect_err("bad journal");
+    assert!(
+        matches!(err, Error::CreateJournal { line: 2, .. }),
+        "{err:?}"
+    );
+}
+
 #[test]
 fn existing_single_file_rules() {
     let dir = tmp();
@@ -911,14 +1030,15 @@ fn force_recreates_a_pool_set_unless_in_use() {
 /// Stops `create` at every flush, fence and directory sync it makes
 /// (ARCHITECTURE.md, "Crash model", rule 3): after a power failure no part
 /// carries a valid header unless every part of every replica exists with all
-/// its data, and running `create -f` again always yields a complete pool.
+/// its data, and running the same `create` again (no `-f`: its journal names
+/// what the stopped run made) always yields a complete pool, and no journal.
 #[test]
 fn create_survives_a_crash_at_every_persistence_point() {
     create_sweep(Sweeping::Crashes);
 }
 
 /// EIO, ENOSPC and EROFS at calls of `create`: a clear error, no header
-/// without the whole pool's data, and `create -f` again makes the pool.
+/// without the whole pool's data, and `create` again makes the pool.
 #[test]
 fn create_under_faults() {
     create_sweep(Sweeping::Faults);
@@ -960,18 +1080,43 @@ fn create_sweep(how: Sweeping) {
                 }
             }
         })
-        // Re-running with -f converges to a complete pool.
+        // Running the same create again converges to a complete pool.
         .rerun(|c| {
-            let again = CreateOptions {
-                force: true,
-                ..opts.clone()
-            };
-            create(&c.storage, set_path, &again)
-                .unwrap_or_else(|e| panic!("{c}: create -f after the crash: {e}"))
+            let journal = poolsync_engine::create::journal_path(set_path);
+            match create(&c.storage, set_path, &opts) {
+                Ok(created) => created,
+                // Stopped after it removed its journal: the pool is whole,
+                // and create refuses an existing pool as pmempool does.
+                Err(Error::NonEmpty { .. })
+                    if c.storage.stat(&journal).expect("stat").is_none() =>
+                {
+                    assert_pool(&sim_reader(&c.storage), set_path, "crash", false);
+                    let again = CreateOptions {
+                        force: true,
+                        ..opts.clone()
+                    };
+                    create(&c.storage, set_path, &again)
+                        .unwrap_or_else(|e| panic!("{c}: create -f of the whole pool: {e}"))
+                }
+                Err(e) => panic!("{c}: create again after the crash: {e}"),
+            }
         })
         // New pools get fresh UUIDs: the end state is checked, not compared.
         .without_end_image()
-        .end(|c, _| assert_pool(&sim_reader(&c.storage), set_path, "crash", false))
+        .end(|c, _| {
+            assert_pool(&sim_reader(&c.storage), set_path, "crash", false);
+            let journal = poolsync_engine::create::journal_path(set_path);
+            for leftover in [
+                journal.clone(),
+                journal.with_extension("poolsync-create.tmp"),
+            ] {
+                assert!(
+                    c.storage.stat(&leftover).expect("stat").is_none(),
+                    "{c}: {} is left",
+                    leftover.display()
+                );
+            }
+        })
         .run();
 }
 

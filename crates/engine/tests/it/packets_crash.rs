@@ -230,6 +230,34 @@ fn a_seeding_import_under_faults() {
     seed_sweep(Sweeping::Faults);
 }
 
+/// A seed killed between creating a part (`O_EXCL`, mode 0) and
+/// allocating it leaves an empty file of mode 0: the same import run again
+/// makes it anew instead of refusing its size (issue 15, defect 3). A file
+/// of mode 0 with bytes in it, or an empty one with a mode, is not such a
+/// leftover and is refused as before.
+#[test]
+fn a_seed_stopped_before_it_allocated_a_part_is_finished() {
+    let (fx, s, b) = sites();
+    export(&s, &fx.set_path, &export_opts("/out/p1"), &NoProgress).unwrap();
+    let packets = [PathBuf::from("/out/p1")];
+    let part = Path::new("/b/r1p1");
+    for (bytes, mode) in [(&b"x"[..], 0), (&b""[..], 0o644)] {
+        let t = s.after_crash_with(poolsync_pmem::sim::Survival::Everything);
+        t.insert_file(part, bytes, mode).unwrap();
+        let err = import(&t, &b, &packets, &import_opts(true), &NoProgress).unwrap_err();
+        assert!(
+            err.to_string().contains("file size does not match"),
+            "{err}"
+        );
+    }
+    s.insert_file(part, b"", 0).unwrap();
+    let outcome =
+        import(&s, &b, &packets, &import_opts(true), &NoProgress).unwrap_or_else(|e| panic!("{e}"));
+    assert!(outcome.seeded && !outcome.refused(), "{outcome:?}");
+    assert_eq!(outcome.after, Some((1, 1)));
+    assert_eq!(s.stat(part).unwrap().unwrap().len, 5 * M);
+}
+
 fn seed_sweep(how: Sweeping) {
     let (fx, s, b) = sites();
     export(&s, &fx.set_path, &export_opts("/out/p1"), &NoProgress).unwrap();
@@ -257,6 +285,11 @@ fn seed_sweep(how: Sweeping) {
         .run();
 }
 
+/// An import that deletes its packet (three files), stopped at every
+/// point of the deletion: the same import run again finishes it and says
+/// the packet is held, whether some of its files are left or none
+/// (issue 15, defect 3). Only once the run has removed its record of the
+/// deletion, its very last step, do the files count as never given.
 #[test]
 fn an_import_that_deletes_its_packet_converges_after_a_crash() {
     let (fx, s, b) = sites();
@@ -269,28 +302,60 @@ fn an_import_that_deletes_its_packet_converges_after_a_crash() {
         &NoProgress,
     )
     .unwrap();
-    change(&s, &fx, 6 * M, 2, 3);
-    export(&s, &fx.set_path, &export_opts("/out/p2"), &NoProgress).unwrap();
-    let packets = [PathBuf::from("/out/p2")];
+    change(&s, &fx, 6 * M, 200, 3);
+    let split = ExportOptions {
+        max_size: 300 << 10,
+        ..export_opts("/out/p2")
+    };
+    let made = export(&s, &fx.set_path, &split, &NoProgress).unwrap();
+    let packets: Vec<PathBuf> = made
+        .packet
+        .as_ref()
+        .expect("a packet")
+        .files
+        .iter()
+        .map(|f| f.path.clone())
+        .collect();
+    assert!(packets.len() >= 3, "{packets:?}");
     let opts = import_opts(false);
     let test = CrashTest::new("import and delete", s, |w| {
         import(w, &b, &packets, &opts, &NoProgress)
     });
     let reference = test.reference();
     assert_eq!(reference.outcome.deleted, packets);
-    let points: Vec<u64> = (reference.n().saturating_sub(6)..=reference.n()).collect();
+    let record = poolsync_engine::packets::deleting::deleting_path(&b);
+    let n = reference.n();
+    let points: Vec<u64> = (n.saturating_sub(12)..=n).collect();
     test.sweep(&reference, points)
         .rerun(|c| match c.run() {
-            Ok(outcome) => outcome,
-            // The packet was applied and deleted before the crash.
+            Ok(outcome) => {
+                assert!(!outcome.refused(), "{c}: {outcome:?}");
+                assert_eq!(outcome.after, Some((1, 2)), "{c}");
+                outcome
+            }
+            // The run was done: its files and its record are gone.
             Err(e) => {
                 assert!(
-                    e.to_string().contains("none of the packet files exists"),
+                    e.to_string().contains("none of the packet files exists")
+                        && c.storage.stat(&record).unwrap().is_none(),
                     "{c}: {e}"
                 );
-                assert_eq!(b_epoch(&c.storage, &b), Some(2), "{c}");
                 reference.outcome.clone()
             }
+        })
+        .end(|c, _| {
+            for p in &packets {
+                assert!(
+                    c.storage.stat(p).unwrap().is_none(),
+                    "{c}: {} is left",
+                    p.display()
+                );
+            }
+            assert!(
+                c.storage.stat(&record).unwrap().is_none(),
+                "{c}: the record is left"
+            );
+            assert_eq!(b_epoch(&c.storage, &b), Some(2), "{c}");
         })
         .run();
 }

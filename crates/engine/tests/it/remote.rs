@@ -213,6 +213,8 @@ fn a_dry_run_writes_nothing_and_counts_what_a_run_sends() {
 #[test]
 fn a_remote_changed_on_its_host_is_rewound() {
     let (fx, s, admin) = setup();
+    // Seeded, then marked by the next sync.
+    run(&s, &admin);
     run(&s, &admin);
     // Something wrote the standby's file behind libpmemobj's back (its
     // run_id did not move) and poolsync's (its sync mark stands): the
@@ -717,10 +719,19 @@ fn an_update_sends_the_changes_since_the_epoch_its_mark_proves() {
         m.push(".poolsync-synced");
         PathBuf::from(m)
     };
-    // Seeded: no mark yet, so compared (here: created); marked after.
+    // Seeded: every block is sent, and the source is not scanned a second
+    // time for epochs (so no mark yet).
     let out = run(&s, &admin);
     let plan = out.remotes[0].plan.as_ref().unwrap();
     assert_eq!(plan.since_epoch, None);
+    assert_eq!(plan.totals.bytes_compared, 0);
+    let why = plan.digests_because.clone().unwrap_or_default();
+    assert!(why.contains("being seeded"), "{why}");
+    assert!(s.stat(&mark).unwrap().is_none(), "a sync mark after a seed");
+    // The next sync compares by digests (it is current), scans and marks.
+    let out = run(&s, &admin);
+    let plan = out.remotes[0].plan.as_ref().unwrap();
+    assert!(plan.current && plan.since_epoch.is_none(), "{plan:#?}");
     assert!(s.stat(&mark).unwrap().is_some(), "no sync mark written");
     let state = poolsync_engine::packets::state_path(&admin);
     assert!(s.stat(&state).unwrap().is_some(), "no state file written");

@@ -22,6 +22,15 @@ use serde::Serialize;
 use crate::load;
 use crate::Error;
 
+mod journal;
+
+use journal::Interrupted;
+
+pub use journal::{
+    journal_path, parse as parse_journal, Cleared, CreateJournal, JournalPart, ParseError,
+    CREATE_JOURNAL_MAX, CREATE_JOURNAL_SUFFIX, CREATE_JOURNAL_VERSION,
+};
+
 /// `pmempool create`'s default mode for new files (its umask is forced to 0).
 pub const DEFAULT_MODE: u32 = 0o664;
 /// `PMEMOBJ_MAX_LAYOUT`: the layout field's size, including its terminating NUL.
@@ -83,6 +92,12 @@ pub struct Created {
     pub parts: Vec<CreatedPart>,
     /// Files removed first because of [`CreateOptions::force`].
     pub removed: Vec<PathBuf>,
+    /// What an interrupted create of the same target had left, cleared
+    /// first (its journal named it: see [`journal_path`]).
+    pub cleared: Option<Cleared>,
+    /// The journal of an interrupted create of the same pool that had
+    /// written every header: this run took its pool and did its last steps.
+    pub finished: Option<PathBuf>,
 }
 
 /// Creates an obj pool (a single file) or all replicas of an obj pool set at
@@ -120,6 +135,79 @@ fn create_inner<S: Storage>(
     local_only: bool,
 ) -> Result<Created, Error> {
     check_layout(target, &options.layout)?;
+    // A run that was killed left its journal: what it named and provably
+    // made goes first, so that this run starts where it did.
+    let cleared = match journal::clear_interrupted(storage, target)? {
+        Some(Interrupted::Complete(j)) if adoptable(&j, options) => {
+            return adopt(storage, target, j)
+        }
+        // A whole pool made with other options is an existing pool like
+        // any other: refused, or removed first with `force`.
+        Some(Interrupted::Complete(_)) => {
+            journal::remove(storage, target)?;
+            None
+        }
+        Some(Interrupted::Cleared(c)) => Some(c),
+        None => None,
+    };
+    let mut created = create_target(storage, target, options, local_only)?;
+    created.cleared = cleared;
+    Ok(created)
+}
+
+/// Whether this run asks for the pool an interrupted run made whole.
+fn adoptable(j: &CreateJournal, options: &CreateOptions) -> bool {
+    !options.force
+        && j.layout == options.layout
+        && j.mode == options.mode
+        && options
+            .size
+            .is_none_or(|s| !j.is_poolset && j.parts.first().is_some_and(|p| p.size == s))
+}
+
+/// Finishes the run whose journal records a whole pool: its last steps
+/// (the mode of the files it created, their directories synced, the
+/// journal removed).
+fn adopt<S: Storage>(storage: &S, target: &Path, j: CreateJournal) -> Result<Created, Error> {
+    let created: Vec<&JournalPart> = j.parts.iter().filter(|p| p.created).collect();
+    for p in &created {
+        storage.set_mode(Path::new(&p.path), j.mode)?;
+    }
+    let dirs: BTreeSet<PathBuf> = created
+        .iter()
+        .map(|p| parent_of(Path::new(&p.path)))
+        .collect();
+    for dir in dirs {
+        storage.fsync_dir(&dir)?;
+    }
+    journal::remove_last(storage, target)?;
+    Ok(Created {
+        path: target.to_path_buf(),
+        is_poolset: j.is_poolset,
+        pool_size: j.pool_size,
+        parts: j
+            .parts
+            .iter()
+            .map(|p| CreatedPart {
+                replica: p.replica,
+                part: p.part,
+                path: PathBuf::from(&p.path),
+                size: p.size,
+                reused: !p.created,
+            })
+            .collect(),
+        removed: Vec::new(),
+        cleared: None,
+        finished: Some(journal_path(target)),
+    })
+}
+
+fn create_target<S: Storage>(
+    storage: &S,
+    target: &Path,
+    options: &CreateOptions,
+    local_only: bool,
+) -> Result<Created, Error> {
     // pmempool refuses -s with a pool set before it looks at the value.
     let check_size = || match options.size {
         Some(size) if size < poolset::OBJ_MIN_POOL => Err(Error::SizeTooSmall {
@@ -282,6 +370,23 @@ fn create_set<S: Storage>(
         }
     }
 
+    // What this run is about to create or write, durable before it does:
+    // a run killed from here on is finished by running it again.
+    let pool = NewPool {
+        size: pool_size,
+        layout: &options.layout,
+        poolset_uuid: new_uuid(),
+    };
+    let record = journal_of(
+        storage,
+        target,
+        &pool,
+        (is_poolset, options.mode),
+        &opened,
+        &fresh,
+    )?;
+    journal::write(storage, target, &record)?;
+
     let mut slots: Vec<Slot<S::File>> = opened
         .into_iter()
         .map(|(plan, file)| Slot {
@@ -296,11 +401,12 @@ fn create_set<S: Storage>(
         .and_then(|()| sync_dirs(storage, &slots))
         .and_then(|()| {
             slots.sort_by_key(|s| (s.plan.replica, s.plan.part));
-            write_pool::<S>(target, set, pool_size, &options.layout, &slots)
+            write_pool::<S>(target, set, &pool, &slots)
         })
-        .and_then(|()| finish(storage, &slots, options.mode));
+        .and_then(|()| finish(storage, &slots, options.mode))
+        .and_then(|()| journal::remove_last(storage, target));
     if let Err(error) = outcome {
-        return Err(roll_back(storage, slots, error));
+        return Err(roll_back(storage, target, slots, error));
     }
 
     let parts = slots
@@ -319,7 +425,56 @@ fn create_set<S: Storage>(
         pool_size,
         parts,
         removed,
+        cleared: None,
+        finished: None,
     })
+}
+
+/// The journal of a run that reuses the parts `opened` and creates the
+/// parts `fresh`.
+fn journal_of<S: Storage>(
+    storage: &S,
+    target: &Path,
+    pool: &NewPool<'_>,
+    (is_poolset, mode): (bool, u32),
+    opened: &[(PartPlan, S::File)],
+    fresh: &[PartPlan],
+) -> Result<CreateJournal, Error> {
+    let cwd = storage.current_dir()?;
+    let mut parts: Vec<(&PartPlan, bool)> = opened
+        .iter()
+        .map(|(p, _)| (p, false))
+        .chain(fresh.iter().map(|p| (p, true)))
+        .collect();
+    parts.sort_by_key(|(p, _)| (p.replica, p.part));
+    let text = |p: &Path| journal::absolute(&cwd, p).to_string_lossy().into_owned();
+    Ok(CreateJournal {
+        version: CREATE_JOURNAL_VERSION,
+        target: text(target),
+        poolset_uuid: pool.poolset_uuid.to_canonical(),
+        is_poolset,
+        pool_size: pool.size,
+        layout: pool.layout.to_string(),
+        mode,
+        parts: parts
+            .into_iter()
+            .map(|(p, created)| JournalPart {
+                path: text(&p.path),
+                replica: p.replica,
+                part: p.part,
+                size: p.size,
+                header: p.has_header,
+                created,
+            })
+            .collect(),
+    })
+}
+
+/// The pool [`write_pool`] writes.
+struct NewPool<'a> {
+    size: u64,
+    layout: &'a str,
+    poolset_uuid: RawUuid,
 }
 
 /// Resolves every part, and refuses what libpmemobj refuses (or what we do
@@ -633,10 +788,10 @@ fn create_fresh<S: Storage>(
 fn write_pool<S: Storage>(
     target: &Path,
     set: &PoolSet,
-    pool_size: u64,
-    layout: &str,
+    pool: &NewPool<'_>,
     slots: &[Slot<S::File>],
 ) -> Result<(), Error> {
+    let (pool_size, layout) = (pool.size, pool.layout);
     let image = header::obj_initial_image(pool_size, layout).map_err(|e| Error::Unsupported {
         set: target.to_path_buf(),
         line: 0,
@@ -705,7 +860,7 @@ fn write_pool<S: Storage>(
         path: target.to_path_buf(),
         reason: e.to_string(),
     })?;
-    let poolset_uuid = new_uuid();
+    let poolset_uuid = pool.poolset_uuid;
     let mut features = Features::DEFAULT;
     if set.options.single_hdr {
         features.incompat |= header::FEAT_SINGLEHDR;
@@ -831,14 +986,23 @@ fn parent_of(path: &Path) -> PathBuf {
 
 /// Removes every file this run created; files that existed before are left
 /// as they are (their header page is still zero: headers are written last,
-/// and a header written before the failure is zeroed again).
-fn roll_back<S: Storage>(storage: &S, slots: Vec<Slot<S::File>>, error: Error) -> Error {
+/// and a header written before the failure is zeroed again). The journal
+/// goes last, and only when every created file is gone: otherwise it names
+/// them for the next run.
+fn roll_back<S: Storage>(
+    storage: &S,
+    target: &Path,
+    slots: Vec<Slot<S::File>>,
+    error: Error,
+) -> Error {
     let mut leftovers = Vec::new();
+    let mut dirs = BTreeSet::new();
     for slot in slots {
         if slot.created {
             if storage.remove(&slot.plan.path).is_err() {
                 leftovers.push(slot.plan.path.clone());
             }
+            dirs.insert(parent_of(&slot.plan.path));
         } else if slot.plan.has_header {
             let page = [0u8; header::POOL_HDR_SIZE];
             let _ = slot
@@ -850,6 +1014,12 @@ fn roll_back<S: Storage>(storage: &S, slots: Vec<Slot<S::File>>, error: Error) -
         drop(slot.file);
     }
     if leftovers.is_empty() {
+        // The removals are durable before the journal that names them goes.
+        let _ = dirs
+            .iter()
+            .try_for_each(|d| storage.fsync_dir(d))
+            .map_err(Error::from)
+            .and_then(|()| journal::remove(storage, target));
         error
     } else {
         Error::Leftovers {
