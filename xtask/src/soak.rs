@@ -166,6 +166,11 @@ struct Figures {
     remote_kills: u32,
     /// Timers that fired after the command had completed.
     completed_before_kill: u32,
+    /// Kills that landed after the command had done all its work (its
+    /// last step, such as removing its journal, was done), so that the
+    /// re-run gave the answer the writer gives to a finished job
+    /// ([`Writer::finished_refusal`]); the end state is checked as always.
+    finished_then_killed: u32,
     /// Kills after which a child the killed run had just forked still held
     /// the pool set's files (it had not reached `exec` yet); the re-run
     /// waited for it, as a refusal "in use" would say to.
@@ -410,8 +415,8 @@ fn indent(text: &str) -> String {
 /// The figures as a markdown table.
 fn table(rows: &[(&str, Figures)]) -> String {
     let mut out = String::from(
-        "\n| writer | rounds | kills | completed before kill | re-runs | max re-runs in a round | waits for a fork | failures | uncut run | wall time |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "\n| writer | rounds | kills | completed before kill | finished, then killed | re-runs | max re-runs in a round | waits for a fork | failures | uncut run | wall time |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for (name, f) in rows {
         let kills = if f.remote_kills > 0 {
@@ -420,9 +425,10 @@ fn table(rows: &[(&str, Figures)]) -> String {
             f.kills.to_string()
         };
         out.push_str(&format!(
-            "| `{name}` | {} | {kills} | {} | {} | {} | {} | {} | {:.0} ms | {:.0} s |\n",
+            "| `{name}` | {} | {kills} | {} | {} | {} | {} | {} | {} | {:.0} ms | {:.0} s |\n",
             f.rounds,
             f.completed_before_kill,
+            f.finished_then_killed,
             f.reruns,
             f.max_reruns,
             f.forks_waited,
@@ -470,7 +476,15 @@ fn soak_writer(
                     String::new(),
                 )
             })
-            .and_then(|round| kill_round(cx, &round, &rdir, &logs, &mut rng, whole, figures));
+            .and_then(|round| {
+                let run = Run {
+                    writer,
+                    round: &round,
+                    dir: &rdir,
+                    logs: &logs,
+                };
+                kill_round(cx, &run, &mut rng, whole, figures)
+            });
         match outcome {
             Ok(line) => {
                 eprintln!("{} round {i}: {line}", writer.name);
@@ -723,15 +737,30 @@ fn run_and_kill(
 /// One round on a prepared scenario: kills, re-runs, the final run and the
 /// checks. `Ok` is a line for the log; `Err` says what failed and the
 /// command line.
+/// One round's writer, scenario, directory and logs.
+struct Run<'a> {
+    writer: &'a Writer,
+    round: &'a Round,
+    dir: &'a Path,
+    logs: &'a Logs,
+}
+
 fn kill_round(
     cx: &Cx,
-    round: &Round,
-    dir: &Path,
-    logs: &Logs,
+    run: &Run<'_>,
     rng: &mut Rng,
     whole: Duration,
     figures: &mut Figures,
 ) -> Result<String, (String, String)> {
+    let (round, dir, logs) = (run.round, run.dir, run.logs);
+    // A run that exited 1 because the killed run had finished: the
+    // writer says whether its stderr is that answer (the end state is
+    // checked as for any round).
+    let finished = |log: &Path| {
+        run.writer
+            .finished_refusal
+            .is_some_and(|says| fs::read_to_string(log).is_ok_and(|t| t.contains(says)))
+    };
     let mut line: Vec<String> = Vec::new();
     let fail = |what: String, line: &[String]| {
         let schedule = if line.is_empty() {
@@ -759,7 +788,8 @@ fn kill_round(
         let delay = kill_delay(rng, whole);
         let remote = round.remote_pid.is_some() && rng.below(3) == 0;
         runs += 1;
-        match run_and_kill(cx, round, dir, &logs.next(), delay, remote)
+        let log = logs.next();
+        match run_and_kill(cx, round, dir, &log, delay, remote)
             .map_err(|e| fail(format!("{e:#}"), &line))?
         {
             Killed::Landed { remote } => {
@@ -785,6 +815,12 @@ fn kill_round(
                 done = true;
                 break;
             }
+            Killed::Exited(_) if runs > 1 && finished(&log) => {
+                figures.finished_then_killed += 1;
+                line.push("refused as an existing pool: the killed run had finished".to_string());
+                done = true;
+                break;
+            }
             Killed::Exited(status) => {
                 return Err(fail(
                     format!(
@@ -801,9 +837,13 @@ fn kill_round(
     if !done {
         runs += 1;
         let limit = (whole * HANG_FACTOR).max(HANG_MIN);
-        let status = run_uncut(cx, round, dir, &logs.next(), limit)
-            .map_err(|e| fail(format!("{e:#}"), &line))?;
-        if !status.success() {
+        let log = logs.next();
+        let status =
+            run_uncut(cx, round, dir, &log, limit).map_err(|e| fail(format!("{e:#}"), &line))?;
+        if !status.success() && finished(&log) {
+            figures.finished_then_killed += 1;
+            line.push("refused as an existing pool: the killed run had finished".to_string());
+        } else if !status.success() {
             return Err(fail(
                 format!(
                     "the final uncut run (run {runs}) exited with {status}: it needs a manual step"

@@ -34,6 +34,12 @@ pub struct Writer {
     /// short run (`cargo xtask test`) leaves the writer out and says why;
     /// the full soak runs it.
     pub open_defect: Option<&'static str>,
+    /// What a re-run says on stderr (exiting 1) when the run before it was
+    /// killed after it had done all its work: `create` refuses an existing
+    /// pool, as pmempool does, and a kill that lands after it removed its
+    /// journal (its last step) leaves just that. The end state is checked
+    /// as for any round.
+    pub finished_refusal: Option<&'static str>,
     /// Builds round `round`'s scenario in `dir` (empty) and says which
     /// command to run and how to check its end.
     pub prepare: fn(&Cx, &Path, &mut Rng, u32) -> Result<Round>,
@@ -46,6 +52,7 @@ pub const WRITERS: &[Writer] = &[
         what: "create obj of a three-replica set of six parts",
         remote: false,
         open_defect: None,
+        finished_refusal: Some("non-empty file detected"),
         prepare: create,
     },
     Writer {
@@ -53,6 +60,7 @@ pub const WRITERS: &[Writer] = &[
         what: "sync rebuilding one or two replicas: parts removed, truncated, or with a broken header and stale blocks",
         remote: false,
         open_defect: None,
+        finished_refusal: None,
         prepare: sync,
     },
     Writer {
@@ -60,6 +68,7 @@ pub const WRITERS: &[Writer] = &[
         what: "sync --verify repairing scattered damage in the live lanes of two of three replicas",
         remote: false,
         open_defect: None,
+        finished_refusal: None,
         prepare: sync_verify,
     },
     Writer {
@@ -67,6 +76,7 @@ pub const WRITERS: &[Writer] = &[
         what: "transform adding a two-part replica",
         remote: false,
         open_defect: None,
+        finished_refusal: None,
         prepare: transform_add,
     },
     Writer {
@@ -74,6 +84,7 @@ pub const WRITERS: &[Writer] = &[
         what: "transform adding OPTION SINGLEHDR (even rounds) or removing it (odd rounds)",
         remote: false,
         open_defect: None,
+        finished_refusal: None,
         prepare: transform_singlehdr,
     },
     Writer {
@@ -81,6 +92,7 @@ pub const WRITERS: &[Writer] = &[
         what: "rm of a three-replica set in two directories with its state file",
         remote: false,
         open_defect: None,
+        finished_refusal: None,
         prepare: rm,
     },
     Writer {
@@ -88,6 +100,7 @@ pub const WRITERS: &[Writer] = &[
         what: "export of a first packet (even rounds) or an incremental one (odd rounds), in 4 MiB files",
         remote: false,
         open_defect: None,
+        finished_refusal: None,
         prepare: export,
     },
     Writer {
@@ -95,6 +108,7 @@ pub const WRITERS: &[Writer] = &[
         what: "import seeding a destination (even rounds) or updating it (odd rounds), from 4 MiB files",
         remote: false,
         open_defect: None,
+        finished_refusal: None,
         prepare: import,
     },
     Writer {
@@ -102,6 +116,7 @@ pub const WRITERS: &[Writer] = &[
         what: "feature --disable SHUTDOWN_STATE (even rounds) or --enable (odd rounds) on nine headers",
         remote: false,
         open_defect: None,
+        finished_refusal: None,
         prepare: feature,
     },
     Writer {
@@ -109,6 +124,7 @@ pub const WRITERS: &[Writer] = &[
         what: "sync of a remote replica over ssh, seeding (even rounds) or updating (odd rounds); one kill in three hits the remote end",
         remote: true,
         open_defect: None,
+        finished_refusal: None,
         prepare: remote_sync,
     },
 ];

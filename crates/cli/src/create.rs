@@ -188,6 +188,7 @@ pub fn run(args: Args, settings: &crate::settings::Settings) -> anyhow::Result<E
     };
     match create_all(&storage, &file, &options, &connector, &seeding, &NoProgress) {
         Ok(all) => {
+            interrupted_notes(&all.local);
             let failed = all.remotes.iter().find_map(|r| r.error.as_deref());
             let message = failed.map(|e| {
                 format!(
@@ -244,6 +245,41 @@ pub fn run(args: Args, settings: &crate::settings::Settings) -> anyhow::Result<E
             }
             Ok(ExitCode::from(1))
         }
+    }
+}
+
+/// Notes on stderr of what an interrupted create had left (pmempool's
+/// stdout stays as it was).
+fn interrupted_notes(created: &create::Created) {
+    let list = |paths: &[PathBuf]| {
+        paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(c) = &created.cleared {
+        let mut what = Vec::new();
+        if !c.removed.is_empty() {
+            what.push(format!("removed {}", list(&c.removed)));
+        }
+        if !c.zeroed.is_empty() {
+            what.push(format!("zeroed the header page of {}", list(&c.zeroed)));
+        }
+        if what.is_empty() {
+            what.push("nothing of it was there".to_string());
+        }
+        eprintln!(
+            "note: {} recorded a create that was interrupted: {} before creating the pool again",
+            c.journal.display(),
+            what.join("; ")
+        );
+    }
+    if let Some(journal) = &created.finished {
+        eprintln!(
+            "note: {} recorded a create that was interrupted after it had written the whole pool: finished it (the files have their mode, the journal is gone)",
+            journal.display()
+        );
     }
 }
 

@@ -1,5 +1,5 @@
 //! The record of the packet files an import is deleting
-//! (`<set>.poolsync-deleting`, docs/format.md §26.7).
+//! (`<set>.poolsync-deleting`, docs/format.md §26.8).
 //!
 //! An import deletes the files of the packets it applied or skipped, one
 //! file at a time. Stopped in between, it would leave part of a packet,
