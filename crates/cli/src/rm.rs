@@ -226,6 +226,8 @@ impl FileDoc {
             Role::StateFile => ("state_file", None, None),
             Role::RemoteRecord => ("remote_record", None, None),
             Role::SyncMark => ("sync_mark", None, None),
+            Role::CreateJournal => ("create_journal", None, None),
+            Role::DeletionRecord => ("deletion_record", None, None),
         };
         let (outcome, error) = match &file.outcome {
             Outcome::NotOwned { .. } => ("not_owned", Some(not_owned_message(file))),

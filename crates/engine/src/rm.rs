@@ -82,6 +82,12 @@ pub enum Role {
     /// The sync mark a remote replica's host keeps
     /// (`<set>.poolsync-synced`, see [`crate::remote::mark`]).
     SyncMark,
+    /// The journal an interrupted create left (`<set>.poolsync-create`,
+    /// see [`crate::create::journal_path`]).
+    CreateJournal,
+    /// The record of the packet files an interrupted import was deleting
+    /// (`<set>.poolsync-deleting`, see [`crate::packets::deleting`]).
+    DeletionRecord,
 }
 
 /// What happened to one file.
@@ -488,6 +494,27 @@ fn remove_leftovers<S: Storage>(
                 observer,
             ));
             let _ = storage.fsync_parent(&path);
+        }
+    }
+    // What an interrupted create or import left beside the set: only a
+    // file that reads as one.
+    let journal = crate::create::journal_path(target);
+    let record = crate::packets::deleting::deleting_path(target);
+    for (path, role, ours) in [
+        (
+            &journal,
+            Role::CreateJournal,
+            crate::create::is_journal(storage, &journal),
+        ),
+        (
+            &record,
+            Role::DeletionRecord,
+            crate::packets::deleting::is_record(storage, &record),
+        ),
+    ] {
+        if ours {
+            out.push(remove_one(storage, path, role, options, observer));
+            let _ = storage.fsync_parent(path);
         }
     }
     if options.remove_set_file {

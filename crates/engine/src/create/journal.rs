@@ -141,6 +141,13 @@ pub fn journal_path(target: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Whether the file at `path` reads as a create journal.
+pub fn is_journal<S: Storage>(storage: &S, path: &Path) -> bool {
+    storage
+        .read_all(path, CREATE_JOURNAL_MAX)
+        .is_ok_and(|b| parse(&b).is_ok())
+}
+
 /// `path` made absolute against `cwd`, without touching the file system.
 pub(super) fn absolute(cwd: &Path, path: &Path) -> PathBuf {
     if path.is_absolute() {

@@ -27,8 +27,8 @@ mod journal;
 use journal::Interrupted;
 
 pub use journal::{
-    journal_path, parse as parse_journal, Cleared, CreateJournal, JournalPart, ParseError,
-    CREATE_JOURNAL_MAX, CREATE_JOURNAL_SUFFIX, CREATE_JOURNAL_VERSION,
+    is_journal, journal_path, parse as parse_journal, Cleared, CreateJournal, JournalPart,
+    ParseError, CREATE_JOURNAL_MAX, CREATE_JOURNAL_SUFFIX, CREATE_JOURNAL_VERSION,
 };
 
 /// `pmempool create`'s default mode for new files (its umask is forced to 0).

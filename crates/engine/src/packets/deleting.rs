@@ -86,6 +86,13 @@ pub fn deleting_path(set: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Whether the file at `path` reads as such a record.
+pub fn is_record<S: Storage>(storage: &S, path: &Path) -> bool {
+    storage
+        .read_all(path, DELETING_MAX)
+        .is_ok_and(|b| parse(&b).is_ok())
+}
+
 /// `path` made absolute against `cwd`, without touching the file system.
 pub(super) fn absolute(cwd: &Path, path: &Path) -> PathBuf {
     if path.is_absolute() {

@@ -1211,6 +1211,58 @@ fn rm_pool_set_parts_then_set_file() {
     assert!(names(dir.path()).is_empty());
 }
 
+/// What an interrupted create or import left beside the set file goes
+/// with the pool, when it reads as such; a file of that name that does not
+/// is not poolsync's and stays.
+#[test]
+fn rm_removes_an_interrupted_runs_journal_and_deletion_record() {
+    let dir = tmp();
+    let set = write_set(dir.path(), "j", &[&[10]], false);
+    let created = must_create(&set, &options(""));
+    let journal = poolsync_engine::create::journal_path(&set);
+    let record = poolsync_engine::packets::deleting::deleting_path(&set);
+    let text = poolsync_engine::create::CreateJournal {
+        version: poolsync_engine::create::CREATE_JOURNAL_VERSION,
+        target: set.display().to_string(),
+        poolset_uuid: "6b0a3e1c-58b1-4ad3-9d0b-0d6f00f0a8c1".into(),
+        is_poolset: true,
+        pool_size: created.pool_size,
+        layout: String::new(),
+        mode: 0o664,
+        parts: Vec::new(),
+    }
+    .render()
+    .unwrap();
+    fs::write(&journal, text).unwrap();
+    fs::write(&record, "version = 1\npackets = []\n").unwrap();
+    let report = rm(
+        &FsStorage,
+        &set,
+        &RmOptions::default(),
+        &mut Script::default(),
+    )
+    .unwrap();
+    assert!(report.ok(), "{report:?}");
+    let roles: Vec<&Role> = report.files.iter().map(|f| &f.role).collect();
+    assert!(
+        roles.contains(&&Role::CreateJournal) && roles.contains(&&Role::DeletionRecord),
+        "{roles:?}"
+    );
+    assert_eq!(names(dir.path()), ["j.set"]);
+
+    must_create(&set, &options(""));
+    fs::write(&journal, "not a journal").unwrap();
+    let report = rm(
+        &FsStorage,
+        &set,
+        &RmOptions::default(),
+        &mut Script::default(),
+    )
+    .unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert!(journal.exists(), "a file that is not a journal is kept");
+}
+
 #[test]
 fn rm_missing_part_keeps_the_set_file() {
     let dir = tmp();

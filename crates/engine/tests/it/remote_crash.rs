@@ -76,7 +76,17 @@ fn writer(s: &Wrapped, admin: &Path) -> Result<u64, Error> {
 fn normalized(s: &SimStorage) -> SimImage {
     let mut image = s.image();
     // The record of remote syncs holds the time of the run that finished.
-    image.retain(|p| !is_undo_file(p) && !p.to_string_lossy().contains(".poolsync-remotes"));
+    // The source's state file and the remote's sync mark exist once a sync
+    // tracked epochs: a seed does not, a re-run after a seed was cut does
+    // (the remote has parts then); either end is right, and the third run
+    // in `end` proves it current.
+    image.retain(|p| {
+        let name = p.to_string_lossy();
+        !is_undo_file(p)
+            && !name.contains(".poolsync-remotes")
+            && !name.contains(".poolsync-state")
+            && !name.contains(".poolsync-synced")
+    });
     let parts: Vec<_> = image
         .files()
         .keys()
