@@ -37,8 +37,10 @@ pub struct Writer {
     /// What a re-run says on stderr (exiting 1) when the run before it was
     /// killed after it had done all its work: `create` refuses an existing
     /// pool, as pmempool does, and a kill that lands after it removed its
-    /// journal (its last step) leaves just that. The end state is checked
-    /// as for any round.
+    /// journal (its last step) leaves just that; `import` says that none
+    /// of the packet files exists once it has deleted them and removed its
+    /// record of the deletion (its last step). The end state is checked as
+    /// for any round.
     pub finished_refusal: Option<&'static str>,
     /// Builds round `round`'s scenario in `dir` (empty) and says which
     /// command to run and how to check its end.
@@ -108,7 +110,7 @@ pub const WRITERS: &[Writer] = &[
         what: "import seeding a destination (even rounds) or updating it (odd rounds), from 4 MiB files",
         remote: false,
         open_defect: None,
-        finished_refusal: None,
+        finished_refusal: Some("none of the packet files exists"),
         prepare: import,
     },
     Writer {
