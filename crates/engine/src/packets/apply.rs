@@ -128,7 +128,9 @@ pub fn check_destination(
     threads: usize,
     progress: &dyn Progress,
 ) -> Result<CheckReport, Error> {
-    let pool = super::scan::workers(threads)?;
+    // The calling thread walks the records and judges every block while
+    // the workers read: one thread of `threads` is taken already.
+    let pool = super::scan::workers(threads.saturating_sub(1))?;
     let mut c = Checker {
         pool: pool.as_ref(),
         after_fork,
@@ -187,19 +189,17 @@ impl Checker<'_> {
                         .entry((pos + b * self.bs) / self.bs - self.first_block)?,
                 );
             }
-            for rep in self.replicas {
+            // The buffer only grows: a walk of one block after one of a
+            // stride would zero a megabyte again for nothing.
+            if self.buf.len() < n as usize {
                 self.buf.resize(n as usize, 0);
-                let digests = super::scan::read_and_hash(
-                    *rep,
-                    pos,
-                    &mut self.buf,
-                    self.bs as usize,
-                    self.pool,
-                )?;
+            }
+            for rep in self.replicas {
+                let buf = &mut self.buf[..n as usize];
+                let digests =
+                    super::scan::read_and_hash(*rep, pos, buf, self.bs as usize, self.pool)?;
                 self.report.bytes_read += n;
-                for (b, (bytes, digest)) in
-                    self.buf.chunks(self.bs as usize).zip(digests).enumerate()
-                {
+                for (b, (bytes, digest)) in buf.chunks(self.bs as usize).zip(digests).enumerate() {
                     self.report.blocks += 1;
                     let now = Entry::from_xxh3_128(digest, 0);
                     judge(

@@ -157,11 +157,15 @@ pub(crate) fn read_and_hash(
 ) -> Result<Vec<u128>, Error> {
     use rayon::prelude::*;
     let bs = bs.max(1);
+    let piece = (PIECE / bs).max(1) * bs;
+    // A buffer of one piece or less is read here: waking the workers for a
+    // few blocks costs more than reading them (an import's check walks
+    // every record of a scattered change, a block or two at a time).
+    let pool = pool.filter(|_| buf.len() > piece);
     let Some(pool) = pool else {
         source.read(pos, buf)?;
         return Ok(buf.chunks(bs).map(crate::endpoint::digest).collect());
     };
-    let piece = (PIECE / bs).max(1) * bs;
     let pieces: Result<Vec<Vec<u128>>, Error> = pool.install(|| {
         buf.par_chunks_mut(piece)
             .enumerate()
