@@ -104,6 +104,24 @@ pub(crate) fn replace_small_file<S: Storage>(
     Ok(())
 }
 
+/// `path` with `suffix` appended to its file name: where poolsync keeps a
+/// file that belongs with a pool set file (`<set>.poolsync-state`, ...).
+pub(crate) fn beside(path: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(suffix);
+    std::path::PathBuf::from(name)
+}
+
+/// `path` made absolute against `cwd`, without touching the file system,
+/// so that a record names a file whatever directory reads it later.
+pub(crate) fn absolute(cwd: &Path, path: &Path) -> std::path::PathBuf {
+    if path.is_absolute() {
+        path.components().collect()
+    } else {
+        cwd.join(path).components().collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

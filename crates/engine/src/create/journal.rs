@@ -136,9 +136,7 @@ impl CreateJournal {
 
 /// The journal path of `target`.
 pub fn journal_path(target: &Path) -> PathBuf {
-    let mut name = target.as_os_str().to_os_string();
-    name.push(CREATE_JOURNAL_SUFFIX);
-    PathBuf::from(name)
+    crate::durable::beside(target, CREATE_JOURNAL_SUFFIX)
 }
 
 /// Whether the file at `path` reads as a create journal.
@@ -146,15 +144,6 @@ pub fn is_journal<S: Storage>(storage: &S, path: &Path) -> bool {
     storage
         .read_all(path, CREATE_JOURNAL_MAX)
         .is_ok_and(|b| parse(&b).is_ok())
-}
-
-/// `path` made absolute against `cwd`, without touching the file system.
-pub(super) fn absolute(cwd: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        path.components().collect()
-    } else {
-        cwd.join(path).components().collect()
-    }
 }
 
 /// Writes the journal of a run durably, before it creates anything.

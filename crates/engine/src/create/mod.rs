@@ -447,7 +447,11 @@ fn journal_of<S: Storage>(
         .chain(fresh.iter().map(|p| (p, true)))
         .collect();
     parts.sort_by_key(|(p, _)| (p.replica, p.part));
-    let text = |p: &Path| journal::absolute(&cwd, p).to_string_lossy().into_owned();
+    let text = |p: &Path| {
+        crate::durable::absolute(&cwd, p)
+            .to_string_lossy()
+            .into_owned()
+    };
     Ok(CreateJournal {
         version: CREATE_JOURNAL_VERSION,
         target: text(target),

@@ -81,9 +81,7 @@ pub fn parse(bytes: &[u8]) -> Result<Deleting, (usize, String)> {
 
 /// The record's path for the pool set file `set`.
 pub fn deleting_path(set: &Path) -> PathBuf {
-    let mut name = set.as_os_str().to_os_string();
-    name.push(DELETING_SUFFIX);
-    PathBuf::from(name)
+    crate::durable::beside(set, DELETING_SUFFIX)
 }
 
 /// Whether the file at `path` reads as such a record.
@@ -91,15 +89,6 @@ pub fn is_record<S: Storage>(storage: &S, path: &Path) -> bool {
     storage
         .read_all(path, DELETING_MAX)
         .is_ok_and(|b| parse(&b).is_ok())
-}
-
-/// `path` made absolute against `cwd`, without touching the file system.
-pub(super) fn absolute(cwd: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        path.components().collect()
-    } else {
-        cwd.join(path).components().collect()
-    }
 }
 
 /// Writes the record of `packets`, durably, before their files go.
@@ -123,7 +112,11 @@ pub(super) fn begin<S: Storage>(
                     files: p
                         .files
                         .iter()
-                        .map(|f| absolute(&cwd, &f.path).to_string_lossy().into_owned())
+                        .map(|f| {
+                            crate::durable::absolute(&cwd, &f.path)
+                                .to_string_lossy()
+                                .into_owned()
+                        })
                         .collect(),
                 }
             })

@@ -548,7 +548,7 @@ fn read_all<S: Storage>(
         if storage.stat(p)?.is_none() {
             // Deleted by an import that was stopped while it deleted the
             // files of packets the destination holds: its record says so.
-            let abs = deleting::absolute(&cwd, p);
+            let abs = crate::durable::absolute(&cwd, p);
             if earlier.listed.contains_key(&abs) {
                 recognized.push(abs);
                 continue;

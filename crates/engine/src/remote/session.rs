@@ -223,16 +223,19 @@ impl Session {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Seals `message` into a frame with a codec of the pool (created when
-    /// every codec is in use).
-    pub(crate) fn seal(&self, message: &Message) -> Result<Vec<u8>, Error> {
+    /// Seals a frame with a codec of the pool (created when every codec is
+    /// in use): `seal` gets the codec and the agreed payload limit.
+    fn with_codec(
+        &self,
+        seal: impl FnOnce(&mut Codec, u32) -> Result<Vec<u8>, poolsync_wire::Error>,
+    ) -> Result<Vec<u8>, Error> {
         let mut codec = self
             .codecs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop()
             .unwrap_or_default();
-        let sealed = codec.seal(message, self.agreed.max_payload);
+        let sealed = seal(&mut codec, self.agreed.max_payload);
         self.codecs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -245,32 +248,17 @@ impl Session {
         })
     }
 
+    /// Seals `message` into a frame.
+    pub(crate) fn seal(&self, message: &Message) -> Result<Vec<u8>, Error> {
+        self.with_codec(|codec, max| codec.seal(message, max))
+    }
+
     /// Sends a `write` request of `data` at `offset` (at most
     /// [`poolsync_wire::MAX_DATA`] bytes), sealed without building the
     /// message first.
     pub(crate) fn send_write(&self, offset: u64, data: &[u8]) -> Result<(), Error> {
-        let mut codec = self
-            .codecs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop()
-            .unwrap_or_default();
-        let sealed = codec.seal_data(
-            poolsync_wire::message::kind::WRITE,
-            offset,
-            data,
-            self.agreed.max_payload,
-        );
-        self.codecs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(codec);
-        let frame = sealed.map_err(|source| Error::RemoteProtocol {
-            node: self.node.clone(),
-            frame: self.frames_sent.load(Ordering::Relaxed) + 1,
-            direction: "to the server",
-            error: source,
-        })?;
+        let kind = poolsync_wire::message::kind::WRITE;
+        let frame = self.with_codec(|codec, max| codec.seal_data(kind, offset, data, max))?;
         self.send_frame(&frame, "write")
     }
 

@@ -1235,14 +1235,18 @@ fn rm_removes_an_interrupted_runs_journal_and_deletion_record() {
     .unwrap();
     fs::write(&journal, text).unwrap();
     fs::write(&record, "version = 1\npackets = []\n").unwrap();
-    let report = rm(
-        &FsStorage,
-        &set,
-        &RmOptions::default(),
-        &mut Script::default(),
-    )
-    .unwrap();
-    assert!(report.ok(), "{report:?}");
+    let rm_all = || {
+        let report = rm(
+            &FsStorage,
+            &set,
+            &RmOptions::default(),
+            &mut Script::default(),
+        )
+        .unwrap();
+        assert!(report.ok(), "{report:?}");
+        report
+    };
+    let report = rm_all();
     let roles: Vec<&Role> = report.files.iter().map(|f| &f.role).collect();
     assert!(
         roles.contains(&&Role::CreateJournal) && roles.contains(&&Role::DeletionRecord),
@@ -1252,14 +1256,7 @@ fn rm_removes_an_interrupted_runs_journal_and_deletion_record() {
 
     must_create(&set, &options(""));
     fs::write(&journal, "not a journal").unwrap();
-    let report = rm(
-        &FsStorage,
-        &set,
-        &RmOptions::default(),
-        &mut Script::default(),
-    )
-    .unwrap();
-    assert!(report.ok(), "{report:?}");
+    rm_all();
     assert!(journal.exists(), "a file that is not a journal is kept");
 }
 
