@@ -271,7 +271,10 @@ pub fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
                 "{what}: {}",
                 explain(e, &args.file, Waiting::Supported(wait))
             );
-            if let Some((advice, _)) = &fix {
+            if let Some(note) = crate::diagnose::interrupted_create_note(&page_cache(), &args.file)
+            {
+                message.push_str(&format!("; {note}"));
+            } else if let Some((advice, _)) = &fix {
                 message.push_str(&format!("; {advice}"));
             } else if let Some(note) = health
                 .as_ref()

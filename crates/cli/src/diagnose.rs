@@ -167,6 +167,22 @@ pub fn shell_quote(path: &Path) -> String {
     }
 }
 
+/// When an interrupted `create` of `target` left its journal: what to run
+/// to finish it (a half-made pool is finished by create, not repaired by
+/// sync).
+pub fn interrupted_create_note<S: poolsync_pmem::Storage>(
+    storage: &S,
+    target: &std::path::Path,
+) -> Option<String> {
+    let journal = poolsync_engine::create::journal_path(target);
+    poolsync_engine::create::is_journal(storage, &journal).then(|| {
+        format!(
+            "an interrupted create left {}: run the same `poolsync create` again to finish it (it clears or completes what that run made)",
+            journal.display()
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;

@@ -480,7 +480,7 @@ fn emit_document(
 
 /// After a failed sync: when an interrupted transform of this pool set left
 /// its journal, says on stderr how to finish it (its replicas may be
-/// rebuilt only from the transform's own copy).
+/// rebuilt only from the transform's own copy); the same for a create.
 fn transform_hint(storage: &AnyStorage, poolset: &std::path::Path) {
     if let Ok(Some((journal, command))) = poolsync_engine::transform::interrupted(storage, poolset)
     {
@@ -488,6 +488,9 @@ fn transform_hint(storage: &AnyStorage, poolset: &std::path::Path) {
             "note: an interrupted transform left {}; run `{command}` to finish it",
             journal.display()
         );
+    }
+    if let Some(note) = crate::diagnose::interrupted_create_note(storage, poolset) {
+        eprintln!("note: {note}");
     }
 }
 
