@@ -1,12 +1,14 @@
 //! `cargo xtask kill-loop [--rounds N] [--dir DIR]`: the long transform
-//! kill loops, kept under their old name.
+//! kill loops, kept under their old name, and the strace loops of `create`
+//! and `import`.
 //!
 //! The timed `kill -9` loops are the soak's (`soak --only
 //! transform,transform-singlehdr --runs N --dir DIR`: an add of a replica,
 //! and an add and a removal of `SINGLEHDR`). Then the interop suite's
 //! strace loop runs in release with `POOLSYNC_KILL_EVERY_SYSCALL=1`: strace
 //! kills at every occurrence of every system call that changes a file, for
-//! an add of a replica and an add and a removal of `SINGLEHDR` (CI hits
+//! an add of a replica and an add and a removal of `SINGLEHDR`, and for a
+//! `create` and a seeding `import` of a packet of several files (CI hits
 //! only the first and the last occurrence of each). No kill may need a
 //! manual step.
 
@@ -60,6 +62,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         "--nocapture",
         "--test-threads=1",
         "transform_kill::",
+        "create_import_kill::",
     ])
     .env("POOLSYNC_KILL_EVERY_SYSCALL", "1")
     .current_dir(root);

@@ -28,6 +28,8 @@ mod bad_input;
 mod checksum;
 #[path = "interop/create.rs"]
 mod create;
+#[path = "interop/create_import_kill.rs"]
+mod create_import_kill;
 #[path = "interop/damage.rs"]
 mod damage;
 #[path = "interop/devdax.rs"]

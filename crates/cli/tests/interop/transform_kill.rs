@@ -23,7 +23,7 @@ use crate::support::{
 /// The system calls killed at: every one by which the transform creates,
 /// allocates, writes, makes durable, renames, removes or chmods a file,
 /// and the opens and locks before them.
-const SYSCALLS: &[&str] = &[
+pub const SYSCALLS: &[&str] = &[
     "openat",
     "flock",
     "fallocate",
@@ -93,7 +93,7 @@ fn set_text(dir: &Path, (single_hdr, layout): (bool, &[&[(&str, u64)]])) -> Stri
 }
 
 /// Replaces every file of `to` by a copy of those of `from`.
-fn restore(from: &Path, to: &Path) {
+pub fn restore(from: &Path, to: &Path) {
     for name in file_names(to) {
         fs::remove_file(to.join(name)).expect("clear the work directory");
     }
@@ -104,22 +104,16 @@ fn restore(from: &Path, to: &Path) {
 
 /// How often an uninterrupted run makes each of [`SYSCALLS`].
 fn count_calls(bin: &str, src: &str, dst: &str, trace: &Path) -> BTreeMap<&'static str, u32> {
+    count_calls_of(bin, &["transform", src, dst], trace)
+}
+
+/// How often an uninterrupted run of poolsync with `args` makes each of
+/// [`SYSCALLS`].
+pub fn count_calls_of(bin: &str, args: &[&str], trace: &Path) -> BTreeMap<&'static str, u32> {
     let trace_arg = format!("trace={}", SYSCALLS.join(","));
-    let out = run(
-        OsStr::new("strace"),
-        &[
-            "-f",
-            "-o",
-            s(trace),
-            "-e",
-            &trace_arg,
-            bin,
-            "transform",
-            src,
-            dst,
-        ],
-        None,
-    );
+    let mut words = vec!["-f", "-o", s(trace), "-e", &trace_arg, bin];
+    words.extend_from_slice(args);
+    let out = run(OsStr::new("strace"), &words, None);
     out.assert_success();
     let text = fs::read_to_string(trace).expect("read the trace");
     let mut counts = BTreeMap::new();
@@ -141,7 +135,7 @@ fn count_calls(bin: &str, src: &str, dst: &str, trace: &Path) -> BTreeMap<&'stat
 }
 
 /// Which occurrences of a system call made `count` times are killed at.
-fn occurrences(count: u32, every: bool) -> Vec<u32> {
+pub fn occurrences(count: u32, every: bool) -> Vec<u32> {
     if every {
         (1..=count).collect()
     } else {
