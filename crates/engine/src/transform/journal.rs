@@ -140,9 +140,7 @@ impl Journal {
 
 /// The journal path of the source pool set file `src`.
 pub fn journal_path(src: &Path) -> PathBuf {
-    let mut name = src.as_os_str().to_os_string();
-    name.push(JOURNAL_SUFFIX);
-    PathBuf::from(name)
+    crate::durable::beside(src, JOURNAL_SUFFIX)
 }
 
 /// The temporary copy's path: beside `master_part0`, hidden.
@@ -233,13 +231,7 @@ pub(super) fn find_journal<S: Storage>(storage: &S, src: &Path) -> Result<Option
 impl Found {
     /// Whether it records the transform of `src` into `dst`.
     pub(super) fn is_for(&self, src: &Path, dst: &Path) -> bool {
-        let abs = |p: &Path| -> PathBuf {
-            if p.is_absolute() {
-                p.components().collect()
-            } else {
-                self.cwd.join(p).components().collect()
-            }
-        };
+        let abs = |p: &Path| crate::durable::absolute(&self.cwd, p);
         self.journal.as_ref().is_some_and(|j| {
             abs(Path::new(&j.source)) == abs(src) && abs(Path::new(&j.target)) == abs(dst)
         })

@@ -587,3 +587,13 @@ impl PartFile for WrappedFile {
         logged(&self.sim, &self.log, entry, || self.inner.set_len(len))
     }
 }
+
+/// Bytes the files of a simulated storage hold, for a capacity just above
+/// what is there.
+pub fn bytes_used(s: &SimStorage) -> u64 {
+    s.image()
+        .files()
+        .values()
+        .map(|f| f.bytes.len() as u64)
+        .sum()
+}

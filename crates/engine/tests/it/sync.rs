@@ -728,12 +728,7 @@ fn no_room_for_a_new_part_is_refused_before_anything_is_written() {
     let fx = Fixture::new(&[&[16], &[8, 8]], false);
     let s = fx.copy();
     remove(&s, fx.part(1, 1));
-    let used: u64 = s
-        .image()
-        .files()
-        .values()
-        .map(|f| f.bytes.len() as u64)
-        .sum();
+    let used = crate::support::bytes_used(&s);
     s.set_capacity(Some(used + (4 << 20)));
     let before = s.image();
     for dry_run in [true, false] {

@@ -449,12 +449,7 @@ fn no_room_for_the_new_parts_and_the_journal_is_refused_first() {
     let s = fx.copy();
     let dst = Path::new("/pool/dst.set");
     put_set(&s, dst, false, ADD);
-    let used: u64 = s
-        .image()
-        .files()
-        .values()
-        .map(|f| f.bytes.len() as u64)
-        .sum();
+    let used = crate::support::bytes_used(&s);
     // Room for both new parts (9 MiB each), not for the journal too.
     let parts = 18u64 << 20;
     s.set_capacity(Some(used + parts + 4096));

@@ -596,12 +596,7 @@ fn no_room_for_the_temporary_copy_is_refused_before_anything_is_written() {
     let case = add_singlehdr_case();
     let s = case.fx.copy();
     put_set(&s, Path::new(DST), true, THREE_PARTS);
-    let used: u64 = s
-        .image()
-        .files()
-        .values()
-        .map(|f| f.bytes.len() as u64)
-        .sum();
+    let used = crate::support::bytes_used(&s);
     // Room for the journal (the plan grants it 64 KiB) and all but the
     // last page of the temporary copy: the recreated parts replace the old
     // ones and need nothing more.
@@ -638,12 +633,7 @@ fn no_room_for_the_journal_is_said_to_be_for_the_journal() {
         &[("/pool/r1p1", 8), ("/pool/r1p0", 8)],
     ];
     put_set(&s, Path::new(DST), false, SWAPPED);
-    let used: u64 = s
-        .image()
-        .files()
-        .values()
-        .map(|f| f.bytes.len() as u64)
-        .sum();
+    let used = crate::support::bytes_used(&s);
     s.set_capacity(Some(used + PAGE));
     let before = s.image();
     let err =
