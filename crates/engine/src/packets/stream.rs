@@ -58,11 +58,12 @@ pub struct Written {
     pub content_digest: String,
 }
 
-/// A run of blocks gathered into one record.
+/// A run of blocks gathered into one record (a data run's bytes are in
+/// [`RecordWriter::held`]).
 #[derive(Debug)]
 enum Pending {
     None,
-    Data { offset: u64, bytes: Vec<u8> },
+    Data { offset: u64 },
     Zero { offset: u64, blocks: u32 },
 }
 
@@ -77,7 +78,9 @@ pub struct RecordWriter<'k, S> {
     block: usize,
     open: bool,
     pending: Pending,
-    scratch: Vec<u8>,
+    /// The pending data run's bytes; the buffer is kept from record to
+    /// record.
+    held: Vec<u8>,
     data_bytes: u64,
 }
 
@@ -104,7 +107,7 @@ impl<'k, S: PacketSink> RecordWriter<'k, S> {
             block,
             open: false,
             pending: Pending::None,
-            scratch: Vec::new(),
+            held: Vec::new(),
             data_bytes: 0,
         })
     }
@@ -164,14 +167,11 @@ impl<'k, S: PacketSink> RecordWriter<'k, S> {
     fn push_data(&mut self, offset: u64, mut bytes: &[u8]) -> Result<(), Error> {
         let mut at = offset;
         while !bytes.is_empty() {
-            if let Pending::Data {
-                offset: o,
-                bytes: held,
-            } = &mut self.pending
-            {
-                if *o + held.len() as u64 == at && held.len() < self.max_data {
-                    let take = bytes.len().min(self.max_data - held.len());
-                    held.extend_from_slice(&bytes[..take]);
+            if let Pending::Data { offset: o } = self.pending {
+                let held = self.held.len();
+                if o + held as u64 == at && held < self.max_data {
+                    let take = bytes.len().min(self.max_data - held);
+                    self.held.extend_from_slice(&bytes[..take]);
                     bytes = &bytes[take..];
                     at += take as u64;
                     continue;
@@ -179,12 +179,9 @@ impl<'k, S: PacketSink> RecordWriter<'k, S> {
             }
             self.flush_pending()?;
             let take = bytes.len().min(self.max_data);
-            let mut held = Vec::with_capacity(self.max_data);
-            held.extend_from_slice(&bytes[..take]);
-            self.pending = Pending::Data {
-                offset: at,
-                bytes: held,
-            };
+            self.held.clear();
+            self.held.extend_from_slice(&bytes[..take]);
+            self.pending = Pending::Data { offset: at };
             bytes = &bytes[take..];
             at += take as u64;
         }
@@ -192,31 +189,42 @@ impl<'k, S: PacketSink> RecordWriter<'k, S> {
     }
 
     fn flush_pending(&mut self) -> Result<(), Error> {
-        let record = match std::mem::replace(&mut self.pending, Pending::None) {
-            Pending::None => return Ok(()),
-            Pending::Data { offset, bytes } => {
-                self.data_bytes += bytes.len() as u64;
-                self.enc.prepare_data(offset, &bytes)
+        match std::mem::replace(&mut self.pending, Pending::None) {
+            Pending::None => Ok(()),
+            Pending::Data { offset } => {
+                // Taken for the record to borrow, and put back for the next.
+                let held = std::mem::take(&mut self.held);
+                self.data_bytes += held.len() as u64;
+                let emitted = self
+                    .enc
+                    .prepare_data(offset, &held)
+                    .map_err(encode_error)
+                    .and_then(|record| self.emit(&record));
+                self.held = held;
+                emitted
             }
-            Pending::Zero { offset, blocks } => self.enc.prepare_zero(offset, blocks),
+            Pending::Zero { offset, blocks } => {
+                let record = self
+                    .enc
+                    .prepare_zero(offset, blocks)
+                    .map_err(encode_error)?;
+                self.emit(&record)
+            }
         }
-        .map_err(encode_error)?;
-        self.emit(record)
     }
 
-    fn emit(&mut self, record: PreparedRecord) -> Result<(), Error> {
+    /// Writes `record`'s header, then its payload from where it is.
+    fn emit(&mut self, record: &PreparedRecord<'_>) -> Result<(), Error> {
         if !self.open {
             self.start_file()?;
-        } else if !self.enc.fits(&record, self.max_size) {
+        } else if !self.enc.fits(record, self.max_size) {
             let trailer = self.enc.end_file().map_err(encode_error)?;
             self.sink.end_file(&trailer)?;
             self.start_file()?;
         }
-        self.scratch.clear();
-        self.enc
-            .write_record(record, &mut self.scratch)
-            .map_err(encode_error)?;
-        self.sink.append(&self.scratch)
+        let header = self.enc.record_header(record).map_err(encode_error)?;
+        self.sink.append(&header)?;
+        self.sink.append(record.payload())
     }
 
     fn start_file(&mut self) -> Result<(), Error> {

@@ -1,5 +1,7 @@
 //! Writing a logical packet as a series of physical files.
 
+use std::borrow::Cow;
+
 use super::compress::Codec;
 use super::header::{encode_file_header, meta_problem, var_offsets};
 use super::record::{record_tag, RecordHeader, RecordKind, RECORD_HEADER_LEN};
@@ -12,17 +14,24 @@ use crate::tag::{Key, TAG_LEN};
 use crate::Error;
 
 /// A record compressed and ready to be written, whose size is known before
-/// the caller decides which file it goes into.
+/// the caller decides which file it goes into. A record stored as is
+/// borrows the caller's data rather than copying it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PreparedRecord {
+pub struct PreparedRecord<'a> {
     kind: RecordKind,
     offset: u64,
     blocks: u32,
-    payload: Vec<u8>,
+    payload: Cow<'a, [u8]>,
     data_hash: Option<[u8; 32]>,
 }
 
-impl PreparedRecord {
+impl PreparedRecord<'_> {
+    /// The bytes that follow its header in the file: the data, compressed
+    /// or as is; nothing for a zero run.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
     /// Bytes it will take in a file: header and payload.
     pub fn encoded_len(&self) -> u64 {
         (RECORD_HEADER_LEN + self.payload.len()) as u64
@@ -151,7 +160,11 @@ impl<'k> PacketEncoder<'k> {
     /// packet's compression when that makes it smaller, else stored as is.
     /// All-zero runs belong in [`prepare_zero`](Self::prepare_zero) records
     /// ([`zero_runs`] finds them); a data record may still hold zero blocks.
-    pub fn prepare_data(&mut self, offset: u64, data: &[u8]) -> Result<PreparedRecord, Error> {
+    pub fn prepare_data<'a>(
+        &mut self,
+        offset: u64,
+        data: &'a [u8],
+    ) -> Result<PreparedRecord<'a>, Error> {
         let bs = self.meta.block_size as usize;
         if data.is_empty() || !data.len().is_multiple_of(bs) || data.len() > MAX_RECORD_DATA {
             return Err(Error::encode(
@@ -165,8 +178,8 @@ impl<'k> PacketEncoder<'k> {
         let blocks = (data.len() / bs) as u32;
         self.check_place(offset, blocks)?;
         let (compression, payload) = match self.codec.compress(self.meta.compression, data)? {
-            Some(packed) => (self.meta.compression, packed),
-            None => (Compression::None, data.to_vec()),
+            Some(packed) => (self.meta.compression, Cow::Owned(packed)),
+            None => (Compression::None, Cow::Borrowed(data)),
         };
         Ok(PreparedRecord {
             kind: RecordKind::Data {
@@ -182,7 +195,7 @@ impl<'k> PacketEncoder<'k> {
     }
 
     /// Prepares a record of `blocks` zero blocks at logical `offset`.
-    pub fn prepare_zero(&self, offset: u64, blocks: u32) -> Result<PreparedRecord, Error> {
+    pub fn prepare_zero(&self, offset: u64, blocks: u32) -> Result<PreparedRecord<'static>, Error> {
         if blocks == 0 {
             return Err(Error::encode("zero run", "no blocks"));
         }
@@ -191,7 +204,7 @@ impl<'k> PacketEncoder<'k> {
             kind: RecordKind::Zero,
             offset,
             blocks,
-            payload: Vec::new(),
+            payload: Cow::Borrowed(&[]),
             data_hash: None,
         })
     }
@@ -220,7 +233,7 @@ impl<'k> PacketEncoder<'k> {
     /// no record yet always takes one, so a record larger than the room
     /// makes a file larger than `max_file_size`;
     /// [`max_record_data`](Self::max_record_data) avoids that.
-    pub fn fits(&self, record: &PreparedRecord, max_file_size: u64) -> bool {
+    pub fn fits(&self, record: &PreparedRecord<'_>, max_file_size: u64) -> bool {
         match &self.file {
             None => false,
             Some(f) if f.records == 0 => true,
@@ -243,7 +256,26 @@ impl<'k> PacketEncoder<'k> {
 
     /// Appends `record` (header and payload) to `out`, as the next record of
     /// the open file.
-    pub fn write_record(&mut self, record: PreparedRecord, out: &mut Vec<u8>) -> Result<(), Error> {
+    pub fn write_record(
+        &mut self,
+        record: PreparedRecord<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Error> {
+        let header = self.record_header(&record)?;
+        out.extend_from_slice(&header);
+        out.extend_from_slice(record.payload());
+        Ok(())
+    }
+
+    /// Makes `record` the next record of the open file and returns its
+    /// header, which the file holds followed by
+    /// [`record.payload()`](PreparedRecord::payload): what
+    /// [`write_record`](Self::write_record) appends, for a caller that
+    /// writes the payload from where it already is.
+    pub fn record_header(
+        &mut self,
+        record: &PreparedRecord<'_>,
+    ) -> Result<[u8; RECORD_HEADER_LEN], Error> {
         let Some(file) = &mut self.file else {
             return Err(Error::Misuse {
                 api: "PacketEncoder::write_record",
@@ -268,8 +300,6 @@ impl<'k> PacketEncoder<'k> {
             at: file.len,
         };
         header.tag = record_tag(self.key, &file.header.tag, &header, &record.payload);
-        out.extend_from_slice(&header.encode());
-        out.extend_from_slice(&record.payload);
         file.len += record.encoded_len();
         file.records += 1;
         self.seq += 1;
@@ -291,7 +321,7 @@ impl<'k> PacketEncoder<'k> {
             record.blocks,
             record.data_hash.as_ref(),
         );
-        Ok(())
+        Ok(header.encode())
     }
 
     /// Ends the open file, which is not the last, and returns its trailer.
