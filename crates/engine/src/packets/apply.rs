@@ -23,6 +23,7 @@
 //! state is written in the same pass.
 
 use std::ops::Range;
+use std::sync::mpsc;
 
 use poolsync_packet::{Entry, RecordBody};
 use serde::Serialize;
@@ -115,8 +116,12 @@ impl CheckReport {
 /// and the packet's records (see the module documentation). With
 /// `after_fork`, a block the packet does not carry whose stamp is after
 /// that epoch counts as kept too: the destination changed it on a
-/// timeline the packet's history does not have. `threads` workers read
-/// and hash each stride.
+/// timeline the packet's history does not have.
+///
+/// The check reads the whole range in order, so reader threads (as many as
+/// `threads`, at most [`MAX_READERS`]) read and hash it ahead, taking
+/// strides in turn, while the calling thread reads and verifies the
+/// records and judges every block.
 #[allow(clippy::too_many_arguments)]
 pub fn check_destination(
     replicas: &[&dyn Endpoint],
@@ -128,92 +133,217 @@ pub fn check_destination(
     threads: usize,
     progress: &dyn Progress,
 ) -> Result<CheckReport, Error> {
-    // The calling thread walks the records and judges every block while
-    // the workers read: one thread of `threads` is taken already.
-    let pool = super::scan::workers(threads.saturating_sub(1))?;
-    let mut c = Checker {
-        pool: pool.as_ref(),
-        after_fork,
-        replicas,
-        bs: u64::from(block_size),
-        first_block: range.start / u64::from(block_size),
-        old,
-        report: CheckReport::default(),
-        buf: Vec::new(),
-        progress,
-    };
-    let mut pos = range.start;
-    while let Some((body, data)) = records.next_record()? {
-        let (offset, len) = span_of(&body);
-        c.uncarried(pos, offset)?;
-        c.carried(offset, len, data)?;
-        pos = offset + len;
-    }
-    c.uncarried(pos, range.end)?;
-    Ok(c.report)
+    let bs = u64::from(block_size).max(1);
+    let readers = threads.clamp(1, MAX_READERS);
+    std::thread::scope(|scope| {
+        // Created here, so that returning early drops the checker's ends
+        // and the readers stop instead of waiting for ever.
+        let mut fulls = Vec::with_capacity(readers);
+        let mut empties = Vec::with_capacity(readers);
+        for k in 0..readers {
+            let (full_tx, full_rx) = mpsc::sync_channel::<Result<Stride, Error>>(1);
+            let (empty_tx, empty_rx) = mpsc::channel::<Stride>();
+            for _ in 0..BUFFERS_PER_READER {
+                let _ = empty_tx.send(Stride::default());
+            }
+            fulls.push(full_rx);
+            empties.push(empty_tx);
+            let turn = Turn {
+                range: range.clone(),
+                first: k as u64,
+                every: readers as u64,
+            };
+            scope.spawn(move || read_strides(replicas, &turn, bs, &full_tx, &empty_rx));
+        }
+        let mut c = Checker {
+            after_fork,
+            replicas: replicas.len(),
+            bs,
+            first_block: range.start / bs,
+            old,
+            report: CheckReport::default(),
+            strides: StrideCursor {
+                current: None,
+                next: 0,
+                fulls: &fulls,
+                empties: &empties,
+            },
+            progress,
+        };
+        let mut pos = range.start;
+        while let Some((body, data)) = records.next_record()? {
+            let (offset, len) = span_of(&body);
+            c.uncarried(pos, offset)?;
+            c.carried(offset, len, data)?;
+            pos = offset + len;
+        }
+        c.uncarried(pos, range.end)?;
+        Ok(c.report)
+    })
 }
 
-/// Bytes read from a replica at a time while checking.
-const CHECK_STRIDE: u64 = 1 << 20;
+/// Bytes read from each replica at a time while checking.
+const CHECK_STRIDE: u64 = 2 << 20;
+
+/// Reader threads at most: reads from the page cache or a disk gain
+/// nothing from more, and each holds [`BUFFERS_PER_READER`] strides.
+const MAX_READERS: usize = 4;
+
+/// Strides per reader in flight: one being read, one queued or judged.
+const BUFFERS_PER_READER: usize = 2;
+
+/// One stride of every replica, read and hashed.
+#[derive(Debug, Default)]
+struct Stride {
+    offset: u64,
+    len: u64,
+    /// Per replica: its bytes and the digest of each block.
+    reads: Vec<(Vec<u8>, Vec<u128>)>,
+}
+
+/// The strides of `range` one reader takes: number `first`, then every
+/// `every`th.
+struct Turn {
+    range: Range<u64>,
+    first: u64,
+    every: u64,
+}
+
+/// A reader thread: reads and hashes its strides of every replica in
+/// turn.
+fn read_strides(
+    replicas: &[&dyn Endpoint],
+    turn: &Turn,
+    bs: u64,
+    full: &mpsc::SyncSender<Result<Stride, Error>>,
+    empty: &mpsc::Receiver<Stride>,
+) {
+    let stride = (CHECK_STRIDE / bs).max(1) * bs;
+    let range = &turn.range;
+    let mut pos = range
+        .start
+        .saturating_add(turn.first.saturating_mul(stride));
+    while pos < range.end {
+        let Ok(mut s) = empty.recv() else {
+            return;
+        };
+        let n = (range.end - pos).min(stride);
+        s.offset = pos;
+        s.len = n;
+        s.reads.resize_with(replicas.len(), Default::default);
+        let mut read = Ok(());
+        for (rep, (buf, digests)) in replicas.iter().zip(&mut s.reads) {
+            // The buffers only grow: the last stride may be shorter.
+            if buf.len() < n as usize {
+                buf.resize(n as usize, 0);
+            }
+            let buf = &mut buf[..n as usize];
+            match rep.read(pos, buf) {
+                Ok(()) => {
+                    digests.clear();
+                    digests.extend(buf.chunks(bs as usize).map(crate::endpoint::digest));
+                }
+                Err(e) => {
+                    read = Err(e);
+                    break;
+                }
+            }
+        }
+        let failed = read.is_err();
+        if full.send(read.map(|()| s)).is_err() || failed {
+            return;
+        }
+        pos = pos.saturating_add(stride.saturating_mul(turn.every));
+    }
+}
+
+/// The checker's side of the readers: the stride that holds a block.
+struct StrideCursor<'a> {
+    current: Option<Stride>,
+    /// The reader whose stride comes next.
+    next: usize,
+    fulls: &'a [mpsc::Receiver<Result<Stride, Error>>],
+    empties: &'a [mpsc::Sender<Stride>],
+}
+
+impl StrideCursor<'_> {
+    /// The stride holding the block at `at`; blocks are asked for in
+    /// ascending order, and the readers take strides in turn.
+    fn holding(&mut self, at: u64) -> Result<&Stride, Error> {
+        let readers = self.fulls.len();
+        loop {
+            if let Some(s) = &self.current {
+                if at < s.offset + s.len {
+                    break;
+                }
+            }
+            let from = self.next;
+            let next = self
+                .fulls
+                .get(from)
+                .ok_or(Error::WriterStopped)?
+                .recv()
+                .map_err(|_| Error::WriterStopped)??;
+            self.next = (from + 1) % readers;
+            if let Some(done) = self.current.replace(next) {
+                // Back to the reader that read it: the one before `from`.
+                let owner = (from + readers - 1) % readers;
+                if let Some(tx) = self.empties.get(owner) {
+                    let _ = tx.send(done);
+                }
+            }
+        }
+        self.current.as_ref().ok_or(Error::WriterStopped)
+    }
+}
 
 struct Checker<'a> {
-    pool: Option<&'a rayon::ThreadPool>,
     after_fork: Option<u32>,
-    replicas: &'a [&'a dyn Endpoint],
+    replicas: usize,
     bs: u64,
     first_block: u64,
     old: &'a mut dyn OldEntries,
     report: CheckReport,
-    buf: Vec<u8>,
+    strides: StrideCursor<'a>,
     progress: &'a dyn Progress,
 }
 
 impl Checker<'_> {
-    /// Reads `[offset, offset + len)` of every replica; `judge` gets each
-    /// block's offset, bytes, entry (its digest now, stamp 0) and old
-    /// entry and says whether it is a local change.
+    /// Walks `[start, end)` of every replica; `judge` gets each block's
+    /// offset, bytes, entry (its digest now, stamp 0) and old entry and
+    /// says whether it is a local change.
     fn walk(
         &mut self,
         start: u64,
         end: u64,
         mut judge: impl FnMut(u64, &[u8], Entry, Option<Entry>, &mut CheckReport),
     ) -> Result<(), Error> {
-        let mut pos = start;
-        while pos < end {
-            let n = (end - pos).min(CHECK_STRIDE);
-            let blocks = n / self.bs;
-            let mut olds = Vec::with_capacity(blocks as usize);
-            for b in 0..blocks {
-                olds.push(
-                    self.old
-                        .entry((pos + b * self.bs) / self.bs - self.first_block)?,
+        let bs = self.bs;
+        let mut at = start;
+        while at < end {
+            let old = self.old.entry(at / bs - self.first_block)?;
+            let stride = self.strides.holding(at)?;
+            let i = ((at - stride.offset) / bs) as usize;
+            for (buf, digests) in &stride.reads {
+                let (Some(bytes), Some(digest)) = (
+                    buf.get(i * bs as usize..(i + 1) * bs as usize),
+                    digests.get(i),
+                ) else {
+                    return Err(Error::WriterStopped);
+                };
+                self.report.blocks += 1;
+                judge(
+                    at,
+                    bytes,
+                    Entry::from_xxh3_128(*digest, 0),
+                    old,
+                    &mut self.report,
                 );
             }
-            // The buffer only grows: a walk of one block after one of a
-            // stride would zero a megabyte again for nothing.
-            if self.buf.len() < n as usize {
-                self.buf.resize(n as usize, 0);
-            }
-            for rep in self.replicas {
-                let buf = &mut self.buf[..n as usize];
-                let digests =
-                    super::scan::read_and_hash(*rep, pos, buf, self.bs as usize, self.pool)?;
-                self.report.bytes_read += n;
-                for (b, (bytes, digest)) in buf.chunks(self.bs as usize).zip(digests).enumerate() {
-                    self.report.blocks += 1;
-                    let now = Entry::from_xxh3_128(digest, 0);
-                    judge(
-                        pos + b as u64 * self.bs,
-                        bytes,
-                        now,
-                        olds[b],
-                        &mut self.report,
-                    );
-                }
-            }
-            self.progress.advance(n);
-            pos += n;
+            at += bs;
         }
+        self.report.bytes_read += (end.saturating_sub(start)) * self.replicas as u64;
+        self.progress.advance(end.saturating_sub(start));
         Ok(())
     }
 
@@ -381,4 +511,235 @@ fn keep_old(
         at += bs;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::endpoint::{HeaderWrite, Location};
+    use crate::exec::NoProgress;
+    use crate::open::HeaderState;
+    use crate::range::LogicalRange;
+
+    const BS: u64 = 4096;
+
+    /// A replica in memory whose read of the byte at `fail_at` fails.
+    #[derive(Debug)]
+    struct Mem {
+        bytes: Vec<u8>,
+        fail_at: Option<u64>,
+    }
+
+    impl Endpoint for Mem {
+        fn name(&self) -> String {
+            "memory".to_string()
+        }
+        fn end(&self) -> u64 {
+            self.bytes.len() as u64
+        }
+        fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
+            let end = offset + buf.len() as u64;
+            if self.fail_at.is_some_and(|f| (offset..end).contains(&f)) {
+                return Err(Error::InvalidRequest {
+                    path: "memory".into(),
+                    reason: format!("injected read error at {offset:#x}"),
+                });
+            }
+            buf.copy_from_slice(&self.bytes[offset as usize..end as usize]);
+            Ok(())
+        }
+        fn write(&self, _: u64, _: &[u8]) -> Result<(), Error> {
+            unreachable!("a check never writes")
+        }
+        fn flush(&self, _: u64, _: u64) -> Result<(), Error> {
+            Ok(())
+        }
+        fn fence(&self) -> Result<(), Error> {
+            Ok(())
+        }
+        fn headers(&self) -> Vec<HeaderState> {
+            Vec::new()
+        }
+        fn write_header(&self, _: usize, _: &HeaderWrite) -> Result<(), Error> {
+            Ok(())
+        }
+        fn locate(&self, _: LogicalRange) -> Vec<Location> {
+            Vec::new()
+        }
+    }
+
+    /// Old entries from a vector.
+    struct Olds(Vec<Option<Entry>>);
+
+    impl OldEntries for Olds {
+        fn entry(&mut self, block: u64) -> Result<Option<Entry>, Error> {
+            Ok(self.0.get(block as usize).copied().flatten())
+        }
+        fn bad_chunks(&self) -> &[(u64, String)] {
+            &[]
+        }
+    }
+
+    type RecordList = Vec<(RecordBody, Vec<u8>)>;
+
+    /// Records from a list.
+    struct Records(RecordList, usize);
+
+    impl RecordSource for Records {
+        fn next_record(&mut self) -> Result<Option<(RecordBody, &[u8])>, Error> {
+            let Some((body, data)) = self.0.get(self.1) else {
+                return Ok(None);
+            };
+            self.1 += 1;
+            Ok(Some((*body, data.as_slice())))
+        }
+    }
+
+    fn block(i: u64) -> Vec<u8> {
+        (0..BS).map(|b| (i.wrapping_mul(31) ^ b) as u8).collect()
+    }
+
+    /// A destination of several strides whose state records another
+    /// image at a few blocks, and a packet that explains, overwrites or
+    /// leaves them.
+    fn scenario() -> (Vec<u8>, Vec<Option<Entry>>, RecordList) {
+        let blocks = 3 * CHECK_STRIDE / BS + 7;
+        let mut bytes = Vec::new();
+        for i in 0..blocks {
+            bytes.extend(block(i));
+        }
+        let mut olds: Vec<Option<Entry>> = (0..blocks)
+            .map(|i| Some(super::entry_of(&block(i), 1)))
+            .collect();
+        let other = |i: u64| Some(super::entry_of(&block(i + 100_000), 1));
+        // Changed locally: one the packet brings with the bytes it holds
+        // (explained), one it brings with others (carried), one it leaves
+        // (kept) in a later stride, and one whose entry is unknown.
+        for i in [5, 9, 600, blocks - 1] {
+            olds[i as usize] = other(i);
+        }
+        olds[700] = None;
+        let mut carried = block(9);
+        carried[0] ^= 1;
+        let records = vec![
+            (
+                RecordBody::Data {
+                    offset: 4 * BS,
+                    len: 2 * BS as usize,
+                },
+                [block(4), block(5)].concat(),
+            ),
+            (
+                RecordBody::Data {
+                    offset: 9 * BS,
+                    len: BS as usize,
+                },
+                carried,
+            ),
+            (
+                RecordBody::Zero {
+                    offset: 700 * BS,
+                    len: 3 * BS,
+                },
+                Vec::new(),
+            ),
+        ];
+        (bytes, olds, records)
+    }
+
+    #[test]
+    fn every_number_of_readers_judges_alike() {
+        let (bytes, olds, records) = scenario();
+        let end = bytes.len() as u64;
+        let rep = Mem {
+            bytes,
+            fail_at: None,
+        };
+        let mut reports = Vec::new();
+        for threads in 0..=6 {
+            let report = check_destination(
+                &[&rep],
+                0..end,
+                BS as u32,
+                None,
+                &mut Olds(olds.clone()),
+                &mut Records(records.clone(), 0),
+                threads,
+                &NoProgress,
+            )
+            .unwrap();
+            reports.push(report);
+        }
+        let first = &reports[0];
+        assert_eq!(first.blocks, end / BS);
+        assert_eq!(first.bytes_read, end);
+        assert_eq!(first.explained, 1);
+        assert_eq!(first.unknown_overwritten, 1);
+        assert_eq!(
+            first.carried.as_slice(),
+            &[super::super::Span {
+                offset: 9 * BS,
+                len: BS
+            }]
+        );
+        let kept: Vec<u64> = first.kept.as_slice().iter().map(|s| s.offset).collect();
+        assert_eq!(kept, vec![600 * BS, end - BS]);
+        for r in &reports {
+            assert_eq!(r, first);
+        }
+    }
+
+    #[test]
+    fn a_read_error_in_any_stride_is_returned() {
+        let (bytes, olds, records) = scenario();
+        let end = bytes.len() as u64;
+        for fail_at in [0, CHECK_STRIDE + 5, end - 1] {
+            let rep = Mem {
+                bytes: bytes.clone(),
+                fail_at: Some(fail_at),
+            };
+            for threads in [1, 2, 4] {
+                let e = check_destination(
+                    &[&rep],
+                    0..end,
+                    BS as u32,
+                    None,
+                    &mut Olds(olds.clone()),
+                    &mut Records(records.clone(), 0),
+                    threads,
+                    &NoProgress,
+                )
+                .unwrap_err();
+                assert!(e.to_string().contains("injected read error"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_record_error_stops_the_readers() {
+        struct Failing;
+        impl RecordSource for Failing {
+            fn next_record(&mut self) -> Result<Option<(RecordBody, &[u8])>, Error> {
+                Err(Error::WriterStopped)
+            }
+        }
+        let (bytes, olds, _) = scenario();
+        let end = bytes.len() as u64;
+        let rep = Mem {
+            bytes,
+            fail_at: None,
+        };
+        let e = check_destination(
+            &[&rep],
+            0..end,
+            BS as u32,
+            None,
+            &mut Olds(olds),
+            &mut Failing,
+            3,
+            &NoProgress,
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::WriterStopped));
+    }
 }
