@@ -270,6 +270,9 @@ pub fn rm_with<S: Storage>(
             report
                 .files
                 .extend(remove_state(storage, target, uuid, options, observer));
+            report
+                .files
+                .extend(remove_interrupted(storage, target, options, observer));
         }
         return Ok(report);
     }
@@ -496,10 +499,33 @@ fn remove_leftovers<S: Storage>(
             let _ = storage.fsync_parent(&path);
         }
     }
-    // What an interrupted create or import left beside the set: only a
-    // file that reads as one.
+    out.extend(remove_interrupted(storage, target, options, observer));
+    if options.remove_set_file {
+        let mut file = remove_one(storage, target, Role::SetFile, options, observer);
+        // Durably gone, or said not to be: a crash could bring it back.
+        if matches!(file.outcome, Outcome::Removed) {
+            if let Err(e) = storage.fsync_parent(target) {
+                file.outcome = Outcome::Failed(e.into());
+                observer.done(&file);
+            }
+        }
+        out.push(file);
+    }
+    out
+}
+
+/// Removes what an interrupted `create` or `import` left beside the pool
+/// set file or single-file pool `target`: its create journal and its
+/// record of packet files being deleted, each only if it reads as one.
+fn remove_interrupted<S: Storage>(
+    storage: &S,
+    target: &Path,
+    options: &RmOptions,
+    observer: &mut dyn RmObserver,
+) -> Vec<RmFile> {
     let journal = crate::create::journal_path(target);
     let record = crate::packets::deleting::deleting_path(target);
+    let mut out = Vec::new();
     for (path, role, ours) in [
         (
             &journal,
@@ -516,17 +542,6 @@ fn remove_leftovers<S: Storage>(
             out.push(remove_one(storage, path, role, options, observer));
             let _ = storage.fsync_parent(path);
         }
-    }
-    if options.remove_set_file {
-        let mut file = remove_one(storage, target, Role::SetFile, options, observer);
-        // Durably gone, or said not to be: a crash could bring it back.
-        if matches!(file.outcome, Outcome::Removed) {
-            if let Err(e) = storage.fsync_parent(target) {
-                file.outcome = Outcome::Failed(e.into());
-                observer.done(&file);
-            }
-        }
-        out.push(file);
     }
     out
 }

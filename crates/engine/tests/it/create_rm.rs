@@ -1260,6 +1260,40 @@ fn rm_removes_an_interrupted_runs_journal_and_deletion_record() {
     assert!(journal.exists(), "a file that is not a journal is kept");
 }
 
+/// The same beside a single-file pool: the journal of a `create` of it
+/// goes with the pool file.
+#[test]
+fn rm_removes_a_single_file_pools_journal() {
+    let dir = tmp();
+    let pool = dir.path().join("pool.obj");
+    let created = must_create(&pool, &CreateOptions::default());
+    let journal = poolsync_engine::create::journal_path(&pool);
+    let text = poolsync_engine::create::CreateJournal {
+        version: poolsync_engine::create::CREATE_JOURNAL_VERSION,
+        target: pool.display().to_string(),
+        poolset_uuid: "6b0a3e1c-58b1-4ad3-9d0b-0d6f00f0a8c1".into(),
+        is_poolset: false,
+        pool_size: created.pool_size,
+        layout: String::new(),
+        mode: 0o664,
+        parts: Vec::new(),
+    }
+    .render()
+    .unwrap();
+    fs::write(&journal, text).unwrap();
+    let report = rm(
+        &FsStorage,
+        &pool,
+        &RmOptions::default(),
+        &mut Script::default(),
+    )
+    .unwrap();
+    assert!(report.ok(), "{report:?}");
+    let roles: Vec<&Role> = report.files.iter().map(|f| &f.role).collect();
+    assert_eq!(roles, [&Role::Pool, &Role::CreateJournal]);
+    assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
+}
+
 #[test]
 fn rm_missing_part_keeps_the_set_file() {
     let dir = tmp();
