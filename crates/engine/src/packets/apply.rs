@@ -119,7 +119,7 @@ impl CheckReport {
 /// timeline the packet's history does not have.
 ///
 /// The check reads the whole range in order, so reader threads (as many as
-/// `threads`, at most [`MAX_READERS`]) read and hash it ahead, taking
+/// `threads`, at most four) read and hash it ahead, taking
 /// strides in turn, while the calling thread reads and verifies the
 /// records and judges every block.
 #[allow(clippy::too_many_arguments)]
