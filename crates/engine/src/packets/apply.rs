@@ -647,6 +647,25 @@ mod tests {
         (bytes, olds, records)
     }
 
+    /// Checks all of `rep` against `olds` and `records` with `threads`.
+    fn check(
+        rep: &Mem,
+        olds: &[Option<Entry>],
+        records: &RecordList,
+        threads: usize,
+    ) -> Result<CheckReport, Error> {
+        check_destination(
+            &[rep],
+            0..rep.end(),
+            BS as u32,
+            None,
+            &mut Olds(olds.to_vec()),
+            &mut Records(records.clone(), 0),
+            threads,
+            &NoProgress,
+        )
+    }
+
     #[test]
     fn every_number_of_readers_judges_alike() {
         let (bytes, olds, records) = scenario();
@@ -655,21 +674,9 @@ mod tests {
             bytes,
             fail_at: None,
         };
-        let mut reports = Vec::new();
-        for threads in 0..=6 {
-            let report = check_destination(
-                &[&rep],
-                0..end,
-                BS as u32,
-                None,
-                &mut Olds(olds.clone()),
-                &mut Records(records.clone(), 0),
-                threads,
-                &NoProgress,
-            )
-            .unwrap();
-            reports.push(report);
-        }
+        let reports: Vec<CheckReport> = (0..=6)
+            .map(|threads| check(&rep, &olds, &records, threads).unwrap())
+            .collect();
         let first = &reports[0];
         assert_eq!(first.blocks, end / BS);
         assert_eq!(first.bytes_read, end);
@@ -699,17 +706,7 @@ mod tests {
                 fail_at: Some(fail_at),
             };
             for threads in [1, 2, 4] {
-                let e = check_destination(
-                    &[&rep],
-                    0..end,
-                    BS as u32,
-                    None,
-                    &mut Olds(olds.clone()),
-                    &mut Records(records.clone(), 0),
-                    threads,
-                    &NoProgress,
-                )
-                .unwrap_err();
+                let e = check(&rep, &olds, &records, threads).unwrap_err();
                 assert!(e.to_string().contains("injected read error"), "{e}");
             }
         }

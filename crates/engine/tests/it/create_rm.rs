@@ -1211,6 +1211,40 @@ fn rm_pool_set_parts_then_set_file() {
     assert!(names(dir.path()).is_empty());
 }
 
+/// A create journal for `target` that names no part: what a `create` of
+/// it stopped before its first file would have left.
+fn journal_text(target: &Path, created: &Created) -> String {
+    poolsync_engine::create::CreateJournal {
+        version: poolsync_engine::create::CREATE_JOURNAL_VERSION,
+        target: target.display().to_string(),
+        poolset_uuid: "6b0a3e1c-58b1-4ad3-9d0b-0d6f00f0a8c1".into(),
+        is_poolset: created.is_poolset,
+        pool_size: created.pool_size,
+        layout: String::new(),
+        mode: 0o664,
+        parts: Vec::new(),
+    }
+    .render()
+    .unwrap()
+}
+
+/// `rm` of `target` with the default options, which must succeed.
+fn rm_ok(target: &Path) -> poolsync_engine::rm::RmReport {
+    let report = rm(
+        &FsStorage,
+        target,
+        &RmOptions::default(),
+        &mut Script::default(),
+    )
+    .unwrap();
+    assert!(report.ok(), "{report:?}");
+    report
+}
+
+fn roles_of(report: &poolsync_engine::rm::RmReport) -> Vec<&Role> {
+    report.files.iter().map(|f| &f.role).collect()
+}
+
 /// What an interrupted create or import left beside the set file goes
 /// with the pool, when it reads as such; a file of that name that does not
 /// is not poolsync's and stays.
@@ -1221,33 +1255,10 @@ fn rm_removes_an_interrupted_runs_journal_and_deletion_record() {
     let created = must_create(&set, &options(""));
     let journal = poolsync_engine::create::journal_path(&set);
     let record = poolsync_engine::packets::deleting::deleting_path(&set);
-    let text = poolsync_engine::create::CreateJournal {
-        version: poolsync_engine::create::CREATE_JOURNAL_VERSION,
-        target: set.display().to_string(),
-        poolset_uuid: "6b0a3e1c-58b1-4ad3-9d0b-0d6f00f0a8c1".into(),
-        is_poolset: true,
-        pool_size: created.pool_size,
-        layout: String::new(),
-        mode: 0o664,
-        parts: Vec::new(),
-    }
-    .render()
-    .unwrap();
-    fs::write(&journal, text).unwrap();
+    fs::write(&journal, journal_text(&set, &created)).unwrap();
     fs::write(&record, "version = 1\npackets = []\n").unwrap();
-    let rm_all = || {
-        let report = rm(
-            &FsStorage,
-            &set,
-            &RmOptions::default(),
-            &mut Script::default(),
-        )
-        .unwrap();
-        assert!(report.ok(), "{report:?}");
-        report
-    };
-    let report = rm_all();
-    let roles: Vec<&Role> = report.files.iter().map(|f| &f.role).collect();
+    let report = rm_ok(&set);
+    let roles = roles_of(&report);
     assert!(
         roles.contains(&&Role::CreateJournal) && roles.contains(&&Role::DeletionRecord),
         "{roles:?}"
@@ -1256,7 +1267,7 @@ fn rm_removes_an_interrupted_runs_journal_and_deletion_record() {
 
     must_create(&set, &options(""));
     fs::write(&journal, "not a journal").unwrap();
-    rm_all();
+    rm_ok(&set);
     assert!(journal.exists(), "a file that is not a journal is kept");
 }
 
@@ -1268,29 +1279,9 @@ fn rm_removes_a_single_file_pools_journal() {
     let pool = dir.path().join("pool.obj");
     let created = must_create(&pool, &CreateOptions::default());
     let journal = poolsync_engine::create::journal_path(&pool);
-    let text = poolsync_engine::create::CreateJournal {
-        version: poolsync_engine::create::CREATE_JOURNAL_VERSION,
-        target: pool.display().to_string(),
-        poolset_uuid: "6b0a3e1c-58b1-4ad3-9d0b-0d6f00f0a8c1".into(),
-        is_poolset: false,
-        pool_size: created.pool_size,
-        layout: String::new(),
-        mode: 0o664,
-        parts: Vec::new(),
-    }
-    .render()
-    .unwrap();
-    fs::write(&journal, text).unwrap();
-    let report = rm(
-        &FsStorage,
-        &pool,
-        &RmOptions::default(),
-        &mut Script::default(),
-    )
-    .unwrap();
-    assert!(report.ok(), "{report:?}");
-    let roles: Vec<&Role> = report.files.iter().map(|f| &f.role).collect();
-    assert_eq!(roles, [&Role::Pool, &Role::CreateJournal]);
+    fs::write(&journal, journal_text(&pool, &created)).unwrap();
+    let report = rm_ok(&pool);
+    assert_eq!(roles_of(&report), [&Role::Pool, &Role::CreateJournal]);
     assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
 }
 
