@@ -231,24 +231,18 @@ fn read_strides(
         s.offset = pos;
         s.len = n;
         s.reads.resize_with(replicas.len(), Default::default);
-        let mut read = Ok(());
-        for (rep, (buf, digests)) in replicas.iter().zip(&mut s.reads) {
-            // The buffers only grow: the last stride may be shorter.
-            if buf.len() < n as usize {
-                buf.resize(n as usize, 0);
-            }
-            let buf = &mut buf[..n as usize];
-            match rep.read(pos, buf) {
-                Ok(()) => {
-                    digests.clear();
-                    digests.extend(buf.chunks(bs as usize).map(crate::endpoint::digest));
+        let read = replicas
+            .iter()
+            .zip(&mut s.reads)
+            .try_for_each(|(rep, (buf, digests))| {
+                // The buffers only grow: the last stride may be shorter.
+                if buf.len() < n as usize {
+                    buf.resize(n as usize, 0);
                 }
-                Err(e) => {
-                    read = Err(e);
-                    break;
-                }
-            }
-        }
+                let buf = &mut buf[..n as usize];
+                *digests = super::scan::read_and_hash(*rep, pos, buf, bs as usize, None)?;
+                Ok(())
+            });
         let failed = read.is_err();
         if full.send(read.map(|()| s)).is_err() || failed {
             return;

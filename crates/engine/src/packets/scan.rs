@@ -129,7 +129,7 @@ pub fn scan(
 }
 
 /// A pool of `threads` workers, or `None` for one.
-pub(crate) fn workers(threads: usize) -> Result<Option<rayon::ThreadPool>, Error> {
+fn workers(threads: usize) -> Result<Option<rayon::ThreadPool>, Error> {
     if threads <= 1 {
         return Ok(None);
     }
@@ -159,8 +159,7 @@ pub(crate) fn read_and_hash(
     let bs = bs.max(1);
     let piece = (PIECE / bs).max(1) * bs;
     // A buffer of one piece or less is read here: waking the workers for a
-    // few blocks costs more than reading them (an import's check walks
-    // every record of a scattered change, a block or two at a time).
+    // few blocks costs more than reading them.
     let pool = pool.filter(|_| buf.len() > piece);
     let Some(pool) = pool else {
         source.read(pos, buf)?;
