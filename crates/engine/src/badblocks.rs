@@ -59,9 +59,7 @@ pub struct BadBlock {
 /// `set_path` (the path as given, so a relative set path gives a relative
 /// file name, as in PMDK).
 pub fn recovery_file_path(set_path: &Path, replica: usize, part: usize) -> PathBuf {
-    let mut name = set_path.as_os_str().to_os_string();
-    name.push(format!("_r{replica}_p{part}_badblocks.txt"));
-    PathBuf::from(name)
+    crate::durable::beside(set_path, &format!("_r{replica}_p{part}_badblocks.txt"))
 }
 
 /// What a recovery file holds.

@@ -88,9 +88,7 @@ pub(crate) fn replace_small_file<S: Storage>(
     path: &Path,
     bytes: &[u8],
 ) -> Result<(), Error> {
-    let mut name = path.as_os_str().to_os_string();
-    name.push(".tmp");
-    let tmp = std::path::PathBuf::from(name);
+    let tmp = beside(path, ".tmp");
     remove_if_exists(storage, &tmp)?;
     let file = storage.create_aux(&tmp, 0o644)?;
     file.set_len(bytes.len() as u64)?;
@@ -105,7 +103,8 @@ pub(crate) fn replace_small_file<S: Storage>(
 }
 
 /// `path` with `suffix` appended to its file name: where poolsync keeps a
-/// file that belongs with a pool set file (`<set>.poolsync-state`, ...).
+/// file that belongs with another (`<set>.poolsync-state`, a temporary
+/// `<file>.tmp`, ...).
 pub(crate) fn beside(path: &Path, suffix: &str) -> std::path::PathBuf {
     let mut name = path.as_os_str().to_os_string();
     name.push(suffix);

@@ -58,9 +58,7 @@ pub const STATE_SUFFIX: &str = ".poolsync-state";
 /// The state file of the pool set (or single-file pool) at `set_path`:
 /// `<set>.poolsync-state`, beside it.
 pub fn state_path(set_path: &Path) -> PathBuf {
-    let mut name = set_path.as_os_str().to_os_string();
-    name.push(STATE_SUFFIX);
-    PathBuf::from(name)
+    crate::durable::beside(set_path, STATE_SUFFIX)
 }
 
 /// Where packet ids and lineages come from.

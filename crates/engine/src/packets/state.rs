@@ -221,9 +221,7 @@ pub struct StateWriter<F> {
 
 /// The temporary name of a state file being written.
 pub fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_os_string();
-    name.push(".tmp");
-    PathBuf::from(name)
+    crate::durable::beside(path, ".tmp")
 }
 
 impl<F: PartFile> StateWriter<F> {

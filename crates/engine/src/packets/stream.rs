@@ -292,9 +292,7 @@ pub const PARTIAL_SUFFIX: &str = ".poolsync-partial";
 
 /// The temporary name of the physical file `path`.
 pub fn partial_path(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_os_string();
-    name.push(PARTIAL_SUFFIX);
-    PathBuf::from(name)
+    crate::durable::beside(path, PARTIAL_SUFFIX)
 }
 
 /// The name of physical file `part` of the packet `out`.

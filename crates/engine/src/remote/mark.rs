@@ -20,17 +20,14 @@ pub const MARK_SUFFIX: &str = ".poolsync-synced";
 
 /// The mark of the pool set file `set_path`.
 pub fn mark_path(set_path: &Path) -> PathBuf {
-    let mut name = set_path.as_os_str().to_os_string();
-    name.push(MARK_SUFFIX);
-    PathBuf::from(name)
+    crate::durable::beside(set_path, MARK_SUFFIX)
 }
 
 /// The mark and its temporary copy, as `rm` removes them.
 pub fn mark_files(set_path: &Path) -> [PathBuf; 2] {
     let path = mark_path(set_path);
-    let mut tmp = path.as_os_str().to_os_string();
-    tmp.push(".tmp");
-    [path, PathBuf::from(tmp)]
+    let tmp = crate::durable::beside(&path, ".tmp");
+    [path, tmp]
 }
 
 /// The mark of `set_path`, when there is one that verifies; a missing,

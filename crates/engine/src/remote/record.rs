@@ -99,16 +99,12 @@ impl Record {
 
 /// The record of the pool set file at `set_path`.
 pub fn record_path(set_path: &Path) -> PathBuf {
-    let mut name = set_path.as_os_str().to_os_string();
-    name.push(RECORD_SUFFIX);
-    PathBuf::from(name)
+    crate::durable::beside(set_path, RECORD_SUFFIX)
 }
 
 /// The temporary name a new record is written under.
 fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_os_string();
-    name.push(".tmp");
-    PathBuf::from(name)
+    crate::durable::beside(path, ".tmp")
 }
 
 /// Parses a record's bytes; `Err` says what is wrong, naming the line.
