@@ -357,7 +357,10 @@ fn directory_parts_are_refused_clearly() {
 #[test]
 fn flipped_header_byte_breaks_the_part_and_check_never_writes() {
     let pool = Pool::new(&[&[16], &[8, 8]], false);
-    write_at(pool.part(1, 1), 100, &[0xff]);
+    // Byte 100 lies in a random UUID: invert it, so that it changes
+    // whatever it held (writing 0xff left it alone one run in 256).
+    let byte = fs::read(pool.part(1, 1)).expect("read part")[100];
+    write_at(pool.part(1, 1), 100, &[!byte]);
     let h = health(&pool.set);
     assert!(
         matches!(
@@ -738,7 +741,9 @@ fn single_file_pool_and_a_part_file_given_alone() {
     assert!(i.is_part);
     assert!(i.obj_header.is_none());
 
-    write_at(&file, 100, &[0xff]);
+    // Byte 100 lies in a random UUID: invert it, whatever it held.
+    let byte = fs::read(&file).expect("read pool")[100];
+    write_at(&file, 100, &[!byte]);
     let err = info(&FsStorage, &file, &InfoOptions::default()).unwrap_err();
     assert!(matches!(err, Error::InvalidChecksum { .. }), "{err}");
     let forced = info(
