@@ -229,4 +229,11 @@ impl PartFile for AnyFile {
             AnyFile::Dax(f) => f.set_len(len),
         }
     }
+
+    fn write_once(&self) {
+        match self {
+            AnyFile::PageCache(f) => f.write_once(),
+            AnyFile::Dax(f) => f.write_once(),
+        }
+    }
 }

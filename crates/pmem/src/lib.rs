@@ -166,6 +166,11 @@ pub trait PartFile: Send + Sync + std::fmt::Debug {
     /// ([`Storage::create_aux`]); the engine never changes the length of a
     /// part, and a mapped part (the DAX backend's) refuses.
     fn set_len(&self, len: u64) -> Result<(), Error>;
+    /// Says that this file is written once, front to back, and not read
+    /// back through this handle (an update packet as it is exported): a
+    /// backend may then drop from its cache what it has made durable. A
+    /// hint only; by default it does nothing.
+    fn write_once(&self) {}
 }
 
 /// A file system as the engine sees it.

@@ -407,6 +407,8 @@ impl<S: Storage> PacketSink for FileSink<'_, S> {
         let tmp = partial_path(&final_name);
         crate::durable::remove_if_exists(self.storage, &tmp)?;
         let file = self.storage.create_aux(&tmp, 0o644)?;
+        // The exporter never reads a packet back.
+        file.write_once();
         self.written.push(tmp);
         self.file = Some((file, 0));
         self.buf.clear();
