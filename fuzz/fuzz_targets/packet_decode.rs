@@ -37,6 +37,8 @@ fn tag(parts: &[&[u8]]) -> [u8; 16] {
 
 /// Recomputes the unsigned tags of a packet file (`docs/packet.md`,
 /// section 1), following its declared lengths as far as they stay inside.
+/// Record tags follow the declared version: version 1 covers the payload,
+/// version 2 its BLAKE3 hash (section 3).
 fn reseal(f: &mut [u8]) {
     let Ok(len) = file_header_len(f) else { return };
     if len > f.len() {
@@ -57,12 +59,22 @@ fn reseal(f: &mut [u8]) {
         else {
             break;
         };
-        let t = tag(&[
-            b"poolsync packet v1 record\0",
-            &header_tag,
-            &f[at..at + REC_TAG_OFF],
-            &f[at + RECORD_HEADER_LEN..next],
-        ]);
+        let payload = &f[at + RECORD_HEADER_LEN..next];
+        let t = if f[8..10] == [1, 0] {
+            tag(&[
+                b"poolsync packet v1 record\0",
+                &header_tag,
+                &f[at..at + REC_TAG_OFF],
+                payload,
+            ])
+        } else {
+            tag(&[
+                b"poolsync packet v2 record\0",
+                &header_tag,
+                &f[at..at + REC_TAG_OFF],
+                blake3::hash(payload).as_bytes(),
+            ])
+        };
         f[at + REC_TAG_OFF..at + RECORD_HEADER_LEN].copy_from_slice(&t);
         at = next;
     }

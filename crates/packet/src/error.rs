@@ -36,7 +36,9 @@ pub enum Error {
         expected: String,
     },
     /// The format version is not one this build reads.
-    #[error("{what} version {found} at offset {offset} is not supported, this build reads version {supported}")]
+    #[error(
+        "{what} version {found} at offset {offset} is not supported, this build reads {supported}"
+    )]
     Version {
         /// The structure.
         what: &'static str,
@@ -44,8 +46,9 @@ pub enum Error {
         offset: u64,
         /// The version found.
         found: u16,
-        /// The version this build reads.
-        supported: u16,
+        /// The versions this build reads, as text (`version 1`, `versions
+        /// 1 and 2`).
+        supported: &'static str,
     },
     /// A field holds a value the format does not allow.
     #[error("invalid {field} at offset {offset}: {problem}")]

@@ -319,7 +319,7 @@ impl RewindRequest {
                 what: WHAT,
                 offset: RWD_VERSION_OFF as u64,
                 found: version,
-                supported: REWIND_VERSION,
+                supported: "version 1",
             });
         }
         let len = u32_at(prefix, RWD_LEN_OFF) as usize;

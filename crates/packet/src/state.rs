@@ -468,7 +468,7 @@ pub fn state_head_len(prefix: &[u8]) -> Result<usize, Error> {
             what: WHAT,
             offset: STATE_VERSION_OFF as u64,
             found: version,
-            supported: STATE_VERSION,
+            supported: "version 1",
         });
     }
     let len = u32_at(prefix, STATE_HEAD_LEN_OFF) as usize;

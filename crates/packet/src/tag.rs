@@ -27,8 +27,11 @@ pub const MAX_KEY_FILE_LEN: usize = 64 * 1024;
 
 /// Domain of a packet file header tag.
 pub(crate) const DOMAIN_HEADER: &[u8] = b"poolsync packet v1 header\0";
-/// Domain of a packet record tag.
-pub(crate) const DOMAIN_RECORD: &[u8] = b"poolsync packet v1 record\0";
+/// Domain of a packet record tag in version 1 packets (over the payload).
+pub(crate) const DOMAIN_RECORD_V1: &[u8] = b"poolsync packet v1 record\0";
+/// Domain of a packet record tag in version 2 packets (over the payload's
+/// hash).
+pub(crate) const DOMAIN_RECORD: &[u8] = b"poolsync packet v2 record\0";
 /// Domain of a packet trailer tag.
 pub(crate) const DOMAIN_TRAILER: &[u8] = b"poolsync packet v1 trailer\0";
 /// Domain of a logical packet's content digest.
@@ -116,6 +119,7 @@ mod tests {
     fn domains_are_distinct_and_prefix_free() {
         let all = [
             DOMAIN_HEADER,
+            DOMAIN_RECORD_V1,
             DOMAIN_RECORD,
             DOMAIN_TRAILER,
             DOMAIN_CONTENT,

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use super::compress::Codec;
 use super::header::{encode_file_header, meta_problem, var_offsets};
-use super::record::{record_tag, RecordHeader, RecordKind, RECORD_HEADER_LEN};
+use super::record::{payload_hash, record_tag, RecordHeader, RecordKind, RECORD_HEADER_LEN};
 use super::trailer::{encode_trailer, TRAILER_LEN};
 use super::{
     data_hash, Compression, ContentDigest, FileHeader, PacketMeta, PacketSummary, Trailer,
@@ -22,6 +22,8 @@ pub struct PreparedRecord<'a> {
     offset: u64,
     blocks: u32,
     payload: Cow<'a, [u8]>,
+    /// What the tag covers ([`payload_hash`]).
+    payload_hash: [u8; 32],
     data_hash: Option<[u8; 32]>,
 }
 
@@ -181,6 +183,13 @@ impl<'k> PacketEncoder<'k> {
             Some(packed) => (self.meta.compression, Cow::Owned(packed)),
             None => (Compression::None, Cow::Borrowed(data)),
         };
+        let hash = data_hash(data);
+        // Stored as is, the payload is the data: one hash serves the tag
+        // and the content digest.
+        let stored_hash = match &payload {
+            Cow::Borrowed(_) => hash,
+            Cow::Owned(packed) => payload_hash(packed),
+        };
         Ok(PreparedRecord {
             kind: RecordKind::Data {
                 compression,
@@ -190,7 +199,8 @@ impl<'k> PacketEncoder<'k> {
             offset,
             blocks,
             payload,
-            data_hash: Some(data_hash(data)),
+            payload_hash: stored_hash,
+            data_hash: Some(hash),
         })
     }
 
@@ -205,6 +215,7 @@ impl<'k> PacketEncoder<'k> {
             offset,
             blocks,
             payload: Cow::Borrowed(&[]),
+            payload_hash: payload_hash(&[]),
             data_hash: None,
         })
     }
@@ -299,7 +310,7 @@ impl<'k> PacketEncoder<'k> {
             tag: [0; TAG_LEN],
             at: file.len,
         };
-        header.tag = record_tag(self.key, &file.header.tag, &header, &record.payload);
+        header.tag = record_tag(self.key, &file.header.tag, &header, &record.payload_hash);
         file.len += record.encoded_len();
         file.records += 1;
         self.seq += 1;

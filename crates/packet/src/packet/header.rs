@@ -14,8 +14,12 @@ use crate::Error;
 
 /// The magic number of a packet file.
 pub const PACKET_MAGIC: &[u8; 8] = b"PSYNCPKT";
-/// The format version this crate writes and reads.
-pub const PACKET_VERSION: u16 = 1;
+/// The format version this crate writes.
+pub const PACKET_VERSION: u16 = 2;
+/// The oldest format version this crate reads. Version 1 differs only in
+/// what a record's tag covers: its payload, where version 2 covers the
+/// payload's hash (`docs/packet.md`, section 3).
+pub const OLDEST_PACKET_VERSION: u16 = 1;
 /// Flag bit: every tag of the file is a keyed MAC.
 pub const FLAG_SIGNED: u8 = 0x01;
 /// Flag bit: the packet honours a rewind request; the rewind position
@@ -132,6 +136,9 @@ pub struct FileHeader {
     /// The header's tag; record and trailer tags cover it, which binds them
     /// to this file.
     pub tag: [u8; TAG_LEN],
+    /// The format version ([`OLDEST_PACKET_VERSION`] to
+    /// [`PACKET_VERSION`]): it says what record tags cover.
+    pub version: u16,
 }
 
 /// Offsets of the variable fields of a header for `meta`.
@@ -281,12 +288,12 @@ pub fn file_header_len(prefix: &[u8]) -> Result<usize, Error> {
     need(prefix, FILE_HEADER_FIXED_LEN, WHAT, 0)?;
     check_magic(prefix, PACKET_MAGIC, WHAT, 0)?;
     let version = u16_at(prefix, FILE_HDR_VERSION_OFF);
-    if version != PACKET_VERSION {
+    if !(OLDEST_PACKET_VERSION..=PACKET_VERSION).contains(&version) {
         return Err(Error::Version {
             what: WHAT,
             offset: FILE_HDR_VERSION_OFF as u64,
             found: version,
-            supported: PACKET_VERSION,
+            supported: "versions 1 and 2",
         });
     }
     let len = u32_at(prefix, FILE_HDR_LEN_OFF) as usize;
@@ -484,6 +491,7 @@ pub fn decode_file_header(bytes: &[u8], key: Option<&Key>) -> Result<FileHeader,
         signed,
         len,
         tag,
+        version: u16_at(bytes, FILE_HDR_VERSION_OFF),
     })
 }
 
@@ -553,6 +561,7 @@ pub(crate) fn encode_file_header(
         signed: key.is_some(),
         len,
         tag,
+        version: PACKET_VERSION,
     };
     Ok((b, header))
 }

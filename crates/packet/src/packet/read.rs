@@ -12,8 +12,8 @@ use super::trailer::{
     TRL_RECORD_COUNT_OFF, TRL_ZERO_BLOCKS_OFF,
 };
 use super::{
-    data_hash, ContentDigest, FileHeader, PacketSummary, Trailer, MAX_RECORD_DATA, REC_KIND_DATA,
-    REC_KIND_ZERO,
+    data_hash, Compression, ContentDigest, FileHeader, PacketSummary, Trailer, MAX_RECORD_DATA,
+    REC_KIND_DATA, REC_KIND_ZERO,
 };
 use crate::tag::Key;
 use crate::Error;
@@ -257,7 +257,8 @@ impl<'k> PacketReader<'k> {
                 problem: "no record header is pending",
             });
         };
-        let body = open_record_with(&mut self.codec, &f.header, &record, payload, self.key, out)?;
+        let (body, hash) =
+            open_record_with(&mut self.codec, &f.header, &record, payload, self.key, out)?;
         let digest = &mut self
             .started
             .as_mut()
@@ -267,14 +268,14 @@ impl<'k> PacketReader<'k> {
             })?
             .digest;
         match (body, record.kind) {
-            (RecordBody::Data { len, .. }, RecordKind::Data { .. }) => {
-                let data = out.get(..len).unwrap_or_default();
-                digest.add(
-                    REC_KIND_DATA,
-                    record.offset,
-                    record.blocks,
-                    Some(&data_hash(data)),
-                );
+            (RecordBody::Data { len, .. }, RecordKind::Data { compression, .. }) => {
+                // A payload stored as is is the data: its hash is the one
+                // the tag was checked with.
+                let hash = match hash {
+                    Some(h) if compression == Compression::None => h,
+                    _ => data_hash(out.get(..len).unwrap_or_default()),
+                };
+                digest.add(REC_KIND_DATA, record.offset, record.blocks, Some(&hash));
                 self.data_blocks += u64::from(record.blocks);
             }
             _ => {

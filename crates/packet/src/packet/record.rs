@@ -4,7 +4,7 @@ use super::compress::Codec;
 use super::header::{check_key, FILE_HDR_FLAGS_OFF};
 use super::{Compression, FileHeader, MAX_RECORD_DATA};
 use crate::bytes::{array_at, at, check_zero, need, put, put_u32, put_u64, u32_at, u64_at, u8_at};
-use crate::tag::{tags_equal, Key, Tagger, DOMAIN_RECORD, TAG_LEN};
+use crate::tag::{tags_equal, Key, Tagger, DOMAIN_RECORD, DOMAIN_RECORD_V1, TAG_LEN};
 use crate::Error;
 
 /// Bytes of a record header; the payload follows.
@@ -139,14 +139,36 @@ impl RecordHeader {
     }
 }
 
-/// The tag of a record of the file whose header tag is `header_tag`.
+/// The hash of a record's stored payload that its tag covers: plain
+/// BLAKE3, never keyed. For a payload stored as is it is also the data hash
+/// of the content digest, so one pass over the bytes serves both.
+pub(crate) fn payload_hash(payload: &[u8]) -> [u8; 32] {
+    *blake3::hash(payload).as_bytes()
+}
+
+/// The tag of a record of the file whose header tag is `header_tag`, in
+/// the current format: over the hash of its payload ([`payload_hash`]).
 pub(crate) fn record_tag(
+    key: Option<&Key>,
+    header_tag: &[u8; TAG_LEN],
+    record: &RecordHeader,
+    payload_hash: &[u8; 32],
+) -> [u8; TAG_LEN] {
+    Tagger::new(key, DOMAIN_RECORD)
+        .update(header_tag)
+        .update(&record.fixed_bytes())
+        .update(payload_hash)
+        .tag()
+}
+
+/// The tag of a record in a version 1 file: over the payload itself.
+fn record_tag_v1(
     key: Option<&Key>,
     header_tag: &[u8; TAG_LEN],
     record: &RecordHeader,
     payload: &[u8],
 ) -> [u8; TAG_LEN] {
-    Tagger::new(key, DOMAIN_RECORD)
+    Tagger::new(key, DOMAIN_RECORD_V1)
         .update(header_tag)
         .update(&record.fixed_bytes())
         .update(payload)
@@ -311,9 +333,13 @@ pub fn open_record(
     key: Option<&Key>,
     out: &mut [u8],
 ) -> Result<RecordBody, Error> {
-    open_record_with(&mut Codec::default(), header, record, payload, key, out)
+    open_record_with(&mut Codec::default(), header, record, payload, key, out).map(|(body, _)| body)
 }
 
+/// [`open_record`] with a kept decompressor; also returns the hash of the
+/// payload when the record was verified through it (a version 2 file), so
+/// that a payload stored as is need not be hashed again for the content
+/// digest.
 pub(crate) fn open_record_with(
     codec: &mut Codec,
     header: &FileHeader,
@@ -321,7 +347,7 @@ pub(crate) fn open_record_with(
     payload: &[u8],
     key: Option<&Key>,
     out: &mut [u8],
-) -> Result<RecordBody, Error> {
+) -> Result<(RecordBody, Option<[u8; 32]>), Error> {
     check_key(
         header.signed,
         key,
@@ -336,7 +362,12 @@ pub(crate) fn open_record_with(
             available: payload.len() as u64,
         });
     }
-    let computed = record_tag(key, &header.tag, record, payload);
+    let (computed, hash) = if header.version == 1 {
+        (record_tag_v1(key, &header.tag, record, payload), None)
+    } else {
+        let hash = payload_hash(payload);
+        (record_tag(key, &header.tag, record, &hash), Some(hash))
+    };
     if !tags_equal(&computed, &record.tag) {
         return Err(Error::BadTag {
             what: WHAT,
@@ -346,10 +377,13 @@ pub(crate) fn open_record_with(
     }
     let len = record.logical_len(header.meta.block_size);
     match record.kind {
-        RecordKind::Zero => Ok(RecordBody::Zero {
-            offset: record.offset,
-            len,
-        }),
+        RecordKind::Zero => Ok((
+            RecordBody::Zero {
+                offset: record.offset,
+                len,
+            },
+            hash,
+        )),
         RecordKind::Data { compression, .. } => {
             // At most MAX_RECORD_DATA, checked when the header was decoded.
             let len = len as usize;
@@ -359,10 +393,13 @@ pub(crate) fn open_record_with(
                 len: out_len,
             })?;
             codec.decompress(compression, payload, dst, record.payload_offset())?;
-            Ok(RecordBody::Data {
-                offset: record.offset,
-                len,
-            })
+            Ok((
+                RecordBody::Data {
+                    offset: record.offset,
+                    len,
+                },
+                hash,
+            ))
         }
     }
 }

@@ -187,6 +187,8 @@ pub fn full_state(block_size: u32, pool_size: u64) -> State {
 /// Recomputes every unsigned tag of a packet file, as someone forging an
 /// unsigned packet would, so that the checks behind the tags are reached.
 /// Walks the file with its declared lengths and stops where they leave it.
+/// Record tags follow the version the file declares: version 1 covers the
+/// payload, later versions the payload's BLAKE3 hash.
 pub fn reseal_unsigned(f: &mut [u8]) {
     let tag = |parts: &[&[u8]]| {
         let mut h = blake3::Hasher::new();
@@ -215,12 +217,22 @@ pub fn reseal_unsigned(f: &mut [u8]) {
         else {
             break;
         };
-        let t = tag(&[
-            b"poolsync packet v1 record\0",
-            &header_tag,
-            &f[at..at + REC_TAG_OFF],
-            &f[at + RECORD_HEADER_LEN..next],
-        ]);
+        let payload = &f[at + RECORD_HEADER_LEN..next];
+        let t = if f[8..10] == [1, 0] {
+            tag(&[
+                b"poolsync packet v1 record\0",
+                &header_tag,
+                &f[at..at + REC_TAG_OFF],
+                payload,
+            ])
+        } else {
+            tag(&[
+                b"poolsync packet v2 record\0",
+                &header_tag,
+                &f[at..at + REC_TAG_OFF],
+                blake3::hash(payload).as_bytes(),
+            ])
+        };
         f[at + REC_TAG_OFF..at + RECORD_HEADER_LEN].copy_from_slice(&t);
         at = next;
     }

@@ -669,6 +669,47 @@ fn forged(files: &[Vec<u8>], f: usize, at: usize, bytes: &[u8]) -> Error {
 }
 
 #[test]
+fn version_1_packets_are_still_read() {
+    // Version 1 differs only in what a record's tag covers (the payload,
+    // not its hash). A packet rewritten as version 1 reads back the same.
+    for compression in [Compression::None, Compression::Zstd] {
+        let (m, _, files) = sample_packet(None, compression, 1);
+        let v1: Vec<Vec<u8>> = files
+            .iter()
+            .map(|f| {
+                let mut f = f.clone();
+                f[FILE_HDR_VERSION_OFF..FILE_HDR_VERSION_OFF + 2].copy_from_slice(&[1, 0]);
+                reseal_unsigned(&mut f);
+                f
+            })
+            .collect();
+        assert_eq!(decode_file_header(&v1[0], None).unwrap().version, 1);
+        let (got, summary) = read(&v1, None, m.block_size).unwrap_or_else(|(_, e)| panic!("{e}"));
+        let (want, want_summary) = read(&files, None, m.block_size).unwrap();
+        assert_eq!(got, want);
+        assert_eq!(summary, want_summary);
+        // Its record tags are not version 2 tags: the same files declared
+        // as version 2 (header and trailer resealed, records left) fail
+        // at the first record.
+        let mut relabelled = v1.clone();
+        for (f, orig) in relabelled.iter_mut().zip(&files) {
+            let mut g = f.clone();
+            g[FILE_HDR_VERSION_OFF..FILE_HDR_VERSION_OFF + 2].copy_from_slice(&[2, 0]);
+            reseal_unsigned(&mut g);
+            let len = decode_file_header(&g, None).unwrap().len;
+            let trl = g.len() - TRAILER_LEN;
+            f[..len].copy_from_slice(&g[..len]);
+            f[trl..].copy_from_slice(&g[trl..]);
+            assert_eq!(&f[..len], &orig[..len]);
+        }
+        assert!(matches!(
+            read(&relabelled, None, m.block_size),
+            Err((0, Error::BadTag { what: "record", .. }))
+        ));
+    }
+}
+
+#[test]
 fn resealing_an_intact_packet_changes_nothing() {
     let (_, _, files) = sample_packet(None, Compression::Zstd, 1);
     for f in &files {
@@ -694,7 +735,8 @@ fn forged_unsigned_packets_are_still_judged_field_by_field() {
         other => panic!("unexpected {other}"),
     };
     let cases: Vec<(usize, &[u8], (&str, usize))> = vec![
-        (FILE_HDR_VERSION_OFF, &[2, 0], ("version", 8)),
+        (FILE_HDR_VERSION_OFF, &[3, 0], ("version", 8)),
+        (FILE_HDR_VERSION_OFF, &[0, 0], ("version", 8)),
         (FILE_HDR_FLAGS_OFF, &[4], ("flags", 10)),
         (FILE_HDR_FLAGS_OFF, &[2], ("rewind timeline", 116)),
         (

@@ -59,7 +59,18 @@ fn packet_seeds() -> Vec<(&'static str, Vec<u8>)> {
         epoch: 7,
     });
     let (rewind, _) = crate::common::build(&m, None, &records, 1200);
+    // The same zstd packet in format version 1, which is still read.
+    let v1: Vec<Vec<u8>> = zstd
+        .iter()
+        .map(|f| {
+            let mut f = f.clone();
+            f[FILE_HDR_VERSION_OFF..FILE_HDR_VERSION_OFF + 2].copy_from_slice(&[1, 0]);
+            crate::common::reseal_unsigned(&mut f);
+            f
+        })
+        .collect();
     vec![
+        ("v1-unsigned-zstd.bin", frame_packet(0, &v1)),
         ("unsigned-zstd.bin", frame_packet(0, &zstd)),
         ("rewind-lz4.bin", frame_packet(0, &rewind)),
         ("signed-lz4.bin", frame_packet(1, &lz4)),
