@@ -592,14 +592,15 @@ impl<W: PacketSink, F: PartFile> ScanVisitor for Visitor<'_, W, F> {
                 (None, true) => run = Some((i, 1)),
                 (Some((first, n)), false) => {
                     let (first, n) = (*first, *n);
-                    self.ship(offset, bytes, first, n, bs)?;
+                    self.ship(offset, bytes, first, n, bs, true)?;
                     run = None;
                 }
                 (None, false) => {}
             }
         }
         if let Some((first, n)) = run {
-            self.ship(offset, bytes, first, n, bs)?;
+            // It may go on in the next stride.
+            self.ship(offset, bytes, first, n, bs, false)?;
         }
         Ok(())
     }
@@ -613,10 +614,16 @@ impl<W: PacketSink, F> Visitor<'_, W, F> {
         first: usize,
         n: usize,
         bs: usize,
+        ended: bool,
     ) -> Result<(), Error> {
         self.shipped_any = true;
         let slice = bytes.get(first * bs..(first + n) * bs).unwrap_or_default();
-        self.packet.push(offset + (first * bs) as u64, slice)
+        let at = offset + (first * bs) as u64;
+        if ended {
+            self.packet.push_ended(at, slice)
+        } else {
+            self.packet.push(at, slice)
+        }
     }
 }
 

@@ -118,10 +118,24 @@ impl<'k, S: PacketSink> RecordWriter<'k, S> {
     }
 
     /// Adds whole blocks at logical `offset`, which must not be below the
-    /// end of the blocks added before.
+    /// end of the blocks added before. The blocks that follow them may be
+    /// their neighbours, so the last data among them is kept (copied) until
+    /// the next call says whether the record grows.
     pub fn push(&mut self, offset: u64, bytes: &[u8]) -> Result<(), Error> {
+        self.push_run(offset, bytes, false)
+    }
+
+    /// [`push`](Self::push) for blocks whose run ends with them: the next
+    /// blocks added will not be their neighbours. Their records are then
+    /// written from `bytes` where they are, without a copy.
+    pub fn push_ended(&mut self, offset: u64, bytes: &[u8]) -> Result<(), Error> {
+        self.push_run(offset, bytes, true)
+    }
+
+    fn push_run(&mut self, offset: u64, bytes: &[u8], ended: bool) -> Result<(), Error> {
         let bs = self.block;
-        for run in zero_runs(bytes, bs) {
+        let mut runs = zero_runs(bytes, bs).peekable();
+        while let Some(run) = runs.next() {
             let at = offset + (run.first_block * bs) as u64;
             let slice = bytes
                 .get(run.first_block * bs..(run.first_block + run.blocks) * bs)
@@ -129,7 +143,8 @@ impl<'k, S: PacketSink> RecordWriter<'k, S> {
             if run.zero {
                 self.push_zero(at, run.blocks as u64)?;
             } else {
-                self.push_data(at, slice)?;
+                // Zero blocks after it end it too.
+                self.push_data(at, slice, ended || runs.peek().is_some())?;
             }
         }
         Ok(())
@@ -164,7 +179,8 @@ impl<'k, S: PacketSink> RecordWriter<'k, S> {
         Ok(())
     }
 
-    fn push_data(&mut self, offset: u64, mut bytes: &[u8]) -> Result<(), Error> {
+    /// Adds a run of data blocks; `ended`: no neighbour follows.
+    fn push_data(&mut self, offset: u64, mut bytes: &[u8], ended: bool) -> Result<(), Error> {
         let mut at = offset;
         while !bytes.is_empty() {
             if let Pending::Data { offset: o } = self.pending {
@@ -179,6 +195,16 @@ impl<'k, S: PacketSink> RecordWriter<'k, S> {
             }
             self.flush_pending()?;
             let take = bytes.len().min(self.max_data);
+            if ended || take < bytes.len() {
+                // A whole record: written from where it is.
+                let (record, rest) = bytes.split_at(take);
+                self.data_bytes += take as u64;
+                let prepared = self.enc.prepare_data(at, record).map_err(encode_error)?;
+                self.emit(&prepared)?;
+                bytes = rest;
+                at += take as u64;
+                continue;
+            }
             self.held.clear();
             self.held.extend_from_slice(&bytes[..take]);
             self.pending = Pending::Data { offset: at };
@@ -303,6 +329,10 @@ pub fn part_path(out: &Path, part: u32) -> PathBuf {
 /// Bytes gathered before a write to a packet file.
 const WRITE_CHUNK: usize = 4 << 20;
 
+/// Appends at least this long are written from where they are, not
+/// gathered first (a record's payload).
+const DIRECT_APPEND: usize = 64 << 10;
+
 /// Writes physical files under their temporary names
 /// ([`partial_path`]); once the export has committed its state,
 /// [`FileSink::publish`] renames them. Files beyond `limit` are only
@@ -340,12 +370,7 @@ impl<'s, S: Storage> FileSink<'s, S> {
 
     fn write_out(&mut self) -> Result<(), Error> {
         if let Some((file, at)) = &mut self.file {
-            if !self.buf.is_empty() {
-                file.set_len(*at + self.buf.len() as u64)?;
-                file.write_at(*at, &self.buf)?;
-                file.flush(*at, self.buf.len() as u64)?;
-                *at += self.buf.len() as u64;
-            }
+            write_bytes(file, at, &self.buf)?;
         }
         self.buf.clear();
         Ok(())
@@ -423,6 +448,14 @@ impl<S: Storage> PacketSink for FileSink<'_, S> {
         if self.file.is_none() {
             return Ok(());
         }
+        if bytes.len() >= DIRECT_APPEND {
+            // What is gathered goes first, then these bytes, uncopied.
+            self.write_out()?;
+            if let Some((file, at)) = &mut self.file {
+                write_bytes(file, at, bytes)?;
+            }
+            return Ok(());
+        }
         self.buf.extend_from_slice(bytes);
         if self.buf.len() >= WRITE_CHUNK {
             self.write_out()?;
@@ -438,6 +471,20 @@ impl<S: Storage> PacketSink for FileSink<'_, S> {
         }
         Ok(())
     }
+}
+
+/// Writes `bytes` at `*at` of a packet file (extending it first) and
+/// flushes them; advances `*at`.
+fn write_bytes<F: PartFile>(file: &F, at: &mut u64, bytes: &[u8]) -> Result<(), Error> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    let len = bytes.len() as u64;
+    file.set_len(*at + len)?;
+    file.write_at(*at, bytes)?;
+    file.flush(*at, len)?;
+    *at += len;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -532,6 +579,67 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn runs_said_to_end_make_the_same_files_without_being_held() {
+        // Runs of every length around the record size (1 MiB here, set by
+        // the 4 MiB file size), some with zero blocks inside, some
+        // neighbours of the next, split the way a scan's strides split
+        // them. Pushing the runs that end with push_ended must give the
+        // very bytes the gathering path gives.
+        let bs = 4096usize;
+        let mut runs: Vec<(u64, Vec<u8>, bool)> = Vec::new();
+        let mut at = 4096u64;
+        let mut seed = 7u64;
+        for i in 0..40u64 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let blocks = 1 + (seed >> 33) as usize % 600;
+            let mut bytes: Vec<u8> = (0..blocks * bs)
+                .map(|b| (b as u64 ^ seed) as u8 | 1)
+                .collect();
+            if i % 5 == 0 {
+                let end = (3 * bs).min(bytes.len());
+                if end > bs {
+                    bytes[bs..end].fill(0);
+                }
+            }
+            // Every third run is the end of a stride whose neighbour comes
+            // next; the others end before a block that does not ship.
+            let continues = i % 3 == 0;
+            let len = bytes.len() as u64;
+            runs.push((at, bytes, !continues));
+            at += len + if continues { 0 } else { 3 * bs as u64 };
+        }
+        let write = |say_ended: bool| {
+            let mut m = meta();
+            m.range = 0..at + (1 << 20);
+            let mut w = RecordWriter::new(m, None, 4 << 20, Memory::default()).unwrap();
+            for (at, bytes, ended) in &runs {
+                if say_ended && *ended {
+                    w.push_ended(*at, bytes).unwrap();
+                } else {
+                    w.push(*at, bytes).unwrap();
+                }
+            }
+            let (summary, data_bytes, sink) = w.finish().unwrap();
+            (summary, data_bytes, sink.0)
+        };
+        let (gathered, direct) = (write(false), write(true));
+        assert_eq!(direct.0, gathered.0);
+        assert_eq!(direct.1, gathered.1);
+        assert!(direct.2 == gathered.2, "the files differ");
+        let files: Vec<&[u8]> = direct.2.iter().map(Vec::as_slice).collect();
+        let mut data = 0u64;
+        verify_slices(&files, None, |body, _| {
+            if let RecordBody::Data { len, .. } = body {
+                data += *len as u64;
+            }
+        })
+        .unwrap();
+        assert_eq!(data, direct.1);
     }
 
     #[test]
