@@ -13,6 +13,9 @@
 //!    the lineage, the range, a replay of an applied packet id with other
 //!    content, the destination's size. Anything wrong here refuses the
 //!    whole run, naming the file and offset, before anything is written.
+//!    A lone packet to be applied to an existing destination with a state
+//!    is verified by the check of step 3 instead, which reads every record
+//!    before anything is written too: the same refusal, one reading fewer.
 //! 3. Take the packets in epoch order. Each is skipped when the
 //!    destination holds it already, refused when it leaves a gap or comes
 //!    from a timeline the destination left, or applied: the destination is
@@ -344,11 +347,39 @@ pub fn import<S: Storage>(
         (&earlier, &mut recognized),
         &mut report,
     )?;
-    let Some(logical) = read else {
+    let Some((logical, verify_in_check)) = read else {
         finish_diagnosis(storage, &dest, state.as_ref(), &[], options, &mut report)?;
         return Ok(report);
     };
     let mut held = state.as_ref().map(|s| Held::of(&s.head));
+    // A lone packet to apply to a destination with a state is verified by
+    // the check, which reads every record before anything is written; a
+    // damaged one ends the run as if the first reading had refused it.
+    let mut prechecked = None;
+    if let (true, [packet]) = (verify_in_check, logical.as_slice()) {
+        if let Decision::Apply { fork } = decide(held.as_ref(), packet, state.as_ref(), &dest) {
+            let check = check_only(
+                storage,
+                &dest,
+                state.as_ref(),
+                packet,
+                key,
+                fork,
+                options.threads,
+            );
+            match check {
+                Ok(check) => prechecked = Some(check),
+                Err(e @ Error::PacketFile { .. }) => {
+                    if let Some(r) = report.packets.first_mut() {
+                        r.verdict = refused_damaged(&e, packet.path());
+                    }
+                    finish_diagnosis(storage, &dest, state.as_ref(), &[], options, &mut report)?;
+                    return Ok(report);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
     let mut checked_once = false;
     for (i, packet) in logical.iter().enumerate() {
         let decision = decide(held.as_ref(), packet, state.as_ref(), &dest);
@@ -360,15 +391,18 @@ pub fn import<S: Storage>(
                     Verdict::WouldApply
                 } else {
                     checked_once = true;
-                    let check = check_only(
-                        storage,
-                        &dest,
-                        state.as_ref(),
-                        packet,
-                        key,
-                        fork,
-                        options.threads,
-                    )?;
+                    let check = match prechecked.take() {
+                        Some(check) => check,
+                        None => check_only(
+                            storage,
+                            &dest,
+                            state.as_ref(),
+                            packet,
+                            key,
+                            fork,
+                            options.threads,
+                        )?,
+                    };
                     let verdict =
                         judge_check(&check, packet, held.as_ref(), fork, dest.interrupted);
                     report.check = Some(check);
@@ -385,7 +419,7 @@ pub fn import<S: Storage>(
                     storage,
                     &mut dest,
                     state.as_ref(),
-                    packet,
+                    (packet, prechecked.take()),
                     key,
                     fork,
                     options,
@@ -540,7 +574,7 @@ fn read_all<S: Storage>(
     (dest, state): (&Destination<S::File>, Option<&StateFile<S::Aux>>),
     (earlier, recognized): (&deleting::Finished, &mut Vec<PathBuf>),
     report: &mut ImportReport,
-) -> Result<Option<Vec<LogicalPacket>>, Error> {
+) -> Result<Option<(Vec<LogicalPacket>, bool)>, Error> {
     let mut files = Vec::new();
     let mut damaged = Vec::new();
     let cwd = storage.current_dir()?;
@@ -587,9 +621,21 @@ fn read_all<S: Storage>(
     for (p, e) in &damaged {
         report.packets.push(unreadable_report(p, e));
     }
+    // A lone packet that the check will read anyway, before any write, is
+    // verified there instead of here (see `import`).
+    let verify_in_check = !stop
+        && logical.len() == 1
+        && logical
+            .first()
+            .is_some_and(|p| verified_by_check(p, dest, state));
     for packet in &logical {
         let mut r = packet_report(packet);
-        if let Err(e) = read_records(storage, packet, key, |_, _| Ok(())) {
+        let read = if verify_in_check {
+            Ok(())
+        } else {
+            read_records(storage, packet, key, |_, _| Ok(())).map(drop)
+        };
+        if let Err(e) = read {
             r.verdict = refused_damaged(&e, packet.path());
             stop = true;
         } else if let Some((refusal, message)) = mismatch(packet, dest, state) {
@@ -619,7 +665,26 @@ fn read_all<S: Storage>(
         }
         return Ok(None);
     }
-    Ok(Some(logical))
+    Ok(Some((logical, verify_in_check)))
+}
+
+/// Whether the destination check will read every record of `packet`
+/// before anything is written: the packet matches the destination, is to
+/// be applied, and the destination exists and has a state to check.
+fn verified_by_check<F: PartFile, A: PartFile>(
+    packet: &LogicalPacket,
+    dest: &Destination<F>,
+    state: Option<&StateFile<A>>,
+) -> bool {
+    let Some(s) = state else {
+        return false;
+    };
+    dest.shape == Shape::Existing
+        && mismatch(packet, dest, state).is_none()
+        && matches!(
+            decide(Some(&Held::of(&s.head)), packet, state, dest),
+            Decision::Apply { .. }
+        )
 }
 
 /// A report of a file that could not be read.
@@ -973,7 +1038,7 @@ fn apply_one<S: Storage>(
     storage: &S,
     dest: &mut Destination<S::File>,
     state: Option<&StateFile<S::Aux>>,
-    packet: &LogicalPacket,
+    (packet, prechecked): (&LogicalPacket, Option<CheckReport>),
     key: Option<&Key>,
     fork: Option<u32>,
     options: &ImportOptions,
@@ -981,7 +1046,10 @@ fn apply_one<S: Storage>(
     report: &mut ImportReport,
 ) -> Result<Verdict, Error> {
     let held = state.map(|s| Held::of(&s.head));
-    let check = check_only(storage, dest, state, packet, key, fork, options.threads)?;
+    let check = match prechecked {
+        Some(check) => check,
+        None => check_only(storage, dest, state, packet, key, fork, options.threads)?,
+    };
     let verdict = judge_check(&check, packet, held.as_ref(), fork, dest.interrupted);
     report.check = Some(check);
     if verdict != Verdict::WouldApply {

@@ -257,6 +257,20 @@ fn damaged_truncated_missing_and_foreign_packets_are_refused_with_nothing_applie
         other => panic!("{other:?}"),
     }
     assert!(image(&copy, &b, 0, pool_end(&fx)) == before);
+    // The check finds the damage for a lone packet (it reads every record
+    // before any write): the same refusal as a first reading gives, no
+    // check reported, and without --keep no file deleted.
+    assert!(r.check.is_none(), "{r:?}");
+    let r = imp(&copy, &b, &all);
+    assert!(
+        matches!(refusal(&r), Some(Refusal::Damaged { .. })),
+        "{r:?}"
+    );
+    assert!(r.deleted.is_empty(), "{r:?}");
+    for name in &names {
+        assert!(copy.stat(Path::new(name)).unwrap().is_some(), "{name} kept");
+    }
+    assert!(image(&copy, &b, 0, pool_end(&fx)) == before);
     // A truncated last file.
     let copy = s.after_crash_with(poolsync_pmem::sim::Survival::Everything);
     let last = Path::new(&names[names.len() - 1]);
