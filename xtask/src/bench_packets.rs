@@ -22,6 +22,13 @@
 //! Every tool runs under `bench __measure` (see `bench_sync`): wall time,
 //! CPU time and peak RSS. After each import the destination's range must
 //! equal the source's.
+//!
+//! With `--baseline BIN`, an older poolsync does the same export and
+//! import in every repetition, after the new build: from the source's
+//! state as it was before the new export (saved and put back), into a
+//! second destination seeded as a copy of the first, each file made warm
+//! or cold again first. Each build reads only its own packets, so packet
+//! formats may differ. The summary ends with the ratios new/baseline.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt as _;
@@ -104,6 +111,8 @@ struct Rep {
     cat: Usage,
     export: Usage,
     import: Usage,
+    /// The baseline's export and import, with `--baseline`.
+    baseline: Option<(Usage, Usage)>,
 }
 
 /// The source and destination every repetition works on.
@@ -113,6 +122,9 @@ struct Sites {
     source_part: PathBuf,
     dest_set: PathBuf,
     dest_part: PathBuf,
+    /// With `--baseline`: the baseline build's binary, and its destination
+    /// (set file, part).
+    baseline: Option<(PathBuf, PathBuf, PathBuf)>,
     pool_size: u64,
     root_data: u64,
     root_len: u64,
@@ -121,6 +133,13 @@ struct Sites {
 /// `cargo xtask bench packets [--size SIZE] [--reps N] [--dir DIR]`.
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let options = parse_size_options("packets", args)?;
+    if let Some(b) = &options.baseline {
+        ensure!(
+            b.is_file(),
+            "--baseline: {} is not a file (a poolsync binary built from an older commit)",
+            b.display()
+        );
+    }
     for tool in ["pmempool", "cc", "cat", "rsync"] {
         ensure!(
             util::on_path(tool),
@@ -143,7 +162,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     );
     let base = options.dir.clone().unwrap_or(target);
     fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
-    let need = 3 * options.size + 256 * MIB;
+    // Source, destination, a packet; and the baseline's destination.
+    let copies = if options.baseline.is_some() { 4 } else { 3 };
+    let need = copies * options.size + 256 * MIB;
     let free = free_space(&base)?;
     ensure!(
         free >= need,
@@ -157,8 +178,11 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let machine = Machine::probe(&base);
 
     util::step("making the source and seeding the destination");
-    let sites = make_sites(&scratch.0, options.size, &poolsync, &objclient)?;
+    let mut sites = make_sites(&scratch.0, options.size, &poolsync, &objclient)?;
     let seed = seed(&sites, &poolsync)?;
+    if let Some(bin) = &options.baseline {
+        sites.baseline = Some(seed_baseline(&sites, bin)?);
+    }
     println!(
         "source: {} pool, root object {} at {:#x}; seeding: export {:.3} s ({} packet), import {:.3} s",
         fmt_size(sites.pool_size),
@@ -190,6 +214,16 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         for rep in 0..options.reps {
             epoch += 1;
             let r = run_rep(&sites, &poolsync, (scenario, cache), epoch)?;
+            if let Some((export, import)) = &r.baseline {
+                println!(
+                    "{} ({}) rep {}: baseline export {:.3} s, import {:.3} s",
+                    scenario.label(),
+                    cache.name(),
+                    rep + 1,
+                    export.wall.as_secs_f64(),
+                    import.wall.as_secs_f64()
+                );
+            }
             println!(
                 "{} ({}) rep {}: changed {}, packet {} (zstd {}), rsync batch {}; cat {:.3} s, \
                  export {:.3} s, import {:.3} s; peak RSS export {}, import {}",
@@ -237,6 +271,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     println!("{}", results_table(&results));
     let verdicts = judge(&results);
     println!("{}", verdict_table(&verdicts));
+    if let Some(bin) = &options.baseline {
+        println!("New build against the baseline ({}):\n", bin.display());
+        println!("{}", baseline_table(&results));
+    }
     Ok(())
 }
 
@@ -272,6 +310,7 @@ fn make_sites(dir: &Path, size: u64, poolsync: &Path, objclient: &Path) -> Resul
         source_part,
         dest_set,
         dest_part,
+        baseline: None,
         pool_size: pool,
         root_data,
         root_len,
@@ -295,8 +334,41 @@ fn seed(s: &Sites, poolsync: &Path) -> Result<(Usage, Usage, u64)> {
         &[&s.dest_set, &packet],
         &s.dir,
     )?;
-    same_range(s)?;
+    same_range(s, &s.dest_part)?;
     Ok((export, import, bytes))
+}
+
+/// The baseline's destination: a copy of the seeded one (part and state)
+/// under its own set file, so that both builds start from the same epoch.
+fn seed_baseline(s: &Sites, bin: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
+    let c = s.dir.join("c");
+    fs::create_dir_all(&c).with_context(|| format!("creating {}", c.display()))?;
+    let set = c.join("pool.set");
+    let part = c.join("part");
+    write_durably(
+        &set,
+        format!("PMEMPOOLSET\n{}M {}\n", s.pool_size / MIB, part.display()).as_bytes(),
+    )?;
+    for (from, to) in [
+        (s.dest_part.clone(), part.clone()),
+        (state_of(&s.dest_set), state_of(&set)),
+    ] {
+        fs::copy(&from, &to)
+            .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    }
+    // The baseline must take the copy as its own: an empty import (no
+    // packet applies) would not prove it, an epoch listing does.
+    let out = Command::new(bin)
+        .arg("epoch")
+        .arg(&set)
+        .output()
+        .with_context(|| format!("running {} epoch", bin.display()))?;
+    ensure!(
+        out.status.success(),
+        "the baseline does not read the copied destination: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok((bin.to_path_buf(), set, part))
 }
 
 /// Changes blocks, then measures `cat`, the exports, rsync and the import.
@@ -353,6 +425,13 @@ fn run_rep(
     let _ = fs::remove_file(&batch);
     let _ = fs::remove_file(batch.with_extension("batch.sh"));
 
+    // The source's state before the export, for the baseline's.
+    let saved_state = if s.baseline.is_some() {
+        let state = state_of(&s.source_set);
+        fs::read(&state).with_context(|| format!("reading {}", state.display()))?
+    } else {
+        Vec::new()
+    };
     // Every file the export reads: the source and its state.
     prepare(
         cache,
@@ -386,7 +465,11 @@ fn run_rep(
         &[&s.dest_set, &packet],
         &s.dir,
     )?;
-    same_range(s)?;
+    same_range(s, &s.dest_part)?;
+    let baseline = match &s.baseline {
+        Some(b) => Some(run_baseline(s, b, cache, epoch, &saved_state)?),
+        None => None,
+    };
     Ok(Rep {
         changed_bytes: changed,
         packet_bytes,
@@ -395,7 +478,40 @@ fn run_rep(
         cat,
         export,
         import,
+        baseline,
     })
+}
+
+/// The baseline's export of the same change, from the source's state as
+/// it was before the new build's export, and its import into its own
+/// destination.
+fn run_baseline(
+    s: &Sites,
+    (bin, set, part): &(PathBuf, PathBuf, PathBuf),
+    cache: Cache,
+    epoch: u64,
+    saved_state: &[u8],
+) -> Result<(Usage, Usage)> {
+    let state = state_of(&s.source_set);
+    write_durably(&state, saved_state)?;
+    prepare(
+        cache,
+        &[s.source_part.clone(), state.clone(), s.source_set.clone()],
+    )?;
+    let packet = s.dir.join(format!("base-{epoch}.pkt"));
+    let export = measured(
+        bin,
+        &["export", "--no-progress", "--out"],
+        &[packet.as_path(), &s.source_set, Path::new("b")],
+        &s.dir,
+    )?;
+    prepare(
+        cache,
+        &[part.clone(), state_of(set), set.clone(), packet.clone()],
+    )?;
+    let import = measured(bin, &["import", "--no-progress"], &[set, &packet], &s.dir)?;
+    same_range(s, part)?;
+    Ok((export, import))
 }
 
 /// The state file beside a pool set file (`<set>.poolsync-state`).
@@ -455,10 +571,11 @@ fn packet_bytes(first: &Path) -> Result<u64> {
     Ok(total)
 }
 
-/// The destination's replicated range equals the source's.
-fn same_range(s: &Sites) -> Result<()> {
+/// The replicated range of the destination part `dest` equals the
+/// source's.
+fn same_range(s: &Sites, dest: &Path) -> Result<()> {
     let a = File::open(&s.source_part).context("opening the source")?;
-    let b = File::open(&s.dest_part).context("opening the destination")?;
+    let b = File::open(dest).context("opening the destination")?;
     let mut x = vec![0u8; (4 * MIB) as usize];
     let mut y = vec![0u8; (4 * MIB) as usize];
     let mut pos = BLOCK;
@@ -609,6 +726,66 @@ fn judge(results: &[((Scenario, Cache), Vec<Rep>)]) -> Vec<Verdict> {
     v
 }
 
+/// Per scenario, new/baseline: the ratio of the medians of wall time,
+/// with the lowest and highest per-repetition ratio, and of CPU time.
+fn baseline_table(results: &[((Scenario, Cache), Vec<Rep>)]) -> String {
+    let mut out = String::from(
+        "| change | export new / baseline (per rep) | export CPU | import new / baseline (per \
+         rep) | import CPU |\n|---|---|---|---|---|\n",
+    );
+    for ((scenario, cache), reps) in results {
+        let pairs: Vec<(&Rep, &(Usage, Usage))> = reps
+            .iter()
+            .filter_map(|r| r.baseline.as_ref().map(|b| (r, b)))
+            .collect();
+        let ratio = |new: Vec<Duration>, old: Vec<Duration>| -> Option<String> {
+            let per: Vec<f64> = new
+                .iter()
+                .zip(&old)
+                .map(|(n, o)| secs(*n) / secs(*o))
+                .collect();
+            let lo = per.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = per.iter().copied().fold(0.0, f64::max);
+            let (n, o) = (median(new)?, median(old)?);
+            Some(format!(
+                "{:.3} s / {:.3} s = {:.2} ({lo:.2}–{hi:.2})",
+                secs(n),
+                secs(o),
+                secs(n) / secs(o)
+            ))
+        };
+        let cpu = |new: Vec<Duration>, old: Vec<Duration>| -> Option<String> {
+            Some(format!("{:.2}", secs(median(new)?) / secs(median(old)?)))
+        };
+        let (Some(e), Some(ec), Some(i), Some(ic)) = (
+            ratio(
+                pairs.iter().map(|(r, _)| r.export.wall).collect(),
+                pairs.iter().map(|(_, b)| b.0.wall).collect(),
+            ),
+            cpu(
+                pairs.iter().map(|(r, _)| r.export.cpu).collect(),
+                pairs.iter().map(|(_, b)| b.0.cpu).collect(),
+            ),
+            ratio(
+                pairs.iter().map(|(r, _)| r.import.wall).collect(),
+                pairs.iter().map(|(_, b)| b.1.wall).collect(),
+            ),
+            cpu(
+                pairs.iter().map(|(r, _)| r.import.cpu).collect(),
+                pairs.iter().map(|(_, b)| b.1.cpu).collect(),
+            ),
+        ) else {
+            continue;
+        };
+        out.push_str(&format!(
+            "| {}, {} | {e} | {ec} | {i} | {ic} |\n",
+            scenario.label(),
+            cache.name()
+        ));
+    }
+    out
+}
+
 fn verdict_table(verdicts: &[Verdict]) -> String {
     let mut out = String::from("| target | measured | result |\n|---|---|---|\n");
     for v in verdicts {
@@ -625,6 +802,54 @@ fn verdict_table(verdicts: &[Verdict]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn usage(ms: u64) -> Usage {
+        Usage {
+            wall: Duration::from_millis(ms),
+            cpu: Duration::from_millis(2 * ms),
+            max_rss: MIB,
+        }
+    }
+
+    #[test]
+    fn the_baseline_table_gives_ratios_of_medians_and_their_spread() {
+        let rep = |new: u64, old: u64| Rep {
+            changed_bytes: MIB,
+            packet_bytes: MIB,
+            zstd_bytes: MIB,
+            rsync_bytes: 2 * MIB,
+            cat: usage(100),
+            export: usage(new),
+            import: usage(new),
+            baseline: Some((usage(old), usage(2 * old))),
+        };
+        let results = vec![(
+            (Scenario::Clustered, Cache::Warm),
+            vec![rep(100, 200), rep(300, 400), rep(200, 400)],
+        )];
+        let table = baseline_table(&results);
+        let row = table.lines().nth(2).expect("a row");
+        assert!(row.starts_with("| 10 % clustered, warm |"), "{row}");
+        // Export: medians 0.2 s and 0.4 s; per repetition 0.5, 0.75, 0.5.
+        assert!(
+            row.contains("0.200 s / 0.400 s = 0.50 (0.50–0.75)"),
+            "{row}"
+        );
+        // Import against twice the baseline's time: 0.25.
+        assert!(
+            row.contains("0.200 s / 0.800 s = 0.25 (0.25–0.37)"),
+            "{row}"
+        );
+        // Without a baseline there is no row.
+        let none = vec![(
+            (Scenario::Clustered, Cache::Warm),
+            vec![Rep {
+                baseline: None,
+                ..rep(1, 1)
+            }],
+        )];
+        assert_eq!(baseline_table(&none).lines().count(), 2);
+    }
 
     #[test]
     fn scenarios_change_the_share_they_promise() {
