@@ -167,6 +167,11 @@ fn packet_text(out: &mut String, p: &PacketRow, verbose: u8) {
     field(&mut fields, "Compression", p.compression);
     field(
         &mut fields,
+        "Format",
+        format!("version {}", p.format_version),
+    );
+    field(
+        &mut fields,
         "Signed",
         if p.signed {
             "yes (keyed MAC)"

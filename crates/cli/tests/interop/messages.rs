@@ -762,6 +762,7 @@ fn update_packets_say_what_they_carry_and_why_they_are_refused() {
               Created                  : <TIME>
               Comment                  : 
               Compression              : none
+              Format                   : version 2
               Signed                   : no (checksums)
               Range                    : [0x1000, 0x1000000) in blocks of 4096
               Blocks                   : 4095 (770 with data, 3325 zero)
@@ -859,6 +860,7 @@ fn update_packets_say_what_they_carry_and_why_they_are_refused() {
               Created                  : <TIME>
               Comment                  : 
               Compression              : none
+              Format                   : version 2
               Signed                   : no (checksums)
               Range                    : [0x1000, 0x1000000) in blocks of 4096
               Blocks                   : 1 (1 with data, 0 zero)

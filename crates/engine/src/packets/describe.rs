@@ -69,6 +69,9 @@ pub struct PacketRow {
     pub compression: &'static str,
     /// Its files are keyed MACs.
     pub signed: bool,
+    /// The packet format version its files are written in
+    /// (`docs/packet.md` section 9).
+    pub format_version: u16,
     /// Physical files, in part order.
     pub files: Vec<FileRow>,
     /// Blocks carried with bytes.
@@ -195,6 +198,7 @@ fn row(packet: &LogicalPacket) -> PacketRow {
         rewind: m.rewind.map(|p| (p.timeline, p.epoch)),
         compression: m.compression.name(),
         signed: packet.files.first().is_some_and(|f| f.header.signed),
+        format_version: packet.files.first().map_or(0, |f| f.header.version),
         files: packet
             .files
             .iter()

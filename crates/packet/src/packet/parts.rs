@@ -8,7 +8,7 @@ use super::header::{
     FILE_HDR_CREATED_OFF, FILE_HDR_DEST_COUNT_OFF, FILE_HDR_FLAGS_OFF, FILE_HDR_HISTORY_COUNT_OFF,
     FILE_HDR_LINEAGE_OFF, FILE_HDR_NEW_EPOCH_OFF, FILE_HDR_PACKET_ID_OFF, FILE_HDR_PART_INDEX_OFF,
     FILE_HDR_POOLSET_UUID_OFF, FILE_HDR_RANGE_END_OFF, FILE_HDR_RANGE_START_OFF,
-    FILE_HDR_REWIND_TIMELINE_OFF, FILE_HDR_TIMELINE_OFF,
+    FILE_HDR_REWIND_TIMELINE_OFF, FILE_HDR_TIMELINE_OFF, FILE_HDR_VERSION_OFF,
 };
 use super::trailer::{TRAILER_LEN, TRL_FIRST_SEQ_OFF};
 use super::{FileHeader, Trailer};
@@ -204,12 +204,14 @@ impl fmt::Display for PartProblem {
 /// (everything but the part index and the tag), with its offset in `b`.
 pub(crate) fn first_difference(a: &FileHeader, b: &FileHeader) -> Option<(&'static str, u64)> {
     let (ma, mb) = (&a.meta, &b.meta);
-    let fixed: [(bool, &'static str, usize); 13] = [
+    let fixed: [(bool, &'static str, usize); 14] = [
         (
             ma.packet_id != mb.packet_id,
             "packet id",
             FILE_HDR_PACKET_ID_OFF,
         ),
+        // The writer's version: files of one packet never mix them.
+        (a.version != b.version, "version", FILE_HDR_VERSION_OFF),
         (a.signed != b.signed, "flags", FILE_HDR_FLAGS_OFF),
         (
             ma.compression != mb.compression,

@@ -710,6 +710,24 @@ fn version_1_packets_are_still_read() {
 }
 
 #[test]
+fn the_files_of_one_packet_never_mix_format_versions() {
+    // Each file would verify under its own version's rule; a packet whose
+    // second file is version 1 while the first is version 2 is refused.
+    let (m, _, files) = sample_packet(None, Compression::None, 1);
+    assert!(files.len() > 1);
+    let mut mixed = files.clone();
+    mixed[1][FILE_HDR_VERSION_OFF..FILE_HDR_VERSION_OFF + 2].copy_from_slice(&[1, 0]);
+    reseal_unsigned(&mut mixed[1]);
+    assert_eq!(decode_file_header(&mixed[1], None).unwrap().version, 1);
+    match read(&mixed, None, m.block_size) {
+        Err((_, Error::Part(PartProblem::Inconsistent { field, offset, .. }))) => {
+            assert_eq!((field, offset), ("version", FILE_HDR_VERSION_OFF as u64));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn resealing_an_intact_packet_changes_nothing() {
     let (_, _, files) = sample_packet(None, Compression::Zstd, 1);
     for f in &files {
