@@ -429,9 +429,7 @@ impl Shared {
             }
         }
     }
-}
 
-impl Shared {
     /// With [`PartFile::write_once`], drops the file's clean pages from
     /// the page cache after a sync. A packet written through the page
     /// cache would otherwise take as many pages as it has bytes: they push

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use super::compress::Codec;
 use super::header::{encode_file_header, meta_problem, var_offsets};
-use super::record::{payload_hash, record_tag, RecordHeader, RecordKind, RECORD_HEADER_LEN};
+use super::record::{record_tag, RecordHeader, RecordKind, RECORD_HEADER_LEN};
 use super::trailer::{encode_trailer, TRAILER_LEN};
 use super::{
     data_hash, Compression, ContentDigest, FileHeader, PacketMeta, PacketSummary, Trailer,
@@ -22,7 +22,7 @@ pub struct PreparedRecord<'a> {
     offset: u64,
     blocks: u32,
     payload: Cow<'a, [u8]>,
-    /// What the tag covers ([`payload_hash`]).
+    /// What the tag covers: the BLAKE3 hash of the payload.
     payload_hash: [u8; 32],
     data_hash: Option<[u8; 32]>,
 }
@@ -188,7 +188,7 @@ impl<'k> PacketEncoder<'k> {
         // and the content digest.
         let stored_hash = match &payload {
             Cow::Borrowed(_) => hash,
-            Cow::Owned(packed) => payload_hash(packed),
+            Cow::Owned(packed) => data_hash(packed),
         };
         Ok(PreparedRecord {
             kind: RecordKind::Data {
@@ -215,7 +215,7 @@ impl<'k> PacketEncoder<'k> {
             offset,
             blocks,
             payload: Cow::Borrowed(&[]),
-            payload_hash: payload_hash(&[]),
+            payload_hash: data_hash(&[]),
             data_hash: None,
         })
     }

@@ -199,7 +199,8 @@ pub fn part_file_name(base: &str, part_index: u32) -> String {
 #[derive(Debug)]
 pub(crate) struct ContentDigest(Tagger);
 
-/// The hash of a data record's uncompressed bytes in the content digest.
+/// Plain BLAKE3 of `data`: a data record's uncompressed bytes in the
+/// content digest, and a record's stored payload under its tag.
 pub(crate) fn data_hash(data: &[u8]) -> [u8; 32] {
     *blake3::hash(data).as_bytes()
 }

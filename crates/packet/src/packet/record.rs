@@ -2,7 +2,7 @@
 
 use super::compress::Codec;
 use super::header::{check_key, FILE_HDR_FLAGS_OFF};
-use super::{Compression, FileHeader, MAX_RECORD_DATA};
+use super::{data_hash, Compression, FileHeader, MAX_RECORD_DATA};
 use crate::bytes::{array_at, at, check_zero, need, put, put_u32, put_u64, u32_at, u64_at, u8_at};
 use crate::tag::{tags_equal, Key, Tagger, DOMAIN_RECORD, DOMAIN_RECORD_V1, TAG_LEN};
 use crate::Error;
@@ -139,15 +139,10 @@ impl RecordHeader {
     }
 }
 
-/// The hash of a record's stored payload that its tag covers: plain
-/// BLAKE3, never keyed. For a payload stored as is it is also the data hash
-/// of the content digest, so one pass over the bytes serves both.
-pub(crate) fn payload_hash(payload: &[u8]) -> [u8; 32] {
-    *blake3::hash(payload).as_bytes()
-}
-
 /// The tag of a record of the file whose header tag is `header_tag`, in
-/// the current format: over the hash of its payload ([`payload_hash`]).
+/// the current format: over the plain BLAKE3 hash of its stored payload
+/// ([`data_hash`] of the payload; for a payload stored as is, the data
+/// hash of the content digest itself, so one pass serves both).
 pub(crate) fn record_tag(
     key: Option<&Key>,
     header_tag: &[u8; TAG_LEN],
@@ -365,7 +360,7 @@ pub(crate) fn open_record_with(
     let (computed, hash) = if header.version == 1 {
         (record_tag_v1(key, &header.tag, record, payload), None)
     } else {
-        let hash = payload_hash(payload);
+        let hash = data_hash(payload);
         (record_tag(key, &header.tag, record, &hash), Some(hash))
     };
     if !tags_equal(&computed, &record.tag) {
