@@ -432,42 +432,17 @@ fn run_rep(
     } else {
         Vec::new()
     };
-    // Every file the export reads: the source and its state.
-    prepare(
-        cache,
-        &[
-            s.source_part.clone(),
-            state_of(&s.source_set),
-            s.source_set.clone(),
-        ],
-    )?;
     let packet = s.dir.join(format!("p{epoch}.pkt"));
-    let export = measured(
-        poolsync,
-        &["export", "--no-progress", "--out"],
-        &[packet.as_path(), &s.source_set, Path::new("b")],
-        &s.dir,
-    )?;
-    let packet_bytes = packet_bytes(&packet)?;
-    // Every file the import reads: the destination, its state, the packet.
-    prepare(
-        cache,
-        &[
-            s.dest_part.clone(),
-            state_of(&s.dest_set),
-            s.dest_set.clone(),
-            packet.clone(),
-        ],
-    )?;
-    let import = measured(
-        poolsync,
-        &["import", "--no-progress"],
-        &[&s.dest_set, &packet],
-        &s.dir,
-    )?;
-    same_range(s, &s.dest_part)?;
+    let (export, import, packet_bytes) =
+        export_import(s, poolsync, (&s.dest_set, &s.dest_part), cache, &packet)?;
     let baseline = match &s.baseline {
-        Some(b) => Some(run_baseline(s, b, cache, epoch, &saved_state)?),
+        Some((bin, set, part)) => {
+            // From the source's state as it was before the new export.
+            write_durably(&state_of(&s.source_set), &saved_state)?;
+            let packet = s.dir.join(format!("base-{epoch}.pkt"));
+            let (export, import, _) = export_import(s, bin, (set, part), cache, &packet)?;
+            Some((export, import))
+        }
         None => None,
     };
     Ok(Rep {
@@ -482,36 +457,52 @@ fn run_rep(
     })
 }
 
-/// The baseline's export of the same change, from the source's state as
-/// it was before the new build's export, and its import into its own
-/// destination.
-fn run_baseline(
+/// `poolsync` exports the source's change for destination `b` into
+/// `packet` and imports it into the destination `(set, part)`, each after
+/// the files it reads are made warm or cold; the destination must then
+/// equal the source. Returns both runs and the packet's size (taken
+/// before the import deletes it).
+fn export_import(
     s: &Sites,
-    (bin, set, part): &(PathBuf, PathBuf, PathBuf),
+    poolsync: &Path,
+    (set, part): (&Path, &Path),
     cache: Cache,
-    epoch: u64,
-    saved_state: &[u8],
-) -> Result<(Usage, Usage)> {
-    let state = state_of(&s.source_set);
-    write_durably(&state, saved_state)?;
+    packet: &Path,
+) -> Result<(Usage, Usage, u64)> {
+    // Every file the export reads: the source and its state.
     prepare(
         cache,
-        &[s.source_part.clone(), state.clone(), s.source_set.clone()],
+        &[
+            s.source_part.clone(),
+            state_of(&s.source_set),
+            s.source_set.clone(),
+        ],
     )?;
-    let packet = s.dir.join(format!("base-{epoch}.pkt"));
     let export = measured(
-        bin,
+        poolsync,
         &["export", "--no-progress", "--out"],
-        &[packet.as_path(), &s.source_set, Path::new("b")],
+        &[packet, &s.source_set, Path::new("b")],
         &s.dir,
     )?;
+    let bytes = packet_bytes(packet)?;
+    // Every file the import reads: the destination, its state, the packet.
     prepare(
         cache,
-        &[part.clone(), state_of(set), set.clone(), packet.clone()],
+        &[
+            part.to_path_buf(),
+            state_of(set),
+            set.to_path_buf(),
+            packet.to_path_buf(),
+        ],
     )?;
-    let import = measured(bin, &["import", "--no-progress"], &[set, &packet], &s.dir)?;
+    let import = measured(
+        poolsync,
+        &["import", "--no-progress"],
+        &[set, packet],
+        &s.dir,
+    )?;
     same_range(s, part)?;
-    Ok((export, import))
+    Ok((export, import, bytes))
 }
 
 /// The state file beside a pool set file (`<set>.poolsync-state`).
