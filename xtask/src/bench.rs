@@ -8,7 +8,8 @@
 //! transform` (`bench_transform`); `cargo xtask bench remote [...]`: a
 //! remote replica over ssh against rsync (`bench_remote`). Sync, verify
 //! and transform build poolsync and can run an older binary beside it
-//! (`--baseline BIN`) through `bench_baseline`.
+//! (`--baseline BIN`) through `bench_baseline`; packets runs one beside
+//! it in its own way (see `bench_packets`).
 
 use std::path::Path;
 

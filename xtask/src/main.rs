@@ -88,11 +88,12 @@ Commands:
                              `pmempool transform` adding a replica (two parts)
                              to a used one-replica pool of SIZE (default 1G);
                              see docs/performance.md.
-                             --baseline BIN (sync, verify and transform): also
-                             run BIN, an older poolsync binary, as one more
-                             variant, and add the ratios new/baseline to the
+                             --baseline BIN (sync, verify, transform and
+                             packets): also run BIN, an older poolsync
+                             binary, as one more variant, and add the ratios
+                             new/baseline to the
                              summary.
-  bench packets [--size SIZE] [--reps N] [--dir DIR]
+  bench packets [--size SIZE] [--reps N] [--dir DIR] [--baseline BIN]
                              Update packets on a pool of SIZE (default 1G) of
                              libpmemobj data, 1% of the blocks changed
                              scattered, then 10% clustered: packet bytes

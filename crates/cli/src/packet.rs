@@ -3,7 +3,7 @@
 //!
 //! Output: per logical packet, its pool set UUID, lineage, timeline, base
 //! and new epoch, its physical files (part k of n, sizes), compression,
-//! comment, creation time, destinations and source. A file that cannot be
+//! format version, comment, creation time, destinations and source. A file that cannot be
 //! read, a packet with a part missing, and a record that fails its check
 //! are `error:` lines on stderr naming the file and the offset; the exit
 //! code is then 1.
