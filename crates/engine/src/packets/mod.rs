@@ -83,11 +83,11 @@ impl IdSource {
         match self {
             IdSource::Random => *uuid::Uuid::new_v4().as_bytes(),
             IdSource::Derived { seed } => {
-                let mut h = xxhash_rust::xxh3::Xxh3::new();
-                h.update(&seed.to_le_bytes());
-                h.update(purpose);
-                h.update(&salt.to_le_bytes());
-                h.digest128().to_le_bytes()
+                let mut h = twox_hash::XxHash3_128::new();
+                h.write(&seed.to_le_bytes());
+                h.write(purpose);
+                h.write(&salt.to_le_bytes());
+                h.finish_128().to_le_bytes()
             }
         }
     }

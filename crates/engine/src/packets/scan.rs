@@ -142,8 +142,10 @@ fn workers(threads: usize) -> Result<Option<rayon::ThreadPool>, Error> {
         })
 }
 
-/// Bytes each worker reads and hashes at a time.
-const PIECE: usize = 512 << 10;
+/// Bytes read and hashed at a time: small enough that the hash finds them
+/// still in the core's cache where the read left them (after a read of
+/// megabytes it would fetch them from memory again).
+const PIECE: usize = 128 << 10;
 
 /// Reads `buf.len()` bytes of `source` at `pos` into `buf` and returns the
 /// digest of each `bs`-byte block, the pieces spread over `pool`'s
@@ -158,19 +160,28 @@ pub(crate) fn read_and_hash(
     use rayon::prelude::*;
     let bs = bs.max(1);
     let piece = (PIECE / bs).max(1) * bs;
+    let read_piece = |i: usize, chunk: &mut [u8], out: &mut Vec<u128>| -> Result<(), Error> {
+        source.read(pos + (i * piece) as u64, chunk)?;
+        out.extend(chunk.chunks(bs).map(crate::endpoint::digest));
+        Ok(())
+    };
     // A buffer of one piece or less is read here: waking the workers for a
     // few blocks costs more than reading them.
     let pool = pool.filter(|_| buf.len() > piece);
     let Some(pool) = pool else {
-        source.read(pos, buf)?;
-        return Ok(buf.chunks(bs).map(crate::endpoint::digest).collect());
+        let mut digests = Vec::with_capacity(buf.len().div_ceil(bs));
+        for (i, chunk) in buf.chunks_mut(piece).enumerate() {
+            read_piece(i, chunk, &mut digests)?;
+        }
+        return Ok(digests);
     };
     let pieces: Result<Vec<Vec<u128>>, Error> = pool.install(|| {
         buf.par_chunks_mut(piece)
             .enumerate()
             .map(|(i, chunk)| {
-                source.read(pos + (i * piece) as u64, chunk)?;
-                Ok(chunk.chunks(bs).map(crate::endpoint::digest).collect())
+                let mut digests = Vec::with_capacity(chunk.len().div_ceil(bs));
+                read_piece(i, chunk, &mut digests)?;
+                Ok(digests)
             })
             .collect()
     });

@@ -16,7 +16,7 @@
 //! before it in its own structure; a record's is seeded with the header's
 //! checksum, so that records cannot be moved between undo files.
 
-use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+use twox_hash::XxHash3_64;
 
 /// The first eight bytes of an undo file.
 pub const MAGIC: &[u8; 8] = b"PSUNDO01";
@@ -133,7 +133,7 @@ impl UndoHeader {
         b.extend_from_slice(&(self.set_path.len() as u32).to_le_bytes());
         b.extend_from_slice(&0u32.to_le_bytes());
         b.extend_from_slice(&self.set_path);
-        let sum = xxh3_64(&b);
+        let sum = XxHash3_64::oneshot(&b);
         b.extend_from_slice(&sum.to_le_bytes());
         b
     }
@@ -183,7 +183,7 @@ impl UndoHeader {
         }
         let body = &b[..len - 8];
         let stored = u64_at(b, len - 8);
-        let sum = xxh3_64(body);
+        let sum = XxHash3_64::oneshot(body);
         if stored != sum {
             return Err(err(
                 (len - 8) as u64,
@@ -226,7 +226,7 @@ impl UndoRecord {
         let mut all = Vec::with_capacity(RECORD_FIXED + data.len());
         all.extend_from_slice(fixed);
         all.extend_from_slice(data);
-        xxh3_64_with_seed(&all, header_sum)
+        XxHash3_64::oneshot_with_seed(header_sum, &all)
     }
 
     /// New-sector digests that follow the old bytes.
@@ -290,7 +290,7 @@ pub fn encode_trailer(records: u64, saved_bytes: u64) -> [u8; TRAILER] {
     b[0..8].copy_from_slice(END_MAGIC);
     b[8..16].copy_from_slice(&records.to_le_bytes());
     b[16..24].copy_from_slice(&saved_bytes.to_le_bytes());
-    let sum = xxh3_64(&b[..24]);
+    let sum = XxHash3_64::oneshot(&b[..24]);
     b[24..32].copy_from_slice(&sum.to_le_bytes());
     b
 }
@@ -303,7 +303,7 @@ pub fn check_trailer(b: &[u8], at: u64, header: &UndoHeader) -> Result<(), Forma
             "no trailer: the undo file is incomplete (the run that wrote it stopped before it overwrote anything)",
         ));
     }
-    let sum = xxh3_64(&b[..24]);
+    let sum = XxHash3_64::oneshot(&b[..24]);
     if u64_at(b, 24) != sum {
         return Err(err(at + 24, "trailer checksum does not match"));
     }
@@ -319,7 +319,7 @@ pub type Saved = (UndoRecord, Vec<u8>);
 /// The digest of each [`SECTOR`] of `new`, as records keep them.
 pub fn sector_digests(new: &[u8]) -> Vec<u8> {
     new.chunks(SECTOR as usize)
-        .flat_map(|s| xxh3_64(s).to_le_bytes())
+        .flat_map(|s| XxHash3_64::oneshot(s).to_le_bytes())
         .collect()
 }
 
@@ -355,7 +355,7 @@ pub fn parse(bytes: &[u8]) -> Result<(UndoHeader, Vec<Saved>), FormatError> {
             return Err(err(sum_at as u64, "record checksum does not match"));
         }
         let old = data.get(..rec.len as usize).unwrap_or_default();
-        if rec.has_data() && xxhash_rust::xxh3::xxh3_128(old) != rec.old_digest {
+        if rec.has_data() && crate::endpoint::digest(old) != rec.old_digest {
             return Err(err(
                 data_start as u64,
                 "the saved bytes do not match their digest",
@@ -408,7 +408,7 @@ mod tests {
                     old_digest: if *unreadable {
                         0
                     } else {
-                        xxhash_rust::xxh3::xxh3_128(data)
+                        crate::endpoint::digest(data)
                     },
                     new_digest: 7,
                 };

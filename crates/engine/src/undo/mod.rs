@@ -670,7 +670,7 @@ fn judge<F: PartFile>(
         .all(|((cur, was), want)| {
             cur == was
                 || want.try_into().map(u64::from_le_bytes).ok()
-                    == Some(xxhash_rust::xxh3::xxh3_64(cur))
+                    == Some(twox_hash::XxHash3_64::oneshot(cur))
         });
     if mixed {
         return Ok(RangeFate::Restored);
