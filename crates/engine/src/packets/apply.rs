@@ -23,12 +23,12 @@
 //! state is written in the same pass.
 
 use std::ops::Range;
-use std::sync::mpsc;
 
 use poolsync_packet::{Entry, RecordBody};
 use serde::Serialize;
 
 use super::files::RecordStream;
+use super::readahead::{read_ahead, Strides};
 use super::scan::entry_of;
 use super::state::OldEntries;
 use super::Spans;
@@ -46,6 +46,12 @@ pub trait RecordSource {
 impl<S: poolsync_pmem::Storage> RecordSource for RecordStream<'_, S> {
     fn next_record(&mut self) -> Result<Option<(RecordBody, &[u8])>, Error> {
         self.read_next()
+    }
+}
+
+impl RecordSource for super::files::RecordsAhead {
+    fn next_record(&mut self) -> Result<Option<(RecordBody, &[u8])>, Error> {
+        super::files::RecordsAhead::next_record(self)
     }
 }
 
@@ -119,9 +125,9 @@ impl CheckReport {
 /// timeline the packet's history does not have.
 ///
 /// The check reads the whole range in order, so reader threads (as many as
-/// `threads`, at most four) read and hash it ahead, taking
-/// strides in turn, while the calling thread reads and verifies the
-/// records and judges every block.
+/// `threads`, at most four) read and hash it ahead
+/// ([`super::readahead`]), while the calling thread reads and verifies
+/// the records and judges every block.
 #[allow(clippy::too_many_arguments)]
 pub fn check_destination(
     replicas: &[&dyn Endpoint],
@@ -134,162 +140,38 @@ pub fn check_destination(
     progress: &dyn Progress,
 ) -> Result<CheckReport, Error> {
     let bs = u64::from(block_size).max(1);
-    let readers = threads.clamp(1, MAX_READERS);
-    std::thread::scope(|scope| {
-        // Created here, so that returning early drops the checker's ends
-        // and the readers stop instead of waiting for ever.
-        let mut fulls = Vec::with_capacity(readers);
-        let mut empties = Vec::with_capacity(readers);
-        for k in 0..readers {
-            let (full_tx, full_rx) = mpsc::sync_channel::<Result<Stride, Error>>(1);
-            let (empty_tx, empty_rx) = mpsc::channel::<Stride>();
-            for _ in 0..BUFFERS_PER_READER {
-                let _ = empty_tx.send(Stride::default());
-            }
-            fulls.push(full_rx);
-            empties.push(empty_tx);
-            let turn = Turn {
-                range: range.clone(),
-                first: k as u64,
-                every: readers as u64,
+    read_ahead(
+        replicas,
+        range.clone(),
+        bs,
+        CHECK_STRIDE,
+        threads,
+        |strides| {
+            let mut c = Checker {
+                after_fork,
+                replicas: replicas.len(),
+                bs,
+                first_block: range.start / bs,
+                old,
+                report: CheckReport::default(),
+                strides,
+                progress,
             };
-            scope.spawn(move || read_strides(replicas, &turn, bs, &full_tx, &empty_rx));
-        }
-        let mut c = Checker {
-            after_fork,
-            replicas: replicas.len(),
-            bs,
-            first_block: range.start / bs,
-            old,
-            report: CheckReport::default(),
-            strides: StrideCursor {
-                current: None,
-                next: 0,
-                fulls: &fulls,
-                empties: &empties,
-            },
-            progress,
-        };
-        let mut pos = range.start;
-        while let Some((body, data)) = records.next_record()? {
-            let (offset, len) = span_of(&body);
-            c.uncarried(pos, offset)?;
-            c.carried(offset, len, data)?;
-            pos = offset + len;
-        }
-        c.uncarried(pos, range.end)?;
-        Ok(c.report)
-    })
+            let mut pos = range.start;
+            while let Some((body, data)) = records.next_record()? {
+                let (offset, len) = span_of(&body);
+                c.uncarried(pos, offset)?;
+                c.carried(offset, len, data)?;
+                pos = offset + len;
+            }
+            c.uncarried(pos, range.end)?;
+            Ok(c.report)
+        },
+    )
 }
 
 /// Bytes read from each replica at a time while checking.
 const CHECK_STRIDE: u64 = 2 << 20;
-
-/// Reader threads at most: reads from the page cache or a disk gain
-/// nothing from more, and each holds [`BUFFERS_PER_READER`] strides.
-const MAX_READERS: usize = 4;
-
-/// Strides per reader in flight: one being read, one queued or judged.
-const BUFFERS_PER_READER: usize = 2;
-
-/// One stride of every replica, read and hashed.
-#[derive(Debug, Default)]
-struct Stride {
-    offset: u64,
-    len: u64,
-    /// Per replica: its bytes and the digest of each block.
-    reads: Vec<(Vec<u8>, Vec<u128>)>,
-}
-
-/// The strides of `range` one reader takes: number `first`, then every
-/// `every`th.
-struct Turn {
-    range: Range<u64>,
-    first: u64,
-    every: u64,
-}
-
-/// A reader thread: reads and hashes its strides of every replica in
-/// turn.
-fn read_strides(
-    replicas: &[&dyn Endpoint],
-    turn: &Turn,
-    bs: u64,
-    full: &mpsc::SyncSender<Result<Stride, Error>>,
-    empty: &mpsc::Receiver<Stride>,
-) {
-    let stride = (CHECK_STRIDE / bs).max(1) * bs;
-    let range = &turn.range;
-    let mut pos = range
-        .start
-        .saturating_add(turn.first.saturating_mul(stride));
-    while pos < range.end {
-        let Ok(mut s) = empty.recv() else {
-            return;
-        };
-        let n = (range.end - pos).min(stride);
-        s.offset = pos;
-        s.len = n;
-        s.reads.resize_with(replicas.len(), Default::default);
-        let read = replicas
-            .iter()
-            .zip(&mut s.reads)
-            .try_for_each(|(rep, (buf, digests))| {
-                // The buffers only grow: the last stride may be shorter.
-                if buf.len() < n as usize {
-                    buf.resize(n as usize, 0);
-                }
-                let buf = &mut buf[..n as usize];
-                *digests = super::scan::read_and_hash(*rep, pos, buf, bs as usize, None)?;
-                Ok(())
-            });
-        let failed = read.is_err();
-        if full.send(read.map(|()| s)).is_err() || failed {
-            return;
-        }
-        pos = pos.saturating_add(stride.saturating_mul(turn.every));
-    }
-}
-
-/// The checker's side of the readers: the stride that holds a block.
-struct StrideCursor<'a> {
-    current: Option<Stride>,
-    /// The reader whose stride comes next.
-    next: usize,
-    fulls: &'a [mpsc::Receiver<Result<Stride, Error>>],
-    empties: &'a [mpsc::Sender<Stride>],
-}
-
-impl StrideCursor<'_> {
-    /// The stride holding the block at `at`; blocks are asked for in
-    /// ascending order, and the readers take strides in turn.
-    fn holding(&mut self, at: u64) -> Result<&Stride, Error> {
-        let readers = self.fulls.len();
-        loop {
-            if let Some(s) = &self.current {
-                if at < s.offset + s.len {
-                    break;
-                }
-            }
-            let from = self.next;
-            let next = self
-                .fulls
-                .get(from)
-                .ok_or(Error::WriterStopped)?
-                .recv()
-                .map_err(|_| Error::WriterStopped)??;
-            self.next = (from + 1) % readers;
-            if let Some(done) = self.current.replace(next) {
-                // Back to the reader that read it: the one before `from`.
-                let owner = (from + readers - 1) % readers;
-                if let Some(tx) = self.empties.get(owner) {
-                    let _ = tx.send(done);
-                }
-            }
-        }
-        self.current.as_ref().ok_or(Error::WriterStopped)
-    }
-}
 
 struct Checker<'a> {
     after_fork: Option<u32>,
@@ -298,7 +180,7 @@ struct Checker<'a> {
     first_block: u64,
     old: &'a mut dyn OldEntries,
     report: CheckReport,
-    strides: StrideCursor<'a>,
+    strides: &'a mut Strides,
     progress: &'a dyn Progress,
 }
 
@@ -318,7 +200,7 @@ impl Checker<'_> {
             let old = self.old.entry(at / bs - self.first_block)?;
             let stride = self.strides.holding(at)?;
             let i = ((at - stride.offset) / bs) as usize;
-            for (buf, digests) in &stride.reads {
+            for (buf, digests) in stride.reads() {
                 let (Some(bytes), Some(digest)) = (
                     buf.get(i * bs as usize..(i + 1) * bs as usize),
                     digests.get(i),

@@ -375,12 +375,15 @@ impl<'a, S: Storage> RecordStream<'a, S> {
                 .buf
                 .get(p..p + record.payload_len())
                 .unwrap_or_default();
-            let body = match self.reader.record_payload(payload, &mut self.out) {
-                Ok(body) => body,
+            // A payload stored as is is handed out where it was read.
+            let (body, decoded) = match self.reader.record_payload_in_place(payload, &mut self.out)
+            {
+                Ok(opened) => opened,
                 Err(e) => return Err(self.fail(&e)),
             };
             let data = match body {
-                RecordBody::Data { len, .. } => self.out.get(..len).unwrap_or_default(),
+                RecordBody::Data { len, .. } if decoded => self.out.get(..len).unwrap_or_default(),
+                RecordBody::Data { len, .. } => payload.get(..len).unwrap_or_default(),
                 RecordBody::Zero { .. } => &[],
             };
             return Ok(Some((body, data)));
@@ -397,6 +400,111 @@ impl<'a, S: Storage> RecordStream<'a, S> {
             .map_or_else(PathBuf::new, |f| f.path.clone());
         self.reader.finish().map_err(|e| refused(&last, &e))
     }
+}
+
+/// Records read ahead: how many a reader thread may have verified and
+/// queued before the caller takes them (each at most `MAX_RECORD_DATA`
+/// bytes).
+const RECORDS_AHEAD: usize = 2;
+
+/// A verified record handed over by the reader thread of [`read_ahead`]:
+/// its body and its bytes (empty for a zero run), or the end.
+type Handed = Result<Option<(RecordBody, Vec<u8>)>, Error>;
+
+/// `packet`'s records, read and verified by a thread of their own a few
+/// records ahead of the caller ([`read_ahead`]).
+#[derive(Debug)]
+pub struct RecordsAhead {
+    full: std::sync::mpsc::Receiver<Handed>,
+    empty: std::sync::mpsc::Sender<Vec<u8>>,
+    /// The record handed out last, whose buffer goes back on the next
+    /// call.
+    current: Option<(RecordBody, Vec<u8>)>,
+    ended: bool,
+}
+
+impl RecordsAhead {
+    /// The next record and its bytes, or `None` after the last one, once
+    /// the packet's totals and content digest checked out (what
+    /// [`RecordStream::finish`] checks).
+    pub fn next_record(&mut self) -> Result<Option<(RecordBody, &[u8])>, Error> {
+        if let Some((_, buf)) = self.current.take() {
+            let _ = self.empty.send(buf);
+        }
+        if self.ended {
+            return Ok(None);
+        }
+        match self.full.recv().map_err(|_| Error::WriterStopped)?? {
+            Some(record) => {
+                let (body, data) = self.current.insert(record);
+                Ok(Some((*body, data.as_slice())))
+            }
+            None => {
+                self.ended = true;
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Runs `consume` with `packet`'s records (as [`RecordStream`] gives them,
+/// verified) read by a thread of its own, so that reading and verifying
+/// the next records overlaps with what the caller does with this one.
+/// The end is reported only after the packet's totals and content digest
+/// checked out; an error is reported in the place of the record at fault.
+pub fn read_ahead<S: Storage, T>(
+    storage: &S,
+    packet: &LogicalPacket,
+    key: Option<&Key>,
+    consume: impl FnOnce(&mut RecordsAhead) -> Result<T, Error>,
+) -> Result<T, Error> {
+    use std::sync::mpsc;
+    std::thread::scope(|scope| {
+        // Created here, so that returning early drops the caller's ends
+        // and the reader stops instead of waiting for ever.
+        let (full_tx, full_rx) = mpsc::sync_channel::<Handed>(RECORDS_AHEAD);
+        let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+        for _ in 0..=RECORDS_AHEAD {
+            let _ = empty_tx.send(Vec::new());
+        }
+        scope.spawn(move || {
+            let mut stream = RecordStream::new(storage, packet, key);
+            loop {
+                let Ok(mut buf) = empty_rx.recv() else {
+                    return;
+                };
+                let next = stream.read_next().map(|r| {
+                    r.map(|(body, data)| {
+                        buf.clear();
+                        buf.extend_from_slice(data);
+                        (body, buf)
+                    })
+                });
+                match next {
+                    Ok(Some(record)) => {
+                        if full_tx.send(Ok(Some(record))).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => {
+                        let _ = full_tx.send(stream.finish().map(|_| None));
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = full_tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+        let mut records = RecordsAhead {
+            full: full_rx,
+            empty: empty_tx,
+            current: None,
+            ended: false,
+        };
+        consume(&mut records)
+    })
 }
 
 /// Reads every record of `packet`, verified, and hands each to `visit`;

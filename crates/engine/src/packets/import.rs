@@ -1079,22 +1079,25 @@ fn apply_one<S: Storage>(
     };
     let replicas = dest.endpoints();
     let mut writer = Writer::new(&replicas, fresh);
-    let mut records = RecordStream::new(storage, packet, key);
     progress.start(packet.summary().map_or(0, |s| {
         (s.data_blocks + s.zero_blocks) * u64::from(m.block_size)
     }));
-    let written = write_records(
-        &mut writer,
-        m.range.clone(),
-        m.block_size,
-        m.new_epoch,
-        &mut cursor,
-        &mut records,
-        progress,
-        &mut |e| writer_state.push(e),
-    );
+    // The records are read and verified again (the files could have
+    // changed since the check), a few ahead on a thread of their own.
+    let written = super::files::read_ahead(storage, packet, key, |records| {
+        write_records(
+            &mut writer,
+            m.range.clone(),
+            m.block_size,
+            m.new_epoch,
+            &mut cursor,
+            records,
+            progress,
+            &mut |e| writer_state.push(e),
+        )
+    });
     progress.finish();
-    let written = match written.and_then(|w| records.finish().map(|_| w)) {
+    let written = match written {
         Ok(w) => w,
         Err(e) => {
             let _ = writer_state.abandon(storage);

@@ -35,6 +35,7 @@ pub mod epoch;
 pub mod export;
 pub mod files;
 pub mod import;
+pub mod readahead;
 pub mod scan;
 pub mod state;
 pub mod stream;

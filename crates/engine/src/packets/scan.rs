@@ -3,8 +3,8 @@
 //!
 //! libpmemobj keeps no log of what it changed, so the exporter finds out
 //! itself. [`scan`] reads the replicated range of a source [`Endpoint`] in
-//! strides (a reader thread reads and hashes the next stride while the
-//! caller handles this one), computes each block's digest (the low 96
+//! strides (reader threads read and hash the next strides while the
+//! caller handles this one, [`super::readahead`]), computes each block's digest (the low 96
 //! bits of its XXH3-128, as the state file keeps it) and compares it with
 //! the block's old entry. A block whose digest differs, or whose old entry
 //! is unknown, *changed*: it gets the new epoch as its stamp. A block
@@ -15,10 +15,10 @@
 //! scan serves a connection to a remote replica.
 
 use std::ops::Range;
-use std::sync::mpsc;
 
 use poolsync_packet::{BlockRange, Entry};
 
+use super::readahead::{read_ahead, Strides};
 use super::state::OldEntries;
 use super::Spans;
 use crate::endpoint::Endpoint;
@@ -41,8 +41,8 @@ pub struct ScanPlan<'a> {
     pub extra: &'a [BlockRange],
     /// Bytes read at a time (a multiple of the block size).
     pub stride: usize,
-    /// Worker threads that read and hash each stride (1: the reader
-    /// thread alone).
+    /// Reader threads that read and hash the strides
+    /// ([`super::readahead`]).
     pub threads: usize,
 }
 
@@ -85,13 +85,6 @@ pub fn entry_of(bytes: &[u8], stamp: u32) -> Entry {
     Entry::from_xxh3_128(crate::endpoint::digest(bytes), stamp)
 }
 
-/// A stride read and hashed by the reader thread.
-struct Read {
-    offset: u64,
-    buf: Vec<u8>,
-    digests: Vec<u128>,
-}
-
 /// Reads `plan.range` of `source` once and hands every stride to `visit`
 /// (see the module documentation).
 pub fn scan(
@@ -101,128 +94,14 @@ pub fn scan(
     visit: &mut dyn ScanVisitor,
     progress: &dyn Progress,
 ) -> Result<ScanTotals, Error> {
-    let bs = u64::from(plan.block_size);
-    let stride = (plan.stride as u64 / bs).max(1) * bs;
-    std::thread::scope(|scope| {
-        // Created here, so that returning early drops the consumer's ends
-        // and the reader stops instead of waiting for ever.
-        let (full_tx, full_rx) = mpsc::sync_channel::<Result<Read, Error>>(2);
-        let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
-        for _ in 0..3 {
-            let _ = empty_tx.send(Vec::new());
-        }
-        let range = plan.range.clone();
-        let pool = workers(plan.threads)?;
-        scope.spawn(move || {
-            read_ahead(
-                source,
-                range,
-                stride,
-                bs,
-                pool.as_ref(),
-                &full_tx,
-                &empty_rx,
-            )
-        });
-        consume(plan, old, visit, progress, &full_rx, &empty_tx)
-    })
-}
-
-/// A pool of `threads` workers, or `None` for one.
-fn workers(threads: usize) -> Result<Option<rayon::ThreadPool>, Error> {
-    if threads <= 1 {
-        return Ok(None);
-    }
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map(Some)
-        .map_err(|_| Error::InvalidOptions {
-            reason: "cannot start the worker threads",
-        })
-}
-
-/// Bytes read and hashed at a time: small enough that the hash finds them
-/// still in the core's cache where the read left them (after a read of
-/// megabytes it would fetch them from memory again).
-const PIECE: usize = 128 << 10;
-
-/// Reads `buf.len()` bytes of `source` at `pos` into `buf` and returns the
-/// digest of each `bs`-byte block, the pieces spread over `pool`'s
-/// workers when there is a pool.
-pub(crate) fn read_and_hash(
-    source: &dyn Endpoint,
-    pos: u64,
-    buf: &mut [u8],
-    bs: usize,
-    pool: Option<&rayon::ThreadPool>,
-) -> Result<Vec<u128>, Error> {
-    use rayon::prelude::*;
-    let bs = bs.max(1);
-    let piece = (PIECE / bs).max(1) * bs;
-    let read_piece = |i: usize, chunk: &mut [u8], out: &mut Vec<u128>| -> Result<(), Error> {
-        source.read(pos + (i * piece) as u64, chunk)?;
-        out.extend(chunk.chunks(bs).map(crate::endpoint::digest));
-        Ok(())
-    };
-    // A buffer of one piece or less is read here: waking the workers for a
-    // few blocks costs more than reading them.
-    let pool = pool.filter(|_| buf.len() > piece);
-    let Some(pool) = pool else {
-        let mut digests = Vec::with_capacity(buf.len().div_ceil(bs));
-        for (i, chunk) in buf.chunks_mut(piece).enumerate() {
-            read_piece(i, chunk, &mut digests)?;
-        }
-        return Ok(digests);
-    };
-    let pieces: Result<Vec<Vec<u128>>, Error> = pool.install(|| {
-        buf.par_chunks_mut(piece)
-            .enumerate()
-            .map(|(i, chunk)| {
-                let mut digests = Vec::with_capacity(chunk.len().div_ceil(bs));
-                read_piece(i, chunk, &mut digests)?;
-                Ok(digests)
-            })
-            .collect()
-    });
-    Ok(pieces?.concat())
-}
-
-/// The reader thread: reads and hashes each stride of `range` in turn.
-fn read_ahead(
-    source: &dyn Endpoint,
-    range: Range<u64>,
-    stride: u64,
-    bs: u64,
-    pool: Option<&rayon::ThreadPool>,
-    full: &mpsc::SyncSender<Result<Read, Error>>,
-    empty: &mpsc::Receiver<Vec<u8>>,
-) {
-    let mut pos = range.start;
-    while pos < range.end {
-        let Ok(mut buf) = empty.recv() else {
-            return;
-        };
-        let n = (range.end - pos).min(stride);
-        buf.resize(usize::try_from(n).unwrap_or(0), 0);
-        let read = read_and_hash(
-            source,
-            pos,
-            &mut buf,
-            usize::try_from(bs).unwrap_or(1),
-            pool,
-        )
-        .map(|digests| Read {
-            offset: pos,
-            buf,
-            digests,
-        });
-        let failed = read.is_err();
-        if full.send(read).is_err() || failed {
-            return;
-        }
-        pos += n;
-    }
+    read_ahead(
+        &[source],
+        plan.range.clone(),
+        u64::from(plan.block_size),
+        plan.stride as u64,
+        plan.threads,
+        |strides| consume(plan, old, visit, progress, strides),
+    )
 }
 
 /// The caller's side: judges every block of each stride read and hands
@@ -232,20 +111,18 @@ fn consume(
     old: &mut dyn OldEntries,
     visit: &mut dyn ScanVisitor,
     progress: &dyn Progress,
-    full: &mpsc::Receiver<Result<Read, Error>>,
-    empty: &mpsc::Sender<Vec<u8>>,
+    strides: &mut Strides,
 ) -> Result<ScanTotals, Error> {
     let bs = u64::from(plan.block_size);
     let mut totals = ScanTotals::default();
     let mut extra = plan.extra.iter().peekable();
     let mut verdicts = Vec::new();
     let first_block = plan.range.start / bs;
-    let mut pos = plan.range.start;
-    while pos < plan.range.end {
-        let read = full.recv().map_err(|_| Error::WriterStopped)??;
+    while let Some(stride) = strides.next_stride()? {
+        let (bytes, digests) = stride.read(0).ok_or(Error::WriterStopped)?;
         verdicts.clear();
-        for (i, digest) in read.digests.iter().enumerate() {
-            let at = read.offset + i as u64 * bs;
+        for (i, digest) in digests.iter().enumerate() {
+            let at = stride.offset + i as u64 * bs;
             let new = Entry::from_xxh3_128(*digest, 0);
             let prior = old.entry(at / bs - first_block)?;
             let (changed, unknown, stamp) = match prior {
@@ -278,10 +155,8 @@ fn consume(
                 ships,
             });
         }
-        visit.stride(read.offset, &read.buf, &verdicts)?;
-        progress.advance(read.buf.len() as u64);
-        pos = read.offset + read.buf.len() as u64;
-        let _ = empty.send(read.buf);
+        visit.stride(stride.offset, bytes, &verdicts)?;
+        progress.advance(stride.len);
     }
     Ok(totals)
 }

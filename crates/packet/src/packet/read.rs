@@ -251,14 +251,48 @@ impl<'k> PacketReader<'k> {
     /// data record into `out` (at least [`MAX_RECORD_DATA`] bytes is always
     /// enough).
     pub fn record_payload(&mut self, payload: &[u8], out: &mut [u8]) -> Result<RecordBody, Error> {
+        self.open_pending(payload, out, true).map(|(body, _)| body)
+    }
+
+    /// [`record_payload`](Self::record_payload) without copying a payload
+    /// stored as is: its data is `payload` itself. Returns the body and
+    /// whether its data was written to `out` (a compressed payload).
+    pub fn record_payload_in_place(
+        &mut self,
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> Result<(RecordBody, bool), Error> {
+        self.open_pending(payload, out, false)
+    }
+
+    fn open_pending(
+        &mut self,
+        payload: &[u8],
+        out: &mut [u8],
+        copy_stored: bool,
+    ) -> Result<(RecordBody, bool), Error> {
         let (Some(f), Some(record)) = (&mut self.file, self.pending.take()) else {
             return Err(Error::Misuse {
                 api: "PacketReader::record_payload",
                 problem: "no record header is pending",
             });
         };
-        let (body, hash) =
-            open_record_with(&mut self.codec, &f.header, &record, payload, self.key, out)?;
+        let stored = matches!(
+            record.kind,
+            RecordKind::Data {
+                compression: Compression::None,
+                ..
+            }
+        );
+        let into_out = copy_stored || !stored;
+        let (body, hash) = open_record_with(
+            &mut self.codec,
+            &f.header,
+            &record,
+            payload,
+            self.key,
+            into_out.then_some(&mut *out),
+        )?;
         let digest = &mut self
             .started
             .as_mut()
@@ -267,18 +301,21 @@ impl<'k> PacketReader<'k> {
                 problem: "no file is begun",
             })?
             .digest;
-        match (body, record.kind) {
-            (RecordBody::Data { len, .. }, RecordKind::Data { compression, .. }) => {
+        let mut decoded = false;
+        match body {
+            RecordBody::Data { len, .. } => {
                 // A payload stored as is is the data: its hash is the one
                 // the tag was checked with.
                 let hash = match hash {
-                    Some(h) if compression == Compression::None => h,
-                    _ => data_hash(out.get(..len).unwrap_or_default()),
+                    Some(h) if stored => h,
+                    _ if into_out => data_hash(out.get(..len).unwrap_or_default()),
+                    _ => data_hash(payload),
                 };
+                decoded = into_out;
                 digest.add(REC_KIND_DATA, record.offset, record.blocks, Some(&hash));
                 self.data_blocks += u64::from(record.blocks);
             }
-            _ => {
+            RecordBody::Zero { .. } => {
                 digest.add(REC_KIND_ZERO, record.offset, record.blocks, None);
                 self.zero_blocks += u64::from(record.blocks);
             }
@@ -286,7 +323,7 @@ impl<'k> PacketReader<'k> {
         f.pos += record.encoded_len();
         self.next_seq += 1;
         self.next_offset = record.offset + record.logical_len(f.header.meta.block_size);
-        Ok(body)
+        Ok((body, decoded))
     }
 
     /// Ends the current file once [`next_record_at`](Self::next_record_at)

@@ -328,20 +328,30 @@ pub fn open_record(
     key: Option<&Key>,
     out: &mut [u8],
 ) -> Result<RecordBody, Error> {
-    open_record_with(&mut Codec::default(), header, record, payload, key, out).map(|(body, _)| body)
+    open_record_with(
+        &mut Codec::default(),
+        header,
+        record,
+        payload,
+        key,
+        Some(out),
+    )
+    .map(|(body, _)| body)
 }
 
 /// [`open_record`] with a kept decompressor; also returns the hash of the
 /// payload when the record was verified through it (a version 2 file), so
 /// that a payload stored as is need not be hashed again for the content
-/// digest.
+/// digest. Without `out`, a payload stored as is is not copied (its data
+/// is the payload) and a compressed one is refused as
+/// [`Error::BufferTooSmall`].
 pub(crate) fn open_record_with(
     codec: &mut Codec,
     header: &FileHeader,
     record: &RecordHeader,
     payload: &[u8],
     key: Option<&Key>,
-    out: &mut [u8],
+    out: Option<&mut [u8]>,
 ) -> Result<(RecordBody, Option<[u8; 32]>), Error> {
     check_key(
         header.signed,
@@ -382,12 +392,23 @@ pub(crate) fn open_record_with(
         RecordKind::Data { compression, .. } => {
             // At most MAX_RECORD_DATA, checked when the header was decoded.
             let len = len as usize;
-            let out_len = out.len();
-            let dst = out.get_mut(..len).ok_or(Error::BufferTooSmall {
-                needed: len,
-                len: out_len,
-            })?;
-            codec.decompress(compression, payload, dst, record.payload_offset())?;
+            match out {
+                None if compression == Compression::None => {}
+                None => {
+                    return Err(Error::BufferTooSmall {
+                        needed: len,
+                        len: 0,
+                    })
+                }
+                Some(out) => {
+                    let out_len = out.len();
+                    let dst = out.get_mut(..len).ok_or(Error::BufferTooSmall {
+                        needed: len,
+                        len: out_len,
+                    })?;
+                    codec.decompress(compression, payload, dst, record.payload_offset())?;
+                }
+            }
             Ok((
                 RecordBody::Data {
                     offset: record.offset,
