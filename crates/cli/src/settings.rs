@@ -332,7 +332,7 @@ pub const KEYS: &[Key] = &[
         kind: Kind::Threads,
         flag: "--jobs",
         env: "RAYON_NUM_THREADS",
-        help: "worker threads that copy and compare data: sync, transform, check --data and sync --verify",
+        help: "worker threads that copy, compare and hash data: sync, transform, check --data, sync --verify, and the reading of export and import (they read with one thread more)",
         default_text: "the machine's parallelism, at most 8",
         default: || Value::Threads(poolsync_engine::compare::default_threads() as u64),
     },

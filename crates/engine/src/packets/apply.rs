@@ -124,8 +124,8 @@ impl CheckReport {
 /// that epoch counts as kept too: the destination changed it on a
 /// timeline the packet's history does not have.
 ///
-/// The check reads the whole range in order, so reader threads (as many as
-/// `threads`, at most four) read and hash it ahead
+/// The check reads the whole range in order, so reader threads (one more
+/// than `threads` when that is several, at most four) read and hash it ahead
 /// ([`super::readahead`]), while the calling thread reads and verifies
 /// the records and judges every block.
 #[allow(clippy::too_many_arguments)]

@@ -41,8 +41,8 @@ pub struct ScanPlan<'a> {
     pub extra: &'a [BlockRange],
     /// Bytes read at a time (a multiple of the block size).
     pub stride: usize,
-    /// Reader threads that read and hash the strides
-    /// ([`super::readahead`]).
+    /// Worker threads that read and hash the strides (the read-ahead
+    /// runs [`super::readahead::readers_for`] reader threads for them).
     pub threads: usize,
 }
 
