@@ -402,25 +402,42 @@ impl<'a, S: Storage> RecordStream<'a, S> {
     }
 }
 
-/// Records read ahead: how many a reader thread may have verified and
-/// queued before the caller takes them (each at most `MAX_RECORD_DATA`
-/// bytes).
-const RECORDS_AHEAD: usize = 2;
+/// Batches read ahead: how many the reader thread may have verified and
+/// queued before the caller takes them.
+const BATCHES_AHEAD: usize = 2;
 
-/// A verified record handed over by the reader thread of [`read_ahead`]:
-/// its body and its bytes (empty for a zero run), or the end.
-type Handed = Result<Option<(RecordBody, Vec<u8>)>, Error>;
+/// A batch is handed over once it holds this many bytes of data (or
+/// [`BATCH_RECORDS`] records): one hand-over per record would cost more
+/// than a small record's reading (waking a thread takes tens of
+/// microseconds on a virtual machine).
+const BATCH_BYTES: usize = 1 << 20;
+
+/// ... or this many records.
+const BATCH_RECORDS: usize = 512;
+
+/// Verified records handed over together: each record's body and where
+/// its bytes lie in `data` (empty for a zero run).
+#[derive(Debug, Default)]
+struct Batch {
+    records: Vec<(RecordBody, std::ops::Range<usize>)>,
+    data: Vec<u8>,
+}
+
+/// What the reader thread of [`read_ahead`] hands over: a batch, and
+/// whether the packet ended with it (its totals and digest checked out).
+type Handed = Result<(Batch, bool), Error>;
 
 /// `packet`'s records, read and verified by a thread of their own a few
-/// records ahead of the caller ([`read_ahead`]).
+/// batches ahead of the caller ([`read_ahead`]).
 #[derive(Debug)]
 pub struct RecordsAhead {
     full: std::sync::mpsc::Receiver<Handed>,
-    empty: std::sync::mpsc::Sender<Vec<u8>>,
-    /// The record handed out last, whose buffer goes back on the next
-    /// call.
-    current: Option<(RecordBody, Vec<u8>)>,
-    ended: bool,
+    empty: std::sync::mpsc::Sender<Batch>,
+    /// The batch at hand, the next record in it, and whether the packet
+    /// ends with it.
+    current: Option<Batch>,
+    next: usize,
+    last: bool,
 }
 
 impl RecordsAhead {
@@ -428,30 +445,39 @@ impl RecordsAhead {
     /// the packet's totals and content digest checked out (what
     /// [`RecordStream::finish`] checks).
     pub fn next_record(&mut self) -> Result<Option<(RecordBody, &[u8])>, Error> {
-        if let Some((_, buf)) = self.current.take() {
-            let _ = self.empty.send(buf);
-        }
-        if self.ended {
-            return Ok(None);
-        }
-        match self.full.recv().map_err(|_| Error::WriterStopped)?? {
-            Some(record) => {
-                let (body, data) = self.current.insert(record);
-                Ok(Some((*body, data.as_slice())))
+        loop {
+            let at_hand = self
+                .current
+                .as_ref()
+                .is_some_and(|b| self.next < b.records.len());
+            if at_hand {
+                break;
             }
-            None => {
-                self.ended = true;
-                Ok(None)
+            if let Some(done) = self.current.take() {
+                let _ = self.empty.send(done);
             }
+            if self.last {
+                return Ok(None);
+            }
+            let (batch, last) = self.full.recv().map_err(|_| Error::WriterStopped)??;
+            self.current = Some(batch);
+            self.next = 0;
+            self.last = last;
         }
+        let batch = self.current.as_ref().ok_or(Error::WriterStopped)?;
+        let (body, range) = batch.records.get(self.next).ok_or(Error::WriterStopped)?;
+        self.next += 1;
+        let data = batch.data.get(range.clone()).ok_or(Error::WriterStopped)?;
+        Ok(Some((*body, data)))
     }
 }
 
 /// Runs `consume` with `packet`'s records (as [`RecordStream`] gives them,
 /// verified) read by a thread of its own, so that reading and verifying
-/// the next records overlaps with what the caller does with this one.
-/// The end is reported only after the packet's totals and content digest
-/// checked out; an error is reported in the place of the record at fault.
+/// the next records overlaps with what the caller does with these. The
+/// end is reported only after the packet's totals and content digest
+/// checked out; an error is reported after the records before the one at
+/// fault.
 pub fn read_ahead<S: Storage, T>(
     storage: &S,
     packet: &LogicalPacket,
@@ -462,38 +488,50 @@ pub fn read_ahead<S: Storage, T>(
     std::thread::scope(|scope| {
         // Created here, so that returning early drops the caller's ends
         // and the reader stops instead of waiting for ever.
-        let (full_tx, full_rx) = mpsc::sync_channel::<Handed>(RECORDS_AHEAD);
-        let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
-        for _ in 0..=RECORDS_AHEAD {
-            let _ = empty_tx.send(Vec::new());
+        let (full_tx, full_rx) = mpsc::sync_channel::<Handed>(BATCHES_AHEAD);
+        let (empty_tx, empty_rx) = mpsc::channel::<Batch>();
+        for _ in 0..=BATCHES_AHEAD {
+            let _ = empty_tx.send(Batch::default());
         }
         scope.spawn(move || {
             let mut stream = RecordStream::new(storage, packet, key);
             loop {
-                let Ok(mut buf) = empty_rx.recv() else {
+                let Ok(mut batch) = empty_rx.recv() else {
                     return;
                 };
-                let next = stream.read_next().map(|r| {
-                    r.map(|(body, data)| {
-                        buf.clear();
-                        buf.extend_from_slice(data);
-                        (body, buf)
-                    })
-                });
-                match next {
-                    Ok(Some(record)) => {
-                        if full_tx.send(Ok(Some(record))).is_err() {
-                            return;
+                batch.records.clear();
+                batch.data.clear();
+                let mut last = false;
+                let mut failed = None;
+                while batch.data.len() < BATCH_BYTES && batch.records.len() < BATCH_RECORDS {
+                    match stream.read_next() {
+                        Ok(Some((body, data))) => {
+                            let at = batch.data.len();
+                            batch.data.extend_from_slice(data);
+                            batch.records.push((body, at..batch.data.len()));
+                        }
+                        Ok(None) => {
+                            last = true;
+                            break;
+                        }
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
                         }
                     }
-                    Ok(None) => {
-                        let _ = full_tx.send(stream.finish().map(|_| None));
-                        return;
-                    }
-                    Err(e) => {
-                        let _ = full_tx.send(Err(e));
-                        return;
-                    }
+                }
+                if last {
+                    let _ = full_tx.send(stream.finish().map(|_| (batch, true)));
+                    return;
+                }
+                if full_tx.send(Ok((batch, false))).is_err() {
+                    return;
+                }
+                // The records before a failure are handed over first, as a
+                // stream read in place would give them.
+                if let Some(e) = failed {
+                    let _ = full_tx.send(Err(e));
+                    return;
                 }
             }
         });
@@ -501,7 +539,8 @@ pub fn read_ahead<S: Storage, T>(
             full: full_rx,
             empty: empty_tx,
             current: None,
-            ended: false,
+            next: 0,
+            last: false,
         };
         consume(&mut records)
     })

@@ -676,3 +676,76 @@ fn an_export_never_overwrites_a_file_and_records_nothing_then() {
     let r = exp(&s, &fx.set_path, &opts(&["b"], "/out/p2"));
     assert_eq!((r.base_epoch, r.new_epoch), (0, 1));
 }
+
+/// Every record of the packet whose first file is `first`, as the
+/// in-place stream and as the read-ahead thread give them: each as its
+/// body and the digest of its bytes, up to the first error, and that
+/// error's text.
+type Read = (Vec<(poolsync_packet::RecordBody, u128)>, Option<String>);
+
+fn both_readings(s: &SimStorage, first: &str) -> (Read, Read) {
+    use poolsync_engine::packets::files::{group, open_packet_file, read_ahead, RecordStream};
+    let file = open_packet_file(s, Path::new(first), None).unwrap();
+    let (logical, refused) = group(vec![file]);
+    assert!(refused.is_empty());
+    let packet = &logical[0];
+    let digest = poolsync_engine::endpoint::digest;
+    let mut direct = (Vec::new(), None);
+    let mut stream = RecordStream::new(s, packet, None);
+    loop {
+        match stream.read_next() {
+            Ok(Some((body, data))) => direct.0.push((body, digest(data))),
+            Ok(None) => {
+                direct.1 = stream.finish().err().map(|e| e.to_string());
+                break;
+            }
+            Err(e) => {
+                direct.1 = Some(e.to_string());
+                // Its files are closed (and unlocked) before the next
+                // reading.
+                drop(stream);
+                break;
+            }
+        }
+    }
+    let mut ahead = (Vec::new(), None);
+    let r = read_ahead(s, packet, None, |records| {
+        while let Some((body, data)) = records.next_record()? {
+            ahead.0.push((body, digest(data)));
+        }
+        Ok(())
+    });
+    ahead.1 = r.err().map(|e| e.to_string());
+    (direct, ahead)
+}
+
+#[test]
+fn records_read_ahead_in_batches_are_the_records_read_in_place() {
+    let (fx, s) = sites();
+    let b = dest_set(&s, "/b", &[&[32]]);
+    exp(&s, &fx.set_path, &opts(&["b"], "/out/seed.pkt"));
+    imp(&s, &b, &["/out/seed.pkt"]);
+    // 1,300 single changed blocks, each its own record: several batches.
+    let base = 2 * M;
+    for i in 0..1300 {
+        change(&s, &fx, base + i * 2 * 4096, 1, (i % 250) as u8 + 1);
+    }
+    exp(&s, &fx.set_path, &opts(&["b"], "/out/p.pkt"));
+    let (direct, ahead) = both_readings(&s, "/out/p.pkt");
+    assert!(direct.0.len() >= 1300, "{} records", direct.0.len());
+    assert_eq!(direct.1, None);
+    assert_eq!(ahead, direct);
+    // A damaged record in the middle: the records before it, then the
+    // same refusal.
+    let len = s.stat(Path::new("/out/p.pkt")).unwrap().unwrap().len;
+    flip(&s, Path::new("/out/p.pkt"), len * 3 / 5);
+    let (direct, ahead) = both_readings(&s, "/out/p.pkt");
+    let e = direct.1.clone().expect("refused");
+    assert!(e.contains("/out/p.pkt"), "{e}");
+    assert!(
+        direct.0.len() > 600 && direct.0.len() < 1300,
+        "{}",
+        direct.0.len()
+    );
+    assert_eq!(ahead, direct);
+}
