@@ -400,6 +400,10 @@ pub enum Error {
         offset: u64,
         end: u64,
     },
+    /// A block read again for an export no longer held what the scan had
+    /// read a moment before.
+    #[error("{endpoint}: the block at logical offset {offset:#x} changed while it was read; the pool set must not be in use while it is exported")]
+    SourceChanged { endpoint: String, offset: u64 },
     /// `sync --wait-lock`: the pool stayed in use for the whole wait.
     #[error("{error}; still locked after waiting {seconds} s (--wait-lock)")]
     LockTimeout {

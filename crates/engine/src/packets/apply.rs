@@ -149,7 +149,8 @@ pub fn check_destination(
         |strides| {
             let mut c = Checker {
                 after_fork,
-                replicas: replicas.len(),
+                replicas,
+                block: Vec::new(),
                 bs,
                 first_block: range.start / bs,
                 old,
@@ -175,7 +176,9 @@ const CHECK_STRIDE: u64 = 2 << 20;
 
 struct Checker<'a> {
     after_fork: Option<u32>,
-    replicas: usize,
+    replicas: &'a [&'a dyn Endpoint],
+    /// A block read again to compare it with the packet's bytes.
+    block: Vec<u8>,
     bs: u64,
     first_block: u64,
     old: &'a mut dyn OldEntries,
@@ -186,13 +189,12 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     /// Walks `[start, end)` of every replica; `judge` gets each block's
-    /// offset, bytes, entry (its digest now, stamp 0) and old entry and
-    /// says whether it is a local change.
+    /// offset, replica, entry (its digest now, stamp 0) and old entry.
     fn walk(
         &mut self,
         start: u64,
         end: u64,
-        mut judge: impl FnMut(u64, &[u8], Entry, Option<Entry>, &mut CheckReport),
+        mut judge: impl FnMut(&mut Self, u64, usize, Entry, Option<Entry>) -> Result<(), Error>,
     ) -> Result<(), Error> {
         let bs = self.bs;
         let mut at = start;
@@ -200,25 +202,17 @@ impl Checker<'_> {
             let old = self.old.entry(at / bs - self.first_block)?;
             let stride = self.strides.holding(at)?;
             let i = ((at - stride.offset) / bs) as usize;
-            for (buf, digests) in stride.reads() {
-                let (Some(bytes), Some(digest)) = (
-                    buf.get(i * bs as usize..(i + 1) * bs as usize),
-                    digests.get(i),
-                ) else {
-                    return Err(Error::WriterStopped);
-                };
+            let now: Vec<u128> = stride
+                .all_digests()
+                .map(|d| d.get(i).copied().ok_or(Error::WriterStopped))
+                .collect::<Result<_, _>>()?;
+            for (r, digest) in now.into_iter().enumerate() {
                 self.report.blocks += 1;
-                judge(
-                    at,
-                    bytes,
-                    Entry::from_xxh3_128(*digest, 0),
-                    old,
-                    &mut self.report,
-                );
+                judge(self, at, r, Entry::from_xxh3_128(digest, 0), old)?;
             }
             at += bs;
         }
-        self.report.bytes_read += (end.saturating_sub(start)) * self.replicas as u64;
+        self.report.bytes_read += (end.saturating_sub(start)) * self.replicas.len() as u64;
         self.progress.advance(end.saturating_sub(start));
         Ok(())
     }
@@ -226,37 +220,48 @@ impl Checker<'_> {
     fn uncarried(&mut self, start: u64, end: u64) -> Result<(), Error> {
         let bs = self.bs;
         let fork = self.after_fork;
-        self.walk(start, end, |at, _bytes, now, old, report| match old {
-            Some(e) if now.digest == e.digest && fork.is_none_or(|f| e.stamp <= f) => {}
-            _ => report.kept.push(at, bs),
+        self.walk(start, end, |c, at, _r, now, old| {
+            match old {
+                Some(e) if now.digest == e.digest && fork.is_none_or(|f| e.stamp <= f) => {}
+                _ => c.report.kept.push(at, bs),
+            }
+            Ok(())
         })
     }
 
     fn carried(&mut self, offset: u64, len: u64, data: &[u8]) -> Result<(), Error> {
         let bs = self.bs;
-        self.walk(offset, offset + len, |at, bytes, new, old, report| {
+        self.walk(offset, offset + len, |c, at, r, new, old| {
             match old {
-                Some(e) if e.digest == new.digest => return,
+                Some(e) if e.digest == new.digest => return Ok(()),
                 None => {
-                    report.unknown_overwritten += 1;
-                    return;
+                    c.report.unknown_overwritten += 1;
+                    return Ok(());
                 }
                 Some(_) => {}
             }
+            // It differs from the state: does it hold the packet's bytes
+            // (an interrupted import wrote them)? The readers keep no
+            // bytes, so it is read again.
+            let n = usize::try_from(bs).map_err(|_| Error::WriterStopped)?;
+            c.block.resize(n, 0);
+            let replica = c.replicas.get(r).ok_or(Error::WriterStopped)?;
+            replica.read(at, &mut c.block)?;
             let theirs = if data.is_empty() {
                 None
             } else {
                 data.get((at - offset) as usize..(at - offset + bs) as usize)
             };
             let same = match theirs {
-                Some(t) => t == bytes,
-                None => bytes.iter().all(|&b| b == 0),
+                Some(t) => t == c.block.as_slice(),
+                None => c.block.iter().all(|&b| b == 0),
             };
             if same {
-                report.explained += 1;
+                c.report.explained += 1;
             } else {
-                report.carried.push(at, bs);
+                c.report.carried.push(at, bs);
             }
+            Ok(())
         })
     }
 }

@@ -2,21 +2,26 @@
 //!
 //! The exporter's scan ([`super::scan`]) and the importer's check
 //! ([`super::apply::check_destination`]) both read a whole range once, in
-//! order, and need every block's bytes and digest. [`read_ahead`] starts
-//! reader threads that take the range's strides in turn (reader `k` of `n`
-//! reads strides `k`, `k + n`, ...), read each stride from every endpoint
-//! given and hash each block; the caller takes the strides in logical
-//! order from [`Strides`], and each goes back to its reader when the
-//! caller moves past it, so a reader holds at most
-//! two strides.
+//! order, and need every block's digest (and the bytes of a few blocks,
+//! which they read again). [`read_ahead`] starts reader threads that take
+//! the range's strides in turn (reader `k` of `n` reads strides `k`,
+//! `k + n`, ...), read each stride from every endpoint given and hash each
+//! block; the caller takes the strides' digests in logical order from
+//! [`Strides`], and each goes back to its reader when the caller moves
+//! past it, so a reader holds at most two strides.
+//!
+//! The readers keep no bytes: each reads 128 KiB at a time into one
+//! buffer of its own and hashes it while it is still in the core's cache.
+//! Keeping every stride's bytes for the caller wrote the whole range to
+//! memory once more only for the caller to look at a tenth of it: the
+//! exporter now reads the blocks it ships again (a tenth of the range at
+//! most in the benchmark, from the page cache), the checker the rare block
+//! it must compare byte by byte.
 //!
 //! Why several readers: one core copies from the page cache at a few GB/s,
 //! well below what the memory gives, so two readers read a warm range
 //! about twice as fast as one (1 GiB read and hashed: 0.115 s on two
 //! threads, 0.17 s on one, on the 2-CPU machine of docs/performance.md).
-//! Each reader reads in 128 KiB pieces and hashes a piece right after its
-//! read, while the bytes are still in the core's cache.
-//!
 //! Why one reader more than the worker threads asked for (when more than
 //! one is): a reader whose stride is done waits until the consumer takes
 //! it, and the consumer waits for the stride of the reader whose turn it
@@ -51,40 +56,44 @@ pub struct Stride {
     pub offset: u64,
     /// Its length.
     pub len: u64,
-    /// Per endpoint, in the order given: its bytes (at least `len`; the
-    /// buffers are reused and only grow) and the digest of each block.
-    reads: Vec<(Vec<u8>, Vec<Digest>)>,
+    /// Per endpoint, in the order given: the digest of each block.
+    digests: Vec<Vec<Digest>>,
 }
 
 impl Stride {
-    /// Endpoint `i`'s bytes of the stride and the digest of each block.
-    pub fn read(&self, i: usize) -> Option<(&[u8], &[Digest])> {
-        let (buf, digests) = self.reads.get(i)?;
-        let bytes = buf.get(..usize::try_from(self.len).ok()?)?;
-        Some((bytes, digests))
+    /// Endpoint `i`'s digest of each block of the stride.
+    pub fn digests(&self, i: usize) -> Option<&[Digest]> {
+        self.digests.get(i).map(Vec::as_slice)
     }
 
-    /// Every endpoint's bytes of the stride and digests, in order.
-    pub fn reads(&self) -> impl Iterator<Item = (&[u8], &[Digest])> {
-        (0..self.reads.len()).filter_map(|i| self.read(i))
+    /// Every endpoint's digests of the stride, in order.
+    pub fn all_digests(&self) -> impl Iterator<Item = &[Digest]> {
+        self.digests.iter().map(Vec::as_slice)
     }
 }
 
-/// Reads `buf.len()` bytes of `source` at `pos` into `buf` and appends the
-/// digest of each `bs`-byte block to `digests`, a piece at a time.
+/// Reads `len` bytes of `source` at `pos`, 128 KiB at a time
+/// through `piece`, and appends the digest of each `bs`-byte block to
+/// `digests`.
 pub fn read_and_hash(
     source: &dyn Endpoint,
     pos: u64,
-    buf: &mut [u8],
+    len: u64,
     bs: usize,
+    piece: &mut Vec<u8>,
     digests: &mut Vec<Digest>,
 ) -> Result<(), Error> {
     let bs = bs.max(1);
-    let piece = (PIECE / bs).max(1) * bs;
-    digests.reserve(buf.len().div_ceil(bs));
-    for (i, chunk) in buf.chunks_mut(piece).enumerate() {
-        source.read(pos + (i * piece) as u64, chunk)?;
-        digests.extend(chunk.chunks(bs).map(digest));
+    let step = (PIECE / bs).max(1) * bs;
+    digests.reserve(usize::try_from(len).unwrap_or(0).div_ceil(bs));
+    let mut done = 0u64;
+    while done < len {
+        let n = usize::try_from((len - done).min(step as u64)).unwrap_or(step);
+        piece.resize(n.max(piece.len()), 0);
+        let buf = piece.get_mut(..n).ok_or(Error::WriterStopped)?;
+        source.read(pos + done, buf)?;
+        digests.extend(buf.chunks(bs).map(digest));
+        done += n as u64;
     }
     Ok(())
 }
@@ -169,6 +178,7 @@ fn read_strides(
     let mut pos = range
         .start
         .saturating_add(turn.first.saturating_mul(turn.stride));
+    let mut piece = Vec::new();
     while pos < range.end {
         let Ok(mut s) = empty.recv() else {
             return;
@@ -176,18 +186,13 @@ fn read_strides(
         let n = (range.end - pos).min(turn.stride);
         s.offset = pos;
         s.len = n;
-        s.reads.resize_with(endpoints.len(), Default::default);
+        s.digests.resize_with(endpoints.len(), Default::default);
         let read = endpoints
             .iter()
-            .zip(&mut s.reads)
-            .try_for_each(|(source, (buf, digests))| {
-                let n = usize::try_from(n).map_err(|_| Error::WriterStopped)?;
-                // The buffers only grow: the last stride may be shorter.
-                if buf.len() < n {
-                    buf.resize(n, 0);
-                }
+            .zip(&mut s.digests)
+            .try_for_each(|(source, digests)| {
                 digests.clear();
-                read_and_hash(*source, pos, &mut buf[..n], bs as usize, digests)
+                read_and_hash(*source, pos, n, bs as usize, &mut piece, digests)
             });
         let failed = read.is_err();
         if full.send(read.map(|()| s)).is_err() || failed {
@@ -297,14 +302,13 @@ mod tests {
             let seen = read_ahead(&[&rep, &rep], BS..67 * BS, BS, 5 * BS, threads, |strides| {
                 let mut seen = Vec::new();
                 while let Some(s) = strides.next_stride()? {
-                    let reads: Vec<_> = s.reads().collect();
-                    assert_eq!(reads.len(), 2);
-                    for (bytes, digests) in reads {
-                        assert_eq!(bytes.len() as u64, s.len);
+                    let all: Vec<_> = s.all_digests().collect();
+                    assert_eq!(all.len(), 2);
+                    for digests in all {
                         assert_eq!(digests.len() as u64, s.len / BS);
-                        for (i, (block, d)) in bytes.chunks(BS as usize).zip(digests).enumerate() {
-                            assert_eq!(u64::from(block[0]), s.offset / BS + i as u64);
-                            assert_eq!(*d, digest(block));
+                        for (i, d) in digests.iter().enumerate() {
+                            let b = s.offset / BS + i as u64;
+                            assert_eq!(*d, digest(&vec![b as u8; BS as usize]));
                         }
                     }
                     seen.push((s.offset, s.len));

@@ -299,4 +299,9 @@ impl<F: poolsync_pmem::PartFile> ScanVisitor for Visitor<'_, F> {
         }
         Ok(())
     }
+
+    /// Only the stamps count here.
+    fn wants_bytes(&self) -> bool {
+        false
+    }
 }
