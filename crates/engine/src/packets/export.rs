@@ -9,7 +9,9 @@
 //! epoch and makes none), the packet's header, and the new state's head
 //! (the destinations assumed to hold the new epoch). Then one scan of the
 //! source writes the new state and the packet side by side
-//! ([`super::scan`], [`super::stream`]).
+//! ([`super::scan`], [`super::stream`]): the state on the scan's thread,
+//! the packet on a thread of its own, which reads the shipped blocks
+//! again and checks them against the digests they were judged by.
 //!
 //! Files appear in this order, so that a crash never leaves a packet
 //! whose epoch the state does not know (a packet of epoch E+1 next to a
@@ -572,59 +574,142 @@ fn read_request<S: Storage>(
     Ok((path.to_path_buf(), r, blocks))
 }
 
-/// Writes the new state and the packet as the scan goes.
-struct Visitor<'a, W: PacketSink, F> {
-    state: Option<StateWriter<F>>,
-    packet: RecordWriter<'a, W>,
-    shipped_any: bool,
+/// A run of shipped blocks, as the scan judged them: its first block's
+/// logical offset, each block's digest, and whether it ends there (or may
+/// go on in the next stride).
+struct Run {
+    at: u64,
+    digests: Vec<[u8; 12]>,
+    ended: bool,
 }
 
-impl<W: PacketSink, F: PartFile> ScanVisitor for Visitor<'_, W, F> {
-    fn stride(&mut self, offset: u64, bytes: &[u8], blocks: &[Block]) -> Result<(), Error> {
-        let bs = BLOCK_SIZE as usize;
-        let mut run: Option<(usize, usize)> = None;
+/// Shipped runs go to the packet thread a stride at a time, at most this
+/// many strides ahead.
+const STRIDES_TO_SHIP: usize = 4;
+
+/// Writes the new state as the scan goes, and hands each stride's shipped
+/// runs to the packet thread ([`ship_runs`]).
+struct Visitor<F> {
+    state: Option<StateWriter<F>>,
+    runs: std::sync::mpsc::SyncSender<Vec<Run>>,
+}
+
+impl<F: PartFile> ScanVisitor for Visitor<F> {
+    fn stride(&mut self, offset: u64, blocks: &[Block]) -> Result<(), Error> {
+        let bs = u64::from(BLOCK_SIZE);
+        let mut runs: Vec<Run> = Vec::new();
+        let mut open = false;
         for (i, b) in blocks.iter().enumerate() {
             if let Some(w) = &mut self.state {
                 w.push(b.entry)?;
             }
-            match (&mut run, b.ships) {
-                (Some((_, n)), true) => *n += 1,
-                (None, true) => run = Some((i, 1)),
-                (Some((first, n)), false) => {
-                    let (first, n) = (*first, *n);
-                    self.ship(offset, bytes, first, n, bs, true)?;
-                    run = None;
+            match (open, b.ships) {
+                (true, true) => {
+                    if let Some(r) = runs.last_mut() {
+                        r.digests.push(b.entry.digest);
+                    }
                 }
-                (None, false) => {}
+                (false, true) => {
+                    runs.push(Run {
+                        at: offset + i as u64 * bs,
+                        digests: vec![b.entry.digest],
+                        ended: true,
+                    });
+                    open = true;
+                }
+                (_, false) => open = false,
             }
         }
-        if let Some((first, n)) = run {
-            // It may go on in the next stride.
-            self.ship(offset, bytes, first, n, bs, false)?;
+        if open {
+            if let Some(r) = runs.last_mut() {
+                // It may go on in the next stride.
+                r.ended = false;
+            }
         }
-        Ok(())
+        if runs.is_empty() {
+            return Ok(());
+        }
+        self.runs.send(runs).map_err(|_| Error::WriterStopped)
     }
 }
 
-impl<W: PacketSink, F> Visitor<'_, W, F> {
-    fn ship(
-        &mut self,
-        offset: u64,
-        bytes: &[u8],
-        first: usize,
-        n: usize,
-        bs: usize,
-        ended: bool,
-    ) -> Result<(), Error> {
-        self.shipped_any = true;
-        let slice = bytes.get(first * bs..(first + n) * bs).unwrap_or_default();
-        let at = offset + (first * bs) as u64;
-        if ended {
-            self.packet.push_ended(at, slice)
+/// The packet thread: reads each shipped run of `source` again, checks
+/// that every block still has the digest the scan judged it by (the set
+/// must not be in use: a block changed in between would put bytes into
+/// the packet that the new state does not describe), and adds it to the
+/// packet. Returns the writer whatever happened, so that its files can be
+/// removed after a failure.
+fn ship_runs<'k, W: PacketSink>(
+    source: &dyn Endpoint,
+    mut packet: RecordWriter<'k, W>,
+    strides: std::sync::mpsc::Receiver<Vec<Run>>,
+) -> (RecordWriter<'k, W>, Result<(), Error>) {
+    let bs = BLOCK_SIZE as usize;
+    let mut buf = Vec::new();
+    let mut ship = |packet: &mut RecordWriter<'k, W>, run: &Run| -> Result<(), Error> {
+        buf.resize(run.digests.len() * bs, 0);
+        source.read(run.at, &mut buf)?;
+        for (k, (block, digest)) in buf.chunks(bs).zip(&run.digests).enumerate() {
+            if super::scan::entry_of(block, 0).digest != *digest {
+                return Err(Error::SourceChanged {
+                    endpoint: source.name(),
+                    offset: run.at + (k * bs) as u64,
+                });
+            }
+        }
+        if run.ended {
+            packet.push_ended(run.at, &buf)
         } else {
-            self.packet.push(at, slice)
+            packet.push(run.at, &buf)
+        }
+    };
+    for runs in strides {
+        for run in &runs {
+            if let Err(e) = ship(&mut packet, run) {
+                return (packet, Err(e));
+            }
         }
     }
+    (packet, Ok(()))
+}
+
+/// Scans `plan`'s source, writing the new state into `state` (when given)
+/// on this thread and the packet into `packet` on a thread of its own, so
+/// that reading the shipped blocks again, hashing and writing them
+/// overlaps the scan. Returns the scan's totals (or the first error), the
+/// state writer and the packet writer.
+fn scan_and_ship<'k, W: PacketSink + Send, F: PartFile>(
+    plan: &Plan<'_>,
+    scan_plan: &ScanPlan<'_>,
+    cursor: &mut EntryCursor<'_>,
+    state: Option<StateWriter<F>>,
+    packet: RecordWriter<'k, W>,
+    progress: &dyn Progress,
+) -> (
+    Result<super::scan::ScanTotals, Error>,
+    Option<StateWriter<F>>,
+    RecordWriter<'k, W>,
+) {
+    let source = plan.source;
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(STRIDES_TO_SHIP);
+        let shipper = scope.spawn(move || ship_runs(source, packet, rx));
+        let mut v = Visitor { state, runs: tx };
+        let scanned = scan(source, scan_plan, cursor, &mut v, progress);
+        let Visitor { state, runs } = v;
+        // The packet thread ends once it has shipped what it was sent.
+        drop(runs);
+        let (packet, shipped) = match shipper.join() {
+            Ok(x) => x,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        let result = match (scanned, shipped) {
+            // The scan stopped because the packet thread did: its error.
+            (Err(Error::WriterStopped), Err(e)) | (Ok(_), Err(e)) => Err(e),
+            (scanned, _) => scanned,
+        };
+        (result, state, packet)
+    })
 }
 
 /// The packet's header, and the new state's head.
@@ -719,19 +804,16 @@ fn run<S: Storage>(
     if options.dry_run {
         let packet =
             RecordWriter::new(meta.clone(), key, options.max_size, CountingSink::default())?;
-        let mut v: Visitor<'_, _, S::Aux> = Visitor {
-            state: None,
-            packet,
-            shipped_any: false,
-        };
-        let totals = scan(plan.source, &scan_plan, &mut cursor, &mut v, progress)?;
+        let (scanned, _, packet) =
+            scan_and_ship::<_, S::Aux>(plan, &scan_plan, &mut cursor, None, packet, progress);
+        let totals = scanned?;
         progress.finish();
         note_scan(report, &totals, &cursor, start);
         if !needs_packet(plan, &totals, start, report) {
             return Ok(());
         }
         out_is_free(storage, options)?;
-        let (summary, data_bytes, sink) = v.packet.finish()?;
+        let (summary, data_bytes, sink) = packet.finish()?;
         report.packet = Some(written(&options.out, &summary, data_bytes, &sink.files));
         report.outcome = ExportOutcome::WouldWrite;
         return check_limit(path, options, &sink.files);
@@ -739,14 +821,9 @@ fn run<S: Storage>(
     let state = StateWriter::create(storage, path, &new_head)?;
     let sink = FileSink::new(storage, &options.out, options.limit);
     let packet = RecordWriter::new(meta, key, options.max_size, sink)?;
-    let mut v = Visitor {
-        state: Some(state),
-        packet,
-        shipped_any: false,
-    };
-    let scanned = scan(plan.source, &scan_plan, &mut cursor, &mut v, progress);
+    let (scanned, state, packet) =
+        scan_and_ship(plan, &scan_plan, &mut cursor, Some(state), packet, progress);
     progress.finish();
-    let Visitor { state, packet, .. } = v;
     let state = state.ok_or(Error::WriterStopped)?;
     let totals = match scanned {
         Ok(t) => t,
@@ -1046,4 +1123,134 @@ fn first_problem(health: &crate::inspect::Health) -> String {
         .filter(|r| !r.healthy)
         .find_map(crate::inspect::ReplicaHealth::reason)
         .unwrap_or_else(|| "a replica is broken".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packets::stream::CountingSink;
+    use poolsync_packet::Compression;
+
+    /// A source whose block `at` changes after it was first read.
+    #[derive(Debug)]
+    struct Changing {
+        bytes: Vec<u8>,
+        at: u64,
+        reads: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Endpoint for Changing {
+        fn name(&self) -> String {
+            "changing".to_string()
+        }
+        fn end(&self) -> u64 {
+            self.bytes.len() as u64
+        }
+        fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
+            let end = offset + buf.len() as u64;
+            buf.copy_from_slice(&self.bytes[offset as usize..end as usize]);
+            if (offset..end).contains(&self.at)
+                && self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0
+            {
+                buf[(self.at - offset) as usize] ^= 0xff;
+            }
+            Ok(())
+        }
+        fn write(&self, _: u64, _: &[u8]) -> Result<(), Error> {
+            unreachable!("a scan never writes")
+        }
+        fn flush(&self, _: u64, _: u64) -> Result<(), Error> {
+            Ok(())
+        }
+        fn fence(&self) -> Result<(), Error> {
+            Ok(())
+        }
+        fn headers(&self) -> Vec<crate::open::HeaderState> {
+            Vec::new()
+        }
+        fn write_header(&self, _: usize, _: &crate::endpoint::HeaderWrite) -> Result<(), Error> {
+            Ok(())
+        }
+        fn locate(&self, _: crate::range::LogicalRange) -> Vec<crate::endpoint::Location> {
+            Vec::new()
+        }
+    }
+
+    fn meta() -> PacketMeta {
+        PacketMeta {
+            packet_id: [1; 16],
+            poolset_uuid: [2; 16],
+            lineage: [3; 16],
+            timeline: 1,
+            history: vec![],
+            base_epoch: 0,
+            new_epoch: 1,
+            block_size: BLOCK_SIZE,
+            range: 0..32 * 4096,
+            created: 7,
+            comment: String::new(),
+            destinations: vec!["b".into()],
+            source: "/a/pool.set".into(),
+            rewind: None,
+            compression: Compression::None,
+        }
+    }
+
+    /// Scans and ships all of `src` (no state: every block ships).
+    fn export_all(src: &Changing) -> Result<u64, Error> {
+        let plan = Plan {
+            source: src,
+            range: 0..32 * 4096,
+            uuid: [2; 16],
+            base: 0,
+            new_epoch: 1,
+            behind: false,
+            request: None,
+        };
+        let scan_plan = ScanPlan {
+            range: plan.range.clone(),
+            block_size: BLOCK_SIZE,
+            change_stamp: 1,
+            base: 0,
+            extra: &[],
+            stride: 8 * 4096,
+            threads: 2,
+        };
+        let packet = RecordWriter::new(meta(), None, 1 << 30, CountingSink::default())?;
+        let mut none = EntryCursor::none();
+        let (scanned, _, packet) = scan_and_ship::<_, poolsync_pmem::sim::SimFile>(
+            &plan,
+            &scan_plan,
+            &mut none,
+            None,
+            packet,
+            &crate::exec::NoProgress,
+        );
+        scanned?;
+        let (_, data_bytes, _) = packet.finish()?;
+        Ok(data_bytes)
+    }
+
+    #[test]
+    fn every_block_ships_and_one_that_changes_while_it_is_read_fails_the_export() {
+        let bytes: Vec<u8> = (0..32 * 4096).map(|i| (i / 4096) as u8 | 1).collect();
+        let steady = Changing {
+            bytes: bytes.clone(),
+            at: u64::MAX,
+            reads: std::sync::atomic::AtomicUsize::new(0),
+        };
+        assert_eq!(export_all(&steady).unwrap(), 32 * 4096);
+        // Block 13 changes after its first reading (the scan's).
+        let changing = Changing {
+            bytes,
+            at: 13 * 4096 + 5,
+            reads: std::sync::atomic::AtomicUsize::new(0),
+        };
+        let e = export_all(&changing).unwrap_err();
+        assert!(
+            matches!(e, Error::SourceChanged { offset, .. } if offset == 13 * 4096),
+            "{e}"
+        );
+        assert!(e.to_string().contains("must not be in use"), "{e}");
+    }
 }

@@ -9,10 +9,9 @@
 //! the block's old entry. A block whose digest differs, or whose old entry
 //! is unknown, *changed*: it gets the new epoch as its stamp. A block
 //! *ships* when its stamp is above the packet's base epoch or a rewind
-//! request lists it. The caller sees every stride with its verdicts and
-//! the bytes of its shipped blocks ([`ScanVisitor`]; they are read again,
-//! and must still have the digest they were judged by), in logical order,
-//! and writes the new state and the packet from them; nothing here knows about files, so the same
+//! request lists it. The caller sees every stride's verdicts
+//! ([`ScanVisitor`]) in logical order and writes the new state and the
+//! packet from them (reading the shipped blocks again); nothing here knows about files, so the same
 //! scan serves a connection to a remote replica.
 
 use std::ops::Range;
@@ -62,17 +61,11 @@ pub struct Block {
 
 /// Receives the scan's strides in logical order.
 pub trait ScanVisitor {
-    /// The stride at logical `offset`: one verdict per block, and, when
-    /// the visitor [wants them](Self::wants_bytes), the stride's bytes with
-    /// those of every block that ships in place (the other blocks' bytes
-    /// are not read: they are whatever the buffer held); else `bytes` is
-    /// empty.
-    fn stride(&mut self, offset: u64, bytes: &[u8], blocks: &[Block]) -> Result<(), Error>;
-
-    /// Whether [`stride`](Self::stride) needs the shipped blocks' bytes.
-    fn wants_bytes(&self) -> bool {
-        true
-    }
+    /// The stride at logical `offset`: one verdict per block. The scan
+    /// keeps no bytes ([`super::readahead`]): a visitor that needs the
+    /// shipped blocks' bytes reads them again, and checks them against
+    /// their entries' digests.
+    fn stride(&mut self, offset: u64, blocks: &[Block]) -> Result<(), Error>;
 }
 
 /// What a scan found.
@@ -110,59 +103,13 @@ pub fn scan(
         u64::from(plan.block_size),
         plan.stride as u64,
         plan.threads,
-        |strides| consume(source, plan, old, visit, progress, strides),
+        |strides| consume(plan, old, visit, progress, strides),
     )
-}
-
-/// Reads the shipped blocks of the stride at `offset` (its blocks'
-/// `digests` and `verdicts`) into `buf`, in place, run by run, and checks
-/// that each still has the digest the scan judged it by: the readers keep
-/// no bytes ([`super::readahead`]), and a block that changed in between
-/// (the set must not be in use) would put bytes into the packet that the
-/// new state does not describe.
-fn read_shipped<'b>(
-    source: &dyn Endpoint,
-    offset: u64,
-    bs: u64,
-    digests: &[u128],
-    verdicts: &[Block],
-    buf: &'b mut Vec<u8>,
-) -> Result<&'b [u8], Error> {
-    let bs_us = usize::try_from(bs).map_err(|_| Error::WriterStopped)?;
-    let len = verdicts.len() * bs_us;
-    if buf.len() < len {
-        buf.resize(len, 0);
-    }
-    let mut i = 0;
-    while i < verdicts.len() {
-        if !verdicts[i].ships {
-            i += 1;
-            continue;
-        }
-        let first = i;
-        while i < verdicts.len() && verdicts[i].ships {
-            i += 1;
-        }
-        let run = buf
-            .get_mut(first * bs_us..i * bs_us)
-            .ok_or(Error::WriterStopped)?;
-        source.read(offset + first as u64 * bs, run)?;
-        for (k, block) in run.chunks(bs_us).enumerate() {
-            if digests.get(first + k) != Some(&crate::endpoint::digest(block)) {
-                return Err(Error::SourceChanged {
-                    endpoint: source.name(),
-                    offset: offset + (first + k) as u64 * bs,
-                });
-            }
-        }
-    }
-    buf.get(..len).ok_or(Error::WriterStopped)
 }
 
 /// The caller's side: judges every block of each stride read and hands
 /// the stride to `visit`.
 fn consume(
-    source: &dyn Endpoint,
     plan: &ScanPlan<'_>,
     old: &mut dyn OldEntries,
     visit: &mut dyn ScanVisitor,
@@ -173,9 +120,7 @@ fn consume(
     let mut totals = ScanTotals::default();
     let mut extra = plan.extra.iter().peekable();
     let mut verdicts = Vec::new();
-    let mut bytes = Vec::new();
     let first_block = plan.range.start / bs;
-    let wants_bytes = visit.wants_bytes();
     while let Some(stride) = strides.next_stride()? {
         let digests = stride.digests(0).ok_or(Error::WriterStopped)?;
         verdicts.clear();
@@ -213,12 +158,7 @@ fn consume(
                 ships,
             });
         }
-        let bytes = if wants_bytes {
-            read_shipped(source, stride.offset, bs, digests, &verdicts, &mut bytes)?
-        } else {
-            &[]
-        };
-        visit.stride(stride.offset, bytes, &verdicts)?;
+        visit.stride(stride.offset, &verdicts)?;
         progress.advance(stride.len);
     }
     Ok(totals)
@@ -247,17 +187,9 @@ mod tests {
     struct Collect(Vec<(u64, Block)>);
 
     impl ScanVisitor for Collect {
-        fn stride(&mut self, offset: u64, bytes: &[u8], blocks: &[Block]) -> Result<(), Error> {
-            assert_eq!(bytes.len(), blocks.len() * 4096);
+        fn stride(&mut self, offset: u64, blocks: &[Block]) -> Result<(), Error> {
             for (i, b) in blocks.iter().enumerate() {
-                let at = offset + i as u64 * 4096;
-                if b.ships {
-                    // Its bytes are there: block b is filled with b.
-                    assert!(bytes[i * 4096..(i + 1) * 4096]
-                        .iter()
-                        .all(|&x| u64::from(x) == at / 4096));
-                }
-                self.0.push((at, *b));
+                self.0.push((offset + i as u64 * 4096, *b));
             }
             Ok(())
         }
@@ -337,78 +269,5 @@ mod tests {
         let totals = scan(&rep, &plan, &mut none, &mut Collect::default(), &NoProgress).unwrap();
         assert_eq!(totals.changed, 63);
         assert_eq!(totals.shipped, 63);
-    }
-
-    /// A source whose block `at` changes after it was first read.
-    #[derive(Debug)]
-    struct Changing {
-        bytes: Vec<u8>,
-        at: u64,
-        reads: std::sync::atomic::AtomicUsize,
-    }
-
-    impl Endpoint for Changing {
-        fn name(&self) -> String {
-            "changing".to_string()
-        }
-        fn end(&self) -> u64 {
-            self.bytes.len() as u64
-        }
-        fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
-            let end = offset + buf.len() as u64;
-            buf.copy_from_slice(&self.bytes[offset as usize..end as usize]);
-            if (offset..end).contains(&self.at)
-                && self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0
-            {
-                buf[(self.at - offset) as usize] ^= 0xff;
-            }
-            Ok(())
-        }
-        fn write(&self, _: u64, _: &[u8]) -> Result<(), Error> {
-            unreachable!("a scan never writes")
-        }
-        fn flush(&self, _: u64, _: u64) -> Result<(), Error> {
-            Ok(())
-        }
-        fn fence(&self) -> Result<(), Error> {
-            Ok(())
-        }
-        fn headers(&self) -> Vec<crate::open::HeaderState> {
-            Vec::new()
-        }
-        fn write_header(&self, _: usize, _: &crate::endpoint::HeaderWrite) -> Result<(), Error> {
-            Ok(())
-        }
-        fn locate(&self, _: crate::range::LogicalRange) -> Vec<crate::endpoint::Location> {
-            Vec::new()
-        }
-    }
-
-    #[test]
-    fn a_shipped_block_that_changes_while_it_is_read_fails_the_scan() {
-        let bytes: Vec<u8> = (0..32 * 4096).map(|i| (i / 4096) as u8).collect();
-        let plan = ScanPlan {
-            range: 0..32 * 4096,
-            block_size: 4096,
-            change_stamp: 2,
-            base: 1,
-            extra: &[],
-            stride: 8 * 4096,
-            threads: 2,
-        };
-        // Every block ships (no state); block 13 changes after its first
-        // reading.
-        let src = Changing {
-            bytes,
-            at: 13 * 4096 + 5,
-            reads: std::sync::atomic::AtomicUsize::new(0),
-        };
-        let mut none = EntryCursor::none();
-        let e = scan(&src, &plan, &mut none, &mut Collect::default(), &NoProgress).unwrap_err();
-        assert!(
-            matches!(e, Error::SourceChanged { offset, .. } if offset == 13 * 4096),
-            "{e}"
-        );
-        assert!(e.to_string().contains("must not be in use"), "{e}");
     }
 }

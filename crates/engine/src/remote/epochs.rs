@@ -280,7 +280,7 @@ struct Visitor<'b, F> {
 }
 
 impl<F: poolsync_pmem::PartFile> ScanVisitor for Visitor<'_, F> {
-    fn stride(&mut self, offset: u64, _bytes: &[u8], blocks: &[Block]) -> Result<(), Error> {
+    fn stride(&mut self, offset: u64, blocks: &[Block]) -> Result<(), Error> {
         let bs = u64::from(BLOCK_SIZE);
         for (i, b) in blocks.iter().enumerate() {
             if let Some(w) = &mut self.state {
@@ -298,10 +298,5 @@ impl<F: poolsync_pmem::PartFile> ScanVisitor for Visitor<'_, F> {
             }
         }
         Ok(())
-    }
-
-    /// Only the stamps count here.
-    fn wants_bytes(&self) -> bool {
-        false
     }
 }
