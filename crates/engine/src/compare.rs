@@ -759,49 +759,7 @@ mod tests {
     use proptest::prelude::*;
     use std::path::{Path, PathBuf};
 
-    /// An endpoint of bytes in memory that start at logical `base`, which
-    /// may ask to be compared by digests.
-    #[derive(Debug)]
-    struct Mem {
-        base: u64,
-        bytes: Vec<u8>,
-        digests: bool,
-    }
-
-    impl Endpoint for Mem {
-        fn name(&self) -> String {
-            "memory".to_string()
-        }
-        fn end(&self) -> u64 {
-            self.base + self.bytes.len() as u64
-        }
-        fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
-            let s = (offset - self.base) as usize;
-            buf.copy_from_slice(&self.bytes[s..s + buf.len()]);
-            Ok(())
-        }
-        fn prefers_digests(&self) -> bool {
-            self.digests
-        }
-        fn write(&self, _: u64, _: &[u8]) -> Result<(), Error> {
-            unreachable!("never written")
-        }
-        fn flush(&self, _: u64, _: u64) -> Result<(), Error> {
-            Ok(())
-        }
-        fn fence(&self) -> Result<(), Error> {
-            Ok(())
-        }
-        fn headers(&self) -> Vec<crate::open::HeaderState> {
-            Vec::new()
-        }
-        fn write_header(&self, _: usize, _: &crate::endpoint::HeaderWrite) -> Result<(), Error> {
-            Ok(())
-        }
-        fn locate(&self, _: LogicalRange) -> Vec<crate::endpoint::Location> {
-            Vec::new()
-        }
-    }
+    use crate::test_endpoint::Mem;
 
     /// The differing runs `compare_many` finds between two buffers that
     /// start at `range.offset`, in bytes mode and in digest mode (which
@@ -810,7 +768,7 @@ mod tests {
         let l = Mem {
             base: range.offset,
             bytes: left.to_vec(),
-            digests: false,
+            ..Mem::default()
         };
         let options = CompareOptions { stride, threads: 1 };
         let mut found = Vec::new();
@@ -819,6 +777,7 @@ mod tests {
                 base: range.offset,
                 bytes: right.to_vec(),
                 digests,
+                ..Mem::default()
             };
             let mut out = compare_many(&l, &[&r], &[range], &options, &NoProgress).unwrap();
             found.push(out.pop().unwrap().differing);

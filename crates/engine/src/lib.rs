@@ -60,6 +60,8 @@ pub mod ring;
 pub mod rm;
 mod space;
 pub mod sync;
+#[cfg(test)]
+mod test_endpoint;
 pub mod transform;
 pub mod undo;
 pub mod verify;

@@ -397,57 +397,11 @@ fn keep_old(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpoint::{HeaderWrite, Location};
     use crate::exec::NoProgress;
-    use crate::open::HeaderState;
-    use crate::range::LogicalRange;
 
     const BS: u64 = 4096;
 
-    /// A replica in memory whose read of the byte at `fail_at` fails.
-    #[derive(Debug)]
-    struct Mem {
-        bytes: Vec<u8>,
-        fail_at: Option<u64>,
-    }
-
-    impl Endpoint for Mem {
-        fn name(&self) -> String {
-            "memory".to_string()
-        }
-        fn end(&self) -> u64 {
-            self.bytes.len() as u64
-        }
-        fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
-            let end = offset + buf.len() as u64;
-            if self.fail_at.is_some_and(|f| (offset..end).contains(&f)) {
-                return Err(Error::InvalidRequest {
-                    path: "memory".into(),
-                    reason: format!("injected read error at {offset:#x}"),
-                });
-            }
-            buf.copy_from_slice(&self.bytes[offset as usize..end as usize]);
-            Ok(())
-        }
-        fn write(&self, _: u64, _: &[u8]) -> Result<(), Error> {
-            unreachable!("a check never writes")
-        }
-        fn flush(&self, _: u64, _: u64) -> Result<(), Error> {
-            Ok(())
-        }
-        fn fence(&self) -> Result<(), Error> {
-            Ok(())
-        }
-        fn headers(&self) -> Vec<HeaderState> {
-            Vec::new()
-        }
-        fn write_header(&self, _: usize, _: &HeaderWrite) -> Result<(), Error> {
-            Ok(())
-        }
-        fn locate(&self, _: LogicalRange) -> Vec<Location> {
-            Vec::new()
-        }
-    }
+    use crate::test_endpoint::Mem;
 
     /// Old entries from a vector.
     struct Olds(Vec<Option<Entry>>);
@@ -551,10 +505,7 @@ mod tests {
     fn every_number_of_readers_judges_alike() {
         let (bytes, olds, records) = scenario();
         let end = bytes.len() as u64;
-        let rep = Mem {
-            bytes,
-            fail_at: None,
-        };
+        let rep = Mem::new(bytes);
         let reports: Vec<CheckReport> = (0..=6)
             .map(|threads| check(&rep, &olds, &records, threads).unwrap())
             .collect();
@@ -583,8 +534,8 @@ mod tests {
         let end = bytes.len() as u64;
         for fail_at in [0, CHECK_STRIDE + 5, end - 1] {
             let rep = Mem {
-                bytes: bytes.clone(),
                 fail_at: Some(fail_at),
+                ..Mem::new(bytes.clone())
             };
             for threads in [1, 2, 4] {
                 let e = check(&rep, &olds, &records, threads).unwrap_err();
@@ -603,10 +554,7 @@ mod tests {
         }
         let (bytes, olds, _) = scenario();
         let end = bytes.len() as u64;
-        let rep = Mem {
-            bytes,
-            fail_at: None,
-        };
+        let rep = Mem::new(bytes);
         let e = check_destination(
             &[&rep],
             0..end,

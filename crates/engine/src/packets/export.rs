@@ -1129,75 +1129,11 @@ fn first_problem(health: &crate::inspect::Health) -> String {
 mod tests {
     use super::*;
     use crate::packets::stream::CountingSink;
-    use poolsync_packet::Compression;
 
-    /// A source whose block `at` changes after it was first read.
-    #[derive(Debug)]
-    struct Changing {
-        bytes: Vec<u8>,
-        at: u64,
-        reads: std::sync::atomic::AtomicUsize,
-    }
-
-    impl Endpoint for Changing {
-        fn name(&self) -> String {
-            "changing".to_string()
-        }
-        fn end(&self) -> u64 {
-            self.bytes.len() as u64
-        }
-        fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
-            let end = offset + buf.len() as u64;
-            buf.copy_from_slice(&self.bytes[offset as usize..end as usize]);
-            if (offset..end).contains(&self.at)
-                && self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0
-            {
-                buf[(self.at - offset) as usize] ^= 0xff;
-            }
-            Ok(())
-        }
-        fn write(&self, _: u64, _: &[u8]) -> Result<(), Error> {
-            unreachable!("a scan never writes")
-        }
-        fn flush(&self, _: u64, _: u64) -> Result<(), Error> {
-            Ok(())
-        }
-        fn fence(&self) -> Result<(), Error> {
-            Ok(())
-        }
-        fn headers(&self) -> Vec<crate::open::HeaderState> {
-            Vec::new()
-        }
-        fn write_header(&self, _: usize, _: &crate::endpoint::HeaderWrite) -> Result<(), Error> {
-            Ok(())
-        }
-        fn locate(&self, _: crate::range::LogicalRange) -> Vec<crate::endpoint::Location> {
-            Vec::new()
-        }
-    }
-
-    fn meta() -> PacketMeta {
-        PacketMeta {
-            packet_id: [1; 16],
-            poolset_uuid: [2; 16],
-            lineage: [3; 16],
-            timeline: 1,
-            history: vec![],
-            base_epoch: 0,
-            new_epoch: 1,
-            block_size: BLOCK_SIZE,
-            range: 0..32 * 4096,
-            created: 7,
-            comment: String::new(),
-            destinations: vec!["b".into()],
-            source: "/a/pool.set".into(),
-            rewind: None,
-            compression: Compression::None,
-        }
-    }
+    use crate::test_endpoint::Mem;
 
     /// Scans and ships all of `src` (no state: every block ships).
-    fn export_all(src: &Changing) -> Result<u64, Error> {
+    fn export_all(src: &Mem) -> Result<u64, Error> {
         let plan = Plan {
             source: src,
             range: 0..32 * 4096,
@@ -1216,7 +1152,8 @@ mod tests {
             stride: 8 * 4096,
             threads: 2,
         };
-        let packet = RecordWriter::new(meta(), None, 1 << 30, CountingSink::default())?;
+        let meta = crate::packets::stream::test_meta(0..32 * 4096);
+        let packet = RecordWriter::new(meta, None, 1 << 30, CountingSink::default())?;
         let mut none = EntryCursor::none();
         let (scanned, _, packet) = scan_and_ship::<_, poolsync_pmem::sim::SimFile>(
             &plan,
@@ -1234,17 +1171,12 @@ mod tests {
     #[test]
     fn every_block_ships_and_one_that_changes_while_it_is_read_fails_the_export() {
         let bytes: Vec<u8> = (0..32 * 4096).map(|i| (i / 4096) as u8 | 1).collect();
-        let steady = Changing {
-            bytes: bytes.clone(),
-            at: u64::MAX,
-            reads: std::sync::atomic::AtomicUsize::new(0),
-        };
+        let steady = Mem::new(bytes.clone());
         assert_eq!(export_all(&steady).unwrap(), 32 * 4096);
         // Block 13 changes after its first reading (the scan's).
-        let changing = Changing {
-            bytes,
-            at: 13 * 4096 + 5,
-            reads: std::sync::atomic::AtomicUsize::new(0),
+        let changing = Mem {
+            change_at: Some(13 * 4096 + 5),
+            ..Mem::new(bytes)
         };
         let e = export_all(&changing).unwrap_err();
         assert!(

@@ -487,29 +487,36 @@ fn write_bytes<F: PartFile>(file: &F, at: &mut u64, bytes: &[u8]) -> Result<(), 
     Ok(())
 }
 
+/// A packet's header for tests: an unsigned, uncompressed packet of
+/// epoch 0 to 1 for destination `b` over `range`.
+#[cfg(test)]
+pub(crate) fn test_meta(range: std::ops::Range<u64>) -> PacketMeta {
+    PacketMeta {
+        packet_id: [1; 16],
+        poolset_uuid: [2; 16],
+        lineage: [3; 16],
+        timeline: 1,
+        history: vec![],
+        base_epoch: 0,
+        new_epoch: 1,
+        block_size: 4096,
+        range,
+        created: 7,
+        comment: String::new(),
+        destinations: vec!["b".into()],
+        source: "/a/pool.set".into(),
+        rewind: None,
+        compression: poolsync_packet::Compression::None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use poolsync_packet::{verify_slices, Compression, RecordBody};
+    use poolsync_packet::{verify_slices, RecordBody};
 
     fn meta() -> PacketMeta {
-        PacketMeta {
-            packet_id: [1; 16],
-            poolset_uuid: [2; 16],
-            lineage: [3; 16],
-            timeline: 1,
-            history: vec![],
-            base_epoch: 0,
-            new_epoch: 1,
-            block_size: 4096,
-            range: 4096..(64 << 20),
-            created: 7,
-            comment: String::new(),
-            destinations: vec!["b".into()],
-            source: "/a/pool.set".into(),
-            rewind: None,
-            compression: Compression::None,
-        }
+        test_meta(4096..(64 << 20))
     }
 
     /// A sink that keeps the files in memory.
