@@ -4,7 +4,8 @@
 //! Every refusal is an [`Error::PacketFile`] that names the file and the
 //! byte offset at fault. Reading is bounded: a header of at most
 //! `FILE_HEADER_MAX_LEN` bytes, a trailer, one record header and one
-//! payload of at most 1 MiB at a time.
+//! payload of at most 1 MiB at a time ([`read_ahead`] holds at most four
+//! batches of records, each under 2 MiB).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
