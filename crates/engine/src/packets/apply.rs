@@ -200,13 +200,16 @@ impl Checker<'_> {
         let mut at = start;
         while at < end {
             let old = self.old.entry(at / bs - self.first_block)?;
-            let stride = self.strides.holding(at)?;
-            let i = ((at - stride.offset) / bs) as usize;
-            let now: Vec<u128> = stride
-                .all_digests()
-                .map(|d| d.get(i).copied().ok_or(Error::WriterStopped))
-                .collect::<Result<_, _>>()?;
-            for (r, digest) in now.into_iter().enumerate() {
+            for r in 0..self.replicas.len() {
+                // The stride at hand (judging may have read a block again,
+                // never moved on).
+                let stride = self.strides.holding(at)?;
+                let i = ((at - stride.offset) / bs) as usize;
+                let digest = stride
+                    .digests(r)
+                    .and_then(|d| d.get(i))
+                    .copied()
+                    .ok_or(Error::WriterStopped)?;
                 self.report.blocks += 1;
                 judge(self, at, r, Entry::from_xxh3_128(digest, 0), old)?;
             }
